@@ -1,0 +1,424 @@
+"""Microsoft's endpoint data, loaded, validated and turned into probe targets.
+
+The JSON is Microsoft's web-service format as published; netcheck's grouping of
+it into workloads comes from ``endpoints/workloads.toml``. Nothing here names a
+Microsoft host: every name comes from the data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netcheck.errors import CatalogError
+from netcheck.models import Category, Target
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+INSTANCES: tuple[str, ...] = ("Worldwide", "China", "USGovDoD", "USGovGCCHigh")
+_KNOWN_KEYS = {"id", "serviceArea", "serviceAreaDisplayName", "urls", "ips", "tcpPorts",
+               "udpPorts", "expressRoute", "category", "required", "notes"}
+
+
+def data_dir() -> Path:
+    """Where the bundled endpoint data lives (inside the wheel, or the source tree)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "endpoints", here.parent / "endpoints"):
+        if (candidate / "workloads.toml").is_file():
+            return candidate
+    raise CatalogError("netcheck's bundled endpoint data is missing; reinstall netcheck")
+
+
+def canonical_instance(name: str) -> str:
+    for inst in INSTANCES:
+        if inst.lower() == name.lower():
+            return inst
+    raise CatalogError(f"unknown instance {name!r}; choose one of {', '.join(INSTANCES)}")
+
+
+@dataclass(frozen=True)
+class PortRange:
+    low: int
+    high: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.low <= port <= self.high
+
+    def ports(self) -> range:
+        return range(self.low, self.high + 1)
+
+    def __str__(self) -> str:
+        return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+
+
+def parse_ports(text: str, where: str) -> tuple[PortRange, ...]:
+    """Parse ``"80,443"``, ``"143, 587"``, ``"443,80"`` or ``"3478-3481"``; sorted, deduplicated."""
+    out: set[PortRange] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low_s, _, high_s = part.partition("-")
+        try:
+            low = int(low_s)
+            high = int(high_s) if high_s else low
+        except ValueError:
+            raise CatalogError(f"{where}: bad port {part!r}") from None
+        if not (0 < low <= high <= 65535):
+            raise CatalogError(f"{where}: port {part!r} is out of range")
+        out.add(PortRange(low, high))
+    return tuple(sorted(out, key=lambda r: (r.low, r.high)))
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    id: int
+    service_area: str
+    display_name: str
+    urls: tuple[str, ...]
+    ips: tuple[Network, ...]
+    tcp_ports: tuple[PortRange, ...]
+    udp_ports: tuple[PortRange, ...]
+    category: Category
+    express_route: bool
+    required: bool
+    notes: str = ""
+
+    def tcp_has(self, port: int) -> bool:
+        return any(port in r for r in self.tcp_ports)
+
+
+def _str_list(raw: Any, key: str, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+        raise CatalogError(f"{where}: {key!r} must be a list of non-empty strings")
+    return tuple(x.strip().lower() if key == "urls" else x.strip() for x in raw)
+
+
+def parse_endpoint_set(raw: Any, origin: str) -> EndpointSet:
+    """One endpoint set; errors name ``origin`` (the file) and the set id."""
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{origin}: every entry must be an object")
+    set_id = raw.get("id")
+    if not isinstance(set_id, int) or isinstance(set_id, bool) or set_id < 0:
+        raise CatalogError(f"{origin}: an endpoint set has a missing or bad 'id' ({set_id!r})")
+    where = f"{origin}: endpoint set {set_id}"
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        # The service may add attributes; tolerate them (Microsoft's versioning rule).
+        pass
+    area = raw.get("serviceArea")
+    if not isinstance(area, str) or not area:
+        raise CatalogError(f"{where}: 'serviceArea' is missing")
+    try:
+        category = Category(raw.get("category"))
+    except ValueError:
+        raise CatalogError(f"{where}: unknown category {raw.get('category')!r}") from None
+    ips: list[Network] = []
+    for text in _str_list(raw.get("ips"), "ips", where):
+        try:
+            ips.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise CatalogError(f"{where}: bad IP prefix {text!r}") from None
+    for key in ("tcpPorts", "udpPorts"):
+        if key in raw and not isinstance(raw[key], str):
+            raise CatalogError(f"{where}: {key!r} must be a string like \"80,443\"")
+    for key in ("expressRoute", "required"):
+        value = raw.get(key, False)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            raw = {**raw, key: value.lower() == "true"}
+        elif not isinstance(value, bool):
+            raise CatalogError(f"{where}: {key!r} must be true or false")
+    notes = raw.get("notes", "")
+    if not isinstance(notes, str):
+        raise CatalogError(f"{where}: 'notes' must be a string")
+    urls = _str_list(raw.get("urls"), "urls", where)
+    tcp = parse_ports(raw.get("tcpPorts", ""), where)
+    udp = parse_ports(raw.get("udpPorts", ""), where)
+    if not urls and not ips:
+        raise CatalogError(f"{where}: has neither 'urls' nor 'ips'")
+    if not tcp and not udp:
+        raise CatalogError(f"{where}: has neither 'tcpPorts' nor 'udpPorts'")
+    return EndpointSet(
+        id=set_id, service_area=area,
+        display_name=str(raw.get("serviceAreaDisplayName") or area),
+        urls=urls, ips=tuple(ips), tcp_ports=tcp, udp_ports=udp, category=category,
+        express_route=bool(raw.get("expressRoute", False)),
+        required=bool(raw.get("required", False)), notes=notes.strip(),
+    )
+
+
+def parse_endpoint_sets(data: Any, origin: str) -> tuple[EndpointSet, ...]:
+    if not isinstance(data, list):
+        raise CatalogError(f"{origin}: expected a JSON array of endpoint sets")
+    sets = tuple(parse_endpoint_set(raw, origin) for raw in data)
+    seen: set[int] = set()
+    for s in sets:
+        if s.id in seen:
+            raise CatalogError(f"{origin}: endpoint set {s.id} appears twice")
+        seen.add(s.id)
+    if not sets:
+        raise CatalogError(f"{origin}: holds no endpoint sets")
+    return sets
+
+
+def read_endpoint_file(path: Path) -> tuple[EndpointSet, ...]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    return parse_endpoint_sets(data, str(path))
+
+
+# --- workloads -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Workload:
+    id: str
+    name: str
+    service_areas: tuple[str, ...] = ()
+    media: bool = False
+    only_listed: bool = False
+    core: bool = True
+
+
+@dataclass(frozen=True)
+class WorkloadMap:
+    workloads: tuple[Workload, ...]
+    fallback: str
+    listed: Mapping[str, Mapping[str, tuple[int, ...]]]  # instance -> workload -> set ids
+    tenant_names: Mapping[str, tuple[str, ...]]
+
+    def by_id(self, workload_id: str) -> Workload:
+        for w in self.workloads:
+            if w.id == workload_id:
+                return w
+        raise KeyError(workload_id)
+
+    def for_set(self, instance: str, endpoint_set: EndpointSet) -> tuple[str, ...]:
+        listed = self.listed.get(instance, {})
+        out = [w for w, ids in listed.items() if endpoint_set.id in ids]
+        for w in self.workloads:
+            if w.id in out or w.only_listed:
+                continue
+            if endpoint_set.service_area in w.service_areas:
+                out.append(w.id)
+        if not out:
+            out.append(self.fallback)
+        order = [w.id for w in self.workloads]
+        return tuple(sorted(set(out), key=order.index))
+
+
+def load_workload_map(path: Path) -> WorkloadMap:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+    try:
+        workloads = tuple(
+            Workload(id=wid, name=str(w["name"]), service_areas=tuple(w.get("service_areas", ())),
+                     media=bool(w.get("media", False)), only_listed=bool(w.get("only_listed", False)),
+                     core=bool(w.get("core", True)))
+            for wid, w in doc["workloads"].items()
+        )
+        listed = {canonical_instance(inst): {w: tuple(int(i) for i in ids) for w, ids in m.items()}
+                  for inst, m in doc.get("instances", {}).items()}
+        tenant_names = {k.lower(): tuple(v) for k, v in doc.get("tenant_names", {}).items()}
+        fallback = str(doc["fallback"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"{path}: malformed ({exc})") from exc
+    ids = {w.id for w in workloads}
+    if fallback not in ids:
+        raise CatalogError(f"{path}: fallback workload {fallback!r} is not defined")
+    for inst, m in listed.items():
+        for w in m:
+            if w not in ids:
+                raise CatalogError(f"{path}: [instances.{inst}] names unknown workload {w!r}")
+    return WorkloadMap(workloads, fallback, listed, tenant_names)
+
+
+# --- targets -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NotTestable:
+    pattern: str
+    endpoint_sets: tuple[int, ...]
+    workloads: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class MediaTarget:
+    """UDP media reached by IP prefix only (no host name), e.g. Teams relays."""
+
+    networks: tuple[Network, ...]
+    udp_ports: tuple[int, ...]
+    workloads: tuple[str, ...]
+    endpoint_sets: tuple[int, ...]
+    category: Category
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """What a check probes: concrete host names (with their TCP ports), media
+    prefixes, and the wildcard patterns that cannot be tested."""
+
+    hosts: tuple[Target, ...]
+    ports: Mapping[str, tuple[int, ...]]  # host -> TCP ports published for it
+    media: tuple[MediaTarget, ...]
+    not_testable: tuple[NotTestable, ...]
+    skipped_optional: int
+
+
+def expand_url(pattern: str, tenant: str | None, tenant_names: Mapping[str, tuple[str, ...]]
+               ) -> tuple[str, ...]:
+    """Concrete names for a published URL pattern; () when only a wildcard is known."""
+    if "*" not in pattern:
+        return (pattern,)
+    if tenant and pattern in tenant_names:
+        return tuple(t.format(tenant=tenant.lower()) for t in tenant_names[pattern])
+    return ()
+
+
+@dataclass
+class _HostAcc:
+    category: Category
+    sets: set[int] = field(default_factory=set)
+    workloads: set[str] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    instance: str
+    version: str
+    source: str
+    sets: tuple[EndpointSet, ...]
+    workloads: WorkloadMap
+
+    def set_by_id(self, set_id: int) -> EndpointSet:
+        for s in self.sets:
+            if s.id == set_id:
+                return s
+        raise KeyError(set_id)
+
+    def workloads_of(self, endpoint_set: EndpointSet) -> tuple[str, ...]:
+        return self.workloads.for_set(self.instance, endpoint_set)
+
+    def networks(self, category: Category | None = None) -> tuple[Network, ...]:
+        """Every published prefix (of one category, if given), deduplicated, in order."""
+        seen: dict[Network, None] = {}
+        for s in self.sets:
+            if category is None or s.category is category:
+                for n in s.ips:
+                    seen.setdefault(n, None)
+        return tuple(seen)
+
+    def filtered(self, categories: Iterable[Category] = (), workloads: Iterable[str] = ()
+                 ) -> tuple[EndpointSet, ...]:
+        cats, wls = set(categories), set(workloads)
+        return tuple(s for s in self.sets
+                     if (not cats or s.category in cats)
+                     and (not wls or wls & set(self.workloads_of(s))))
+
+    def plan(self, tenant: str | None = None, required_only: bool = True) -> TargetPlan:
+        media_ids = {w.id for w in self.workloads.workloads if w.media}
+        hosts: dict[str, _HostAcc] = {}
+        media: list[MediaTarget] = []
+        untestable: dict[str, NotTestable] = {}
+        skipped = 0
+        for s in self.sets:
+            if required_only and not s.required:
+                skipped += 1
+                continue
+            wls = self.workloads_of(s)
+            media_wls = tuple(w for w in wls if w in media_ids)
+            web_wls = tuple(w for w in wls if w not in media_ids)
+            if media_wls and s.udp_ports and s.ips:
+                media.append(MediaTarget(
+                    networks=s.ips,
+                    udp_ports=tuple(p for r in s.udp_ports for p in r.ports()),
+                    workloads=media_wls, endpoint_sets=(s.id,), category=s.category))
+            if not web_wls or not s.tcp_ports:
+                continue
+            for pattern in s.urls:
+                names = expand_url(pattern, tenant, self.workloads.tenant_names)
+                if not names:
+                    prev = untestable.get(pattern)
+                    untestable[pattern] = NotTestable(
+                        pattern=pattern,
+                        endpoint_sets=tuple(sorted(set(prev.endpoint_sets if prev else ()) | {s.id})),
+                        workloads=tuple(sorted(set(prev.workloads if prev else ()) | set(web_wls))),
+                        reason=("a wildcard with no concrete host name to test"
+                                + ("" if tenant or pattern not in self.workloads.tenant_names
+                                   else "; give --tenant to test it")))
+                    continue
+                for name in names:
+                    acc = hosts.get(name)
+                    if acc is None:
+                        acc = hosts[name] = _HostAcc(s.category)
+                    elif s.category.rank < acc.category.rank:
+                        acc.category = s.category
+                    acc.sets.add(s.id)
+                    acc.workloads.update(web_wls)
+                    acc.ports.update(p for r in s.tcp_ports for p in r.ports() if p in (80, 443))
+        order = [w.id for w in self.workloads.workloads]
+        targets = tuple(
+            Target(host=name, category=acc.category,
+                   workloads=tuple(sorted(acc.workloads, key=order.index)),
+                   endpoint_sets=tuple(sorted(acc.sets)), required=True)
+            for name, acc in sorted(hosts.items(), key=lambda kv: (kv[1].category.rank, kv[0]))
+        )
+        ports = {name: tuple(sorted(acc.ports)) for name, acc in hosts.items()}
+        return TargetPlan(targets, ports, tuple(media), tuple(untestable.values()), skipped)
+
+
+def load_versions(directory: Path) -> Mapping[str, str]:
+    path = directory / "versions.toml"
+    try:
+        return {canonical_instance(k): str(v)
+                for k, v in tomllib.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+
+
+def bundled_path(instance: str) -> Path:
+    return data_dir() / f"{canonical_instance(instance).lower()}.json"
+
+
+def load_catalog(instance: str = "Worldwide", path: Path | None = None, version: str | None = None,
+                 source: str | None = None) -> Catalog:
+    """Load an instance's endpoint data.
+
+    ``path`` overrides the bundled snapshot (a cached update or a file the user
+    names); ``version`` and ``source`` describe where it came from.
+    """
+    instance = canonical_instance(instance)
+    directory = data_dir()
+    workloads = load_workload_map(directory / "workloads.toml")
+    if path is None:
+        path = bundled_path(instance)
+        version = version or load_versions(directory).get(instance, "unknown")
+        source = source or "bundled"
+    sets = read_endpoint_file(path)
+    return Catalog(instance, version or "unknown", source or "file", sets, workloads)
+
+
+def sets_to_json(sets: Sequence[EndpointSet]) -> list[dict[str, Any]]:
+    """A compact JSON view of endpoint sets (for `endpoints show --json`)."""
+    return [
+        {"id": s.id, "serviceArea": s.service_area, "category": str(s.category),
+         "required": s.required, "urls": list(s.urls), "ips": [str(n) for n in s.ips],
+         "tcpPorts": ",".join(map(str, s.tcp_ports)), "udpPorts": ",".join(map(str, s.udp_ports))}
+        for s in sets
+    ]

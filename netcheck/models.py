@@ -1,0 +1,245 @@
+"""The data netcheck passes around: targets, probe results, findings, reports.
+
+Pure data: this module imports nothing that touches the network or the OS, so
+decisions and renderers built on it can be tested without either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Union
+
+#: A JSON-serialisable detail value.
+DetailValue = Union[str, int, float, bool, None, list[str], list[int], list[float]]
+Detail = Mapping[str, DetailValue]
+
+
+class StrEnum(str, Enum):
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Category(StrEnum):
+    """Microsoft's endpoint categories, highest priority first."""
+
+    OPTIMIZE = "Optimize"
+    ALLOW = "Allow"
+    DEFAULT = "Default"
+
+    @property
+    def rank(self) -> int:
+        return {"Optimize": 0, "Allow": 1, "Default": 2}[self.value]
+
+
+class ProbeKind(StrEnum):
+    DNS = "dns"
+    TCP = "tcp"
+    TLS = "tls"
+    HTTP = "http"
+    ROUTE = "route"
+    STUN = "stun"
+    REALM = "realm"
+    WHOAMI = "whoami"
+
+
+class Outcome(StrEnum):
+    """Every way a probe can end. A closed set: the collector groups by it."""
+
+    OK = "ok"
+    # DNS
+    NXDOMAIN = "nxdomain"
+    NO_ANSWER = "no_answer"
+    SERVFAIL = "servfail"
+    DNS_REFUSED = "dns_refused"
+    DNS_TIMEOUT = "dns_timeout"
+    NO_RESOLVER = "no_resolver"
+    # transport
+    NETWORK_UNREACHABLE = "network_unreachable"
+    CONNECT_REFUSED = "connect_refused"
+    CONNECT_TIMEOUT = "connect_timeout"
+    CONNECTION_RESET = "connection_reset"
+    # TLS
+    TLS_INSPECTED = "tls_inspected"
+    TLS_UNTRUSTED = "tls_untrusted"
+    TLS_ERROR = "tls_error"
+    # HTTP
+    HTTP_PROXY_AUTH = "http_proxy_auth"
+    HTTP_PROXY_BLOCKED = "http_proxy_blocked"
+    HTTP_NO_RESPONSE = "http_no_response"
+    HTTP_STATUS = "http_status"
+    PROXY_UNREACHABLE = "proxy_unreachable"
+    # UDP media
+    UDP_BLOCKED = "udp_blocked"
+    # routing
+    WRONG_EGRESS = "wrong_egress"
+    # bookkeeping
+    TIMEOUT = "timeout"
+    NOT_TESTABLE = "not_testable"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+    @property
+    def reachable(self) -> bool:
+        """The service answered, even if through an inspecting middlebox."""
+        return self in (Outcome.OK, Outcome.TLS_INSPECTED, Outcome.WRONG_EGRESS)
+
+
+class Phase(StrEnum):
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    TLS = "tls"
+    PROCESSING = "processing"
+    TRANSFER = "transfer"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a probe is aimed at. ``address`` is set once DNS has answered."""
+
+    host: str
+    port: int | None = None
+    scheme: str | None = None
+    address: str | None = None
+    category: Category = Category.DEFAULT
+    workloads: tuple[str, ...] = ()
+    endpoint_sets: tuple[int, ...] = ()
+    required: bool = True
+
+    def with_address(self, address: str) -> Target:
+        return Target(self.host, self.port, self.scheme, address, self.category,
+                      self.workloads, self.endpoint_sets, self.required)
+
+    def with_port(self, port: int, scheme: str | None = None) -> Target:
+        return Target(self.host, port, scheme, self.address, self.category,
+                      self.workloads, self.endpoint_sets, self.required)
+
+    @property
+    def label(self) -> str:
+        if self.scheme and self.port:
+            return f"{self.scheme}://{self.host}:{self.port}/"
+        if self.port:
+            return f"{self.host}:{self.port}"
+        return self.host
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one probe, with a plain-language reason and phase timings.
+
+    ``phases`` are milliseconds keyed by :class:`Phase` values; ``detail`` holds
+    probe-specific, JSON-serialisable facts (answers, certificate issuer, ...).
+    """
+
+    kind: ProbeKind
+    target: Target
+    outcome: Outcome
+    reason: str = ""
+    phases: Mapping[str, float] = field(default_factory=dict)
+    detail: Detail = field(default_factory=dict)
+    family: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @property
+    def reachable(self) -> bool:
+        return self.outcome.reachable
+
+
+class Status(StrEnum):
+    """A workload's state."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    NOT_TESTED = "not_tested"
+
+
+class Verdict(StrEnum):
+    READY = "READY"
+    AT_RISK = "AT_RISK"
+    NOT_READY = "NOT_READY"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def exit_code(self) -> int:
+        return {"READY": 0, "AT_RISK": 1, "NOT_READY": 2, "UNKNOWN": 3}[self.value]
+
+    @property
+    def words(self) -> str:
+        return {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY",
+                "UNKNOWN": "COULD NOT ASSESS"}[self.value]
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing worth telling the user, with its evidence and the fix."""
+
+    code: str
+    severity: Severity
+    title: str
+    detail: str
+    remediation: str
+    workload: str | None = None
+    principle: int | None = None
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkloadResult:
+    id: str
+    name: str
+    status: Status
+    reasons: tuple[str, ...] = ()
+    latency_ms: float | None = None
+    score: int | None = None
+    probes_ok: int = 0
+    probes_total: int = 0
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    summary: str
+    workloads: tuple[WorkloadResult, ...]
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    instance: str
+    version: str
+    source: str  # "bundled", "cache", "web" or "file"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    os: str
+    os_version: str
+    python: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one check produced. Rendered to text, JSON and HTML."""
+
+    report_id: str
+    measured_at: str
+    duration_s: float
+    tool_version: str
+    catalog: CatalogInfo
+    tenant: str | None
+    host: HostInfo
+    deadline_s: float
+    probes: tuple[ProbeResult, ...]
+    assessment: Assessment
+    network: Detail = field(default_factory=dict)
