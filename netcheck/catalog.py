@@ -117,7 +117,7 @@ def parse_endpoint_set(raw: Any, origin: str) -> EndpointSet:
     if not isinstance(area, str) or not area:
         raise CatalogError(f"{where}: 'serviceArea' is missing")
     try:
-        category = Category(raw.get("category"))
+        category = Category(str(raw.get("category")))
     except ValueError:
         raise CatalogError(f"{where}: unknown category {raw.get('category')!r}") from None
     ips: list[Network] = []
@@ -198,6 +198,8 @@ class WorkloadMap:
     fallback: str
     listed: Mapping[str, Mapping[str, tuple[int, ...]]]  # instance -> workload -> set ids
     tenant_names: Mapping[str, tuple[str, ...]]
+    key_hosts: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    media_relay: Mapping[str, str] = field(default_factory=dict)
 
     def by_id(self, workload_id: str) -> Workload:
         for w in self.workloads:
@@ -231,20 +233,27 @@ def load_workload_map(path: Path) -> WorkloadMap:
                      core=bool(w.get("core", True)))
             for wid, w in doc["workloads"].items()
         )
-        listed = {canonical_instance(inst): {w: tuple(int(i) for i in ids) for w, ids in m.items()}
-                  for inst, m in doc.get("instances", {}).items()}
-        tenant_names = {k.lower(): tuple(v) for k, v in doc.get("tenant_names", {}).items()}
+        listed: dict[str, dict[str, tuple[int, ...]]] = {
+            canonical_instance(inst): {w: tuple(int(i) for i in ids) for w, ids in m.items()}
+            for inst, m in doc.get("instances", {}).items()}
+        tenant_names: dict[str, tuple[str, ...]] = {
+            k.lower(): tuple(v) for k, v in doc.get("tenant_names", {}).items()}
         fallback = str(doc["fallback"])
+        key_hosts: dict[str, dict[str, tuple[str, ...]]] = {
+            canonical_instance(inst): {w: tuple(str(h).lower() for h in hosts) for w, hosts in m.items()}
+            for inst, m in doc.get("key_hosts", {}).items()}
+        media_relay = {canonical_instance(k): str(v) for k, v in doc.get("media_relay", {}).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"{path}: malformed ({exc})") from exc
     ids = {w.id for w in workloads}
     if fallback not in ids:
         raise CatalogError(f"{path}: fallback workload {fallback!r} is not defined")
-    for inst, m in listed.items():
-        for w in m:
-            if w not in ids:
-                raise CatalogError(f"{path}: [instances.{inst}] names unknown workload {w!r}")
-    return WorkloadMap(workloads, fallback, listed, tenant_names)
+    for section, per_instance in (("instances", listed), ("key_hosts", key_hosts)):
+        for inst, names in per_instance.items():
+            for w in names:
+                if w not in ids:
+                    raise CatalogError(f"{path}: [{section}.{inst}] names unknown workload {w!r}")
+    return WorkloadMap(workloads, fallback, listed, tenant_names, key_hosts, media_relay)
 
 
 # --- targets -------------------------------------------------------------------
@@ -314,6 +323,20 @@ class Catalog:
 
     def workloads_of(self, endpoint_set: EndpointSet) -> tuple[str, ...]:
         return self.workloads.for_set(self.instance, endpoint_set)
+
+    def key_hosts(self, tenant: str | None) -> Mapping[str, tuple[str, ...]]:
+        """Per workload, the hosts without which it does not work at all."""
+        out: dict[str, tuple[str, ...]] = {}
+        for w, hosts in self.workloads.key_hosts.get(self.instance, {}).items():
+            names = tuple(h.format(tenant=tenant.lower()) if tenant else h
+                          for h in hosts if tenant or "{tenant}" not in h)
+            if names:
+                out[w] = names
+        return out
+
+    @property
+    def media_relay(self) -> str | None:
+        return self.workloads.media_relay.get(self.instance)
 
     def networks(self, category: Category | None = None) -> tuple[Network, ...]:
         """Every published prefix (of one category, if given), deduplicated, in order."""

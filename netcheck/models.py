@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Union
+from enum import StrEnum
 
 #: A JSON-serialisable detail value.
-DetailValue = Union[str, int, float, bool, None, list[str], list[int], list[float]]
+DetailValue = str | int | float | bool | None | list[str] | list[int] | list[float]
 Detail = Mapping[str, DetailValue]
-
-
-class StrEnum(str, Enum):
-    def __str__(self) -> str:
-        return str(self.value)
 
 
 class Category(StrEnum):
@@ -243,3 +237,30 @@ class Report:
     probes: tuple[ProbeResult, ...]
     assessment: Assessment
     network: Detail = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How to probe (as opposed to what: that is the :class:`Target`).
+
+    Defaults behave as the laptop would: the OS's resolvers, the OS trust store,
+    proxies from the environment / OS settings.
+    """
+
+    #: Resolver addresses to use instead of the OS's (tests, the lab). Empty: the OS's.
+    nameservers: tuple[str, ...] = ()
+    nameserver_port: int = 53
+    #: TCP connect samples per front door.
+    tcp_samples: int = 3
+    #: PEM bundle treated as the public root set (None: certifi's Mozilla bundle).
+    public_roots: str | None = None
+    #: PEM bundle for the machine's trust store (None: the OS default, honouring SSL_CERT_FILE).
+    system_roots: str | None = None
+    #: Proxy URL for HTTP probes; None: decided per URL from the environment/OS settings.
+    proxy: str | None = None
+    #: Read proxy settings from the environment (HTTPS_PROXY, NO_PROXY, ...).
+    trust_env: bool = True
+    #: Name whose answer is the address of the recursive resolver that asked.
+    whoami_name: str | None = None
+    #: Per-attempt timeout cap for a single network operation (seconds).
+    step_timeout_s: float = 5.0

@@ -1,0 +1,177 @@
+"""One check of this laptop, end to end: catalog -> probes -> assessment -> report.
+
+``perform_check`` is what both ``netcheck check`` and ``netcheck agent`` call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from netcheck import __version__
+from netcheck.catalog import Catalog, Category, TargetPlan
+from netcheck.deadline import Deadline
+from netcheck.errors import ConfigError
+from netcheck.models import CatalogInfo, HostInfo, ProbeKind, ProbeResult, ProbeSpec, Report, Target
+from netcheck.policy import Policy, load_policy
+from netcheck.runner import (
+    MediaProbe,
+    RunSettings,
+    planned_count,
+    routable_families,
+    run_plan,
+    sample_addresses,
+)
+from netcheck.verdict import AssessContext, assess
+
+OnResult = Callable[[ProbeResult], None]
+OnPlan = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    instance: str = "Worldwide"
+    tenant: str | None = None
+    endpoints_file: Path | None = None
+    deadline_s: float | None = None
+    thorough: bool = False
+    whoami_name: str | None = None
+    teams_relay: str | None = None
+    nameservers: tuple[str, ...] = ()
+    public_roots: str | None = None
+    policy: Policy = field(default_factory=load_policy)
+
+
+def host_info() -> HostInfo:
+    """The OS and its version; never the host name or the user."""
+    system = sys.platform
+    if system.startswith("linux"):
+        os_name = "linux"
+        try:
+            info = platform.freedesktop_os_release()
+            version = info.get("PRETTY_NAME") or info.get("NAME", "")
+        except OSError:
+            version = platform.release()
+    elif system == "darwin":
+        os_name, version = "macos", platform.mac_ver()[0]
+    elif system == "win32":
+        os_name = "windows"
+        version = " ".join(x for x in platform.win32_ver()[:2] if x)
+    else:
+        os_name, version = "other", platform.platform(terse=True)
+    return HostInfo(os_name, version[:200], platform.python_version())
+
+
+def _validate_tenant(tenant: str | None) -> str | None:
+    if tenant is None:
+        return None
+    name = tenant.strip().lower()
+    if name.endswith(".onmicrosoft.com"):
+        name = name[: -len(".onmicrosoft.com")]
+    if not name or len(name) > 63 or not all(c.isalnum() or c == "-" for c in name) or name.startswith("-"):
+        raise ConfigError(f"--tenant {tenant!r} is not a tenant name; give the part before "
+                          ".onmicrosoft.com, e.g. --tenant contoso")
+    return name
+
+
+def select_catalog(options: CheckOptions) -> tuple[Catalog, str | None]:
+    """The endpoint data a check uses, and a note when it fell back. Never touches the network."""
+    from netcheck import webservice
+
+    return webservice.current_catalog(options.instance, options.endpoints_file)
+
+
+def probe_spec(options: CheckOptions) -> ProbeSpec:
+    policy = options.policy
+    return ProbeSpec(
+        nameservers=options.nameservers,
+        tcp_samples=policy.tcp_samples_thorough if options.thorough else policy.tcp_samples,
+        public_roots=options.public_roots or os.environ.get("NETCHECK_PUBLIC_ROOTS") or None,
+        whoami_name=options.whoami_name or policy.whoami_name,
+    )
+
+
+def perform_check(options: CheckOptions, on_result: OnResult | None = None,
+                  on_plan: OnPlan | None = None) -> Report:
+    """Run one full check. Network failures become findings, never exceptions."""
+    started = time.monotonic()
+    measured_at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    policy = options.policy
+    tenant = _validate_tenant(options.tenant)
+    deadline_s = options.deadline_s if options.deadline_s is not None else policy.deadline_s
+    if deadline_s <= 0:
+        raise ConfigError("--deadline must be a positive number of seconds")
+    deadline = Deadline.after(deadline_s)
+    catalog, catalog_note = select_catalog(options)
+    plan = catalog.plan(tenant)
+    spec = probe_spec(options)
+    families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
+    relay = options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY") or catalog.media_relay
+    settings = RunSettings(concurrency=policy.concurrency, families=families or ("ipv4",), media_relay=relay)
+    results: list[ProbeResult] = []
+    if families:
+        extra = _extra_probes(spec, deadline)
+        if on_plan:
+            on_plan(planned_count(plan, settings, len(extra)))
+        results = asyncio.run(run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
+                                       media_probe=_media_probe(options), extra=extra))
+    ctx = AssessContext(
+        workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
+        optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
+        online=bool(families), offline_reason=offline_reason)
+    assessment = assess(results, ctx, policy)
+    network: dict[str, str | int | float | bool | None | list[str]] = {
+        "online": bool(families), "families": list(families),
+        "endpoints_tested": len(plan.hosts), "endpoints_not_testable": len(plan.not_testable),
+        "optional_sets_skipped": plan.skipped_optional,
+    }
+    if catalog_note:
+        network["catalog_note"] = catalog_note[:4000]
+    return Report(
+        report_id=str(uuid.uuid4()), measured_at=measured_at,
+        duration_s=time.monotonic() - started, tool_version=__version__,
+        catalog=CatalogInfo(catalog.instance, catalog.version, catalog.source), tenant=tenant,
+        host=host_info(), deadline_s=deadline_s, probes=tuple(_ordered(results, plan)),
+        assessment=assessment, network=network)
+
+
+def _extra_probes(spec: ProbeSpec, deadline: Deadline
+                  ) -> list[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]]:
+    if not spec.whoami_name:
+        return []
+    from netcheck.probes.dns import resolver_identity
+
+    target = Target(host=spec.whoami_name)
+    return [(ProbeKind.WHOAMI, target, lambda: resolver_identity(spec, deadline))]
+
+
+def _media_probe(options: CheckOptions) -> MediaProbe | None:
+    try:
+        from netcheck.probes.stun import probe_stun
+    except ImportError:
+        return None
+    window = options.policy.media_window_s_thorough if options.thorough else options.policy.media_window_s
+
+    async def run(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return await probe_stun(target, spec, deadline, window_s=window)
+
+    return run
+
+
+def _ordered(results: list[ProbeResult], plan: TargetPlan) -> list[ProbeResult]:
+    """Stable order for reports: by host as planned, then probe kind, port, family."""
+    rank = {t.host: i for i, t in enumerate(plan.hosts)}
+    kinds = list(ProbeKind)
+    return sorted(results, key=lambda r: (rank.get(r.target.host, len(rank)), kinds.index(r.kind),
+                                          r.target.port or 0, r.family or ""))
+
+
+__all__ = ["CheckOptions", "perform_check", "host_info"]

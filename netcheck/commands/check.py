@@ -1,0 +1,77 @@
+"""`netcheck check`: parse options, run the check, render, exit with the verdict's code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from netcheck.errors import NetcheckError
+
+
+@click.command("check")
+@click.option("--tenant", metavar="NAME", envvar="NETCHECK_TENANT",
+              help="Your tenant name (contoso for contoso.onmicrosoft.com): tests your SharePoint/OneDrive names.")
+@click.option("--instance", default="Worldwide", show_default=True, envvar="NETCHECK_INSTANCE",
+              type=click.Choice(["Worldwide", "China", "USGovDoD", "USGovGCCHigh"], case_sensitive=False),
+              help="Microsoft 365 cloud instance.")
+@click.option("--endpoints-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Endpoint data in the web-service JSON format, instead of the cached or bundled data.")
+@click.option("--deadline", "deadline_s", type=click.FloatRange(min=1, max=3600),
+              help="Finish within this many seconds (default 30).")
+@click.option("--thorough", is_flag=True, help="Longer samples (10 s Teams media window, 10 TCP samples).")
+@click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report instead of text.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write the JSON report to this file.")
+@click.option("--whoami-name", metavar="NAME", envvar="NETCHECK_WHOAMI_NAME",
+              help="DNS name that answers with the address of the resolver asking (resolver identification).")
+@click.option("--teams-relay", metavar="HOST", envvar="NETCHECK_TEAMS_RELAY",
+              help="Teams media relay host for the UDP test.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--verbose", "-v", is_flag=True, help="Show every finding and all evidence.")
+def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadline_s: float | None,
+          thorough: bool, as_json: bool, output: Path | None, whoami_name: str | None,
+          teams_relay: str | None, no_progress: bool, verbose: bool) -> None:
+    """Check this laptop's path to Microsoft 365 and say whether you can work from here.
+
+    Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
+    4 usage or configuration error.
+    """
+    from netcheck.check import CheckOptions, perform_check
+    from netcheck.render.json import render_json
+    from netcheck.render.text import render_text
+
+    try:
+        options = CheckOptions(instance=instance, tenant=tenant, endpoints_file=endpoints_file,
+                               deadline_s=deadline_s, thorough=thorough, whoami_name=whoami_name,
+                               teams_relay=teams_relay)
+        show_progress = not no_progress and not as_json and sys.stderr.isatty()
+        if show_progress:
+            report = _with_progress(perform_check, options)
+        else:
+            report = perform_check(options)
+    except NetcheckError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if output is not None:
+        from netcheck.paths import atomic_write
+        try:
+            atomic_write(output, render_json(report).encode())
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    if as_json:
+        click.echo(render_json(report), nl=False)
+    else:
+        click.echo(render_text(report, color=sys.stdout.isatty(), verbose=verbose), nl=False)
+    sys.exit(report.assessment.verdict.exit_code)
+
+
+def _with_progress(perform_check, options):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("Checking Microsoft 365 endpoints"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("probes", total=None)
+        return perform_check(options, on_result=lambda _: progress.advance(task),
+                             on_plan=lambda n: progress.update(task, total=n))

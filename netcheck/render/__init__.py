@@ -1,0 +1,1 @@
+"""Renderers: pure ``Report -> str`` functions. The CLI decides where the text goes."""

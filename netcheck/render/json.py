@@ -1,0 +1,70 @@
+"""The versioned JSON wire format: the contract with the fleet collector.
+
+Changing the shape means bumping ``SCHEMA_VERSION`` and the schema file in
+``netcheck/schema/``; ``tests/golden/`` holds the expected output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from netcheck.models import ProbeResult, Report
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / f"report-v{SCHEMA_VERSION}.schema.json"
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def probe_to_dict(p: ProbeResult) -> dict[str, Any]:
+    t = p.target
+    return {
+        "kind": str(p.kind), "host": t.host, "port": t.port, "scheme": t.scheme,
+        "address": t.address, "family": p.family, "category": str(t.category),
+        "workloads": list(t.workloads), "endpoint_sets": list(t.endpoint_sets),
+        "outcome": str(p.outcome), "reason": p.reason,
+        "phases": {k: _round(v) for k, v in p.phases.items()},
+        "detail": {k: (_round(v) if isinstance(v, float) else v) for k, v in p.detail.items()},
+    }
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    a = report.assessment
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report_id": report.report_id,
+        "measured_at": report.measured_at,
+        "duration_s": _round(report.duration_s, 3),
+        "deadline_s": _round(report.deadline_s, 3),
+        "tool": {"name": "netcheck", "version": report.tool_version},
+        "host": {"os": report.host.os, "os_version": report.host.os_version,
+                 "python": report.host.python},
+        "catalog": {"instance": report.catalog.instance, "version": report.catalog.version,
+                    "source": report.catalog.source},
+        "tenant": report.tenant,
+        "verdict": str(a.verdict),
+        "exit_code": a.verdict.exit_code,
+        "summary": a.summary,
+        "workloads": [
+            {"id": w.id, "name": w.name, "status": str(w.status), "reasons": list(w.reasons),
+             "latency_ms": _round(w.latency_ms), "score": w.score,
+             "probes_ok": w.probes_ok, "probes_total": w.probes_total}
+            for w in a.workloads
+        ],
+        "findings": [
+            {"code": f.code, "severity": str(f.severity), "title": f.title, "detail": f.detail,
+             "remediation": f.remediation, "workload": f.workload, "principle": f.principle,
+             "evidence": list(f.evidence)}
+            for f in a.findings
+        ],
+        "probes": [probe_to_dict(p) for p in report.probes],
+        "network": dict(report.network),
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_to_dict(report), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,66 @@
+"""The human report: the verdict first, then workloads, then what to fix."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from netcheck.models import Report, Severity, Status, Verdict
+
+_VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.AT_RISK: "bold yellow",
+                  Verdict.NOT_READY: "bold red", Verdict.UNKNOWN: "bold magenta"}
+_STATUS = {Status.OK: ("ok", "green"), Status.DEGRADED: ("degraded", "yellow"),
+           Status.FAILED: ("FAILED", "red"), Status.NOT_TESTED: ("not tested", "dim")}
+_SEVERITY = {Severity.CRITICAL: ("!!", "red"), Severity.WARNING: ("! ", "yellow"), Severity.INFO: ("i ", "cyan")}
+
+
+def render_text(report: Report, *, color: bool = False, width: int = 100, verbose: bool = False) -> str:
+    """Render ``report`` for a terminal. ``color`` adds ANSI styles."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
+                      no_color=not color, highlight=False, emoji=False)
+    a = report.assessment
+    console.print(Text.assemble(("netcheck verdict: ", "bold"), (a.verdict.words, _VERDICT_STYLE[a.verdict])))
+    console.print(a.summary)
+    console.print()
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("Workload")
+    table.add_column("Status")
+    table.add_column("Latency", justify="right")
+    table.add_column("Endpoints", justify="right")
+    table.add_column("Why")
+    for w in a.workloads:
+        label, style = _STATUS[w.status]
+        latency = "" if w.latency_ms is None else f"{w.latency_ms:.0f} ms"
+        if w.score is not None:
+            latency += f" ({w.score}/100)"
+        reach = f"{w.probes_ok}/{w.probes_total}" if w.probes_total else "-"
+        table.add_row(w.name, Text(label, style=style), latency, reach, "; ".join(w.reasons))
+    console.print(table)
+    if a.findings:
+        console.print()
+        console.print(Text("What to do", style="bold"))
+        for f in a.findings:
+            if f.severity is Severity.INFO and not verbose:
+                continue
+            mark, style = _SEVERITY[f.severity]
+            console.print(Text.assemble((f"{mark} ", style), (f.title, "bold")))
+            console.print(f"   {f.detail}")
+            console.print(Text(f"   Fix: {f.remediation}", style="italic"))
+            shown = f.evidence if verbose else f.evidence[:3]
+            for e in shown:
+                console.print(Text(f"     - {e}", style="dim"))
+            if len(f.evidence) > len(shown):
+                console.print(Text(f"     ... and {len(f.evidence) - len(shown)} more (use --verbose)", style="dim"))
+        info = sum(1 for f in a.findings if f.severity is Severity.INFO)
+        if info and not verbose:
+            console.print(Text(f"({info} informational note(s) hidden; use --verbose)", style="dim"))
+    console.print()
+    c = report.catalog
+    console.print(Text(
+        f"Tested {len(report.probes)} probes against Microsoft 365 endpoint data {c.instance} version "
+        f"{c.version} ({c.source}) in {report.duration_s:.1f} s. Report {report.report_id}.", style="dim"))
+    return buf.getvalue()

@@ -1,0 +1,167 @@
+"""Run every probe of a check concurrently, under one deadline.
+
+The runner owns everything around a probe (concurrency, the deadline, turning
+an unexpected exception into an ERROR outcome, progress callbacks); probes only
+probe. It never prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from netcheck.catalog import MediaTarget, Network, TargetPlan
+from netcheck.deadline import Deadline
+from netcheck.models import Category, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+
+log = logging.getLogger(__name__)
+
+OnResult = Callable[[ProbeResult], None]
+MediaProbe = Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]
+
+
+def _noop(_: ProbeResult) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    concurrency: int = 96
+    #: Address families this laptop can route ("ipv4", "ipv6").
+    families: tuple[str, ...] = ("ipv4",)
+    #: Teams media relay host name (STUN), if the catalog names one.
+    media_relay: str | None = None
+
+
+def family_of(address: str) -> str:
+    return "ipv6" if ":" in address else "ipv4"
+
+
+def routable_families(probe_addresses: Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """Which address families have a route to these addresses, without sending a packet.
+
+    A UDP ``connect()`` asks the OS for a route and nothing more. Returns the
+    families with a route and, when there is none at all, the OS's reason.
+    """
+    families: list[str] = []
+    reason = ""
+    for address in probe_addresses:
+        fam = family_of(address)
+        if fam in families:
+            continue
+        af = socket.AF_INET6 if fam == "ipv6" else socket.AF_INET
+        try:
+            with socket.socket(af, socket.SOCK_DGRAM) as s:
+                s.connect((address, 443))
+                local = s.getsockname()[0]
+            if not ipaddress.ip_address(local.split("%")[0]).is_loopback:
+                families.append(fam)
+        except OSError as exc:
+            if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                reason = reason or "This device has no network route (no Wi-Fi, cable or mobile connection is up)."
+            else:
+                reason = reason or f"The network is not usable ({exc.strerror or exc})."
+    return tuple(families), ("" if families else reason)
+
+
+def sample_addresses(networks: Sequence[Network]) -> tuple[str, ...]:
+    """One representative address per family from published prefixes."""
+    out: dict[int, str] = {}
+    for n in networks:
+        if n.version not in out:
+            out[n.version] = str(n.network_address + (1 if n.num_addresses > 1 else 0))
+    return tuple(out[v] for v in sorted(out))
+
+
+def planned_count(plan: TargetPlan, settings: RunSettings, extra: int = 0) -> int:
+    """How many results a run will produce (for a progress bar)."""
+    n = extra
+    fams = len(settings.families)
+    for t in plan.hosts:
+        ports = plan.ports.get(t.host, ())
+        n += 1 + len(ports)
+        per_family = (1 if 443 in ports else 0) + (1 if t.category is not Category.DEFAULT else 0)
+        n += per_family * fams
+    if settings.media_relay and plan.media:
+        n += 1
+    return n
+
+
+class _Run:
+    def __init__(self, spec: ProbeSpec, deadline: Deadline, settings: RunSettings, on_result: OnResult,
+                 probes: dict[ProbeKind, Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]]):
+        self.spec, self.deadline, self.settings = spec, deadline, settings
+        self.on_result = on_result
+        self.probes = probes
+        self.sem = asyncio.Semaphore(settings.concurrency)
+        self.results: list[ProbeResult] = []
+
+    async def guarded(self, kind: ProbeKind, target: Target,
+                      call: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
+        async with self.sem:
+            if self.deadline.expired:
+                result = ProbeResult(kind, target, Outcome.TIMEOUT,
+                                     "not started: the check's deadline had passed")
+            else:
+                try:
+                    result = await asyncio.wait_for(call(), timeout=self.deadline.remaining() + 0.25)
+                except TimeoutError:
+                    result = ProbeResult(kind, target, Outcome.TIMEOUT,
+                                         "did not finish before the check's deadline")
+                except Exception as exc:  # a bug in a probe must not sink the check
+                    log.exception("probe %s %s failed", kind, target.label)
+                    result = ProbeResult(kind, target, Outcome.ERROR,
+                                         f"netcheck could not run this probe ({type(exc).__name__})")
+        self.results.append(result)
+        self.on_result(result)
+        return result
+
+    def probe(self, kind: ProbeKind, target: Target) -> Awaitable[ProbeResult]:
+        fn = self.probes[kind]
+        return self.guarded(kind, target, lambda: fn(target, self.spec, self.deadline))
+
+    async def host(self, target: Target, ports: tuple[int, ...]) -> None:
+        http = [self.probe(ProbeKind.HTTP, target.with_port(p, "https" if p == 443 else "http")) for p in ports]
+        dns_task = asyncio.ensure_future(self.probe(ProbeKind.DNS, target))
+        follow: list[Awaitable[ProbeResult]] = []
+        dns = await dns_task
+        if dns.ok:
+            for fam in self.settings.families:
+                addrs = dns.detail.get(fam)
+                if not isinstance(addrs, list) or not addrs:
+                    continue
+                addressed = target.with_address(str(addrs[0]))
+                if 443 in ports:
+                    follow.append(self.probe(ProbeKind.TLS, addressed.with_port(443)))
+                if target.category is not Category.DEFAULT:
+                    follow.append(self.probe(ProbeKind.TCP, addressed.with_port(443 if 443 in ports else 80)))
+        await asyncio.gather(*http, *follow)
+
+    async def media(self, media: MediaTarget, relay: str, probe: MediaProbe) -> None:
+        target = Target(host=relay, category=media.category, workloads=media.workloads,
+                        endpoint_sets=media.endpoint_sets)
+        await self.guarded(ProbeKind.STUN, target, lambda: probe(target, self.spec, self.deadline))
+
+
+async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settings: RunSettings,
+                   on_result: OnResult = _noop, media_probe: MediaProbe | None = None,
+                   extra: Sequence[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]] = ()
+                   ) -> list[ProbeResult]:
+    """Probe every target of ``plan``; returns when all are done or the deadline passed."""
+    from netcheck.probes import PROBES
+
+    run = _Run(spec, deadline, settings, on_result, dict(PROBES))
+    jobs: list[Awaitable[object]] = [run.host(t, plan.ports.get(t.host, ())) for t in plan.hosts]
+    if settings.media_relay and media_probe is not None:
+        jobs.extend(run.media(m, settings.media_relay, media_probe) for m in plan.media)
+    jobs.extend(run.guarded(kind, target, call) for kind, target, call in extra)
+    try:
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline.remaining() + 1.0)
+    except TimeoutError:
+        log.warning("the check's deadline passed with probes still running")
+    return run.results

@@ -1,0 +1,362 @@
+"""From probe results to workload states, findings and the overall verdict.
+
+Pure: no sockets, no OS calls. Everything it needs arrives as data, so every
+rule here is tested with hand-built results (tests/test_verdict.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from netcheck.catalog import Network, NotTestable, Workload
+from netcheck.models import (
+    Assessment,
+    Category,
+    Finding,
+    Outcome,
+    ProbeKind,
+    ProbeResult,
+    Severity,
+    Status,
+    Verdict,
+    WorkloadResult,
+)
+from netcheck.policy import Policy, exchange_score
+
+
+@dataclass(frozen=True)
+class AssessContext:
+    """The facts about the catalog and the laptop that the rules need."""
+
+    workloads: tuple[Workload, ...]
+    key_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    optimize_networks: tuple[Network, ...] = ()
+    not_testable: tuple[NotTestable, ...] = ()
+    online: bool = True
+    offline_reason: str = ""
+
+
+_DNS_FAIL = {Outcome.NXDOMAIN, Outcome.NO_ANSWER, Outcome.SERVFAIL, Outcome.DNS_REFUSED,
+             Outcome.DNS_TIMEOUT, Outcome.NO_RESOLVER}
+_BLOCKED = {Outcome.NETWORK_UNREACHABLE, Outcome.CONNECT_REFUSED, Outcome.CONNECT_TIMEOUT,
+            Outcome.CONNECTION_RESET, Outcome.HTTP_NO_RESPONSE}
+_PROXY = {Outcome.HTTP_PROXY_AUTH, Outcome.HTTP_PROXY_BLOCKED, Outcome.PROXY_UNREACHABLE}
+_TLS = {Outcome.TLS_UNTRUSTED, Outcome.TLS_ERROR}
+
+#: What to do, per kind of failure: plain words for the user, then for IT.
+_REMEDIES: tuple[tuple[frozenset[Outcome], str, str], ...] = (
+    (frozenset(_DNS_FAIL), "names could not be looked up (DNS)",
+     "Check the DNS server this laptop uses: it must resolve Microsoft 365 names through an "
+     "internet resolver. At home, restart the router; at work, ask IT to check the DNS forwarders."),
+    (frozenset({Outcome.HTTP_PROXY_AUTH}), "a proxy asks for a password",
+     "IT: exempt Microsoft 365 endpoints from proxy authentication; Microsoft states that proxy "
+     "authentication is incompatible with Optimize and Allow endpoints."),
+    (frozenset({Outcome.HTTP_PROXY_BLOCKED}), "a proxy blocks them",
+     "IT: allow these endpoints on the proxy, or send them direct in the PAC file."),
+    (frozenset({Outcome.PROXY_UNREACHABLE}), "the configured proxy cannot be reached",
+     "Check the proxy settings; if the proxy is at the office, Microsoft 365 should not depend on it "
+     "(send Microsoft 365 direct)."),
+    (frozenset(_TLS), "their certificates are not trusted (something intercepts the connection)",
+     "IT: exclude Microsoft 365 endpoints from TLS inspection, or fix the certificate trust."),
+    (frozenset(_BLOCKED), "connections are blocked or get no answer",
+     "Check the internet connection. IT: allow TCP 80 and 443 to these endpoints "
+     "(list them with `netcheck endpoints show`)."),
+    (frozenset({Outcome.TIMEOUT}), "they did not answer before the check's deadline",
+     "The network is very slow or congested; run the check again, or with a longer --deadline."),
+)
+
+
+def _remedy(outcomes: Sequence[Outcome]) -> tuple[str, str]:
+    for group, words, fix in _REMEDIES:
+        if any(o in group for o in outcomes):
+            return words, fix
+    return "they could not be reached", "Check the network connection and run the check again."
+
+
+@dataclass
+class _Host:
+    name: str
+    category: Category
+    workloads: tuple[str, ...]
+    results: list[ProbeResult] = field(default_factory=list)
+
+    def of(self, kind: ProbeKind) -> list[ProbeResult]:
+        return [r for r in self.results if r.kind is kind]
+
+    def failure(self) -> ProbeResult | None:
+        """The probe that shows the host unusable, or None if it works."""
+        for r in self.of(ProbeKind.DNS):
+            if not r.ok:
+                return r
+        decisive = self.of(ProbeKind.HTTP) or self.of(ProbeKind.TLS) or self.of(ProbeKind.TCP)
+        for r in decisive:
+            if not r.reachable and r.outcome is not Outcome.NOT_TESTABLE:
+                return r
+        return None
+
+    def tcp_median(self) -> float | None:
+        values = [float(v) for r in self.of(ProbeKind.TCP)
+                  if r.reachable and isinstance(v := r.detail.get("median_ms"), int | float)]
+        return statistics.median(values) if values else None
+
+
+def _hosts(results: Sequence[ProbeResult]) -> dict[str, _Host]:
+    hosts: dict[str, _Host] = {}
+    for r in results:
+        if r.kind not in (ProbeKind.DNS, ProbeKind.TCP, ProbeKind.TLS, ProbeKind.HTTP):
+            continue
+        h = hosts.get(r.target.host)
+        if h is None:
+            h = hosts[r.target.host] = _Host(r.target.host, r.target.category, r.target.workloads)
+        h.results.append(r)
+    return hosts
+
+
+def _evidence(r: ProbeResult) -> str:
+    return f"{r.target.label} ({r.kind}): {r.reason or r.outcome}"
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.0f} ms"
+
+
+def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: Policy
+                ) -> tuple[WorkloadResult, list[Finding]]:
+    findings: list[Finding] = []
+    failures = {h.name: f for h in hosts if (f := h.failure()) is not None}
+    reasons: list[str] = []
+    key_failed = [k for k in key if k in failures]
+    status = Status.OK
+    if failures and (key_failed or len(failures) == len(hosts)):
+        status = Status.FAILED
+    elif failures:
+        status = Status.DEGRADED
+    if failures:
+        words, fix = _remedy([f.outcome for f in failures.values()])
+        shown = key_failed or sorted(failures)
+        reasons.append(f"{len(failures)} of {len(hosts)} endpoints unreachable ({', '.join(shown[:3])}"
+                       f"{', ...' if len(shown) > 3 else ''}): {words}")
+        findings.append(Finding(
+            code=f"reach.{w.id}", severity=Severity.CRITICAL if status is Status.FAILED else Severity.WARNING,
+            title=f"{w.name}: {len(failures)} required endpoint(s) unreachable",
+            detail=f"{w.name} needs these Microsoft 365 endpoints, and {words}.",
+            remediation=fix, workload=w.id, principle=None,
+            evidence=tuple(_evidence(f) for f in failures.values())))
+    medians = [m for h in hosts if h.category is not Category.DEFAULT and (m := h.tcp_median()) is not None]
+    latency = statistics.median(medians) if medians else None
+    score: int | None = None
+    if latency is not None:
+        if w.id == "exchange":
+            score = exchange_score(latency, policy.exchange_score_points)
+            if score < policy.exchange_degraded_below:
+                reasons.append(f"slow: Exchange network score {score}/100 (TCP latency {_fmt_ms(latency)})")
+                findings.append(Finding(
+                    code="latency.exchange", severity=Severity.WARNING,
+                    title=f"Exchange latency is high: score {score}/100",
+                    detail=(f"The median TCP connect time to Exchange front doors is {_fmt_ms(latency)}; "
+                            f"on Microsoft's scale that scores {score}/100 (80 meets the recommendation)."),
+                    remediation=("Microsoft 365 traffic should leave the network close to you. IT: avoid "
+                                 "hairpins through a distant VPN, proxy or data centre for Optimize traffic."),
+                    workload=w.id, principle=3))
+                status = max(status, Status.DEGRADED, key=_severity)
+        elif latency > policy.slow_latency_ms:
+            reasons.append(f"slow: median TCP latency {_fmt_ms(latency)}")
+            status = max(status, Status.DEGRADED, key=_severity)
+    inspected = [r for h in hosts if h.category is not Category.DEFAULT
+                 for r in h.of(ProbeKind.TLS) if r.outcome is Outcome.TLS_INSPECTED]
+    if inspected:
+        by = sorted({str(r.detail.get("inspected_by") or "an unknown issuer") for r in inspected})
+        reasons.append(f"TLS inspected by {', '.join(by)}")
+        status = max(status, Status.DEGRADED, key=_severity)
+    proxied = [r for h in hosts if h.category is Category.OPTIMIZE
+               for r in h.of(ProbeKind.HTTP) if r.reachable and r.detail.get("via_proxy") is True]
+    if proxied:
+        reasons.append("Optimize traffic goes through a proxy")
+        status = max(status, Status.DEGRADED, key=_severity)
+    ok = sum(1 for h in hosts if h.name not in failures)
+    return WorkloadResult(w.id, w.name, status, tuple(reasons), latency, score, ok, len(hosts)), findings
+
+
+def _severity(s: Status) -> int:
+    return {Status.NOT_TESTED: 0, Status.OK: 1, Status.DEGRADED: 2, Status.FAILED: 3}[s]
+
+
+def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, policy: Policy
+                  ) -> tuple[WorkloadResult, list[Finding]]:
+    if not results:
+        return WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("not tested",)), []
+    passed = [r for r in results if r.ok]
+    if passed:
+        r = passed[0]
+        rtt = r.detail.get("rtt_ms")
+        loss = r.detail.get("loss_pct")
+        jitter = r.detail.get("jitter_ms")
+        problems = []
+        if isinstance(rtt, int | float) and rtt >= policy.media_rtt_ms:
+            problems.append(f"round trip {_fmt_ms(rtt)} (Microsoft's mark: under {_fmt_ms(policy.media_rtt_ms)})")
+        if isinstance(loss, int | float) and loss >= policy.media_loss_pct:
+            problems.append(f"packet loss {loss:.1f}% (mark: under {policy.media_loss_pct:.0f}%)")
+        if isinstance(jitter, int | float) and jitter >= policy.media_jitter_ms:
+            problems.append(f"jitter {_fmt_ms(jitter)} (mark: under {_fmt_ms(policy.media_jitter_ms)})")
+        latency = float(rtt) if isinstance(rtt, int | float) else None
+        if not problems:
+            return WorkloadResult(w.id, w.name, Status.OK, (), latency, None, len(passed), len(results)), []
+        finding = Finding(
+            code="media.quality", severity=Severity.WARNING, title="Teams calls may be poor",
+            detail="Teams media over UDP: " + "; ".join(problems) + ".",
+            remediation=("Use a wired connection or move closer to the Wi-Fi router; IT: send Teams media "
+                         "(UDP 3478-3481 to the Optimize ranges) direct, not through the VPN."),
+            workload=w.id, principle=3, evidence=tuple(_evidence(x) for x in results))
+        return (WorkloadResult(w.id, w.name, Status.DEGRADED, tuple(problems), latency, None,
+                               len(passed), len(results)), [finding])
+    blocked = all(r.outcome is Outcome.UDP_BLOCKED for r in results)
+    status = Status.DEGRADED if blocked and signalling_ok else Status.FAILED
+    reason = ("UDP to the Teams media relays is blocked: Teams falls back to TCP, audio and video impaired"
+              if blocked else "the Teams media relays could not be reached")
+    finding = Finding(
+        code="media.udp_blocked" if blocked else "media.unreachable",
+        severity=Severity.WARNING if status is Status.DEGRADED else Severity.CRITICAL,
+        title="Teams audio and video cannot use UDP" if blocked else "Teams media relays unreachable",
+        detail=reason + ".",
+        remediation="IT: allow UDP 3478-3481 to the Teams media ranges and keep it out of the VPN tunnel.",
+        workload=w.id, principle=4, evidence=tuple(_evidence(x) for x in results))
+    return WorkloadResult(w.id, w.name, status, (reason,), None, None, 0, len(results)), [finding]
+
+
+def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> list[Finding]:
+    findings: list[Finding] = []
+    inspected: dict[str, list[ProbeResult]] = defaultdict(list)
+    for r in results:
+        if r.kind is ProbeKind.TLS and r.outcome is Outcome.TLS_INSPECTED and \
+                r.target.category is not Category.DEFAULT:
+            inspected[str(r.detail.get("inspected_by") or "an unknown issuer")].append(r)
+    for issuer, rs in sorted(inspected.items()):
+        findings.append(Finding(
+            code="tls.inspected", severity=Severity.WARNING,
+            title=f"Microsoft 365 traffic is decrypted and inspected by {issuer}",
+            detail=(f"{len(rs)} Optimize/Allow endpoint(s) present a certificate issued by {issuer}, a "
+                    "root added to this machine, not a public CA. Inspection slows Microsoft 365 down "
+                    "and breaks some of it."),
+            remediation="IT: exclude Microsoft 365 Optimize and Allow endpoints from TLS inspection.",
+            principle=4, evidence=tuple(sorted({r.target.host for r in rs}))))
+    proxied = sorted({r.target.host for r in results
+                      if r.kind is ProbeKind.HTTP and r.reachable and r.detail.get("via_proxy") is True
+                      and r.target.category is Category.OPTIMIZE})
+    if proxied:
+        findings.append(Finding(
+            code="proxy.optimize", severity=Severity.WARNING,
+            title="Optimize traffic goes through a proxy",
+            detail=f"{len(proxied)} Optimize endpoint(s) are reached through a proxy.",
+            remediation="IT: send Optimize endpoints direct (PAC file: return \"DIRECT\" for them).",
+            principle=4, evidence=tuple(proxied)))
+    outside: list[str] = []
+    if ctx.optimize_networks:
+        for r in results:
+            if r.kind is not ProbeKind.DNS or not r.ok or r.target.category is not Category.OPTIMIZE:
+                continue
+            addrs = r.detail.get("addresses")
+            for a in addrs if isinstance(addrs, list) else []:
+                ip = ipaddress.ip_address(str(a))
+                if not any(ip.version == n.version and ip in n for n in ctx.optimize_networks):
+                    outside.append(f"{r.target.host} -> {ip}")
+    if outside:
+        findings.append(Finding(
+            code="dns.optimize_outside_ranges", severity=Severity.WARNING,
+            title="DNS answers for Optimize names fall outside Microsoft's Optimize ranges",
+            detail=("Microsoft asks that DNS answers match the egress path; these answers are not in the "
+                    "published Optimize ranges, so split-tunnel rules by IP will not catch them."),
+            remediation=("Use a DNS resolver that answers from the internet (local DNS with local egress); "
+                         "IT: check DNS forwarders and any DNS filtering."),
+            principle=2, evidence=tuple(outside[:50])))
+    dns_times = [float(v) for r in results if r.kind is ProbeKind.DNS and r.ok
+                 and isinstance(v := r.phases.get("resolve"), int | float)]
+    if dns_times and statistics.median(dns_times) > policy.slow_dns_ms:
+        findings.append(Finding(
+            code="dns.slow", severity=Severity.INFO, title="DNS lookups are slow",
+            detail=f"The median lookup took {_fmt_ms(statistics.median(dns_times))}.",
+            remediation="Use a DNS resolver close to you (Microsoft: local DNS with local egress).",
+            principle=2))
+    for r in results:
+        if r.kind is ProbeKind.WHOAMI and r.ok and r.detail.get("resolver_address"):
+            findings.append(Finding(
+                code="dns.resolver", severity=Severity.INFO,
+                title=f"Your DNS queries reach the internet from {r.detail['resolver_address']}",
+                detail=("Microsoft picks front doors close to this recursive resolver; it should be near "
+                        "you, not at a distant site."),
+                remediation="Nothing to do if this resolver is your home or local internet provider's.",
+                principle=2))
+    if ctx.not_testable:
+        findings.append(Finding(
+            code="catalog.not_testable", severity=Severity.INFO,
+            title=f"{len(ctx.not_testable)} wildcard endpoint(s) not testable",
+            detail="Microsoft publishes these only as wildcards; there is no concrete host name to test.",
+            remediation="Give --tenant NAME to test your tenant's SharePoint and OneDrive names.",
+            principle=1, evidence=tuple(n.pattern for n in ctx.not_testable)))
+    return findings
+
+
+def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessContext) -> str:
+    def names(status: Status) -> str:
+        return ", ".join(w.name.split(" (")[0] for w in workloads if w.status is status
+                         and any(x.id == w.id and x.core for x in ctx.workloads))
+    if verdict is Verdict.UNKNOWN:
+        return ("There is no network connection, so nothing could be tested. "
+                + (ctx.offline_reason + " " if ctx.offline_reason else "")
+                + "Connect to a network and run netcheck again.")
+    if verdict is Verdict.NOT_READY:
+        return f"No: from here you cannot use {names(Status.FAILED)}."
+    if verdict is Verdict.AT_RISK:
+        degraded = names(Status.DEGRADED)
+        return (f"Mostly: you can work from here, but {degraded} "
+                f"{'is' if ',' not in degraded else 'are'} impaired." if degraded
+                else "Mostly: you can work from here, but there are problems to fix.")
+    return "Yes: from here you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
+
+
+def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> Assessment:
+    """The verdict for one check."""
+    if not ctx.online:
+        none = tuple(WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("no network connection",))
+                     for w in ctx.workloads)
+        return Assessment(Verdict.UNKNOWN, _summary(Verdict.UNKNOWN, none, ctx), none, ())
+    hosts = _hosts(results)
+    rows: list[WorkloadResult] = []
+    findings: list[Finding] = []
+    for w in ctx.workloads:
+        if w.media:
+            continue
+        mine = [h for h in hosts.values() if w.id in h.workloads]
+        if not mine:
+            rows.append(WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("no testable endpoint",)))
+            continue
+        row, fs = _assess_web(w, mine, ctx.key_hosts.get(w.id, ()), policy)
+        rows.append(row)
+        findings.extend(fs)
+    signalling = next((r for r in rows if r.id == "teams"), None)
+    for w in ctx.workloads:
+        if not w.media:
+            continue
+        stun = [r for r in results if r.kind is ProbeKind.STUN and w.id in r.target.workloads]
+        row, fs = _assess_media(w, stun, signalling is not None and signalling.status in
+                                (Status.OK, Status.DEGRADED), policy)
+        rows.append(row)
+        findings.extend(fs)
+    order = [w.id for w in ctx.workloads]
+    rows.sort(key=lambda r: order.index(r.id))
+    findings.extend(_network_findings(results, ctx, policy))
+    core = {w.id for w in ctx.workloads if w.core}
+    core_rows = [r for r in rows if r.id in core]
+    if any(r.status is Status.FAILED for r in core_rows):
+        verdict = Verdict.NOT_READY
+    elif any(r.status is Status.DEGRADED for r in core_rows) or any(
+            f.severity is not Severity.INFO for f in findings):
+        verdict = Verdict.AT_RISK
+    else:
+        verdict = Verdict.READY
+    sev = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    findings.sort(key=lambda f: sev[f.severity])
+    return Assessment(verdict, _summary(verdict, rows, ctx), tuple(rows), tuple(findings))
