@@ -25,6 +25,8 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
     a = report.assessment
     console.print(Text.assemble(("netcheck verdict: ", "bold"), (a.verdict.words, _VERDICT_STYLE[a.verdict])))
     console.print(a.summary)
+    if a.verdict is Verdict.UNKNOWN:
+        return buf.getvalue()
     console.print()
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("Workload")

@@ -1,0 +1,219 @@
+"""The verdict rules, on hand-built results: no network, no OS."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from netcheck.catalog import NotTestable, Workload
+from netcheck.models import (
+    Category,
+    Outcome,
+    ProbeKind,
+    ProbeResult,
+    Severity,
+    Status,
+    Target,
+    Verdict,
+)
+from netcheck.policy import Policy, exchange_score
+from netcheck.verdict import AssessContext, assess
+
+WORKLOADS = (
+    Workload("exchange", "Exchange Online (Outlook)", ("Exchange",)),
+    Workload("sharepoint", "SharePoint and OneDrive", ("SharePoint",)),
+    Workload("teams", "Teams (chat)", ("Skype",)),
+    Workload("teams_media", "Teams audio and video", (), media=True, only_listed=True),
+    Workload("identity", "Sign-in", (), only_listed=True),
+    Workload("office", "Office apps", (), core=False),
+)
+KEY = {"exchange": ("outlook.office365.com",), "identity": ("login.microsoftonline.com",)}
+OPT = (ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("2001:db8::/48"))
+POLICY = Policy()
+
+
+def host(name: str, workload: str, category: Category = Category.OPTIMIZE, *, dns: Outcome = Outcome.OK,
+         http: Outcome = Outcome.OK, tls: Outcome = Outcome.OK, median: float = 20.0,
+         addresses: tuple[str, ...] = ("198.18.0.10",), via_proxy: bool = False,
+         inspected_by: str | None = None) -> list[ProbeResult]:
+    t = Target(name, category=category, workloads=(workload,), endpoint_sets=(1,))
+    a = t.with_address(addresses[0])
+    out = [ProbeResult(ProbeKind.DNS, t, dns, "dns", {"resolve": 10.0},
+                       {"addresses": list(addresses), "ipv4": [x for x in addresses if ":" not in x]})]
+    if dns is not Outcome.OK:
+        return out + [ProbeResult(ProbeKind.HTTP, t.with_port(443, "https"), Outcome.HTTP_NO_RESPONSE, "no")]
+    out.append(ProbeResult(ProbeKind.TLS, a.with_port(443), tls, "tls", {},
+                           {"inspected_by": inspected_by} if inspected_by else {}, "ipv4"))
+    out.append(ProbeResult(ProbeKind.TCP, a.with_port(443), Outcome.OK, "tcp", {}, {"median_ms": median}, "ipv4"))
+    out.append(ProbeResult(ProbeKind.HTTP, t.with_port(443, "https"), http, "http", {},
+                           {"status": 200, "via_proxy": via_proxy}))
+    return out
+
+
+def stun(outcome: Outcome, rtt: float = 30.0, loss: float = 0.0, jitter: float = 2.0) -> ProbeResult:
+    t = Target("relay.example", category=Category.OPTIMIZE, workloads=("teams_media",), endpoint_sets=(11,))
+    return ProbeResult(ProbeKind.STUN, t, outcome, "stun", {},
+                       {"rtt_ms": rtt, "loss_pct": loss, "jitter_ms": jitter} if outcome is Outcome.OK else {})
+
+
+def healthy() -> list[ProbeResult]:
+    return (host("outlook.office365.com", "exchange") + host("contoso.sharepoint.com", "sharepoint")
+            + host("teams.microsoft.com", "teams", Category.ALLOW)
+            + host("login.microsoftonline.com", "identity", Category.ALLOW)
+            + host("go.microsoft.com", "office", Category.DEFAULT) + [stun(Outcome.OK)])
+
+
+def ctx(**kw: object) -> AssessContext:
+    base: dict[str, object] = {"workloads": WORKLOADS, "key_hosts": KEY, "optimize_networks": OPT}
+    base.update(kw)
+    return AssessContext(**base)  # type: ignore[arg-type]
+
+
+def status(assessment_rows: object, wid: str) -> Status:
+    for w in assessment_rows:  # type: ignore[attr-defined]
+        if w.id == wid:
+            return w.status  # type: ignore[no-any-return]
+    raise KeyError(wid)
+
+
+def test_all_healthy_is_ready() -> None:
+    a = assess(healthy(), ctx(), POLICY)
+    assert a.verdict is Verdict.READY
+    assert a.verdict.exit_code == 0
+    assert all(w.status is Status.OK for w in a.workloads)
+    assert [f for f in a.findings if f.severity is not Severity.INFO] == []
+    assert a.summary.startswith("Yes")
+
+
+def test_offline_is_unknown_exit_3_with_one_plain_sentence() -> None:
+    a = assess([], ctx(online=False, offline_reason="This device has no network route."), POLICY)
+    assert a.verdict is Verdict.UNKNOWN and a.verdict.exit_code == 3
+    assert "no network connection" in a.summary
+    assert all(w.status is Status.NOT_TESTED for w in a.workloads)
+    assert a.findings == ()
+
+
+def test_key_host_failure_fails_the_workload_and_the_verdict() -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", dns=Outcome.NXDOMAIN)
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "exchange") is Status.FAILED
+    assert a.verdict is Verdict.NOT_READY and a.verdict.exit_code == 2
+    f = next(f for f in a.findings if f.code == "reach.exchange")
+    assert f.severity is Severity.CRITICAL
+    assert "DNS" in f.remediation
+    assert "Exchange Online" in a.summary
+
+
+def test_non_key_host_failure_only_degrades() -> None:
+    results = healthy() + host("outlook.office.com", "exchange", http=Outcome.CONNECT_TIMEOUT)
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "exchange") is Status.DEGRADED
+    assert a.verdict is Verdict.AT_RISK
+
+
+def test_proxy_407_gets_the_proxy_authentication_remedy() -> None:
+    results = [r for r in healthy() if r.target.host != "login.microsoftonline.com"]
+    results += host("login.microsoftonline.com", "identity", Category.ALLOW, http=Outcome.HTTP_PROXY_AUTH)
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "identity") is Status.FAILED
+    f = next(f for f in a.findings if f.code == "reach.identity")
+    assert "proxy authentication" in f.remediation
+
+
+def test_tls_inspection_is_named_and_degrades() -> None:
+    results = [r for r in healthy() if r.target.host != "contoso.sharepoint.com"]
+    results += host("contoso.sharepoint.com", "sharepoint", tls=Outcome.TLS_INSPECTED, inspected_by="Corp Proxy CA")
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "sharepoint") is Status.DEGRADED
+    f = next(f for f in a.findings if f.code == "tls.inspected")
+    assert "Corp Proxy CA" in f.title and f.principle == 4
+
+
+def test_optimize_through_proxy_is_a_principle_4_finding() -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", via_proxy=True)
+    a = assess(results, ctx(), POLICY)
+    assert any(f.code == "proxy.optimize" and f.principle == 4 for f in a.findings)
+    assert a.verdict is Verdict.AT_RISK
+
+
+def test_dns_answer_outside_optimize_ranges_is_flagged() -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", addresses=("203.0.113.9",))
+    a = assess(results, ctx(), POLICY)
+    f = next(f for f in a.findings if f.code == "dns.optimize_outside_ranges")
+    assert f.evidence == ("outlook.office365.com -> 203.0.113.9",)
+    assert f.principle == 2
+
+
+def test_ipv6_answers_inside_ranges_are_not_flagged() -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", addresses=("198.18.0.10", "2001:db8::10"))
+    a = assess(results, ctx(), POLICY)
+    assert not any(f.code == "dns.optimize_outside_ranges" for f in a.findings)
+
+
+@pytest.mark.parametrize(("median", "score", "degraded"), [(10, 100, False), (25, 80, False), (100, 60, False),
+                                                          (150, 50, True), (400, 0, True)])
+def test_exchange_score_drives_status(median: float, score: int, degraded: bool) -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", median=median)
+    a = assess(results, ctx(), POLICY)
+    row = next(w for w in a.workloads if w.id == "exchange")
+    assert row.score == score
+    assert (row.status is Status.DEGRADED) is degraded
+
+
+def test_exchange_score_scale_matches_the_admin_center() -> None:
+    pts = POLICY.exchange_score_points
+    assert [exchange_score(x, pts) for x in (0, 10, 17.5, 25, 100, 200, 300, 325, 350, 1000)] == \
+        [100, 100, 90, 80, 60, 40, 20, 10, 0, 0]
+
+
+def test_udp_blocked_with_working_signalling_is_degraded_not_failed() -> None:
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.UDP_BLOCKED)]
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "teams_media") is Status.DEGRADED
+    assert any(f.code == "media.udp_blocked" for f in a.findings)
+
+
+def test_media_over_thresholds_is_degraded_with_reasons() -> None:
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, loss=3.0)]
+    a = assess(results, ctx(), POLICY)
+    row = next(w for w in a.workloads if w.id == "teams_media")
+    assert row.status is Status.DEGRADED
+    assert any("150 ms" in r for r in row.reasons) and any("3.0%" in r for r in row.reasons)
+
+
+def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN]
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "teams_media") is Status.NOT_TESTED
+    assert a.verdict is Verdict.READY
+
+
+def test_wildcards_are_reported_as_not_testable_never_as_failures() -> None:
+    nt = (NotTestable("*.lync.com", (12,), ("teams",), "a wildcard"),)
+    a = assess(healthy(), ctx(not_testable=nt), POLICY)
+    assert a.verdict is Verdict.READY
+    f = next(f for f in a.findings if f.code == "catalog.not_testable")
+    assert f.severity is Severity.INFO and f.evidence == ("*.lync.com",)
+
+
+def test_office_failure_does_not_make_the_laptop_not_ready() -> None:
+    results = [r for r in healthy() if r.target.host != "go.microsoft.com"]
+    results += host("go.microsoft.com", "office", Category.DEFAULT, http=Outcome.CONNECT_REFUSED)
+    a = assess(results, ctx(), POLICY)
+    assert status(a.workloads, "office") is Status.FAILED
+    assert a.verdict is Verdict.AT_RISK
+
+
+def test_findings_are_sorted_by_severity() -> None:
+    results = [r for r in healthy() if r.target.host not in ("outlook.office365.com",)]
+    results += host("outlook.office365.com", "exchange", dns=Outcome.SERVFAIL)
+    a = assess(results, ctx(not_testable=(NotTestable("*.x", (1,), ("office",), "w"),)), POLICY)
+    sev = [f.severity for f in a.findings]
+    order = [Severity.CRITICAL, Severity.WARNING, Severity.INFO]
+    assert sev == sorted(sev, key=order.index)
