@@ -26,7 +26,7 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
     console.print(Text.assemble(("netcheck verdict: ", "bold"), (a.verdict.words, _VERDICT_STYLE[a.verdict])))
     console.print(a.summary)
     if a.verdict is Verdict.UNKNOWN:
-        return buf.getvalue()
+        return _tidy(buf.getvalue())
     console.print()
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("Workload")
@@ -40,7 +40,7 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
         if w.score is not None:
             latency += f" ({w.score}/100)"
         reach = f"{w.probes_ok}/{w.probes_total}" if w.probes_total else "-"
-        table.add_row(w.name, Text(label, style=style), latency, reach, "; ".join(w.reasons))
+        table.add_row(w.name.split(" (")[0], Text(label, style=style), latency, reach, "; ".join(w.reasons))
     console.print(table)
     if a.findings:
         console.print()
@@ -63,6 +63,10 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
     console.print()
     c = report.catalog
     console.print(Text(
-        f"Tested {len(report.probes)} probes against Microsoft 365 endpoint data {c.instance} version "
+        f"Ran {len(report.probes)} probes against Microsoft 365 endpoint data {c.instance} version "
         f"{c.version} ({c.source}) in {report.duration_s:.1f} s. Report {report.report_id}.", style="dim"))
-    return buf.getvalue()
+    return _tidy(buf.getvalue())
+
+
+def _tidy(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"

@@ -1,0 +1,76 @@
+"""Renderers: golden files, and the JSON report against its schema.
+
+Regenerate the golden files after an intended change with
+``NETCHECK_UPDATE_GOLDEN=1 pytest tests/test_render.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from netcheck.render.json import SCHEMA_PATH, render_json, report_to_dict
+from netcheck.render.text import render_text
+from tests.sample_report import sample_report
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("NETCHECK_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_json_report_matches_golden_file() -> None:
+    _golden("report.json", render_json(sample_report()))
+
+
+def test_text_report_matches_golden_file() -> None:
+    _golden("report.txt", render_text(sample_report(), verbose=True))
+
+
+def test_text_report_has_verdict_first_and_no_ansi_without_color() -> None:
+    text = render_text(sample_report())
+    assert text.splitlines()[0] == "netcheck verdict: AT RISK"
+    assert "\x1b[" not in text
+    assert "\x1b[" in render_text(sample_report(), color=True)
+
+
+def test_json_report_is_valid_against_its_schema() -> None:
+    _validator().validate(report_to_dict(sample_report()))
+
+
+def test_sample_fixture_used_by_collector_tests_is_valid() -> None:
+    data = json.loads((Path(__file__).parent / "fixtures" / "report-sample.json").read_text())
+    _validator().validate(data)
+
+
+@pytest.mark.parametrize("path", [(), ("host",), ("workloads", 0), ("probes", 0), ("findings", 0)])
+def test_schema_rejects_any_field_outside_the_allow_list(path: tuple[object, ...]) -> None:
+    data = report_to_dict(sample_report())
+    node = data
+    for key in path:
+        node = node[key]  # type: ignore[index]
+    node["user_name"] = "alice"  # type: ignore[index]
+    with pytest.raises(jsonschema.ValidationError, match="user_name"):
+        _validator().validate(data)
+
+
+def test_schema_rejects_detail_values_that_are_objects() -> None:
+    data = copy.deepcopy(report_to_dict(sample_report()))
+    data["probes"][0]["detail"]["nested"] = {"ssid": "HomeWifi"}
+    with pytest.raises(jsonschema.ValidationError):
+        _validator().validate(data)
