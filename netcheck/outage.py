@@ -1,0 +1,278 @@
+"""The site-outage prediction: if the corporate site went down now, what would still work?
+
+Pure: it reasons over facts the agent gathered with the site up (where each
+destination's traffic leaves, which resolvers, proxy and PAC are used, where
+sign-in is federated to) and an optional site profile. Tested without a network
+in tests/test_outage.py and proven against measured truth in the lab.
+
+The model, per VPN behaviour when the site is lost:
+- ``stays``: the tunnel stays up with its routes (always-on VPN) but leads
+  nowhere: whatever is routed into it is black-holed.
+- ``drops``: the tunnel goes away; its routes and DNS settings go with it and
+  traffic takes the local network's default path and resolver.
+A system that lives at the site (its address is in the site's networks, or a
+private address reached through the tunnel or on the office LAN) is down in
+both cases.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from netcheck.models import Severity
+from netcheck.site_profile import SiteProfile
+
+BEHAVIOURS = ("stays", "drops")
+
+
+class Fate(StrEnum):
+    WORKS = "works"
+    DEGRADED = "degraded"
+    FAILS = "fails"
+
+    @property
+    def rank(self) -> int:
+        return {"works": 0, "degraded": 1, "fails": 2}[self.value]
+
+
+def worst(fates: Iterable[Fate]) -> Fate:
+    return max(fates, key=lambda f: f.rank, default=Fate.WORKS)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where traffic to one address leaves the laptop (site up)."""
+
+    address: str
+    interface: str | None
+    kind: str  # "vpn" | "physical" | "virtual" | "loopback" | "unreachable" | "unknown"
+
+
+@dataclass(frozen=True)
+class Resolver:
+    address: str
+    route: Route
+
+
+@dataclass(frozen=True)
+class ProxyPath:
+    """How one URL is fetched: DIRECT or through a proxy, and where that was decided."""
+
+    source: str = "none"  # "none" | "environment" | "os" | "pac"
+    proxy: str | None = None  # "host:port" when a proxy is used
+    proxy_route: Route | None = None
+    pac_url: str | None = None
+    pac_route: Route | None = None
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One destination a workload needs, with how it is reached."""
+
+    workload: str
+    role: str  # "service" | "media" | "federation"
+    host: str
+    routes: tuple[Route, ...]
+    proxy: ProxyPath = ProxyPath()
+    resolved: bool = True
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    on_site: bool
+    vpn_interfaces: tuple[str, ...]
+    resolvers: tuple[Resolver, ...]
+    dependencies: tuple[Dependency, ...]
+    identity: str = "unknown"  # "managed" | "federated" | "unknown"
+
+
+@dataclass(frozen=True)
+class WorkloadOutage:
+    id: str
+    if_vpn_stays: Fate
+    if_vpn_drops: Fate
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SiteSystem:
+    kind: str  # "vpn" | "dns" | "proxy" | "pac" | "federation"
+    name: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class OutagePrediction:
+    workloads: tuple[WorkloadOutage, ...]
+    site_systems: tuple[SiteSystem, ...]
+    behaviours: tuple[str, ...]
+    on_site: bool
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def fate(self, workload: str) -> Fate:
+        for w in self.workloads:
+            if w.id == workload:
+                return worst(getattr(w, f"if_vpn_{b}") for b in self.behaviours)
+        return Fate.WORKS
+
+
+#: Internal (organisation-assigned) address space: RFC 1918 and IPv6 unique local.
+#: Deliberately not ``ipaddress.is_private``, which also covers documentation and
+#: benchmarking ranges that are routed on the internet of the lab.
+_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+
+
+def _private(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in _INTERNAL)
+
+
+class _Model:
+    def __init__(self, facts: SiteFacts, profile: SiteProfile):
+        self.facts, self.profile = facts, profile
+
+    def at_site(self, route: Route, host: str | None = None) -> bool:
+        """Does this destination live at the site (so it is down with it)?"""
+        if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
+            return True
+        if route.kind == "vpn" and _private(route.address):
+            return True
+        return self.facts.on_site and _private(route.address) and route.kind != "loopback"
+
+    def reach(self, route: Route, behaviour: str, host: str | None = None) -> tuple[bool, str]:
+        """Can ``route``'s destination be reached with the site down? And why."""
+        where = f"{route.address} via {route.interface or 'the default route'}"
+        if self.at_site(route, host):
+            return False, f"{where}: it is at the site, which is down"
+        if route.kind == "vpn":
+            if behaviour == "stays":
+                return False, f"{where}: leaves through the VPN to the site, which is down"
+            return True, f"{where}: the VPN drops, so it goes direct"
+        if self.facts.on_site and not self.facts.vpn_interfaces:
+            return True, f"{where}: from home this goes direct through the home connection"
+        if route.kind == "unreachable":
+            return False, f"{route.address}: no route even with the site up"
+        return True, f"{where}: direct, does not depend on the site"
+
+    def dns(self, behaviour: str) -> tuple[Fate, str]:
+        resolvers = self.facts.resolvers
+        if not resolvers:
+            return Fate.WORKS, "no resolver listed; the OS's default is assumed"
+        fates = [self.reach(r.route, behaviour)[0] for r in resolvers]
+        names = ", ".join(r.address for r in resolvers)
+        if all(fates):
+            return Fate.WORKS, f"DNS ({names}) does not depend on the site"
+        site_ones = [r.address for r, ok in zip(resolvers, fates, strict=True) if not ok]
+        if behaviour == "drops" and all(self.at_site(r.route) or r.route.kind == "vpn"
+                                        for r, ok in zip(resolvers, fates, strict=True) if not ok):
+            if any(fates):
+                return Fate.WORKS, f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel"
+            return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
+                                "home network's own resolver takes over")
+        if fates[0] is False and any(fates):
+            return Fate.DEGRADED, (f"DNS: the first resolver ({site_ones[0]}) is at the site; every lookup waits "
+                                   "for it to time out before trying the next")
+        if not any(fates):
+            return Fate.FAILS, f"DNS: every resolver ({names}) is at the site or reached through it"
+        return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer"
+
+    def path(self, dep: Dependency, behaviour: str) -> tuple[Fate, list[str]]:
+        why: list[str] = []
+        p = dep.proxy
+        via_proxy = p.proxy is not None
+        if p.source == "pac" and p.pac_route is not None:
+            ok, reason = self.reach(p.pac_route, behaviour)
+            if not ok:
+                why.append(f"PAC file {p.pac_url}: {reason}")
+                if self.profile.pac_unreachable == "fail":
+                    why.append("without its PAC file the browser does not connect (fail-closed)")
+                    return Fate.FAILS, why
+                why.append("without its PAC file the browser goes direct")
+                via_proxy = False
+        if via_proxy and p.proxy_route is not None:
+            ok, reason = self.reach(p.proxy_route, behaviour, (p.proxy or "").split(":")[0])
+            why.append(f"proxy {p.proxy}: {reason}")
+            return (Fate.WORKS if ok else Fate.FAILS), why
+        if not dep.routes:
+            why.append(f"{dep.host}: did not resolve even with the site up")
+            return Fate.FAILS, why
+        reach = [self.reach(r, behaviour, dep.host) for r in dep.routes]
+        why.extend(f"{dep.host} {reason}" for _, reason in reach)
+        if all(ok for ok, _ in reach):
+            return Fate.WORKS, why
+        if any(ok for ok, _ in reach):
+            why.append("one address family is cut off; applications fall back to the other")
+            return Fate.WORKS, why
+        return Fate.FAILS, why
+
+    def workload(self, wid: str, deps: Sequence[Dependency]) -> WorkloadOutage:
+        fates: dict[str, Fate] = {}
+        evidence: list[str] = []
+        for behaviour in BEHAVIOURS:
+            dns_fate, dns_why = self.dns(behaviour)
+            fate = dns_fate
+            lines = [f"[VPN {behaviour}] {dns_why}"]
+            for dep in deps:
+                f, why = self.path(dep, behaviour)
+                fate = worst((fate, f))
+                lines.extend(f"[VPN {behaviour}] {w}" for w in why)
+            fates[behaviour] = fate
+            evidence.extend(lines)
+        if not self.facts.vpn_interfaces:
+            evidence = [e.replace("[VPN stays] ", "").replace("[VPN drops] ", "") for e in evidence]
+            evidence = list(dict.fromkeys(evidence))
+        return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(evidence))
+
+    def site_systems(self) -> tuple[SiteSystem, ...]:
+        out: list[SiteSystem] = []
+        if self.facts.vpn_interfaces:
+            out.append(SiteSystem("vpn", ", ".join(self.facts.vpn_interfaces),
+                                  "a VPN tunnel to the site carries part of the traffic"))
+        for r in self.facts.resolvers:
+            if self.at_site(r.route) or r.route.kind == "vpn":
+                out.append(SiteSystem("dns", r.address, f"resolver reached via {r.route.interface or '?'}"))
+        seen: set[str] = set()
+        for d in self.facts.dependencies:
+            p = d.proxy
+            if p.pac_route and p.pac_url and p.pac_url not in seen and (
+                    self.at_site(p.pac_route) or p.pac_route.kind == "vpn"):
+                seen.add(p.pac_url)
+                out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}"))
+            if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy):
+                seen.add(p.proxy)
+                out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}"))
+            if d.role == "federation" and d.host not in seen and any(self.at_site(r, d.host) for r in d.routes):
+                seen.add(d.host)
+                out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site"))
+        return tuple(out)
+
+
+def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str]) -> OutagePrediction:
+    """Each workload's fate, for both VPN behaviours, with the chain of evidence."""
+    model = _Model(facts, profile)
+    rows = []
+    for wid in workloads:
+        deps = [d for d in facts.dependencies if d.workload == wid]
+        if deps:
+            rows.append(model.workload(wid, deps))
+    if not facts.vpn_interfaces:
+        behaviours: tuple[str, ...] = ("drops",)  # no tunnel: both behaviours are the same
+    elif profile.vpn_on_site_down:
+        behaviours = (profile.vpn_on_site_down,)
+    else:
+        behaviours = BEHAVIOURS
+    notes = []
+    if facts.on_site:
+        notes.append("You are on the office network now: this prediction is made from your configuration "
+                     "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
+    return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes))
+
+
+def outage_severity(fate: Fate) -> Severity:
+    return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.FAILS: Severity.CRITICAL}[fate]

@@ -1,0 +1,99 @@
+"""The site profile: what IT knows about its corporate sites (optional TOML).
+
+Example (every key optional)::
+
+    [site]
+    name = "Paris HQ"
+    networks = ["10.20.0.0/16", "203.0.113.0/28"]   # the site's LAN and public ranges
+    vpn_gateways = ["vpn.contoso.example"]          # concentrators at the site
+    dns_servers = ["10.20.0.53"]
+    proxies = ["proxy.contoso.example:3128"]
+    pac_hosts = ["pac.contoso.example"]
+    federation_hosts = ["adfs.contoso.example"]
+    vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
+    pac_unreachable = "direct"       # what browsers do when the PAC file cannot be fetched: "direct" or "fail"
+
+Without a profile netcheck infers the site's systems from the laptop's own
+configuration (see ``netcheck.outage``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netcheck.catalog import Network
+from netcheck.errors import ConfigError
+
+_KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
+         "vpn_on_site_down", "pac_unreachable"}
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    name: str = "the corporate site"
+    networks: tuple[Network, ...] = ()
+    vpn_gateways: tuple[str, ...] = ()
+    dns_servers: tuple[str, ...] = ()
+    proxies: tuple[str, ...] = ()
+    pac_hosts: tuple[str, ...] = ()
+    federation_hosts: tuple[str, ...] = ()
+    vpn_on_site_down: str | None = None
+    pac_unreachable: str = "direct"
+    from_file: bool = False
+
+    def holds_address(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        return any(ip.version == n.version and ip in n for n in self.networks)
+
+    def names_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        listed = {h.lower().split(":")[0] for h in (*self.vpn_gateways, *self.dns_servers, *self.proxies,
+                                                    *self.pac_hosts, *self.federation_hosts)}
+        return host in listed
+
+
+def _strings(doc: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: [site] {key} must be a list of strings")
+    return tuple(value)
+
+
+def load_site_profile(path: Path) -> SiteProfile:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the site profile ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: the site profile is not valid TOML ({exc})") from exc
+    site = doc.get("site")
+    if not isinstance(site, dict) or set(doc) - {"site"}:
+        raise ConfigError(f"{path}: a site profile has one [site] table and nothing else")
+    unknown = sorted(set(site) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: [site] has unknown key {unknown[0]!r}")
+    networks = []
+    for text in _strings(site, "networks", str(path)):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{path}: [site] networks: {text!r} is not an IP prefix") from None
+    behaviour = site.get("vpn_on_site_down")
+    if behaviour not in (None, "stays", "drops"):
+        raise ConfigError(f"{path}: [site] vpn_on_site_down must be \"stays\" or \"drops\"")
+    pac = site.get("pac_unreachable", "direct")
+    if pac not in ("direct", "fail"):
+        raise ConfigError(f"{path}: [site] pac_unreachable must be \"direct\" or \"fail\"")
+    return SiteProfile(
+        name=str(site.get("name", "the corporate site")), networks=tuple(networks),
+        vpn_gateways=_strings(site, "vpn_gateways", str(path)), dns_servers=_strings(site, "dns_servers", str(path)),
+        proxies=_strings(site, "proxies", str(path)), pac_hosts=_strings(site, "pac_hosts", str(path)),
+        federation_hosts=_strings(site, "federation_hosts", str(path)),
+        vpn_on_site_down=behaviour, pac_unreachable=pac, from_file=True)

@@ -1,0 +1,121 @@
+"""The site-outage model on hand-built facts: no network, no OS."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from netcheck.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
+from netcheck.site_profile import SiteProfile
+
+HOME_DNS = Resolver("192.168.1.1", Route("192.168.1.1", "eth0", "physical"))
+CORP_DNS = Resolver("10.10.0.53", Route("10.10.0.53", "wg0", "vpn"))
+W = ("exchange", "teams_media", "identity")
+
+
+def direct(addr: str) -> Route:
+    return Route(addr, "eth0", "physical")
+
+
+def tunnel(addr: str) -> Route:
+    return Route(addr, "wg0", "vpn")
+
+
+def facts(*deps: Dependency, resolvers: tuple[Resolver, ...] = (HOME_DNS,), vpn: bool = True,
+          on_site: bool = False) -> SiteFacts:
+    return SiteFacts(on_site, ("wg0",) if vpn else (), resolvers, deps)
+
+
+def test_no_vpn_at_home_everything_works() -> None:
+    p = predict(facts(Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
+                      vpn=False), SiteProfile(), W)
+    assert p.fate("exchange") is Fate.WORKS
+    assert p.behaviours == ("drops",)
+    assert p.site_systems == ()
+
+
+def test_full_tunnel_fails_if_vpn_stays_and_works_if_it_drops() -> None:
+    p = predict(facts(Dependency("exchange", "service", "outlook.office365.com", (tunnel("198.18.0.10"),))),
+                SiteProfile(), W)
+    w = p.workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+    assert any("leaves through the VPN to the site" in e for e in w.evidence)
+    assert p.fate("exchange") is Fate.FAILS  # unknown behaviour: the worse one counts
+
+
+def test_profile_behaviour_narrows_the_prediction() -> None:
+    f = facts(Dependency("exchange", "service", "outlook.office365.com", (tunnel("198.18.0.10"),)))
+    assert predict(f, SiteProfile(vpn_on_site_down="drops"), W).fate("exchange") is Fate.WORKS
+
+
+def test_split_tunnel_missing_teams_media() -> None:
+    f = facts(Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
+              Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
+    p = predict(f, SiteProfile(), W)
+    assert p.fate("exchange") is Fate.WORKS
+    media = next(w for w in p.workloads if w.id == "teams_media")
+    assert media.if_vpn_stays is Fate.FAILS and media.if_vpn_drops is Fate.WORKS
+
+
+def test_corporate_dns_only_breaks_everything_while_the_tunnel_stays() -> None:
+    f = facts(Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
+              resolvers=(CORP_DNS,))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+    assert any("every resolver" in e for e in w.evidence)
+
+
+def test_corporate_dns_first_then_home_is_degraded() -> None:
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), resolvers=(CORP_DNS, HOME_DNS))
+    assert predict(f, SiteProfile(), W).workloads[0].if_vpn_stays is Fate.DEGRADED
+
+
+def test_proxy_at_the_site_fails_both_ways() -> None:
+    proxy = ProxyPath(source="environment", proxy="10.10.0.8:3128", proxy_route=tunnel("10.10.0.8"))
+    f = facts(Dependency("exchange", "service", "o", (tunnel("198.18.0.10"),), proxy))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+
+
+def test_pac_at_the_site_fail_direct_versus_fail_closed() -> None:
+    pac = ProxyPath(source="pac", proxy=None, pac_url="http://pac.corp.example/proxy.pac",
+                    pac_route=tunnel("10.10.0.9"))
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), pac))
+    assert predict(f, SiteProfile(pac_unreachable="direct"), W).fate("exchange") is Fate.WORKS
+    assert predict(f, SiteProfile(pac_unreachable="fail"), W).fate("exchange") is Fate.FAILS
+    kinds = {s.kind for s in predict(f, SiteProfile(), W).site_systems}
+    assert kinds == {"vpn", "pac"}
+
+
+def test_federation_at_the_site_fails_sign_in() -> None:
+    f = facts(Dependency("identity", "service", "login.microsoftonline.com", (direct("198.18.2.1"),)),
+              Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.10.0.20"),)))
+    p = predict(f, SiteProfile(), W)
+    assert p.fate("identity") is Fate.FAILS
+    assert p.workloads[0].if_vpn_drops is Fate.FAILS
+    assert any(s.kind == "federation" for s in p.site_systems)
+
+
+def test_public_federation_server_through_a_full_tunnel_depends_on_vpn_behaviour() -> None:
+    f = facts(Dependency("identity", "federation", "adfs.contoso.example", (tunnel("203.0.113.20"),)))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+
+
+def test_ipv6_tunneled_but_ipv4_excluded_still_works_by_fallback() -> None:
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"), tunnel("2001:db8::10"))))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_stays is Fate.WORKS
+    assert any("falls back" in e or "fall back" in e for e in w.evidence)
+
+
+def test_site_profile_networks_mark_public_site_addresses() -> None:
+    profile = SiteProfile(networks=(ipaddress.ip_network("203.0.113.0/28"),))
+    f = facts(Dependency("identity", "federation", "adfs", (direct("203.0.113.5"),)), vpn=False)
+    assert predict(f, profile, W).fate("identity") is Fate.FAILS
+
+
+def test_on_site_prediction_says_it_comes_from_configuration() -> None:
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)),
+              resolvers=(Resolver("10.10.0.53", direct("10.10.0.53")),), vpn=False, on_site=True)
+    p = predict(f, SiteProfile(), W)
+    assert p.on_site and "configuration" in p.notes[0]
