@@ -125,7 +125,7 @@ class OutagePrediction:
 _INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 
 
-def _private(address: str) -> bool:
+def is_internal(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
@@ -141,9 +141,9 @@ class _Model:
         """Does this destination live at the site (so it is down with it)?"""
         if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
             return True
-        if route.kind == "vpn" and _private(route.address):
+        if route.kind == "vpn" and is_internal(route.address):
             return True
-        return self.facts.on_site and _private(route.address) and route.kind != "loopback"
+        return self.facts.on_site and is_internal(route.address) and route.kind != "loopback"
 
     def reach(self, route: Route, behaviour: str, host: str | None = None) -> tuple[bool, str]:
         """Can ``route``'s destination be reached with the site down? And why."""
