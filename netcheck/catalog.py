@@ -96,7 +96,7 @@ class EndpointSet:
 def _str_list(raw: Any, key: str, where: str) -> tuple[str, ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
         raise CatalogError(f"{where}: {key!r} must be a list of non-empty strings")
     return tuple(x.strip().lower() if key == "urls" else x.strip() for x in raw)
 
@@ -170,9 +170,11 @@ def parse_endpoint_sets(data: Any, origin: str) -> tuple[EndpointSet, ...]:
 
 def read_endpoint_file(path: Path) -> tuple[EndpointSet, ...]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise CatalogError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from netcheck import __version__
+from netcheck.errors import NetcheckError
 
 #: command name -> (module, attribute, one-line help shown by --help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as exc:
         exc.show()
         sys.exit(4)
+    except NetcheckError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(4)
