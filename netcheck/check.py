@@ -160,8 +160,8 @@ def _media_probe(options: CheckOptions) -> MediaProbe | None:
         return None
     window = options.policy.media_window_s_thorough if options.thorough else options.policy.media_window_s
 
-    async def run(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
-        return await probe_stun(target, spec, deadline, window_s=window)
+    async def run(target: Target, spec: ProbeSpec, deadline: Deadline, ports: tuple[int, ...]) -> ProbeResult:
+        return await probe_stun(target, spec, deadline, window_s=window, ports=ports)
 
     return run
 

@@ -22,7 +22,8 @@ from netcheck.models import Category, Outcome, ProbeKind, ProbeResult, ProbeSpec
 log = logging.getLogger(__name__)
 
 OnResult = Callable[[ProbeResult], None]
-MediaProbe = Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]
+#: A media probe also gets the UDP ports published for the media endpoints.
+MediaProbe = Callable[[Target, ProbeSpec, Deadline, tuple[int, ...]], Awaitable[ProbeResult]]
 
 
 def _noop(_: ProbeResult) -> None:
@@ -145,7 +146,8 @@ class _Run:
     async def media(self, media: MediaTarget, relay: str, probe: MediaProbe) -> None:
         target = Target(host=relay, category=media.category, workloads=media.workloads,
                         endpoint_sets=media.endpoint_sets)
-        await self.guarded(ProbeKind.STUN, target, lambda: probe(target, self.spec, self.deadline))
+        await self.guarded(ProbeKind.STUN, target,
+                           lambda: probe(target, self.spec, self.deadline, media.udp_ports))
 
 
 async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settings: RunSettings,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netcheck.catalog import Network, NotTestable, Workload
+from netcheck.media import MediaThresholds, assess_media, stats_from_detail
 from netcheck.models import (
     Assessment,
     Category,
@@ -192,18 +193,11 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
     passed = [r for r in results if r.ok]
     if passed:
         r = passed[0]
-        rtt = r.detail.get("rtt_ms")
-        loss = r.detail.get("loss_pct")
-        jitter = r.detail.get("jitter_ms")
-        problems = []
-        if isinstance(rtt, int | float) and rtt >= policy.media_rtt_ms:
-            problems.append(f"round trip {_fmt_ms(rtt)} (Microsoft's mark: under {_fmt_ms(policy.media_rtt_ms)})")
-        if isinstance(loss, int | float) and loss >= policy.media_loss_pct:
-            problems.append(f"packet loss {loss:.1f}% (mark: under {policy.media_loss_pct:.0f}%)")
-        if isinstance(jitter, int | float) and jitter >= policy.media_jitter_ms:
-            problems.append(f"jitter {_fmt_ms(jitter)} (mark: under {_fmt_ms(policy.media_jitter_ms)})")
-        latency = float(rtt) if isinstance(rtt, int | float) else None
-        if not problems:
+        stats = stats_from_detail(r.detail)
+        thresholds = MediaThresholds(policy.media_rtt_ms, policy.media_loss_pct, policy.media_jitter_ms)
+        good, problems = assess_media(stats, thresholds) if stats else (True, ())
+        latency = stats.rtt_ms if stats else None
+        if good:
             return WorkloadResult(w.id, w.name, Status.OK, (), latency, None, len(passed), len(results)), []
         finding = Finding(
             code="media.quality", severity=Severity.WARNING, title="Teams calls may be poor",
@@ -211,7 +205,7 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
             remediation=("Use a wired connection or move closer to the Wi-Fi router; IT: send Teams media "
                          "(UDP 3478-3481 to the Optimize ranges) direct, not through the VPN."),
             workload=w.id, principle=3, evidence=tuple(_evidence(x) for x in results))
-        return (WorkloadResult(w.id, w.name, Status.DEGRADED, tuple(problems), latency, None,
+        return (WorkloadResult(w.id, w.name, Status.DEGRADED, problems, latency, None,
                                len(passed), len(results)), [finding])
     blocked = all(r.outcome is Outcome.UDP_BLOCKED for r in results)
     status = Status.DEGRADED if blocked and signalling_ok else Status.FAILED

@@ -51,10 +51,10 @@ def host(name: str, workload: str, category: Category = Category.OPTIMIZE, *, dn
     return out
 
 
-def stun(outcome: Outcome, rtt: float = 30.0, loss: float = 0.0, jitter: float = 2.0) -> ProbeResult:
+def stun(outcome: Outcome, rtt: float = 30.0, lost: int = 0) -> ProbeResult:
     t = Target("relay.example", category=Category.OPTIMIZE, workloads=("teams_media",), endpoint_sets=(11,))
-    return ProbeResult(ProbeKind.STUN, t, outcome, "stun", {},
-                       {"rtt_ms": rtt, "loss_pct": loss, "jitter_ms": jitter} if outcome is Outcome.OK else {})
+    detail = {"sent": 100, "received": 100 - lost, "samples_ms": [rtt] * (100 - lost)}
+    return ProbeResult(ProbeKind.STUN, t, outcome, "stun", {}, detail if outcome is Outcome.OK else {})
 
 
 def healthy() -> list[ProbeResult]:
@@ -180,11 +180,11 @@ def test_udp_blocked_with_working_signalling_is_degraded_not_failed() -> None:
 
 
 def test_media_over_thresholds_is_degraded_with_reasons() -> None:
-    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, loss=3.0)]
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=3)]
     a = assess(results, ctx(), POLICY)
     row = next(w for w in a.workloads if w.id == "teams_media")
     assert row.status is Status.DEGRADED
-    assert any("150 ms" in r for r in row.reasons) and any("3.0%" in r for r in row.reasons)
+    assert any("150 ms" in r for r in row.reasons) and any("3.0 %" in r for r in row.reasons)
 
 
 def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:

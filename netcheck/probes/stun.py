@@ -1,0 +1,350 @@
+"""Teams media path: STUN Binding Requests over UDP to a media relay.
+
+RFC 5389 is small enough to write by hand: a 20-byte header (type, length,
+magic cookie 0x2112A442, 96-bit transaction id) and type-length-value
+attributes; the answer carries the address the relay saw us come from in
+XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from older servers).
+
+The probe tries the ports in order (3478 first) and samples the first one that
+answers: it sends a request every ``interval_s`` for ``window_s``, matches the
+answers by transaction id and reports RTT, jitter and loss (computed by
+:mod:`netcheck.media`). A port that stays silent for ``answer_wait_s`` (or
+refuses with ICMP) is given up for the next. Judging the figures against
+Microsoft's pass marks is :func:`netcheck.media.assess_media`, not this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from netcheck.deadline import Deadline
+from netcheck.media import MediaStats
+from netcheck.models import Outcome, Phase, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.probes._errors import classify, ms, too_late
+
+MAGIC_COOKIE = 0x2112A442
+BINDING_REQUEST = 0x0001
+BINDING_SUCCESS = 0x0101
+BINDING_ERROR = 0x0111
+_MAPPED_ADDRESS = 0x0001
+_XOR_MAPPED_ADDRESS = 0x0020
+_XOR_MAPPED_ADDRESS_DRAFT = 0x8020  # pre-RFC servers
+_HEADER = struct.Struct("!HHI12s")
+
+#: The OS refusing to send for a reason _errors.classify does not cover (it maps "no route"):
+#: policy forbids the packet (a local firewall, broadcast), or no source address fits.
+#: POSIX values plus their WinSock equivalents.
+_REFUSED_TO_SEND = frozenset({errno.EACCES, errno.EPERM, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT,
+                              10013, 10047, 10049})
+
+BLOCKED_CONSEQUENCE = "Teams would fall back to TCP 443 and audio and video would be impaired"
+
+
+# --- wire format ----------------------------------------------------------------
+
+def new_transaction_id() -> bytes:
+    return os.urandom(12)
+
+
+def binding_request(transaction_id: bytes) -> bytes:
+    """A Binding Request without attributes."""
+    if len(transaction_id) != 12:
+        raise ValueError("a STUN transaction id is 12 bytes")
+    return _HEADER.pack(BINDING_REQUEST, 0, MAGIC_COOKIE, transaction_id)
+
+
+@dataclass(frozen=True)
+class StunAnswer:
+    transaction_id: bytes
+    success: bool
+    mapped: tuple[str, int] | None
+
+
+def _address(value: bytes, xor_with: bytes | None) -> tuple[str, int] | None:
+    if len(value) < 4:
+        return None
+    family, port = value[1], struct.unpack("!H", value[2:4])[0]
+    raw = value[4:]
+    if family == 0x01 and len(raw) == 4:
+        pass
+    elif family == 0x02 and len(raw) == 16:
+        pass
+    else:
+        return None
+    if xor_with is not None:
+        port ^= MAGIC_COOKIE >> 16
+        raw = bytes(a ^ b for a, b in zip(raw, xor_with, strict=False))
+    return str(ipaddress.ip_address(raw)), port
+
+
+def parse_response(data: bytes) -> StunAnswer | None:
+    """A Binding success or error response, or None for anything else (malformed, a request...)."""
+    if len(data) < _HEADER.size:
+        return None
+    msg_type, length, cookie, txid = _HEADER.unpack_from(data)
+    if cookie != MAGIC_COOKIE or msg_type not in (BINDING_SUCCESS, BINDING_ERROR) \
+            or length % 4 or length != len(data) - _HEADER.size:
+        return None
+    xor_key = struct.pack("!I", MAGIC_COOKIE) + txid
+    xor_mapped: tuple[str, int] | None = None
+    mapped: tuple[str, int] | None = None
+    offset = _HEADER.size
+    while offset + 4 <= len(data):
+        attr_type, attr_len = struct.unpack_from("!HH", data, offset)
+        value = data[offset + 4:offset + 4 + attr_len]
+        if len(value) != attr_len:
+            return None
+        if attr_type in (_XOR_MAPPED_ADDRESS, _XOR_MAPPED_ADDRESS_DRAFT) and xor_mapped is None:
+            xor_mapped = _address(value, xor_key)
+        elif attr_type == _MAPPED_ADDRESS and mapped is None:
+            mapped = _address(value, None)
+        offset += 4 + attr_len + (-attr_len % 4)
+    if offset != len(data):
+        return None
+    return StunAnswer(txid, msg_type == BINDING_SUCCESS, xor_mapped or mapped)
+
+
+# --- one port ---------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Session(asyncio.DatagramProtocol):
+    """Requests in flight and the answers matched to them."""
+
+    pending: dict[bytes, float] = field(default_factory=dict)  # txid -> perf_counter at send
+    samples_ms: list[float] = field(default_factory=list)
+    mapped: tuple[str, int] | None = None
+    ignored: int = 0
+    refused: bool = False
+    error: OSError | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        now = time.perf_counter()
+        answer = parse_response(data)
+        if answer is None or answer.transaction_id not in self.pending:
+            self.ignored += 1
+            return
+        self.samples_ms.append((now - self.pending.pop(answer.transaction_id)) * 1000.0)
+        if answer.mapped is not None and self.mapped is None:
+            self.mapped = answer.mapped
+        self.wake.set()
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError):
+            self.refused = True
+        elif isinstance(exc, OSError) and self.error is None:
+            self.error = exc
+        self.wake.set()
+
+    async def wait(self, seconds: float) -> None:
+        if seconds > 0:
+            try:
+                await asyncio.wait_for(self.wake.wait(), seconds)
+            except TimeoutError:
+                pass
+        self.wake.clear()
+
+
+@dataclass(frozen=True)
+class _PortRun:
+    stats: MediaStats
+    local: tuple[str, int] | None
+    mapped: tuple[str, int] | None
+    refused: bool
+    #: The silence was waited out in full (False: the deadline cut it short).
+    conclusive: bool
+    ignored: int
+
+
+async def _sample_port(family: socket.AddressFamily, address: str, port: int, deadline: Deadline,
+                       window_s: float, interval_s: float, answer_wait_s: float, grace_s: float
+                       ) -> _PortRun:
+    """Sample one port; OSError from the OS refusing to send propagates."""
+    loop = asyncio.get_running_loop()
+    session = _Session()
+    transport, _ = await loop.create_datagram_endpoint(lambda: session, remote_addr=(address, port),
+                                                       family=family)
+    try:
+        sockname = transport.get_extra_info("sockname")
+        local = (str(sockname[0]), int(sockname[1])) if sockname else None
+        start = time.monotonic()
+        send_until = min(start + window_s, deadline.at)
+        give_up_at = start + answer_wait_s  # for a port that stays silent
+        sent_count, last_send, next_send = 0, start, start
+        while True:
+            if session.error is not None:
+                raise session.error
+            now = time.monotonic()
+            silent = not session.samples_ms
+            if session.refused or now >= send_until or (silent and now >= give_up_at):
+                break
+            if now >= next_send:
+                txid = new_transaction_id()
+                session.pending[txid] = time.perf_counter()
+                transport.sendto(binding_request(txid))
+                sent_count, last_send = sent_count + 1, now
+                # Keep the pace; after a stall, do not send a burst to catch up.
+                next_send += interval_s
+                if next_send <= now:
+                    next_send = now + interval_s
+                continue
+            await session.wait(min(next_send, send_until, give_up_at if silent else send_until) - now)
+        # Let the answers in flight arrive: a silent port until give_up_at, otherwise for grace_s.
+        while session.pending and not session.refused and session.error is None:
+            until = min(deadline.at, give_up_at if not session.samples_ms else last_send + grace_s)
+            now = time.monotonic()
+            if now >= until:
+                break
+            await session.wait(until - now)
+        if session.error is not None:
+            raise session.error
+        now_pc = time.perf_counter()
+        # Requests unanswered for longer than grace_s are lost; younger ones (the
+        # deadline cut the wait short) are left out of the count.
+        unresolved = sum(1 for t in session.pending.values() if now_pc - t < grace_s)
+        received = len(session.samples_ms)
+        conclusive = session.refused or received > 0 or time.monotonic() >= give_up_at
+        stats = MediaStats(max(sent_count - unresolved, received), received, tuple(session.samples_ms))
+        return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored)
+    finally:
+        transport.close()
+
+
+# --- the probe ----------------------------------------------------------------------
+
+def _ports_text(ports: Sequence[int]) -> str:
+    """``3478-3481`` for a run, ``3478, 3480`` otherwise."""
+    parts: list[str] = []
+    ordered = sorted(set(ports))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+def _family(address: str) -> tuple[socket.AddressFamily, str]:
+    if ipaddress.ip_address(address).version == 6:
+        return socket.AF_INET6, "ipv6"
+    return socket.AF_INET, "ipv4"
+
+
+def _send_failure(exc: OSError, address: str, port: int) -> tuple[Outcome, str]:
+    code = getattr(exc, "winerror", None) or exc.errno
+    if code in _REFUSED_TO_SEND:
+        outcome, why = Outcome.NETWORK_UNREACHABLE, exc.strerror or str(exc)
+    else:
+        outcome, why = classify(exc)
+    if outcome is Outcome.NETWORK_UNREACHABLE:
+        return outcome, f"the OS refused to send to {address} over UDP {port} ({why})"
+    return outcome, f"UDP to {address} port {port} failed: {why}"
+
+
+async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, window_s: float = 1.0,
+                     interval_s: float = 0.02, ports: Sequence[int] = (3478, 3479, 3480, 3481),
+                     answer_wait_s: float = 1.0, grace_s: float = 0.5) -> ProbeResult:
+    """STUN Binding Requests to ``target.address`` (or ``target.host`` resolved), one port after another.
+
+    ``target.port`` is not used: the ports tried, in order, are ``ports``.
+    """
+    if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports) \
+            or window_s <= 0 or interval_s <= 0 or answer_wait_s <= 0 or grace_s < 0:
+        return ProbeResult(ProbeKind.STUN, target, Outcome.ERROR,
+                           "STUN probe misconfigured: needs UDP ports and a positive window and interval")
+    if deadline.expired:
+        return too_late(ProbeKind.STUN, target)
+    phases: dict[str, float] = {}
+    address = target.address
+    if address is None:
+        started = time.perf_counter()
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(target.host, None, type=socket.SOCK_DGRAM),
+                deadline.step(spec.step_timeout_s))
+        except TimeoutError:
+            infos, outcome, why = [], Outcome.DNS_TIMEOUT, "name resolution did not finish in time"
+        except OSError as exc:
+            infos, (outcome, why) = [], classify(exc)
+        else:
+            outcome, why = Outcome.NO_ANSWER, "the name has no address"
+        phases[Phase.RESOLVE.value] = ms(time.perf_counter() - started)
+        if not infos:
+            return ProbeResult(ProbeKind.STUN, target, outcome, why, phases)
+        address = str(infos[0][4][0])
+        target = target.with_address(address)
+    try:
+        family, family_name = _family(address)
+    except ValueError:
+        return ProbeResult(ProbeKind.STUN, target, Outcome.ERROR, f"{address!r} is not an IP address")
+
+    tried: list[int] = []  # ports found silent or refusing
+    refused: list[int] = []
+    for port in ports:
+        if deadline.expired:
+            break
+        try:
+            run = await _sample_port(family, address, port, deadline, window_s, interval_s,
+                                     answer_wait_s, grace_s)
+        except OSError as exc:
+            outcome, why = _send_failure(exc, address, port)
+            return ProbeResult(ProbeKind.STUN, target, outcome, why, phases,
+                               {"port": port, "ports_tried": tried}, family_name)
+        if run.stats.received:
+            return _answered(target, phases, family_name, port, run, tried, refused, window_s, interval_s)
+        if not run.conclusive:
+            break
+        tried.append(port)
+        if run.refused:
+            refused.append(port)
+
+    untested = [p for p in ports if p not in tried]
+    detail = {"ports_tried": tried, "ports_refused": refused, "ports_untested": untested}
+    refusal = f" ({_ports_text(refused)} refused)" if refused else ""
+    if untested:
+        silence = f"No answer over UDP {_ports_text(tried)}{refusal}; " if tried else ""
+        return ProbeResult(ProbeKind.STUN, target, Outcome.TIMEOUT,
+                           f"{silence}the deadline ran out before UDP {_ports_text(untested)} "
+                           "could be tested", phases, detail, family_name)
+    return ProbeResult(ProbeKind.STUN, target, Outcome.UDP_BLOCKED,
+                       f"No answer over UDP {_ports_text(tried)}{refusal}: {BLOCKED_CONSEQUENCE}",
+                       phases, detail, family_name)
+
+
+def _answered(target: Target, phases: dict[str, float], family_name: str, port: int, run: _PortRun,
+              tried: list[int], refused: list[int], window_s: float, interval_s: float) -> ProbeResult:
+    stats = run.stats
+    rtt, jitter, loss = stats.rtt_ms, stats.jitter_ms, stats.loss_pct
+    detail: dict[str, str | int | float | bool | None | list[int] | list[float]] = {
+        "port": port,
+        "rtt_ms": None if rtt is None else round(rtt, 3),
+        "jitter_ms": None if jitter is None else round(jitter, 3),
+        "loss_pct": None if loss is None else round(loss, 3),
+        "sent": stats.sent,
+        "received": stats.received,
+        "mapped_address": run.mapped[0] if run.mapped else None,
+        "mapped_port": run.mapped[1] if run.mapped else None,
+        "local_address": run.local[0] if run.local else None,
+        "local_port": run.local[1] if run.local else None,
+        "samples_ms": [round(s, 3) for s in stats.samples_ms],
+        "ports_tried": [*tried, port],
+        "ports_refused": refused,
+        "window_s": window_s,
+        "interval_s": interval_s,
+        "ignored": run.ignored,
+    }
+    fallback = f" (no answer on UDP {_ports_text(tried)})" if tried else ""
+    reason = (f"STUN answered on UDP {port}{fallback}: round trip {rtt or 0.0:.1f} ms, "
+              f"jitter {jitter or 0.0:.1f} ms, loss {loss or 0.0:.1f} % "
+              f"({stats.received} of {stats.sent} answered)")
+    return ProbeResult(ProbeKind.STUN, target, Outcome.OK, reason, phases, detail, family_name)

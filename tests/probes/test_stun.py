@@ -1,0 +1,362 @@
+"""STUN probe: the wire format (RFC 5769 vectors) and real UDP against a loopback responder."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import struct
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netcheck.deadline import Deadline
+from netcheck.media import interarrival_jitter, stats_from_detail
+from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
+from tests.probes.conftest import checked
+from tests.stun_server import StunResponder, encode_address, message
+
+# RFC 5769 section 2.2, "Sample IPv4 Response", byte for byte (its MESSAGE-INTEGRITY
+# and FINGERPRINT check out against the RFC's password and CRC-32).
+RFC5769_IPV4_RESPONSE = bytes.fromhex(
+    "0101003c2112a442b7e7a701bc34d686fa87dfae"
+    "8022000b7465737420766563746f7220"
+    "002000080001a147e112a643"
+    "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7"
+    "80280004c07d4c96")
+# RFC 5769 section 2.3, "Sample IPv6 Response", without its integrity attributes
+# (the header length is adjusted accordingly).
+RFC5769_IPV6_RESPONSE = bytes.fromhex(
+    "010100282112a442b7e7a701bc34d686fa87dfae"
+    "8022000b7465737420766563746f7220"
+    "002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9")
+RFC5769_TXID = bytes.fromhex("b7e7a701bc34d686fa87dfae")
+
+SPEC = ProbeSpec()
+FAST = {"window_s": 0.3, "interval_s": 0.02, "answer_wait_s": 0.3, "grace_s": 0.3}
+
+
+def _target(address: str = "127.0.0.1") -> Target:
+    return Target("relay.example.test", address=address, workloads=("teams_media",))
+
+
+def _floats(result: ProbeResult, key: str) -> list[float]:
+    value = result.detail[key]
+    assert isinstance(value, list)
+    return [float(v) for v in value]
+
+
+def _closed_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# --- wire format -------------------------------------------------------------------
+
+def test_rfc5769_ipv4_response() -> None:
+    answer = parse_response(RFC5769_IPV4_RESPONSE)
+    assert answer is not None
+    assert answer.transaction_id == RFC5769_TXID
+    assert answer.success
+    assert answer.mapped == ("192.0.2.1", 32853)
+
+
+def test_rfc5769_ipv6_response() -> None:
+    answer = parse_response(RFC5769_IPV6_RESPONSE)
+    assert answer is not None
+    assert answer.mapped == ("2001:db8:1234:5678:11:2233:4455:6677", 32853)
+
+
+def test_mapped_address_from_an_old_server() -> None:
+    txid = bytes(range(12))
+    answer = parse_response(message(0x0101, txid, encode_address(0x0001, "198.51.100.7", 4000, txid, False)))
+    assert answer is not None and answer.mapped == ("198.51.100.7", 4000)
+
+
+def test_xor_mapped_address_wins_over_mapped_address() -> None:
+    txid = bytes(range(12))
+    attrs = (encode_address(0x0001, "198.51.100.7", 4000, txid, False)
+             + encode_address(0x0020, "203.0.113.9", 5000, txid, True))
+    answer = parse_response(message(0x0101, txid, attrs))
+    assert answer is not None and answer.mapped == ("203.0.113.9", 5000)
+
+
+def test_error_response_is_an_answer_without_address() -> None:
+    txid = bytes(range(12))
+    answer = parse_response(message(0x0111, txid))
+    assert answer is not None and not answer.success and answer.mapped is None
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    RFC5769_IPV4_RESPONSE[:19],                                     # short header
+    RFC5769_IPV4_RESPONSE[:-4],                                     # length field disagrees
+    RFC5769_IPV4_RESPONSE[:4] + b"\xde\xad\xbe\xef" + RFC5769_IPV4_RESPONSE[8:],  # not the cookie
+    b"\x00\x01" + RFC5769_IPV4_RESPONSE[2:],                        # a request
+    bytes.fromhex("010100062112a442") + RFC5769_TXID + bytes.fromhex("002000080001"),  # length not /4
+    bytes.fromhex("010100042112a442") + RFC5769_TXID + bytes.fromhex("00200008"),  # value missing
+], ids=["empty", "short", "length", "cookie", "request", "unaligned", "truncated-attribute"])
+def test_malformed_responses_are_rejected(data: bytes) -> None:
+    assert parse_response(data) is None
+
+
+def test_binding_request_layout() -> None:
+    txid = bytes(range(12))
+    req = binding_request(txid)
+    assert len(req) == 20
+    assert struct.unpack("!HHI", req[:8]) == (0x0001, 0, MAGIC_COOKIE)
+    assert req[8:] == txid
+    with pytest.raises(ValueError):
+        binding_request(b"short")
+
+
+@settings(database=None, max_examples=300)
+@given(st.binary(max_size=120))
+def test_parse_never_raises_on_noise(data: bytes) -> None:
+    parse_response(data)
+
+
+@settings(database=None, max_examples=300)
+@given(st.integers(min_value=0, max_value=len(RFC5769_IPV4_RESPONSE) - 1), st.integers(0, 255))
+def test_parse_never_raises_on_a_corrupted_answer(index: int, value: int) -> None:
+    data = bytearray(RFC5769_IPV4_RESPONSE)
+    data[index] = value
+    parse_response(bytes(data))
+
+
+# --- the probe against a real responder ------------------------------------------------
+
+def test_answers_give_statistics_and_the_mapped_address() -> None:
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder() as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+        return result, stun
+
+    result, stun = asyncio.run(go())
+    checked(result)
+    d = result.detail
+    assert result.kind is ProbeKind.STUN and result.outcome is Outcome.OK, result.reason
+    assert d["port"] == stun.ports[0]
+    assert d["sent"] == d["received"] == stun.requests
+    assert d["loss_pct"] == 0.0
+    assert d["mapped_address"] == d["local_address"] == "127.0.0.1"
+    assert d["mapped_port"] == d["local_port"]
+    samples = _floats(result, "samples_ms")
+    assert len(samples) == d["received"]
+    assert d["rtt_ms"] == pytest.approx(statistics.median(samples), abs=0.01)
+    assert result.family == "ipv4"
+    assert result.target.address == "127.0.0.1"
+    assert f"UDP {stun.ports[0]}" in result.reason
+
+
+def test_sampling_stays_within_the_window() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder() as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports,
+                                    window_s=0.2, interval_s=0.02, grace_s=0.3)
+
+    sent = checked(asyncio.run(go())).detail["sent"]
+    assert isinstance(sent, int) and 1 <= sent <= 11
+
+
+def test_dropped_requests_are_counted_as_loss() -> None:
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder(drop_every=4) as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+        return result, stun
+
+    result, stun = asyncio.run(go())
+    checked(result)
+    d = result.detail
+    assert result.outcome is Outcome.OK
+    sent, received = d["sent"], d["received"]
+    assert isinstance(sent, int) and isinstance(received, int)
+    assert stun.dropped >= 1
+    assert sent - received == stun.dropped
+    assert d["loss_pct"] == pytest.approx(100.0 * stun.dropped / sent, abs=0.001)
+    stats = stats_from_detail(d)
+    assert stats is not None and stats.sent == sent
+
+
+def test_delay_shows_in_the_round_trip() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(delays_s=(0.05,)) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    samples = _floats(result, "samples_ms")
+    assert result.outcome is Outcome.OK and samples
+    # The responder holds every answer for 50 ms, so no round trip can be shorter.
+    assert min(samples) >= 50.0
+    rtt = result.detail["rtt_ms"]
+    assert isinstance(rtt, float) and rtt >= 50.0
+
+
+def test_uneven_delays_show_as_jitter() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(delays_s=(0.0, 0.04)) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    samples = _floats(result, "samples_ms")
+    assert result.outcome is Outcome.OK
+    assert max(samples) >= 40.0
+    jitter = result.detail["jitter_ms"]
+    assert isinstance(jitter, float) and jitter > 0.0
+    assert jitter == pytest.approx(interarrival_jitter(samples), abs=0.01)
+
+
+def test_silent_relay_means_udp_blocked() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(ports=4, silent=True) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    assert result.outcome is Outcome.UDP_BLOCKED
+    assert "No answer over UDP" in result.reason
+    assert "fall back to TCP 443" in result.reason
+    assert len(result.detail["ports_tried"]) == 4  # type: ignore[arg-type]
+    assert result.detail["ports_untested"] == []
+
+
+def test_falls_back_to_the_next_port() -> None:
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder(ports=3, answer_on={1}) as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+        return result, stun
+
+    result, stun = asyncio.run(go())
+    checked(result)
+    assert result.outcome is Outcome.OK, result.reason
+    assert result.detail["port"] == stun.ports[1]
+    assert result.detail["ports_tried"] == stun.ports[:2]
+    assert f"no answer on UDP {stun.ports[0]}" in result.reason
+
+
+def test_refused_port_is_skipped_at_once() -> None:
+    closed = _closed_udp_port()
+
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder() as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), ports=[closed, *stun.ports],
+                                      **FAST)
+        return result, stun
+
+    result, stun = asyncio.run(go())
+    checked(result)
+    assert result.outcome is Outcome.OK
+    assert result.detail["port"] == stun.ports[0]
+    if sys.platform == "linux":  # loopback ICMP port unreachable is reported as ECONNREFUSED
+        assert result.detail["ports_refused"] == [closed]
+
+
+def test_all_refused_is_udp_blocked() -> None:
+    closed = [_closed_udp_port(), _closed_udp_port()]
+    result = checked(asyncio.run(probe_stun(_target(), SPEC, Deadline.after(10), ports=closed, **FAST)))
+    assert result.outcome is Outcome.UDP_BLOCKED
+    assert set(result.detail["ports_tried"]) == set(closed)  # type: ignore[arg-type]
+
+
+def test_junk_datagrams_are_ignored() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(junk=True) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    d = result.detail
+    assert result.outcome is Outcome.OK
+    assert d["sent"] == d["received"]
+    assert d["loss_pct"] == 0.0
+    received = d["received"]
+    assert isinstance(received, int) and d["ignored"] == 5 * received
+
+
+def test_mapped_address_attribute_from_an_old_server() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(xor=False) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    assert result.outcome is Outcome.OK and result.detail["mapped_address"] == "127.0.0.1"
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_loopback() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder("::1") as stun:
+            return await probe_stun(_target("::1"), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+
+    result = checked(asyncio.run(go()))
+    assert result.outcome is Outcome.OK, result.reason
+    assert result.family == "ipv6"
+    assert result.detail["mapped_address"] == "::1"
+
+
+def test_host_is_resolved_when_there_is_no_address() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder() as stun:
+            return await probe_stun(Target("127.0.0.1"), SPEC, Deadline.after(10), ports=stun.ports,
+                                    **FAST)
+
+    result = checked(asyncio.run(go()))
+    assert result.outcome is Outcome.OK
+    assert result.target.address == "127.0.0.1"
+    assert "resolve" in result.phases
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux refuses UDP to broadcast without SO_BROADCAST")
+def test_os_refusing_to_send_is_network_unreachable() -> None:
+    # connect() to the broadcast address fails with EACCES before any packet leaves.
+    result = checked(asyncio.run(probe_stun(_target("255.255.255.255"), SPEC, Deadline.after(10),
+                                    ports=[3478], **FAST)))
+    assert result.outcome is Outcome.NETWORK_UNREACHABLE
+    assert "refused to send" in result.reason
+
+
+def test_expired_deadline_sends_nothing() -> None:
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder() as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(0), ports=stun.ports, **FAST)
+            await asyncio.sleep(0.05)
+        return result, stun
+
+    result, stun = asyncio.run(go())
+    checked(result)
+    assert result.outcome is Outcome.TIMEOUT
+    assert stun.requests == 0
+
+
+def test_deadline_before_the_ports_are_done_is_not_called_blocked() -> None:
+    async def go() -> ProbeResult:
+        async with StunResponder(ports=4, silent=True) as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(0.5), ports=stun.ports,
+                                    window_s=0.3, interval_s=0.02, answer_wait_s=0.4, grace_s=0.3)
+
+    result = checked(asyncio.run(go()))
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.detail["ports_untested"]
+    assert "deadline" in result.reason
+
+
+@pytest.mark.parametrize("ports", [(), (0,), (70000,)])
+def test_bad_settings_are_an_error(ports: tuple[int, ...]) -> None:
+    result = checked(asyncio.run(probe_stun(_target(), SPEC, Deadline.after(1), ports=ports)))
+    assert result.outcome is Outcome.ERROR
+
+
+def test_not_an_ip_address() -> None:
+    result = checked(asyncio.run(probe_stun(_target("relay"), SPEC, Deadline.after(1), ports=[3478])))
+    assert result.outcome is Outcome.ERROR
