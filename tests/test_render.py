@@ -19,11 +19,13 @@ from netcheck.render.text import render_text
 from tests.sample_report import sample_report
 
 GOLDEN = Path(__file__).parent / "golden"
+# Read at import: the autouse fixture in conftest.py clears NETCHECK_* inside tests.
+UPDATE_GOLDEN = bool(os.environ.get("NETCHECK_UPDATE_GOLDEN"))
 
 
 def _golden(name: str, text: str) -> None:
     path = GOLDEN / name
-    if os.environ.get("NETCHECK_UPDATE_GOLDEN"):
+    if UPDATE_GOLDEN:
         path.write_text(text)
     assert text == path.read_text()
 
