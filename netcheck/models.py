@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the outage model builds on this module
+    from netcheck.outage import OutageSection
 
 #: A JSON-serialisable detail value.
 DetailValue = str | int | float | bool | None | list[str] | list[int] | list[float]
@@ -223,6 +227,16 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class InterfaceInfo:
+    """A network interface as the report shows it: name, kind and why."""
+
+    name: str
+    kind: str
+    vpn_product: str | None = None
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything one check produced. Rendered to text, JSON and HTML."""
 
@@ -237,6 +251,8 @@ class Report:
     probes: tuple[ProbeResult, ...]
     assessment: Assessment
     network: Detail = field(default_factory=dict)
+    outage: OutageSection | None = None
+    interfaces: tuple[InterfaceInfo, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ both cases.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netcheck.models import Severity
+from netcheck.models import Finding, Severity, Verdict
 from netcheck.site_profile import SiteProfile
 
 BEHAVIOURS = ("stays", "drops")
@@ -111,6 +111,8 @@ class OutagePrediction:
     behaviours: tuple[str, ...]
     on_site: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The paths the prediction reasoned over (drawn in the HTML report).
+    dependencies: tuple[Dependency, ...] = ()
 
     def fate(self, workload: str) -> Fate:
         for w in self.workloads:
@@ -271,8 +273,103 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str]) ->
     if facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
-    return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes))
+    return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes),
+                            facts.dependencies)
 
 
 def outage_severity(fate: Fate) -> Severity:
     return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.FAILS: Severity.CRITICAL}[fate]
+
+
+@dataclass(frozen=True)
+class SplitTunnelRow:
+    """Microsoft's split-tunnel class of a workload's Optimize prefixes, per family."""
+
+    workload: str
+    ipv4: str
+    ipv6: str
+    tunneled_prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutageSection:
+    """The answer to "could this person keep working if the site went down?"."""
+
+    verdict: Verdict
+    summary: str
+    prediction: OutagePrediction
+    split_tunnel: tuple[SplitTunnelRow, ...]
+    remediation: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+
+_FIXES = {
+    "dns": ("Microsoft 365 names must resolve without the site: let the VPN client fall back to the local "
+            "network's resolver, or give laptops a resolver that does not depend on the site."),
+    "pac": ("The PAC file is served from the site: host it where it does not depend on the site (or deploy it "
+            "with the laptop), and make sure clients go direct when it cannot be fetched."),
+    "proxy": ("Microsoft 365 goes through a proxy at the site: send Optimize and Allow endpoints direct "
+              "(PAC \"DIRECT\" or proxy bypass), as Microsoft recommends."),
+    "federation": ("Sign-in is federated to a server at the site (AD FS): enable password hash sync as a "
+                   "backup sign-in method so people can sign in when the site is down."),
+}
+
+
+def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: Sequence[str],
+                  split_tunnel: Sequence[SplitTunnelRow] = (), tunneled_optimize: Sequence[str] = (),
+                  identity_split_egress: bool = False) -> OutageSection:
+    """Verdict, summary, fixes and findings for a prediction (pure)."""
+    fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
+    failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
+    degraded = [wid for wid in core if fates.get(wid) is Fate.DEGRADED]
+    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded else Verdict.READY
+
+    def listing(ids: Sequence[str]) -> str:
+        return ", ".join(names.get(i, i).split(" (")[0] for i in ids)
+
+    if failed:
+        summary = f"If the site went down, you would lose {listing(failed)}."
+    elif degraded:
+        summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
+    else:
+        summary = "If the site went down, you could keep working from where you are."
+    if len(prediction.behaviours) == 2 and any(
+            w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed):
+        summary += " (That is if the VPN stays connected to the dead site; if it drops, less is lost.)"
+    fixes: list[str] = []
+    if tunneled_optimize:
+        fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
+                     "endpoint data): " + ", ".join(tunneled_optimize))
+    kinds = {s.kind for s in prediction.site_systems}
+    fixes.extend(_FIXES[k] for k in ("dns", "pac", "proxy", "federation") if k in kinds)
+    findings: list[Finding] = []
+    for w in prediction.workloads:
+        fate = prediction.fate(w.id)
+        if fate is Fate.WORKS:
+            continue
+        findings.append(Finding(
+            code=f"outage.{w.id}", severity=outage_severity(fate),
+            title=f"If the site goes down: {names.get(w.id, w.id).split(' (')[0]} {fate.value}",
+            detail=("This depends on systems at the corporate site: "
+                    + "; ".join(e for e in w.evidence if "site" in e)[:1500]),
+            remediation=" ".join(fixes) or "Remove the dependency on the site for this workload.",
+            workload=w.id, principle=3, evidence=w.evidence))
+    for row in split_tunnel:
+        if row.ipv4 == "split_out" and row.ipv6 in ("tunneled", "selective"):
+            findings.append(Finding(
+                code="vpn.ipv6_tunneled", severity=Severity.WARNING,
+                title=f"{names.get(row.workload, row.workload).split(' (')[0]}: IPv6 bypasses the IPv4-only exclusions",
+                detail=("The VPN excludes this workload's IPv4 Optimize prefixes but its IPv6 prefixes still go "
+                        "into the tunnel; applications that prefer IPv6 send it through the VPN."),
+                remediation="Add the IPv6 Optimize prefixes to the exclusions too (or disable IPv6 in the tunnel).",
+                workload=row.workload, principle=2, evidence=tuple(p for p in row.tunneled_prefixes if ":" in p)))
+    if identity_split_egress:
+        findings.append(Finding(
+            code="identity.split_egress", severity=Severity.WARNING,
+            title="Sign-in and Microsoft 365 traffic leave from different addresses",
+            detail=("Sign-in goes through the VPN while Optimize traffic goes direct: Continuous Access Evaluation "
+                    "and location-based Conditional Access may see two different IP addresses."),
+            remediation=("IT: include the VPN egress and the users' direct egress in Conditional Access named "
+                         "locations, or route sign-in the same way as Optimize traffic."),
+            workload="identity", principle=1))
+    return OutageSection(verdict, summary, prediction, tuple(split_tunnel), tuple(fixes), tuple(findings))

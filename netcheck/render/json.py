@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netcheck.models import ProbeResult, Report
+
+if TYPE_CHECKING:
+    from netcheck.outage import OutageSection
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / f"report-v{SCHEMA_VERSION}.schema.json"
@@ -63,6 +66,30 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         ],
         "probes": [probe_to_dict(p) for p in report.probes],
         "network": dict(report.network),
+        "interfaces": [{"name": i.name, "kind": i.kind, "vpn_product": i.vpn_product, "evidence": list(i.evidence)}
+                       for i in report.interfaces],
+        "outage": None if report.outage is None else outage_to_dict(report.outage),
+    }
+
+
+def outage_to_dict(section: OutageSection) -> dict[str, Any]:
+    p = section.prediction
+    return {
+        "verdict": str(section.verdict),
+        "summary": section.summary,
+        "on_site": p.on_site,
+        "behaviours": list(p.behaviours),
+        "workloads": [{"id": w.id, "if_vpn_stays": str(w.if_vpn_stays), "if_vpn_drops": str(w.if_vpn_drops),
+                       "evidence": list(w.evidence)} for w in p.workloads],
+        "site_systems": [{"kind": s.kind, "name": s.name, "evidence": s.evidence} for s in p.site_systems],
+        "paths": [{"workload": d.workload, "role": d.role, "host": d.host, "proxy": d.proxy.proxy,
+                   "proxy_source": d.proxy.source, "pac_url": d.proxy.pac_url,
+                   "routes": [{"address": r.address, "interface": r.interface, "kind": r.kind} for r in d.routes]}
+                  for d in p.dependencies],
+        "split_tunnel": [{"workload": r.workload, "ipv4": r.ipv4, "ipv6": r.ipv6,
+                          "tunneled_prefixes": list(r.tunneled_prefixes)} for r in section.split_tunnel],
+        "remediation": list(section.remediation),
+        "notes": list(p.notes),
     }
 
 
