@@ -12,16 +12,32 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from netcheck import __version__
-from netcheck.catalog import Catalog, Category, TargetPlan
+from netcheck.catalog import Catalog, TargetPlan
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
-from netcheck.models import CatalogInfo, HostInfo, ProbeKind, ProbeResult, ProbeSpec, Report, Target
+from netcheck.models import (
+    CatalogInfo,
+    Category,
+    DetailValue,
+    HostInfo,
+    InterfaceInfo,
+    ProbeKind,
+    ProbeResult,
+    ProbeSpec,
+    Report,
+    Target,
+)
+from netcheck.outage import OutageSection, assess_outage, predict
+from netcheck.pac import PacFetch
+from netcheck.platform import Platform
+from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
+from netcheck.proxy import ProxySettings
 from netcheck.runner import (
     MediaProbe,
     RunSettings,
@@ -30,7 +46,9 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
-from netcheck.verdict import AssessContext, assess
+from netcheck.site_facts import gather
+from netcheck.site_profile import SiteProfile, load_site_profile
+from netcheck.verdict import AssessContext, assess, combine
 
 OnResult = Callable[[ProbeResult], None]
 OnPlan = Callable[[int], None]
@@ -47,6 +65,9 @@ class CheckOptions:
     teams_relay: str | None = None
     nameservers: tuple[str, ...] = ()
     public_roots: str | None = None
+    #: User principal name (or just the domain) for sign-in realm discovery; never stored.
+    user: str | None = None
+    site_profile: Path | None = None
     policy: Policy = field(default_factory=load_policy)
 
 
@@ -116,23 +137,33 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
     relay = options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY") or catalog.media_relay
     settings = RunSettings(concurrency=policy.concurrency, families=families or ("ipv4",), media_relay=relay)
+    profile = load_site_profile(options.site_profile) if options.site_profile else SiteProfile()
+    user = _validate_user(options.user)
     results: list[ProbeResult] = []
-    if families:
-        extra = _extra_probes(spec, deadline)
-        if on_plan:
-            on_plan(planned_count(plan, settings, len(extra)))
-        results = asyncio.run(run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
-                                       media_probe=_media_probe(options), extra=extra))
-    ctx = AssessContext(
-        workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
-        optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
-        online=bool(families), offline_reason=offline_reason)
-    assessment = assess(results, ctx, policy)
-    network: dict[str, str | int | float | bool | None | list[str]] = {
+    network: dict[str, DetailValue] = {
         "online": bool(families), "families": list(families),
         "endpoints_tested": len(plan.hosts), "endpoints_not_testable": len(plan.not_testable),
         "optional_sets_skipped": plan.skipped_optional,
     }
+    outage: OutageSection | None = None
+    interfaces: tuple[InterfaceInfo, ...] = ()
+    if families:
+        plat = current_platform()
+        proxies = plat.proxy_settings()
+        pac = _fetch_pac(proxies.pac_url, deadline, network)
+        spec = replace(spec, proxy_map=_proxy_map(plan, proxies, pac, deadline, network))
+        extra = _extra_probes(spec, deadline, catalog, tenant, user)
+        if on_plan:
+            on_plan(planned_count(plan, settings, len(extra)))
+        results = asyncio.run(run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
+                                       media_probe=_media_probe(options), extra=extra))
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile, deadline, pac, proxies,
+                                             network)
+    ctx = AssessContext(
+        workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
+        optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
+        online=bool(families), offline_reason=offline_reason)
+    assessment = combine(assess(results, ctx, policy), outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(
@@ -140,17 +171,90 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         duration_s=time.monotonic() - started, tool_version=__version__,
         catalog=CatalogInfo(catalog.instance, catalog.version, catalog.source), tenant=tenant,
         host=host_info(), deadline_s=deadline_s, probes=tuple(_ordered(results, plan)),
-        assessment=assessment, network=network)
+        assessment=assessment, network=network, outage=outage, interfaces=interfaces)
 
 
-def _extra_probes(spec: ProbeSpec, deadline: Deadline
+def _validate_user(user: str | None) -> str | None:
+    if not user:
+        return None
+    from netcheck.probes.realm import realm_domain
+
+    if realm_domain(user) is None:
+        raise ConfigError(f"--user {user!r} is not a user name or domain (e.g. alice@contoso.com)")
+    return user.strip()
+
+
+def _fetch_pac(url: str | None, deadline: Deadline, network: dict[str, DetailValue]) -> PacFetch | None:
+    if not url:
+        return None
+    from netcheck.pac import fetch_pac
+
+    fetched = fetch_pac(url, deadline.sooner(5.0))
+    network["pac_url"] = url
+    network["pac_fetch"] = str(fetched.outcome)
+    if not fetched.ok:
+        network["pac_error"] = (fetched.error or str(fetched.outcome))[:500]
+    return fetched
+
+
+def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, deadline: Deadline,
+               network: dict[str, DetailValue]) -> dict[str, str]:
+    """Per host, the proxy this laptop's settings choose for it ("" = DIRECT)."""
+    hosts = [t.host for t in plan.hosts]
+    out: dict[str, str] = {}
+    if pac is not None:
+        if not (pac.ok and pac.text):
+            return out  # the PAC could not be fetched: clients go direct (reported in network facts)
+        from netcheck.pac import PacError, evaluate
+
+        urls = {h: f"https://{h}/" for h in hosts}
+        try:
+            decisions = evaluate(pac.text, list(urls.values()), deadline=deadline.sooner(5.0))
+        except PacError as exc:
+            network["pac_error"] = str(exc)[:500]
+            return out
+        for h, url in urls.items():
+            first = (decisions.get(url) or ["DIRECT"])[0]
+            word, _, where = first.partition(" ")
+            out[h] = f"{'https' if word == 'HTTPS' else 'http'}://{where.strip()}" if word in ("PROXY", "HTTPS") else ""
+        return out
+    if proxies.source != "environment" and proxies.proxies:
+        for h in hosts:
+            out[h] = proxies.proxy_for(f"https://{h}/") or ""
+    return out
+
+
+def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
+                    profile: SiteProfile, deadline: Deadline, pac: PacFetch | None, proxies: ProxySettings,
+                    network: dict[str, DetailValue]) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
+    gathered = gather(results, catalog, tenant, plat, profile, deadline,
+                      pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies)
+    interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
+                       for i in gathered.interfaces if i.kind != "loopback")
+    workloads = catalog.workloads.workloads
+    prediction = predict(gathered.facts, profile, [w.id for w in workloads])
+    network["vpn"] = bool(gathered.facts.vpn_interfaces)
+    network["on_site"] = gathered.facts.on_site
+    network["identity"] = gathered.facts.identity
+    section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
+                            gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress)
+    return section, interfaces
+
+
+def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant: str | None, user: str | None
                   ) -> list[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]]:
-    if not spec.whoami_name:
-        return []
-    from netcheck.probes.dns import resolver_identity
+    extra: list[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]] = []
+    if spec.whoami_name:
+        from netcheck.probes.dns import resolver_identity
 
-    target = Target(host=spec.whoami_name)
-    return [(ProbeKind.WHOAMI, target, lambda: resolver_identity(spec, deadline))]
+        extra.append((ProbeKind.WHOAMI, Target(host=spec.whoami_name), lambda: resolver_identity(spec, deadline)))
+    login = catalog.key_hosts(tenant).get("identity", ())
+    if user and login:
+        from netcheck.probes.realm import probe_realm
+
+        realm = Target(host=login[0], port=443, scheme="https", category=Category.ALLOW, workloads=("identity",))
+        extra.append((ProbeKind.REALM, realm, lambda: probe_realm(realm, spec, deadline, user=user)))
+    return extra
 
 
 def _media_probe(options: CheckOptions) -> MediaProbe | None:

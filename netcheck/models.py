@@ -276,6 +276,9 @@ class ProbeSpec:
     proxy: str | None = None
     #: Read proxy settings from the environment (HTTPS_PROXY, NO_PROXY, ...).
     trust_env: bool = True
+    #: Per host name, the proxy URL the OS settings or PAC file choose ("" for DIRECT).
+    #: Hosts not listed follow ``proxy`` / the environment.
+    proxy_map: Mapping[str, str] = field(default_factory=dict)
     #: Name whose answer is the address of the recursive resolver that asked.
     whoami_name: str | None = None
     #: Per-attempt timeout cap for a single network operation (seconds).

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from netcheck.catalog import Catalog, EndpointSet, Network
 from netcheck.deadline import Deadline
 from netcheck.models import Category, ProbeKind, ProbeResult
-from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SiteFacts, is_internal
+from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SiteFacts, SplitTunnelRow, is_internal
 from netcheck.platform.base import Egress, Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.site_profile import SiteProfile
@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Split-tunnel classes, as Microsoft's connectivity test names them.
 SPLIT_OUT, SELECTIVE, TUNNELED, NO_VPN, NOT_TESTED = "split_out", "selective", "tunneled", "no_vpn", "not_tested"
-
-
-@dataclass(frozen=True)
-class SplitTunnelRow:
-    workload: str
-    ipv4: str
-    ipv6: str
-    tunneled_prefixes: tuple[str, ...]
 
 
 @dataclass(frozen=True)

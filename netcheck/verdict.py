@@ -26,6 +26,7 @@ from netcheck.models import (
     Verdict,
     WorkloadResult,
 )
+from netcheck.outage import OutageSection
 from netcheck.policy import Policy, exchange_score
 
 
@@ -354,3 +355,14 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     sev = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
     findings.sort(key=lambda f: sev[f.severity])
     return Assessment(verdict, _summary(verdict, rows, ctx), tuple(rows), tuple(findings))
+
+
+def combine(current: Assessment, outage: OutageSection | None) -> Assessment:
+    """Fold the site-outage answer into the check's verdict: the worse of the two counts."""
+    if outage is None or current.verdict is Verdict.UNKNOWN:
+        return current
+    rank = [Verdict.READY, Verdict.AT_RISK, Verdict.NOT_READY]
+    verdict = max(current.verdict, outage.verdict, key=rank.index)
+    sev = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    findings = tuple(sorted((*current.findings, *outage.findings), key=lambda f: sev[f.severity]))
+    return Assessment(verdict, f"{current.summary} {outage.summary}", current.workloads, findings)

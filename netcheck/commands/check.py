@@ -28,11 +28,19 @@ from netcheck.errors import NetcheckError
               help="DNS name that answers with the address of the resolver asking (resolver identification).")
 @click.option("--teams-relay", metavar="HOST", envvar="NETCHECK_TEAMS_RELAY",
               help="Teams media relay host for the UDP test.")
+@click.option("--user", metavar="UPN", envvar="NETCHECK_USER",
+              help="Your sign-in name or domain (alice@contoso.com): checks whether sign-in depends on the site. "
+                   "Only the domain is kept in the report.")
+@click.option("--site-profile", type=click.Path(dir_okay=False, path_type=Path), envvar="NETCHECK_SITE_PROFILE",
+              help="IT's site profile (TOML): the site's networks, VPN, DNS, proxies, PAC and federation hosts.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report (for the helpdesk) to this file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Show every finding and all evidence.")
 def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadline_s: float | None,
           thorough: bool, as_json: bool, output: Path | None, whoami_name: str | None,
-          teams_relay: str | None, no_progress: bool, verbose: bool) -> None:
+          teams_relay: str | None, user: str | None, site_profile: Path | None, html_path: Path | None,
+          no_progress: bool, verbose: bool) -> None:
     """Check this laptop's path to Microsoft 365 and say whether you can work from here.
 
     Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
@@ -45,7 +53,7 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     try:
         options = CheckOptions(instance=instance, tenant=tenant, endpoints_file=endpoints_file,
                                deadline_s=deadline_s, thorough=thorough, whoami_name=whoami_name,
-                               teams_relay=teams_relay)
+                               teams_relay=teams_relay, user=user, site_profile=site_profile)
         show_progress = not no_progress and not as_json and sys.stderr.isatty()
         if show_progress:
             report = _with_progress(perform_check, options)
@@ -54,16 +62,26 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     except NetcheckError as exc:
         raise click.ClickException(str(exc)) from exc
     if output is not None:
-        from netcheck.paths import atomic_write
-        try:
-            atomic_write(output, render_json(report).encode())
-        except OSError as exc:
-            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+        _write(output, render_json(report))
+    if html_path is not None:
+        from netcheck.render.html import render_html
+        from netcheck.render.json import report_to_dict
+
+        _write(html_path, render_html(report_to_dict(report), policy=options.policy))
     if as_json:
         click.echo(render_json(report), nl=False)
     else:
         click.echo(render_text(report, color=sys.stdout.isatty(), verbose=verbose), nl=False)
     sys.exit(report.assessment.verdict.exit_code)
+
+
+def _write(path: Path, text: str) -> None:
+    from netcheck.paths import atomic_write
+
+    try:
+        atomic_write(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _with_progress(perform_check, options):  # type: ignore[no-untyped-def]
