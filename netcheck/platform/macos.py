@@ -1,0 +1,289 @@
+"""macOS: ``route -n get``, ``ifconfig``, ``networksetup -listallhardwareports``,
+``scutil --nwi``, ``scutil --dns``, ``netstat -rn`` and ``scutil --proxy``.
+
+Thin runners plus pure parsers tested on captured output. ``route`` cannot look up
+many destinations in one process, so lookups run a few at a time in threads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from netcheck.platform._run import Runner, ToolResult, default_runner
+from netcheck.platform.base import (
+    UNKNOWN,
+    UNREACHABLE,
+    Egress,
+    Interface,
+    InterfaceFacts,
+    InterfaceIndex,
+    Route,
+    invalid_egress,
+    normalize_address,
+)
+from netcheck.platform.classify import classify_all
+from netcheck.platform.portable import PortablePlatform, source_address
+from netcheck.proxy import ProxySettings, combine, from_environment, read_macos
+
+METHOD = "route -n get"
+_PARALLEL = 8
+_NOT_FOUND = ("not in table", "has not been found", "no such process")
+
+
+# --- pure parsers ------------------------------------------------------------------
+
+def parse_route_get(stdout: str, stderr: str, destination: str) -> Egress:
+    """``route -n get [-inet6] ADDR`` output (Apple network_cmds route.c print_getmsg)."""
+    err = stderr.strip()
+    if any(s in err.lower() or s in stdout.lower() for s in _NOT_FOUND):
+        first = (err or stdout.strip()).splitlines()[0]
+        return Egress(destination, None, None, None, UNREACHABLE, None, METHOD,
+                      first.removeprefix("route: "))
+    fields: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("route to", "destination", "mask", "gateway", "interface", "flags"):
+            fields[key.strip()] = value.strip()
+    iface = fields.get("interface")
+    flags = set(fields.get("flags", "").strip("<>").split(","))
+    if flags & {"REJECT", "BLACKHOLE"}:
+        return Egress(destination, iface, None, None, UNREACHABLE, None, METHOD,
+                      f"the route is marked {'REJECT' if 'REJECT' in flags else 'BLACKHOLE'}")
+    if not iface:
+        return Egress(destination, None, None, None, UNKNOWN, None, METHOD,
+                      err.splitlines()[0] if err else "route -n get named no interface")
+    gateway: str | None = (fields.get("gateway") or "").split("%", 1)[0]
+    try:
+        gateway = str(ipaddress.ip_address(gateway)) if gateway else None
+    except ValueError:  # link#17, a MAC address: no next-hop router
+        gateway = None
+    return Egress(destination, iface, None, gateway, UNKNOWN, None, METHOD)
+
+
+_IF_HEADER = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+): flags=[0-9a-fA-F]+<(?P<flags>[^>]*)>")
+
+
+def parse_ifconfig(text: str) -> tuple[InterfaceFacts, ...]:
+    """``ifconfig -a`` (BSD format)."""
+    out: list[InterfaceFacts] = []
+    name: str | None = None
+    flags: tuple[str, ...] = ()
+    addrs: list[str] = []
+    status: str | None = None
+
+    def flush() -> None:
+        if name is None:
+            return
+        up = "UP" in flags and "RUNNING" in flags and status != "inactive"
+        out.append(InterfaceFacts(name=name, addresses=tuple(addrs), is_up=up, flags=flags,
+                                  loopback="LOOPBACK" in flags, point_to_point="POINTOPOINT" in flags))
+
+    for raw in text.splitlines():
+        m = _IF_HEADER.match(raw)
+        if m:
+            flush()
+            name, flags, addrs, status = m.group("name"), tuple(m.group("flags").split(",")), [], None
+            continue
+        words = raw.split()
+        if name is None or not words:
+            continue
+        if words[0] in ("inet", "inet6") and len(words) > 1:
+            addrs.append(words[1].split("%", 1)[0])
+        elif words[0] == "status:" and len(words) > 1:
+            status = words[1]
+    flush()
+    return tuple(f for f in out if f.flags != ("",) or f.addresses)
+
+
+def parse_hardware_ports(text: str) -> dict[str, str]:
+    """``networksetup -listallhardwareports``: device -> hardware port name."""
+    out: dict[str, str] = {}
+    port: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Hardware Port:"):
+            port = line.split(":", 1)[1].strip()
+        elif line.startswith("Device:") and port:
+            out[line.split(":", 1)[1].strip()] = port
+            port = None
+    return out
+
+
+def parse_nwi(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``scutil --nwi``: (interfaces in order, interface -> flags text)."""
+    order: tuple[str, ...] = ()
+    flags: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Network interfaces:"):
+            order = tuple(line.split(":", 1)[1].split())
+            continue
+        m = re.match(r"^(?P<name>\S+)\s*:\s*flags\s*:\s*(?P<flags>.*)$", line)
+        if m:
+            prev = flags.get(m.group("name"))
+            value = m.group("flags").strip()
+            flags[m.group("name")] = value if prev is None or prev == value else f"{prev}; {value}"
+    return order, flags
+
+
+def parse_scutil_dns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``scutil --dns``: (nameservers, search domains) of the unscoped resolvers,
+    the default resolver (#1) first; the scoped section is ignored."""
+    servers: list[str] = []
+    search: list[str] = []
+    section_scoped = False
+    resolver_no = 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("DNS configuration"):
+            section_scoped = "scoped" in line
+            continue
+        if section_scoped:
+            continue
+        m = re.match(r"^resolver #(\d+)", line)
+        if m:
+            resolver_no = int(m.group(1))
+            continue
+        key, sep, value = line.partition(" : ")
+        if not sep:
+            continue
+        key = key.strip()
+        if key.startswith("nameserver["):
+            servers.append(value.strip().split("%", 1)[0])
+        elif key.startswith("search domain[") and resolver_no == 1:
+            search.append(value.strip().rstrip("."))
+    return tuple(dict.fromkeys(servers)), tuple(dict.fromkeys(search))
+
+
+def _netstat_dst(dst: str, family: int) -> str:
+    if dst == "default":
+        return "0.0.0.0/0" if family == 4 else "::/0"
+    addr, _, bits = dst.partition("/")
+    addr = addr.split("%", 1)[0]
+    if family == 4:
+        parts = addr.split(".")
+        if not bits:
+            bits = str(8 * len(parts)) if len(parts) < 4 else "32"
+        addr = ".".join((parts + ["0", "0", "0"])[:4])
+    elif not bits:
+        bits = "128"
+    try:
+        return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+    except ValueError:
+        return dst
+
+
+def parse_netstat_rn(text: str) -> tuple[Route, ...]:
+    """``netstat -rn`` (macOS): Internet and Internet6 sections."""
+    out: list[Route] = []
+    family = 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line == "Internet:":
+            family = 4
+            continue
+        if line == "Internet6:":
+            family = 6
+            continue
+        words = line.split()
+        if not family or len(words) < 4 or words[0] == "Destination":
+            continue
+        dst, gateway, flags, netif = words[0], words[1], words[2], words[3]
+        rtype = "blackhole" if "B" in flags else "reject" if "R" in flags else "unicast"
+        gw = gateway.split("%", 1)[0] if "G" in flags and not gateway.startswith("link#") else None
+        out.append(Route(destination=_netstat_dst(dst, family), gateway=gw, interface=netif, type=rtype))
+    return tuple(out)
+
+
+# --- the platform ---------------------------------------------------------------------
+
+class MacPlatform:
+    name = "darwin"
+
+    def __init__(self, run: Runner = default_runner, overrides: Mapping[str, str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._run = run
+        self._overrides = dict(overrides or {})
+        self._environ = dict(os.environ if environ is None else environ)
+        self._portable = PortablePlatform(overrides, self._environ)
+
+    def interface_facts(self) -> tuple[InterfaceFacts, ...]:
+        res = self._run(["ifconfig", "-a"], 5.0)
+        facts = parse_ifconfig(res.stdout) if res.ok else ()
+        if not facts:
+            facts = self._portable.interface_facts()
+        ports = self._run(["networksetup", "-listallhardwareports"], 5.0)
+        by_dev = parse_hardware_ports(ports.stdout) if ports.ok else {}
+        nwi = self._run(["scutil", "--nwi"], 5.0)
+        _order, nwi_flags = parse_nwi(nwi.stdout) if nwi.ok else ((), {})
+        out = []
+        for f in facts:
+            port = by_dev.get(f.name)
+            desc = port or (f"scutil --nwi: {nwi_flags[f.name]}" if f.name in nwi_flags else None)
+            out.append(replace(f, hardware_port=port, description=desc))
+        return tuple(out)
+
+    def interfaces(self) -> tuple[Interface, ...]:
+        return classify_all(self.interface_facts(), overrides=self._overrides)
+
+    def egress_for(self, address: str) -> Egress:
+        return self.egress_many([address])[address]
+
+    def _one(self, address: str) -> Egress:
+        family = ["-inet6"] if ipaddress.ip_address(address).version == 6 else []
+        res: ToolResult = self._run(["route", "-n", "get", *family, address], 3.0)
+        if res.missing:
+            return self._portable.egress_for(address)
+        if res.timed_out:
+            return Egress(address, None, None, None, UNKNOWN, None, METHOD, "route -n get timed out")
+        e = parse_route_get(res.stdout, res.stderr, address)
+        if e.interface and e.kind != UNREACHABLE:
+            src, _err = source_address(address)
+            e = replace(e, source=src)
+        return e
+
+    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
+        canon: dict[str, str] = {}
+        out: dict[str, Egress] = {}
+        for a in addresses:
+            try:
+                canon[a] = normalize_address(a)
+            except ValueError:
+                out[a] = invalid_egress(a, METHOD)
+        unique = list(dict.fromkeys(canon.values()))
+        with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+            found = dict(zip(unique, pool.map(self._one, unique), strict=True))
+        index = InterfaceIndex.of(self.interfaces())
+        for original, c in canon.items():
+            e = found[c]
+            if e.kind == UNKNOWN and e.interface:
+                e = replace(e, kind=index.kind_of(e.interface))
+            out[original] = e
+        return out
+
+    def routes(self) -> tuple[Route, ...]:
+        res = self._run(["netstat", "-rn"], 5.0)
+        return parse_netstat_rn(res.stdout) if res.ok else ()
+
+    def _dns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        res = self._run(["scutil", "--dns"], 5.0)
+        if res.ok:
+            servers, search = parse_scutil_dns(res.stdout)
+            if servers:
+                return servers, search
+        return self._portable.dns_servers(), self._portable.search_domains()
+
+    def dns_servers(self) -> tuple[str, ...]:
+        return self._dns()[0]
+
+    def search_domains(self) -> tuple[str, ...]:
+        return self._dns()[1]
+
+    def proxy_settings(self) -> ProxySettings:
+        env = from_environment(self._environ)
+        return combine(env, read_macos(self._run), self._environ)

@@ -1,0 +1,327 @@
+"""Windows: ``Find-NetRoute``, ``Get-NetAdapter``, ``Get-NetIPAddress``,
+``Get-NetIPInterface``, ``Get-VpnConnection``, ``Get-NetRoute``, ``Get-DnsClient*``
+(through one Windows PowerShell process per question, output as JSON), plus
+``reg query`` and ``netsh winhttp`` for proxies.
+
+The scripts select properties and let ``ConvertTo-Json`` print them; the parsers
+read that JSON and are tested on captured output. Addresses are validated as IP
+addresses before they are written into a script, so no text from elsewhere is
+ever run as PowerShell.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from netcheck.platform._run import Runner, default_runner
+from netcheck.platform.base import (
+    UNKNOWN,
+    UNREACHABLE,
+    Egress,
+    Interface,
+    InterfaceFacts,
+    InterfaceIndex,
+    Route,
+    invalid_egress,
+    normalize_address,
+)
+from netcheck.platform.classify import classify_all
+from netcheck.platform.portable import PortablePlatform
+from netcheck.proxy import ProxySettings, combine, from_environment, read_windows
+
+METHOD = "Find-NetRoute"
+_PS = ("powershell", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
+_PRELUDE = "[Console]::OutputEncoding = [Text.Encoding]::UTF8\n$ProgressPreference = 'SilentlyContinue'\n"
+
+ROUTE_SCRIPT = _PRELUDE + r"""
+$out = foreach ($a in @(__ADDRESSES__)) {
+  try {
+    $found = @(Find-NetRoute -RemoteIPAddress $a -ErrorAction Stop)
+    $ip = $found | Where-Object { $_.PSObject.Properties.Name -contains 'IPAddress' } | Select-Object -First 1
+    $rt = $found | Where-Object { $_.PSObject.Properties.Name -contains 'NextHop' } | Select-Object -First 1
+    [pscustomobject]@{ Destination = $a; InterfaceAlias = $rt.InterfaceAlias; InterfaceIndex = $rt.InterfaceIndex;
+      SourceAddress = $ip.IPAddress; NextHop = $rt.NextHop; DestinationPrefix = $rt.DestinationPrefix;
+      RouteMetric = $rt.RouteMetric; Error = $null }
+  } catch {
+    [pscustomobject]@{ Destination = $a; Error = $_.Exception.Message }
+  }
+}
+ConvertTo-Json -InputObject @($out) -Depth 3 -Compress
+"""
+
+INTERFACES_SCRIPT = _PRELUDE + r"""
+$ad = @(Get-NetAdapter -IncludeHidden | Select-Object Name, InterfaceDescription, ifIndex, Status,
+  MediaType, PhysicalMediaType, HardwareInterface, Virtual, ComponentID,
+  @{n='ifType';e={[int]$_.InterfaceType}})
+$ipa = @(Get-NetIPAddress | Select-Object InterfaceAlias, InterfaceIndex, IPAddress,
+  @{n='AddressFamily';e={[string]$_.AddressFamily}})
+$ipi = @(Get-NetIPInterface | Select-Object InterfaceAlias, ifIndex,
+  @{n='AddressFamily';e={[string]$_.AddressFamily}}, @{n='ConnectionState';e={[string]$_.ConnectionState}},
+  InterfaceMetric)
+$vpn = @()
+foreach ($all in @($false, $true)) {
+  try {
+    $vpn += @(Get-VpnConnection -AllUserConnection:$all -ErrorAction Stop | Select-Object Name,
+      @{n='TunnelType';e={[string]$_.TunnelType}}, ConnectionStatus, SplitTunneling, ServerAddress)
+  } catch { }
+}
+$result = [ordered]@{ adapters = $ad; addresses = $ipa; ipinterfaces = $ipi; vpn = $vpn }
+ConvertTo-Json -InputObject $result -Depth 4 -Compress
+"""
+
+ROUTES_SCRIPT = _PRELUDE + r"""
+$r = @(Get-NetRoute | Select-Object DestinationPrefix, NextHop, InterfaceAlias, ifIndex, RouteMetric,
+  @{n='AddressFamily';e={[string]$_.AddressFamily}})
+ConvertTo-Json -InputObject $r -Depth 3 -Compress
+"""
+
+DNS_SCRIPT = _PRELUDE + r"""
+$s = @(Get-DnsClientServerAddress | Select-Object InterfaceAlias, InterfaceIndex,
+  @{n='AddressFamily';e={[string]$_.AddressFamily}}, ServerAddresses)
+$g = @((Get-DnsClientGlobalSetting).SuffixSearchList)
+$c = @(Get-DnsClient | Select-Object InterfaceAlias, ConnectionSpecificSuffix)
+ConvertTo-Json -InputObject ([ordered]@{ servers = $s; search = $g; suffixes = $c }) -Depth 4 -Compress
+"""
+
+
+def encode_script(script: str) -> str:
+    """PowerShell's -EncodedCommand form: base64 of UTF-16LE."""
+    return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
+def route_script(addresses: Sequence[str]) -> str:
+    """The Find-NetRoute script for validated addresses (ValueError for anything else)."""
+    quoted = ",".join(f"'{normalize_address(a)}'" for a in addresses)
+    return ROUTE_SCRIPT.replace("__ADDRESSES__", quoted)
+
+
+# --- pure parsers -------------------------------------------------------------------
+
+def _json(text: str) -> Any:
+    body = text.strip().lstrip("\ufeff")
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    """ConvertTo-Json prints a one-element array as a bare object, and $null as null."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _on_link(next_hop: str | None) -> bool:
+    return not next_hop or next_hop in ("0.0.0.0", "::")
+
+
+def parse_find_netroute(text: str, addresses: Sequence[str]) -> dict[str, Egress]:
+    """Output of :data:`ROUTE_SCRIPT` (kinds still "unknown")."""
+    data = _json(text)
+    rows = {}
+    for row in _as_list(data):
+        if isinstance(row, dict) and row.get("Destination"):
+            try:
+                rows[normalize_address(str(row["Destination"]))] = row
+            except ValueError:
+                continue
+    out: dict[str, Egress] = {}
+    for a in addresses:
+        row = rows.get(a)
+        if row is None:
+            out[a] = Egress(a, None, None, None, UNKNOWN, None, METHOD, "Find-NetRoute gave no answer")
+            continue
+        if row.get("Error"):
+            msg = str(row["Error"]).strip().splitlines()[0]
+            low = msg.lower()
+            kind = UNREACHABLE if ("unreachable" in low or "no route" in low
+                                   or "network location cannot be reached" in low) else UNKNOWN
+            out[a] = Egress(a, None, None, None, kind, None, METHOD, msg)
+            continue
+        hop = row.get("NextHop")
+        metric = row.get("RouteMetric")
+        out[a] = Egress(
+            destination=a, interface=row.get("InterfaceAlias"), source=row.get("SourceAddress"),
+            gateway=None if _on_link(hop) else str(hop), kind=UNKNOWN, table=None, method=METHOD,
+            metric=metric if isinstance(metric, int) else None)
+    return out
+
+
+def parse_interfaces(text: str) -> tuple[InterfaceFacts, ...]:
+    """Output of :data:`INTERFACES_SCRIPT`."""
+    data = _json(text)
+    if not isinstance(data, dict):
+        return ()
+    addrs: dict[str, list[str]] = {}
+    for a in _as_list(data.get("addresses")):
+        if isinstance(a, dict) and a.get("InterfaceAlias") and a.get("IPAddress"):
+            addrs.setdefault(str(a["InterfaceAlias"]), []).append(str(a["IPAddress"]).split("%", 1)[0])
+    connected: dict[str, bool] = {}
+    index: dict[str, int] = {}
+    for i in _as_list(data.get("ipinterfaces")):
+        if isinstance(i, dict) and i.get("InterfaceAlias"):
+            alias = str(i["InterfaceAlias"])
+            state = str(i.get("ConnectionState", "")).lower() in ("connected", "1")
+            connected[alias] = connected.get(alias, False) or state
+            if isinstance(i.get("ifIndex"), int):
+                index[alias] = i["ifIndex"]
+    vpn_names = {}
+    for v in _as_list(data.get("vpn")):
+        if isinstance(v, dict) and v.get("Name"):
+            status = v.get("ConnectionStatus") or "?"
+            tunnel = v.get("TunnelType") or "?"
+            vpn_names[str(v["Name"])] = f"{v['Name']} ({tunnel}, {status})"
+    out: list[InterfaceFacts] = []
+    seen: set[str] = set()
+    for ad in _as_list(data.get("adapters")):
+        if not isinstance(ad, dict) or not ad.get("Name"):
+            continue
+        name = str(ad["Name"])
+        seen.add(name)
+        if_type = ad.get("ifType") if isinstance(ad.get("ifType"), int) else None
+        up = str(ad.get("Status", "")).lower() == "up" or connected.get(name, False)
+        hw = ad.get("HardwareInterface")
+        virt = ad.get("Virtual")
+        out.append(InterfaceFacts(
+            name=name, addresses=tuple(addrs.get(name, ())), is_up=up,
+            index=ad.get("ifIndex") if isinstance(ad.get("ifIndex"), int) else index.get(name),
+            description=ad.get("InterfaceDescription"), if_type=if_type,
+            hardware_interface=hw if isinstance(hw, bool) else None,
+            virtual=virt if isinstance(virt, bool) else None,
+            media_type=ad.get("PhysicalMediaType") or ad.get("MediaType"),
+            component_id=ad.get("ComponentID"), loopback=if_type == 24,
+            windows_vpn_connection=vpn_names.get(name)))
+    for alias in list(dict.fromkeys([*connected, *addrs])):
+        if alias in seen:
+            continue
+        out.append(InterfaceFacts(
+            name=alias, addresses=tuple(addrs.get(alias, ())), is_up=connected.get(alias, False),
+            index=index.get(alias), loopback=fnmatch.fnmatch(alias, "Loopback Pseudo-Interface*"),
+            windows_vpn_connection=vpn_names.get(alias)))
+    return tuple(out)
+
+
+def parse_routes(text: str) -> tuple[Route, ...]:
+    """Output of :data:`ROUTES_SCRIPT` (Get-NetRoute)."""
+    out: list[Route] = []
+    for r in _as_list(_json(text)):
+        if not isinstance(r, dict) or not r.get("DestinationPrefix"):
+            continue
+        hop = r.get("NextHop")
+        metric = r.get("RouteMetric")
+        out.append(Route(destination=str(r["DestinationPrefix"]),
+                         gateway=None if _on_link(hop) else str(hop),
+                         interface=r.get("InterfaceAlias"),
+                         metric=metric if isinstance(metric, int) else None))
+    return tuple(out)
+
+
+_PLACEHOLDER_DNS = {"fec0:0:0:ffff::1", "fec0:0:0:ffff::2", "fec0:0:0:ffff::3"}
+
+
+def parse_dns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Output of :data:`DNS_SCRIPT`: (servers, search suffixes)."""
+    data = _json(text)
+    if not isinstance(data, dict):
+        return (), ()
+    servers: list[str] = []
+    for s in _as_list(data.get("servers")):
+        if not isinstance(s, dict) or str(s.get("InterfaceAlias", "")).startswith("Loopback"):
+            continue
+        for addr in _as_list(s.get("ServerAddresses")):
+            if isinstance(addr, str) and addr and addr.lower() not in _PLACEHOLDER_DNS:
+                servers.append(addr)
+    search = [str(x) for x in _as_list(data.get("search")) if isinstance(x, str) and x]
+    for c in _as_list(data.get("suffixes")):
+        if isinstance(c, dict) and c.get("ConnectionSpecificSuffix"):
+            search.append(str(c["ConnectionSpecificSuffix"]))
+    return tuple(dict.fromkeys(servers)), tuple(dict.fromkeys(s.rstrip(".") for s in search))
+
+
+# --- the platform -----------------------------------------------------------------------
+
+class WindowsPlatform:
+    name = "win32"
+
+    def __init__(self, run: Runner = default_runner, overrides: Mapping[str, str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._run = run
+        self._overrides = dict(overrides or {})
+        self._environ = dict(os.environ if environ is None else environ)
+        self._portable = PortablePlatform(overrides, self._environ)
+
+    def _ps(self, script: str, timeout: float) -> tuple[str | None, str | None]:
+        res = self._run([*_PS, encode_script(script)], timeout)
+        if res.missing:
+            return None, "missing"
+        if not res.ok:
+            return None, res.problem
+        return res.stdout, None
+
+    def interface_facts(self) -> tuple[InterfaceFacts, ...]:
+        text, _err = self._ps(INTERFACES_SCRIPT, 20.0)
+        facts = parse_interfaces(text) if text else ()
+        return facts or self._portable.interface_facts()
+
+    def interfaces(self) -> tuple[Interface, ...]:
+        return classify_all(self.interface_facts(), overrides=self._overrides)
+
+    def egress_for(self, address: str) -> Egress:
+        return self.egress_many([address])[address]
+
+    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
+        canon: dict[str, str] = {}
+        out: dict[str, Egress] = {}
+        for a in addresses:
+            try:
+                canon[a] = normalize_address(a)
+            except ValueError:
+                out[a] = invalid_egress(a, METHOD)
+        unique = list(dict.fromkeys(canon.values()))
+        if not unique:
+            return out
+        text, err = self._ps(route_script(unique), 20.0 + 0.05 * len(unique))
+        if err == "missing":
+            found = dict(self._portable.egress_many(unique))
+        elif text is None:
+            found = {a: Egress(a, None, None, None, UNKNOWN, None, METHOD, err) for a in unique}
+        else:
+            found = parse_find_netroute(text, unique)
+        index = InterfaceIndex.of(self.interfaces())
+        for original, c in canon.items():
+            e = found[c]
+            if e.kind == UNKNOWN and e.interface:
+                e = replace(e, kind=index.kind_of(e.interface))
+            out[original] = e
+        return out
+
+    def routes(self) -> tuple[Route, ...]:
+        text, _err = self._ps(ROUTES_SCRIPT, 20.0)
+        return parse_routes(text) if text else ()
+
+    def _dns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        text, _err = self._ps(DNS_SCRIPT, 20.0)
+        if text:
+            servers, search = parse_dns(text)
+            if servers:
+                return servers, search
+        return self._portable.dns_servers(), self._portable.search_domains()
+
+    def dns_servers(self) -> tuple[str, ...]:
+        return self._dns()[0]
+
+    def search_domains(self) -> tuple[str, ...]:
+        return self._dns()[1]
+
+    def proxy_settings(self) -> ProxySettings:
+        env = from_environment(self._environ)
+        return combine(env, read_windows(self._run), self._environ)
