@@ -218,7 +218,7 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
             word, _, where = first.partition(" ")
             out[h] = f"{'https' if word == 'HTTPS' else 'http'}://{where.strip()}" if word in ("PROXY", "HTTPS") else ""
         return out
-    if proxies.source != "environment" and proxies.proxies:
+    if proxies.proxies:
         for h in hosts:
             out[h] = proxies.proxy_for(f"https://{h}/") or ""
     return out

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from netcheck.errors import NetcheckError
+
+if TYPE_CHECKING:
+    from netcheck.check import CheckOptions
+    from netcheck.models import Report
 
 
 @click.command("check")
@@ -84,7 +90,7 @@ def _write(path: Path, text: str) -> None:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def _with_progress(perform_check, options):  # type: ignore[no-untyped-def]
+def _with_progress(perform_check: Callable[..., Report], options: CheckOptions) -> Report:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -1,0 +1,80 @@
+"""Trust stores: the public root set and the machine's store, as cached SSLContexts.
+
+Loading a PEM bundle costs ~20 ms of CPU; a worldwide check makes hundreds of
+TLS connections, so each context is built once per (bundle, environment) and
+shared. SSLContexts are safe to share between concurrent connections.
+
+* public: the Mozilla root set (certifi), or ``ProbeSpec.public_roots``, or the
+  file named by ``NETCHECK_PUBLIC_ROOTS``. A chain that verifies here is what
+  any client on the internet would accept.
+* system: the machine's store as the laptop's apps see it
+  (``ssl.create_default_context()``, which honours ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR``), or ``ProbeSpec.system_roots``. A chain that verifies only
+  here was signed by a locally added root: TLS inspection.
+* http: the machine's store again, as a separate instance, because httpx sets
+  ALPN protocols on the context it is given.
+* unverified: no verification at all, only to read the certificate a server
+  presents when neither store accepts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import ssl
+
+import certifi
+
+from netcheck.models import ProbeSpec
+
+PUBLIC_ROOTS_ENV = "NETCHECK_PUBLIC_ROOTS"
+_SSL_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def public_roots_path(spec: ProbeSpec) -> str:
+    """The PEM bundle treated as the public root set."""
+    return spec.public_roots or os.environ.get(PUBLIC_ROOTS_ENV) or certifi.where()
+
+
+@functools.lru_cache(maxsize=16)
+def _verifying(purpose: str, cafile: str | None, env: tuple[str | None, ...]) -> ssl.SSLContext:
+    # ``purpose`` and ``env`` are cache keys only: separate instances per use,
+    # rebuilt when SSL_CERT_FILE / SSL_CERT_DIR change.
+    del purpose, env
+    return ssl.create_default_context(cafile=cafile)
+
+
+def public_context(spec: ProbeSpec) -> ssl.SSLContext:
+    """Verifies against the public root set only. Raises OSError/ssl.SSLError if unreadable."""
+    return _verifying("public", public_roots_path(spec), ())
+
+
+def system_context(spec: ProbeSpec) -> ssl.SSLContext:
+    """Verifies against the machine's store (for the TLS probe)."""
+    return _verifying("system", spec.system_roots, _env_key(spec))
+
+
+def http_context(spec: ProbeSpec) -> ssl.SSLContext:
+    """Verifies against the machine's store (for httpx, which sets ALPN on it)."""
+    return _verifying("http", spec.system_roots, _env_key(spec))
+
+
+@functools.lru_cache(maxsize=1)
+def unverified_context() -> ssl.SSLContext:
+    """Accepts any certificate: used only to read what a rejected server presents."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _env_key(spec: ProbeSpec) -> tuple[str | None, ...]:
+    if spec.system_roots:
+        return ()
+    return tuple(os.environ.get(name) for name in _SSL_ENV)
+
+
+def clear_cache() -> None:
+    """Forget every loaded store (after a bundle file changed on disk)."""
+    _verifying.cache_clear()
+    unverified_context.cache_clear()

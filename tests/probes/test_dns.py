@@ -1,0 +1,212 @@
+"""The DNS probe and resolver identification against a real nameserver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import dns.nameserver
+import pytest
+
+from netcheck.deadline import Deadline
+from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.probes import PROBES
+from netcheck.probes import dns as dnsprobe
+from netcheck.probes._errors import nameserver_text
+from netcheck.probes.dns import configured_resolver, probe_dns, resolver_cache_size, resolver_identity
+from tests.probes.conftest import checked, run
+from tests.servers import V4, V6, DnsServer, closed_port
+
+
+def spec_for(server: DnsServer, **kw: object) -> ProbeSpec:
+    return ProbeSpec(nameservers=(server.host,), nameserver_port=server.port, **kw)  # type: ignore[arg-type]
+
+
+def resolve(server: DnsServer, name: str, seconds: float = 10.0, **kw: object) -> ProbeResult:
+    return run(probe_dns(Target(name), spec_for(server, **kw), Deadline.after(seconds)))
+
+
+def test_registered() -> None:
+    assert PROBES[ProbeKind.DNS] is probe_dns
+
+
+def test_a_and_aaaa(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "a.test")
+    assert r.outcome is Outcome.OK and r.kind is ProbeKind.DNS
+    assert r.detail["ipv4"] == ["198.18.0.10", "198.18.0.11"]
+    assert r.detail["ipv6"] == ["2001:db8::10"]
+    assert r.detail["addresses"] == ["198.18.0.10", "198.18.0.11", "2001:db8::10"]
+    assert r.detail["cname_chain"] == []
+    assert r.detail["rcode"] == "NOERROR"
+    assert r.detail["resolver"] == V4
+    assert r.detail["ttl"] == 300
+    assert "resolve" in r.phases
+    asked = [(n, t) for n, t, _ in dns_server.queries if n == "a.test."]
+    assert ("a.test.", "A") in asked and ("a.test.", "AAAA") in asked
+
+
+def test_cname_chain(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "www.test")
+    assert r.outcome is Outcome.OK
+    assert r.detail["cname_chain"] == ["edge.test", "a.test"]
+    assert r.detail["ipv4"] == ["198.18.0.10", "198.18.0.11"]
+
+
+def test_one_family_only(dns_server: DnsServer) -> None:
+    v4 = resolve(dns_server, "v4only.test")
+    assert v4.outcome is Outcome.OK and v4.detail["ipv6"] == [] and v4.detail["ttl"] == 60
+    v6 = resolve(dns_server, "v6only.test")
+    assert v6.outcome is Outcome.OK and v6.detail["ipv4"] == [] and v6.detail["ipv6"] == ["2001:db8::20"]
+
+
+def test_no_answer(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "empty.test")
+    assert r.outcome is Outcome.NO_ANSWER
+    assert r.detail["rcode"] == "NOERROR" and r.detail["addresses"] == []
+
+
+def test_nxdomain(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "missing.test")
+    assert r.outcome is Outcome.NXDOMAIN
+    assert r.detail["rcode"] == "NXDOMAIN"
+    assert "does not exist" in r.reason
+
+
+def test_servfail(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "servfail.test")
+    assert r.outcome is Outcome.SERVFAIL
+    assert r.detail["rcode"] == "SERVFAIL"
+    assert f"{V4}:{dns_server.port}" in r.reason
+
+
+def test_refused(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "refused.test")
+    assert r.outcome is Outcome.DNS_REFUSED
+    assert r.detail["rcode"] == "REFUSED"
+
+
+@pytest.mark.timeout(30)
+def test_silent_server_ends_by_the_deadline(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "silent.test", seconds=0.6)
+    assert r.outcome is Outcome.DNS_TIMEOUT
+    assert "did not answer" in r.reason
+
+
+@pytest.mark.timeout(30)
+def test_silent_server_ends_by_the_step_cap(dns_server: DnsServer) -> None:
+    # The overall deadline is far away: the per-step cap ends the lookup.
+    r = resolve(dns_server, "silent.test", seconds=120, step_timeout_s=0.5)
+    assert r.outcome is Outcome.DNS_TIMEOUT
+
+
+def test_truncated_answer_retried_over_tcp(dns_server: DnsServer) -> None:
+    r = resolve(dns_server, "tcp.test")
+    assert r.outcome is Outcome.OK and r.detail["ipv4"] == ["198.18.0.30"]
+    assert ("tcp.test.", "A", "tcp") in dns_server.queries
+
+
+def test_deadline_already_passed(dns_server: DnsServer) -> None:
+    before = len(dns_server.queries)
+    r = resolve(dns_server, "a.test", seconds=0)
+    assert r.outcome is Outcome.TIMEOUT
+    assert len(dns_server.queries) == before  # nothing was sent
+
+
+@pytest.mark.timeout(30)
+def test_nobody_listening(dns_server: DnsServer) -> None:
+    spec = ProbeSpec(nameservers=(V4,), nameserver_port=closed_port(), step_timeout_s=0.5)
+    r = run(probe_dns(Target("a.test"), spec, Deadline.after(10)))
+    # UDP has no "refused" on Linux (the ICMP error is not reported to dnspython's socket).
+    expected = (Outcome.DNS_TIMEOUT,) if sys.platform.startswith("linux") else (
+        Outcome.DNS_TIMEOUT, Outcome.NO_RESOLVER)
+    assert r.outcome in expected
+
+
+def test_malformed_nameserver() -> None:
+    r = run(probe_dns(Target("a.test"), ProbeSpec(nameservers=("not-an-address",)), Deadline.after(2)))
+    assert r.outcome is Outcome.ERROR
+    assert "not-an-address" in r.reason
+
+
+def test_concurrent_probes_share_one_resolver(dns_server: DnsServer) -> None:
+    spec = spec_for(dns_server)
+
+    async def many() -> list[ProbeResult]:
+        deadline = Deadline.after(10)
+        names = ["a.test", "www.test", "missing.test", "v4only.test"] * 25
+        return list(await asyncio.gather(*(probe_dns(Target(n), spec, deadline) for n in names)))
+
+    results = [checked(r) for r in asyncio.run(many())]
+    assert [r.outcome for r in results].count(Outcome.OK) == 75
+    assert [r.outcome for r in results].count(Outcome.NXDOMAIN) == 25
+    assert resolver_cache_size() == 1
+
+
+def test_ipv6_nameserver(need_ipv6: None, dns_server6: DnsServer) -> None:
+    r = resolve(dns_server6, "a.test")
+    assert r.outcome is Outcome.OK and r.detail["resolver"] == V6
+
+
+# --- the OS's configuration ---------------------------------------------------------------
+
+@pytest.fixture
+def resolv_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "resolv.conf"
+    monkeypatch.setattr(dnsprobe, "RESOLV_CONF", str(path))
+    return path
+
+
+def test_no_nameserver_configured(resolv_conf: Path) -> None:
+    resolv_conf.write_text("# nothing here\nsearch corp.example\n")
+    r = run(probe_dns(Target("a.test"), ProbeSpec(), Deadline.after(2)))
+    assert r.outcome is Outcome.NO_RESOLVER
+    assert "no DNS servers configured" in r.reason
+
+
+def test_no_resolver_configuration_file(resolv_conf: Path) -> None:
+    r = run(probe_dns(Target("a.test"), ProbeSpec(), Deadline.after(2)))
+    assert r.outcome is Outcome.NO_RESOLVER
+
+
+def test_os_configuration_is_read_once_and_used(resolv_conf: Path, dns_server: DnsServer) -> None:
+    resolv_conf.write_text(f"nameserver {V4}\noptions timeout:1\n")
+    resolver = configured_resolver()
+    assert [nameserver_text(ns) for ns in resolver.nameservers] == [V4]
+    assert resolver.timeout == 1
+    # resolv.conf cannot name a port: point the configured resolver at the test
+    # server, so the probe's use of the OS configuration is seen without port 53.
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(V4, dns_server.port)]
+    r = run(probe_dns(Target("a.test"), ProbeSpec(), Deadline.after(5)))
+    assert r.outcome is Outcome.OK and r.detail["nameservers"] == [f"{V4}:{dns_server.port}"]
+    # ... and the configuration is read once, not per probe.
+    resolv_conf.write_text("nameserver 127.0.0.2\n")
+    assert configured_resolver() is resolver
+
+
+# --- whoami -------------------------------------------------------------------------------
+
+def test_resolver_identity(dns_server: DnsServer) -> None:
+    r = checked(asyncio.run(resolver_identity(spec_for(dns_server, whoami_name="whoami.test"),
+                                              Deadline.after(5))))
+    assert r.kind is ProbeKind.WHOAMI and r.outcome is Outcome.OK
+    assert r.detail["resolver_address"] == V4
+    assert r.target.host == "whoami.test"
+
+
+def test_resolver_identity_ipv6(need_ipv6: None, dns_server6: DnsServer) -> None:
+    r = checked(asyncio.run(resolver_identity(spec_for(dns_server6, whoami_name="whoami.test"),
+                                              Deadline.after(5))))
+    assert r.outcome is Outcome.OK and r.detail["resolver_address"] == V6
+
+
+def test_resolver_identity_not_configured() -> None:
+    r = checked(asyncio.run(resolver_identity(ProbeSpec(), Deadline.after(5))))
+    assert r.kind is ProbeKind.WHOAMI and r.outcome is Outcome.NOT_TESTABLE
+    assert "whoami" in r.reason
+
+
+def test_resolver_identity_failure(dns_server: DnsServer) -> None:
+    r = checked(asyncio.run(resolver_identity(spec_for(dns_server, whoami_name="missing.test"),
+                                              Deadline.after(5))))
+    assert r.outcome is Outcome.NXDOMAIN and r.detail["resolver_address"] is None

@@ -1,0 +1,123 @@
+"""The TCP probe: connect samples against listeners, closed ports and a full backlog."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+from collections.abc import Iterator
+
+import pytest
+
+from netcheck.deadline import Deadline
+from netcheck.models import Outcome, ProbeKind, ProbeSpec, Target
+from netcheck.probes import PROBES
+from netcheck.probes.tcp import family_of, probe_tcp
+from tests.probes.conftest import Servers, eventually, run
+from tests.servers import V4, V6, StreamServer, closed_port, tls_only
+
+
+def test_registered() -> None:
+    assert PROBES[ProbeKind.TCP] is probe_tcp
+
+
+def test_samples(srv: Servers) -> None:
+    before = srv.http_200.accepted
+    r = run(probe_tcp(Target("web.test", port=srv.http_200.port, address=V4), ProbeSpec(tcp_samples=4),
+                      Deadline.after(10)))
+    assert r.outcome is Outcome.OK and r.kind is ProbeKind.TCP and r.family == "ipv4"
+    samples = r.detail["samples_ms"]
+    assert isinstance(samples, list) and len(samples) == 4
+    assert r.detail["loss_pct"] == 0.0 and r.detail["attempted"] == 4
+    assert r.detail["median_ms"] == round(statistics.median(samples), 2)
+    assert isinstance(r.detail["jitter_ms"], float)
+    assert r.detail["local_address"] == V4
+    assert r.phases["connect"] == r.detail["median_ms"]
+    assert eventually(lambda: srv.http_200.accepted - before == 4)  # really four connections
+
+
+def test_one_sample_has_no_jitter(srv: Servers) -> None:
+    r = run(probe_tcp(Target("web.test", port=srv.http_200.port, address=V4), ProbeSpec(tcp_samples=1),
+                      Deadline.after(10)))
+    assert r.outcome is Outcome.OK and r.detail["jitter_ms"] is None
+
+
+def test_refused() -> None:
+    r = run(probe_tcp(Target("web.test", port=closed_port(), address=V4), ProbeSpec(), Deadline.after(10)))
+    assert r.outcome is Outcome.CONNECT_REFUSED
+    assert r.detail["loss_pct"] == 100.0 and r.detail["samples_ms"] == []
+    assert r.phases == {}
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A listener that never accepts, its queue filled: further SYNs go unanswered."""
+    listener = socket.socket()
+    listener.bind((V4, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    held = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect((V4, port))
+        except BlockingIOError:
+            pass
+        held.append(s)
+    yield port
+    for s in held:
+        s.close()
+    listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_unanswered_connect_ends_by_the_step_cap(full_backlog: int) -> None:
+    r = run(probe_tcp(Target("x", port=full_backlog, address=V4),
+                      ProbeSpec(tcp_samples=2, step_timeout_s=0.3), Deadline.after(60)))
+    assert r.outcome is Outcome.CONNECT_TIMEOUT
+    assert r.detail["attempted"] == 2 and r.detail["loss_pct"] == 100.0
+
+
+@pytest.mark.timeout(30)
+def test_unanswered_connect_ends_by_the_deadline(full_backlog: int) -> None:
+    r = run(probe_tcp(Target("x", port=full_backlog, address=V4), ProbeSpec(tcp_samples=5),
+                      Deadline.after(0.5)))
+    assert r.outcome is Outcome.CONNECT_TIMEOUT
+    attempted = r.detail["attempted"]
+    assert isinstance(attempted, int) and attempted < 5  # the deadline cut the series short
+
+
+def test_deadline_already_passed(srv: Servers) -> None:
+    before = srv.http_200.accepted
+    r = run(probe_tcp(Target("x", port=srv.http_200.port, address=V4), ProbeSpec(), Deadline.after(0)))
+    assert r.outcome is Outcome.TIMEOUT
+    assert srv.http_200.accepted == before
+
+
+def test_no_port() -> None:
+    r = run(probe_tcp(Target("x", address=V4), ProbeSpec(), Deadline.after(1)))
+    assert r.outcome is Outcome.ERROR
+
+
+def test_name_without_address_resolved_by_the_os() -> None:
+    first = socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][0]
+    with StreamServer(tls_only, str(first)) as server:
+        r = run(probe_tcp(Target("localhost", port=server.port), ProbeSpec(tcp_samples=1),
+                          Deadline.after(10)))
+    assert r.outcome is Outcome.OK
+    assert r.detail["remote_address"] == first
+
+
+def test_ipv6(need_ipv6: None) -> None:
+    with StreamServer(tls_only, V6) as server:
+        r = run(probe_tcp(Target("v6.test", port=server.port, address=V6), ProbeSpec(tcp_samples=2),
+                          Deadline.after(10)))
+    assert r.outcome is Outcome.OK and r.family == "ipv6"
+    assert r.detail["local_address"] == V6
+
+
+@pytest.mark.parametrize(("address", "family"), [
+    ("192.0.2.1", "ipv4"), ("2001:db8::1", "ipv6"), ("fe80::1%eth0", "ipv6"), ("name.test", None),
+    (None, None), ("", None)])
+def test_family_of(address: str | None, family: str | None) -> None:
+    assert family_of(address) == family
