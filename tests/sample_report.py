@@ -21,7 +21,8 @@ from netcheck.models import (
 
 
 def sample_report() -> Report:
-    dns_t = Target("outlook.office365.com", category=Category.OPTIMIZE, workloads=("exchange",), endpoint_sets=(1, 2))
+    dns_t = Target("outlook.office365.com", category=Category.OPTIMIZE, workloads=("exchange",),
+                   endpoint_sets=(1, 2))
     t = Target("outlook.office365.com", 443, "https", "198.18.0.10", Category.OPTIMIZE, ("exchange",), (1, 2))
     sp = Target("contoso.sharepoint.com", 443, None, "198.18.1.10", Category.OPTIMIZE, ("sharepoint",), (31,))
     probes = (
@@ -34,7 +35,8 @@ def sample_report() -> Report:
         ProbeResult(ProbeKind.TLS, sp, Outcome.TLS_INSPECTED, "Certificate issued by Corp Inspection CA.",
                     {"connect": 19.0, "tls": 30.2}, {"inspected_by": "Corp Inspection CA"}, "ipv4"),
     )
-    assessment = Assessment(Verdict.AT_RISK, "Mostly: you can work from here, but SharePoint and OneDrive is impaired.", (
+    summary = "Mostly: you can work from here, but SharePoint and OneDrive is impaired."
+    assessment = Assessment(Verdict.AT_RISK, summary, (
         WorkloadResult("exchange", "Exchange Online (Outlook, mail, calendar)", Status.OK, (), 21.0, 82, 1, 1),
         WorkloadResult("sharepoint", "SharePoint and OneDrive (files)", Status.DEGRADED,
                        ("TLS inspected by Corp Inspection CA",), 19.0, None, 1, 1),
