@@ -42,7 +42,8 @@ def sample_report() -> Report:
                        ("TLS inspected by Corp Inspection CA",), 19.0, None, 1, 1),
         WorkloadResult("teams_media", "Teams audio and video", Status.NOT_TESTED, ("not tested",)),
     ), (
-        Finding("tls.inspected", Severity.WARNING, "Microsoft 365 traffic is decrypted and inspected by Corp Inspection CA",
+        Finding("tls.inspected", Severity.WARNING,
+                "Microsoft 365 traffic is decrypted and inspected by Corp Inspection CA",
                 "1 Optimize/Allow endpoint(s) present a certificate issued by Corp Inspection CA.",
                 "IT: exclude Microsoft 365 Optimize and Allow endpoints from TLS inspection.", None, 4,
                 ("contoso.sharepoint.com",)),
@@ -50,5 +51,6 @@ def sample_report() -> Report:
                 "Microsoft publishes these only as wildcards.", "Give --tenant NAME.", None, 1, ("*.lync.com",)),
     ))
     return Report("2f1c7a52-8d3e-4b4a-9c55-0d7a1e2b3c4d", "2026-11-28T16:00:00Z", 2.345, "0.1.0",
-                  CatalogInfo("Worldwide", "2026081400", "bundled"), "contoso", HostInfo("linux", "Debian 12", "3.11.7"),
+                  CatalogInfo("Worldwide", "2026081400", "bundled"), "contoso",
+                  HostInfo("linux", "Debian 12", "3.11.7"),
                   30.0, probes, assessment, {"online": True, "families": ["ipv4"]})
