@@ -236,8 +236,11 @@ class EndpointCache:
         one; (None, None, None) when there is none."""
         instance = canonical_instance(instance)
         data_path, meta_path = self.data_path(instance), self.meta_path(instance)
-        if not data_path.exists() and not meta_path.exists():
-            return None, None, None
+        try:
+            if not data_path.exists() and not meta_path.exists():
+                return None, None, None
+        except OSError as exc:  # e.g. a cache directory this user may not enter
+            return None, None, f"{self.root} cannot be read ({exc.strerror or exc})"
         try:
             meta = self._read_meta(instance)
             try:
@@ -353,9 +356,9 @@ def file_version(path: Path) -> tuple[str, str | None]:
     Returns (version, warning); the warning says why a present meta file was not used.
     """
     meta = path.with_name(f"{path.name.removesuffix('.json')}.meta.json")
-    if not meta.exists():
-        return "unknown", None
     try:
+        if not meta.exists():
+            return "unknown", None
         doc = json.loads(meta.read_bytes())
     except (OSError, ValueError, RecursionError):
         return "unknown", f"{meta} cannot be read; the endpoint data's version is unknown"
