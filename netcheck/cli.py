@@ -41,8 +41,10 @@ class LazyGroup(click.Group):
             try:
                 mod = importlib.import_module(module)
             except ImportError as exc:
+                hint = (" Install the collector extra: pip install 'netcheck-m365[collector]'."
+                        if module.startswith("netcheck.collector") else "")
                 raise click.ClickException(
-                    f"the '{cmd_name}' command is not available in this installation ({exc})") from exc
+                    f"the '{cmd_name}' command is not available in this installation ({exc}).{hint}") from exc
             command = getattr(mod, attr)
             assert isinstance(command, click.Command)
             return command
