@@ -139,18 +139,25 @@ class _Model:
     def __init__(self, facts: SiteFacts, profile: SiteProfile):
         self.facts, self.profile = facts, profile
 
-    def at_site(self, route: Route, host: str | None = None) -> bool:
-        """Does this destination live at the site (so it is down with it)?"""
+    def at_site(self, route: Route, host: str | None = None, role: str = "service") -> bool:
+        """Does this destination live at the site (so it is down with it)?
+
+        A federation server (AD FS) is taken to be on premises unless a site
+        profile lists the site's networks and it is not in them.
+        """
         if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
+            return True
+        if role == "federation" and not self.profile.networks:
             return True
         if route.kind == "vpn" and is_internal(route.address):
             return True
         return self.facts.on_site and is_internal(route.address) and route.kind != "loopback"
 
-    def reach(self, route: Route, behaviour: str, host: str | None = None) -> tuple[bool, str]:
+    def reach(self, route: Route, behaviour: str, host: str | None = None, role: str = "service"
+              ) -> tuple[bool, str]:
         """Can ``route``'s destination be reached with the site down? And why."""
         where = f"{route.address} via {route.interface or 'the default route'}"
-        if self.at_site(route, host):
+        if self.at_site(route, host, role):
             return False, f"{where}: it is at the site, which is down"
         if route.kind == "vpn":
             if behaviour == "stays":
@@ -178,8 +185,8 @@ class _Model:
             return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
                                 "home network's own resolver takes over")
         if fates[0] is False and any(fates):
-            return Fate.DEGRADED, (f"DNS: the first resolver ({site_ones[0]}) is at the site; every lookup waits "
-                                   "for it to time out before trying the next")
+            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at the site; lookups wait for it "
+                                "to time out, then the next resolver answers (slower, but it works)")
         if not any(fates):
             return Fate.FAILS, f"DNS: every resolver ({names}) is at the site or reached through it"
         return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer"
@@ -204,7 +211,7 @@ class _Model:
         if not dep.routes:
             why.append(f"{dep.host}: did not resolve even with the site up")
             return Fate.FAILS, why
-        reach = [self.reach(r, behaviour, dep.host) for r in dep.routes]
+        reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
         why.extend(f"{dep.host} {reason}" for _, reason in reach)
         if all(ok for ok, _ in reach):
             return Fate.WORKS, why
@@ -249,7 +256,8 @@ class _Model:
             if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy):
                 seen.add(p.proxy)
                 out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}"))
-            if d.role == "federation" and d.host not in seen and any(self.at_site(r, d.host) for r in d.routes):
+            if d.role == "federation" and d.host not in seen and any(self.at_site(r, d.host, d.role)
+                                                                      for r in d.routes):
                 seen.add(d.host)
                 out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site"))
         return tuple(out)

@@ -68,6 +68,11 @@ def classify_split(kinds: Sequence[str]) -> str:
     return TUNNELED if tunneled == len(kinds) else SELECTIVE
 
 
+def _host(proxy: str) -> str:
+    """The host of a "host:port" proxy (IPv6 in brackets allowed)."""
+    return urlsplit(f"//{proxy}").hostname or proxy
+
+
 def _lookup(host: str, results: Iterable[ProbeResult]) -> ProbeResult | None:
     for r in results:
         if r.kind is ProbeKind.DNS and r.target.host == host:
@@ -112,8 +117,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     stun = [r for r in results if r.kind is ProbeKind.STUN]
     relay = stun[0].target.host if stun else catalog.media_relay
     if relay:
-        addrs = [str(r.detail.get("address") or r.target.address or "") for r in stun]
-        wanted[relay] = [a for a in addrs if a] or _resolve(relay, deadline)
+        wanted[relay] = _resolve(relay, deadline)
     federation: str | None = None
     identity = "unknown"
     for r in results:
@@ -124,7 +128,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 wanted[federation] = _resolve(federation, deadline)
     resolvers = platform.dns_servers()
     proxy_paths = _proxy_paths(settings, key_hosts, pac_text, deadline)
-    proxy_hosts = {p: _resolve(p, deadline) for p in {*(x[0] for x in proxy_paths.values() if x[0]),
+    proxy_hosts = {h: _resolve(h, deadline) for h in {*(_host(x[0]) for x in proxy_paths.values() if x[0]),
                                                      *(x[1] for x in proxy_paths.values() if x[1])}}
     optimize = [(s, n) for s in catalog.sets if s.category is Category.OPTIMIZE and s.required for n in s.ips]
     samples = [representative(n) for _, n in optimize]
@@ -137,7 +141,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
 
     def proxy_path(host: str) -> ProxyPath:
         proxy, pac_host, source, pac_url = proxy_paths.get(host, (None, None, "none", None))
-        p_route = next(iter(routes(proxy_hosts.get(proxy.split(":")[0], []) if proxy else [])), None)
+        p_route = next(iter(routes(proxy_hosts.get(_host(proxy), []) if proxy else [])), None)
         pac_route = next(iter(routes(proxy_hosts.get(pac_host, []) if pac_host else [])), None)
         return ProxyPath(source=source, proxy=proxy, proxy_route=p_route, pac_url=pac_url, pac_route=pac_route)
 
@@ -156,17 +160,80 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
 
     split_rows, tunneled = _split_tunnel(catalog, optimize, egress, bool(vpn))
     on_site = _on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
+    resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
+    if on_site:
+        if pac_text is not None:  # the PAC file as it answers a laptop at home
+            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline, my_ip=HOME_ADDRESS))
+            new = {_host(p) for p, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
+            proxy_hosts.update({h: _resolve(h, deadline) for h in new})
+            extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
+            if extra:
+                egress = {**egress, **platform.egress_many(extra)}
+            deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
+                               else d.proxy, d.resolved) for d in deps]
+        deps, resolver_facts, vpn = _as_from_home(deps, resolver_facts, catalog, profile)
     identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
-    facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn,
-                      resolvers=tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress),
+    facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
                       dependencies=tuple(deps), identity=identity)
     return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split)
 
 
+#: Stand-ins for the laptop at home, when the prediction is made on the office network.
+HOME_UPLINK = "home connection"
+VPN_PROFILE = "VPN (profile)"
+
+
+def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:
+    """The prefixes a split-tunnel profile sends direct: categories, set ids or prefixes."""
+    out: dict[Network, None] = {}
+    for item in exclude:
+        if isinstance(item, int):
+            out.update(dict.fromkeys(n for s in catalog.sets if s.id == item for n in s.ips))
+        elif item in ("Optimize", "Allow", "Default"):
+            out.update(dict.fromkeys(catalog.networks(Category(item))))
+        else:
+            out[ipaddress.ip_network(item, strict=False)] = None
+    return tuple(out)
+
+
+def _as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalog: Catalog, profile: SiteProfile
+                  ) -> tuple[list[Dependency], tuple[Resolver, ...], tuple[str, ...]]:
+    """Re-route what was observed at the office as it would go from home with the VPN profile."""
+    mode = profile.vpn_mode or "none"
+    excluded = excluded_networks(catalog, profile.vpn_exclude) if mode == "split" else ()
+
+    def home(route: Route) -> Route:
+        try:
+            ip = ipaddress.ip_address(route.address)
+        except ValueError:
+            return route
+        at_site = is_internal(route.address) or profile.holds_address(route.address)
+        if mode == "none":
+            return Route(route.address, HOME_UPLINK, "unreachable" if at_site else "physical")
+        if not at_site and any(ip.version == n.version and ip in n for n in excluded):
+            return Route(route.address, HOME_UPLINK, "physical")
+        return Route(route.address, VPN_PROFILE, "vpn")
+
+    def proxy(p: ProxyPath) -> ProxyPath:
+        return ProxyPath(p.source, p.proxy, home(p.proxy_route) if p.proxy_route else None, p.pac_url,
+                         home(p.pac_route) if p.pac_route else None)
+
+    moved = [Dependency(d.workload, d.role, d.host, tuple(home(r) for r in d.routes), proxy(d.proxy), d.resolved)
+             for d in deps]
+    at_home = (*(Resolver(r.address, home(r.route)) for r in resolvers),
+               Resolver("the home router", Route("the home router", HOME_UPLINK, "physical")))
+    return moved, at_home, ((VPN_PROFILE,) if mode != "none" else ())
+
+
+#: The address a PAC file's myIpAddress() returns when it is evaluated "as if from home".
+HOME_ADDRESS = "192.168.1.100"
+
+
 def _proxy_paths(settings: ProxySettings, key_hosts: Mapping[str, tuple[str, ...]], pac_text: str | None,
-                 deadline: Deadline) -> dict[str, tuple[str | None, str | None, str, str | None]]:
+                 deadline: Deadline, my_ip: str | None = None
+                 ) -> dict[str, tuple[str | None, str | None, str, str | None]]:
     """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL)."""
     out: dict[str, tuple[str | None, str | None, str, str | None]] = {}
     hosts = [h for hs in key_hosts.values() for h in hs]
@@ -177,7 +244,8 @@ def _proxy_paths(settings: ProxySettings, key_hosts: Mapping[str, tuple[str, ...
             from netcheck.pac import evaluate
 
             try:
-                decisions = evaluate(pac_text, [f"https://{h}/" for h in hosts])
+                decisions = evaluate(pac_text, [f"https://{h}/" for h in hosts], my_ip=my_ip,
+                                     deadline=deadline.sooner(5.0))
             except Exception as exc:  # a broken PAC file is a finding, not a crash
                 log.warning("PAC evaluation failed: %s", exc)
         for h in hosts:

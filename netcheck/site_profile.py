@@ -12,6 +12,9 @@ Example (every key optional)::
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
     pac_unreachable = "direct"       # what browsers do when the PAC file cannot be fetched: "direct" or "fail"
+    # The VPN profile laptops use away from the office, for predictions made on site:
+    vpn_mode = "split"               # "none", "full" or "split"
+    vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
 
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.outage``).
@@ -29,7 +32,8 @@ from netcheck.catalog import Network
 from netcheck.errors import ConfigError
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
-         "vpn_on_site_down", "pac_unreachable"}
+         "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude"}
+_CATEGORIES = ("Optimize", "Allow", "Default")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class SiteProfile:
     federation_hosts: tuple[str, ...] = ()
     vpn_on_site_down: str | None = None
     pac_unreachable: str = "direct"
+    vpn_mode: str | None = None
+    vpn_exclude: tuple[str | int, ...] = ()
     from_file: bool = False
 
     def holds_address(self, address: str) -> bool:
@@ -91,8 +97,28 @@ def load_site_profile(path: Path) -> SiteProfile:
     pac = site.get("pac_unreachable", "direct")
     if pac not in ("direct", "fail"):
         raise ConfigError(f"{path}: [site] pac_unreachable must be \"direct\" or \"fail\"")
+    mode = site.get("vpn_mode")
+    if mode not in (None, "none", "full", "split"):
+        raise ConfigError(f"{path}: [site] vpn_mode must be \"none\", \"full\" or \"split\"")
+    exclude: list[str | int] = []
+    for item in site.get("vpn_exclude", []):
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            exclude.append(item)
+            continue
+        if isinstance(item, str) and item in _CATEGORIES:
+            exclude.append(item)
+            continue
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            raise ConfigError(f"{path}: [site] vpn_exclude: {item!r} is not a category "
+                              "(Optimize, Allow, Default), an endpoint-set id or an IP prefix") from None
+        exclude.append(str(item))
+    if exclude and mode != "split":
+        raise ConfigError(f"{path}: [site] vpn_exclude needs vpn_mode = \"split\"")
     return SiteProfile(
         name=str(site.get("name", "the corporate site")), networks=tuple(networks),
+        vpn_mode=mode, vpn_exclude=tuple(exclude),
         vpn_gateways=_strings(site, "vpn_gateways", str(path)), dns_servers=_strings(site, "dns_servers", str(path)),
         proxies=_strings(site, "proxies", str(path)), pac_hosts=_strings(site, "pac_hosts", str(path)),
         federation_hosts=_strings(site, "federation_hosts", str(path)),

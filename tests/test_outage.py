@@ -64,9 +64,11 @@ def test_corporate_dns_only_breaks_everything_while_the_tunnel_stays() -> None:
     assert any("every resolver" in e for e in w.evidence)
 
 
-def test_corporate_dns_first_then_home_is_degraded() -> None:
+def test_corporate_dns_first_then_home_still_works_slower() -> None:
     f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), resolvers=(CORP_DNS, HOME_DNS))
-    assert predict(f, SiteProfile(), W).workloads[0].if_vpn_stays is Fate.DEGRADED
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_stays is Fate.WORKS
+    assert any("slower" in e for e in w.evidence)
 
 
 def test_proxy_at_the_site_fails_both_ways() -> None:
@@ -95,9 +97,16 @@ def test_federation_at_the_site_fails_sign_in() -> None:
     assert any(s.kind == "federation" for s in p.site_systems)
 
 
-def test_public_federation_server_through_a_full_tunnel_depends_on_vpn_behaviour() -> None:
+def test_federation_server_is_on_premises_unless_a_profile_says_otherwise() -> None:
+    f = facts(Dependency("identity", "federation", "adfs.contoso.example", (direct("203.0.113.20"),)), vpn=False)
+    assert predict(f, SiteProfile(), W).fate("identity") is Fate.FAILS
+    hosted_elsewhere = SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert predict(f, hosted_elsewhere, W).fate("identity") is Fate.WORKS
+
+
+def test_cloud_federation_server_through_a_full_tunnel_depends_on_vpn_behaviour() -> None:
     f = facts(Dependency("identity", "federation", "adfs.contoso.example", (tunnel("203.0.113.20"),)))
-    w = predict(f, SiteProfile(), W).workloads[0]
+    w = predict(f, SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),)), W).workloads[0]
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
 
 
