@@ -1,0 +1,98 @@
+"""The lab's address plan.  Only documentation/benchmark ranges and private
+ranges inside lab namespaces are used; see docs/lab.md for the picture.
+
+    laptop --wifi-- home --home-- inet --site-- corp
+       \\___________________office_______________/   (laptop.location = "office")
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+IPv4 = ipaddress.IPv4Address
+IPv6 = ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class LinkNet:
+    """A point-to-point or LAN link: (router side, host side) in both families."""
+
+    v4_net: str
+    v4_a: str
+    v4_b: str
+    v6_net: str
+    v6_a: str
+    v6_b: str
+
+    @property
+    def v4_len(self) -> int:
+        return ipaddress.ip_network(self.v4_net).prefixlen
+
+    @property
+    def v6_len(self) -> int:
+        return ipaddress.ip_network(self.v6_net).prefixlen
+
+
+# --- links (a = the side nearer the internet core) -------------------------
+HOME_INET = LinkNet(
+    "203.0.113.0/30", "203.0.113.1", "203.0.113.2", "2001:db8:ff01::/64", "2001:db8:ff01::1", "2001:db8:ff01::2"
+)
+CORP_INET = LinkNet(
+    "198.51.100.0/30", "198.51.100.1", "198.51.100.2", "2001:db8:ff02::/64", "2001:db8:ff02::1", "2001:db8:ff02::2"
+)
+HOME_LAN = LinkNet(
+    "192.168.1.0/24", "192.168.1.1", "192.168.1.100", "2001:db8:a001::/64", "2001:db8:a001::1", "2001:db8:a001::100"
+)
+OFFICE_LAN = LinkNet(
+    "10.20.0.0/24", "10.20.0.1", "10.20.0.100", "2001:db8:c001::/64", "2001:db8:c001::1", "2001:db8:c001::100"
+)
+VPN_NET = LinkNet(
+    "10.66.0.0/24", "10.66.0.1", "10.66.0.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
+)
+
+#: Prefixes each site owns, routed to it by the internet core.
+HOME_V6_AGGREGATE = "2001:db8:a000::/40"
+CORP_V6_AGGREGATE = "2001:db8:c000::/40"
+CORP_V4_INTERNAL = "10.0.0.0/8"
+
+# --- internet core services (in `inet`, on its loopback) -------------------
+AUTH_DNS_V4 = "192.0.2.53"
+AUTH_DNS_V6 = "2001:db8:53::53"
+ISP_RESOLVER_V4 = "192.0.2.10"
+ISP_RESOLVER_V6 = "2001:db8:53::10"
+
+#: Microsoft 365 front doors: every address in these is local in `inet` (AnyIP).
+FRONTDOOR_V4 = "198.18.0.0/15"
+FRONTDOOR_V6 = "2001:db8:f000::/36"
+#: Published prefixes are mapped one by one into these pools.
+MAPPED_V4_POOL = "198.18.0.0/16"
+MAPPED_V6_POOL = "2001:db8:f000::/40"
+#: Names of endpoint sets that publish no addresses resolve into the "CDN".
+CDN_V4 = "198.19.0.0/16"
+CDN_V6 = "2001:db8:fcd0::/48"
+
+# --- the corporate site's internal services (in `corp`, on its loopback) ----
+CORP_DNS_V4, CORP_DNS_V6 = "10.20.1.53", "2001:db8:c0ff::53"
+CORP_PROXY_V4, CORP_PROXY_V6 = "10.20.1.31", "2001:db8:c0ff::31"
+CORP_WEB_V4, CORP_WEB_V6 = "10.20.1.80", "2001:db8:c0ff::80"
+CORP_ADFS_V4, CORP_ADFS_V6 = "10.20.1.43", "2001:db8:c0ff::43"
+PROXY_PORT = 3128
+WG_PORT = 51820
+WG_FWMARK = 51820
+WG_TABLE = 51820
+
+# --- names ------------------------------------------------------------------
+CORP_DOMAIN = "corp.example"
+USER_DOMAIN = "contoso.example"
+WHOAMI_NAME = "whoami.lab.example"
+TEAMS_RELAY_NAME = "worldaz.tr.teams.microsoft.com"
+PROXY_NAME = f"proxy.{CORP_DOMAIN}"
+PAC_NAME = f"pac.{CORP_DOMAIN}"
+ADFS_NAME = f"adfs.{CORP_DOMAIN}"
+INTRANET_NAME = f"intranet.{CORP_DOMAIN}"
+VPN_NAME = f"vpn.{CORP_DOMAIN}"
+PAC_URL = f"http://{PAC_NAME}/proxy.pac"
+
+#: Teams media (STUN/TURN) ports on the relay.
+STUN_PORTS = (3478, 3479, 3480, 3481)

@@ -1,0 +1,252 @@
+"""Run scenarios: build the world, run netcheck, take the site down, measure truth.
+
+The result of one scenario is a JSON document (see docs/lab.md, "Output");
+``format_table`` renders one or many as text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from . import scenario as sc
+from .netcheck_runner import NetcheckRun, predictions, run_netcheck
+from .netns import LabError
+from .truth import WorkloadTruth, measure
+from .world import World
+
+log = logging.getLogger("lab")
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+#: Set when a matrix is interrupted: running scenarios stop at their next step.
+ABORT = threading.Event()
+Progress = Callable[[str], None]
+
+
+def run_scenario(
+    path: Path,
+    *,
+    artifacts: Path | None = None,
+    skip_netcheck: bool = False,
+    progress: Progress = lambda msg: None,
+) -> dict[str, Any]:
+    """Run one scenario end to end and return its result document."""
+    scenario = sc.load(path)
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    truth: dict[str, dict[str, WorkloadTruth]] = {}
+    world = World(scenario)
+    try:
+        with world:
+            timings["bring_up_s"] = world.timings["bring_up_s"]
+            progress(f"{scenario.name}: world up in {timings['bring_up_s']:.1f}s (run {world.run_id})")
+            truth["site_up"] = _timed(timings, "truth_site_up_s", lambda: measure(world))
+            if skip_netcheck:
+                nc = NetcheckRun("unavailable", "netcheck skipped (--skip-netcheck)")
+            else:
+                nc = _timed(timings, "netcheck_s", lambda: run_netcheck(world))
+            progress(f"{scenario.name}: netcheck {nc.status} {nc.message}".rstrip())
+            world.site_down()
+            for phase in scenario.outage_phases():
+                if phase == "vpn_drops":
+                    world.vpn_drop()
+                truth[phase] = _timed(timings, f"truth_{phase}_s", lambda: measure(world))
+                progress(f"{scenario.name}: measured {phase}")
+            if artifacts:
+                _save_artifacts(world, nc, artifacts)
+    finally:
+        timings["total_s"] = round(time.monotonic() - t0, 2)
+    return build_result(scenario, world.run_id, nc, truth, timings)
+
+
+def _timed(timings: dict[str, float], key: str, fn: Callable[[], Any]) -> Any:
+    if ABORT.is_set():
+        raise LabError("interrupted")
+    start = time.monotonic()
+    try:
+        return fn()
+    finally:
+        timings[key] = round(time.monotonic() - start, 2)
+
+
+def _save_artifacts(world: World, nc: NetcheckRun, dest: Path) -> None:
+    out = dest / world.scenario.name
+    out.mkdir(parents=True, exist_ok=True)
+    if nc.report is not None:
+        (out / "netcheck-report.json").write_text(json.dumps(nc.report, indent=2))
+    (out / "netcheck-stderr.txt").write_text(nc.stderr)
+    (out / "netcheck-argv.txt").write_text(" ".join(nc.argv) + "\n")
+    shutil.copytree(world.logs, out / "logs", dirs_exist_ok=True)
+    shutil.copy(world.endpoints_file, out / "endpoints.json")
+
+
+def build_result(
+    scenario: sc.Scenario,
+    run_id: str,
+    nc: NetcheckRun,
+    truth: dict[str, dict[str, WorkloadTruth]],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    preds = predictions(nc, scenario.outage_phases())
+    rows = []
+    problems = []
+    for phase, results in truth.items():
+        expected_phase = scenario.expect.get(phase, {})
+        for wid, wt in results.items():
+            predicted, source = preds.get(wid, {}).get(phase, (None, nc.message or "not in netcheck's report"))
+            expected = expected_phase.get(wid, expected_phase.get("all"))
+            row = {
+                "workload": wid,
+                "phase": phase,
+                "predicted": predicted,
+                "prediction_source": source if predicted is not None or nc.report else (nc.message or source),
+                "truth": wt.truth,
+                "expected": expected,
+                "match": (predicted == wt.truth) if predicted is not None else None,
+            }
+            rows.append(row)
+            if expected is not None and expected != wt.truth:
+                problems.append(f"{phase}/{wid}: lab expected {expected}, measured {wt.truth}")
+    return {
+        "scenario": scenario.name,
+        "file": str(scenario.path),
+        "description": scenario.description,
+        "run_id": run_id,
+        "netcheck": nc.summary(),
+        "timings": timings,
+        "rows": rows,
+        "lab_problems": problems,
+        "truth_detail": {phase: {w: wt.to_json() for w, wt in res.items()} for phase, res in truth.items()},
+    }
+
+
+def run_matrix(
+    paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    artifacts: Path | None = None,
+    skip_netcheck: bool = False,
+    progress: Progress = lambda msg: None,
+) -> dict[str, Any]:
+    """Run many scenarios (``jobs`` at a time) and summarise."""
+    start = time.monotonic()
+
+    def one(path: Path) -> dict[str, Any]:
+        try:
+            return run_scenario(path, artifacts=artifacts, skip_netcheck=skip_netcheck, progress=progress)
+        except Exception as exc:  # one broken scenario must not hide the others
+            log.debug("scenario %s failed", path, exc_info=True)
+            return {
+                "scenario": path.stem,
+                "file": str(path),
+                "error": f"{type(exc).__name__}: {exc}",
+                "rows": [],
+                "lab_problems": [str(exc)],
+            }
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        results = list(pool.map(one, paths))
+    except BaseException:
+        ABORT.set()  # worlds in other threads tear down at their next step
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return {"scenarios": results, "summary": summarise(results), "matrix_seconds": round(time.monotonic() - start, 1)}
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of outage predictions (and of site-up statuses) against truth."""
+    outage = [
+        r for res in results for r in res["rows"] if r["phase"] != "site_up" and r["prediction_source"] == "outage"
+    ]
+    site_up = [r for res in results for r in res["rows"] if r["phase"] == "site_up" and r["predicted"] is not None]
+    summary: dict[str, Any] = {
+        "scenarios": len(results),
+        "rows": sum(len(res["rows"]) for res in results),
+        "lab_problems": sum(len(res["lab_problems"]) for res in results),
+        "errors": sum(1 for res in results if "error" in res),
+    }
+    if outage:
+        summary["outage_accuracy"] = round(sum(r["match"] for r in outage) / len(outage), 3)
+        summary["outage_predictions"] = len(outage)
+    else:
+        summary["outage_accuracy"] = None
+        summary["note"] = "no outage predictions in netcheck's reports (site-up statuses recorded only)"
+    if site_up:
+        summary["site_up_agreement"] = round(sum(r["match"] for r in site_up) / len(site_up), 3)
+    return summary
+
+
+def scenario_files(directory: Path = SCENARIO_DIR) -> list[Path]:
+    return sorted(directory.glob("*.toml"))
+
+
+# ---------------------------------------------------------------------------
+# text output
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """One line per scenario and workload; a column per phase.
+
+    A cell reads ``TRUTH nc:PREDICTION``; ``=`` marks agreement, ``X`` an
+    outage prediction that was wrong, ``~`` a site-up status that differs
+    (no outage prediction yet), ``!`` a truth the scenario did not expect.
+    """
+    phases = [p for p in sc.PHASES if any(r["phase"] == p for res in results for r in res.get("rows", []))]
+    header = ("scenario", "workload", *phases)
+    lines: list[tuple[str, ...]] = [header]
+    for res in results:
+        if "error" in res:
+            lines.append((res["scenario"], "ERROR", res["error"][:80]))
+            continue
+        cells: dict[str, dict[str, str]] = {}
+        for r in res["rows"]:
+            cells.setdefault(r["workload"], {})[r["phase"]] = _cell(r)
+        for workload, by_phase in cells.items():
+            lines.append((res["scenario"], workload, *(by_phase.get(p, "") for p in phases)))
+    widths = [max(len(row[i]) if i < len(row) else 0 for row in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _cell(row: dict[str, Any]) -> str:
+    pred = row["predicted"] or "n/a"
+    if row["match"] is None:
+        mark = " "
+    elif row["match"]:
+        mark = "="
+    else:
+        mark = "X" if row["prediction_source"] == "outage" else "~"
+    lab = "!" if row["expected"] and row["expected"] != row["truth"] else ""
+    return f"{row['truth']}{lab} {mark} nc:{pred}"
+
+
+def _unsupported(nc: dict[str, Any]) -> str:
+    flags = nc.get("flags_not_supported")
+    return f" [flags not supported: {' '.join(flags)}]" if flags else ""
+
+
+def format_notes(results: Sequence[dict[str, Any]]) -> str:
+    notes = []
+    for res in results:
+        if "error" in res:
+            continue
+        nc = res["netcheck"]
+        t = res["timings"]
+        notes.append(
+            f"{res['scenario']}: netcheck {nc['status']}{' (' + nc['message'] + ')' if nc.get('message') else ''}"
+            f"{_unsupported(nc)}"
+            f"{', verdict ' + str(nc['verdict']) if nc.get('verdict') else ''}; "
+            f"bring-up {t.get('bring_up_s', 0):.1f}s, total {t.get('total_s', 0):.1f}s"
+        )
+        notes += [f"  ! {p}" for p in res["lab_problems"]]
+    return "\n".join(notes)

@@ -1,0 +1,545 @@
+"""Tests of the lab itself, and the CI matrix.
+
+(a) Build a world and check with independent tools that it is what it
+    claims: DNS answers, TLS from the lab CA, the 25 ms link delay, the
+    WireGuard tunnel, squid (with TLS inspection), the site going down, and
+    that nothing is left behind afterwards.
+(b) Run every scenario in tests/lab/scenarios and check each produced
+    ground truth for every workload, as its author expected.
+
+Every test that builds namespaces is marked ``lab`` and is skipped, with
+the reason, only where namespaces cannot be created (not root).  Missing
+tools are a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab import addressing as A
+from tests.lab import scenario as sc
+from tests.lab.catalog import LabCatalog
+from tests.lab.netcheck_runner import NetcheckRun, find_netcheck, predictions
+from tests.lab.netns import NETNS_RUN, STATE_ROOT, require_root
+from tests.lab.preflight import missing_tools
+from tests.lab.runner import format_table, run_matrix, scenario_files, summarise
+from tests.lab.world import ENDPOINTS_FILE, REPO_ROOT, SYSTEM_PYTHON, World
+
+WORLD_TOML = """
+name = "lab-selftest"
+description = "Everything at once, for the lab's own tests."
+[vpn]
+mode = "split"
+exclude = ["Optimize"]
+[dns]
+servers = ["corp", "home"]
+[proxy]
+mode = "explicit"
+direct = ["Optimize"]
+tls_inspection = true
+inspection_bypass = ["Optimize"]
+[identity]
+mode = "federated"
+[links.home]
+delay_ms = 25
+"""
+
+ALLOWED_NETS = [
+    ipaddress.ip_network(n)
+    for n in (
+        "198.18.0.0/15",
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8::/32",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fe80::/10",
+        "127.0.0.0/8",
+        "::1/128",
+    )
+]
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+def _require_lab() -> None:
+    reason = require_root()
+    if reason:
+        pytest.skip(reason)
+    missing = missing_tools()
+    if missing:
+        pytest.fail("lab tools missing: " + "; ".join(missing) + " (install .ci/lab-apt-packages.txt)")
+
+
+def _scenario(tmp: Path, text: str = WORLD_TOML, name: str = "world.toml") -> sc.Scenario:
+    path = tmp / name
+    path.write_text(text)
+    return sc.load(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    _require_lab()
+    with World(_scenario(tmp_path_factory.mktemp("lab"))) as w:
+        yield w
+
+
+def laptop(world: World, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    res = world.laptop_run(list(argv), timeout=timeout)
+    return subprocess.CompletedProcess(list(argv), res.returncode, res.stdout, res.stderr)
+
+
+def _within(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, pool: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> bool:
+    if isinstance(net, ipaddress.IPv4Network) and isinstance(pool, ipaddress.IPv4Network):
+        return net.subnet_of(pool)
+    if isinstance(net, ipaddress.IPv6Network) and isinstance(pool, ipaddress.IPv6Network):
+        return net.subnet_of(pool)
+    return False
+
+
+def _ping_avg_ms(world: World, target: str, count: int = 10) -> float:
+    res = laptop(world, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", target)
+    match = re.search(r"= [\d.]+/([\d.]+)/", res.stdout)
+    assert match, f"ping {target} failed: {res.stdout} {res.stderr}"
+    return float(match.group(1))
+
+
+# ---------------------------------------------------------------------------
+# (a) the world is what it claims to be
+
+
+@pytest.mark.lab
+def test_world_comes_up_fast(world: World) -> None:
+    assert world.timings["bring_up_s"] < 10
+    names = set(p.name for p in NETNS_RUN.iterdir())
+    assert set(world.ns.values()) <= names
+
+
+@pytest.mark.lab
+def test_no_namespace_routes_outside_the_lab(world: World) -> None:
+    for ns in world.ns.values():
+        for family in ("-4", "-6"):
+            out = subprocess.run(
+                ["ip", "-n", ns, family, "-j", "route", "show", "table", "all"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for route in json.loads(out):
+                for key in ("dst", "gateway", "prefsrc"):
+                    value = route.get(key)
+                    if not value or value in ("default", "multicast") or value.startswith("ff"):
+                        continue
+                    net = ipaddress.ip_network(value, strict=False)
+                    assert any(_within(net, a) for a in ALLOWED_NETS), (ns, route)
+        links = json.loads(
+            subprocess.run(["ip", "-n", ns, "-j", "link"], capture_output=True, text=True, check=True).stdout
+        )
+        for link in links:
+            assert link.get("link_netnsid") is not None or link["ifname"] == "lo" or link["ifname"].startswith("wg"), (
+                f"{ns}: {link['ifname']} is not a lab veth"
+            )
+
+
+@pytest.mark.lab
+def test_dns_chain_and_whoami(world: World) -> None:
+    res = laptop(world, "kdig", "+short", "outlook.office365.com", "A")
+    lines = res.stdout.split()
+    assert lines[:2] == ["outlook.ha.office365.com.", "outlook.ms-acdc.office.com."], res.stdout
+    exchange_prefixes = [ipaddress.ip_network(p) for p in world.catalog.prefixes([1], family=4)]
+    assert any(ipaddress.ip_address(lines[-1]) in n for n in exchange_prefixes)
+    aaaa = laptop(world, "kdig", "+short", "contoso.sharepoint.com", "AAAA").stdout.split()
+    assert ipaddress.ip_address(aaaa[-1]) in ipaddress.ip_network(A.FRONTDOOR_V6)
+    # whoami answers with the resolver that asked the authoritative server
+    via_home = laptop(world, "kdig", f"@{A.HOME_LAN.v4_a}", "+short", A.WHOAMI_NAME).stdout.strip()
+    via_corp = laptop(world, "kdig", f"@{A.CORP_DNS_V4}", "+short", A.WHOAMI_NAME).stdout.strip()
+    assert via_home == A.ISP_RESOLVER_V4
+    assert via_corp == A.CORP_INET.v4_b
+    # internal names only on the corporate resolver
+    assert laptop(world, "kdig", f"@{A.CORP_DNS_V4}", "+short", A.ADFS_NAME).stdout.strip() == A.CORP_ADFS_V4
+    assert laptop(world, "kdig", f"@{A.HOME_LAN.v4_a}", "+short", A.ADFS_NAME).stdout.strip() == ""
+
+
+@pytest.mark.lab
+def test_https_front_door_uses_lab_public_ca(world: World) -> None:
+    assert world.pki is not None
+    ok = laptop(
+        world,
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        str(world.pki.public_roots),
+        "https://outlook.office365.com/owa/",
+    )
+    assert ok.stdout == "200", ok.stderr
+    system_only = laptop(
+        world,
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--cacert",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "https://outlook.office365.com/owa/",
+    )
+    assert system_only.returncode == 60, "the front door must not verify against the host's real CAs"
+    realm = laptop(
+        world,
+        "curl",
+        "-sS",
+        "--noproxy",
+        "*",
+        "https://login.microsoftonline.com/common/userrealm/alice@contoso.example?api-version=1.0",
+    )
+    body = json.loads(realm.stdout)
+    assert body["account_type"] == "Federated"
+    assert body["federation_active_auth_url"] == f"https://{A.ADFS_NAME}/adfs/services/trust/2005/usernamemixed"
+    srf = json.loads(
+        laptop(
+            world,
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "https://login.microsoftonline.com/getuserrealm.srf?login=alice@contoso.example",
+        ).stdout
+    )
+    assert srf["NameSpaceType"] == "Federated" and srf["AuthURL"].startswith(f"https://{A.ADFS_NAME}/adfs/ls/")
+
+
+@pytest.mark.lab
+def test_link_delay_applies(world: World) -> None:
+    """25 ms each way on the home link: RTT about 50 ms (asserted loosely)."""
+    relay = str(world.catalog.teams_relay(4))  # excluded from the tunnel: laptop -> home -> inet
+    rtt = _ping_avg_ms(world, relay)
+    print(f"RTT across the 25 ms home link: {rtt:.1f} ms")
+    assert rtt >= 40, f"delay not applied (RTT {rtt} ms)"
+    assert rtt < 200
+
+
+@pytest.mark.lab
+def test_wireguard_tunnel_passes_traffic(world: World) -> None:
+    assert world.vpn is not None
+    assert _ping_avg_ms(world, A.CORP_DNS_V4, count=3) > 0
+    handshake = subprocess.run(
+        ["ip", "netns", "exec", world.ns["laptop"], "wg", "show", world.vpn.ifname, "latest-handshakes"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert int(handshake[-1]) > 0
+    # a Default-category name goes through the tunnel and leaves via the site's NAT
+    # (IPv4 via the site's NAT; IPv6 routed, from the tunnel address)
+    for family, source in (("-4", A.CORP_INET.v4_b), ("-6", A.VPN_NET.v6_b)):
+        res = laptop(
+            world, "curl", family, "-sS", "--noproxy", "*", "-D", "-", "-o", "/dev/null", "https://www.office.com/"
+        )
+        assert f"X-Lab-Client: {source}" in res.stdout, res.stdout + res.stderr
+    # an Optimize name goes around it, via the home router
+    for family, source in (("-4", A.HOME_INET.v4_b), ("-6", A.HOME_LAN.v6_b)):
+        res = laptop(world, "curl", family, "-sS", "-D", "-", "-o", "/dev/null", "https://outlook.office365.com/owa/")
+        assert f"X-Lab-Client: {source}" in res.stdout, res.stdout + res.stderr
+    intranet = laptop(world, "curl", "-sS", f"http://{A.INTRANET_NAME}/")
+    assert "intranet" in intranet.stdout
+
+
+@pytest.mark.lab
+def test_squid_proxies_and_inspects(world: World) -> None:
+    assert world.pki is not None
+    env_proxy = laptop(world, "curl", "-sS", "-D", "-", "-o", "/dev/null", "https://teams.microsoft.com/")
+    assert "Via: 1.1 proxy.corp.example" in env_proxy.stdout, env_proxy.stdout + env_proxy.stderr
+    # bumped: the public roots alone do not verify the proxy's certificate
+    public_only = laptop(
+        world, "curl", "-sS", "-o", "/dev/null", "--cacert", str(world.pki.public_roots), "https://teams.microsoft.com/"
+    )
+    assert public_only.returncode == 60, public_only.stderr
+    issuer = laptop(world, "curl", "-sSv", "-o", "/dev/null", "https://teams.microsoft.com/").stderr
+    assert "Contoso corporate TLS inspection CA" in issuer
+    # Optimize names are in NO_PROXY: direct, public certificate
+    direct = laptop(
+        world,
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--cacert",
+        str(world.pki.public_roots),
+        "https://contoso.sharepoint.com/",
+    )
+    assert direct.returncode == 0, direct.stderr
+
+
+@pytest.mark.lab
+def test_stun_relay_answers(world: World) -> None:
+    res = laptop(world, SYSTEM_PYTHON, str(world.tool("stunclient.py")), A.TEAMS_RELAY_NAME, "--count", "5")
+    data = json.loads(res.stdout)
+    families = {r["family"]: r for r in data["results"]}
+    assert families[4]["received"] == 5 and families[6]["received"] == 5
+    assert families[4]["mapped"].startswith(A.HOME_INET.v4_b + ":")  # NATed by the home router
+
+
+@pytest.mark.lab
+def test_site_down_and_vpn_drop(tmp_path: Path) -> None:
+    _require_lab()
+    with World(_scenario(tmp_path)) as w:
+        w.site_down()
+        assert laptop(w, "ping", "-c", "1", "-W", "1", A.CORP_DNS_V4).returncode != 0
+        proxied = laptop(w, "curl", "-sS", "--max-time", "5", "https://teams.microsoft.com/")
+        assert proxied.returncode != 0
+        assert (
+            laptop(
+                w, "curl", "-sS", "--max-time", "8", "-o", "/dev/null", "https://outlook.office365.com/owa/"
+            ).returncode
+            == 0
+        )
+        assert (
+            w.vpn is not None
+            and "wg" in subprocess.run(["ip", "-n", w.ns["laptop"], "link"], capture_output=True, text=True).stdout
+        )
+        w.vpn_drop()
+        links = subprocess.run(["ip", "-n", w.ns["laptop"], "link"], capture_output=True, text=True).stdout
+        assert f"wg{w.run_id}" not in links
+        rules = subprocess.run(["ip", "-n", w.ns["laptop"], "rule"], capture_output=True, text=True).stdout
+        assert str(A.WG_TABLE) not in rules
+        resolv = (Path("/etc/netns") / w.ns["laptop"] / "resolv.conf").read_text()
+        assert f"nameserver {A.HOME_LAN.v4_a}" in resolv and A.CORP_DNS_V4 not in resolv
+        office = laptop(
+            w, "curl", "-sS", "--noproxy", "*", "--max-time", "8", "-o", "/dev/null", "https://www.office.com/"
+        )
+        assert office.returncode == 0, office.stderr
+
+
+@pytest.mark.lab
+def test_cleanup_leaves_nothing(tmp_path: Path) -> None:
+    _require_lab()
+    w = World(_scenario(tmp_path))
+    with w:
+        pids = [p.popen.pid for p in w.janitor.procs]
+        namespaces, run_dir = list(w.ns.values()), w.dir
+    _assert_gone(w.run_id, namespaces, run_dir, pids)
+
+
+@pytest.mark.lab
+def test_two_runs_do_not_collide(tmp_path: Path) -> None:
+    _require_lab()
+    s = _scenario(tmp_path)
+    with World(s) as a, World(s) as b:
+        assert a.run_id != b.run_id
+        for w in (a, b):
+            res = laptop(w, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "https://contoso.sharepoint.com/")
+            assert res.stdout == "200"
+            assert _ping_avg_ms(w, A.CORP_DNS_V4, count=2) > 0  # each tunnel works
+
+
+@pytest.mark.lab
+def test_interrupt_tears_down(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a run removes everything."""
+    _require_lab()
+    path = tmp_path / "s.toml"
+    path.write_text(WORLD_TOML)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.lab", "run", str(path), "--skip-netcheck"],
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    run_id = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        match = re.search(r"world up .* \(run ([0-9a-f]+)\)", line)
+        if match:
+            run_id = match.group(1)
+            break
+    assert run_id, "the run never came up"
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest
+    _assert_gone(run_id, [], None, [])
+
+
+def _assert_gone(run_id: str, namespaces: list[str], run_dir: Path | None, pids: list[int]) -> None:
+    left = [n.name for n in NETNS_RUN.iterdir() if run_id in n.name] if NETNS_RUN.exists() else []
+    assert not left, f"namespaces left: {left}"
+    assert not [n for n in namespaces if (Path("/etc/netns") / n).exists()]
+    assert run_dir is None or not run_dir.exists()
+    assert not (STATE_ROOT / run_id).exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not list(Path("/var/run/wireguard").glob(f"wg{run_id}*")) if Path("/var/run/wireguard").exists() else True
+
+
+# ---------------------------------------------------------------------------
+# (b) the matrix
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(1200)
+def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every scenario yields ground truth for every workload, as expected."""
+    _require_lab()
+    paths = scenario_files()
+    assert len(paths) >= 12
+    matrix = run_matrix(paths, progress=lambda msg: None)
+    with capsys.disabled():
+        print("\n" + format_table(matrix["scenarios"]))
+        print(json.dumps(matrix["summary"]))
+    errors = [f"{r['scenario']}: {r['error']}" for r in matrix["scenarios"] if "error" in r]
+    assert not errors, errors
+    for res in matrix["scenarios"]:
+        s = sc.load(Path(res["file"]))
+        for phase in ("site_up", *s.outage_phases()):
+            got = {r["workload"] for r in res["rows"] if r["phase"] == phase and r["truth"] in sc.TRUTH_VALUES}
+            assert got == set(sc.WORKLOADS), f"{s.name}/{phase}: truth only for {sorted(got)}"
+        assert not res["lab_problems"], f"{s.name}: {res['lab_problems']}"
+    assert summarise(matrix["scenarios"])["lab_problems"] == 0
+
+
+# ---------------------------------------------------------------------------
+# no root needed: scenario files and the catalog mapping
+
+
+def test_shipped_scenarios_are_valid() -> None:
+    paths = scenario_files()
+    assert len(paths) >= 12
+    names = [sc.load(p).name for p in paths]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[vpn]\nmode = 'sideways'\n", "vpn.mode: 'sideways' is not one of"),
+        ("[vpn]\nmode = 'split'\n", "vpn.exclude: a split tunnel needs"),
+        ("[vpn]\nmode = 'split'\nexclude = ['Optimise']\n", "vpn.exclude: bad entry 'Optimise'"),
+        ("[dns]\nservers = ['corp']\n", "dns.servers: the corporate resolver is only reachable"),
+        ("[links.home]\ndelay_ms = 5\njitter_ms = 10\n", "links.home.jitter_ms"),
+        ("[links.moon]\ndelay_ms = 5\n", "links.moon: unknown link"),
+        ("colour = 'blue'\n", "colour: unknown key"),
+        ("[expect.vpn_stays]\nall = 'works'\n", "expect.vpn_stays: this scenario does not measure"),
+        ("[proxy]\nmode = 'pac'\n", "proxy.mode: the site's proxy is only reachable"),
+    ],
+)
+def test_bad_scenarios_are_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(sc.ScenarioError) as err:
+        sc.load(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_catalog_maps_every_prefix_to_a_distinct_lab_prefix() -> None:
+    catalog = LabCatalog.from_file(ENDPOINTS_FILE, "contoso")
+    real = {p for s in catalog.sets for p in s.ips}
+    assert set(catalog.prefix_map) == real
+    lab = [ipaddress.ip_network(v) for v in catalog.prefix_map.values()]
+    assert len(set(lab)) == len({ipaddress.ip_network(p) for p in real})
+    for net in lab:
+        pool = A.MAPPED_V4_POOL if net.version == 4 else A.MAPPED_V6_POOL
+        assert net.subnet_of(ipaddress.ip_network(pool))  # type: ignore[arg-type]
+    mapped = catalog.lab_endpoints()
+    original = json.loads(ENDPOINTS_FILE.read_text())
+    for new, old in zip(mapped, original, strict=True):
+        assert {k: v for k, v in new.items() if k != "ips"} == {k: v for k, v in old.items() if k != "ips"}
+        assert len(new.get("ips", [])) == len(old.get("ips", []))
+
+
+def test_names_resolve_into_their_sets() -> None:
+    catalog = LabCatalog.from_file(ENDPOINTS_FILE, "contoso")
+
+    def inside(name: str, set_id: int) -> bool:
+        v4, v6 = catalog.addresses(name)
+        nets = [ipaddress.ip_network(catalog.prefix_map[p]) for p in catalog.set(set_id).ips]
+        return any(ipaddress.ip_address(v4[0]) in n for n in nets) and any(
+            ipaddress.ip_address(v6[0]) in n for n in nets
+        )
+
+    assert inside("outlook.office365.com", 1)
+    assert inside("contoso-my.sharepoint.com", 31)
+    assert inside("teams.microsoft.com", 12)
+    assert inside("login.microsoftonline.com", 56)
+    assert inside(A.TEAMS_RELAY_NAME, 11)
+    v4, _ = catalog.addresses("www.office.com")  # a set without addresses: the CDN
+    assert ipaddress.ip_address(v4[0]) in ipaddress.ip_network(A.CDN_V4)
+
+
+def test_predictions_prefer_outage_and_fall_back_to_site_up_status() -> None:
+    report = {
+        "workloads": [{"id": "exchange", "status": "ok"}, {"id": "teams", "status": "degraded"}],
+        "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]},
+    }
+    preds = predictions(NetcheckRun("ok", report=report), ("vpn_stays", "vpn_drops"))
+    assert preds["exchange"] == {
+        "site_up": ("works", "site_up_status"),
+        "vpn_stays": ("fails", "outage"),
+        "vpn_drops": ("works", "outage"),
+    }
+    assert preds["teams"]["vpn_stays"] == ("degraded", "site_up_status")
+    no_vpn = predictions(NetcheckRun("ok", report=report), ("no_vpn",))
+    assert no_vpn["exchange"]["no_vpn"] == ("works", "outage")
+    assert predictions(NetcheckRun("unavailable", "netcheck unavailable"), ("no_vpn",)) == {}
+
+
+def test_missing_netcheck_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_netcheck(str(tmp_path / "python")) is None
+
+
+def test_table_marks() -> None:
+    rows = [
+        {
+            "workload": "exchange",
+            "phase": "site_up",
+            "predicted": "works",
+            "prediction_source": "site_up_status",
+            "truth": "works",
+            "expected": "works",
+            "match": True,
+        },
+        {
+            "workload": "exchange",
+            "phase": "vpn_stays",
+            "predicted": "works",
+            "prediction_source": "outage",
+            "truth": "fails",
+            "expected": "fails",
+            "match": False,
+        },
+        {
+            "workload": "exchange",
+            "phase": "vpn_drops",
+            "predicted": None,
+            "prediction_source": "netcheck unavailable",
+            "truth": "works",
+            "expected": "fails",
+            "match": None,
+        },
+    ]
+    table = format_table([{"scenario": "s", "rows": rows, "lab_problems": []}])
+    line = table.splitlines()[2]
+    assert "works = nc:works" in line and "fails X nc:works" in line and "works!   nc:n/a" in line

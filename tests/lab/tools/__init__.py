@@ -1,0 +1,1 @@
+"""Ground-truth tools that share no code with netcheck."""

@@ -1,0 +1,129 @@
+"""A tiny independent STUN client: the lab's ground-truth tool for Teams media.
+
+Resolves HOST with the system resolver (the laptop's resolv.conf), then for
+the first address of each family sends COUNT RFC 5389 Binding requests over
+UDP, INTERVAL apart, and reports loss, median RTT and jitter as JSON::
+
+    python stunclient.py worldaz.tr.teams.microsoft.com --port 3478 --count 20
+
+Standard library only; shares no code with netcheck or the lab's responder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+from typing import Any
+
+MAGIC = 0x2112A442
+
+
+def probe(address: str, family: int, port: int, count: int, interval: float, timeout: float) -> dict[str, Any]:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sent: dict[bytes, float] = {}
+    rtts: list[float] = []
+    mapped = None
+    try:
+        sock.connect((address, port))
+        sock.setblocking(False)
+        next_send = time.monotonic()
+        deadline = None
+        while True:
+            now = time.monotonic()
+            if len(sent) < count and now >= next_send:
+                txid = os.urandom(12)
+                try:
+                    sock.send(struct.pack("!HHI", 1, 0, MAGIC) + txid)
+                except OSError as exc:
+                    return {"address": address, "sent": len(sent), "received": 0, "error": exc.strerror or str(exc)}
+                sent[txid] = now
+                next_send = now + interval
+                if len(sent) == count:
+                    deadline = now + timeout
+            if deadline is not None and now >= deadline:
+                break
+            wait = (deadline - now) if deadline is not None else max(0.0, next_send - now)
+            readable, _, _ = select.select([sock], [], [], wait)
+            if not readable:
+                continue
+            try:
+                data = sock.recv(2048)
+            except OSError:
+                continue  # e.g. ICMP port unreachable
+            if len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] in sent:
+                rtts.append((time.monotonic() - sent.pop(data[8:20])) * 1000)
+                mapped = mapped or _mapped(data)
+                if len(rtts) == count:
+                    break
+    finally:
+        sock.close()
+    received = len(rtts)
+    result: dict[str, Any] = {
+        "address": address,
+        "sent": count,
+        "received": received,
+        "loss_pct": round(100 * (count - received) / count, 1),
+    }
+    if rtts:
+        result["rtt_ms_median"] = round(statistics.median(rtts), 1)
+        result["jitter_ms"] = (
+            round(statistics.fmean(abs(a - b) for a, b in zip(rtts, rtts[1:], strict=False)), 1)
+            if len(rtts) > 1
+            else 0.0
+        )
+        result["mapped"] = mapped
+    return result
+
+
+def _mapped(data: bytes) -> str | None:
+    pos = 20
+    while pos + 4 <= len(data):
+        kind, length = struct.unpack("!HH", data[pos : pos + 4])
+        value = data[pos + 4 : pos + 4 + length]
+        if kind == 0x0020 and len(value) >= 8:
+            port = struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
+            key = struct.pack("!I", MAGIC) + data[8:20]
+            addr = value[4:8] if value[1] == 1 else value[4:20]
+            raw = bytes(a ^ b for a, b in zip(addr, key[: len(addr)], strict=True))
+            ip = socket.inet_ntop(socket.AF_INET if value[1] == 1 else socket.AF_INET6, raw)
+            return f"{ip}:{port}"
+        pos += 4 + length + (4 - length % 4) % 4
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="STUN binding probe (lab truth tool)")
+    parser.add_argument("host")
+    parser.add_argument("--port", type=int, default=3478)
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {"host": args.host, "port": args.port, "results": []}
+    try:
+        infos = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        out["error"] = f"dns: {exc.strerror}"
+        print(json.dumps(out))
+        return 0
+    seen: set[int] = set()
+    for family, _, _, _, sockaddr in infos:
+        if family in seen:
+            continue
+        seen.add(family)
+        res = probe(str(sockaddr[0]), family, args.port, args.count, args.interval, args.timeout)
+        res["family"] = 4 if family == socket.AF_INET else 6
+        out["results"].append(res)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

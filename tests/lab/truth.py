@@ -1,0 +1,317 @@
+"""Ground truth: does each workload work from the laptop right now?
+
+Measured only with tools that share no code with netcheck: ``curl`` (with
+the laptop's proxy environment, or the proxy its PAC file picks, evaluated
+by Debian's pacparser), ``kdig`` and a small independent STUN client.
+Everything runs inside the laptop's namespace as the laptop's unprivileged
+user, with its routes, its resolv.conf and its trust store.
+
+Per workload (see docs/lab.md for the exact rules):
+
+* HTTPS workloads: each URL must return a response *from the lab server*
+  (``X-Lab-Server`` header; a proxy's error page does not count).  All URLs
+  good -> works, some -> degraded, none -> fails.  Sign-in needs every step
+  (realm discovery, then AD FS when federated), so identity fails if any does.
+* teams_media: STUN Binding to the relay on UDP 3478 (each address family
+  the relay has).  A reply within Microsoft's media targets (loss <= 1 %,
+  RTT <= 100 ms, jitter <= 30 ms) on some family -> works; replies outside
+  them -> degraded; no reply -> fails.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import urllib.parse
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import addressing as A
+from .world import SYSTEM_PYTHON, World
+
+CURL_TIMEOUT = 10
+MEDIA_LIMITS = {"loss_pct": 1.0, "rtt_ms_median": 100.0, "jitter_ms": 30.0}
+
+
+@dataclass
+class Check:
+    """One probe of one workload."""
+
+    name: str
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+    degraded: bool = False
+
+
+@dataclass
+class WorkloadTruth:
+    workload: str
+    truth: str  # works | degraded | fails
+    checks: list[Check]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"truth": self.truth, "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass
+class Route:
+    """How a URL is fetched: direct, through a proxy, or not at all."""
+
+    proxies: list[str | None]  # None = DIRECT; tried in order, like a browser
+    reason: str = ""
+    from_pac: bool = False
+
+
+def http_urls(world: World) -> dict[str, list[str]]:
+    """The HTTPS URLs that stand for each workload."""
+    s = world.scenario
+    tenant, user = s.netcheck.tenant, s.netcheck.user
+    return {
+        "exchange": ["https://outlook.office365.com/owa/"],
+        "sharepoint": [f"https://{tenant}.sharepoint.com/", f"https://{tenant}-my.sharepoint.com/"],
+        "teams": ["https://teams.microsoft.com/"],
+        "office": ["https://www.office.com/", "https://officeclient.microsoft.com/"],
+        "identity": [f"https://login.microsoftonline.com/common/userrealm/{urllib.parse.quote(user)}?api-version=1.0"],
+    }
+
+
+def dns_names(world: World) -> dict[str, str]:
+    """The host whose DNS answer is recorded as evidence for each workload."""
+    tenant = world.scenario.netcheck.tenant
+    return {
+        "exchange": "outlook.office365.com",
+        "sharepoint": f"{tenant}.sharepoint.com",
+        "teams": "teams.microsoft.com",
+        "teams_media": A.TEAMS_RELAY_NAME,
+        "identity": "login.microsoftonline.com",
+        "office": "www.office.com",
+    }
+
+
+def measure(world: World) -> dict[str, WorkloadTruth]:
+    """Measure every workload now, in parallel."""
+    urls = http_urls(world)
+    routes = proxy_routes(world, [u for group in urls.values() for u in group])
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        http = {w: [pool.submit(fetch, world, u, routes[u]) for u in us] for w, us in urls.items() if w != "identity"}
+        identity = pool.submit(identity_checks, world, urls["identity"][0], routes)
+        media = pool.submit(stun_check, world)
+        dns = {w: pool.submit(dns_check, world, name) for w, name in dns_names(world).items()}
+        results = {w: WorkloadTruth(w, *_verdict([f.result() for f in fs])) for w, fs in http.items()}
+        id_checks = identity.result()
+        results["identity"] = WorkloadTruth("identity", "works" if all(c.ok for c in id_checks) else "fails", id_checks)
+        media_check = media.result()
+        results["teams_media"] = WorkloadTruth("teams_media", _media_truth(media_check), [media_check])
+        for w, f in dns.items():  # evidence only: added after the verdicts
+            results[w].checks.append(f.result())
+    order = ("exchange", "sharepoint", "teams", "teams_media", "identity", "office")
+    return {w: results[w] for w in order}
+
+
+def _verdict(checks: list[Check]) -> tuple[str, list[Check]]:
+    good = sum(c.ok for c in checks)
+    if good == len(checks):
+        return "works", checks
+    return ("degraded" if good else "fails"), checks
+
+
+def _media_truth(check: Check) -> str:
+    if not check.ok:
+        return "fails"
+    return "degraded" if check.degraded else "works"
+
+
+# ---------------------------------------------------------------------------
+# proxy selection, as the laptop's OS would do it
+
+
+def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
+    """For each URL, the proxies to try: from the environment, or from the PAC file."""
+    s = world.scenario
+    if s.proxy.mode != "pac":
+        return {u: Route([None], "system proxy settings (environment)") for u in urls}
+    pac_path = world.user_home / "tmp" / f"fetched-{secrets.token_hex(4)}.pac"
+    fetched = world.laptop_run(
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "--fail", "-o", str(pac_path), A.PAC_URL], timeout=15
+    )
+    try:
+        if fetched.ok:
+            source = "PAC fetched now"
+        elif s.proxy.pac_unreachable == "direct":
+            return {u: Route([None], "PAC unreachable: falls back to DIRECT") for u in urls}
+        elif s.proxy.pac_unreachable == "fail":
+            return {u: Route([], "PAC unreachable: fails closed") for u in urls}
+        else:
+            pac_path.write_text(world.pac_text)
+            pac_path.chmod(0o644)
+            source = "PAC unreachable: using the cached copy"
+        answers = evaluate_pac(world, pac_path, urls)
+    finally:
+        pac_path.unlink(missing_ok=True)
+    return {
+        u: Route(parse_pac_result(answers.get(u, "DIRECT")), f"{source}: {answers.get(u)}", from_pac=True) for u in urls
+    }
+
+
+def evaluate_pac(world: World, pac_path: Path, urls: Sequence[str]) -> dict[str, str]:
+    """Run pacparser (system Python) on the laptop for each URL."""
+    res = world.laptop_run([SYSTEM_PYTHON, str(world.tool("pacfind.py")), str(pac_path), *urls], timeout=60)
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        data = {"error": (res.stderr or res.stdout).strip()[-200:]}
+    if not isinstance(data, dict) or "error" in data:
+        error = data.get("error") if isinstance(data, dict) else "unexpected output"
+        return {u: f"ERROR: {error}" for u in urls}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def parse_pac_result(result: str) -> list[str | None]:
+    """``"PROXY p:3128; DIRECT"`` -> ["http://p:3128", None] (None = DIRECT)."""
+    out: list[str | None] = []
+    for part in result.split(";"):
+        words = part.split()
+        if not words:
+            continue
+        if words[0].upper() == "DIRECT":
+            out.append(None)
+        elif words[0].upper() in ("PROXY", "HTTP", "HTTPS") and len(words) > 1:
+            out.append(f"http://{words[1]}")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# probes
+
+
+def fetch(world: World, url: str, route: Route, keep_body: bool = False) -> Check:
+    """HTTPS GET with curl along ``route``; ok if the lab server answered."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not route.proxies:
+        return Check(f"https {host}", False, {"url": url, "route": route.reason, "error": "no usable route"})
+    attempts = []
+    body_file = world.user_home / "tmp" / f"body-{secrets.token_hex(4)}"
+    for proxy in route.proxies:
+        argv = [
+            "curl",
+            "-sS",
+            "-o",
+            str(body_file),
+            "-D",
+            "-",
+            "--max-time",
+            str(CURL_TIMEOUT),
+            "--connect-timeout",
+            "5",
+            "-w",
+            "\n%{json}",
+        ]
+        if route.from_pac:
+            argv += ["--noproxy", "*"] if proxy is None else ["--proxy", proxy]
+        res = world.laptop_run([*argv, url], timeout=CURL_TIMEOUT + 10)
+        attempt = _curl_result(res.stdout, res.stderr, res.returncode)
+        attempt["via"] = proxy or ("DIRECT" if route.from_pac else "environment")
+        attempts.append(attempt)
+        if attempt["ok"]:
+            break
+    detail: dict[str, Any] = {"url": url, "route": route.reason, "attempts": attempts}
+    if keep_body and body_file.exists():
+        detail["body"] = body_file.read_text(errors="replace")[:4000]
+    body_file.unlink(missing_ok=True)
+    return Check(f"https {host}", bool(attempts[-1]["ok"]), detail)
+
+
+def _curl_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
+    head, _, tail = stdout.rpartition("\n")
+    try:
+        info = json.loads(tail)
+    except ValueError:
+        info = {}
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head.splitlines()) if v}
+    lab = headers.get("x-lab-server")
+    result: dict[str, Any] = {
+        "ok": rc == 0 and bool(lab) and int(info.get("http_code") or 0) < 500,
+        "exit": rc,
+        "http_code": info.get("http_code"),
+        "remote_ip": info.get("remote_ip"),
+        "egress": headers.get("x-lab-client"),
+        "time_connect_s": info.get("time_connect"),
+        "time_total_s": info.get("time_total"),
+    }
+    if headers.get("via"):
+        result["via_header"] = headers["via"]
+    if rc != 0:
+        result["error"] = (info.get("errormsg") or stderr.strip())[-200:]
+    elif not lab:
+        result["error"] = "answer did not come from the lab server"
+    return result
+
+
+def identity_checks(world: World, realm_url: str, routes: dict[str, Route]) -> list[Check]:
+    """Realm discovery, then the federation server when the realm says Federated."""
+    realm = fetch(world, realm_url, routes[realm_url], keep_body=True)
+    checks = [realm]
+    if not realm.ok:
+        return checks
+    try:
+        body = json.loads(realm.detail.pop("body", ""))
+    except ValueError:
+        realm.ok = False
+        realm.detail["error"] = "realm answer is not JSON"
+        return checks
+    realm.detail["account_type"] = body.get("account_type")
+    if str(body.get("account_type", "")).lower() == "federated":
+        adfs = urllib.parse.urlsplit(body.get("federation_active_auth_url", "")).hostname or ""
+        ls_url = f"https://{adfs}/adfs/ls/"
+        checks.append(fetch(world, ls_url, proxy_routes(world, [ls_url])[ls_url]))
+    return checks
+
+
+def stun_check(world: World) -> Check:
+    """STUN Binding to the Teams relay; degraded when outside Microsoft's media targets."""
+    res = world.laptop_run(
+        [
+            SYSTEM_PYTHON,
+            str(world.tool("stunclient.py")),
+            A.TEAMS_RELAY_NAME,
+            "--port",
+            str(A.STUN_PORTS[0]),
+            "--count",
+            "20",
+            "--interval",
+            "0.02",
+            "--timeout",
+            "1.5",
+        ],
+        timeout=60,
+    )
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        return Check("stun relay", False, {"error": (res.stderr or res.stdout).strip()[-200:]})
+    answered = [r for r in data.get("results", []) if r.get("received")]
+    good = [r for r in answered if all(r.get(k, 0) <= v for k, v in MEDIA_LIMITS.items())]
+    return Check("stun relay", bool(answered), data, degraded=bool(answered) and not good)
+
+
+def dns_check(world: World, name: str) -> Check:
+    """kdig A lookup through the laptop's resolvers (evidence, not a verdict)."""
+    res = world.laptop_run(["kdig", "+time=2", "+retry=0", "+short", name, "A"], timeout=20)
+    answers = [line for line in res.stdout.split() if line]
+    ok = res.ok and any(_is_ip(a) for a in answers)
+    detail: dict[str, Any] = {"answers": answers, "evidence_only": True}
+    if not ok:
+        detail["error"] = (res.stderr or res.stdout).strip()[-200:] or "no answer"
+    return Check(f"dns {name}", ok, detail)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
