@@ -21,6 +21,7 @@ from netcheck.catalog import Catalog, TargetPlan
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
 from netcheck.models import (
+    Assessment,
     CatalogInfo,
     Category,
     DetailValue,
@@ -30,9 +31,10 @@ from netcheck.models import (
     ProbeResult,
     ProbeSpec,
     Report,
+    Status,
     Target,
 )
-from netcheck.outage import OutageSection, assess_outage, predict
+from netcheck.outage import Fate, OutageSection, assess_outage, predict
 from netcheck.pac import PacFetch
 from netcheck.platform import Platform
 from netcheck.platform import current as current_platform
@@ -157,13 +159,15 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
             on_plan(planned_count(plan, settings, len(extra)))
         results = asyncio.run(run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
                                        media_probe=_media_probe(options), extra=extra))
-        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile, deadline, pac, proxies,
-                                             network)
     ctx = AssessContext(
         workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
         optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
         online=bool(families), offline_reason=offline_reason)
-    assessment = combine(assess(results, ctx, policy), outage)
+    now = assess(results, ctx, policy)
+    if families:
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile, deadline, pac, proxies,
+                                             network, now)
+    assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(
@@ -226,13 +230,17 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
 
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
                     profile: SiteProfile, deadline: Deadline, pac: PacFetch | None, proxies: ProxySettings,
-                    network: dict[str, DetailValue]) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
+                    network: dict[str, DetailValue], now: Assessment
+                    ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
                       pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies)
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads
-    prediction = predict(gathered.facts, profile, [w.id for w in workloads])
+    media = {w.id for w in workloads if w.media}
+    current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
+               if r.status is Status.FAILED or (r.status is Status.DEGRADED and r.id in media)}
+    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current)
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
     network["on_site"] = gathered.facts.on_site
     network["identity"] = gathered.facts.identity

@@ -136,18 +136,22 @@ def is_internal(address: str) -> bool:
 
 
 class _Model:
-    def __init__(self, facts: SiteFacts, profile: SiteProfile):
-        self.facts, self.profile = facts, profile
+    def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate]):
+        self.facts, self.profile, self.current = facts, profile, current
 
     def at_site(self, route: Route, host: str | None = None, role: str = "service") -> bool:
         """Does this destination live at the site (so it is down with it)?
 
         A federation server (AD FS) is taken to be on premises unless a site
-        profile lists the site's networks and it is not in them.
+        profile lists the site's networks and it is not in them. Without such a
+        profile, a resolver, proxy or PAC server reached through the VPN is
+        taken to be the site's own.
         """
         if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
             return True
         if role == "federation" and not self.profile.networks:
+            return True
+        if role in ("dns", "proxy", "pac", "federation") and route.kind == "vpn" and not self.profile.networks:
             return True
         if route.kind == "vpn" and is_internal(route.address):
             return True
@@ -173,12 +177,12 @@ class _Model:
         resolvers = self.facts.resolvers
         if not resolvers:
             return Fate.WORKS, "no resolver listed; the OS's default is assumed"
-        fates = [self.reach(r.route, behaviour)[0] for r in resolvers]
+        fates = [self.reach(r.route, behaviour, role="dns")[0] for r in resolvers]
         names = ", ".join(r.address for r in resolvers)
         if all(fates):
             return Fate.WORKS, f"DNS ({names}) does not depend on the site"
         site_ones = [r.address for r, ok in zip(resolvers, fates, strict=True) if not ok]
-        if behaviour == "drops" and all(self.at_site(r.route) or r.route.kind == "vpn"
+        if behaviour == "drops" and all(self.at_site(r.route, role="dns")
                                         for r, ok in zip(resolvers, fates, strict=True) if not ok):
             if any(fates):
                 return Fate.WORKS, f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel"
@@ -196,16 +200,19 @@ class _Model:
         p = dep.proxy
         via_proxy = p.proxy is not None
         if p.source == "pac" and p.pac_route is not None:
-            ok, reason = self.reach(p.pac_route, behaviour)
+            ok, reason = self.reach(p.pac_route, behaviour, role="pac")
             if not ok:
                 why.append(f"PAC file {p.pac_url}: {reason}")
-                if self.profile.pac_unreachable == "fail":
+                if self.profile.pac_unreachable == "cached":
+                    why.append("the OS keeps using the copy of the PAC file it fetched earlier")
+                elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
                     return Fate.FAILS, why
-                why.append("without its PAC file the browser goes direct")
-                via_proxy = False
+                else:
+                    why.append("without its PAC file the browser goes direct")
+                    via_proxy = False
         if via_proxy and p.proxy_route is not None:
-            ok, reason = self.reach(p.proxy_route, behaviour, (p.proxy or "").split(":")[0])
+            ok, reason = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
             why.append(f"proxy {p.proxy}: {reason}")
             return (Fate.WORKS if ok else Fate.FAILS), why
         if not dep.routes:
@@ -231,6 +238,10 @@ class _Model:
                 f, why = self.path(dep, behaviour)
                 fate = worst((fate, f))
                 lines.extend(f"[VPN {behaviour}] {w}" for w in why)
+            now = self.current.get(wid, Fate.WORKS)
+            if now is not Fate.WORKS and not any(r.kind == "vpn" for d in deps for r in d.routes):
+                fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
+                lines.append(f"[VPN {behaviour}] measured now, on a path the site does not change: {now.value}")
             fates[behaviour] = fate
             evidence.extend(lines)
         if not self.facts.vpn_interfaces:
@@ -244,16 +255,15 @@ class _Model:
             out.append(SiteSystem("vpn", ", ".join(self.facts.vpn_interfaces),
                                   "a VPN tunnel to the site carries part of the traffic"))
         for r in self.facts.resolvers:
-            if self.at_site(r.route) or r.route.kind == "vpn":
+            if self.at_site(r.route, role="dns"):
                 out.append(SiteSystem("dns", r.address, f"resolver reached via {r.route.interface or '?'}"))
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            if p.pac_route and p.pac_url and p.pac_url not in seen and (
-                    self.at_site(p.pac_route) or p.pac_route.kind == "vpn"):
+            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, role="pac"):
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}"))
-            if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy):
+            if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy, "proxy"):
                 seen.add(p.proxy)
                 out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}"))
             if d.role == "federation" and d.host not in seen and any(self.at_site(r, d.host, d.role)
@@ -263,9 +273,15 @@ class _Model:
         return tuple(out)
 
 
-def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str]) -> OutagePrediction:
-    """Each workload's fate, for both VPN behaviours, with the chain of evidence."""
-    model = _Model(facts, profile)
+def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
+            current: Mapping[str, Fate] | None = None) -> OutagePrediction:
+    """Each workload's fate, for both VPN behaviours, with the chain of evidence.
+
+    ``current`` holds what was measured now for workloads whose state carries over
+    when their path does not depend on the site (e.g. Teams media quality on a
+    lossy home link).
+    """
+    model = _Model(facts, profile, current or {})
     rows = []
     for wid in workloads:
         deps = [d for d in facts.dependencies if d.workload == wid]

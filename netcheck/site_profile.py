@@ -11,7 +11,7 @@ Example (every key optional)::
     pac_hosts = ["pac.contoso.example"]
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
-    pac_unreachable = "direct"       # what browsers do when the PAC file cannot be fetched: "direct" or "fail"
+    pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy)
     # The VPN profile laptops use away from the office, for predictions made on site:
     vpn_mode = "split"               # "none", "full" or "split"
     vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
@@ -95,8 +95,8 @@ def load_site_profile(path: Path) -> SiteProfile:
     if behaviour not in (None, "stays", "drops"):
         raise ConfigError(f"{path}: [site] vpn_on_site_down must be \"stays\" or \"drops\"")
     pac = site.get("pac_unreachable", "direct")
-    if pac not in ("direct", "fail"):
-        raise ConfigError(f"{path}: [site] pac_unreachable must be \"direct\" or \"fail\"")
+    if pac not in ("direct", "fail", "cached"):
+        raise ConfigError(f"{path}: [site] pac_unreachable must be \"direct\", \"fail\" or \"cached\"")
     mode = site.get("vpn_mode")
     if mode not in (None, "none", "full", "split"):
         raise ConfigError(f"{path}: [site] vpn_mode must be \"none\", \"full\" or \"split\"")

@@ -128,3 +128,23 @@ def test_on_site_prediction_says_it_comes_from_configuration() -> None:
               resolvers=(Resolver("10.10.0.53", direct("10.10.0.53")),), vpn=False, on_site=True)
     p = predict(f, SiteProfile(), W)
     assert p.on_site and "configuration" in p.notes[0]
+
+
+def test_proxy_reached_through_the_vpn_is_inferred_to_be_at_the_site() -> None:
+    """A proxy on a public-looking address, reached through the tunnel, dies with the site."""
+    proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128",
+                      proxy_route=tunnel("2001:db8:c0ff::31"))
+    f = facts(Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy))
+    p = predict(f, SiteProfile(), W + ("teams",))
+    w = p.workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert [s.kind for s in p.site_systems] == ["vpn", "proxy"]
+
+
+def test_media_quality_measured_now_carries_over_when_the_path_does_not_change() -> None:
+    f = facts(Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),)), vpn=False)
+    p = predict(f, SiteProfile(), W, current={"teams_media": Fate.DEGRADED})
+    assert p.fate("teams_media") is Fate.DEGRADED
+    tunneled = facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
+    assert predict(tunneled, SiteProfile(), W, current={"teams_media": Fate.DEGRADED}).workloads[0].if_vpn_drops \
+        is Fate.WORKS

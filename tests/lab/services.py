@@ -116,8 +116,8 @@ def no_proxy(direct_patterns: Sequence[str], tenant: str) -> str:
 # what IT would tell netcheck about the site
 
 
-def site_profile(pac_unreachable: str) -> str:
-    """netcheck's site profile (TOML) for the lab's corporate site."""
+def site_profile(pac_unreachable: str, vpn_mode: str = "none", vpn_exclude: Sequence[str | int] = ()) -> str:
+    """netcheck's site profile (TOML) for the lab's corporate site, with the laptops' VPN profile."""
     networks = [A.CORP_V4_INTERNAL, A.CORP_INET.v4_net, A.CORP_V6_AGGREGATE, A.CORP_INET.v6_net]
     lines = [
         "[site]",
@@ -129,8 +129,11 @@ def site_profile(pac_unreachable: str) -> str:
         f"pac_hosts = {json.dumps([A.PAC_NAME])}",
         f"federation_hosts = {json.dumps([A.ADFS_NAME])}",
     ]
-    if pac_unreachable in ("direct", "fail"):  # netcheck has no word for "cached"
-        lines.append(f'pac_unreachable = "{pac_unreachable}"')
+    lines.append(f'pac_unreachable = "{pac_unreachable}"')
+    if vpn_mode in ("none", "full", "split"):
+        lines.append(f'vpn_mode = "{vpn_mode}"')
+    if vpn_mode == "split" and vpn_exclude:
+        lines.append(f"vpn_exclude = {json.dumps(list(vpn_exclude))}")
     return "\n".join(lines) + "\n"
 
 

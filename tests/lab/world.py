@@ -661,7 +661,8 @@ class World:
         """netcheck's site profile for this world (written on first use)."""
         path = self.dir / "site-profile.toml"
         if not path.exists():
-            path.write_text(services.site_profile(self.scenario.proxy.pac_unreachable))
+            vpn = self.scenario.vpn
+            path.write_text(services.site_profile(self.scenario.proxy.pac_unreachable, vpn.mode, vpn.exclude))
             path.chmod(0o644)
         return path
 
