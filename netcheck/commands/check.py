@@ -41,12 +41,15 @@ if TYPE_CHECKING:
               help="IT's site profile (TOML): the site's networks, VPN, DNS, proxies, PAC and federation hosts.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML report (for the helpdesk) to this file.")
+@click.option("--upload", is_flag=True,
+              help="Send the report to your organisation's collector (after `netcheck enroll`); kept and sent "
+                   "later if the collector cannot be reached.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--verbose", "-v", is_flag=True, help="Show every finding and all evidence.")
 def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadline_s: float | None,
           thorough: bool, as_json: bool, output: Path | None, whoami_name: str | None,
           teams_relay: str | None, user: str | None, site_profile: Path | None, html_path: Path | None,
-          no_progress: bool, verbose: bool) -> None:
+          upload: bool, no_progress: bool, verbose: bool) -> None:
     """Check this laptop's path to Microsoft 365 and say whether you can work from here.
 
     Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
@@ -74,6 +77,12 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
         from netcheck.render.json import report_to_dict
 
         _write(html_path, render_html(report_to_dict(report), policy=options.policy))
+    if upload:
+        from netcheck.agent.upload import spool_and_upload
+        from netcheck.render.json import report_to_dict
+
+        summary = spool_and_upload(report_to_dict(report), deadline_s=15.0)
+        click.echo(summary.message, err=True)
     if as_json:
         click.echo(render_json(report), nl=False)
     else:

@@ -1,0 +1,252 @@
+"""Talking to the collector: one HTTP exchange, classified.
+
+Every call returns an :class:`Exchange` that says what to do next, never raises
+for a network failure:
+
+- ``OK``: a 2xx answer whose body is JSON (an upload still has to match its ack);
+- ``RETRY``: keep the data and try later: transport errors (refused, reset, DNS,
+  timeouts, TLS), 408, 429, 5xx, a redirect (never followed), or a body that is
+  not the collector's JSON (a captive portal's 200 with HTML);
+- ``REJECT``: the collector refused this request for good (400, 409, 413, 422 and
+  other 4xx): set the report aside;
+- ``UNAUTHORIZED``: 401 or 403, the credential was refused (maybe only once).
+
+Safety: TLS is verified against the system store, or only against the CA bundle
+pinned at enrollment; TLS 1.2 is the minimum. Redirects are never followed, so
+neither the token nor a report can be sent to another host or over plain HTTP.
+Every socket operation has a timeout, clamped to the exchange's deadline, and the
+response body is read with a size limit and the deadline checked between chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from netcheck import __version__
+from netcheck.agent.schedule import parse_retry_after
+from netcheck.deadline import Deadline
+from netcheck.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+MAX_RESPONSE_BYTES = 1024 * 1024
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+#: 4xx that mean "wrong place", not "bad report": keep the data and retry later
+KEEP_4XX = frozenset({404, 405, 407, 421})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    read_s: float = 30.0
+    write_s: float = 30.0
+    #: one exchange never takes longer than this, whatever the server does
+    total_s: float = 60.0
+
+
+class Disposition(StrEnum):
+    OK = "ok"
+    RETRY = "retry"
+    REJECT = "reject"
+    UNAUTHORIZED = "unauthorized"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    disposition: Disposition
+    reason: str
+    status: int | None = None
+    body: Any = None
+    retry_after_s: float | None = None
+    error_code: str | None = None
+    #: the failure was TLS (certificate, handshake, downgrade): not "offline"
+    tls: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.disposition is Disposition.OK
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The system trust store, or only the pinned bundle; TLS 1.2 or later."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def classify_error(exc: Exception) -> Exchange:
+    """A transport exception as an outcome with a reason a person can act on."""
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            detail = e.verify_message or e.reason or str(e)
+            return Exchange(Disposition.RETRY, f"TLS: the collector's certificate was refused ({detail})",
+                            tls=True)
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            return Exchange(Disposition.RETRY, f"TLS: handshake with the collector failed ({e.reason or e})",
+                            tls=True)
+    if isinstance(exc, httpx.TimeoutException):
+        kind = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "waiting for the answer",
+                httpx.WriteTimeout: "sending", httpx.PoolTimeout: "waiting for a connection"}
+        return Exchange(Disposition.RETRY, f"timed out {kind.get(type(exc), 'talking to the collector')}")
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return Exchange(Disposition.RETRY, "DNS: cannot resolve the collector's name")
+        if isinstance(e, ConnectionRefusedError):
+            return Exchange(Disposition.RETRY, "connection refused (collector down or port closed)")
+        if isinstance(e, ConnectionResetError):
+            return Exchange(Disposition.RETRY, "connection reset")
+        if isinstance(e, TimeoutError):
+            return Exchange(Disposition.RETRY, "timed out")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return Exchange(Disposition.RETRY, "the collector closed the connection without a complete answer")
+    if isinstance(exc, httpx.ConnectError):
+        return Exchange(Disposition.RETRY, f"cannot connect to the collector ({exc})")
+    return Exchange(Disposition.RETRY, f"network error talking to the collector ({type(exc).__name__}: {exc})")
+
+
+def _error_code(body: Any) -> tuple[str | None, str | None]:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        msg = err.get("message") if isinstance(err.get("message"), str) else None
+        return code, msg
+    return None, None
+
+
+def classify_response(status: int, headers: httpx.Headers, raw: bytes) -> Exchange:
+    """An HTTP answer as an outcome. Pure: tested without a network."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    body: Any = None
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    code, message = _error_code(body)
+    what = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message[:200]}" if message else "")
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            ctype = headers.get("content-type", "?").split(";")[0]
+            return Exchange(Disposition.RETRY, f"HTTP {status} but the answer is not the collector's JSON "
+                            f"({ctype}; a captive portal or proxy?)", status)
+        return Exchange(Disposition.OK, what, status, body)
+    if 300 <= status < 400:
+        location = headers.get("location", "")
+        downgrade = location.lower().startswith("http://")
+        reason = (f"TLS: the collector redirected to plain http ({location[:200]}); refused, nothing sent there"
+                  if downgrade else
+                  f"HTTP {status}: the collector redirected to {location[:200] or '?'}; redirects are not followed")
+        return Exchange(Disposition.RETRY, reason, status, tls=downgrade)
+    if status in AUTH_STATUSES:
+        return Exchange(Disposition.UNAUTHORIZED, what, status, body, retry_after, code)
+    if status in RETRY_STATUSES or status >= 500 or status in KEEP_4XX:
+        return Exchange(Disposition.RETRY, what, status, body, retry_after, code)
+    return Exchange(Disposition.REJECT, what, status, body, retry_after, code)
+
+
+class CollectorClient:
+    """HTTP to one collector (base URL), with the device token when there is one."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, ca_bundle: Path | None = None,
+                 timeouts: Timeouts | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeouts = timeouts or Timeouts()
+        self._host = httpx.URL(self.base_url).host
+        self._client = httpx.Client(
+            verify=ssl_context(ca_bundle), follow_redirects=False, trust_env=True, transport=transport,
+            headers={"User-Agent": f"netcheck-agent/{__version__}", "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> CollectorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _timeout(self, deadline: Deadline) -> httpx.Timeout:
+        t = self.timeouts
+        left = max(0.001, deadline.remaining())
+        return httpx.Timeout(connect=min(t.connect_s, left), read=min(t.read_s, left),
+                             write=min(t.write_s, left), pool=min(t.connect_s, left))
+
+    def request(self, method: str, path: str, *, json_body: bytes | None = None, auth: bool = True,
+                deadline: Deadline | None = None) -> Exchange:
+        """One exchange; ``path`` is relative to the API root (``/reports``)."""
+        limit = Deadline.after(self.timeouts.total_s)
+        deadline = limit if deadline is None or deadline.at > limit.at else deadline
+        if deadline.expired:
+            return Exchange(Disposition.RETRY, "timed out (no time left for this exchange)")
+        url = self.base_url + API + path
+        headers = {}
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+        if auth:
+            if not self.token:
+                return Exchange(Disposition.UNAUTHORIZED, "no device token: enroll first")
+            if httpx.URL(url).host != self._host:  # pragma: no cover - url is built from base_url
+                raise ConfigError("refusing to send the device token to another host")
+            headers["Authorization"] = f"Bearer {self.token}"
+        started = time.monotonic()
+        try:
+            with self._client.stream(method, url, content=json_body, headers=headers,
+                                     timeout=self._timeout(deadline)) as response:
+                raw = bytearray()
+                for chunk in response.iter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_RESPONSE_BYTES:
+                        return Exchange(Disposition.RETRY, "the answer is too large to be the collector's",
+                                        response.status_code)
+                    if deadline.expired:
+                        return Exchange(Disposition.RETRY, "timed out reading a slow answer",
+                                        response.status_code)
+                result = classify_response(response.status_code, response.headers, bytes(raw))
+        except httpx.HTTPError as exc:
+            result = classify_error(exc)
+        except OSError as exc:  # pragma: no cover - httpx maps socket errors; belt and braces
+            result = classify_error(exc)
+        log.debug("%s %s -> %s (%s) in %.2f s", method, path, result.disposition.value,
+                  result.reason, time.monotonic() - started)
+        return result
+
+    # -- the API ---------------------------------------------------------------
+
+    def post_report(self, body: bytes, deadline: Deadline | None = None) -> Exchange:
+        return self.request("POST", "/reports", json_body=body, deadline=deadline)
+
+    def get_policy(self, deadline: Deadline | None = None) -> Exchange:
+        return self.request("GET", "/policy", deadline=deadline)
+
+    def pending_sweeps(self, deadline: Deadline | None = None) -> Exchange:
+        return self.request("GET", "/sweeps/pending", deadline=deadline)
+
+    def enroll(self, body: bytes, deadline: Deadline | None = None) -> Exchange:
+        return self.request("POST", "/enroll", json_body=body, auth=False, deadline=deadline)

@@ -1,0 +1,100 @@
+"""`netcheck check --upload`: spool first, then drain within the deadline, and say what happened."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from netcheck.agent.config import AgentStore
+from netcheck.agent.enrollment import enroll
+from netcheck.agent.spool import Spool
+from netcheck.agent.transport import Timeouts
+from netcheck.agent.upload import UploadStatus, spool_and_upload
+from tests.agent.collector_double import Canned, CollectorDouble
+from tests.agent.conftest import Real
+from tests.agent.helpers import fake_report
+from tests.collector.conftest import sql
+
+
+def _enrolled(url: str, secret: str) -> AgentStore:
+    store = AgentStore()
+    enroll(store, url, secret, tags={})
+    return store
+
+
+def test_uploaded_to_the_real_collector(real: Callable[..., Real]) -> None:
+    collector = real()
+    _enrolled(collector.url, collector.secret)
+    report = fake_report()
+    summary = spool_and_upload(report, deadline_s=20)
+    assert summary.status is UploadStatus.UPLOADED and summary.message == "Report uploaded."
+    assert [r.report_id for r in sql(collector.database_url, "SELECT report_id FROM reports")] == \
+        [report["report_id"]]
+    assert not Spool().pending()
+
+
+def test_collector_down_keeps_the_report(double: CollectorDouble) -> None:
+    store = _enrolled(double.url, double.secret)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    store.save(replace(store.load_config(), collector_url=dead), store.load_token())
+    sleeps: list[float] = []
+    summary = spool_and_upload(fake_report(), deadline_s=10, sleep=sleeps.append)
+    assert summary.status is UploadStatus.QUEUED
+    assert summary.message == "Collector unreachable; the report is kept and will be sent later."
+    assert summary.pending == 1 and len(Spool().pending()) == 1
+    assert sleeps  # it retried within the deadline
+    # back online: the next upload sends both, oldest first
+    store.save(replace(store.load_config(), collector_url=double.url), store.load_token())
+    summary = spool_and_upload(fake_report(), deadline_s=10)
+    assert summary.status is UploadStatus.UPLOADED and summary.uploaded == 2
+    assert "1 earlier report" in summary.message
+
+
+def test_retry_after_within_the_deadline_is_honoured(double: CollectorDouble) -> None:
+    _enrolled(double.url, double.secret)
+    double.canned.append(Canned(503, b'{"error":{"code":"busy","message":"later"}}', {"Retry-After": "2"}))
+    sleeps: list[float] = []
+    summary = spool_and_upload(fake_report(), deadline_s=10, sleep=sleeps.append)
+    assert summary.status is UploadStatus.UPLOADED and sleeps == [2.0]
+
+
+def test_not_enrolled_is_said_plainly_and_nothing_is_spooled() -> None:
+    summary = spool_and_upload(fake_report(), deadline_s=5)
+    assert summary.status is UploadStatus.NOT_ENROLLED and "netcheck enroll" in summary.message
+    assert not Spool().pending()
+
+
+def test_tls_failure_says_tls(double: CollectorDouble) -> None:
+    store = _enrolled(double.url, double.secret)
+    store.save(replace(store.load_config(), collector_url=double.url.replace("http", "https")),
+               store.load_token())
+    summary = spool_and_upload(fake_report(), deadline_s=10, timeouts=Timeouts(2, 2, 2, 4))
+    assert summary.status is UploadStatus.TLS_FAILED and "TLS" in summary.message
+    assert "kept" in summary.message and len(Spool().pending()) == 1
+
+
+def test_another_upload_in_flight(double: CollectorDouble) -> None:
+    _enrolled(double.url, double.secret)
+    spool = Spool()
+    with spool.upload_lock.held():
+        summary = spool_and_upload(fake_report(), deadline_s=5, spool=Spool())
+    assert summary.status is UploadStatus.BUSY and "agent" in summary.message
+
+
+def test_refused_report_is_set_aside(double: CollectorDouble) -> None:
+    _enrolled(double.url, double.secret)
+    double.canned.append(Canned(422, b'{"error":{"code":"invalid","message":"report.x"}}'))
+    summary = spool_and_upload(fake_report(), deadline_s=5)
+    assert summary.status is UploadStatus.REJECTED and "set aside" in summary.message
+    assert len(Spool().quarantined()) == 1
+
+
+def test_unusable_spool_is_reported_not_raised(double: CollectorDouble, tmp_path: Path) -> None:
+    _enrolled(double.url, double.secret)
+    spool = Spool(tmp_path / "sp", max_bytes=100)
+    summary = spool_and_upload(fake_report(), deadline_s=5, spool=spool)
+    assert summary.status is UploadStatus.NOT_SPOOLED and "larger than the spool" in summary.message
