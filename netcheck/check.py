@@ -138,7 +138,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     spec = probe_spec(options)
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
     relay = options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY") or catalog.media_relay
-    settings = RunSettings(concurrency=policy.concurrency, families=families or ("ipv4",), media_relay=relay)
+    settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
+                           families=families or ("ipv4",), media_relay=relay)
     profile = load_site_profile(options.site_profile) if options.site_profile else SiteProfile()
     user = _validate_user(options.user)
     results: list[ProbeResult] = []

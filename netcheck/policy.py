@@ -20,6 +20,7 @@ from netcheck.errors import ConfigError
 class Policy:
     deadline_s: float = 30.0
     concurrency: int = 96
+    dns_concurrency: int = 40
     tcp_samples: int = 3
     tcp_samples_thorough: int = 10
     whoami_name: str | None = None
@@ -49,6 +50,7 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "deadline_s": float(check.get("deadline_s", 30.0)),
         "concurrency": int(check.get("concurrency", 96)),
+        "dns_concurrency": int(check.get("dns_concurrency", 40)),
         "tcp_samples": int(check.get("tcp_samples", 3)),
         "tcp_samples_thorough": int(check.get("tcp_samples_thorough", 10)),
         "whoami_name": check.get("whoami_name") or None,
@@ -74,8 +76,8 @@ def load_policy(path: Path | None = None) -> Policy:
         policy = Policy(**_flatten(doc))
     except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot load the policy ({exc})") from exc
-    if policy.deadline_s <= 0 or policy.concurrency < 1 or policy.tcp_samples < 1:
-        raise ConfigError(f"{path}: deadline, concurrency and tcp_samples must be positive")
+    if policy.deadline_s <= 0 or min(policy.concurrency, policy.dns_concurrency, policy.tcp_samples) < 1:
+        raise ConfigError(f"{path}: deadline, concurrency, dns_concurrency and tcp_samples must be positive")
     return policy
 
 

@@ -33,6 +33,8 @@ def _noop(_: ProbeResult) -> None:
 @dataclass(frozen=True)
 class RunSettings:
     concurrency: int = 96
+    #: DNS lookups in flight at once (home routers refuse floods of forwarded queries).
+    dns_concurrency: int = 40
     #: Address families this laptop can route ("ipv4", "ipv6").
     families: tuple[str, ...] = ("ipv4",)
     #: Teams media relay host name (STUN), if the catalog names one.
@@ -79,6 +81,10 @@ def sample_addresses(networks: Sequence[Network]) -> tuple[str, ...]:
     return tuple(out[v] for v in sorted(out))
 
 
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def planned_count(plan: TargetPlan, settings: RunSettings, extra: int = 0) -> int:
     """How many results a run will produce (for a progress bar)."""
     n = extra
@@ -86,8 +92,8 @@ def planned_count(plan: TargetPlan, settings: RunSettings, extra: int = 0) -> in
     for t in plan.hosts:
         ports = plan.ports.get(t.host, ())
         n += 1 + len(ports)
-        per_family = (1 if 443 in ports else 0) + (1 if t.category is not Category.DEFAULT else 0)
-        n += per_family * fams
+        if t.category is not Category.DEFAULT:
+            n += ((1 if 443 in ports else 0) + 1) * fams
     if settings.media_relay and plan.media:
         n += 1
     return n
@@ -100,6 +106,7 @@ class _Run:
         self.on_result = on_result
         self.probes = probes
         self.sem = asyncio.Semaphore(settings.concurrency)
+        self.dns_sem = asyncio.Semaphore(settings.dns_concurrency)
         self.results: list[ProbeResult] = []
 
     async def guarded(self, kind: ProbeKind, target: Target,
@@ -127,21 +134,35 @@ class _Run:
         return self.guarded(kind, target, lambda: fn(target, self.spec, self.deadline))
 
     async def host(self, target: Target, ports: tuple[int, ...]) -> None:
-        http = [self.probe(ProbeKind.HTTP, target.with_port(p, "https" if p == 443 else "http")) for p in ports]
-        dns_task = asyncio.ensure_future(self.probe(ProbeKind.DNS, target))
-        follow: list[Awaitable[ProbeResult]] = []
-        dns = await dns_task
+        """DNS first; then TLS, TCP samples and HTTP to the address it gave, all at once.
+
+        HTTP goes to the resolved address (as the OS would pick it) rather than
+        resolving again: half the DNS load, and the same critical path. When the
+        name did not resolve, HTTP resolves by itself, as an application would.
+        """
+        async with self.dns_sem:
+            dns = await self.probe(ProbeKind.DNS, target)
+        http_target = target
         if dns.ok:
-            for fam in self.settings.families:
+            preferred = [a for fam in ("ipv6", "ipv4") if fam in self.settings.families
+                         for a in _strings(dns.detail.get(fam))]
+            if preferred:
+                http_target = target.with_address(preferred[0])
+        follow: list[Awaitable[ProbeResult]] = [
+            self.probe(ProbeKind.HTTP, http_target.with_port(p, "https" if p == 443 else "http")) for p in ports]
+        if dns.ok:
+            # Front doors (Optimize and Allow): certificate and interception check and
+            # latency samples per address family, as Microsoft's test does. Default
+            # endpoints (often third-party CDNs) get their TLS checked by the HTTPS probe.
+            for fam in self.settings.families if target.category is not Category.DEFAULT else ():
                 addrs = dns.detail.get(fam)
                 if not isinstance(addrs, list) or not addrs:
                     continue
                 addressed = target.with_address(str(addrs[0]))
                 if 443 in ports:
                     follow.append(self.probe(ProbeKind.TLS, addressed.with_port(443)))
-                if target.category is not Category.DEFAULT:
-                    follow.append(self.probe(ProbeKind.TCP, addressed.with_port(443 if 443 in ports else 80)))
-        await asyncio.gather(*http, *follow)
+                follow.append(self.probe(ProbeKind.TCP, addressed.with_port(443 if 443 in ports else 80)))
+        await asyncio.gather(*follow)
 
     async def media(self, media: MediaTarget, relay: str, probe: MediaProbe) -> None:
         target = Target(host=relay, category=media.category, workloads=media.workloads,

@@ -30,6 +30,9 @@ extra=""
 [ -f .ci/lab-pip-packages.txt ] && extra="-r .ci/lab-pip-packages.txt"
 .venv/bin/pip install -q -e '.[collector,test]' $extra 2>&1 | grep -v "^WARNING: Location" || true
 
+# Byte-compile now: the lab runs netcheck as a standard user, who cannot write __pycache__.
+.venv/bin/python -m compileall -q netcheck >/dev/null
+
 echo "== ruff"
 .venv/bin/ruff check netcheck tests bench
 echo "== mypy (strict)"

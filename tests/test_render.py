@@ -37,7 +37,11 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def test_json_report_matches_golden_file() -> None:
-    _golden("report.json", render_json(sample_report()))
+    _golden("report.json", render_json(sample_report(), pretty=True))
+
+
+def test_compact_and_pretty_json_hold_the_same_report() -> None:
+    assert json.loads(render_json(sample_report())) == json.loads(render_json(sample_report(), pretty=True))
 
 
 def test_text_report_matches_golden_file() -> None:

@@ -93,5 +93,10 @@ def outage_to_dict(section: OutageSection) -> dict[str, Any]:
     }
 
 
-def render_json(report: Report) -> str:
-    return json.dumps(report_to_dict(report), indent=2, sort_keys=False) + "\n"
+def render_json(report: Report, *, pretty: bool = False) -> str:
+    """One JSON document. Compact by default: the C encoder is used only without
+    indentation, and a full report is ~0.2 s of CPU to indent in pure Python."""
+    data = report_to_dict(report)
+    if pretty:
+        return json.dumps(data, indent=2) + "\n"
+    return json.dumps(data, separators=(",", ":")) + "\n"
