@@ -246,7 +246,8 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     network["on_site"] = gathered.facts.on_site
     network["identity"] = gathered.facts.identity
     section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
-                            gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress)
+                            gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress,
+                            gathered.tunneled_by_workload)
     return section, interfaces
 
 

@@ -95,6 +95,8 @@ class WorkloadOutage:
     if_vpn_stays: Fate
     if_vpn_drops: Fate
     evidence: tuple[str, ...]
+    #: The links of the evidence that break, for the worse VPN behaviour.
+    causes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ class _Model:
             return Fate.FAILS, f"DNS: every resolver ({names}) is at the site or reached through it"
         return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer"
 
-    def path(self, dep: Dependency, behaviour: str) -> tuple[Fate, list[str]]:
+    def path(self, dep: Dependency, behaviour: str) -> tuple[Fate, list[str], list[str]]:
+        """(fate, the chain of evidence, the links of it that break) for one dependency."""
         why: list[str] = []
         p = dep.proxy
         via_proxy = p.proxy is not None
@@ -207,47 +210,48 @@ class _Model:
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
-                    return Fate.FAILS, why
+                    return Fate.FAILS, why, why[-2:]
                 else:
                     why.append("without its PAC file the browser goes direct")
                     via_proxy = False
         if via_proxy and p.proxy_route is not None:
             ok, reason = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
-            why.append(f"proxy {p.proxy}: {reason}")
-            return (Fate.WORKS if ok else Fate.FAILS), why
+            why.append(f"{dep.host} goes through the proxy {p.proxy}: {reason}")
+            return (Fate.WORKS, why, []) if ok else (Fate.FAILS, why, why[-1:])
         if not dep.routes:
             why.append(f"{dep.host}: did not resolve even with the site up")
-            return Fate.FAILS, why
+            return Fate.FAILS, why, why[-1:]
         reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
         why.extend(f"{dep.host} {reason}" for _, reason in reach)
         if all(ok for ok, _ in reach):
-            return Fate.WORKS, why
+            return Fate.WORKS, why, []
         if any(ok for ok, _ in reach):
             why.append("one address family is cut off; applications fall back to the other")
-            return Fate.WORKS, why
-        return Fate.FAILS, why
+            return Fate.WORKS, why, []
+        return Fate.FAILS, why, [f"{dep.host} {reason}" for _, reason in reach]
 
     def workload(self, wid: str, deps: Sequence[Dependency]) -> WorkloadOutage:
         fates: dict[str, Fate] = {}
+        causes: dict[str, list[str]] = {}
         evidence: list[str] = []
         for behaviour in BEHAVIOURS:
-            dns_fate, dns_why = self.dns(behaviour)
-            fate = dns_fate
-            lines = [f"[VPN {behaviour}] {dns_why}"]
+            fate, dns_why = self.dns(behaviour)
+            lines, broken = [dns_why], [dns_why] if fate is not Fate.WORKS else []
             for dep in deps:
-                f, why = self.path(dep, behaviour)
+                f, why, cause = self.path(dep, behaviour)
                 fate = worst((fate, f))
-                lines.extend(f"[VPN {behaviour}] {w}" for w in why)
+                lines.extend(why)
+                broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
             if now is not Fate.WORKS and not any(r.kind == "vpn" for d in deps for r in d.routes):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
-                lines.append(f"[VPN {behaviour}] measured now, on a path the site does not change: {now.value}")
-            fates[behaviour] = fate
-            evidence.extend(lines)
-        if not self.facts.vpn_interfaces:
-            evidence = [e.replace("[VPN stays] ", "").replace("[VPN drops] ", "") for e in evidence]
-            evidence = list(dict.fromkeys(evidence))
-        return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(evidence))
+                lines.append(f"measured now, on a path the site does not change: {now.value}")
+                broken.append(lines[-1])
+            fates[behaviour], causes[behaviour] = fate, broken
+            evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
+        worse = "stays" if fates["stays"].rank >= fates["drops"].rank else "drops"
+        return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(dict.fromkeys(evidence)),
+                              tuple(dict.fromkeys(causes[worse])))
 
     def site_systems(self) -> tuple[SiteSystem, ...]:
         out: list[SiteSystem] = []
@@ -339,27 +343,60 @@ _FIXES = {
 }
 
 
+def _short(names: Mapping[str, str], wid: str) -> str:
+    return names.get(wid, wid).split(" (")[0]
+
+
+def _fix_for(wid: str, causes: Sequence[str], names: Mapping[str, str], tunneled: Sequence[str]) -> str:
+    """The remedy for one workload, from what breaks it."""
+    text = " ".join(causes)
+    fixes: list[str] = []
+    if "through the VPN" in text:
+        if tunneled:
+            shown = ", ".join(tunneled[:12]) + (f" and {len(tunneled) - 12} more" if len(tunneled) > 12 else "")
+            fixes.append(f"Exclude the Microsoft 365 prefixes of {_short(names, wid)} from the VPN tunnel (current "
+                         f"endpoint data): {shown}; or let the VPN client disconnect when the site is unreachable.")
+        else:
+            fixes.append(f"{_short(names, wid)} goes through the VPN to the site: let the VPN client disconnect when "
+                         "the site is unreachable, or send this traffic direct.")
+    if "DNS:" in text:
+        fixes.append(_FIXES["dns"])
+    if "PAC file" in text:
+        fixes.append(_FIXES["pac"])
+    if "proxy" in text and "PAC file" not in text:
+        fixes.append(_FIXES["proxy"])
+    if "at the site, which is down" in text and wid == "identity":
+        fixes.append(_FIXES["federation"])
+    if "measured now" in text:
+        fixes.append("This is already impaired from here, independently of the site: see the other findings.")
+    return " ".join(dict.fromkeys(fixes)) or "Remove this workload's dependency on the site."
+
+
 def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: Sequence[str],
                   split_tunnel: Sequence[SplitTunnelRow] = (), tunneled_optimize: Sequence[str] = (),
-                  identity_split_egress: bool = False) -> OutageSection:
+                  identity_split_egress: bool = False,
+                  tunneled_by_workload: Mapping[str, Sequence[str]] | None = None) -> OutageSection:
     """Verdict, summary, fixes and findings for a prediction (pure)."""
+    tunneled_by_workload = tunneled_by_workload or {}
     fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
     failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
     degraded = [wid for wid in core if fates.get(wid) is Fate.DEGRADED]
     verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded else Verdict.READY
 
     def listing(ids: Sequence[str]) -> str:
-        return ", ".join(names.get(i, i).split(" (")[0] for i in ids)
+        words = [_short(names, i) for i in ids]
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
+    only_if_stays = len(prediction.behaviours) == 2 and all(
+        w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
-        summary = f"If the site went down, you would lose {listing(failed)}."
+        summary = f"If the site went down, you would lose {listing(failed)}"
+        summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
+                    if only_if_stays else ".")
     elif degraded:
         summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
     else:
         summary = "If the site went down, you could keep working from where you are."
-    if len(prediction.behaviours) == 2 and any(
-            w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed):
-        summary += " (That is if the VPN stays connected to the dead site; if it drops, less is lost.)"
     fixes: list[str] = []
     if tunneled_optimize:
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
@@ -371,13 +408,17 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         fate = prediction.fate(w.id)
         if fate is Fate.WORKS:
             continue
+        both = {w.if_vpn_stays, w.if_vpn_drops}
+        when = (" if the VPN stays connected to the site" if len(prediction.behaviours) == 2 and len(both) == 2
+                else "")
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
-            title=f"If the site goes down: {names.get(w.id, w.id).split(' (')[0]} {fate.value}",
-            detail=("This depends on systems at the corporate site: "
-                    + "; ".join(e for e in w.evidence if "site" in e)[:1500]),
-            remediation=" ".join(fixes) or "Remove the dependency on the site for this workload.",
-            workload=w.id, principle=3, evidence=w.evidence))
+            title=(f"If the site goes down, {_short(names, w.id)} "
+                   f"{'stops working' if fate is Fate.FAILS else 'is impaired'}{when}"),
+            detail=(w.causes[0] + (f" (and {len(w.causes) - 1} more)" if len(w.causes) > 1 else "") + "."
+                    if w.causes else "It depends on the site."),
+            remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),
+            workload=w.id, principle=3, evidence=w.causes))
     for row in split_tunnel:
         if row.ipv4 == "split_out" and row.ipv6 in ("tunneled", "selective"):
             findings.append(Finding(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from netcheck.catalog import Catalog, EndpointSet, Network
@@ -36,6 +36,8 @@ class GatheredFacts:
     tunneled_optimize: tuple[str, ...]
     #: Sign-in leaves through the VPN while Optimize traffic goes direct.
     identity_split_egress: bool
+    #: Per workload, its Optimize and Allow prefixes whose traffic enters the VPN.
+    tunneled_by_workload: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _route(egress: Egress) -> Route:
@@ -130,8 +132,9 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     proxy_paths = _proxy_paths(settings, key_hosts, pac_text, deadline)
     proxy_hosts = {h: _resolve(h, deadline) for h in {*(_host(x[0]) for x in proxy_paths.values() if x[0]),
                                                      *(x[1] for x in proxy_paths.values() if x[1])}}
-    optimize = [(s, n) for s in catalog.sets if s.category is Category.OPTIMIZE and s.required for n in s.ips]
-    samples = [representative(n) for _, n in optimize]
+    ranges = [(s, n) for s in catalog.sets if s.category is not Category.DEFAULT and s.required for n in s.ips]
+    optimize = [(s, n) for s, n in ranges if s.category is Category.OPTIMIZE]
+    samples = [representative(n) for _, n in ranges]
     everything = [*resolvers, *(a for v in wanted.values() for a in v),
                   *(a for v in proxy_hosts.values() for a in v), *samples]
     egress = platform.egress_many(list(dict.fromkeys(everything)))
@@ -177,7 +180,14 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
                       dependencies=tuple(deps), identity=identity)
-    return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split)
+    by_workload: dict[str, dict[str, None]] = {}
+    for s, n in ranges:
+        e = egress.get(representative(n))
+        if e is not None and e.kind == "vpn":
+            for wid in catalog.workloads_of(s):
+                by_workload.setdefault(wid, {})[str(n)] = None
+    return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split,
+                         {w: tuple(p) for w, p in by_workload.items()})
 
 
 #: Stand-ins for the laptop at home, when the prediction is made on the office network.

@@ -303,13 +303,13 @@ def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessC
                 + (ctx.offline_reason + " " if ctx.offline_reason else "")
                 + "Connect to a network and run netcheck again.")
     if verdict is Verdict.NOT_READY:
-        return f"No: from here you cannot use {names(Status.FAILED)}."
+        return f"Right now, from here, you cannot use {names(Status.FAILED)}."
     if verdict is Verdict.AT_RISK:
         degraded = names(Status.DEGRADED)
-        return (f"Mostly: you can work from here, but {degraded} "
+        return (f"Right now you can work from here, but {degraded} "
                 f"{'is' if ',' not in degraded else 'are'} impaired." if degraded
-                else "Mostly: you can work from here, but there are problems to fix.")
-    return "Yes: from here you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
+                else "Right now you can work from here, but there are problems to fix.")
+    return "Right now, from here, you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
 
 
 def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> Assessment:

@@ -83,7 +83,7 @@ def test_all_healthy_is_ready() -> None:
     assert a.verdict.exit_code == 0
     assert all(w.status is Status.OK for w in a.workloads)
     assert [f for f in a.findings if f.severity is not Severity.INFO] == []
-    assert a.summary.startswith("Yes")
+    assert a.summary.startswith("Right now, from here, you can use")
 
 
 def test_offline_is_unknown_exit_3_with_one_plain_sentence() -> None:

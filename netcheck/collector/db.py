@@ -1,0 +1,302 @@
+"""The collector's tables (SQLAlchemy Core), the engine, and schema migrations.
+
+One schema for SQLite (the zero-configuration default) and PostgreSQL (production, several
+collector processes). Alembic migrations in ``migrations/`` create and evolve it; ``migrate()``
+runs them programmatically, under an advisory lock on PostgreSQL so that collectors starting
+together do not race. SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives a
+power cut) and every transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the
+busy timeout instead of failing when a read lock cannot be upgraded.
+
+Times are stored in UTC. The full report is kept as canonical JSON text; the fields the
+dashboard filters on (verdict, per-workload status, sweep answers, tags) are columns and rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from netcheck.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: arbitrary constant: the PostgreSQL advisory lock held while migrating
+_MIGRATION_LOCK = 0x6E6574636865636B
+_MIGRATE_THREADS = threading.Lock()
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite has no time zone type)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+#: 64-bit integer primary keys that are still SQLite rowid aliases
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+enroll_secrets = sa.Table(
+    "enroll_secrets", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("site", sa.String(128)),
+    sa.Column("note", sa.String(255)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("hardware_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(255)),
+    sa.Column("os", sa.String(16), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("secret_id", sa.String(32), nullable=False),
+    sa.Column("enrolled_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime),
+    sa.Column("last_seq", sa.BigInteger),
+    sa.Column("last_report_pk", sa.BigInteger),
+    sa.Column("last_verdict", sa.String(16)),
+    sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+device_tags = sa.Table(
+    "device_tags", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+    sa.Index(None, "key", "value"),
+)
+
+device_tokens = sa.Table(
+    "device_tokens", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("first_used_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+reports = sa.Table(
+    "reports", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("report_id", sa.String(36), nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("measured_at", UTCDateTime, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+    #: server clock minus the agent's clock when it sent the report (seconds, transit included)
+    sa.Column("skew_s", sa.Float, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("dropped", sa.BigInteger, nullable=False),
+    sa.Column("spool_full", sa.Boolean, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("exit_code", sa.SmallInteger, nullable=False),
+    sa.Column("tool_version", sa.String(200), nullable=False),
+    sa.Column("sweep_id", sa.String(64)),
+    sa.Column("report_json", sa.Text, nullable=False),
+    sa.UniqueConstraint("device_id", "report_id"),
+    sa.Index(None, "device_id", "received_at"),
+    sa.Index(None, "received_at"),
+)
+
+report_workloads = sa.Table(
+    "report_workloads", metadata,
+    sa.Column("report_pk", sa.BigInteger, sa.ForeignKey("reports.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("workload_id", sa.String(32), primary_key=True),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("score", sa.SmallInteger),
+    sa.Column("latency_ms", sa.Float),
+    sa.Index(None, "workload_id", "status"),
+)
+
+sweeps = sa.Table(
+    "sweeps", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("thorough", sa.Boolean, nullable=False),
+    sa.Column("tag_key", sa.String(32)),
+    sa.Column("tag_value", sa.String(128)),
+    sa.Column("note", sa.String(255)),
+)
+
+sweep_responses = sa.Table(
+    "sweep_responses", metadata,
+    sa.Column("sweep_id", sa.String(36), sa.ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("report_pk", sa.BigInteger, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+)
+
+policy = sa.Table(
+    "policy", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value_json", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: fixed one-minute windows, shared by every collector process through the database
+rate_counters = sa.Table(
+    "rate_counters", metadata,
+    sa.Column("bucket", sa.String(160), primary_key=True),
+    sa.Column("minute", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+
+def relax_durability(conn: Connection) -> None:
+    """This transaction need not wait for its commit to reach the disk (PostgreSQL).
+
+    For rate-limit counters and a token's first use: losing the last of them in a crash is
+    harmless, and not waiting for the WAL flush keeps the gate in front of every request fast.
+    Reports are always committed durably.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """An INSERT that has ``on_conflict_do_nothing/do_update`` on this database (both have them)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeout_s: float = 5.0) -> Engine:
+    """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``.
+
+    ``postgresql://`` is taken to mean psycopg 3. SQLite's parent directory is created.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {url!r} (try sqlite:///path or postgresql://host/db)") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, timeout_s)
+    if backend != "postgresql":
+        raise ConfigError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
+    try:
+        return sa.create_engine(
+            parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=timeout_s,
+            pool_recycle=3600,  # no pre-ping: the app retries once on a dropped connection
+            connect_args={"connect_timeout": max(1, round(timeout_s)), "application_name": "netcheck-collector"},
+        )
+    except (ImportError, sa.exc.ArgumentError) as exc:
+        raise ConfigError(f"cannot use database URL {parsed.render_as_string()}: {exc}") from exc
+
+
+def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float) -> Engine:
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        raise ConfigError("SQLite needs a file path: sqlite:///path/to/collector.db")
+    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, pool_size=8, max_overflow=8, pool_timeout=timeout_s,
+                              connect_args={"timeout": timeout_s, "check_same_thread": False})
+    busy_ms = int(timeout_s * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Connection | None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision recorded in the database, or None when it was never migrated."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the schema to the newest revision; returns it. Safe to run from several processes.
+
+    Processes are kept apart by the database (an advisory lock on PostgreSQL, the write lock of
+    ``BEGIN IMMEDIATE`` on SQLite), threads by a lock (Alembic's context is module-global).
+    """
+    from alembic import command
+
+    with _MIGRATE_THREADS, engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+        try:
+            command.upgrade(_alembic_config(conn), "head")
+            conn.commit()
+        finally:
+            if conn.dialect.name == "postgresql":
+                conn.rollback()
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
+    return head_revision()

@@ -1,0 +1,124 @@
+"""Collector settings: one frozen value, from defaults, the environment and the command line.
+
+Every setting has an environment variable ``NETCHECK_<NAME>`` (upper case), so that
+``netcheck serve --workers N`` can hand the same settings to every worker process and a
+container can be configured without flags. Command-line options override the environment.
+Rate limits are requests per minute; 0 switches a limit off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from netcheck.errors import ConfigError
+from netcheck.paths import data_dir
+
+ENV_PREFIX = "NETCHECK_"
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+def default_database_url() -> str:
+    """SQLite in the user's data directory: the zero-configuration default."""
+    return f"sqlite:///{Path(data_dir()) / 'collector.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    workers: int = 1
+    max_body: int = DEFAULT_MAX_BODY
+    #: header a trusted reverse proxy sets to the client address (its last entry is used)
+    trusted_proxy_header: str | None = None
+    #: per device, on every authenticated route
+    rate_device: int = 60
+    #: per client address, on every /api/v1 route except enrollment (offices share one address)
+    rate_address: int = 1200
+    #: enrollment, per client address and for the whole collector
+    rate_enroll_address: int = 10
+    rate_enroll_global: int = 1000
+    #: accept ``Content-Encoding: gzip`` (decompressed size is bounded by max_body too)
+    accept_gzip: bool = True
+    db_pool_size: int = 10
+    db_max_overflow: int = 0
+    #: seconds a request waits for the database (connect, pool, SQLite lock) before 503
+    db_timeout_s: float = 5.0
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", default_database_url())
+        if self.max_body < 1024:
+            raise ConfigError(f"max body {self.max_body} is too small: use at least 1024 bytes")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range 0-65535")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        for name in ("rate_device", "rate_address", "rate_enroll_address", "rate_enroll_global"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or a positive number of requests per minute")
+        if self.db_timeout_s <= 0:
+            raise ConfigError("db_timeout_s must be positive")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``NETCHECK_*`` variables, then ``overrides`` (None values are ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` rebuild these settings (for worker processes)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[ENV_PREFIX + f.name.upper()] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
+
+
+def _convert(name: str, annotation: object, raw: str) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

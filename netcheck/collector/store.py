@@ -1,0 +1,417 @@
+"""What the collector does with its database: enroll, authenticate, ingest, sweeps, policy, admin.
+
+Every function takes an open ``Connection`` inside a transaction the caller owns (the web app
+commits before it acknowledges anything; the admin CLI commits per command). Nothing here knows
+about HTTP: refusals are the exceptions at the top of this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from netcheck.collector import auth
+from netcheck.collector.db import (
+    device_tags,
+    device_tokens,
+    devices,
+    dialect_insert,
+    enroll_secrets,
+    policy,
+    report_workloads,
+    reports,
+    sweep_responses,
+    sweeps,
+)
+from netcheck.collector.validate import ApiError, BodyValidator
+from netcheck.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(Exception):
+    """Wrong, unknown or revoked credential (secret or token)."""
+
+
+class ReportConflict(Exception):
+    """The same report id was already stored for this device with a different body."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    return dialect_insert(conn.dialect.name, table)
+
+
+# --- enrollment and tokens -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Enrolled:
+    device_id: str
+    token: str
+    created: bool
+
+
+def _secret_row(conn: Connection, secret: str) -> sa.Row[Any]:
+    d = auth.digest(secret)
+    row = conn.execute(sa.select(enroll_secrets).where(enroll_secrets.c.digest == d)).first()
+    if row is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
+        raise Unauthorized
+    return row
+
+
+def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.datetime) -> Enrolled:
+    """Exchange a valid secret for a new device token; the same hardware id is the same device.
+
+    The previous tokens of a re-enrolled device stay valid until the new one is first used
+    (acquire, then replace: see ``authenticate``).
+    """
+    sec = _secret_row(conn, secret)
+    hardware_id = str(device["hardware_id"]).lower()
+    tags = {str(k): str(v) for k, v in (device.get("tags") or {}).items()}
+    if sec.site:
+        tags["site"] = sec.site
+    fields = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"],
+              "secret_id": sec.id, "updated_at": now}
+    new_id = str(uuid.uuid4())
+    inserted = conn.execute(
+        _insert(conn, devices).values(id=new_id, hardware_id=hardware_id, enrolled_at=now, dropped_total=0,
+                                      **fields)
+        .on_conflict_do_nothing(index_elements=[devices.c.hardware_id]).returning(devices.c.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        device_id = conn.execute(sa.select(devices.c.id).where(devices.c.hardware_id == hardware_id)).scalar_one()
+        conn.execute(sa.update(devices).where(devices.c.id == device_id).values(**fields))
+        conn.execute(sa.delete(device_tags).where(device_tags.c.device_id == device_id))
+    else:
+        device_id = inserted
+    if tags:
+        conn.execute(sa.insert(device_tags), [{"device_id": device_id, "key": k, "value": v}
+                                              for k, v in sorted(tags.items())])
+    token = auth.new_token()
+    conn.execute(sa.insert(device_tokens).values(device_id=device_id, digest=auth.digest(token), created_at=now))
+    return Enrolled(device_id, token, inserted is not None)
+
+
+_TOKEN_BY_DIGEST = sa.select(device_tokens.c.id, device_tokens.c.device_id, device_tokens.c.digest,
+                             device_tokens.c.first_used_at, device_tokens.c.revoked_at).where(
+    device_tokens.c.digest == sa.bindparam("b_digest"))
+
+
+def authenticate(conn: Connection, token: str | None, now: dt.datetime) -> str | None:
+    """The device a token belongs to, or None. First use of a token revokes the older ones."""
+    d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
+    row = conn.execute(_TOKEN_BY_DIGEST, {"b_digest": d}).first()
+    if token is None or row is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
+        return None
+    if row.first_used_at is None:
+        conn.execute(sa.update(device_tokens).where(device_tokens.c.id == row.id).values(first_used_at=now))
+        conn.execute(sa.update(device_tokens)
+                     .where(device_tokens.c.device_id == row.device_id, device_tokens.c.id < row.id,
+                            device_tokens.c.revoked_at.is_(None))
+                     .values(revoked_at=now))
+    return str(row.device_id)
+
+
+def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int:
+    """Revoke every token of a device (a lost laptop); returns how many were active."""
+    result = conn.execute(sa.update(device_tokens)
+                          .where(device_tokens.c.device_id == device_id, device_tokens.c.revoked_at.is_(None))
+                          .values(revoked_at=now))
+    return int(result.rowcount)
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Incoming:
+    """A validated report upload, ready to store."""
+
+    report: Mapping[str, Any]
+    report_json: str
+    body_sha256: str
+    measured_at: dt.datetime
+    sent_at: dt.datetime
+    seq: int
+    dropped: int
+    spool_full: bool
+    sweep_id: str | None
+
+
+@dataclass(frozen=True)
+class _IngestSql:
+    """The statements of ``ingest``, built once per dialect (building them costs more than running)."""
+
+    insert_report: Any
+    existing: Any
+    insert_workloads: Any
+    update_device: Any
+
+
+_REPORT_FIELDS = ("device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
+                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_json")
+
+
+@functools.cache
+def _ingest_sql(dialect: str) -> _IngestSql:
+    newer = sa.or_(devices.c.last_seq.is_(None), devices.c.last_seq <= sa.bindparam("b_seq"))
+    return _IngestSql(
+        insert_report=dialect_insert(dialect, reports)
+        .values({name: sa.bindparam(name) for name in _REPORT_FIELDS})
+        .on_conflict_do_nothing(index_elements=[reports.c.device_id, reports.c.report_id])
+        .returning(reports.c.id),
+        existing=sa.select(reports.c.body_sha256).where(reports.c.device_id == sa.bindparam("b_device"),
+                                                        reports.c.report_id == sa.bindparam("b_report")),
+        insert_workloads=sa.insert(report_workloads),
+        update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
+            last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
+            dropped_total=devices.c.dropped_total + sa.bindparam("b_dropped", type_=sa.BigInteger),
+            last_report_pk=sa.case((newer, sa.bindparam("b_pk", type_=sa.BigInteger)),
+                                   else_=devices.c.last_report_pk),
+            last_verdict=sa.case((newer, sa.bindparam("b_verdict", type_=sa.String)),
+                                 else_=devices.c.last_verdict),
+            last_seq=sa.case((newer, sa.bindparam("b_seq", type_=sa.BigInteger)), else_=devices.c.last_seq),
+        ),
+    )
+
+
+def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -> str:
+    """Store a report once; returns "stored" or "duplicate", raises ``ReportConflict``."""
+    sql = _ingest_sql(conn.dialect.name)
+    report = item.report
+    report_id = str(report["report_id"])
+    verdict = str(report["verdict"])
+    pk = conn.execute(sql.insert_report, {
+        "device_id": device_id, "report_id": report_id, "body_sha256": item.body_sha256,
+        "measured_at": item.measured_at, "received_at": now, "sent_at": item.sent_at,
+        "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
+        "spool_full": item.spool_full, "verdict": verdict, "exit_code": int(report["exit_code"]),
+        "tool_version": str(report["tool"]["version"]), "sweep_id": item.sweep_id, "report_json": item.report_json,
+    }).scalar_one_or_none()
+    if pk is None:
+        existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
+        if auth.same_digest(existing, item.body_sha256):
+            return "duplicate"
+        log.warning("report id %s reused by device %s with a different body", report_id, device_id)
+        raise ReportConflict(report_id)
+    first: dict[str, Mapping[str, Any]] = {}
+    for w in report["workloads"]:
+        first.setdefault(w["id"], w)  # the schema does not forbid repeats: the first one counts
+    rows = [{"report_pk": pk, "workload_id": w["id"], "device_id": device_id, "status": w["status"],
+             "score": None if w["score"] is None else int(w["score"]),
+             "latency_ms": None if w["latency_ms"] is None else float(w["latency_ms"])}
+            for w in first.values()]
+    if rows:
+        conn.execute(sql.insert_workloads, rows)
+    conn.execute(sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk,
+                                     "b_verdict": verdict, "b_seq": item.seq})
+    if item.sweep_id is not None:
+        target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
+                            sa.literal(now, type_=sweeps.c.created_at.type))
+                  .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
+        conn.execute(_insert(conn, sweep_responses)
+                     .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
+                     .on_conflict_do_nothing())
+    return "stored"
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+def _targets_device(device_id: str) -> sa.ColumnElement[bool]:
+    tag = sa.select(device_tags.c.device_id).where(
+        device_tags.c.device_id == device_id, device_tags.c.key == sweeps.c.tag_key,
+        device_tags.c.value == sweeps.c.tag_value)
+    return sa.or_(sweeps.c.tag_key.is_(None), tag.exists())
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def pending_sweeps(conn: Connection, device_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    answered = sa.select(sweep_responses.c.sweep_id).where(
+        sweep_responses.c.sweep_id == sweeps.c.id, sweep_responses.c.device_id == device_id)
+    rows = conn.execute(
+        sa.select(sweeps.c.id, sweeps.c.created_at, sweeps.c.expires_at, sweeps.c.thorough)
+        .where(sweeps.c.expires_at > now, _targets_device(device_id), ~answered.exists())
+        .order_by(sweeps.c.created_at, sweeps.c.id)
+    ).all()
+    return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+             "thorough": bool(r.thorough)} for r in rows]
+
+
+def create_sweep(conn: Connection, now: dt.datetime, expires_in: dt.timedelta, *, thorough: bool = False,
+                 tag: tuple[str, str] | None = None, note: str | None = None) -> dict[str, Any]:
+    sweep_id = str(uuid.uuid4())
+    conn.execute(sa.insert(sweeps).values(
+        id=sweep_id, created_at=now, expires_at=now + expires_in, thorough=thorough,
+        tag_key=tag[0] if tag else None, tag_value=tag[1] if tag else None, note=note))
+    return {"id": sweep_id, "created_at": _iso(now), "expires_at": _iso(now + expires_in), "thorough": thorough,
+            "tag": f"{tag[0]}={tag[1]}" if tag else None, "note": note}
+
+
+def list_sweeps(conn: Connection) -> list[dict[str, Any]]:
+    answers = (sa.select(sa.func.count()).select_from(sweep_responses)
+               .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
+    rows = conn.execute(sa.select(sweeps, answers.label("answers")).order_by(sweeps.c.created_at)).all()
+    return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+             "thorough": bool(r.thorough), "tag": f"{r.tag_key}={r.tag_value}" if r.tag_key else None,
+             "note": r.note, "answers": int(r.answers)} for r in rows]
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+POLICY_DEFAULTS: dict[str, Any] = {
+    "tenant": None,
+    "instance": "Worldwide",
+    "user_domain": None,
+    "schedule": {"interval_s": 4 * 3600, "jitter_s": 15 * 60},
+    "deadline_s": 30.0,
+    "thresholds": {},
+    "site_profiles": [],
+    "endpoints_url": None,
+}
+
+POLICY_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": sorted(POLICY_DEFAULTS),
+    "properties": {
+        "tenant": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}]},
+        "instance": {"enum": ["Worldwide", "China", "USGovDoD", "USGovGCCHigh"]},
+        "user_domain": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 253,
+                                                     "pattern": "^[A-Za-z0-9.-]+$"}]},
+        "schedule": {
+            "type": "object", "additionalProperties": False, "required": ["interval_s", "jitter_s"],
+            "properties": {"interval_s": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
+                           "jitter_s": {"type": "integer", "minimum": 0, "maximum": 86400}},
+        },
+        "deadline_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+        "thresholds": {"type": "object", "maxProperties": 64},
+        "site_profiles": {"type": "array", "maxItems": 256, "items": {"type": "object"}},
+        "endpoints_url": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2048,
+                                                       "pattern": "^https://[^\\s]+$"}]},
+    },
+}
+
+POLICY_KEYS = ("tenant", "instance", "user_domain", "schedule.interval_s", "schedule.jitter_s", "deadline_s",
+               "thresholds", "site_profiles", "endpoints_url")
+
+_policy_validator: BodyValidator | None = None
+
+
+def get_policy(conn: Connection) -> dict[str, Any]:
+    merged = json.loads(json.dumps(POLICY_DEFAULTS))
+    for row in conn.execute(sa.select(policy.c.key, policy.c.value_json)):
+        if row.key in merged:
+            merged[row.key] = json.loads(row.value_json)
+    return dict(merged)
+
+
+def set_policy(conn: Connection, key: str, raw_value: str, now: dt.datetime) -> dict[str, Any]:
+    """Set one policy key from the command line; VALUE is JSON, or a plain string."""
+    global _policy_validator
+    if key not in POLICY_KEYS:
+        raise ConfigError(f"unknown policy key {key!r}; known keys: {', '.join(POLICY_KEYS)}")
+    try:
+        value: Any = json.loads(raw_value)
+    except ValueError:
+        value = raw_value
+    current = get_policy(conn)
+    top, _, sub = key.partition(".")
+    if sub:
+        current[top] = {**current[top], sub: value}
+    else:
+        current[top] = value
+    if _policy_validator is None:
+        _policy_validator = BodyValidator(POLICY_SCHEMA)
+    try:
+        _policy_validator.check(current)
+    except ApiError as exc:
+        raise ConfigError(f"invalid policy value for {key}: {exc.message}") from exc
+    encoded = json.dumps(current[top], sort_keys=True)
+    stmt = _insert(conn, policy).values(key=top, value_json=encoded, updated_at=now)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[policy.c.key],
+                                            set_={"value_json": encoded, "updated_at": now}))
+    return current
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+def create_secret(conn: Connection, now: dt.datetime, site: str | None = None,
+                  note: str | None = None) -> tuple[str, str]:
+    """A new enrollment secret; returns (id, secret). Only its digest is stored."""
+    secret = auth.new_secret()
+    secret_id = auth.new_secret_id()
+    conn.execute(sa.insert(enroll_secrets).values(id=secret_id, digest=auth.digest(secret), site=site,
+                                                  note=note, created_at=now))
+    return secret_id, secret
+
+
+def revoke_secret(conn: Connection, secret_id: str, now: dt.datetime) -> bool:
+    result = conn.execute(sa.update(enroll_secrets)
+                          .where(enroll_secrets.c.id == secret_id, enroll_secrets.c.revoked_at.is_(None))
+                          .values(revoked_at=now))
+    return bool(result.rowcount)
+
+
+def list_secrets(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(enroll_secrets.c.id, enroll_secrets.c.site, enroll_secrets.c.note,
+                                  enroll_secrets.c.created_at, enroll_secrets.c.revoked_at)
+                        .order_by(enroll_secrets.c.created_at)).all()
+    return [{"id": r.id, "site": r.site, "note": r.note, "created_at": _iso(r.created_at),
+             "revoked_at": _iso(r.revoked_at)} for r in rows]
+
+
+# --- devices and export ----------------------------------------------------------------------
+
+def _tags_by_device(conn: Connection, device_ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    query = sa.select(device_tags.c.device_id, device_tags.c.key, device_tags.c.value)
+    if device_ids is not None:
+        query = query.where(device_tags.c.device_id.in_(device_ids))
+    out: dict[str, dict[str, str]] = {}
+    for r in conn.execute(query.order_by(device_tags.c.device_id, device_tags.c.key)):
+        out.setdefault(r.device_id, {})[r.key] = r.value
+    return out
+
+
+def list_devices(conn: Connection) -> list[dict[str, Any]]:
+    active = (sa.select(sa.func.count()).select_from(device_tokens)
+              .where(device_tokens.c.device_id == devices.c.id, device_tokens.c.revoked_at.is_(None))
+              .scalar_subquery())
+    rows = conn.execute(sa.select(devices, active.label("active_tokens")).order_by(devices.c.enrolled_at)).all()
+    tags = _tags_by_device(conn)
+    return [{"device_id": r.id, "name": r.name, "os": r.os, "agent_version": r.agent_version,
+             "tags": tags.get(r.id, {}), "enrolled_at": _iso(r.enrolled_at), "last_seen_at": _iso(r.last_seen_at),
+             "last_verdict": r.last_verdict, "dropped_total": int(r.dropped_total),
+             "active_tokens": int(r.active_tokens)} for r in rows]
+
+
+def export_rows(conn: Connection) -> list[dict[str, Any]]:
+    """The latest report (highest sequence number) of every device, with its workload statuses."""
+    rows = conn.execute(
+        sa.select(devices.c.id, devices.c.name, devices.c.last_seen_at, devices.c.last_report_pk,
+                  reports.c.verdict, reports.c.measured_at, reports.c.report_id)
+        .select_from(devices.outerjoin(reports, reports.c.id == devices.c.last_report_pk))
+        .order_by(devices.c.enrolled_at, devices.c.id)
+    ).all()
+    tags = _tags_by_device(conn)
+    statuses: dict[int, dict[str, str]] = {}
+    latest = (sa.select(report_workloads.c.report_pk, report_workloads.c.workload_id, report_workloads.c.status)
+              .select_from(report_workloads.join(devices, devices.c.last_report_pk == report_workloads.c.report_pk))
+              .order_by(report_workloads.c.workload_id))
+    for w in conn.execute(latest):
+        statuses.setdefault(w.report_pk, {})[w.workload_id] = w.status
+    return [{"device_id": r.id, "name": r.name, "tags": tags.get(r.id, {}), "last_seen_at": _iso(r.last_seen_at),
+             "report_id": r.report_id, "measured_at": _iso(r.measured_at), "verdict": r.verdict,
+             "workloads": statuses.get(r.last_report_pk, {}) if r.last_report_pk is not None else {}}
+            for r in rows]

@@ -1,0 +1,262 @@
+"""Strict JSON parsing and schema validation of request bodies.
+
+Parsing (``strict_loads``) is orjson's, which already refuses invalid UTF-8, a byte order mark,
+NaN and Infinity, numbers that overflow to infinity (a 5,000-digit integer among them: nothing
+ever runs ``int()`` on it, CVE-2020-10735) and unpaired surrogates, and reads integers past
+64 bits as floats. On top of it, three checks orjson does not make, all at byte level:
+
+- nesting deeper than ``MAX_DEPTH`` (orjson's own limit is 1,024);
+- duplicate keys: orjson keeps the last one silently, so the members of the raw text
+  (``:`` outside strings) are counted and compared with those of the parsed value re-encoded;
+- NUL characters (they cannot be stored in PostgreSQL text), looked for only when the raw text
+  holds a ``\u0000`` escape.
+
+For a 170 KB report orjson parses in about 0.8 ms and the byte-level checks add about 0.6 ms;
+the standard library's parser with hooks for the same checks took 3 ms.
+
+Validation (``BodyValidator``) uses the compiled JSON Schema validator from ``jsonschema-rs``:
+a 170 KB report validates in about half a millisecond, where the pure-Python ``jsonschema`` takes
+over 100 ms. Every failure is an ``ApiError`` whose ``field`` names the offending path, such as
+``report.probes[3].outcome``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from netcheck.render.json import SCHEMA_PATH
+
+MAX_DEPTH = 64
+#: largest integer a JSON number can carry exactly in every client (2**53 - 1)
+MAX_SAFE_INT = 9007199254740991
+
+_ESCAPE = re.compile(rb"\\.", re.S)
+_STRING = re.compile(rb'"[^"]*"')
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_KEEP = b'"[]{}:'
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in _KEEP)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NUL_ESCAPE = re.compile(rb"\\u0000")
+#: an escape that could spell an ASCII key such as device_id
+_ASCII_ESCAPE = re.compile(rb"\\u00[0-7][0-9a-fA-F]")
+
+
+class ApiError(Exception):
+    """A refusal the client should see: HTTP status, stable code, message, and the field if any."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, status: int = 400,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.status = status
+        self.headers = headers or {}
+
+
+@dataclass
+class Parsed:
+    value: Any
+    #: every value found under the watched key, anywhere in the document
+    watched: list[Any] = field(default_factory=list)
+
+
+def _structure(raw: bytes) -> tuple[int, bytes]:
+    """(members, brackets) of valid JSON ``raw``: how many ``key: value`` pairs it spells, and
+    its brackets with everything else taken out."""
+    text = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
+    text = text.translate(None, _NOT_STRUCTURAL).replace(b'""', b"")
+    if b'"' in text:
+        text = _STRING.sub(b"", text)
+    return text.count(b":"), text.translate(None, _NOT_BRACKET)
+
+
+def _deeper_than(brackets: bytes, limit: int) -> bool:
+    """Whether balanced ``brackets`` nest deeper than ``limit``: each pass of ``_EMPTY_PAIR``
+    removes exactly the innermost level."""
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    return bool(brackets)
+
+
+def _members(value: Any) -> int:
+    """How many members the parsed ``value`` has: its compact encoding, counted the same way."""
+    return _structure(orjson.dumps(value))[0]
+
+
+def _walk(value: Any) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Every (path, value) of the document, keys included as values, without recursion."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                yield path, key  # a bad key is reported at its object, never echoed
+                stack.append(((*path, key), sub))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), sub) for i, sub in enumerate(item))
+        else:
+            yield path, item
+
+
+def strict_loads(raw: bytes, *, watch_key: str | None = None) -> Parsed:
+    """Parse a request body strictly; raises ``ApiError`` (code ``invalid_json``)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if "depth limit" in message:
+            message = f"JSON nested deeper than {MAX_DEPTH} levels"
+        raise ApiError("invalid_json", f"invalid JSON: {message[:200]}") from exc
+    members, brackets = _structure(raw)
+    if _deeper_than(brackets, MAX_DEPTH):
+        raise ApiError("invalid_json", f"JSON nested deeper than {MAX_DEPTH} levels")
+    if members != _members(value):
+        raise ApiError("invalid_json", "duplicate keys in a JSON object")
+    watched: list[Any] = []
+    has_nul = _NUL_ESCAPE.search(raw) is not None
+    could_watch = watch_key is not None and (watch_key.encode() in raw or _ASCII_ESCAPE.search(raw) is not None)
+    if has_nul:
+        for path, item in _walk(value):
+            if isinstance(item, str) and "\x00" in item:
+                where = format_path("", path)
+                raise ApiError("invalid_json", f"{where or 'body'}: strings must not contain NUL characters",
+                               field=where or None)
+    if could_watch and isinstance(value, dict | list):
+        stack: list[Any] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if watch_key in item:
+                    watched.append(item[watch_key])
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return Parsed(value, watched)
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical encoding of a parsed value (sorted keys, compact, UTF-8)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def format_path(prefix: str, parts: list[str | int] | tuple[str | int, ...]) -> str:
+    """``("probes", 3, "outcome")`` under ``report`` -> ``report.probes[3].outcome``."""
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+class BodyValidator:
+    """A compiled JSON Schema; ``check`` raises ``ApiError`` naming the failing field."""
+
+    def __init__(self, schema: dict[str, Any], prefix: str = "") -> None:
+        self._validator = jsonschema_rs.validator_for(schema, validate_formats=True)
+        self._prefix = prefix
+
+    def check(self, value: Any) -> None:
+        try:
+            self._validator.validate(value)
+        except jsonschema_rs.ValidationError as exc:
+            path = list(exc.instance_path)
+            kind = exc.kind
+            if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+                path.append(kind.property)
+            elif isinstance(kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties) and kind.unexpected:
+                path.append(kind.unexpected[0])
+            where = format_path(self._prefix, path) or None
+            message = exc.message if len(exc.message) <= 300 else exc.message[:297] + "..."
+            raise ApiError("validation_failed", f"{where or 'body'}: {message}", field=where) from exc
+        except ValueError as exc:  # e.g. the validator's own recursion limit
+            raise ApiError("validation_failed", f"body rejected: {exc}", field=self._prefix or None) from exc
+
+
+def parse_timestamp(value: str, where: str) -> dt.datetime:
+    """An RFC 3339 timestamp (already format-checked) as an aware UTC datetime."""
+    text = value.strip().upper().replace(" ", "T")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            raise ValueError("no time zone")
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ApiError("validation_failed", f"{where}: {value[:40]!r} is not a usable RFC 3339 date-time",
+                         field=where) from exc
+
+
+# --- the schemas of the v1 API -------------------------------------------------------------
+
+_TAGS = {
+    "type": "object", "maxProperties": 16,
+    "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"},
+    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 128,
+                             "pattern": "^[^\\u0000-\\u001f\\u007f]*$"},
+}
+
+ENROLL_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["secret", "device"],
+    "properties": {
+        "secret": {"type": "string", "minLength": 1, "maxLength": 256},
+        "device": {
+            "type": "object", "additionalProperties": False,
+            "required": ["hardware_id", "os", "agent_version"],
+            "properties": {
+                "hardware_id": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                "name": {"anyOf": [{"type": "null"},
+                                   {"type": "string", "minLength": 1, "maxLength": 255,
+                                    "pattern": "^[^\\u0000-\\u001f\\u007f]*$"}]},
+                "os": {"enum": ["linux", "macos", "windows", "other"]},
+                "agent_version": {"type": "string", "minLength": 1, "maxLength": 64,
+                                  "pattern": "^[^\\u0000-\\u001f\\u007f]*$"},
+                "tags": _TAGS,
+            },
+        },
+    },
+}
+
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT}
+
+REPORT_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["report", "agent"],
+    "properties": {
+        "report": {"type": "object"},
+        "agent": {
+            "type": "object", "additionalProperties": False,
+            "required": ["seq", "dropped", "spool_full", "sent_at"],
+            "properties": {
+                "seq": _COUNT, "dropped": _COUNT, "spool_full": {"type": "boolean"},
+                "sent_at": {"type": "string", "format": "date-time", "maxLength": 40},
+            },
+        },
+        "sweep_id": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}]},
+        "device_id": {"type": "string", "maxLength": 64},
+    },
+}
+
+
+def load_report_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+class Validators:
+    """The compiled validators of the API, built once per process."""
+
+    def __init__(self) -> None:
+        self.enroll = BodyValidator(ENROLL_SCHEMA)
+        self.envelope = BodyValidator(REPORT_ENVELOPE_SCHEMA)
+        self.report = BodyValidator(load_report_schema(), prefix="report")
