@@ -148,3 +148,43 @@ def test_media_quality_measured_now_carries_over_when_the_path_does_not_change()
     tunneled = facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
     assert predict(tunneled, SiteProfile(), W, current={"teams_media": Fate.DEGRADED}).workloads[0].if_vpn_drops \
         is Fate.WORKS
+
+
+NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio and video", "identity": "Sign-in"}
+
+
+def test_assessment_names_what_is_lost_and_the_prefixes_to_exclude() -> None:
+    from netcheck.models import Verdict
+    from netcheck.outage import assess_outage
+
+    f = facts(Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
+              Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
+    section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W),
+                            tunneled_optimize=("52.112.0.0/14",),
+                            tunneled_by_workload={"teams_media": ("52.112.0.0/14", "2603:1063::/38")})
+    assert section.verdict is Verdict.NOT_READY
+    assert section.summary == ("If the site went down, you would lose Teams audio and video (if the VPN stays "
+                               "connected to the dead site; if it drops, they keep working).")
+    finding = next(x for x in section.findings if x.code == "outage.teams_media")
+    assert "52.112.0.0/14, 2603:1063::/38" in finding.remediation
+    assert finding.evidence == ("relay 198.18.4.1 via wg0: leaves through the VPN to the site, which is down",)
+    assert section.remediation[0].endswith("52.112.0.0/14")
+
+
+def test_assessment_of_a_site_independent_laptop_is_ready() -> None:
+    from netcheck.models import Verdict
+    from netcheck.outage import assess_outage
+
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), vpn=False)
+    section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
+    assert section.verdict is Verdict.READY and section.findings == () and section.remediation == ()
+    assert section.summary == "If the site went down, you could keep working from where you are."
+
+
+def test_federation_at_the_site_recommends_password_hash_sync() -> None:
+    from netcheck.outage import assess_outage
+
+    f = facts(Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.10.0.20"),)))
+    section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
+    finding = next(x for x in section.findings if x.code == "outage.identity")
+    assert "password hash sync" in finding.remediation
