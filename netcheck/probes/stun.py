@@ -8,9 +8,14 @@ XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from older servers).
 The probe tries the ports in order (3478 first) and samples the first one that
 answers: it sends a request every ``interval_s`` for ``window_s``, matches the
 answers by transaction id and reports RTT, jitter and loss (computed by
-:mod:`netcheck.media`). A port that stays silent for ``answer_wait_s`` (or
-refuses with ICMP) is given up for the next. Judging the figures against
-Microsoft's pass marks is :func:`netcheck.media.assess_media`, not this module.
+:mod:`netcheck.media`). A round trip runs from just before ``send`` to the
+kernel's time stamp of the answer's arrival (``SO_TIMESTAMPNS`` /
+``SO_TIMESTAMP``, see :mod:`netcheck.probes._timing`), not to when the busy
+event loop got round to reading it; where the OS has no such stamp, the
+loop's clock is used. ``rtt_source`` says which (``kernel``, ``wall``, ``mixed``).
+A port that stays silent for ``answer_wait_s`` (or refuses with ICMP) is
+given up for the next. Judging the figures against Microsoft's pass marks is
+:func:`netcheck.media.assess_media`, not this module.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from netcheck.deadline import Deadline
 from netcheck.media import MediaStats
 from netcheck.models import Outcome, Phase, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes._errors import classify, ms, too_late
+from netcheck.probes._timing import Stamp, UdpChannel, elapsed_ms, rtt_source
 
 MAGIC_COOKIE = 0x2112A442
 BINDING_REQUEST = 0x0001
@@ -115,32 +121,34 @@ def parse_response(data: bytes) -> StunAnswer | None:
 # --- one port ---------------------------------------------------------------------
 
 @dataclass(eq=False)
-class _Session(asyncio.DatagramProtocol):
+class _Session:
     """Requests in flight and the answers matched to them."""
 
-    pending: dict[bytes, float] = field(default_factory=dict)  # txid -> perf_counter at send
+    pending: dict[bytes, Stamp] = field(default_factory=dict)  # txid -> time of sending
     samples_ms: list[float] = field(default_factory=list)
+    from_kernel: int = 0  # samples timed by the kernel
     mapped: tuple[str, int] | None = None
     ignored: int = 0
     refused: bool = False
     error: OSError | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        now = time.perf_counter()
+    def datagram(self, data: bytes, arrived: Stamp) -> None:
         answer = parse_response(data)
         if answer is None or answer.transaction_id not in self.pending:
             self.ignored += 1
             return
-        self.samples_ms.append((now - self.pending.pop(answer.transaction_id)) * 1000.0)
+        rtt_ms, kernel_timed = elapsed_ms(self.pending.pop(answer.transaction_id), arrived)
+        self.samples_ms.append(rtt_ms)
+        self.from_kernel += kernel_timed
         if answer.mapped is not None and self.mapped is None:
             self.mapped = answer.mapped
         self.wake.set()
 
-    def error_received(self, exc: Exception) -> None:
+    def failed(self, exc: OSError) -> None:
         if isinstance(exc, ConnectionRefusedError):
             self.refused = True
-        elif isinstance(exc, OSError) and self.error is None:
+        elif self.error is None:
             self.error = exc
         self.wake.set()
 
@@ -162,18 +170,32 @@ class _PortRun:
     #: The silence was waited out in full (False: the deadline cut it short).
     conclusive: bool
     ignored: int
+    rtt_source: str | None
+
+
+def _connected_socket(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket connected to (address, port); OSError if the OS will not."""
+    sockaddr = socket.getaddrinfo(address, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _sample_port(family: socket.AddressFamily, address: str, port: int, deadline: Deadline,
-                       window_s: float, interval_s: float, answer_wait_s: float, grace_s: float
-                       ) -> _PortRun:
+                       window_s: float, interval_s: float, answer_wait_s: float, grace_s: float,
+                       kernel_clock: bool) -> _PortRun:
     """Sample one port; OSError from the OS refusing to send propagates."""
-    loop = asyncio.get_running_loop()
     session = _Session()
-    transport, _ = await loop.create_datagram_endpoint(lambda: session, remote_addr=(address, port),
-                                                       family=family)
+    channel = UdpChannel(_connected_socket(family, address, port), session.datagram, session.failed,
+                         kernel_clock=kernel_clock)
     try:
-        sockname = transport.get_extra_info("sockname")
+        channel.start()
+        sockname = channel.sock.getsockname()
         local = (str(sockname[0]), int(sockname[1])) if sockname else None
         start = time.monotonic()
         send_until = min(start + window_s, deadline.at)
@@ -188,9 +210,10 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
                 break
             if now >= next_send:
                 txid = new_transaction_id()
-                session.pending[txid] = time.perf_counter()
-                transport.sendto(binding_request(txid))
-                sent_count, last_send = sent_count + 1, now
+                sent_at = channel.send(binding_request(txid))
+                if sent_at is not None:
+                    session.pending[txid] = sent_at
+                    sent_count, last_send = sent_count + 1, now
                 # Keep the pace; after a stall, do not send a burst to catch up.
                 next_send += interval_s
                 if next_send <= now:
@@ -209,13 +232,14 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         now_pc = time.perf_counter()
         # Requests unanswered for longer than grace_s are lost; younger ones (the
         # deadline cut the wait short) are left out of the count.
-        unresolved = sum(1 for t in session.pending.values() if now_pc - t < grace_s)
+        unresolved = sum(1 for t in session.pending.values() if now_pc - t.wall < grace_s)
         received = len(session.samples_ms)
         conclusive = session.refused or received > 0 or time.monotonic() >= give_up_at
         stats = MediaStats(max(sent_count - unresolved, received), received, tuple(session.samples_ms))
-        return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored)
+        return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored,
+                        rtt_source(session.from_kernel, received))
     finally:
-        transport.close()
+        await channel.aclose()
 
 
 # --- the probe ----------------------------------------------------------------------
@@ -253,10 +277,12 @@ def _send_failure(exc: OSError, address: str, port: int) -> tuple[Outcome, str]:
 
 async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, window_s: float = 1.0,
                      interval_s: float = 0.02, ports: Sequence[int] = (3478, 3479, 3480, 3481),
-                     answer_wait_s: float = 1.0, grace_s: float = 0.5) -> ProbeResult:
+                     answer_wait_s: float = 1.0, grace_s: float = 0.5, kernel_clock: bool = True
+                     ) -> ProbeResult:
     """STUN Binding Requests to ``target.address`` (or ``target.host`` resolved), one port after another.
 
     ``target.port`` is not used: the ports tried, in order, are ``ports``.
+    ``kernel_clock=False`` times answers on the loop's clock only (for comparison).
     """
     if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports) \
             or window_s <= 0 or interval_s <= 0 or answer_wait_s <= 0 or grace_s < 0:
@@ -295,7 +321,7 @@ async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, win
             break
         try:
             run = await _sample_port(family, address, port, deadline, window_s, interval_s,
-                                     answer_wait_s, grace_s)
+                                     answer_wait_s, grace_s, kernel_clock)
         except OSError as exc:
             outcome, why = _send_failure(exc, address, port)
             return ProbeResult(ProbeKind.STUN, target, outcome, why, phases,
@@ -342,6 +368,7 @@ def _answered(target: Target, phases: dict[str, float], family_name: str, port: 
         "window_s": window_s,
         "interval_s": interval_s,
         "ignored": run.ignored,
+        "rtt_source": run.rtt_source,
     }
     fallback = f" (no answer on UDP {_ports_text(tried)})" if tried else ""
     reason = (f"STUN answered on UDP {port}{fallback}: round trip {rtt or 0.0:.1f} ms, "

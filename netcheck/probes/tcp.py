@@ -4,6 +4,13 @@
 resolved by the OS, when no address is given) on ``target.port``. Detail:
 every sample, median, jitter (mean absolute difference between consecutive
 samples), loss and the local address the OS chose (which interface/egress).
+
+A sample is the kernel's own RTT of the handshake where the OS gives one
+(:func:`netcheck.probes._timing.handshake_rtt_ms`): a wall-clock sample also
+counts the time the busy event loop took to notice the connect completing.
+The wall clock is used where the kernel has no figure, and for a handshake
+whose SYN was retransmitted (the retransmission timeout is part of that
+connect). ``rtt_source`` says which: ``kernel``, ``wall`` or ``mixed``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import time
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
-from netcheck.probes._errors import classify, failure, ms, too_late
+from netcheck.probes._errors import classify, failure, too_late
+from netcheck.probes._timing import handshake_rtt_ms, pick, rtt_source
 
 
 def family_of(address: str | None) -> str | None:
@@ -47,16 +55,18 @@ async def socket_address(host: str, port: int, deadline: Deadline, cap: float
 
 
 async def _connect_once(loop: asyncio.AbstractEventLoop, family: socket.AddressFamily,
-                        sockaddr: tuple[str, int] | tuple[str, int, int, int], timeout: float
-                        ) -> tuple[float, str]:
+                        sockaddr: tuple[str, int] | tuple[str, int, int, int], timeout: float,
+                        kernel_clock: bool) -> tuple[float, bool, str]:
+    """One connect: (sample in ms, whether the kernel timed it, local address)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         start = time.perf_counter()
         async with asyncio.timeout(timeout):
             await loop.sock_connect(sock, sockaddr)
-        elapsed = time.perf_counter() - start
-        return elapsed, str(sock.getsockname()[0])
+        wall_ms = (time.perf_counter() - start) * 1000.0
+        sample, from_kernel = pick(wall_ms, handshake_rtt_ms(sock) if kernel_clock else None)
+        return round(sample, 2), from_kernel, str(sock.getsockname()[0])
     finally:
         sock.close()
 
@@ -67,8 +77,12 @@ def _jitter(samples: list[float]) -> float | None:
     return round(statistics.fmean(abs(b - a) for a, b in zip(samples, samples[1:], strict=False)), 2)
 
 
-async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
-    """``spec.tcp_samples`` connects; OK if at least one connected."""
+async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline, *,
+                    kernel_clock: bool = True) -> ProbeResult:
+    """``spec.tcp_samples`` connects; OK if at least one connected.
+
+    ``kernel_clock=False`` times every connect on the wall clock (for comparison).
+    """
     kind = ProbeKind.TCP
     host = target.address or target.host
     family = family_of(target.address)
@@ -83,6 +97,7 @@ async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> Prob
     family = family_of(sockaddr[0])
     loop = asyncio.get_running_loop()
     samples: list[float] = []
+    from_kernel = 0
     local: str | None = None
     attempted = 0
     last_error: BaseException | None = None
@@ -92,11 +107,13 @@ async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> Prob
             break
         attempted += 1
         try:
-            elapsed, local = await _connect_once(loop, sock_family, sockaddr, timeout)
+            sample, kernel_timed, local = await _connect_once(loop, sock_family, sockaddr, timeout,
+                                                              kernel_clock)
         except Exception as exc:
             last_error = exc
             continue
-        samples.append(ms(elapsed))
+        samples.append(sample)
+        from_kernel += kernel_timed
     median = round(statistics.median(samples), 2) if samples else None
     detail: dict[str, DetailValue] = {
         "samples_ms": samples,
@@ -104,6 +121,7 @@ async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> Prob
         "jitter_ms": _jitter(samples),
         "loss_pct": round(100.0 * (attempted - len(samples)) / attempted, 1) if attempted else None,
         "attempted": attempted,
+        "rtt_source": rtt_source(from_kernel, len(samples)),
         "local_address": local,
         "remote_address": str(sockaddr[0]),
     }

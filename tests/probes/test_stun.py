@@ -7,6 +7,9 @@ import socket
 import statistics
 import struct
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +20,7 @@ from netcheck.media import interarrival_jitter, stats_from_detail
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
+from tests.probes.test_timing import BLOCK_S, busy_loop, run_without_add_reader
 from tests.stun_server import StunResponder, encode_address, message
 
 # RFC 5769 section 2.2, "Sample IPv4 Response", byte for byte (its MESSAGE-INTEGRITY
@@ -160,6 +164,88 @@ def test_answers_give_statistics_and_the_mapped_address() -> None:
     assert result.family == "ipv4"
     assert result.target.address == "127.0.0.1"
     assert f"UDP {stun.ports[0]}" in result.reason
+
+
+def test_round_trips_say_which_clock_timed_them() -> None:
+    async def go(kernel_clock: bool) -> ProbeResult:
+        async with StunResponder() as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports,
+                                    kernel_clock=kernel_clock, **FAST)
+
+    result = checked(asyncio.run(go(True)))
+    assert result.outcome is Outcome.OK
+    assert result.detail["rtt_source"] == ("kernel" if sys.platform in ("linux", "darwin") else "wall")
+    result = checked(asyncio.run(go(False)))
+    assert result.outcome is Outcome.OK and result.detail["rtt_source"] == "wall"
+
+
+def test_on_a_loop_without_readiness_callbacks() -> None:
+    """Windows' proactor loop has no add_reader: answers are read in a task, on the loop's clock."""
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder(drop_every=4) as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, **FAST)
+        return result, stun
+
+    result, stun = run_without_add_reader(go())
+    checked(result)
+    d = result.detail
+    assert result.outcome is Outcome.OK and d["rtt_source"] == "wall"
+    assert d["received"] == stun.answered and d["sent"] == stun.requests
+    assert d["mapped_address"] == "127.0.0.1"
+
+
+@contextmanager
+def threaded_responder() -> Iterator[int]:
+    """A STUN responder in a thread of its own: a blocked event loop does not hold its answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            txid = data[8:20]
+            sock.sendto(message(0x0101, txid, encode_address(0x0020, addr[0], addr[1], txid, True)), addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kernel receive time stamps are checked live on Linux")
+def test_busy_event_loop_does_not_inflate_kernel_round_trips() -> None:
+    """The loop is blocked for 40 ms at every turn while two probes sample side by side."""
+    async def sample(port: int, kernel_clock: bool) -> ProbeResult:
+        return await probe_stun(_target(), SPEC, Deadline.after(30), ports=[port], window_s=0.6,
+                                interval_s=0.02, answer_wait_s=2.0, grace_s=0.5, kernel_clock=kernel_clock)
+
+    async def go(port: int) -> tuple[ProbeResult, ProbeResult]:
+        async with busy_loop() as blocks:
+            kernel, wall = await asyncio.gather(sample(port, True), sample(port, False))
+        assert blocks[0] >= 5
+        return kernel, wall
+
+    with threaded_responder() as port:
+        kernel, wall = asyncio.run(go(port))
+    checked(kernel)
+    checked(wall)
+    assert kernel.outcome is Outcome.OK and wall.outcome is Outcome.OK, (kernel.reason, wall.reason)
+    assert kernel.detail["rtt_source"] == "kernel" and wall.detail["rtt_source"] == "wall"
+    k, w = _floats(kernel, "samples_ms"), _floats(wall, "samples_ms")
+    assert k and w
+    assert max(k) < BLOCK_S * 1000.0                   # the loop's stalls are not in the kernel's figure
+    assert statistics.median(k) < statistics.median(w)  # they are in the wall clock's
+    assert kernel.detail["rtt_ms"] == pytest.approx(statistics.median(k), abs=0.01)
+    assert kernel.detail["jitter_ms"] == pytest.approx(interarrival_jitter(k), abs=0.01)
 
 
 def test_sampling_stays_within_the_window() -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from netcheck.deadline import Deadline
-from netcheck.models import Outcome, ProbeKind, ProbeSpec, Target
+from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
 from netcheck.probes.tcp import family_of, probe_tcp
 from tests.probes.conftest import Servers, eventually, run
+from tests.probes.test_timing import BLOCK_S, busy_loop
 from tests.servers import V4, V6, StreamServer, closed_port, tls_only
 
 
@@ -35,6 +38,41 @@ def test_samples(srv: Servers) -> None:
     assert eventually(lambda: srv.http_200.accepted - before == 4)  # really four connections
 
 
+def test_samples_say_which_clock_timed_them(srv: Servers) -> None:
+    target = Target("web.test", port=srv.http_200.port, address=V4)
+    r = run(probe_tcp(target, ProbeSpec(tcp_samples=2), Deadline.after(10)))
+    if sys.platform == "linux":
+        assert r.detail["rtt_source"] == "kernel"
+    else:  # macOS counts whole milliseconds (loopback reads 0: the wall clock); Windows has no figure
+        assert r.detail["rtt_source"] in ("kernel", "wall")
+    r = run(probe_tcp(target, ProbeSpec(tcp_samples=2), Deadline.after(10), kernel_clock=False))
+    assert r.outcome is Outcome.OK and r.detail["rtt_source"] == "wall"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's handshake RTT is checked live on Linux")
+def test_busy_event_loop_does_not_inflate_kernel_samples(srv: Servers) -> None:
+    """The loop is blocked for 40 ms at every turn while both probes connect side by side."""
+    target = Target("web.test", port=srv.http_200.port, address=V4)
+    spec = ProbeSpec(tcp_samples=5)
+
+    async def go() -> tuple[ProbeResult, ProbeResult]:
+        async with busy_loop() as blocks:
+            kernel, wall = await asyncio.gather(probe_tcp(target, spec, Deadline.after(30)),
+                                                probe_tcp(target, spec, Deadline.after(30), kernel_clock=False))
+        assert blocks[0] >= 5
+        return kernel, wall
+
+    kernel, wall = asyncio.run(go())
+    assert kernel.outcome is Outcome.OK and wall.outcome is Outcome.OK
+    assert kernel.detail["rtt_source"] == "kernel" and wall.detail["rtt_source"] == "wall"
+    k, w = kernel.detail["samples_ms"], wall.detail["samples_ms"]
+    assert isinstance(k, list) and isinstance(w, list) and len(k) == len(w) == 5
+    assert max(k) < BLOCK_S * 1000.0                   # the loop's stalls are not in the kernel's figure
+    assert statistics.median(k) < statistics.median(w)  # they are in the wall clock's
+    assert kernel.detail["median_ms"] == round(statistics.median(k), 2)
+    assert kernel.phases["connect"] == kernel.detail["median_ms"]
+
+
 def test_one_sample_has_no_jitter(srv: Servers) -> None:
     r = run(probe_tcp(Target("web.test", port=srv.http_200.port, address=V4), ProbeSpec(tcp_samples=1),
                       Deadline.after(10)))
@@ -45,6 +83,7 @@ def test_refused() -> None:
     r = run(probe_tcp(Target("web.test", port=closed_port(), address=V4), ProbeSpec(), Deadline.after(10)))
     assert r.outcome is Outcome.CONNECT_REFUSED
     assert r.detail["loss_pct"] == 100.0 and r.detail["samples_ms"] == []
+    assert r.detail["rtt_source"] is None
     assert r.phases == {}
 
 
