@@ -4,11 +4,14 @@ Order of work for every API request, cheapest refusal first:
 
 1. declared ``Content-Length`` over the limit: 413 (``BodyLimitMiddleware``, every route);
 2. a query string: 400 (a token in a URL ends up in logs);
-3. rate limits by client address, then the token, then the device's rate limit: 429 / 401,
-   all in one short database transaction that is committed whatever the answer;
+3. the client address's count of failed authentications, then the token, then the device's
+   rate limit: 429 / 401, in one short transaction (three statements) committed whatever the
+   answer, without waiting for the disk (losing a counter in a crash is harmless);
 4. the body is read with a running count (413) and decompressed with a bound (413);
-5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400);
-6. one transaction stores the report; the acknowledgement is sent only after it committed.
+5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
+   CPU work, done on the event loop (a thread would only add GIL hand-offs);
+6. one durable transaction stores the report, in a worker thread; the acknowledgement is sent
+   only after it committed.
 
 A database that cannot be reached, is locked past the timeout or refuses writes gives 503 with
 ``Retry-After``, never a 2xx. Errors are always ``{"error": {"code", "message", "field"}}``;
@@ -41,7 +44,7 @@ from starlette.routing import Route
 from netcheck.collector import store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
-from netcheck.collector.limits import BodyLimitMiddleware, Limit, RateLimiter, read_body
+from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
 from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
 from netcheck.collector.validate import ApiError, Validators, canonical, parse_timestamp, strict_loads
@@ -172,20 +175,32 @@ class _Api:
     # --- gates (run in a worker thread, one committed transaction each) --------------------------
 
     def _device_gate(self, client: str, token: str | None) -> str:
+        """The token's device, after the address's failure count and the device's rate.
+
+        The per-address limit counts failed authentications (token guessing, a broken agent),
+        not requests: an office behind one NAT address with thousands of healthy laptops is
+        never throttled by address; a noisy device is throttled by its own limit.
+        """
         s = self.settings
         now = store.utcnow()
+        bucket = f"authfail:{client}"
         with self.engine.begin() as conn:
             relax_durability(conn)
-            verdict = self.limiter.hit(conn, Limit(f"addr:{client}", s.rate_address))
-            device_id = None if verdict.limited else store.authenticate(conn, token, now)
-            if device_id is not None:
-                verdict = self.limiter.hit(conn, Limit(f"dev:{device_id}", s.rate_device))
+            found = store.lookup_token(conn, token, bucket, self.limiter.window())
+            if s.rate_address and found.failures >= s.rate_address:
+                verdict = self.limiter.refuse()  # before the token is even considered
+            elif found.device_id is None:
+                verdict = ALLOWED  # this one gets 401; the failure counts towards the next
+                self.limiter.hit(conn, Limit(bucket, s.rate_address))
+            else:
+                store.mark_used(conn, found, now)
+                verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
         if verdict.limited:
             raise ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
                            headers={"Retry-After": str(verdict.retry_after)})
-        if device_id is None:
+        if found.device_id is None:
             raise unauthorized()
-        return device_id
+        return found.device_id
 
     async def authenticated(self, request: Request) -> str:
         self.reject_query(request)

@@ -1,7 +1,8 @@
 """Limits applied before a body is parsed: its size, and request rates.
 
 Body size. ``BodyLimitMiddleware`` answers 413 to any request (every route, known or not)
-whose declared ``Content-Length`` is over the limit, without reading a byte of the body.
+whose declared ``Content-Length`` is over the limit, without the app reading a byte of the body
+(uvicorn discards the rest of a moderately oversized one, see ``DRAIN_LIMIT``).
 ``read_body`` reads a body the route needs, counting as it goes, so a chunked body stops being
 read at the first chunk past the limit. ``Content-Encoding: gzip`` is accepted (when enabled) and
 decompressed with a bounded output: a gzip bomb costs at most ``max_body`` bytes of memory and
@@ -40,11 +41,16 @@ WINDOW_S = 60
 _CLEANUP_ONE_IN = 200
 
 
-def too_large(max_body: int) -> ApiError:
-    # The rest of the body is never read, so the connection cannot carry another request:
-    # say so, or a client may reuse it and see a reset instead of its next answer.
+#: A refused body up to this size is still received and thrown away (by uvicorn, at no memory
+#: cost), so that a client that writes its whole body before reading sees the 413 instead of a
+#: connection reset. Past it, or with no declared length, the connection is closed at once.
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
+def too_large(max_body: int, close: bool = True) -> ApiError:
+    headers = {"Connection": "close"} if close else {}
     return ApiError("body_too_large", f"request body is larger than {max_body} bytes", status=413,
-                    headers={"Connection": "close"})
+                    headers=headers)
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -70,9 +76,10 @@ class BodyLimitMiddleware:
             length = declared_length(scope)
             if length is not None and length > self.max_body:
                 body = self.error_body(too_large(self.max_body))
-                await send({"type": "http.response.start", "status": 413, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")]})
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                if length > self.max_body + DRAIN_LIMIT:
+                    headers.append((b"connection", b"close"))
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -90,6 +97,7 @@ async def read_body(request: Request, max_body: int, accept_gzip: bool) -> bytes
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_body:
+            # only a body without a declared length can get here: it may never end, so close
             raise too_large(max_body)
         chunks.append(chunk)
     raw = b"".join(chunks)
@@ -104,7 +112,7 @@ def gunzip_bounded(data: bytes, max_body: int) -> bytes:
     except zlib.error as exc:
         raise ApiError("invalid_encoding", f"body is not valid gzip: {exc}") from exc
     if len(out) > max_body:
-        raise too_large(max_body)
+        raise too_large(max_body, close=False)  # the wire body was read whole: keep the connection
     if not decomp.eof:
         raise ApiError("invalid_encoding", "gzip body is truncated")
     if decomp.unused_data:
@@ -146,6 +154,14 @@ class RateLimiter:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._stmts: dict[str, Any] = {}
+
+    def window(self) -> int:
+        return int(self._clock() // WINDOW_S)
+
+    def refuse(self) -> Verdict:
+        """A refusal until the current window ends."""
+        now = self._clock()
+        return Verdict(True, max(1, math.ceil((int(now // WINDOW_S) + 1) * WINDOW_S - now)))
 
     def hit(self, conn: Connection, *limits: Limit) -> Verdict:
         """Count one hit in each limit in turn; stop at (and report) the first one exceeded."""

@@ -39,8 +39,9 @@ class Settings:
     trusted_proxy_header: str | None = None
     #: per device, on every authenticated route
     rate_device: int = 60
-    #: per client address, on every /api/v1 route except enrollment (offices share one address)
-    rate_address: int = 1200
+    #: failed authentications per client address (offices share one address, so healthy
+    #: requests are not counted); past it every request from the address gets 429
+    rate_address: int = 60
     #: enrollment, per client address and for the whole collector
     rate_enroll_address: int = 10
     rate_enroll_global: int = 1000

@@ -27,6 +27,7 @@ from netcheck.collector.db import (
     dialect_insert,
     enroll_secrets,
     policy,
+    rate_counters,
     report_workloads,
     reports,
     sweep_responses,
@@ -104,24 +105,53 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
     return Enrolled(device_id, token, inserted is not None)
 
 
-_TOKEN_BY_DIGEST = sa.select(device_tokens.c.id, device_tokens.c.device_id, device_tokens.c.digest,
-                             device_tokens.c.first_used_at, device_tokens.c.revoked_at).where(
-    device_tokens.c.digest == sa.bindparam("b_digest"))
+_DUMMY = sa.select(sa.literal(1).label("one")).subquery("one_row")
+#: the token by digest, and in the same round trip the failures counted for the client's address
+_TOKEN_AND_FAILURES = sa.select(
+    device_tokens.c.id, device_tokens.c.device_id, device_tokens.c.digest, device_tokens.c.first_used_at,
+    device_tokens.c.revoked_at,
+    sa.select(rate_counters.c.count).where(rate_counters.c.bucket == sa.bindparam("b_bucket"),
+                                           rate_counters.c.minute == sa.bindparam("b_minute"))
+    .scalar_subquery().label("failures"),
+).select_from(_DUMMY.outerjoin(device_tokens, device_tokens.c.digest == sa.bindparam("b_digest")))
+
+
+@dataclass(frozen=True)
+class TokenLookup:
+    #: the token's device when the token is known and not revoked
+    device_id: str | None
+    #: failed authentications counted for ``bucket`` in this window so far
+    failures: int
+    row: Any
+
+
+def lookup_token(conn: Connection, token: str | None, bucket: str, window: int) -> TokenLookup:
+    """Look a token up (by digest, then compared in constant time); a read, no side effects."""
+    d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
+    row = conn.execute(_TOKEN_AND_FAILURES, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window}).one()
+    failures = int(row.failures or 0)
+    if token is None or row.id is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
+        return TokenLookup(None, failures, None)
+    return TokenLookup(str(row.device_id), failures, row)
+
+
+def mark_used(conn: Connection, found: TokenLookup, now: dt.datetime) -> None:
+    """First use of a token revokes the device's older tokens (acquire, then replace)."""
+    row = found.row
+    if row is None or row.first_used_at is not None:
+        return
+    conn.execute(sa.update(device_tokens).where(device_tokens.c.id == row.id).values(first_used_at=now))
+    conn.execute(sa.update(device_tokens)
+                 .where(device_tokens.c.device_id == row.device_id, device_tokens.c.id < row.id,
+                        device_tokens.c.revoked_at.is_(None))
+                 .values(revoked_at=now))
 
 
 def authenticate(conn: Connection, token: str | None, now: dt.datetime) -> str | None:
-    """The device a token belongs to, or None. First use of a token revokes the older ones."""
-    d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
-    row = conn.execute(_TOKEN_BY_DIGEST, {"b_digest": d}).first()
-    if token is None or row is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
-        return None
-    if row.first_used_at is None:
-        conn.execute(sa.update(device_tokens).where(device_tokens.c.id == row.id).values(first_used_at=now))
-        conn.execute(sa.update(device_tokens)
-                     .where(device_tokens.c.device_id == row.device_id, device_tokens.c.id < row.id,
-                            device_tokens.c.revoked_at.is_(None))
-                     .values(revoked_at=now))
-    return str(row.device_id)
+    """The device a token belongs to, or None (and the first use of a token recorded)."""
+    found = lookup_token(conn, token, "-", 0)
+    mark_used(conn, found, now)
+    return found.device_id
 
 
 def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int:

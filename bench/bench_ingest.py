@@ -1,0 +1,372 @@
+"""Ingest benchmark: simulated agents post real-sized reports to a real collector.
+
+    .venv/bin/python bench/bench_ingest.py [--db postgresql|sqlite|both] [--devices 2000]
+        [--seconds 30] [--rate 333] [--workers 2] [--connections 32]
+
+For each database it starts a private cluster (PostgreSQL, durable settings: fsync and
+synchronous_commit on) or a file (SQLite, WAL, synchronous=FULL), runs ``netcheck serve`` with
+its default limits (rate limits on; each simulated agent has its own address through
+X-Forwarded-For), enrolls the devices, then:
+
+1. closed loop: ``--connections`` keep-alive connections post as fast as they are answered
+   (the sustained capacity);
+2. open loop: reports arrive at ``--rate`` per second whatever the latency (a sweep), for
+   ``--seconds``; latency is measured from the scheduled send time, so queueing counts.
+
+Each report is ~150 KB with 500 probes and a fresh report id. Prints reports/s, p50/p99 latency,
+the answers by status, and the time 100,000 laptops would take. Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import datetime as dt
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from netcheck.collector import store  # noqa: E402
+from netcheck.collector.db import make_engine, migrate  # noqa: E402
+from netcheck.collector.validate import Validators  # noqa: E402
+from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
+
+SAMPLE = ROOT / "tests" / "fixtures" / "report-sample.json"
+RID = "00000000-0000-4000-8000-000000000000"
+SEQ = 987654321987
+FLEET = 100_000
+
+HOST_WORDS = ["outlook", "teams", "sharepoint", "onedrive", "login", "graph", "substrate", "officecdn"]
+
+
+def realistic_report(probes: int = 500) -> dict[str, Any]:
+    """A report the size of a real full check: ``probes`` probes, ~150 KB of JSON."""
+    base = json.loads(SAMPLE.read_text("utf-8"))
+    templates = base["probes"]
+    out = []
+    for i in range(probes):
+        p = copy.deepcopy(templates[i % len(templates)])
+        word = HOST_WORDS[i % len(HOST_WORDS)]
+        p["host"] = f"{word}-{i:03d}.{'contoso.sharepoint.com' if word == 'sharepoint' else 'office365.com'}"
+        if p.get("address"):
+            p["address"] = f"198.18.{i // 250}.{i % 250 + 1}"
+        p["phases"] = {k: round(v + (i % 17) * 0.37, 2) for k, v in p["phases"].items()}
+        out.append(p)
+    base["probes"] = out
+    base["report_id"] = RID
+    Validators().report.check(base)
+    return base
+
+
+def body_template(report: dict[str, Any]) -> bytes:
+    envelope = {"report": report, "agent": {"seq": SEQ, "dropped": 0, "spool_full": False,
+                                            "sent_at": "2026-11-28T16:00:00Z"}, "sweep_id": None}
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+@dataclass
+class Agent:
+    device_id: str
+    token: str
+    address: str
+    seq: int = 0
+
+
+@dataclass
+class Results:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    started: float = 0.0
+    finished: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        ok = self.statuses.get(200, 0)
+        elapsed = self.finished - self.started
+        lat = sorted(self.latencies)
+        q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [float("nan")] * 99
+        rate = ok / elapsed if elapsed else 0.0
+        return {"sent": sum(self.statuses.values()), "stored": ok, "seconds": round(elapsed, 1),
+                "reports_per_s": round(rate, 1), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+                "max_ms": round(lat[-1] * 1000, 1) if lat else None,
+                "statuses": dict(self.statuses), "fleet_100k_minutes": round(FLEET / rate / 60, 1) if rate else None}
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough HTTP for the collector."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and "close" in value.lower():
+                close = True
+        payload = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return int(status_line.split()[1]), payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+        self.reader = self.writer = None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(root: int | None) -> float:
+    """CPU time (user + system) used so far by ``root`` and its live descendants."""
+    if root is None:
+        return 0.0
+    total = 0
+    for pid in _descendants(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if pid == root:
+            total += int(fields[13]) + int(fields[14])  # children that exited (database backends)
+    return total / _TICK
+
+
+@dataclass
+class CpuMeter:
+    """CPU per stored report, by party: robust to whatever else the machine is running."""
+
+    collector: int
+    database: int | None
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.marks = {"collector": cpu_seconds(self.collector), "database": cpu_seconds(self.database),
+                      "client": time.process_time()}
+
+    def per_report_ms(self, stored: int) -> dict[str, float]:
+        now = {"collector": cpu_seconds(self.collector), "database": cpu_seconds(self.database),
+               "client": time.process_time()}
+        return {k: round((now[k] - self.marks[k]) / max(stored, 1) * 1000, 2) for k in now}
+
+
+def make_body(template: bytes, agent: Agent) -> bytes:
+    agent.seq += 1
+    sent = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z").encode()
+    return (template.replace(RID.encode(), str(uuid.uuid4()).encode(), 1)
+            .replace(str(SEQ).encode(), str(agent.seq).encode(), 1)
+            .replace(b"2026-11-28T16:00:00Z", sent, 1))
+
+
+async def post_one(conn: Connection, template: bytes, agent: Agent, results: Results, t0: float) -> None:
+    try:
+        status, _ = await conn.post("/api/v1/reports", make_body(template, agent), {
+            "Authorization": f"Bearer {agent.token}", "X-Forwarded-For": agent.address})
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        await conn.close()
+        status = 0
+    results.latencies.append(time.perf_counter() - t0)
+    results.statuses[status] += 1
+
+
+async def closed_loop(url: str, template: bytes, agents: list[Agent], seconds: float, connections: int) -> Results:
+    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    results = Results(started=time.perf_counter())
+    stop = results.started + seconds
+    counter = iter(range(10**12))
+
+    async def worker() -> None:
+        conn = Connection(host, port)
+        while time.perf_counter() < stop:
+            agent = agents[next(counter) % len(agents)]
+            await post_one(conn, template, agent, results, time.perf_counter())
+        await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    results.finished = time.perf_counter()
+    return results
+
+
+async def open_loop(url: str, template: bytes, agents: list[Agent], seconds: float, rate: float,
+                    max_connections: int = 256) -> Results:
+    """Reports arrive on a fixed schedule; latency counts from the scheduled time."""
+    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    idle: list[Connection] = []
+    slots = asyncio.Semaphore(max_connections)
+    results = Results(started=time.perf_counter())
+    tasks = []
+
+    async def send(agent: Agent, scheduled: float) -> None:
+        async with slots:
+            conn = idle.pop() if idle else Connection(host, port)
+            await post_one(conn, template, agent, results, scheduled)
+            idle.append(conn)
+
+    total = int(seconds * rate)
+    for i in range(total):
+        scheduled = results.started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(agents[i % len(agents)], scheduled)))
+    await asyncio.gather(*tasks)
+    results.finished = time.perf_counter()
+    for conn in idle:
+        await conn.close()
+    return results
+
+
+async def enroll_all(url: str, secret: str, count: int) -> tuple[list[Agent], float]:
+    host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+    agents: list[Agent] = []
+    start = time.perf_counter()
+    queue = list(range(count))
+
+    async def worker() -> None:
+        conn = Connection(host, port)
+        while queue:
+            i = queue.pop()
+            address = f"198.18.{i // 250}.{i % 250 + 1}"
+            body = json.dumps({"secret": secret, "device": {
+                "hardware_id": secrets.token_hex(32), "name": None, "os": "windows", "agent_version": "0.1.0",
+                "tags": {"site": f"site-{i % 20}"}}}).encode()
+            status, payload = await conn.post("/api/v1/enroll", body, {"X-Forwarded-For": address})
+            if status != 200:
+                raise RuntimeError(f"enrollment failed: {status} {payload[:200]!r}")
+            data = json.loads(payload)
+            agents.append(Agent(data["device_id"], data["token"], address))
+        await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    return agents, time.perf_counter() - start
+
+
+def run_one(db: str, args: argparse.Namespace, template: bytes, workdir: Path) -> dict[str, Any]:
+    cluster = None
+    if db == "postgresql":
+        bindir = pg_bindir()
+        if bindir is None:
+            return {"error": "PostgreSQL server binaries not found"}
+        cluster = PgCluster(bindir, durable=True)
+        url = cluster.create_database("bench")
+    else:
+        url = f"sqlite:///{workdir / 'bench.db'}"
+    collector = None
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+        with engine.begin() as conn:
+            _, secret = store.create_secret(conn, store.utcnow())
+        engine.dispose()
+        env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0",  # the bench enrolls thousands at once
+               "NETCHECK_DB_POOL_SIZE": str(args.db_pool)}
+        collector = CollectorProcess(url, env=env, workdir=workdir, args=(
+            "--workers", str(args.workers), "--trusted-proxy-header", "X-Forwarded-For"))
+        agents, enroll_s = asyncio.run(enroll_all(collector.url, secret, args.devices))
+        out: dict[str, Any] = {"database": db, "workers": args.workers, "devices": len(agents),
+                               "enrollments_per_s": round(len(agents) / enroll_s, 1),
+                               "report_bytes": len(template)}
+        postmaster = None
+        if cluster is not None:
+            postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+        meter = CpuMeter(collector.proc.pid, postmaster)
+        # a short warm-up, then the closed loop (capacity), then the open loop (a sweep at --rate)
+        asyncio.run(closed_loop(collector.url, template, agents, 3, args.connections))
+        meter.start()
+        closed = asyncio.run(closed_loop(collector.url, template, agents, args.seconds, args.connections))
+        out["closed_loop"] = closed.summary()
+        out["closed_loop"]["cpu_ms_per_report"] = meter.per_report_ms(closed.statuses.get(200, 0))
+        cpu = out["closed_loop"]["cpu_ms_per_report"]
+        server_ms = cpu["collector"] + cpu["database"]
+        out["closed_loop"]["server_capacity_on_2_cores"] = round(2000 / server_ms, 1) if server_ms else None
+        if args.rate > 0:
+            meter.start()
+            opened = asyncio.run(open_loop(collector.url, template, agents, args.seconds, args.rate))
+            out["open_loop"] = opened.summary()
+            out["open_loop"]["target_rate"] = args.rate
+            out["open_loop"]["cpu_ms_per_report"] = meter.per_report_ms(opened.statuses.get(200, 0))
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            out["rows"] = conn.exec_driver_sql("SELECT count(*) FROM reports").scalar_one()
+        engine.dispose()
+        return out
+    finally:
+        if collector is not None:
+            collector.stop()
+        if cluster is not None:
+            cluster.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--devices", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=333.0, help="open-loop arrival rate, reports/s (0: skip)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--probes", type=int, default=500)
+    parser.add_argument("--db-pool", type=int, default=10, help="database connections per worker process")
+    args = parser.parse_args()
+    template = body_template(realistic_report(args.probes))
+    print(f"report: {args.probes} probes, {len(template) / 1024:.0f} KiB per upload; {os.cpu_count()} CPUs",
+          flush=True)
+    for db in (["postgresql", "sqlite"] if args.db == "both" else [args.db]):
+        with tempfile.TemporaryDirectory(prefix="netcheck-bench-") as tmp:
+            result = run_one(db, args, template, Path(tmp))
+        print(json.dumps(result, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""C4 authentication and C5 object-level authorization."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from netcheck.collector import auth
+from tests.collector.conftest import Fleet, sample_report, sql, upload
+
+ROUTES = [("POST", "/api/v1/reports"), ("GET", "/api/v1/policy"), ("GET", "/api/v1/sweeps/pending")]
+TABLES = ["enroll_secrets", "devices", "device_tags", "device_tokens", "reports", "report_workloads", "sweeps",
+          "sweep_responses", "policy", "rate_counters"]
+
+
+def _call(fleet: Fleet, method: str, path: str, headers: dict[str, str], query: str = "") -> tuple[int, bytes]:
+    body = upload(sample_report()) if method == "POST" else None
+    response = fleet.client.request(method, path + query, json=body, headers=headers)
+    return response.status_code, response.content
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_missing_malformed_unknown_and_revoked_tokens_get_the_same_401(fleet: Fleet, method: str,
+                                                                       path: str) -> None:
+    old = fleet.enroll()
+    new = fleet.enroll(hw=old.hardware_id)  # re-enroll: the old token lives until the new one is used
+    assert new.device_id == old.device_id
+    assert _call(fleet, "GET", "/api/v1/policy", new.auth)[0] == 200  # first use revokes the old token
+    cases = {
+        "missing": {},
+        "empty": {"Authorization": ""},
+        "basic": {"Authorization": "Basic dXNlcjpwYXNz"},
+        "bearer without token": {"Authorization": "Bearer"},
+        "malformed": {"Authorization": "Bearer not-a-token"},
+        "unknown": {"Authorization": f"Bearer {auth.new_token()}"},
+        "secret instead of token": {"Authorization": f"Bearer {fleet.secret}"},
+        "revoked": old.auth,
+    }
+    answers = {name: _call(fleet, method, path, headers) for name, headers in cases.items()}
+    assert {status for status, _ in answers.values()} == {401}, answers
+    bodies = {body for _, body in answers.values()}
+    assert len(bodies) == 1, answers
+    assert b'"unauthorized"' in bodies.pop()
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_tokens_in_the_query_string_are_refused(fleet: Fleet, method: str, path: str) -> None:
+    device = fleet.enroll()
+    for query in (f"?token={device.token}", f"?access_token={device.token}", f"?{device.token}"):
+        # even with a valid Authorization header: the URL (and so some log) already holds the token
+        status, body = _call(fleet, method, path, device.auth, query)
+        assert status == 400 and b"token_in_query" in body, (query, body)
+        status, body = _call(fleet, method, path, {}, query)
+        assert status == 400 and b"token_in_query" in body
+
+
+def test_the_database_holds_only_digests(fleet: Fleet) -> None:
+    device = fleet.enroll()
+    assert fleet.post(device, upload(sample_report())).status_code == 200
+    dump = "\n".join(repr(tuple(row)) for table in TABLES for row in sql(fleet.database_url, f"SELECT * FROM {table}"))
+    assert device.token not in dump and device.token[4:] not in dump
+    assert fleet.secret not in dump and fleet.secret[4:] not in dump
+    digests = [r.digest for r in sql(fleet.database_url, "SELECT digest FROM device_tokens WHERE device_id = :d",
+                                     d=device.device_id)]
+    assert digests == [hashlib.sha256(device.token.encode()).hexdigest()]
+    assert len(device.token) >= 4 + 43  # 32 random bytes
+
+
+def test_a_device_id_in_the_body_must_be_the_tokens_device(fleet: Fleet) -> None:
+    a, b = fleet.enroll(), fleet.enroll()
+    top = {**upload(sample_report()), "device_id": b.device_id}
+    response = fleet.post(a, top)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "device_mismatch"
+    nested = upload(sample_report())
+    nested["report"]["network"]["device_id"] = b.device_id
+    assert fleet.post(a, nested).status_code == 403
+    assert fleet.count("SELECT count(*) FROM reports WHERE device_id IN (:a, :b)", a=a.device_id,
+                       b=b.device_id) == 0
+    # the device's own id is fine
+    own = {**upload(sample_report()), "device_id": a.device_id}
+    response = fleet.post(a, own)
+    assert response.status_code == 200 and response.json()["device_id"] == a.device_id
+
+
+def test_a_device_cannot_overwrite_another_devices_report(fleet: Fleet) -> None:
+    a, b = fleet.enroll(), fleet.enroll()
+    report = sample_report()
+    assert fleet.post(b, upload(report)).json()["device_id"] == b.device_id
+    forged = {**report, "verdict": "READY", "exit_code": 0}
+    response = fleet.post(a, upload(forged))
+    assert response.status_code == 200 and response.json()["device_id"] == a.device_id  # a's own row
+    rows = sql(fleet.database_url, "SELECT device_id, verdict FROM reports WHERE report_id = :r ORDER BY verdict",
+               r=report["report_id"])
+    assert {(r.device_id, r.verdict) for r in rows} == {(b.device_id, "AT_RISK"), (a.device_id, "READY")}
+
+
+def test_sweep_answers_are_per_device(fleet: Fleet) -> None:
+    import datetime as dt
+
+    from netcheck.collector import store
+    from netcheck.collector.db import make_engine
+
+    a, b = fleet.enroll(), fleet.enroll()
+    engine = make_engine(fleet.database_url)
+    try:
+        with engine.begin() as conn:
+            sweep = store.create_sweep(conn, store.utcnow(), dt.timedelta(hours=1))
+    finally:
+        engine.dispose()
+    assert fleet.post(b, upload(sample_report(), sweep_id=sweep["id"])).status_code == 200
+    pending_a = fleet.client.get("/api/v1/sweeps/pending", headers=a.auth).json()["sweeps"]
+    pending_b = fleet.client.get("/api/v1/sweeps/pending", headers=b.auth).json()["sweeps"]
+    assert sweep["id"] in [s["id"] for s in pending_a]
+    assert sweep["id"] not in [s["id"] for s in pending_b]
