@@ -96,7 +96,8 @@ def test_bad_option_is_a_usage_error_exit_4(empty_netns: str, shared_dir: Path) 
 
 def test_malformed_endpoint_file_is_exit_4_naming_file_and_set(empty_netns: str, shared_dir: Path) -> None:
     bad = shared_dir / "endpoints.json"
-    bad.write_text('[{"id": 7, "serviceArea": "Exchange", "category": "Fast", "urls": ["a.example"], "tcpPorts": "443"}]')
+    bad.write_text('[{"id": 7, "serviceArea": "Exchange", "category": "Fast", "urls": ["a.example"], '
+                   '"tcpPorts": "443"}]')
     os.chmod(bad, 0o644)
     proc = _run(empty_netns, shared_dir, "--endpoints-file", str(bad))
     assert proc.returncode == 4

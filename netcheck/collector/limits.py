@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from netcheck.collector.db import dialect_insert, rate_counters
 from netcheck.collector.validate import ApiError
@@ -94,12 +94,15 @@ async def read_body(request: Request, max_body: int, accept_gzip: bool) -> bytes
                          f"(use {accepted})", status=415)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            # only a body without a declared length can get here: it may never end, so close
-            raise too_large(max_body)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                # only a body without a declared length can get here: it may never end, so close
+                raise too_large(max_body)
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # the agent gave up mid-body: nothing was stored, nobody to answer
+        raise ApiError("client_disconnected", "the client went away before sending the whole body") from exc
     raw = b"".join(chunks)
     return gunzip_bounded(raw, max_body) if encoding == "gzip" else raw
 
