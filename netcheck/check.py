@@ -154,6 +154,10 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         plat = current_platform()
         proxies = plat.proxy_settings()
         pac = _fetch_pac(proxies.pac_url, deadline, network)
+        if pac is None and proxies.auto_detect:
+            pac = _discover_wpad(plat, deadline, network)
+            if pac is not None:
+                proxies = replace(proxies, pac_url=pac.url)
         spec = replace(spec, proxy_map=_proxy_map(plan, proxies, pac, deadline, network))
         extra = _extra_probes(spec, deadline, catalog, tenant, user)
         if on_plan:
@@ -200,6 +204,17 @@ def _fetch_pac(url: str | None, deadline: Deadline, network: dict[str, DetailVal
     if not fetched.ok:
         network["pac_error"] = (fetched.error or str(fetched.outcome))[:500]
     return fetched
+
+
+def _discover_wpad(plat: Platform, deadline: Deadline, network: dict[str, DetailValue]) -> PacFetch | None:
+    """The OS says "detect settings automatically": try DNS WPAD under the search domains."""
+    from netcheck.pac import discover_wpad
+    from netcheck.proxy import wpad_urls
+
+    tried = discover_wpad(wpad_urls(plat.search_domains()), deadline.sooner(5.0))
+    hit = next((f for f in tried if f.ok and f.looks_like_pac), None)
+    network["wpad"] = hit.url if hit else f"no PAC file found ({len(tried)} WPAD address(es) tried)"
+    return hit
 
 
 def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, deadline: Deadline,
