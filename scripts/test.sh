@@ -17,6 +17,16 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+# The lab runs netcheck as a standard user (nobody), as on a laptop: every directory
+# above this checkout must let that user through (execute permission only).
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  d="$PWD"
+  while [ "$d" != "/" ]; do
+    setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$d" 2>/dev/null || chmod o+x "$d"
+    d=$(dirname "$d")
+  done
+fi
+
 if [ ! -x .venv/bin/python ]; then
   # Debian's own Python: every user can run it, which the lab needs (netcheck
   # runs there as a standard user, as on a laptop).
