@@ -6,8 +6,8 @@ Everything here is data or a Protocol; no module in this file touches the OS.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from netcheck.proxy import ProxySettings
@@ -170,3 +170,29 @@ class InterfaceIndex:
                 except ValueError:
                     continue
         return None
+
+
+def batch_egress(addresses: Sequence[str], method: str,
+                 lookup: Callable[[list[str]], Mapping[str, Egress]],
+                 interfaces: Callable[[], Sequence[Interface]]) -> dict[str, Egress]:
+    """The frame every OS's ``egress_many`` shares: canonicalise the addresses (an
+    invalid one gets an error Egress), ask ``lookup`` once for the distinct ones, and
+    fill in the interface kind the OS tool did not give from the classified interfaces."""
+    canon: dict[str, str] = {}
+    out: dict[str, Egress] = {}
+    for a in addresses:
+        try:
+            canon[a] = normalize_address(a)
+        except ValueError:
+            out[a] = invalid_egress(a, method)
+    unique = list(dict.fromkeys(canon.values()))
+    if not unique:
+        return out
+    found = lookup(unique)
+    index = InterfaceIndex.of(interfaces())
+    for original, c in canon.items():
+        e = found[c]
+        if e.kind == UNKNOWN and e.interface:
+            e = replace(e, kind=index.kind_of(e.interface))
+        out[original] = e
+    return out

@@ -23,9 +23,8 @@ from netcheck.platform.base import (
     Egress,
     Interface,
     InterfaceFacts,
-    InterfaceIndex,
     Route,
-    invalid_egress,
+    batch_egress,
     normalize_address,
 )
 from netcheck.platform.classify import classify_all
@@ -307,27 +306,11 @@ class LinuxPlatform:
         return self.egress_many([address])[address]
 
     def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        canon: dict[str, str] = {}
-        out: dict[str, Egress] = {}
-        for a in addresses:
-            try:
-                canon[a] = normalize_address(a)
-            except ValueError:
-                out[a] = invalid_egress(a, METHOD)
-        unique = list(dict.fromkeys(canon.values()))
-        if not unique:
-            return out
-        found = self._lookup(unique)
-        if found is None:  # no usable ip: the portable way
-            port = self._portable.egress_many(unique)
-            found = dict(port)
-        index = InterfaceIndex.of(self.interfaces())
-        for original, c in canon.items():
-            e = found[c]
-            if e.kind == UNKNOWN and e.interface is not None:
-                e = replace(e, kind=index.kind_of(e.interface))
-            out[original] = e
-        return out
+        return batch_egress(addresses, METHOD, self._lookup_or_portable, self.interfaces)
+
+    def _lookup_or_portable(self, addresses: list[str]) -> Mapping[str, Egress]:
+        found = self._lookup(addresses)
+        return dict(self._portable.egress_many(addresses)) if found is None else found  # no usable ip
 
     def _lookup(self, addresses: Sequence[str]) -> dict[str, Egress] | None:
         script = "".join(f"route get {a}\n" for a in addresses)

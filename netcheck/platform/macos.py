@@ -21,10 +21,8 @@ from netcheck.platform.base import (
     Egress,
     Interface,
     InterfaceFacts,
-    InterfaceIndex,
     Route,
-    invalid_egress,
-    normalize_address,
+    batch_egress,
 )
 from netcheck.platform.classify import classify_all
 from netcheck.platform.portable import PortablePlatform, source_address
@@ -248,23 +246,11 @@ class MacPlatform:
         return e
 
     def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        canon: dict[str, str] = {}
-        out: dict[str, Egress] = {}
-        for a in addresses:
-            try:
-                canon[a] = normalize_address(a)
-            except ValueError:
-                out[a] = invalid_egress(a, METHOD)
-        unique = list(dict.fromkeys(canon.values()))
+        return batch_egress(addresses, METHOD, self._route_get, self.interfaces)
+
+    def _route_get(self, unique: list[str]) -> Mapping[str, Egress]:
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            found = dict(zip(unique, pool.map(self._one, unique), strict=True))
-        index = InterfaceIndex.of(self.interfaces())
-        for original, c in canon.items():
-            e = found[c]
-            if e.kind == UNKNOWN and e.interface:
-                e = replace(e, kind=index.kind_of(e.interface))
-            out[original] = e
-        return out
+            return dict(zip(unique, pool.map(self._one, unique), strict=True))
 
     def routes(self) -> tuple[Route, ...]:
         res = self._run(["netstat", "-rn"], 5.0)

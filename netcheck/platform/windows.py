@@ -16,7 +16,6 @@ import fnmatch
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from netcheck.platform._run import Runner, default_runner
@@ -26,9 +25,8 @@ from netcheck.platform.base import (
     Egress,
     Interface,
     InterfaceFacts,
-    InterfaceIndex,
     Route,
-    invalid_egress,
+    batch_egress,
     normalize_address,
 )
 from netcheck.platform.classify import classify_all
@@ -279,30 +277,15 @@ class WindowsPlatform:
         return self.egress_many([address])[address]
 
     def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        canon: dict[str, str] = {}
-        out: dict[str, Egress] = {}
-        for a in addresses:
-            try:
-                canon[a] = normalize_address(a)
-            except ValueError:
-                out[a] = invalid_egress(a, METHOD)
-        unique = list(dict.fromkeys(canon.values()))
-        if not unique:
-            return out
+        return batch_egress(addresses, METHOD, self._find_netroute, self.interfaces)
+
+    def _find_netroute(self, unique: list[str]) -> Mapping[str, Egress]:
         text, err = self._ps(route_script(unique), 20.0 + 0.05 * len(unique))
         if err == "missing":
-            found = dict(self._portable.egress_many(unique))
-        elif text is None:
-            found = {a: Egress(a, None, None, None, UNKNOWN, None, METHOD, err) for a in unique}
-        else:
-            found = parse_find_netroute(text, unique)
-        index = InterfaceIndex.of(self.interfaces())
-        for original, c in canon.items():
-            e = found[c]
-            if e.kind == UNKNOWN and e.interface:
-                e = replace(e, kind=index.kind_of(e.interface))
-            out[original] = e
-        return out
+            return dict(self._portable.egress_many(unique))
+        if text is None:
+            return {a: Egress(a, None, None, None, UNKNOWN, None, METHOD, err) for a in unique}
+        return parse_find_netroute(text, unique)
 
     def routes(self) -> tuple[Route, ...]:
         text, _err = self._ps(ROUTES_SCRIPT, 20.0)
