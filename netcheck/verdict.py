@@ -312,6 +312,10 @@ def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessC
     return "Right now, from here, you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
 
 
+def _by_severity(finding: Finding) -> int:
+    return {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}[finding.severity]
+
+
 def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> Assessment:
     """The verdict for one check."""
     if not ctx.online:
@@ -352,8 +356,7 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
         verdict = Verdict.AT_RISK
     else:
         verdict = Verdict.READY
-    sev = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
-    findings.sort(key=lambda f: sev[f.severity])
+    findings.sort(key=_by_severity)
     return Assessment(verdict, _summary(verdict, rows, ctx), tuple(rows), tuple(findings))
 
 
@@ -363,6 +366,5 @@ def combine(current: Assessment, outage: OutageSection | None) -> Assessment:
         return current
     rank = [Verdict.READY, Verdict.AT_RISK, Verdict.NOT_READY]
     verdict = max(current.verdict, outage.verdict, key=rank.index)
-    sev = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
-    findings = tuple(sorted((*current.findings, *outage.findings), key=lambda f: sev[f.severity]))
+    findings = tuple(sorted((*current.findings, *outage.findings), key=_by_severity))
     return Assessment(verdict, f"{current.summary} {outage.summary}", current.workloads, findings)
