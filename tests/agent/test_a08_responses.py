@@ -105,11 +105,12 @@ def test_a8_transient_answers_keep_the_report_and_it_is_delivered_later(env: Env
 
 
 def _transient(env: Env, name: str, breaker: Callable[[], None], healer: Callable[[], None],
-               expect: str, uploader: Uploader | None = None) -> None:
+               expect: str | tuple[str, ...], uploader: Uploader | None = None) -> None:
     rid = env.rig.spool.append(fake_report()).report_id
     breaker()
     got = (uploader or env.rig.uploader).drain(Deadline.after(15))
-    assert got.failure is not None and expect in got.failure.reason, (name, got.failure)
+    wanted = (expect,) if isinstance(expect, str) else expect
+    assert got.failure is not None and any(w in got.failure.reason for w in wanted), (name, got.failure)
     assert got.remaining == 1 and got.quarantined == 0
     healer()
     got = env.rig.uploader.drain(Deadline.after(15))
@@ -129,7 +130,9 @@ def test_a8_transport_failures_keep_the_report(env: Env, monkeypatch: pytest.Mon
         p.connection_fault = ConnFault.PASS
         env.fault.clear()
 
-    _transient(env, "reset", reset, heal, "reset")
+    # The RST races the request: if it lands while the agent is still writing, the write takes the reset and the
+    # read that follows sees a closed socket. Both are the same fault and both readings keep the report.
+    _transient(env, "reset", reset, heal, ("reset", "closed the connection without a complete answer"))
 
     def half_open() -> None:
         env.fault["reports"] = Blackhole()
