@@ -231,7 +231,7 @@ class _Api:
 
     def _prepare(self, device_id: str, raw: bytes) -> store.Incoming:
         """Parse and check an upload (CPU only: it runs on the event loop, not in a thread)."""
-        parsed = strict_loads(raw, watch_key="device_id")
+        parsed = strict_loads(raw, watch_key="device_id", keep="report")
         if any(v != device_id for v in parsed.watched):
             raise ApiError("device_mismatch", "device_id in the body is not the device of this token",
                            field="device_id", status=403)
@@ -240,7 +240,7 @@ class _Api:
         report = body["report"]
         self.validators.report.check(report)
         agent = body["agent"]
-        encoded = canonical(report)
+        encoded = parsed.kept if parsed.kept is not None else canonical(report)
         return store.Incoming(
             report=report, report_json=encoded.decode("utf-8"), body_sha256=hashlib.sha256(encoded).hexdigest(),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),

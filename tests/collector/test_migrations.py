@@ -58,3 +58,32 @@ def test_sqlite_is_durable_and_in_wal_mode(tmp_path: object) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_reports_are_compressed_with_lz4_on_postgresql(new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                assert conn.dialect.name == "sqlite"
+                return  # nothing to change on SQLite
+            method = conn.execute(sa.text(
+                "SELECT attcompression FROM pg_attribute WHERE attrelid = 'reports'::regclass "
+                "AND attname = 'report_json'")).scalar_one()
+            assert method == "l"
+            # a real-sized report is stored compressed with it, and reads back whole
+            conn.execute(sa.text("INSERT INTO enroll_secrets (id, digest, created_at) VALUES ('s', 'd', now())"))
+            conn.execute(sa.text(
+                "INSERT INTO devices (id, hardware_id, os, agent_version, secret_id, enrolled_at, updated_at) "
+                "VALUES ('dev', 'hw', 'linux', '1', 's', now(), now())"))
+            text = '{"probes": [' + ",".join(f'{{"host": "h{i}.example", "ms": {i}}}' for i in range(5000)) + "]}"
+            conn.execute(sa.text(
+                "INSERT INTO reports (device_id, report_id, body_sha256, measured_at, received_at, sent_at, skew_s, "
+                "seq, dropped, spool_full, verdict, exit_code, tool_version, report_json) VALUES ('dev', 'r', 'x', "
+                "now(), now(), now(), 0, 1, 0, false, 'READY', 0, '1', :t)"), {"t": text})
+            row = conn.execute(sa.text(
+                "SELECT pg_column_compression(report_json), report_json FROM reports WHERE report_id = 'r'")).one()
+            assert row[0] == "lz4" and row[1] == text
+    finally:
+        engine.dispose()
