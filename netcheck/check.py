@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from netcheck.models import (
 )
 from netcheck.outage import Fate, OutageSection, assess_outage, predict
 from netcheck.pac import PacFetch
-from netcheck.platform import Platform
+from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
 from netcheck.proxy import ProxySettings
@@ -49,7 +49,7 @@ from netcheck.runner import (
     sample_addresses,
 )
 from netcheck.site_facts import gather
-from netcheck.site_profile import SiteProfile, load_site_profile
+from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine
 
 OnResult = Callable[[ProbeResult], None]
@@ -70,6 +70,11 @@ class CheckOptions:
     #: User principal name (or just the domain) for sign-in realm discovery; never stored.
     user: str | None = None
     site_profile: Path | None = None
+    #: Several profiles (the collector's policy), used only when ``site_profile`` is not given:
+    #: the one :func:`choose_site_profile` picks is used exactly as a file profile is.
+    site_profiles: tuple[SiteProfile, ...] = ()
+    #: The device's ``site`` tag (from enrollment): picks a profile by name when no network matches.
+    site_tag: str | None = None
     policy: Policy = field(default_factory=load_policy)
 
 
@@ -140,7 +145,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     relay = options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY") or catalog.media_relay
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
-    profile = load_site_profile(options.site_profile) if options.site_profile else SiteProfile()
+    file_profile = load_site_profile(options.site_profile) if options.site_profile else None
     user = _validate_user(options.user)
     results: list[ProbeResult] = []
     network: dict[str, DetailValue] = {
@@ -170,8 +175,11 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         online=bool(families), offline_reason=offline_reason)
     now = assess(results, ctx, policy)
     if families:
-        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile, deadline, pac, proxies,
-                                             network, now)
+        profile = file_profile
+        if profile is None and options.site_profiles:
+            profile = choose_site_profile(options, plat.interfaces(), results)
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile or SiteProfile(), deadline,
+                                             pac, proxies, network, now)
     assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
@@ -181,6 +189,16 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         catalog=CatalogInfo(catalog.instance, catalog.version, catalog.source), tenant=tenant,
         host=host_info(), deadline_s=deadline_s, probes=tuple(_ordered(results, plan)),
         assessment=assessment, network=network, outage=outage, interfaces=interfaces)
+
+
+def choose_site_profile(options: CheckOptions, interfaces: Sequence[Interface],
+                        results: Sequence[ProbeResult]) -> SiteProfile | None:
+    """Of ``options.site_profiles``, the one for this laptop: by its own addresses (loopback aside)
+    or the public address the Teams relay saw (STUN), else by the device's site tag."""
+    own = [a.split("/")[0] for i in interfaces if i.kind != "loopback" for a in i.addresses]
+    public = [str(r.detail["mapped_address"]) for r in results
+              if r.kind is ProbeKind.STUN and r.detail.get("mapped_address")]
+    return select_site_profile(options.site_profiles, [*own, *public], options.site_tag)
 
 
 def _validate_user(user: str | None) -> str | None:
@@ -303,4 +321,4 @@ def _ordered(results: list[ProbeResult], plan: TargetPlan) -> list[ProbeResult]:
                                           r.target.port or 0, r.family or ""))
 
 
-__all__ = ["CheckOptions", "perform_check", "host_info"]
+__all__ = ["CheckOptions", "choose_site_profile", "perform_check", "host_info"]

@@ -16,6 +16,9 @@ Example (every key optional)::
     vpn_mode = "split"               # "none", "full" or "split"
     vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
 
+The collector's policy can carry several profiles (``site_profiles``, a list of objects
+with the same keys); the agent uses the one :func:`select_site_profile` picks.
+
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.outage``).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,7 @@ class SiteProfile:
     pac_unreachable: str = "direct"
     vpn_mode: str | None = None
     vpn_exclude: tuple[str | int, ...] = ()
+    #: IT stated it (a file or the collector's policy); False for the inferred default
     from_file: bool = False
 
     def holds_address(self, address: str) -> bool:
@@ -65,7 +70,7 @@ class SiteProfile:
         return host in listed
 
 
-def _strings(doc: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+def _strings(doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = doc.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}: [site] {key} must be a list of strings")
@@ -73,6 +78,7 @@ def _strings(doc: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
 
 
 def load_site_profile(path: Path) -> SiteProfile:
+    """The profile in a TOML file with one ``[site]`` table (``--site-profile FILE``)."""
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -82,26 +88,40 @@ def load_site_profile(path: Path) -> SiteProfile:
     site = doc.get("site")
     if not isinstance(site, dict) or set(doc) - {"site"}:
         raise ConfigError(f"{path}: a site profile has one [site] table and nothing else")
-    unknown = sorted(set(site) - _KEYS)
+    return site_profile_from_mapping(site, str(path))
+
+
+def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
+    """A profile from the keys of a ``[site]`` table, however it arrived (a TOML file, an entry
+    of the collector's ``site_profiles`` policy). ``where`` starts every error message."""
+    if not isinstance(site, Mapping):
+        raise ConfigError(f"{where}: a site profile must be a table of [site] keys (a JSON object)")
+    unknown = sorted(str(k) for k in set(site) - _KEYS)
     if unknown:
-        raise ConfigError(f"{path}: [site] has unknown key {unknown[0]!r}")
+        raise ConfigError(f"{where}: [site] has unknown key {unknown[0]!r}")
+    name = site.get("name", "the corporate site")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: [site] name must be a non-empty string")
     networks = []
-    for text in _strings(site, "networks", str(path)):
+    for text in _strings(site, "networks", where):
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
-            raise ConfigError(f"{path}: [site] networks: {text!r} is not an IP prefix") from None
+            raise ConfigError(f"{where}: [site] networks: {text!r} is not an IP prefix") from None
     behaviour = site.get("vpn_on_site_down")
     if behaviour not in (None, "stays", "drops"):
-        raise ConfigError(f"{path}: [site] vpn_on_site_down must be \"stays\" or \"drops\"")
+        raise ConfigError(f"{where}: [site] vpn_on_site_down must be \"stays\" or \"drops\"")
     pac = site.get("pac_unreachable", "direct")
     if pac not in ("direct", "fail", "cached"):
-        raise ConfigError(f"{path}: [site] pac_unreachable must be \"direct\", \"fail\" or \"cached\"")
+        raise ConfigError(f"{where}: [site] pac_unreachable must be \"direct\", \"fail\" or \"cached\"")
     mode = site.get("vpn_mode")
     if mode not in (None, "none", "full", "split"):
-        raise ConfigError(f"{path}: [site] vpn_mode must be \"none\", \"full\" or \"split\"")
+        raise ConfigError(f"{where}: [site] vpn_mode must be \"none\", \"full\" or \"split\"")
+    items = site.get("vpn_exclude", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: [site] vpn_exclude must be a list")
     exclude: list[str | int] = []
-    for item in site.get("vpn_exclude", []):
+    for item in items:
         if isinstance(item, int) and not isinstance(item, bool) and item >= 0:
             exclude.append(item)
             continue
@@ -111,15 +131,32 @@ def load_site_profile(path: Path) -> SiteProfile:
         try:
             ipaddress.ip_network(str(item), strict=False)
         except ValueError:
-            raise ConfigError(f"{path}: [site] vpn_exclude: {item!r} is not a category "
+            raise ConfigError(f"{where}: [site] vpn_exclude: {item!r} is not a category "
                               "(Optimize, Allow, Default), an endpoint-set id or an IP prefix") from None
         exclude.append(str(item))
     if exclude and mode != "split":
-        raise ConfigError(f"{path}: [site] vpn_exclude needs vpn_mode = \"split\"")
+        raise ConfigError(f"{where}: [site] vpn_exclude needs vpn_mode = \"split\"")
     return SiteProfile(
-        name=str(site.get("name", "the corporate site")), networks=tuple(networks),
-        vpn_mode=mode, vpn_exclude=tuple(exclude),
-        vpn_gateways=_strings(site, "vpn_gateways", str(path)), dns_servers=_strings(site, "dns_servers", str(path)),
-        proxies=_strings(site, "proxies", str(path)), pac_hosts=_strings(site, "pac_hosts", str(path)),
-        federation_hosts=_strings(site, "federation_hosts", str(path)),
+        name=name.strip(), networks=tuple(networks), vpn_mode=mode, vpn_exclude=tuple(exclude),
+        vpn_gateways=_strings(site, "vpn_gateways", where), dns_servers=_strings(site, "dns_servers", where),
+        proxies=_strings(site, "proxies", where), pac_hosts=_strings(site, "pac_hosts", where),
+        federation_hosts=_strings(site, "federation_hosts", where),
         vpn_on_site_down=behaviour, pac_unreachable=pac, from_file=True)
+
+
+def select_site_profile(profiles: Sequence[SiteProfile], addresses: Iterable[str],
+                        site_tag: str | None = None) -> SiteProfile | None:
+    """The profile that applies to this laptop, chosen from several (the collector's policy).
+
+    ``addresses`` are the laptop's own addresses and, when known, its public egress address.
+    The first profile whose ``networks`` hold one of them wins; failing that, the first whose
+    ``name`` equals the device's ``site`` tag (ignoring case and surrounding spaces); else None.
+    """
+    addresses = list(addresses)
+    for profile in profiles:
+        if any(profile.holds_address(a) for a in addresses):
+            return profile
+    tag = (site_tag or "").strip().casefold()
+    if tag:
+        return next((p for p in profiles if p.name.strip().casefold() == tag), None)
+    return None

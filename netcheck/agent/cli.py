@@ -140,7 +140,8 @@ def agent(once: bool, interval: float | None, log_file: Path | None, verbose: bo
     try:
         spool = Spool()
         client, uploader = open_uploader(store, spool)
-        REDACT.secrets.update(s for s in (client.token, available_secret(store.load_config())) if s)
+        config = store.load_config()
+        REDACT.secrets.update(s for s in (client.token, available_secret(config)) if s)
         schedule = Schedule(interval, min(300.0, interval * 0.1)) if interval else Schedule()
         lock = FileLock(spool.root / "agent.lock")
         try:
@@ -154,7 +155,7 @@ def agent(once: bool, interval: float | None, log_file: Path | None, verbose: bo
         _fail(ConfigError(f"cannot open the spool: {exc.strerror or exc}"))
         return
     agent_ = build_agent(run_check=default_run_check, spool=spool, client=client, uploader=uploader,
-                         schedule=schedule, pinned_schedule=interval is not None)
+                         schedule=schedule, pinned_schedule=interval is not None, tags=config.tags)
     try:
         if once:
             result = run_once(agent_)

@@ -15,7 +15,8 @@ with a timeout (no polling loop; idle costs no measurable CPU). Tests drive the
 same lanes in simulated time, with an injected clock.
 
 The check itself is injected (``run_check``); :func:`default_run_check` calls
-``netcheck.check.perform_check`` with what the collector's policy says.
+``netcheck.check.perform_check`` with the options :func:`check_options` derives from the
+collector's policy and the device's tags.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netcheck.agent.schedule import Backoff, Schedule
 from netcheck.agent.spool import Spool
@@ -38,6 +39,10 @@ from netcheck.agent.uploader import DrainResult, Uploader, drain_with_retries
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
 from netcheck.paths import atomic_write
+
+if TYPE_CHECKING:
+    from netcheck.check import CheckOptions
+    from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class CheckRequest:
     deadline_s: float | None = None
     #: the collector's policy document (tenant, instance, thresholds...); empty if never fetched
     policy: Mapping[str, Any] = field(default_factory=dict)
+    #: the device's tags from enrollment (site, department); empty if the agent does not know them
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 RunCheck = Callable[[CheckRequest], dict[str, Any]]
@@ -89,9 +96,11 @@ def boot_clock() -> float:
 class Shared:
     """What the two lanes share: the schedule, the policy and the sweep queue."""
 
-    def __init__(self, schedule: Schedule, state_dir: Path, *, pinned_schedule: bool = False) -> None:
+    def __init__(self, schedule: Schedule, state_dir: Path, *, pinned_schedule: bool = False,
+                 tags: Mapping[str, str] | None = None) -> None:
         self.lock = threading.Lock()
         self.schedule = schedule
+        self.tags: Mapping[str, str] = dict(tags or {})
         self.pinned_schedule = pinned_schedule
         self.state_dir = state_dir
         self.policy: dict[str, Any] = {}
@@ -158,7 +167,7 @@ class Shared:
         return CheckRequest(thorough=sweep.thorough if sweep else False, sweep_id=sweep.id if sweep else None,
                             deadline_s=float(deadline) if isinstance(deadline, int | float)
                             and not isinstance(deadline, bool) and 0 < deadline <= 3600 else None,
-                            policy=policy)
+                            policy=policy, tags=self.tags)
 
 
 class Lane(Protocol):
@@ -331,10 +340,21 @@ def parse_sweeps(items: list[Any]) -> tuple[list[Sweep], dict[str, float]]:
 # -- the real check ------------------------------------------------------------
 
 def default_run_check(request: CheckRequest) -> dict[str, Any]:
-    """One real check with the collector's policy (tenant, instance, deadline, thresholds)."""
-    from netcheck.check import CheckOptions, perform_check
-    from netcheck.policy import load_policy
+    """One real check with what the collector's policy and the device's tags say."""
+    from netcheck.check import perform_check
     from netcheck.render.json import report_to_dict
+
+    return report_to_dict(perform_check(check_options(request)))
+
+
+def check_options(request: CheckRequest) -> CheckOptions:
+    """The check's options from the collector's policy (tenant, instance, user domain, thresholds,
+    site profiles), the request (deadline, thorough) and the device's ``site`` tag.
+
+    A value the agent cannot use is logged and left out; it never fails the check.
+    """
+    from netcheck.check import CheckOptions
+    from netcheck.policy import load_policy
 
     pol = request.policy
     local = load_policy()
@@ -352,9 +372,42 @@ def default_run_check(request: CheckRequest) -> dict[str, Any]:
             log.warning("ignoring the collector's thresholds: %s", exc)
     instance = pol.get("instance") if isinstance(pol.get("instance"), str) else "Worldwide"
     tenant = pol.get("tenant") if isinstance(pol.get("tenant"), str) and pol.get("tenant") else None
-    options = CheckOptions(instance=instance or "Worldwide", tenant=tenant, deadline_s=request.deadline_s,
-                           thorough=request.thorough, policy=local)
-    return report_to_dict(perform_check(options))
+    site = request.tags.get("site")
+    return CheckOptions(instance=instance or "Worldwide", tenant=tenant, deadline_s=request.deadline_s,
+                        thorough=request.thorough, policy=local, user=_user_domain(pol.get("user_domain")),
+                        site_profiles=_site_profiles(pol.get("site_profiles")),
+                        site_tag=site if isinstance(site, str) and site else None)
+
+
+def _user_domain(value: object) -> str | None:
+    """The policy's ``user_domain``, for sign-in realm discovery; None (logged) if it is not a domain."""
+    if value is None or value == "":
+        return None
+    from netcheck.probes.realm import realm_domain
+
+    if not isinstance(value, str) or realm_domain(value) is None or "@" in value:
+        log.warning("ignoring the collector's user_domain %.80r: not a domain name", value)
+        return None
+    return value.strip()
+
+
+def _site_profiles(items: object) -> tuple[SiteProfile, ...]:
+    """The policy's ``site_profiles``; an entry that is not a valid profile is logged and skipped."""
+    from netcheck.site_profile import site_profile_from_mapping
+
+    if not isinstance(items, list):
+        if items:
+            log.warning("ignoring the collector's site_profiles: a list of profiles was expected")
+        return ()
+    profiles = []
+    for index, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        where = f"the collector's site_profiles[{index}]" + (f" ({name[:64]!r})" if isinstance(name, str) else "")
+        try:
+            profiles.append(site_profile_from_mapping(item, where))
+        except ConfigError as exc:
+            log.warning("ignoring a site profile: %s", exc)
+    return tuple(profiles)
 
 
 # -- running the lanes ---------------------------------------------------------
@@ -371,11 +424,12 @@ class Agent:
 
 def build_agent(*, run_check: RunCheck, spool: Spool, client: CollectorClient, uploader: Uploader,
                 schedule: Schedule, state_dir: Path | None = None, pinned_schedule: bool = False,
+                tags: Mapping[str, str] | None = None,
                 clock: Callable[[], float] = boot_clock, wall: Callable[[], float] = time.time,
                 rng: random.Random | None = None, settings: LoopSettings | None = None,
                 backoff: Backoff | None = None, first_check_at: float | None = None) -> Agent:
     rng = rng or random.Random()
-    shared = Shared(schedule, state_dir or spool.root, pinned_schedule=pinned_schedule)
+    shared = Shared(schedule, state_dir or spool.root, pinned_schedule=pinned_schedule, tags=tags)
     net = NetLane(client, uploader, shared, clock=clock, wall=wall, rng=rng, settings=settings,
                   backoff=backoff)
     check = CheckLane(run_check, spool, shared, clock=clock, rng=rng, on_spooled=net.notify_spooled,

@@ -313,6 +313,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "endpoints_url": None,
 }
 
+_HOSTS = {"type": "array", "maxItems": 256, "items": {"type": "string", "minLength": 1, "maxLength": 260}}
+_PREFIX = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$"}
+
 POLICY_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": sorted(POLICY_DEFAULTS),
     "properties": {
@@ -327,7 +330,22 @@ POLICY_SCHEMA: dict[str, Any] = {
         },
         "deadline_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
         "thresholds": {"type": "object", "maxProperties": 64},
-        "site_profiles": {"type": "array", "maxItems": 256, "items": {"type": "object"}},
+        "site_profiles": {"type": "array", "maxItems": 256, "items": {
+            # the keys of a --site-profile file's [site] table (netcheck.site_profile); what a schema
+            # cannot say (a /33 prefix, vpn_exclude without vpn_mode) the agent logs and skips
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "networks": {"type": "array", "maxItems": 1024, "items": _PREFIX},
+                "vpn_gateways": _HOSTS, "dns_servers": _HOSTS, "proxies": _HOSTS, "pac_hosts": _HOSTS,
+                "federation_hosts": _HOSTS,
+                "vpn_on_site_down": {"enum": [None, "stays", "drops"]},
+                "pac_unreachable": {"enum": ["direct", "fail", "cached"]},
+                "vpn_mode": {"enum": [None, "none", "full", "split"]},
+                "vpn_exclude": {"type": "array", "maxItems": 1024, "items": {"anyOf": [
+                    {"enum": ["Optimize", "Allow", "Default"]}, {"type": "integer", "minimum": 0}, _PREFIX]}},
+            },
+        }},
         "endpoints_url": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2048,
                                                        "pattern": "^https://[^\\s]+$"}]},
     },

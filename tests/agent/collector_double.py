@@ -50,7 +50,7 @@ class CollectorDouble:
         self.policy: dict[str, Any] = {
             "tenant": "contoso", "instance": "Worldwide", "user_domain": None,
             "schedule": {"interval_s": 3600, "jitter_s": 300}, "deadline_s": 30,
-            "thresholds": {}, "site_profiles": {}, "endpoints_url": None}
+            "thresholds": {}, "site_profiles": [], "endpoints_url": None}
         self.sweeps: list[dict[str, Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True

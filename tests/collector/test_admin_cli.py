@@ -104,7 +104,9 @@ def test_policy_set_and_show(start_collector: Callable[..., CollectorProcess],
     url = fleet.database_url
     netcheck("admin", "policy", "set", "tenant", "contoso", database_url=url)
     netcheck("admin", "policy", "set", "schedule.jitter_s", "600", database_url=url)
-    netcheck("admin", "policy", "set", "site_profiles", '[{"site": "paris", "vpn": "split"}]', database_url=url)
+    netcheck("admin", "policy", "set", "site_profiles", '[{"name": "paris", "vpn_mode": "split"}]', database_url=url)
+    refused = netcheck("admin", "policy", "set", "site_profiles", '[{"site": "paris"}]', database_url=url, check=False)
+    assert refused.returncode == 4 and "site_profiles" in refused.stderr
     shown = json.loads(netcheck("admin", "policy", "show", database_url=url).stdout)
     assert shown["tenant"] == "contoso" and shown["schedule"]["jitter_s"] == 600
     device = fleet.enroll()
