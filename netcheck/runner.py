@@ -117,7 +117,9 @@ class _Run:
                                      "not started: the check's deadline had passed")
             else:
                 try:
-                    result = await asyncio.wait_for(call(), timeout=self.deadline.remaining() + 0.25)
+                    # asyncio.timeout, not wait_for: no extra task per probe (405 of them in a check)
+                    async with asyncio.timeout(self.deadline.remaining() + 0.25):
+                        result = await call()
                 except TimeoutError:
                     result = ProbeResult(kind, target, Outcome.TIMEOUT,
                                          "did not finish before the check's deadline")

@@ -45,9 +45,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from netcheck import __version__
 from netcheck.catalog import (
@@ -83,6 +84,8 @@ def default_cache_root() -> Path:
 
 def resolve_base_url(flag: str | None = None) -> str:
     """The service's base URL: the flag, else $NETCHECK_ENDPOINTS_URL, else Microsoft's."""
+    import httpx  # only when talking to the web service: ~0.1 s of imports
+
     url = (flag or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip()
     try:
         parsed = httpx.URL(url)
@@ -493,6 +496,8 @@ _ERRNO_REASONS = {
 
 def failure_reason(exc: BaseException) -> str:
     """A short, plain reason for a failed request (the one exception table here)."""
+    import httpx  # only when talking to the web service: ~0.1 s of imports
+
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     for cause in _chain(exc):
@@ -532,6 +537,8 @@ def _parse_version_answer(doc: Any, instance: str) -> str:
 
 def make_client(timeout: float = 15.0) -> httpx.Client:
     """The HTTP client for the service: system proxies honoured, certificates verified."""
+    import httpx  # only when talking to the web service: ~0.1 s of imports
+
     return httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                         follow_redirects=True,
                         headers={"User-Agent": f"netcheck/{__version__}",
@@ -619,6 +626,8 @@ class Updater:
 
     def _get(self, path: str, guid: str, deadline: Deadline) -> bytes:
         """GET ``base + path`` with the ClientRequestId; the body of a 200 answer."""
+        import httpx  # only when talking to the web service: ~0.1 s of imports
+
         if deadline.expired:
             raise _Unavailable("timed out")
         timeout = httpx.Timeout(deadline.step(15.0), connect=deadline.step(10.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +58,11 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     """
     from netcheck.check import CheckOptions, perform_check
     from netcheck.render.json import render_json
-    from netcheck.render.text import render_text
 
+    # What is loaded by now (modules, click's objects) outlives the check: the cyclic garbage
+    # collector need not scan it again and again while probing (~35 ms of CPU). Unfrozen
+    # afterwards, for callers that go on in the same process.
+    gc.freeze()
     try:
         options = CheckOptions(instance=instance, tenant=tenant, endpoints_file=endpoints_file,
                                deadline_s=deadline_s, thorough=thorough, whoami_name=whoami_name,
@@ -70,6 +74,8 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
             report = perform_check(options)
     except NetcheckError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        gc.unfreeze()
     if output is not None:
         _write(output, render_json(report))
     if html_path is not None:
@@ -86,6 +92,8 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     if as_json:
         click.echo(render_json(report), nl=False)
     else:
+        from netcheck.render.text import render_text  # rich: only for the text report (~30 ms of imports)
+
         click.echo(render_text(report, color=sys.stdout.isatty(), verbose=verbose), nl=False)
     sys.exit(report.assessment.verdict.exit_code)
 

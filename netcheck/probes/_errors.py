@@ -2,8 +2,8 @@
 
 Probes never raise for network failures: they catch, call :func:`classify`, and
 put the result in their :class:`~netcheck.models.ProbeResult`. Libraries wrap
-each other's errors (httpx wraps httpcore wraps anyio wraps ``OSError`` or
-``ssl.SSLError``), so :func:`classify` looks along the whole cause chain,
+each other's errors (dnspython keeps each server's failure, asyncio raises
+``OSError`` or ``ssl.SSLError`` from inside its own), so :func:`classify` looks along the whole cause chain,
 exception groups included, and the first rule of the table (most specific
 first) that matches any exception in that chain decides.
 
@@ -16,11 +16,9 @@ first) that matches any exception in that chain decides.
     dns NoNameservers                      SERVFAIL / DNS_REFUSED / NETWORK_UNREACHABLE
                                            / NO_RESOLVER, from what each server said
     dns Timeout (lifetime expired)         DNS_TIMEOUT
-    httpx.ProxyError (CONNECT refused)     HTTP_PROXY_AUTH (407) / HTTP_PROXY_BLOCKED
+    _http1.ProxyError (CONNECT refused)    HTTP_PROXY_AUTH (407) / HTTP_PROXY_BLOCKED
                                            / HTTP_NO_RESPONSE (5xx)
-    httpx.ConnectTimeout                   CONNECT_TIMEOUT
-    httpx.ReadTimeout / WriteTimeout       HTTP_NO_RESPONSE
-    httpx.RemoteProtocolError              HTTP_NO_RESPONSE
+    _http1.ProtocolError                   HTTP_NO_RESPONSE
     socket.gaierror                        NXDOMAIN / DNS_TIMEOUT / NO_RESOLVER
     ConnectionRefusedError                 CONNECT_REFUSED
     ConnectionResetError / Aborted / EPIPE CONNECTION_RESET
@@ -44,9 +42,9 @@ from typing import Any
 
 import dns.exception
 import dns.resolver
-import httpx
 
 from netcheck.models import Detail, Outcome, ProbeKind, ProbeResult, Target
+from netcheck.probes._http1 import ProtocolError, ProxyError
 
 Classified = tuple[Outcome, str]
 
@@ -232,18 +230,14 @@ RULES: tuple[_Rule, ...] = (
      _const(Outcome.NO_RESOLVER, "this machine has no DNS servers configured")),
     (dns.resolver.NoNameservers, _no_nameservers),
     (dns.exception.Timeout, _dns_timeout),
-    (httpx.ProxyError, _proxy_error),
-    (httpx.ConnectTimeout, _const(Outcome.CONNECT_TIMEOUT, "the connection attempt timed out")),
-    ((httpx.ReadTimeout, httpx.WriteTimeout),
-     _const(Outcome.HTTP_NO_RESPONSE, "the server accepted the connection but sent no response in time")),
-    (httpx.RemoteProtocolError,
+    (ProxyError, _proxy_error),
+    (ProtocolError,
      _const(Outcome.HTTP_NO_RESPONSE, "the server closed the connection without a valid HTTP response")),
     (socket.gaierror, _gaierror),
     (OSError, _oserror),
     (ssl.SSLError, _tls_error),
-    (httpx.PoolTimeout, _const(Outcome.TIMEOUT, "no connection slot became free in time")),
     (TimeoutError, _const(Outcome.TIMEOUT, "no answer before the check's deadline")),
-    ((dns.exception.SyntaxError, dns.exception.FormError, ValueError, httpx.InvalidURL),
+    ((dns.exception.SyntaxError, dns.exception.FormError, ValueError),
      lambda e: (Outcome.ERROR, f"invalid input ({e})")),
 )
 

@@ -11,29 +11,25 @@ this URL (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``; the
 registry on Windows, System Configuration on macOS) when ``spec.trust_env``.
 Going direct with ``target.address`` set, the probe connects to that address
 and sends ``target.host`` as SNI and ``Host``. Certificates are verified
-against the machine's store, as the laptop's apps would.
+against the machine's store, as the laptop's apps would. The exchange itself is
+:class:`netcheck.probes._http1.Exchange` (asyncio and h11).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import ssl
-import time
 import urllib.parse
-import urllib.request
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
-
-import httpx
+from collections.abc import Mapping
 
 from netcheck import __version__
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
 from netcheck.probes._errors import classify, ms, too_late
+from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy
 from netcheck.probes.tcp import family_of
 
 #: Words in a ``Server`` header that name a proxy / secure web gateway product.
@@ -106,6 +102,8 @@ def _proxy_settings(env: tuple[str | None, ...]) -> tuple[Mapping[str, str], boo
     each of ~165 probes would cost more CPU than the rest of the probe.
     """
     del env  # the cache key
+    import urllib.request  # only here: it imports http.client and email (~10 ms)
+
     from_env = urllib.request.getproxies_environment()
     if from_env:
         return from_env, True
@@ -129,6 +127,8 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str) -> tuple[str | None, s
     url = proxies.get(scheme) or proxies.get("all")
     if not url:
         return None, None
+    import urllib.request
+
     if from_env:
         bypass = urllib.request.proxy_bypass_environment(host, dict(proxies))  # type: ignore[attr-defined]
     else:
@@ -136,65 +136,6 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str) -> tuple[str | None, s
     if bypass:
         return None, None
     return _normalise_proxy(url), "environment"
-
-
-class _Trace:
-    """Collects httpcore's trace events with their times."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float]] = []
-        self.remote: str | None = None
-        self.local: str | None = None
-        self.streams: list[Any] = []
-
-    async def __call__(self, name: str, info: dict[str, Any]) -> None:
-        self.events.append((name, time.perf_counter()))
-        if name == "connection.connect_tcp.complete":
-            stream = info.get("return_value")
-            if stream is not None:
-                self.streams.append(stream)
-                server, client = stream.get_extra_info("server_addr"), stream.get_extra_info("client_addr")
-                self.remote = str(server[0]) if server else None
-                self.local = str(client[0]) if client else None
-
-    async def close_streams(self) -> None:
-        """Close every connection opened. httpcore leaks the TCP stream when a
-        cancellation (our deadline) lands inside its TLS handshake."""
-        for stream in self.streams:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-
-    def seen(self, name: str) -> bool:
-        return any(n == name for n, _ in self.events)
-
-    def _at(self, suffix: str, last: bool) -> float | None:
-        times = [t for n, t in self.events if n.endswith(suffix)]
-        return (times[-1] if last else times[0]) if times else None
-
-    def span(self, start: str, end: str, last: bool = False) -> float | None:
-        a, b = self._at(start, last), self._at(end, last)
-        return ms(b - a) if a is not None and b is not None and b >= a else None
-
-    @property
-    def connected(self) -> bool:
-        return self.seen("connection.connect_tcp.complete")
-
-    def tls_pending(self) -> bool:
-        """A TLS handshake started and has not completed."""
-        started, complete = self._at("start_tls.started", True), self._at("start_tls.complete", True)
-        return started is not None and (complete is None or complete < started)
-
-    def phases(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for phase, span in (
-            ("connect", self.span("connection.connect_tcp.started", "connection.connect_tcp.complete")),
-            ("tls", self.span("start_tls.started", "start_tls.complete", last=True)),
-            ("processing", self.span("http11.send_request_headers.started",
-                                     "http11.receive_response_headers.complete", last=True)),
-        ):
-            if span is not None:
-                out[phase] = span
-        return out
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:
@@ -218,92 +159,68 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
         "status": None, "server": None, "proxy": redact(proxy) if proxy else None,
         "proxy_source": proxy_source, "via_proxy": proxy is not None}
     family = family_of(direct_address)
-    trace = _Trace()
-    extensions: dict[str, Any] = {"trace": trace}
-    if direct_address and scheme == "https":
-        extensions["sni_hostname"] = target.host
-    cap = spec.step_timeout_s
     try:
         verify = trust.http_context(spec)
     except (OSError, ssl.SSLError) as exc:
         return ProbeResult(kind, target, Outcome.ERROR, f"cannot load a trust store ({exc})", {}, detail, family)
     try:
-        client = httpx.AsyncClient(
-            verify=verify, trust_env=False, proxy=proxy, follow_redirects=False,
-            timeout=httpx.Timeout(deadline.step(cap)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
-        url = httpx.URL(scheme=scheme, host=direct_address or target.host, port=port, path="/")
-    except Exception as exc:  # bad proxy URL, socks without socksio
+        via = Proxy.parse(proxy) if proxy else None
+    except ValueError as exc:  # a proxy URL this client cannot use (socks, no host, bad port)
         outcome, reason = classify(exc)
         return ProbeResult(kind, target, outcome, reason, {}, detail, family)
-    headers = {"Host": _host_header(target.host, port, scheme), "Connection": "close",
-               "User-Agent": _USER_AGENT, "Accept": "*/*"}
-    start_body: float | None = None
-    end_body: float | None = None
-    received = 0
-    response: httpx.Response | None = None
+    headers = [("Host", _host_header(target.host, port, scheme)), ("Accept", "*/*"),
+               ("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close"), ("User-Agent", _USER_AGENT)]
+    ex = Exchange()
     try:
-        async with client:
-            async with asyncio.timeout_at(deadline.at):
-                request = client.build_request("GET", url, headers=headers, extensions=extensions)
-                response = await client.send(request, stream=True)
-                try:
-                    start_body = time.perf_counter()
-                    body = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-                    try:
-                        async for chunk in body:
-                            received += len(chunk)
-                            if received >= MAX_BODY:
-                                break
-                    finally:
-                        await body.aclose()
-                    end_body = time.perf_counter()
-                finally:
-                    await response.aclose()
+        async with asyncio.timeout_at(deadline.at):
+            await ex.get(scheme=scheme, host=target.host, port=port, target="/", headers=headers,
+                         ssl_context=verify, timeout=deadline.step(spec.step_timeout_s),
+                         connect_to=direct_address, proxy=via, body_limit=MAX_BODY)
     except TimeoutError:
-        await trace.close_streams()
-        if response is None:
-            outcome, reason = _timed_out(trace, proxy)
-            return _result(target, outcome, reason, trace, detail, family, None, None)
-    except httpx.TimeoutException:
-        if response is None:  # what timed out depends on how far the exchange got
-            outcome, reason = _timed_out(trace, proxy)
-            return _result(target, outcome, reason, trace, detail, family, None, None)
+        if ex.response is None:  # what timed out depends on how far the exchange got
+            outcome, reason = _timed_out(ex, proxy is not None)
+            return _result(target, outcome, reason, ex, detail, family)
     except Exception as exc:
-        if response is None:
-            outcome, reason = classify(exc, at_proxy=proxy is not None and not trace.connected)
-            return _result(target, outcome, reason, trace, detail, family, None, None)
-    # The response headers arrived: that is the answer, however the body went.
+        if ex.response is None:
+            outcome, reason = classify(exc, at_proxy=proxy is not None and not ex.connected)
+            return _result(target, outcome, reason, ex, detail, family)
+    # The response head arrived: that is the answer, however the body went.
+    response = ex.response
     assert response is not None
-    server = response.headers.get("server")
-    lower = {k.lower(): v for k, v in response.headers.items()}
-    detail.update({"status": response.status_code, "server": server,
-                   "http_version": response.http_version, "received_bytes": received})
-    if "location" in lower:
-        detail["location"] = lower["location"]
-    outcome, reason = judge(response.status_code, response.reason_phrase, lower)
+    detail.update({"status": response.status, "server": response.headers.get("server"),
+                   "http_version": response.http_version, "received_bytes": ex.received})
+    if "location" in response.headers:
+        detail["location"] = response.headers["location"]
+    outcome, reason = judge(response.status, response.reason, response.headers)
     if proxy is not None and outcome is Outcome.OK:
         reason += f" through the proxy {redact(proxy)}"
-    return _result(target, outcome, reason, trace, detail, family, start_body, end_body)
+    return _result(target, outcome, reason, ex, detail, family)
 
 
-def _timed_out(trace: _Trace, proxy: str | None) -> tuple[Outcome, str]:
-    if not trace.connected:
-        if proxy is not None:
+def _timed_out(ex: Exchange, via_proxy: bool) -> tuple[Outcome, str]:
+    if not ex.connected:
+        if via_proxy:
             return Outcome.PROXY_UNREACHABLE, "the proxy did not accept a connection in time"
         return Outcome.CONNECT_TIMEOUT, "the connection attempt timed out"
-    if trace.tls_pending():
+    if ex.tls_pending():
         return Outcome.TIMEOUT, "the TLS handshake did not finish in time"
     return Outcome.HTTP_NO_RESPONSE, "the server accepted the connection but sent no response in time"
 
 
-def _result(target: Target, outcome: Outcome, reason: str, trace: _Trace, detail: dict[str, DetailValue],
-            family: str | None, start_body: float | None, end_body: float | None) -> ProbeResult:
-    phases = trace.phases()
-    if start_body is not None and end_body is not None:
-        phases["transfer"] = ms(end_body - start_body)
+def phases(ex: Exchange) -> dict[str, float]:
+    """The phases an exchange got through, in ms (TLS: the last handshake, i.e. the server's)."""
+    out: dict[str, float] = {}
+    for phase, seconds in (("connect", ex.connect_s), ("tls", ex.tls_s), ("processing", ex.processing_s),
+                           ("transfer", ex.transfer_s)):
+        if seconds is not None:
+            out[phase] = ms(seconds)
+    return out
+
+
+def _result(target: Target, outcome: Outcome, reason: str, ex: Exchange, detail: dict[str, DetailValue],
+            family: str | None) -> ProbeResult:
     if not detail["via_proxy"]:
-        family = family or family_of(trace.remote)
-        detail["remote_address"] = trace.remote
-    detail["local_address"] = trace.local
-    return ProbeResult(ProbeKind.HTTP, target, outcome, reason, phases, detail, family)
+        family = family or family_of(ex.remote)
+        detail["remote_address"] = ex.remote
+    detail["local_address"] = ex.local
+    return ProbeResult(ProbeKind.HTTP, target, outcome, reason, phases(ex), detail, family)

@@ -20,19 +20,17 @@ import asyncio
 import json
 import re
 import ssl
-import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from netcheck.deadline import Deadline
-from netcheck.models import DetailValue, Outcome, Phase, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
-from netcheck.probes._errors import classify, ms, too_late
-from netcheck.probes.http import _host_header, _timed_out, _Trace, choose_proxy, redact
+from netcheck.probes._errors import classify, too_late
+from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, decoded
+from netcheck.probes.http import _USER_AGENT, _host_header, _timed_out, choose_proxy, phases, redact
 from netcheck.probes.tcp import family_of
 
 _MAX_BODY = 64 * 1024
@@ -74,38 +72,28 @@ class _Failure:
     phases: dict[str, float]
 
 
-async def _get(client: httpx.AsyncClient, target: Target, direct: str | None, proxy: str | None,
-               path: str, params: Mapping[str, str], deadline: Deadline) -> _Answer | _Failure:
+async def _get(target: Target, direct: str | None, proxy: Proxy | None, path: str, params: Mapping[str, str],
+               context: ssl.SSLContext, deadline: Deadline, timeout: float) -> _Answer | _Failure:
     port = target.port or 443
-    trace = _Trace()
-    extensions: dict[str, Any] = {"trace": trace}
-    if direct:  # connect to the address, name the host in SNI and Host
-        extensions["sni_hostname"] = target.host
-    url = httpx.URL(scheme="https", host=direct or target.host, port=port, path=path, params=params)
-    headers = {"Host": _host_header(target.host, port, "https"), "Accept": "application/json"}
+    # Quoted as httpx quotes a path and encodes a query (the user name is checked: no % ? # / \\).
+    url = urllib.parse.quote(path, safe="/:@!$&'()*+,;=") + "?" + urllib.parse.urlencode(params)
+    headers = [("Host", _host_header(target.host, port, "https")), ("Accept", "application/json"),
+               ("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close"), ("User-Agent", _USER_AGENT)]
     if deadline.expired:
         return _Failure(Outcome.TIMEOUT, "the check ran out of time before realm discovery", {})
+    ex = Exchange()
     try:
         async with asyncio.timeout_at(deadline.at):
-            request = client.build_request("GET", url, headers=headers, extensions=extensions)
-            response = await client.send(request, stream=True)
-            try:
-                body = b""
-                started = time.perf_counter()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_BODY:
-                        break
-                phases = trace.phases()
-                phases[Phase.TRANSFER.value] = ms(time.perf_counter() - started)
-                return _Answer(response.status_code, body, phases)
-            finally:
-                await response.aclose()
+            response = await ex.get(scheme="https", host=target.host, port=port, target=url, headers=headers,
+                                    ssl_context=context, timeout=timeout, connect_to=direct, proxy=proxy,
+                                    body_limit=_MAX_BODY + 1, keep_body=True)
+            body = decoded(bytes(ex.body), response.headers.get("content-encoding"))
+        return _Answer(response.status, body, phases(ex))
     except TimeoutError:
-        outcome, reason = _timed_out(trace, proxy)
+        outcome, reason = _timed_out(ex, proxy is not None)
     except Exception as exc:  # classified, never raised: a probe reports failures
-        outcome, reason = classify(exc, at_proxy=proxy is not None and not trace.connected)
-    return _Failure(outcome, reason, trace.phases())
+        outcome, reason = classify(exc, at_proxy=proxy is not None and not ex.connected)
+    return _Failure(outcome, reason, phases(ex))
 
 
 def _field(doc: Mapping[str, Any], *names: str) -> str | None:
@@ -219,20 +207,19 @@ async def probe_realm(target: Target, spec: ProbeSpec, deadline: Deadline, *, us
     )
     first: tuple[str, _Answer | _Failure] | None = None
     try:
-        client = httpx.AsyncClient(verify=context, trust_env=False, proxy=proxy, follow_redirects=False,
-                                   timeout=httpx.Timeout(deadline.step(spec.step_timeout_s)))
-    except Exception as exc:  # a proxy URL httpx cannot use
+        via = Proxy.parse(proxy) if proxy else None
+    except ValueError as exc:  # a proxy URL this client cannot use
         outcome, reason = classify(exc)
         return ProbeResult(kind, target, outcome, scrub(reason), {}, base, family)
-    async with client:
-        for name, path, params in attempts:
-            got = await _get(client, target, direct, proxy, path, params, deadline)
-            first = first or (name, got)
-            if isinstance(got, _Failure):
-                break  # the network failed: the other path would fail the same way
-            realm = parse_realm(got.body) if got.status == 200 else None
-            if realm is not None:
-                return _found(target, base, family, name, realm, got.phases, scrub)
+    timeout = deadline.step(spec.step_timeout_s)
+    for name, path, params in attempts:
+        got = await _get(target, direct, via, path, params, context, deadline, timeout)
+        first = first or (name, got)
+        if isinstance(got, _Failure):
+            break  # the network failed: the other path would fail the same way
+        realm = parse_realm(got.body) if got.status == 200 else None
+        if realm is not None:
+            return _found(target, base, family, name, realm, got.phases, scrub)
     assert first is not None
     name, got = first
     detail = {**base, "endpoint": name}

@@ -11,8 +11,8 @@ shared. SSLContexts are safe to share between concurrent connections.
   (``ssl.create_default_context()``, which honours ``SSL_CERT_FILE`` /
   ``SSL_CERT_DIR``), or ``ProbeSpec.system_roots``. A chain that verifies only
   here was signed by a locally added root: TLS inspection.
-* http: the machine's store again, as a separate instance, because httpx sets
-  ALPN protocols on the context it is given.
+* http: the machine's store again, as a separate instance offering ALPN
+  ``http/1.1`` (what the HTTP and realm probes speak).
 * unverified: no verification at all, only to read the certificate a server
   presents when neither store accepts it.
 """
@@ -38,10 +38,13 @@ def public_roots_path(spec: ProbeSpec) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _verifying(purpose: str, cafile: str | None, env: tuple[str | None, ...]) -> ssl.SSLContext:
-    # ``purpose`` and ``env`` are cache keys only: separate instances per use,
-    # rebuilt when SSL_CERT_FILE / SSL_CERT_DIR change.
-    del purpose, env
-    return ssl.create_default_context(cafile=cafile)
+    # Separate instances per use (``purpose``), rebuilt when SSL_CERT_FILE /
+    # SSL_CERT_DIR change (``env``, a cache key only).
+    del env
+    ctx = ssl.create_default_context(cafile=cafile)
+    if purpose == "http":
+        ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 def public_context(spec: ProbeSpec) -> ssl.SSLContext:
@@ -55,7 +58,7 @@ def system_context(spec: ProbeSpec) -> ssl.SSLContext:
 
 
 def http_context(spec: ProbeSpec) -> ssl.SSLContext:
-    """Verifies against the machine's store (for httpx, which sets ALPN on it)."""
+    """Verifies against the machine's store and offers ALPN ``http/1.1`` (for HTTP requests)."""
     return _verifying("http", spec.system_roots, _env_key(spec))
 
 

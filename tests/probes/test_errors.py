@@ -13,6 +13,7 @@ import pytest
 
 from netcheck.models import Outcome
 from netcheck.probes._errors import RULES, classify, nameserver_text
+from netcheck.probes._http1 import ProtocolError, ProxyError
 
 
 def chained(outer: BaseException, *causes: BaseException) -> BaseException:
@@ -55,16 +56,12 @@ CASES: list[tuple[str, BaseException, Outcome]] = [
     ("closed ns", no_nameservers(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), Outcome.NO_RESOLVER),
     ("broken ns", no_nameservers(EOFError()), Outcome.NO_RESOLVER),
     ("lifetime", dns.resolver.LifetimeTimeout(timeout=2.0, errors=[]), Outcome.DNS_TIMEOUT),
-    ("proxy 407", httpx.ProxyError("407 Proxy Authentication Required"), Outcome.HTTP_PROXY_AUTH),
-    ("proxy 403", httpx.ProxyError("403 Forbidden"), Outcome.HTTP_PROXY_BLOCKED),
-    ("proxy 502", httpx.ProxyError("502 Bad Gateway"), Outcome.HTTP_NO_RESPONSE),
-    ("proxy other", httpx.ProxyError("tunnel failed"), Outcome.PROXY_UNREACHABLE),
-    ("connect timeout", httpx.ConnectTimeout("timed out"), Outcome.CONNECT_TIMEOUT),
-    ("read timeout", httpx.ReadTimeout("timed out"), Outcome.HTTP_NO_RESPONSE),
-    ("write timeout", httpx.WriteTimeout("timed out"), Outcome.HTTP_NO_RESPONSE),
-    ("server hung up", httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    ("proxy 407", ProxyError("407 Proxy Authentication Required"), Outcome.HTTP_PROXY_AUTH),
+    ("proxy 403", ProxyError("403 Forbidden"), Outcome.HTTP_PROXY_BLOCKED),
+    ("proxy 502", ProxyError("502 Bad Gateway"), Outcome.HTTP_NO_RESPONSE),
+    ("proxy other", ProxyError("tunnel failed"), Outcome.PROXY_UNREACHABLE),
+    ("server hung up", ProtocolError("Server disconnected without sending a response."),
      Outcome.HTTP_NO_RESPONSE),
-    ("pool timeout", httpx.PoolTimeout("no slot"), Outcome.TIMEOUT),
     ("gai noname", socket.gaierror(socket.EAI_NONAME, "Name or service not known"), Outcome.NXDOMAIN),
     ("gai again", socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), Outcome.DNS_TIMEOUT),
     ("gai other", socket.gaierror(socket.EAI_FAIL, "Non-recoverable failure"), Outcome.NO_RESOLVER),
@@ -141,7 +138,7 @@ def test_cyclic_chain_terminates() -> None:
 
 
 @pytest.mark.parametrize("exc", [ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
-                                 httpx.ConnectTimeout("t"), OSError(errno.ENETUNREACH, "u"),
+                                 OSError(errno.ETIMEDOUT, "t"), TimeoutError(), OSError(errno.ENETUNREACH, "u"),
                                  socket.gaierror(socket.EAI_NONAME, "no such proxy")])
 def test_connect_failure_at_proxy_is_proxy_unreachable(exc: BaseException) -> None:
     outcome, reason = classify(exc, at_proxy=True)
@@ -150,7 +147,7 @@ def test_connect_failure_at_proxy_is_proxy_unreachable(exc: BaseException) -> No
 
 
 def test_answers_from_proxy_stay_what_they_are() -> None:
-    assert classify(httpx.ProxyError("407 Proxy Authentication Required"), at_proxy=True)[0] \
+    assert classify(ProxyError("407 Proxy Authentication Required"), at_proxy=True)[0] \
         is Outcome.HTTP_PROXY_AUTH
     assert classify(cert_error(20, "x"), at_proxy=True)[0] is Outcome.TLS_UNTRUSTED
 
