@@ -243,7 +243,7 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
     if pac is not None:
         if not (pac.ok and pac.text):
             return out  # the PAC could not be fetched: clients go direct (reported in network facts)
-        from netcheck.pac import PacError, evaluate
+        from netcheck.pac import PacError, evaluate, proxy_url
 
         urls = {h: f"https://{h}/" for h in hosts}
         try:
@@ -252,9 +252,7 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
             network["pac_error"] = str(exc)[:500]
             return out
         for h, url in urls.items():
-            first = (decisions.get(url) or ["DIRECT"])[0]
-            word, _, where = first.partition(" ")
-            out[h] = f"{'https' if word == 'HTTPS' else 'http'}://{where.strip()}" if word in ("PROXY", "HTTPS") else ""
+            out[h] = proxy_url((decisions.get(url) or ["DIRECT"])[0]) or ""
         return out
     if proxies.proxies:
         for h in hosts:

@@ -33,6 +33,7 @@ from netcheck.agent.transport import CollectorClient, Disposition, Exchange
 from netcheck.deadline import Deadline
 from netcheck.errors import CollectorRejected, CollectorUnreachable, ConfigError
 from netcheck.paths import atomic_write
+from netcheck.proxy_choice import proxy_choice
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def enroll(store: AgentStore, collector_url: str, secret: str, *, tags: Mapping[
     if ca_bundle is not None and not ca_bundle.is_file():
         raise ConfigError(f"--ca-bundle {ca_bundle}: no such file")
     own = client is None
-    cli = client or CollectorClient(collector_url, ca_bundle=ca_bundle)
+    cli = client or CollectorClient(collector_url, ca_bundle=ca_bundle, chooser=proxy_choice)
     hw = machine or hardware_id(store.directory)
     try:
         got = request_enrollment(cli, secret, hardware_id=hw, device_name=device_name, tags=tags,

@@ -25,6 +25,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,7 @@ from netcheck import __version__
 from netcheck.agent.schedule import parse_retry_after
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
+from netcheck.proxy_choice import ProxyChoice
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +171,65 @@ def classify_response(status: int, headers: httpx.Headers, raw: bytes) -> Exchan
     return Exchange(Disposition.REJECT, what, status, body, retry_after, code)
 
 
+#: how long a proxy choice for the collector is trusted before the settings are read again
+ROUTE_TTL_S = 600.0
+
+
 class CollectorClient:
-    """HTTP to one collector (base URL), with the device token when there is one."""
+    """HTTP to one collector (base URL), with the device token when there is one.
+
+    ``chooser``: how to pick the proxy for the collector (``netcheck.proxy_choice``: the
+    laptop's PAC file or proxy settings, as its browser would). Its answer is kept for
+    ``ROUTE_TTL_S`` and asked again after any transport failure (the laptop may have moved
+    between office and home). Without a chooser the environment's ``HTTPS_PROXY`` applies.
+    """
 
     def __init__(self, base_url: str, *, token: str | None = None, ca_bundle: Path | None = None,
-                 timeouts: Timeouts | None = None, transport: httpx.BaseTransport | None = None) -> None:
+                 timeouts: Timeouts | None = None, transport: httpx.BaseTransport | None = None,
+                 chooser: Callable[[str, Deadline], ProxyChoice] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeouts = timeouts or Timeouts()
         self._host = httpx.URL(self.base_url).host
-        self._client = httpx.Client(
-            verify=ssl_context(ca_bundle), follow_redirects=False, trust_env=True, transport=transport,
-            headers={"User-Agent": f"netcheck-agent/{__version__}", "Accept": "application/json"},
+        self._verify = ssl_context(ca_bundle)
+        self._transport = transport
+        self._chooser = chooser
+        self._choice: ProxyChoice | None = None
+        self._chosen_at = 0.0
+        self._client = self._make_client(None, trust_env=chooser is None)
+
+    def _make_client(self, proxy: str | None, *, trust_env: bool) -> httpx.Client:
+        return httpx.Client(
+            verify=self._verify, follow_redirects=False, trust_env=trust_env, transport=self._transport,
+            proxy=proxy, headers={"User-Agent": f"netcheck-agent/{__version__}", "Accept": "application/json"},
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0))
+
+    @property
+    def proxy_choice(self) -> ProxyChoice | None:
+        """The proxy choice in use (None before the first exchange, or without a chooser)."""
+        return self._choice
+
+    def _route(self, deadline: Deadline) -> None:
+        """Ask the chooser again when its answer is stale; rebuild the client if it changed."""
+        if self._chooser is None:
+            return
+        now = time.monotonic()
+        if self._choice is not None and now - self._chosen_at < ROUTE_TTL_S:
+            return
+        from netcheck.probes.http import redact
+
+        choice = self._chooser(self.base_url + API, deadline.sooner(10.0))
+        if self._choice is None or choice.proxy != self._choice.proxy:
+            log.info("collector %s: %s", "via " + redact(choice.proxy) if choice.proxy else "direct",
+                     choice.how)
+            self._client.close()
+            try:
+                self._client = self._make_client(choice.proxy, trust_env=False)
+            except (ValueError, httpx.InvalidURL) as exc:  # a proxy URL httpx cannot use
+                log.warning("cannot use the proxy %s (%s); going direct", redact(choice.proxy or ""), exc)
+                choice = ProxyChoice(None, f"{choice.how}, but that proxy is unusable")
+                self._client = self._make_client(None, trust_env=False)
+        self._choice, self._chosen_at = choice, now
 
     def close(self) -> None:
         self._client.close()
@@ -215,6 +263,7 @@ class CollectorClient:
             if httpx.URL(url).host != self._host:  # pragma: no cover - url is built from base_url
                 raise ConfigError("refusing to send the device token to another host")
             headers["Authorization"] = f"Bearer {self.token}"
+        self._route(deadline)
         started = time.monotonic()
         try:
             with self._client.stream(method, url, content=json_body, headers=headers,
@@ -235,6 +284,8 @@ class CollectorClient:
             result = classify_error(exc)
         log.debug("%s %s -> %s (%s) in %.2f s", method, path, result.disposition.value,
                   result.reason, time.monotonic() - started)
+        if result.status is None and result.disposition is Disposition.RETRY:
+            self._choice = None  # no answer at all: read the proxy settings again next time
         return result
 
     # -- the API ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from netcheck.agent.transport import CollectorClient, Disposition, Timeouts
 from netcheck.agent.uploader import DrainResult, Uploader, drain_with_retries
 from netcheck.deadline import Deadline
 from netcheck.errors import CollectorError, ConfigError
+from netcheck.proxy_choice import proxy_choice
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def open_uploader(store: AgentStore, spool: Spool, *, timeouts: Timeouts | None 
 
     config = store.load_config()
     client = CollectorClient(config.collector_url, token=store.load_token(), ca_bundle=config.ca_bundle,
-                             timeouts=timeouts)
+                             timeouts=timeouts, chooser=proxy_choice)
 
     def renew() -> str | None:
         secret = available_secret(store.load_config())
