@@ -104,6 +104,12 @@ def _san(der: bytes, start: int, end: int) -> list[str]:
     return names
 
 
+#: Names of a certificate kept in a report. Microsoft's front doors present certificates with
+#: dozens to hundreds of names; every TLS probe carrying all of them made a report several
+#: times larger than everything else in it, and the verdict needs none of them.
+MAX_NAMES = 8
+
+
 @dataclass
 class CertFacts:
     subject: str | None = None
@@ -120,7 +126,13 @@ class CertFacts:
 
     def detail(self) -> dict[str, DetailValue]:
         return {"subject": self.subject, "issuer": self.issuer, "issuer_org": self.issuer_org,
-                "issuer_cn": self.issuer_cn, "san": list(self.san), "not_after": self.not_after}
+                "issuer_cn": self.issuer_cn, "san": self.san[:MAX_NAMES], "san_count": len(self.san),
+                "not_after": self.not_after}
+
+    def names(self) -> str:
+        """The certificate's names for a sentence: the first ``MAX_NAMES``, and how many more."""
+        more = len(self.san) - MAX_NAMES
+        return ", ".join(self.san[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 def cert_facts(der: bytes) -> CertFacts:
@@ -294,7 +306,7 @@ async def _verify(target: Target, sock_family: socket.AddressFamily,
 def _named(exc: ssl.SSLCertVerificationError, reason: str, facts: CertFacts, host: str) -> str:
     """A name-mismatch reason that says which names the certificate is for."""
     if getattr(exc, "verify_code", None) == _HOSTNAME_MISMATCH and facts.san:
-        return f"the certificate is for {', '.join(facts.san)}, not {host}"
+        return f"the certificate is for {facts.names()}, not {host}"
     return reason
 
 

@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
-from netcheck.probes.tls import cert_facts, probe_tls
+from netcheck.probes.tls import MAX_NAMES, cert_facts, probe_tls
 from tests.probes.conftest import NAMES, Servers, eventually, run
 from tests.servers import INSPECTION_ORG, PUBLIC_ORG, UNTRUSTED_ORG, V4, V6, Pki, StreamServer, closed_port, tls_only
 
@@ -73,6 +73,18 @@ def test_wrong_hostname(srv: Servers, pki: Pki) -> None:
     assert r.outcome is Outcome.TLS_ERROR
     assert "other.test" in r.reason and "tls.test" in r.reason
     assert r.detail["san"] == ["other.test", "www.other.test"]
+
+
+def test_a_certificate_with_many_names_is_reported_by_its_first_few(pki: Pki) -> None:
+    names = [f"n{i:02d}.other.test" for i in range(40)]
+    with StreamServer(tls_only, tls=pki.server_context(pki.public, *names)) as server:
+        r = probe(server, spec_of(pki))
+        ok = probe(server, spec_of(pki), host="n39.other.test")
+    assert r.outcome is Outcome.TLS_ERROR
+    assert r.detail["san"] == names[:MAX_NAMES] and r.detail["san_count"] == 40
+    assert f"the certificate is for {', '.join(names[:MAX_NAMES])} and {40 - MAX_NAMES} more, not tls.test" \
+        in r.reason
+    assert ok.outcome is Outcome.OK and ok.detail["san"] == names[:MAX_NAMES]  # every name still verifies
 
 
 def test_right_name_on_the_same_server(srv: Servers, pki: Pki) -> None:
