@@ -344,7 +344,31 @@ def default_run_check(request: CheckRequest) -> dict[str, Any]:
     from netcheck.check import perform_check
     from netcheck.render.json import report_to_dict
 
-    return report_to_dict(perform_check(check_options(request)))
+    options = check_options(request)
+    refresh_endpoints(request.policy, options.instance)
+    return report_to_dict(perform_check(options))
+
+
+def refresh_endpoints(policy: Mapping[str, Any], instance: str) -> str | None:
+    """With the policy's ``endpoints_url`` (Microsoft's web service or IT's mirror of it), bring
+    the cached endpoint data up to date before a check, as ``netcheck endpoints update`` does:
+    at most once an hour, backing off after HTTP 429, the cache replaced only by valid data.
+
+    Without it the agent uses the data it has (cached or bundled) and asks no one. Returns what
+    happened in one line (also logged); never raises.
+    """
+    url = policy.get("endpoints_url")
+    if not isinstance(url, str) or not url:
+        return None
+    from netcheck.webservice import Updater, make_client, resolve_base_url
+
+    try:
+        with make_client() as client:
+            said = Updater(client, resolve_base_url(url)).update(instance).describe()
+    except NetcheckError as exc:
+        said = f"the endpoint data could not be updated from {url}: {exc}"
+    log.info("%s", said.splitlines()[0] if said else said)
+    return said
 
 
 def check_options(request: CheckRequest) -> CheckOptions:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import netcheck.check as check_module
-from netcheck.agent.loop import CheckRequest, build_agent, check_options, default_run_check, run_once
+from netcheck.agent.loop import CheckRequest, build_agent, check_options, default_run_check, refresh_endpoints, run_once
 from netcheck.agent.schedule import Schedule
 from netcheck.check import CheckOptions, choose_site_profile
 from netcheck.platform import Interface
@@ -101,3 +101,35 @@ def test_the_policy_set_on_a_real_collector_reaches_the_check(real: Callable[...
     assert choose_site_profile(options, _at("10.20.5.5/16"), []) is options.site_profiles[0]
     chosen = choose_site_profile(options, _at("192.168.1.20/24"), [])
     assert chosen is not None and chosen.name == "lab" and chosen.pac_unreachable == "fail"
+
+
+def test_with_an_endpoints_url_the_agent_refreshes_its_endpoint_data_before_a_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from netcheck.catalog import data_dir
+    from netcheck.webservice import EndpointCache
+    from tests.servers import closed_port
+    from tests.webservice_double import WebServiceDouble
+
+    published = (data_dir() / "worldwide.json").read_bytes()
+    seen: list[CheckOptions] = []
+
+    def perform(options: CheckOptions, **kwargs: Any) -> Any:
+        seen.append(options)
+        return sample_report()
+
+    monkeypatch.setattr(check_module, "perform_check", perform)
+    with WebServiceDouble() as ws:
+        ws.publish("Worldwide", "2099010100", published)
+        default_run_check(CheckRequest(policy={"endpoints_url": ws.url, "instance": "Worldwide"}))
+        assert ws.paths() == ["/version/Worldwide", "/endpoints/Worldwide"]
+        catalog, fetched_at, problem = EndpointCache().load("Worldwide")
+        assert catalog is not None and problem is None and catalog.version == "2099010100"
+        # the next check within the hour asks no one (Microsoft's once-an-hour rule)
+        default_run_check(CheckRequest(policy={"endpoints_url": ws.url}))
+        assert len(ws.paths()) == 2
+    assert len(seen) == 2
+    # an unreachable service is one line, and the check still runs on the data it has
+    said = refresh_endpoints({"endpoints_url": f"http://127.0.0.1:{closed_port()}"}, "USGovDoD")
+    assert said is not None and said.startswith("Could not reach the endpoint web service")
+    assert refresh_endpoints({"endpoints_url": None}, "Worldwide") is None
+    assert refresh_endpoints({"endpoints_url": "not a url"}, "Worldwide") is not None  # logged, never raised
