@@ -404,7 +404,11 @@ def http_answer(status: int, reason: str, headers: Sequence[tuple[str, str]] = (
     """Answer every request with this status, these headers and this body."""
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    payload = head.encode("latin-1") + body
+    return raw_answer(head.encode("latin-1") + body)
+
+
+def raw_answer(payload: bytes, *, wait_for_close: bool = True) -> Handler:
+    """Read the request head, send ``payload`` as it is; then wait for the client to close, or close."""
 
     def handle(c: Connection) -> None:
         request = c.read_head()
@@ -412,8 +416,9 @@ def http_answer(status: int, reason: str, headers: Sequence[tuple[str, str]] = (
             return
         c.server.requests.append(request.decode("latin-1"))
         c.sock.sendall(payload)
-        with contextlib.suppress(OSError):
-            c.sock.recv(1)  # wait for the client to close
+        if wait_for_close:
+            with contextlib.suppress(OSError):
+                c.sock.recv(1)
 
     return handle
 

@@ -20,7 +20,7 @@ from netcheck.probes._http1 import ProtocolError, Proxy, _interleave, decoded, o
 from netcheck.probes.http import MAX_BODY, probe_http
 from tests import servers
 from tests.probes.conftest import Servers, checked, run
-from tests.servers import V4, Connection, Pki, StreamServer
+from tests.servers import V4, Pki, StreamServer
 
 T = TypeVar("T")
 
@@ -33,15 +33,7 @@ def get(port: int, spec: ProbeSpec | None = None, *, host: str = "web.test", sch
 
 def raw_answer(payload: bytes) -> servers.Handler:
     """Read the request head, send ``payload`` as it is, close."""
-
-    def handle(c: Connection) -> None:
-        head = c.read_head()
-        if head is None:
-            return
-        c.server.requests.append(head.decode("latin-1"))
-        c.sock.sendall(payload)
-
-    return handle
+    return servers.raw_answer(payload, wait_for_close=False)
 
 
 @contextlib.contextmanager
