@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -21,15 +20,13 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
-    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
     normalize_address,
 )
-from netcheck.platform.classify import classify_all
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import ProxySettings, combine, from_environment, read_linux_desktop
+from netcheck.proxy import ProxySettings, read_linux_desktop
 
 METHOD = "ip route get"
 #: Route types that mean "the kernel will not send it".
@@ -277,40 +274,32 @@ def read_sysfs(facts: InterfaceFacts, root: Path = _SYS_NET) -> InterfaceFacts:
 
 # --- the platform -------------------------------------------------------------------
 
-class LinuxPlatform:
+class LinuxPlatform(PortablePlatform):
     name = "linux"
 
     def __init__(self, run: Runner = default_runner, overrides: Mapping[str, str] | None = None,
                  environ: Mapping[str, str] | None = None, sysfs: Path = _SYS_NET,
                  resolv_conf: Path = Path("/etc/resolv.conf")) -> None:
+        super().__init__(overrides, environ)
         self._run = run
-        self._overrides = dict(overrides or {})
-        self._environ = dict(os.environ if environ is None else environ)
         self._sysfs = sysfs
         self._resolv_conf = resolv_conf
-        self._portable = PortablePlatform(overrides, self._environ)
 
     # interfaces ------------------------------------------------------------------
     def interface_facts(self) -> tuple[InterfaceFacts, ...]:
         res = self._run(["ip", "-j", "-d", "addr", "show"], 5.0)
         facts = parse_ip_addr_json(res.stdout) if res.ok else ()
         if not facts:
-            facts = self._portable.interface_facts()
+            facts = super().interface_facts()
         return tuple(read_sysfs(f, self._sysfs) for f in facts)
 
-    def interfaces(self) -> tuple[Interface, ...]:
-        return classify_all(self.interface_facts(), overrides=self._overrides)
-
     # egress ------------------------------------------------------------------------
-    def egress_for(self, address: str) -> Egress:
-        return self.egress_many([address])[address]
-
     def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
         return batch_egress(addresses, METHOD, self._lookup_or_portable, self.interfaces)
 
     def _lookup_or_portable(self, addresses: list[str]) -> Mapping[str, Egress]:
         found = self._lookup(addresses)
-        return dict(self._portable.egress_many(addresses)) if found is None else found  # no usable ip
+        return dict(super().egress_many(addresses)) if found is None else found  # no usable ip
 
     def _lookup(self, addresses: Sequence[str]) -> dict[str, Egress] | None:
         script = "".join(f"route get {a}\n" for a in addresses)
@@ -342,7 +331,7 @@ class LinuxPlatform:
                 out.extend(parse_ip_route_show_json(res.stdout, family))
         return tuple(out)
 
-    def _resolvers(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _dns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
             servers, search = parse_resolv_conf(self._resolv_conf.read_text(encoding="utf-8"))
         except OSError:
@@ -360,12 +349,5 @@ class LinuxPlatform:
                 search = doms or search
         return servers, search
 
-    def dns_servers(self) -> tuple[str, ...]:
-        return self._resolvers()[0]
-
-    def search_domains(self) -> tuple[str, ...]:
-        return self._resolvers()[1]
-
-    def proxy_settings(self) -> ProxySettings:
-        env = from_environment(self._environ)
-        return combine(env, read_linux_desktop(self._run, self._environ), self._environ)
+    def _os_proxy_settings(self) -> ProxySettings:
+        return read_linux_desktop(self._run, self._environ)

@@ -8,7 +8,6 @@ many destinations in one process, so lookups run a few at a time in threads.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +18,12 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
-    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
 )
-from netcheck.platform.classify import classify_all
 from netcheck.platform.portable import PortablePlatform, source_address
-from netcheck.proxy import ProxySettings, combine, from_environment, read_macos
+from netcheck.proxy import ProxySettings, read_macos
 
 METHOD = "route -n get"
 _PARALLEL = 8
@@ -200,21 +197,19 @@ def parse_netstat_rn(text: str) -> tuple[Route, ...]:
 
 # --- the platform ---------------------------------------------------------------------
 
-class MacPlatform:
+class MacPlatform(PortablePlatform):
     name = "darwin"
 
     def __init__(self, run: Runner = default_runner, overrides: Mapping[str, str] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(overrides, environ)
         self._run = run
-        self._overrides = dict(overrides or {})
-        self._environ = dict(os.environ if environ is None else environ)
-        self._portable = PortablePlatform(overrides, self._environ)
 
     def interface_facts(self) -> tuple[InterfaceFacts, ...]:
         res = self._run(["ifconfig", "-a"], 5.0)
         facts = parse_ifconfig(res.stdout) if res.ok else ()
         if not facts:
-            facts = self._portable.interface_facts()
+            facts = super().interface_facts()
         ports = self._run(["networksetup", "-listallhardwareports"], 5.0)
         by_dev = parse_hardware_ports(ports.stdout) if ports.ok else {}
         nwi = self._run(["scutil", "--nwi"], 5.0)
@@ -226,17 +221,11 @@ class MacPlatform:
             out.append(replace(f, hardware_port=port, description=desc))
         return tuple(out)
 
-    def interfaces(self) -> tuple[Interface, ...]:
-        return classify_all(self.interface_facts(), overrides=self._overrides)
-
-    def egress_for(self, address: str) -> Egress:
-        return self.egress_many([address])[address]
-
     def _one(self, address: str) -> Egress:
         family = ["-inet6"] if ipaddress.ip_address(address).version == 6 else []
         res: ToolResult = self._run(["route", "-n", "get", *family, address], 3.0)
         if res.missing:
-            return self._portable.egress_for(address)
+            return super().egress_many([address])[address]
         if res.timed_out:
             return Egress(address, None, None, None, UNKNOWN, None, METHOD, "route -n get timed out")
         e = parse_route_get(res.stdout, res.stderr, address)
@@ -262,14 +251,7 @@ class MacPlatform:
             servers, search = parse_scutil_dns(res.stdout)
             if servers:
                 return servers, search
-        return self._portable.dns_servers(), self._portable.search_domains()
+        return super()._dns()
 
-    def dns_servers(self) -> tuple[str, ...]:
-        return self._dns()[0]
-
-    def search_domains(self) -> tuple[str, ...]:
-        return self._dns()[1]
-
-    def proxy_settings(self) -> ProxySettings:
-        env = from_environment(self._environ)
-        return combine(env, read_macos(self._run), self._environ)
+    def _os_proxy_settings(self) -> ProxySettings:
+        return read_macos(self._run)

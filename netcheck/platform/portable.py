@@ -82,7 +82,14 @@ def _prefixes() -> dict[str, list[str]]:
 
 
 class PortablePlatform:
-    """Works wherever Python does; per-OS platforms fall back to it."""
+    """Works wherever Python does; the per-OS platforms are built on it.
+
+    A per-OS platform (``linux``, ``macos``, ``windows``) subclasses it and overrides
+    ``interface_facts``, ``egress_many``, ``routes``, ``_dns`` and ``_os_proxy_settings`` with
+    what its OS's own tools say, falling back to these (``super()``) where the tools are
+    missing; classification, one-address egress, the DNS accessors and the order of proxy
+    sources (the environment first) are shared.
+    """
 
     name = "portable"
 
@@ -116,14 +123,21 @@ class PortablePlatform:
         return out
 
     def proxy_settings(self) -> ProxySettings:
-        env = from_environment(self._environ)
-        return combine(env, ProxySettings(source="none"), self._environ)
+        return combine(from_environment(self._environ), self._os_proxy_settings(), self._environ)
+
+    def _os_proxy_settings(self) -> ProxySettings:
+        """The OS's own proxy configuration (none known here)."""
+        return ProxySettings(source="none")
+
+    def _dns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(nameservers, search domains) as the OS's resolver uses them."""
+        return _system_resolver()
 
     def dns_servers(self) -> tuple[str, ...]:
-        return _system_resolver()[0]
+        return self._dns()[0]
 
     def search_domains(self) -> tuple[str, ...]:
-        return _system_resolver()[1]
+        return self._dns()[1]
 
     def routes(self) -> tuple[Route, ...]:
         return ()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,15 +22,13 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
-    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
     normalize_address,
 )
-from netcheck.platform.classify import classify_all
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import ProxySettings, combine, from_environment, read_windows
+from netcheck.proxy import ProxySettings, read_windows
 
 METHOD = "Find-NetRoute"
 _PS = ("powershell", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
@@ -247,15 +244,13 @@ def parse_dns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 # --- the platform -----------------------------------------------------------------------
 
-class WindowsPlatform:
+class WindowsPlatform(PortablePlatform):
     name = "win32"
 
     def __init__(self, run: Runner = default_runner, overrides: Mapping[str, str] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(overrides, environ)
         self._run = run
-        self._overrides = dict(overrides or {})
-        self._environ = dict(os.environ if environ is None else environ)
-        self._portable = PortablePlatform(overrides, self._environ)
 
     def _ps(self, script: str, timeout: float) -> tuple[str | None, str | None]:
         res = self._run([*_PS, encode_script(script)], timeout)
@@ -268,13 +263,7 @@ class WindowsPlatform:
     def interface_facts(self) -> tuple[InterfaceFacts, ...]:
         text, _err = self._ps(INTERFACES_SCRIPT, 20.0)
         facts = parse_interfaces(text) if text else ()
-        return facts or self._portable.interface_facts()
-
-    def interfaces(self) -> tuple[Interface, ...]:
-        return classify_all(self.interface_facts(), overrides=self._overrides)
-
-    def egress_for(self, address: str) -> Egress:
-        return self.egress_many([address])[address]
+        return facts or super().interface_facts()
 
     def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
         return batch_egress(addresses, METHOD, self._find_netroute, self.interfaces)
@@ -282,7 +271,7 @@ class WindowsPlatform:
     def _find_netroute(self, unique: list[str]) -> Mapping[str, Egress]:
         text, err = self._ps(route_script(unique), 20.0 + 0.05 * len(unique))
         if err == "missing":
-            return dict(self._portable.egress_many(unique))
+            return dict(super().egress_many(unique))
         if text is None:
             return {a: Egress(a, None, None, None, UNKNOWN, None, METHOD, err) for a in unique}
         return parse_find_netroute(text, unique)
@@ -297,14 +286,7 @@ class WindowsPlatform:
             servers, search = parse_dns(text)
             if servers:
                 return servers, search
-        return self._portable.dns_servers(), self._portable.search_domains()
+        return super()._dns()
 
-    def dns_servers(self) -> tuple[str, ...]:
-        return self._dns()[0]
-
-    def search_domains(self) -> tuple[str, ...]:
-        return self._dns()[1]
-
-    def proxy_settings(self) -> ProxySettings:
-        env = from_environment(self._environ)
-        return combine(env, read_windows(self._run), self._environ)
+    def _os_proxy_settings(self) -> ProxySettings:
+        return read_windows(self._run)
