@@ -48,6 +48,7 @@ MAX_DEPTH = 64
 MAX_SAFE_INT = 9007199254740991
 
 _ESCAPE = re.compile(rb"\\.", re.S)
+_NUL_ESCAPE = re.compile(rb"\\u0000")
 #: an escape that could spell an ASCII key such as device_id
 _ASCII_ESCAPE = re.compile(rb"\\u00[0-7][0-9a-fA-F]")
 
@@ -121,10 +122,11 @@ def strict_loads(raw: bytes, *, watch_key: str | None = None, keep: str | None =
     if _quotes(raw) != quotes:
         raise ApiError("invalid_json", "duplicate keys in a JSON object")
     watched: list[Any] = []
-    # ``in`` scans bytes far faster than a regular expression; the expressions run only on a hit
-    has_nul = b"\\u0000" in raw
+    # Without a backslash (a memchr away) there is no escape at all, so no NUL and no spelled-out key
+    escaped = b"\\" in raw
+    has_nul = escaped and _NUL_ESCAPE.search(raw) is not None
     could_watch = watch_key is not None and (
-        watch_key.encode() in raw or (b"\\u00" in raw and _ASCII_ESCAPE.search(raw) is not None))
+        watch_key.encode() in raw or (escaped and _ASCII_ESCAPE.search(raw) is not None))
     if has_nul:
         for path, item in _walk(value):
             if isinstance(item, str) and "\x00" in item:
