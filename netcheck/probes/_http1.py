@@ -301,19 +301,34 @@ class Exchange:
                 return
 
 
-def decoded(body: bytes, content_encoding: str | None) -> bytes:
-    """The body with its ``Content-Encoding`` (gzip, deflate) undone, as far as it arrived."""
+#: Most bytes a body may grow to when its Content-Encoding is undone (a gzip bomb stops here).
+MAX_DECODED = 1024 * 1024
+
+
+def decoded(body: bytes, content_encoding: str | None, limit: int = MAX_DECODED) -> bytes:
+    """The body with its ``Content-Encoding`` (gzip, deflate) undone, as far as it arrived.
+
+    Raises :class:`ProtocolError` for an encoding it cannot undo, or a body that would
+    grow past ``limit`` bytes.
+    """
     for coding in reversed([c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]):
         try:
             if coding in ("gzip", "x-gzip"):
-                body = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(body)
+                body = _inflate(zlib.decompressobj(zlib.MAX_WBITS | 16), body, limit, coding)
             elif coding == "deflate":
                 try:
-                    body = zlib.decompressobj().decompress(body)
+                    body = _inflate(zlib.decompressobj(), body, limit, coding)
                 except zlib.error:  # raw deflate, without the zlib header (servers send both)
-                    body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
+                    body = _inflate(zlib.decompressobj(-zlib.MAX_WBITS), body, limit, coding)
             elif coding != "identity":
                 raise ProtocolError(f"unsupported content encoding {coding!r}")
         except zlib.error as exc:
             raise ProtocolError(f"the {coding} body could not be decoded ({exc})") from exc
     return body
+
+
+def _inflate(inflater: zlib._Decompress, body: bytes, limit: int, coding: str) -> bytes:
+    out = inflater.decompress(body, limit)
+    if inflater.unconsumed_tail:
+        raise ProtocolError(f"the {coding} body grows past {limit} bytes once decoded")
+    return out

@@ -144,6 +144,16 @@ def test_decoded() -> None:
         decoded(b"not gzip at all", "gzip")
 
 
+def test_a_compression_bomb_stops_at_the_limit() -> None:
+    bomb = gzip.compress(bytes(50 * 1024 * 1024))  # 50 MiB of zeros in ~50 KB
+    assert len(bomb) < 64 * 1024  # it fits in what the realm probe reads
+    with pytest.raises(ProtocolError, match="grows past"):
+        decoded(bomb, "gzip")
+    with pytest.raises(ProtocolError, match="grows past"):
+        decoded(zlib.compress(bytes(2 * 1024 * 1024)), "deflate")
+    assert decoded(gzip.compress(bytes(1000)), "gzip", limit=1000) == bytes(1000)
+
+
 async def _with_addresses(addresses: list[str], coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` with the OS resolver answering ``addresses`` for any name (connects stay real)."""
     loop = asyncio.get_running_loop()
