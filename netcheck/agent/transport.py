@@ -36,7 +36,7 @@ import httpx
 from netcheck import __version__
 from netcheck.agent.schedule import parse_retry_after
 from netcheck.deadline import Deadline
-from netcheck.errors import ConfigError
+from netcheck.errors import ConfigError, NetcheckError
 from netcheck.proxy_choice import ProxyChoice
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,10 @@ class CollectorClient:
             return
         from netcheck.probes.http import redact
 
-        choice = self._chooser(self.base_url + API, deadline.sooner(10.0))
+        try:
+            choice = self._chooser(self.base_url + API, deadline.sooner(10.0))
+        except (NetcheckError, OSError, ValueError) as exc:  # unreadable settings must not stop uploads
+            choice = ProxyChoice(None, f"the proxy settings could not be read ({exc}); going direct")
         if self._choice is None or choice.proxy != self._choice.proxy:
             log.info("collector %s: %s", "via " + redact(choice.proxy) if choice.proxy else "direct",
                      choice.how)

@@ -7,8 +7,12 @@ import json
 import httpx
 import pytest
 
-from netcheck.agent.transport import Disposition, classify_response
+from netcheck.agent.transport import CollectorClient, Disposition, classify_response
 from netcheck.agent.uploader import is_ack
+from netcheck.deadline import Deadline
+from netcheck.errors import ConfigError
+from netcheck.proxy_choice import ProxyChoice
+from tests.agent.collector_double import CollectorDouble
 
 
 def _h(**headers: str) -> httpx.Headers:
@@ -54,3 +58,14 @@ def test_redirects_are_never_followed_and_a_downgrade_reads_as_tls() -> None:
     assert ex.disposition is Disposition.RETRY and ex.tls and ex.reason.startswith("TLS")
     ex = classify_response(307, _h(location="https://elsewhere.example/"), b"")
     assert ex.disposition is Disposition.RETRY and not ex.tls and "not followed" in ex.reason
+
+
+def test_unreadable_proxy_settings_mean_direct_not_a_failed_upload(double: CollectorDouble) -> None:
+    def broken(url: str, deadline: Deadline) -> ProxyChoice:
+        raise ConfigError("gsettings said something unreadable")
+
+    with CollectorClient(double.url, token=double.issue_token("dev-1"), chooser=broken) as client:
+        got = client.get_policy(Deadline.after(10))
+        assert got.ok, got.reason
+        choice = client.proxy_choice
+        assert choice is not None and choice.proxy is None and "could not be read" in choice.how
