@@ -175,11 +175,12 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         online=bool(families), offline_reason=offline_reason)
     now = assess(results, ctx, policy)
     if families:
+        found = plat.interfaces()  # once: the profile choice and the site facts both need them
         profile = file_profile
         if profile is None and options.site_profiles:
-            profile = choose_site_profile(options, plat.interfaces(), results)
-        outage, interfaces = _predict_outage(results, catalog, tenant, plat, profile or SiteProfile(), deadline,
-                                             pac, proxies, network, now)
+            profile = choose_site_profile(options, found, results)
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile or SiteProfile(),
+                                             deadline, pac, proxies, network, now)
     assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
@@ -261,11 +262,12 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
 
 
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
-                    profile: SiteProfile, deadline: Deadline, pac: PacFetch | None, proxies: ProxySettings,
-                    network: dict[str, DetailValue], now: Assessment
+                    found: Sequence[Interface], profile: SiteProfile, deadline: Deadline, pac: PacFetch | None,
+                    proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment
                     ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
-                      pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies)
+                      pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies,
+                      interfaces=found)
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads

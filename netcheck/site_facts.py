@@ -105,8 +105,9 @@ def _resolve(host: str, deadline: Deadline) -> list[str]:
 
 def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None, platform: Platform,
            profile: SiteProfile, deadline: Deadline, pac_text: str | None = None,
-           proxy_settings: ProxySettings | None = None) -> GatheredFacts:
-    interfaces = platform.interfaces()
+           proxy_settings: ProxySettings | None = None,
+           interfaces: Sequence[Interface] | None = None) -> GatheredFacts:
+    interfaces = tuple(interfaces) if interfaces is not None else platform.interfaces()
     vpn = tuple(i.name for i in interfaces if i.kind == "vpn" and i.is_up)
     settings = proxy_settings if proxy_settings is not None else platform.proxy_settings()
     key_hosts = catalog.key_hosts(tenant)

@@ -188,7 +188,8 @@ def outage_profiles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Sit
     async def no_probes(*args: Any, **kwargs: Any) -> list[ProbeResult]:
         return []
 
-    def predict(results: Any, catalog: Any, tenant: Any, plat: Any, profile: SiteProfile, *rest: Any) -> Any:
+    def predict(results: Any, catalog: Any, tenant: Any, plat: Any, found: Any, profile: SiteProfile,
+                *rest: Any) -> Any:
         seen.append(profile)
         return None, ()
 
