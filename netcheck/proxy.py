@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from netcheck.platform._run import Runner
@@ -152,6 +152,20 @@ def _bypass_match(pattern: str, host: str, port: int | None, style: str) -> bool
 
 
 # --- proxy URL handling --------------------------------------------------------
+
+def redact(url: str) -> str:
+    """A proxy URL without its credentials."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 
 def _clean_proxy_url(value: str, default_scheme: str = "http") -> tuple[str | None, bool]:
     """``value`` as ``scheme://host:port`` without credentials; (url, had_credentials)."""

@@ -37,6 +37,7 @@ from netcheck import __version__
 from netcheck.agent.schedule import parse_retry_after
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
+from netcheck.proxy import redact
 from netcheck.proxy_choice import ProxyChoice
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,6 @@ class CollectorClient:
         now = time.monotonic()
         if self._choice is not None and now - self._chosen_at < ROUTE_TTL_S:
             return
-        from netcheck.probes.http import redact
-
         try:
             choice = self._chooser(self.base_url + API, deadline.sooner(10.0))
         except (NetcheckError, OSError, ValueError) as exc:  # unreadable settings must not stop uploads

@@ -21,7 +21,6 @@ import asyncio
 import functools
 import os
 import ssl
-import urllib.parse
 from collections.abc import Mapping
 
 from netcheck import __version__
@@ -29,8 +28,9 @@ from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
 from netcheck.probes._errors import classify, ms, too_late
-from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy
+from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
+from netcheck.proxy import redact
 
 #: Words in a ``Server`` header that name a proxy / secure web gateway product.
 PROXY_SERVERS: tuple[str, ...] = (
@@ -74,19 +74,6 @@ def judge(status: int, reason_phrase: str, headers: Mapping[str, str]) -> tuple[
 
 def _normalise_proxy(url: str) -> str:
     return url if "://" in url else f"http://{url}"
-
-
-def redact(url: str) -> str:
-    """A proxy URL without its credentials."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 #: The environment variables that decide proxies (read case-insensitively by urllib).
@@ -138,10 +125,10 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str) -> tuple[str | None, s
     return _normalise_proxy(url), "environment"
 
 
-def _host_header(host: str, port: int, scheme: str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    default = 443 if scheme == "https" else 80
-    return shown if port == default else f"{shown}:{port}"
+def request_headers(host: str, port: int, scheme: str, accept: str = "*/*") -> list[tuple[str, str]]:
+    """The head of the one GET the HTTP and realm probes send, on a connection closed after it."""
+    return [("Host", authority(host, port, 443 if scheme == "https" else 80)), ("Accept", accept),
+            ("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close"), ("User-Agent", _USER_AGENT)]
 
 
 async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
@@ -168,8 +155,7 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
     except ValueError as exc:  # a proxy URL this client cannot use (socks, no host, bad port)
         outcome, reason = classify(exc)
         return ProbeResult(kind, target, outcome, reason, {}, detail, family)
-    headers = [("Host", _host_header(target.host, port, scheme)), ("Accept", "*/*"),
-               ("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close"), ("User-Agent", _USER_AGENT)]
+    headers = request_headers(target.host, port, scheme)
     ex = Exchange()
     try:
         async with asyncio.timeout_at(deadline.at):

@@ -29,9 +29,10 @@ from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
 from netcheck.probes._errors import classify, too_late
-from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, decoded
-from netcheck.probes.http import _USER_AGENT, _host_header, _timed_out, choose_proxy, phases, redact
+from netcheck.probes._http1 import Exchange, Proxy, decoded
+from netcheck.probes.http import _timed_out, choose_proxy, phases, request_headers
 from netcheck.probes.tcp import family_of
+from netcheck.proxy import redact
 
 _MAX_BODY = 64 * 1024
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -77,8 +78,7 @@ async def _get(target: Target, direct: str | None, proxy: Proxy | None, path: st
     port = target.port or 443
     # Quoted as httpx quotes a path and encodes a query (the user name is checked: no % ? # / \\).
     url = urllib.parse.quote(path, safe="/:@!$&'()*+,;=") + "?" + urllib.parse.urlencode(params)
-    headers = [("Host", _host_header(target.host, port, "https")), ("Accept", "application/json"),
-               ("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close"), ("User-Agent", _USER_AGENT)]
+    headers = request_headers(target.host, port, "https", accept="application/json")
     if deadline.expired:
         return _Failure(Outcome.TIMEOUT, "the check ran out of time before realm discovery", {})
     ex = Exchange()
