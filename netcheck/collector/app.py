@@ -47,7 +47,7 @@ from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
 from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
-from netcheck.collector.validate import ApiError, Validators, canonical, parse_timestamp, strict_loads
+from netcheck.collector.validate import ApiError, Validators, parse_timestamp, strict_loads
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,8 @@ class _Api:
         report = body["report"]
         self.validators.report.check(report)
         agent = body["agent"]
-        encoded = parsed.kept if parsed.kept is not None else canonical(report)
+        encoded = parsed.kept
+        assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
         return store.Incoming(
             report=report, report_json=encoded.decode("utf-8"), body_sha256=hashlib.sha256(encoded).hexdigest(),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
