@@ -221,11 +221,12 @@ class MacPlatform(PortablePlatform):
             out.append(replace(f, hardware_port=port, description=desc))
         return tuple(out)
 
-    def _one(self, address: str) -> Egress:
+    def _one(self, address: str) -> Egress | None:
+        """What `route -n get` says for one address; None when there is no route command."""
         family = ["-inet6"] if ipaddress.ip_address(address).version == 6 else []
         res: ToolResult = self._run(["route", "-n", "get", *family, address], 3.0)
         if res.missing:
-            return super().egress_many([address])[address]
+            return None
         if res.timed_out:
             return Egress(address, None, None, None, UNKNOWN, None, METHOD, "route -n get timed out")
         e = parse_route_get(res.stdout, res.stderr, address)
@@ -239,7 +240,10 @@ class MacPlatform(PortablePlatform):
 
     def _route_get(self, unique: list[str]) -> Mapping[str, Egress]:
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
-            return dict(zip(unique, pool.map(self._one, unique), strict=True))
+            found = dict(zip(unique, pool.map(self._one, unique), strict=True))
+        if any(e is None for e in found.values()):  # no route command: the portable way, once for all
+            return dict(super().egress_many(unique))
+        return {a: e for a, e in found.items() if e is not None}
 
     def routes(self) -> tuple[Route, ...]:
         res = self._run(["netstat", "-rn"], 5.0)

@@ -126,3 +126,11 @@ def test_mac_platform_when_tools_fail() -> None:
     assert plat.proxy_settings().error == "scutil is not available on this system"
     plat, _ = _mac({("route", "-n", "get"): TIMED_OUT})
     assert plat.egress_for("192.0.2.1").error == "route -n get timed out"
+
+
+def test_without_route_every_address_falls_back_in_one_portable_pass() -> None:
+    plat, replay = _mac({("route", "-n", "get"): MISSING})
+    got = plat.egress_many(["127.0.0.1", "127.0.0.2", "127.0.0.3", "::1"])
+    assert {e.method for e in got.values()} == {"udp-connect"} and got["127.0.0.1"].kind == "loopback"
+    # the interfaces are read once for the portable pass and once to name the kinds: not once per address
+    assert sum(1 for c in replay.calls if c[:2] == ("ifconfig", "-a")) == 2
