@@ -243,7 +243,9 @@ class _Api:
         encoded = parsed.kept
         assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
         return store.Incoming(
-            report=report, report_json=encoded.decode("utf-8"), body_sha256=hashlib.sha256(encoded).hexdigest(),
+            report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
+            tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
+            report_json=encoded.decode("utf-8"), body_sha256=hashlib.sha256(encoded).hexdigest(),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
@@ -297,7 +299,7 @@ class _Api:
         raw = await self.body(request)
         item = self._prepare(device_id, raw)
         status = await self._db(self._store, device_id, item)
-        return JSONResponse({"status": status, "report_id": item.report["report_id"], "device_id": device_id})
+        return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
     async def policy(self, request: Request) -> Response:
         await self.authenticated(request)

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,9 +166,19 @@ def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A validated report upload, ready to store."""
+    """A validated report upload, reduced to what is stored.
 
-    report: Mapping[str, Any]
+    It holds no reference to the parsed report: the tens of thousands of objects a report parses
+    into are freed before the upload waits for the database, so a worker keeps one parsed report
+    alive at a time, not one per upload in flight.
+    """
+
+    report_id: str
+    verdict: str
+    exit_code: int
+    tool_version: str
+    #: (workload id, status, score, latency_ms), the first entry of each workload id
+    workloads: tuple[tuple[str, str, int | None, float | None], ...]
     report_json: str
     body_sha256: str
     measured_at: dt.datetime
@@ -219,15 +229,13 @@ def _ingest_sql(dialect: str) -> _IngestSql:
 def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -> str:
     """Store a report once; returns "stored" or "duplicate", raises ``ReportConflict``."""
     sql = _ingest_sql(conn.dialect.name)
-    report = item.report
-    report_id = str(report["report_id"])
-    verdict = str(report["verdict"])
+    report_id, verdict = item.report_id, item.verdict
     pk = conn.execute(sql.insert_report, {
         "device_id": device_id, "report_id": report_id, "body_sha256": item.body_sha256,
         "measured_at": item.measured_at, "received_at": now, "sent_at": item.sent_at,
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
-        "spool_full": item.spool_full, "verdict": verdict, "exit_code": int(report["exit_code"]),
-        "tool_version": str(report["tool"]["version"]), "sweep_id": item.sweep_id, "report_json": item.report_json,
+        "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
+        "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_json": item.report_json,
     }).scalar_one_or_none()
     if pk is None:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
@@ -235,13 +243,8 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
             return "duplicate"
         log.warning("report id %s reused by device %s with a different body", report_id, device_id)
         raise ReportConflict(report_id)
-    first: dict[str, Mapping[str, Any]] = {}
-    for w in report["workloads"]:
-        first.setdefault(w["id"], w)  # the schema does not forbid repeats: the first one counts
-    rows = [{"report_pk": pk, "workload_id": w["id"], "device_id": device_id, "status": w["status"],
-             "score": None if w["score"] is None else int(w["score"]),
-             "latency_ms": None if w["latency_ms"] is None else float(w["latency_ms"])}
-            for w in first.values()]
+    rows = [{"report_pk": pk, "workload_id": wid, "device_id": device_id, "status": status, "score": score,
+             "latency_ms": latency} for wid, status, score, latency in item.workloads]
     if rows:
         conn.execute(sql.insert_workloads, rows)
     conn.execute(sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk,
@@ -254,6 +257,17 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
                      .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
                      .on_conflict_do_nothing())
     return "stored"
+
+
+def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, int | None, float | None], ...]:
+    """A report's workload entries as ``Incoming.workloads``: the first entry of each id counts
+    (the schema does not forbid repeats)."""
+    first: dict[str, tuple[str, str, int | None, float | None]] = {}
+    for w in workloads:
+        if w["id"] not in first:
+            first[w["id"]] = (str(w["id"]), str(w["status"]), None if w["score"] is None else int(w["score"]),
+                              None if w["latency_ms"] is None else float(w["latency_ms"]))
+    return tuple(first.values())
 
 
 # --- sweeps ----------------------------------------------------------------------------------
