@@ -13,6 +13,7 @@ from netcheck.collector.validate import (
     MAX_DEPTH,
     REPORT_ENVELOPE_SCHEMA,
     ApiError,
+    Validators,
     canonical,
     load_report_schema,
     strict_loads,
@@ -176,3 +177,26 @@ def test_nul_characters_are_refused_with_their_field() -> None:
     with pytest.raises(ApiError, match="NUL"):
         strict_loads(b'{"a\\u0000": 1}')
     assert strict_loads(b'{"a": "\\\\u0000"}').value == {"a": "\\u0000"}  # an escaped backslash, not a NUL
+
+
+@pytest.mark.parametrize(("key", "value", "accepted"), [
+    ("rtt_ms", 12.5, True),
+    ("addresses", ["198.18.0.1", "2001:db8::1"], True),
+    ("SSID", "HomeWifi", False),  # names are lower case: a fact is never a free-text label
+    ("a" * 49, 1, False),
+    ("nested", {"ssid": "HomeWifi"}, False),
+    ("samples", list(range(257)), False),
+    ("samples", [[1]], False),
+])
+def test_probe_facts_take_scalars_and_short_arrays_under_lower_case_names(key: str, value: Any,
+                                                                         accepted: bool) -> None:
+    report = sample_report()
+    report["probes"][0]["detail"][key] = value
+    validator = Validators().report
+    if accepted:
+        validator.check(report)
+        return
+    with pytest.raises(ApiError) as raised:
+        validator.check(report)
+    assert raised.value.field is not None and raised.value.field.startswith("report.probes[0].detail"), \
+        raised.value.field
