@@ -185,8 +185,7 @@ class _Api:
         now = store.utcnow()
         bucket = f"authfail:{client}"
         with self.engine.begin() as conn:
-            relax_durability(conn)
-            found = store.lookup_token(conn, token, bucket, self.limiter.window())
+            found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
             if s.rate_address and found.failures >= s.rate_address:
                 verdict = self.limiter.refuse()  # before the token is even considered
             elif found.device_id is None:
@@ -245,7 +244,7 @@ class _Api:
         return store.Incoming(
             report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
             tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
-            report_json=encoded.decode("utf-8"), body_sha256=hashlib.sha256(encoded).hexdigest(),
+            report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),

@@ -131,7 +131,8 @@ reports = sa.Table(
     sa.Column("exit_code", sa.SmallInteger, nullable=False),
     sa.Column("tool_version", sa.String(200), nullable=False),
     sa.Column("sweep_id", sa.String(64)),
-    sa.Column("report_json", sa.Text, nullable=False),
+    #: the report's canonical JSON as one LZ4 frame (``store.encode_report`` / ``decode_report``)
+    sa.Column("report_lz4", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("device_id", "report_id"),
     sa.Index(None, "device_id", "received_at"),
     sa.Index(None, "received_at"),
@@ -215,7 +216,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeou
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, timeout_s)
+        return _sqlite_engine(parsed, timeout_s, pool_size)
     if backend != "postgresql":
         raise ConfigError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
     try:
@@ -228,12 +229,12 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeou
         raise ConfigError(f"cannot use database URL {parsed.render_as_string()}: {exc}") from exc
 
 
-def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float) -> Engine:
+def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> Engine:
     db = parsed.database
     if not db or db == ":memory:" or db.startswith("file:"):
         raise ConfigError("SQLite needs a file path: sqlite:///path/to/collector.db")
     Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, pool_size=8, max_overflow=8, pool_timeout=timeout_s,
+    engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=8, pool_timeout=timeout_s,
                               connect_args={"timeout": timeout_s, "check_same_thread": False})
     busy_ms = int(timeout_s * 1000)
 
@@ -279,8 +280,9 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
 
-def migrate(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns it. Safe to run from several processes.
+def migrate(engine: Engine, revision: str = "head") -> str:
+    """Bring the schema to the newest revision (or to ``revision``, for tests of a migration);
+    returns the newest. Safe to run from several processes.
 
     Processes are kept apart by the database (an advisory lock on PostgreSQL, the write lock of
     ``BEGIN IMMEDIATE`` on SQLite), threads by a lock (Alembic's context is module-global).
@@ -292,7 +294,7 @@ def migrate(engine: Engine) -> str:
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             conn.commit()
         try:
-            command.upgrade(_alembic_config(conn), "head")
+            command.upgrade(_alembic_config(conn), revision)
             conn.commit()
         finally:
             if conn.dialect.name == "postgresql":

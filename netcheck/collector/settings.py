@@ -47,7 +47,11 @@ class Settings:
     rate_enroll_global: int = 1000
     #: accept ``Content-Encoding: gzip`` (decompressed size is bounded by max_body too)
     accept_gzip: bool = True
-    db_pool_size: int = 10
+    #: database connections per collector process. Uploads are CPU-bound in the collector: a few
+    #: connections keep the database busy, and more only add threads contending for the
+    #: interpreter (with PostgreSQL on the same two cores: 3 -> ~325 reports/s, 10 -> ~255/s,
+    #: bench/bench_ingest.py). Raise it when the database is far away (high round-trip time).
+    db_pool_size: int = 3
     db_max_overflow: int = 0
     #: seconds a request waits for the database (connect, pool, SQLite lock) before 503
     db_timeout_s: float = 5.0
@@ -67,6 +71,8 @@ class Settings:
         for name in ("rate_device", "rate_address", "rate_enroll_address", "rate_enroll_global"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (off) or a positive number of requests per minute")
+        if self.db_pool_size < 1:
+            raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:
             raise ConfigError("db_timeout_s must be positive")
 

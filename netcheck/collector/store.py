@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -106,14 +107,20 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
 
 
 _DUMMY = sa.select(sa.literal(1).label("one")).subquery("one_row")
-#: the token by digest, and in the same round trip the failures counted for the client's address
-_TOKEN_AND_FAILURES = sa.select(
+_TOKEN_COLUMNS = (
     device_tokens.c.id, device_tokens.c.device_id, device_tokens.c.digest, device_tokens.c.first_used_at,
     device_tokens.c.revoked_at,
     sa.select(rate_counters.c.count).where(rate_counters.c.bucket == sa.bindparam("b_bucket"),
                                            rate_counters.c.minute == sa.bindparam("b_minute"))
     .scalar_subquery().label("failures"),
-).select_from(_DUMMY.outerjoin(device_tokens, device_tokens.c.digest == sa.bindparam("b_digest")))
+)
+_TOKEN_FROM = _DUMMY.outerjoin(device_tokens, device_tokens.c.digest == sa.bindparam("b_digest"))
+#: the token by digest, and in the same round trip the failures counted for the client's address
+_TOKEN_AND_FAILURES = sa.select(*_TOKEN_COLUMNS).select_from(_TOKEN_FROM)
+#: the same, and (PostgreSQL) ``SET LOCAL synchronous_commit = off`` in that round trip too
+_TOKEN_AND_FAILURES_RELAXED = sa.select(
+    *_TOKEN_COLUMNS, sa.func.set_config("synchronous_commit", "off", True).label("relaxed"),
+).select_from(_TOKEN_FROM)
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,17 @@ class TokenLookup:
     row: Any
 
 
-def lookup_token(conn: Connection, token: str | None, bucket: str, window: int) -> TokenLookup:
-    """Look a token up (by digest, then compared in constant time); a read, no side effects."""
+def lookup_token(conn: Connection, token: str | None, bucket: str, window: int, *,
+                 relax: bool = False) -> TokenLookup:
+    """Look a token up (by digest, then compared in constant time); a read, no side effects.
+
+    ``relax``: the transaction need not wait for its commit to reach the disk, as with
+    ``db.relax_durability`` (which only means something on PostgreSQL), but set by the lookup
+    itself to save a round trip.
+    """
     d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
-    row = conn.execute(_TOKEN_AND_FAILURES, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window}).one()
+    stmt = _TOKEN_AND_FAILURES_RELAXED if relax and conn.dialect.name == "postgresql" else _TOKEN_AND_FAILURES
+    row = conn.execute(stmt, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window}).one()
     failures = int(row.failures or 0)
     if token is None or row.id is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
         return TokenLookup(None, failures, None)
@@ -179,7 +193,8 @@ class Incoming:
     tool_version: str
     #: (workload id, status, score, latency_ms), the first entry of each workload id
     workloads: tuple[tuple[str, str, int | None, float | None], ...]
-    report_json: str
+    #: ``encode_report`` of the report's canonical JSON
+    report_lz4: bytes
     body_sha256: str
     measured_at: dt.datetime
     sent_at: dt.datetime
@@ -200,7 +215,7 @@ class _IngestSql:
 
 
 _REPORT_FIELDS = ("device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
-                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_json")
+                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4")
 
 
 @functools.cache
@@ -235,7 +250,7 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
         "measured_at": item.measured_at, "received_at": now, "sent_at": item.sent_at,
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
         "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
-        "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_json": item.report_json,
+        "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
     }).scalar_one_or_none()
     if pk is None:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
@@ -257,6 +272,17 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
                      .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
                      .on_conflict_do_nothing())
     return "stored"
+
+
+def encode_report(canonical_json: bytes) -> bytes:
+    """How a report is stored: its canonical JSON in one LZ4 frame (a real report: 237 -> 29 KiB)."""
+    return bytes(lz4.frame.compress(canonical_json))
+
+
+def decode_report(stored: bytes) -> dict[str, Any]:
+    """A stored report (``reports.report_lz4``) as the report the agent sent."""
+    report: dict[str, Any] = json.loads(lz4.frame.decompress(stored))
+    return report
 
 
 def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, int | None, float | None], ...]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
-from netcheck.collector import auth
+from netcheck.collector import auth, store
+from netcheck.collector.db import make_engine, migrate
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 
 ROUTES = [("POST", "/api/v1/reports"), ("GET", "/api/v1/policy"), ("GET", "/api/v1/sweeps/pending")]
@@ -113,3 +115,24 @@ def test_sweep_answers_are_per_device(fleet: Fleet) -> None:
     pending_b = fleet.client.get("/api/v1/sweeps/pending", headers=b.auth).json()["sweeps"]
     assert sweep["id"] in [s["id"] for s in pending_a]
     assert sweep["id"] not in [s["id"] for s in pending_b]
+
+
+def test_the_token_lookup_of_the_gate_relaxes_only_its_own_transaction(new_database: Callable[[], str]) -> None:
+    """The gate's transaction (a counter, a token's first use) need not wait for the disk; the
+    report transactions that follow on the same pooled connection must."""
+    engine = make_engine(new_database(), pool_size=1, max_overflow=0)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:  # durable for this session, whatever the server's default
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET synchronous_commit = on")
+        with engine.begin() as conn:
+            found = store.lookup_token(conn, "nct_unknown", "authfail:198.18.0.1", 0, relax=True)
+            assert found.device_id is None and found.failures == 0
+            if conn.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+        with engine.begin() as conn:  # the same connection: the pool holds one
+            if conn.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+    finally:
+        engine.dispose()

@@ -31,7 +31,7 @@ def test_report_is_stored_with_both_clocks_verdict_and_workloads(fleet: Fleet) -
     assert bool(row.spool_full) is True
     assert str(row.measured_at).startswith("2026-11-20 08:00:00")
     assert 7000 < row.skew_s < 7400  # the agent's clock is two hours behind the server's
-    assert json.loads(row.report_json) == report
+    assert store.decode_report(row.report_lz4) == report
     workloads = sql(fleet.database_url, "SELECT workload_id, status, score FROM report_workloads "
                                         "WHERE device_id = :d ORDER BY workload_id", d=device.device_id)
     assert [tuple(w) for w in workloads] == [("exchange", "ok", 82), ("teams_media", "degraded", None)]
@@ -71,8 +71,8 @@ def test_same_id_with_a_different_body_is_refused_and_logged(fleet: Fleet) -> No
     response = fleet.post(device, upload(changed))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "report_id_conflict"
-    stored = sql(fleet.database_url, "SELECT report_json FROM reports WHERE device_id = :d", d=device.device_id)
-    assert [json.loads(r.report_json)["summary"] for r in stored] == [report["summary"]]
+    stored = sql(fleet.database_url, "SELECT report_lz4 FROM reports WHERE device_id = :d", d=device.device_id)
+    assert [store.decode_report(r.report_lz4)["summary"] for r in stored] == [report["summary"]]
     assert "reused by device" in fleet.collector.log()
 
 

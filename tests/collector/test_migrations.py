@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from netcheck.collector.db import current_revision, head_revision, make_engine, metadata, migrate
+from netcheck.collector import store
+from netcheck.collector.db import _alembic_config, current_revision, head_revision, make_engine, metadata, migrate
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "report-worldwide-lab.json"
 
 
 def test_migrations_match_the_tables_and_are_idempotent(new_database: Callable[[], str]) -> None:
@@ -60,30 +67,43 @@ def test_sqlite_is_durable_and_in_wal_mode(tmp_path: object) -> None:
         engine.dispose()
 
 
-def test_reports_are_compressed_with_lz4_on_postgresql(new_database: Callable[[], str]) -> None:
+_INSERT_0002 = sa.text(
+    "INSERT INTO reports (device_id, report_id, body_sha256, measured_at, received_at, sent_at, skew_s, seq, dropped, "
+    "spool_full, verdict, exit_code, tool_version, report_json) VALUES ('dev', :r, 'x', :t, :t, :t, 0, 1, 0, false, "
+    "'READY', 0, '1', :j)")
+
+
+def _device(conn: sa.Connection) -> None:
+    now = dt.datetime.now(dt.UTC)
+    conn.execute(sa.text("INSERT INTO enroll_secrets (id, digest, created_at) VALUES ('s', 'd', :t)"), {"t": now})
+    conn.execute(sa.text("INSERT INTO devices (id, hardware_id, os, agent_version, secret_id, enrolled_at, "
+                         "updated_at) VALUES ('dev', 'hw', 'linux', '1', 's', :t, :t)"), {"t": now})
+
+
+def test_0003_compresses_the_stored_reports_and_its_downgrade_restores_them(new_database: Callable[[], str]) -> None:
+    """Reports stored as text before 0003 read back whole after it, and after going back."""
     engine = make_engine(new_database())
+    real = REAL.read_text("utf-8")
+    texts = {f"r{i}": real.replace('"report_id": "', f'"report_id": "{i}-', 1) for i in range(1203)}  # > 2 batches
     try:
+        migrate(engine, "0002")
+        with engine.begin() as conn:
+            _device(conn)
+            now = dt.datetime.now(dt.UTC)
+            conn.execute(_INSERT_0002, [{"r": r, "t": now, "j": j} for r, j in texts.items()])
         migrate(engine)
         with engine.connect() as conn:
-            if conn.dialect.name != "postgresql":
-                assert conn.dialect.name == "sqlite"
-                return  # nothing to change on SQLite
-            method = conn.execute(sa.text(
-                "SELECT attcompression FROM pg_attribute WHERE attrelid = 'reports'::regclass "
-                "AND attname = 'report_json'")).scalar_one()
-            assert method == "l"
-            # a real-sized report is stored compressed with it, and reads back whole
-            conn.execute(sa.text("INSERT INTO enroll_secrets (id, digest, created_at) VALUES ('s', 'd', now())"))
-            conn.execute(sa.text(
-                "INSERT INTO devices (id, hardware_id, os, agent_version, secret_id, enrolled_at, updated_at) "
-                "VALUES ('dev', 'hw', 'linux', '1', 's', now(), now())"))
-            text = '{"probes": [' + ",".join(f'{{"host": "h{i}.example", "ms": {i}}}' for i in range(5000)) + "]}"
-            conn.execute(sa.text(
-                "INSERT INTO reports (device_id, report_id, body_sha256, measured_at, received_at, sent_at, skew_s, "
-                "seq, dropped, spool_full, verdict, exit_code, tool_version, report_json) VALUES ('dev', 'r', 'x', "
-                "now(), now(), now(), 0, 1, 0, false, 'READY', 0, '1', :t)"), {"t": text})
-            row = conn.execute(sa.text(
-                "SELECT pg_column_compression(report_json), report_json FROM reports WHERE report_id = 'r'")).one()
-            assert row[0] == "lz4" and row[1] == text
+            rows = conn.execute(sa.text("SELECT report_id, report_lz4 FROM reports")).all()
+            assert {r: store.decode_report(blob) for r, blob in rows} == {r: json.loads(j) for r, j in texts.items()}
+            assert max(len(blob) for _, blob in rows) < len(real) / 4
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            if conn.dialect.name == "postgresql":  # stored as it comes: the database does not compress it again
+                assert conn.execute(sa.text(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = 'reports'::regclass "
+                    "AND attname = 'report_lz4'")).scalar_one() == "e"
+            command.downgrade(_alembic_config(conn), "0002")
+            conn.commit()
+            back = dict(conn.execute(sa.text("SELECT report_id, report_json FROM reports")).all())
+            assert back == texts
     finally:
         engine.dispose()
