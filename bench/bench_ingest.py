@@ -1,15 +1,17 @@
 """Ingest benchmark: simulated agents post real-sized reports to a real collector.
 
     .venv/bin/python bench/bench_ingest.py [--db postgresql|sqlite|both] [--devices 2000]
-        [--seconds 30] [--rate 333] [--workers 2] [--connections 32]
+        [--seconds 30] [--rate 333] [--workers 2] [--connections 32] [--keep-alive] [--db-pool N]
 
 For each database it starts a private cluster (PostgreSQL, durable settings: fsync and
 synchronous_commit on) or a file (SQLite, WAL, synchronous=FULL), runs ``netcheck serve`` with
 its default limits (rate limits on; each simulated agent has its own address through
 X-Forwarded-For), enrolls the devices, then:
 
-1. closed loop: ``--connections`` keep-alive connections post as fast as they are answered
-   (the sustained capacity);
+1. closed loop: ``--connections`` uploads in flight at once, each on its own connection as a
+   laptop's would be (``--keep-alive`` reuses them: the kernel then spreads the connections,
+   not the uploads, over the worker processes), posted as fast as they are answered (the
+   sustained capacity);
 2. open loop: reports arrive at ``--rate`` per second whatever the latency (a sweep), for
    ``--seconds``; latency is measured from the scheduled send time, so queueing counts.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import secrets
@@ -102,13 +105,17 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes | list[bytes], headers: dict[str, str]) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
+        pieces = [body] if isinstance(body, bytes) else body
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
-        self.writer.write(head.encode() + body)
+                f"Content-Length: {sum(map(len, pieces))}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+        self.writer.write(head.encode())
+        for piece in pieces:
+            self.writer.write(piece)
         await self.writer.drain()
         status_line = await self.reader.readline()
         length, close = 0, False
@@ -190,26 +197,39 @@ class CpuMeter:
         return {k: round((now[k] - self.marks[k]) / max(stored, 1) * 1000, 2) for k in now}
 
 
-def make_body(template: bytes, agent: Agent) -> bytes:
+@functools.cache
+def _template_parts(template: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """The template cut at its report id, sequence number and send time, in that order."""
+    head, _, rest = template.partition(RID.encode())
+    middle, _, rest = rest.partition(str(SEQ).encode())
+    before_sent, _, tail = rest.partition(b"2026-11-28T16:00:00Z")
+    return head, middle, before_sent, tail
+
+
+def make_body(template: bytes, agent: Agent) -> list[bytes]:
+    """A fresh upload as pieces, written one after the other: copying 240 KB three times per upload
+    would make the load generator, which shares the machine's two cores, cost more than it must."""
     agent.seq += 1
     sent = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z").encode()
-    return (template.replace(RID.encode(), str(uuid.uuid4()).encode(), 1)
-            .replace(str(SEQ).encode(), str(agent.seq).encode(), 1)
-            .replace(b"2026-11-28T16:00:00Z", sent, 1))
+    head, middle, before_sent, tail = _template_parts(template)
+    return [head, str(uuid.uuid4()).encode(), middle, str(agent.seq).encode(), before_sent, sent, tail]
 
 
-async def post_one(conn: Connection, template: bytes, agent: Agent, results: Results, t0: float) -> None:
+async def post_one(conn: Connection, template: bytes, agent: Agent, results: Results, t0: float,
+                   keep_alive: bool) -> None:
     try:
         status, _ = await conn.post("/api/v1/reports", make_body(template, agent), {
             "Authorization": f"Bearer {agent.token}", "X-Forwarded-For": agent.address})
     except (OSError, asyncio.IncompleteReadError, ValueError):
+        keep_alive, status = False, 0
+    if not keep_alive:
         await conn.close()
-        status = 0
     results.latencies.append(time.perf_counter() - t0)
     results.statuses[status] += 1
 
 
-async def closed_loop(url: str, template: bytes, agents: list[Agent], seconds: float, connections: int) -> Results:
+async def closed_loop(url: str, template: bytes, agents: list[Agent], seconds: float, connections: int,
+                      keep_alive: bool) -> Results:
     host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
     results = Results(started=time.perf_counter())
     stop = results.started + seconds
@@ -219,7 +239,7 @@ async def closed_loop(url: str, template: bytes, agents: list[Agent], seconds: f
         conn = Connection(host, port)
         while time.perf_counter() < stop:
             agent = agents[next(counter) % len(agents)]
-            await post_one(conn, template, agent, results, time.perf_counter())
+            await post_one(conn, template, agent, results, time.perf_counter(), keep_alive)
         await conn.close()
 
     await asyncio.gather(*(worker() for _ in range(connections)))
@@ -227,7 +247,7 @@ async def closed_loop(url: str, template: bytes, agents: list[Agent], seconds: f
     return results
 
 
-async def open_loop(url: str, template: bytes, agents: list[Agent], seconds: float, rate: float,
+async def open_loop(url: str, template: bytes, agents: list[Agent], seconds: float, rate: float, keep_alive: bool,
                     max_connections: int = 256) -> Results:
     """Reports arrive on a fixed schedule; latency counts from the scheduled time."""
     host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
@@ -239,8 +259,9 @@ async def open_loop(url: str, template: bytes, agents: list[Agent], seconds: flo
     async def send(agent: Agent, scheduled: float) -> None:
         async with slots:
             conn = idle.pop() if idle else Connection(host, port)
-            await post_one(conn, template, agent, results, scheduled)
-            idle.append(conn)
+            await post_one(conn, template, agent, results, scheduled, keep_alive)
+            if keep_alive:
+                idle.append(conn)
 
     total = int(seconds * rate)
     for i in range(total):
@@ -298,12 +319,14 @@ def run_one(db: str, args: argparse.Namespace, template: bytes, workdir: Path) -
         with engine.begin() as conn:
             _, secret = store.create_secret(conn, store.utcnow())
         engine.dispose()
-        env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0",  # the bench enrolls thousands at once
-               "NETCHECK_DB_POOL_SIZE": str(args.db_pool)}
+        env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0"}  # the bench enrolls thousands at once
+        if args.db_pool is not None:
+            env["NETCHECK_DB_POOL_SIZE"] = str(args.db_pool)
         collector = CollectorProcess(url, env=env, workdir=workdir, args=(
             "--workers", str(args.workers), "--trusted-proxy-header", "X-Forwarded-For"))
         agents, enroll_s = asyncio.run(enroll_all(collector.url, secret, args.devices))
-        out: dict[str, Any] = {"database": db, "workers": args.workers, "devices": len(agents),
+        out: dict[str, Any] = {"database": db, "workers": args.workers, "keep_alive": args.keep_alive,
+                               "devices": len(agents),
                                "enrollments_per_s": round(len(agents) / enroll_s, 1),
                                "report_bytes": len(template)}
         postmaster = None
@@ -311,9 +334,10 @@ def run_one(db: str, args: argparse.Namespace, template: bytes, workdir: Path) -
             postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
         meter = CpuMeter(collector.proc.pid, postmaster)
         # a short warm-up, then the closed loop (capacity), then the open loop (a sweep at --rate)
-        asyncio.run(closed_loop(collector.url, template, agents, 3, args.connections))
+        asyncio.run(closed_loop(collector.url, template, agents, 3, args.connections, args.keep_alive))
         meter.start()
-        closed = asyncio.run(closed_loop(collector.url, template, agents, args.seconds, args.connections))
+        closed = asyncio.run(closed_loop(collector.url, template, agents, args.seconds, args.connections,
+                                         args.keep_alive))
         out["closed_loop"] = closed.summary()
         out["closed_loop"]["cpu_ms_per_report"] = meter.per_report_ms(closed.statuses.get(200, 0))
         cpu = out["closed_loop"]["cpu_ms_per_report"]
@@ -321,7 +345,7 @@ def run_one(db: str, args: argparse.Namespace, template: bytes, workdir: Path) -
         out["closed_loop"]["server_capacity_on_2_cores"] = round(2000 / server_ms, 1) if server_ms else None
         if args.rate > 0:
             meter.start()
-            opened = asyncio.run(open_loop(collector.url, template, agents, args.seconds, args.rate))
+            opened = asyncio.run(open_loop(collector.url, template, agents, args.seconds, args.rate, args.keep_alive))
             out["open_loop"] = opened.summary()
             out["open_loop"]["target_rate"] = args.rate
             out["open_loop"]["cpu_ms_per_report"] = meter.per_report_ms(opened.statuses.get(200, 0))
@@ -344,8 +368,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=333.0, help="open-loop arrival rate, reports/s (0: skip)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--db-pool", type=int, default=10, help="database connections per worker process")
+    parser.add_argument("--connections", type=int, default=32, help="closed loop: uploads in flight at once")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="reuse connections between uploads (default: one connection per upload, as a laptop "
+                             "that uploads once per check opens its own)")
+    parser.add_argument("--db-pool", type=int, default=None,
+                        help="database connections per worker process (default: the collector's own)")
     args = parser.parse_args()
     template = body_template(realistic_report())
     print(f"report: {REAL.name}, {len(template) / 1024:.0f} KiB per upload; {os.cpu_count()} CPUs",

@@ -1,0 +1,29 @@
+"""The benchmarks still run: each on a tiny workload, its figures parsed (never judged).
+
+Benchmarks are not tests (they assert nothing about speed), but a benchmark that no longer runs
+would go unnoticed until someone needs its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_ingest_benchmark_runs_and_stores_every_upload_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_ingest.py"), "--db", "sqlite", "--devices", "20",
+         "--seconds", "1", "--rate", "20", "--connections", "4", "--workers", "1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout[result.stdout.index("{"):])
+    closed, opened = figures["closed_loop"], figures["open_loop"]
+    assert closed["stored"] > 0 and set(closed["statuses"]) == {"200"}
+    assert opened["stored"] == 20 and set(opened["statuses"]) == {"200"}
+    # the warm-up, the closed loop and the open loop: every answered upload is a row
+    assert figures["rows"] >= closed["stored"] + opened["stored"]
+    assert closed["cpu_ms_per_report"]["collector"] > 0
