@@ -16,15 +16,22 @@ Order of work for every API request, cheapest refusal first:
 A database that cannot be reached, is locked past the timeout or refuses writes gives 503 with
 ``Retry-After``, never a 2xx. Errors are always ``{"error": {"code", "message", "field"}}``;
 tracebacks go to the log, not to the client.
+
+Besides requests, each process deletes the reports past the retention period now and then
+(``prune_forever``), in short transactions of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import gc
 import hashlib
 import ipaddress
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -259,6 +266,34 @@ class _Api:
             raise ApiError("report_id_conflict", "this report id was already stored with a different body",
                            field="report.report_id", status=422) from None
 
+    def _prune_batch(self, received_before: dt.datetime) -> int:
+        with self.engine.begin() as conn:
+            return store.prune_reports(conn, received_before)
+
+    async def prune(self) -> int:
+        """Delete the reports past the retention period, a batch per transaction; returns how many."""
+        if not self.settings.retention_days:
+            return 0
+        cutoff = store.utcnow() - dt.timedelta(days=self.settings.retention_days)
+        total = 0
+        while True:
+            deleted = await self._db(self._prune_batch, cutoff)
+            total += deleted
+            if deleted < store.PRUNE_BATCH:
+                return total
+
+    async def prune_forever(self) -> None:
+        """Each collector process prunes now and then; a failure waits for the next turn."""
+        while True:
+            await anyio.sleep(self.settings.prune_interval_s * random.uniform(0.5, 1.5))
+            try:
+                deleted = await self.prune()
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("could not delete expired reports: %s", str(exc).splitlines()[0][:300])
+                continue
+            if deleted:
+                log.info("deleted %d report(s) older than %d days", deleted, self.settings.retention_days)
+
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:
             return fn(conn, *args)
@@ -351,7 +386,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
+        pruner = asyncio.create_task(api.prune_forever())
         yield
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
         engine.dispose()
 
     routes = [

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from netcheck.collector import store
 from netcheck.collector.db import make_engine, migrate
@@ -55,7 +55,8 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _connection(database_url: str | None) -> Iterator[Connection]:
+def _engine(database_url: str | None) -> Iterator[Engine]:
+    """The collector's database, migrated; errors become one line (``_errors``)."""
     settings = Settings.from_env(database_url=database_url)
     with _errors():
         engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, timeout_s=settings.db_timeout_s)
@@ -65,10 +66,16 @@ def _connection(database_url: str | None) -> Iterator[Connection]:
             except sa.exc.SQLAlchemyError as exc:
                 raise ConfigError(f"cannot open the database {_redact(settings.database_url)}: "
                                   f"{str(exc).splitlines()[0][:300]}") from exc
-            with engine.begin() as conn:
-                yield conn
+            yield engine
         finally:
             engine.dispose()
+
+
+@contextmanager
+def _connection(database_url: str | None) -> Iterator[Connection]:
+    """One transaction on the collector's database."""
+    with _engine(database_url) as engine, engine.begin() as conn:
+        yield conn
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -250,6 +257,35 @@ def export(fmt: str, output: Path | None, database_url: str | None) -> None:
     else:
         atomic_write(output, text.encode("utf-8"), mode=0o600)
         click.echo(f"Wrote {len(rows)} device(s) to {output}.", err=True)
+
+
+@admin.command("prune")
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Delete reports received longer ago than this (90d, 48h); default: the retention period "
+                   "(NETCHECK_RETENTION_DAYS, 90 days).")
+@_database_option
+def prune(older_than: str | None, database_url: str | None) -> None:
+    """Delete old reports now (`netcheck serve` also does it every hour); each device's latest report stays."""
+    with _errors():
+        settings = Settings.from_env(database_url=database_url)
+    if older_than is not None:
+        age = parse_duration(older_than)
+    elif settings.retention_days:
+        age = dt.timedelta(days=settings.retention_days)
+    else:
+        click.echo("Retention is off (NETCHECK_RETENTION_DAYS=0): nothing deleted. Use --older-than to prune anyway.")
+        return
+    cutoff = store.utcnow() - age
+    total = 0
+    with _engine(database_url) as engine:
+        while True:  # a transaction per batch: uploads are never held up for long
+            with engine.begin() as conn:
+                deleted = store.prune_reports(conn, cutoff)
+            total += deleted
+            if deleted < store.PRUNE_BATCH:
+                break
+    click.echo(f"Deleted {total} report(s) received before {cutoff.isoformat(timespec='seconds')} "
+               "(each device's latest report is kept).")
 
 
 @admin.group("policy")

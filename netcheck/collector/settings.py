@@ -56,6 +56,12 @@ class Settings:
     #: seconds a request waits for the database (connect, pool, SQLite lock) before 503
     db_timeout_s: float = 5.0
     log_level: str = "warning"
+    #: reports are deleted this many days after they arrived (0: kept forever); a device's
+    #: latest report is always kept
+    retention_days: int = 90
+    #: seconds between two deletions of expired reports by each collector process (randomised
+    #: by +-50 % so that processes and hosts do not all start at once)
+    prune_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -71,6 +77,10 @@ class Settings:
         for name in ("rate_device", "rate_address", "rate_enroll_address", "rate_enroll_global"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (off) or a positive number of requests per minute")
+        if self.retention_days < 0:
+            raise ConfigError("retention_days must be 0 (keep forever) or a number of days")
+        if self.prune_interval_s <= 0:
+            raise ConfigError("prune_interval_s must be positive")
         if self.db_pool_size < 1:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:

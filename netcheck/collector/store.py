@@ -296,6 +296,27 @@ def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, st
     return tuple(first.values())
 
 
+# --- retention -------------------------------------------------------------------------------
+
+#: reports deleted per statement: short transactions that never hold up uploads for long
+PRUNE_BATCH = 1000
+
+
+def prune_reports(conn: Connection, received_before: dt.datetime, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` reports received before ``received_before``; returns how many.
+
+    A device's latest report is always kept, however old (it is what the fleet view shows for a
+    laptop that stopped reporting). A report's workload rows go with it (foreign key cascade).
+    """
+    latest = sa.select(devices.c.id).where(devices.c.last_report_pk == reports.c.id)
+    doomed = (sa.select(reports.c.id).where(reports.c.received_at < received_before, ~latest.exists())
+              .order_by(reports.c.id).limit(limit))
+    ids = [row[0] for row in conn.execute(doomed)]
+    if not ids:
+        return 0
+    return int(conn.execute(sa.delete(reports).where(reports.c.id.in_(ids))).rowcount)
+
+
 # --- sweeps ----------------------------------------------------------------------------------
 
 def _targets_device(device_id: str) -> sa.ColumnElement[bool]:
