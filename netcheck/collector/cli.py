@@ -227,6 +227,10 @@ def devices_cmd(as_json: bool, database_url: str | None) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    if not rows:  # say where we looked: an empty list from the wrong database misleads
+        settings = Settings.from_env(database_url=database_url)
+        click.echo(f"No device has enrolled in {_redact(settings.database_url)} yet.", err=True)
+        return
     for row in rows:
         row["tags"] = ",".join(f"{k}={v}" for k, v in row["tags"].items())
     click.echo(_table(rows, ["device_id", "name", "os", "tags", "last_seen_at", "last_verdict"]))

@@ -161,3 +161,10 @@ def test_a_bad_database_url_is_one_line_and_exit_4(backend: str, url: str) -> No
         result = netcheck(*args, database_url=url, check=False)
         assert result.returncode == 4, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_empty_device_list_says_which_database_it_read(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/elsewhere.db"
+    result = netcheck("admin", "devices", database_url=url)
+    assert result.stdout == ""
+    assert "No device has enrolled in" in result.stderr and "elsewhere.db" in result.stderr
