@@ -266,21 +266,12 @@ class _Api:
             raise ApiError("report_id_conflict", "this report id was already stored with a different body",
                            field="report.report_id", status=422) from None
 
-    def _prune_batch(self, received_before: dt.datetime) -> int:
-        with self.engine.begin() as conn:
-            return store.prune_reports(conn, received_before)
-
     async def prune(self) -> int:
-        """Delete the reports past the retention period, a batch per transaction; returns how many."""
+        """Delete the reports past the retention period (``store.prune_all``); returns how many."""
         if not self.settings.retention_days:
             return 0
         cutoff = store.utcnow() - dt.timedelta(days=self.settings.retention_days)
-        total = 0
-        while True:
-            deleted = await self._db(self._prune_batch, cutoff)
-            total += deleted
-            if deleted < store.PRUNE_BATCH:
-                return total
+        return await self._db(store.prune_all, self.engine, cutoff)
 
     async def prune_forever(self) -> None:
         """Each collector process prunes now and then; a failure waits for the next turn."""

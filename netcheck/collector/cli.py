@@ -280,14 +280,8 @@ def prune(older_than: str | None, database_url: str | None) -> None:
         click.echo("Retention is off (NETCHECK_RETENTION_DAYS=0): nothing deleted. Use --older-than to prune anyway.")
         return
     cutoff = store.utcnow() - age
-    total = 0
     with _engine(database_url) as engine:
-        while True:  # a transaction per batch: uploads are never held up for long
-            with engine.begin() as conn:
-                deleted = store.prune_reports(conn, cutoff)
-            total += deleted
-            if deleted < store.PRUNE_BATCH:
-                break
+        total = store.prune_all(engine, cutoff)
     click.echo(f"Deleted {total} report(s) received before {cutoff.isoformat(timespec='seconds')} "
                "(each device's latest report is kept).")
 

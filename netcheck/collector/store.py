@@ -18,7 +18,7 @@ from typing import Any
 
 import lz4.frame
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from netcheck.collector import auth
 from netcheck.collector.db import (
@@ -315,6 +315,18 @@ def prune_reports(conn: Connection, received_before: dt.datetime, limit: int = P
     if not ids:
         return 0
     return int(conn.execute(sa.delete(reports).where(reports.c.id.in_(ids))).rowcount)
+
+
+def prune_all(engine: Engine, received_before: dt.datetime) -> int:
+    """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
+    never held up for long); returns how many reports were deleted."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            deleted = prune_reports(conn, received_before)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total
 
 
 # --- sweeps ----------------------------------------------------------------------------------
