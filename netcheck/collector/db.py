@@ -32,6 +32,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: arbitrary constant: the PostgreSQL advisory lock held while migrating
 _MIGRATION_LOCK = 0x6E6574636865636B
 _MIGRATE_THREADS = threading.Lock()
+#: how long a collector starting on SQLite waits for another one's migration (converting the
+#: rows of a big database can take minutes)
+_MIGRATION_WAIT_S = 3600
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -280,25 +283,47 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
 
-def migrate(engine: Engine, revision: str = "head") -> str:
-    """Bring the schema to the newest revision (or to ``revision``, for tests of a migration);
-    returns the newest. Safe to run from several processes.
+def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) -> str:
+    """Bring the schema to the newest revision (or up or down to ``revision``, for tests of a
+    migration); returns the revision the database is at. Safe to run from several processes.
 
-    Processes are kept apart by the database (an advisory lock on PostgreSQL, the write lock of
-    ``BEGIN IMMEDIATE`` on SQLite), threads by a lock (Alembic's context is module-global).
+    All pending migrations run in one transaction, so that a collector never sees half of them
+    and a failure leaves the schema as it was. Processes are kept apart by the database (an
+    advisory lock on PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), threads by a
+    lock (Alembic's context is module-global). On SQLite, foreign keys are off while migrating:
+    a migration that rebuilds a table (Alembic's batch mode) drops the old one, and with foreign
+    keys on that drop would cascade into every row that refers to it. They are checked before
+    the commit instead.
     """
     from alembic import command
 
+    step = command.downgrade if downgrade else command.upgrade
     with _MIGRATE_THREADS, engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
+        backend = conn.dialect.name
+        raw: Any = conn.connection.driver_connection  # for PRAGMAs outside the transaction
+        if backend == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             conn.commit()
+        elif backend == "sqlite":
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it is ignored
+            busy_ms = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+            # wait for another process's migration as long as PostgreSQL's advisory lock would
+            raw.execute(f"PRAGMA busy_timeout={_MIGRATION_WAIT_S * 1000}")
         try:
-            command.upgrade(_alembic_config(conn), revision)
-            conn.commit()
+            with conn.begin():
+                # Alembic sees the transaction is ours: it runs every step inside it, and never
+                # commits between steps (which on SQLite would let another process in)
+                step(_alembic_config(conn), revision)
+                if backend == "sqlite" and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("migration left rows that refer to missing rows; rolled back")
+                now = current_revision(conn)
         finally:
-            if conn.dialect.name == "postgresql":
+            if backend == "postgresql":
                 conn.rollback()
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()
-    return head_revision()
+            elif backend == "sqlite":
+                raw.execute("PRAGMA foreign_keys=ON")
+                raw.execute(f"PRAGMA busy_timeout={busy_ms}")
+    assert now is not None
+    return now
