@@ -127,8 +127,8 @@ class _Api:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
 
-        A pooled connection the database dropped (a restart, a failover) fails on first use
-        and invalidates the pool; the work is retried once on a fresh connection. That is safe
+        A pooled connection the database dropped (a restart, a failover) fails on first use;
+        the idle connections are closed and the work is retried once on a fresh connection. That is safe
         because every call is transactional and idempotent, and cheaper than pinging the
         database before every checkout.
         """
@@ -139,6 +139,7 @@ class _Api:
             if not exc.connection_invalidated:
                 raise
             log.warning("database connection lost; retrying on a new one")
+            self.engine.pool.dispose()  # the other idle connections went with it (a restart, a failover)
             return await anyio.to_thread.run_sync(call, limiter=self._db_slots)
 
     # --- request helpers ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,56 @@ def relax_durability(conn: Connection) -> None:
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
+#: compiled SQL of the statements ``execute_hot`` ran on PostgreSQL, by statement identity
+_HOT_SQL: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+
+
+def execute_hot(conn: Connection, stmt: Any,
+                params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Run one of the statements every upload runs; returns its rows (``row.column``).
+
+    On PostgreSQL the statement, compiled once, goes straight to the driver's cursor in the
+    connection's transaction: SQLAlchemy's per-execution work (about 75 microseconds of CPU for an
+    insert of a report, more than the driver's own) is a tenth of a collector's time per upload.
+    So it is only for statements whose values the driver takes as they are: aware datetimes,
+    bytes, numbers, strings (no ``TypeDecorator`` conversions run). Driver errors become
+    SQLAlchemy's, as ``conn.execute`` raises them; a lost connection is invalidated and says so
+    (``connection_invalidated``), so callers retry and answer 503 exactly as for ``conn.execute``.
+    Elsewhere (SQLite) it is ``conn.execute``.
+    """
+    if conn.dialect.name != "postgresql":
+        result = conn.execute(stmt, params)
+        return list(result.all()) if result.returns_rows else []
+    entry = _HOT_SQL.get(id(stmt))
+    if entry is None or entry[0] is not stmt:
+        compiled = stmt.compile(dialect=conn.dialect)
+        # the values the statement carries itself (literals, set_config's arguments)
+        fixed = {name: value for name, value in compiled.params.items() if value is not None}
+        entry = _HOT_SQL[id(stmt)] = (stmt, compiled.string, fixed)
+    _, sql, fixed = entry
+    if fixed:
+        params = {**fixed, **params} if isinstance(params, Mapping) else [{**fixed, **p} for p in params]
+    from psycopg.rows import namedtuple_row
+
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor(row_factory=namedtuple_row)
+    try:
+        if isinstance(params, Mapping):
+            cursor.execute(sql, params)
+        else:
+            cursor.executemany(sql, params)
+        return list(cursor.fetchall()) if cursor.description is not None else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, raw, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                         connection_invalidated=lost, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+
+
 def dialect_insert(dialect: str, table: sa.Table) -> Any:
     """An INSERT that has ``on_conflict_do_nothing/do_update`` on this database (both have them)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -208,6 +259,8 @@ def dialect_insert(dialect: str, table: sa.Table) -> Any:
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeout_s: float = 5.0) -> Engine:
     """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://...``.
+
+    Its errors never carry the statement's values (a report, a token digest) into a log.
 
     ``postgresql://`` is taken to mean psycopg 3. SQLite's parent directory is created.
     """
@@ -224,7 +277,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, timeou
         raise ConfigError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
     try:
         return sa.create_engine(
-            parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=timeout_s,
+            parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=timeout_s, hide_parameters=True,
             pool_recycle=3600,  # no pre-ping: the app retries once on a dropped connection
             connect_args={"connect_timeout": max(1, round(timeout_s)), "application_name": "netcheck-collector"},
         )
@@ -237,7 +290,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
     if not db or db == ":memory:" or db.startswith("file:"):
         raise ConfigError("SQLite needs a file path: sqlite:///path/to/collector.db")
     Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=8, pool_timeout=timeout_s,
+    engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=8, pool_timeout=timeout_s, hide_parameters=True,
                               connect_args={"timeout": timeout_s, "check_same_thread": False})
     busy_ms = int(timeout_s * 1000)
 

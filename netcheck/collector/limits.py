@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from starlette.requests import ClientDisconnect, Request
 
-from netcheck.collector.db import dialect_insert, rate_counters
+from netcheck.collector.db import dialect_insert, execute_hot, rate_counters
 from netcheck.collector.validate import ApiError
 
 Scope = MutableMapping[str, Any]
@@ -179,7 +179,7 @@ class RateLimiter:
         for limit in limits:
             if limit.per_minute <= 0:
                 continue
-            count = conn.execute(stmt, {"bucket": limit.bucket[:160], "minute": minute}).scalar_one()
+            ((count,),) = execute_hot(conn, stmt, {"bucket": limit.bucket[:160], "minute": minute})
             if count > limit.per_minute:
                 retry = max(1, math.ceil((minute + 1) * WINDOW_S - now))
                 return Verdict(True, retry, limit.bucket)

@@ -27,6 +27,7 @@ from netcheck.collector.db import (
     devices,
     dialect_insert,
     enroll_secrets,
+    execute_hot,
     policy,
     rate_counters,
     report_workloads,
@@ -142,7 +143,7 @@ def lookup_token(conn: Connection, token: str | None, bucket: str, window: int, 
     """
     d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
     stmt = _TOKEN_AND_FAILURES_RELAXED if relax and conn.dialect.name == "postgresql" else _TOKEN_AND_FAILURES
-    row = conn.execute(stmt, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window}).one()
+    (row,) = execute_hot(conn, stmt, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window})
     failures = int(row.failures or 0)
     if token is None or row.id is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
         return TokenLookup(None, failures, None)
@@ -245,24 +246,25 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
     """Store a report once; returns "stored" or "duplicate", raises ``ReportConflict``."""
     sql = _ingest_sql(conn.dialect.name)
     report_id, verdict = item.report_id, item.verdict
-    pk = conn.execute(sql.insert_report, {
+    inserted = execute_hot(conn, sql.insert_report, {
         "device_id": device_id, "report_id": report_id, "body_sha256": item.body_sha256,
         "measured_at": item.measured_at, "received_at": now, "sent_at": item.sent_at,
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
         "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
         "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
-    }).scalar_one_or_none()
-    if pk is None:
+    })
+    if not inserted:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
         if auth.same_digest(existing, item.body_sha256):
             return "duplicate"
         log.warning("report id %s reused by device %s with a different body", report_id, device_id)
         raise ReportConflict(report_id)
+    pk = inserted[0].id
     rows = [{"report_pk": pk, "workload_id": wid, "device_id": device_id, "status": status, "score": score,
              "latency_ms": latency} for wid, status, score, latency in item.workloads]
     if rows:
-        conn.execute(sql.insert_workloads, rows)
-    conn.execute(sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk,
+        execute_hot(conn, sql.insert_workloads, rows)
+    execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk,
                                      "b_verdict": verdict, "b_seq": item.seq})
     if item.sweep_id is not None:
         target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),

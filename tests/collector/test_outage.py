@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.collector.conftest import Fleet, sample_report, upload
+from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir
 
 
@@ -85,3 +86,27 @@ def test_database_outage_gives_503_and_recovery_loses_nothing(
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def test_connections_the_database_dropped_are_replaced_without_a_503(
+        backend: str, start_collector: Callable[..., CollectorProcess],
+        fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """A failover or a restart between two uploads: the pooled connections are dead, and the
+    next upload still gets its 200 (the dead connection is noticed, the rest of the pool closed,
+    the work retried once on a new one)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server to drop a connection")
+    proc = start_collector()
+    fleet = fleet_factory(proc)
+    devices = [fleet.enroll() for _ in range(3)]
+    with ThreadPoolExecutor(8) as pool:  # at once, so that the collector pools several connections
+        answers = list(pool.map(lambda d: fleet.post(d, upload(sample_report(), seq=1)), devices * 3))
+    assert [a.json()["status"] for a in answers] == ["stored"] * 9
+    dropped = sql(proc.database_url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                  "WHERE application_name = 'netcheck-collector' AND pid <> pg_backend_pid()")[0][0]
+    assert dropped >= 2  # a second dead connection is what a retry without closing the pool would get
+    for d in devices:
+        response = fleet.post(d, upload(sample_report(), seq=2))
+        assert response.status_code == 200, response.text
+    assert "database connection lost; retrying on a new one" in proc.log()
+    assert fleet.count("SELECT count(*) FROM reports") == 12

@@ -1,0 +1,54 @@
+"""``db.execute_hot``: the statements every upload runs give the same rows and the same errors
+as ``conn.execute``, on both databases (on PostgreSQL they bypass SQLAlchemy's execution)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from netcheck.collector.db import dialect_insert, execute_hot, make_engine, migrate, rate_counters
+
+
+@pytest.fixture
+def engine(new_database: Callable[[], str]) -> Iterator[Engine]:
+    engine = make_engine(new_database())
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def _upsert(dialect: str) -> sa.Insert:
+    stmt = dialect_insert(dialect, rate_counters).values(bucket=sa.bindparam("bucket"), minute=sa.bindparam("minute"),
+                                                         count=sa.literal(1))
+    return stmt.on_conflict_do_update(index_elements=[rate_counters.c.bucket, rate_counters.c.minute],
+                                      set_={"count": rate_counters.c.count + 1}).returning(rate_counters.c.count)
+
+
+def test_rows_parameters_and_literals_as_conn_execute(engine: Engine) -> None:
+    upsert = _upsert(engine.dialect.name)
+    with engine.begin() as conn:
+        counts = [execute_hot(conn, upsert, {"bucket": "b", "minute": 7})[0].count for _ in range(3)]
+        assert counts == [1, 2, 3]
+        # many parameter sets, no rows back
+        assert execute_hot(conn, sa.insert(rate_counters), [
+            {"bucket": f"m{i}", "minute": i, "count": i} for i in range(5)]) == []
+        listed = execute_hot(conn, sa.select(rate_counters.c.bucket, rate_counters.c.count, sa.literal("x").label("x"))
+                             .where(rate_counters.c.minute < sa.bindparam("below")).order_by(rate_counters.c.bucket),
+                             {"below": 3})
+        assert [(r.bucket, r.count, r.x) for r in listed] == [("m0", 0, "x"), ("m1", 1, "x"), ("m2", 2, "x")]
+    with engine.begin() as conn:  # and it all ran inside the transaction, which committed
+        assert conn.execute(sa.select(sa.func.count()).select_from(rate_counters)).scalar_one() == 6
+
+
+def test_errors_are_sqlalchemys_without_the_values_and_roll_back(engine: Engine) -> None:
+    insert = sa.insert(rate_counters)
+    with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as conn:
+        execute_hot(conn, insert, {"bucket": "dup", "minute": 1, "count": 1})
+        execute_hot(conn, insert, {"bucket": "dup", "minute": 1, "count": 1})
+    assert not caught.value.connection_invalidated
+    assert "[parameters" not in str(caught.value)  # values may be a report: never in a log line
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(rate_counters)).scalar_one() == 0
