@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from netcheck.agent.uploader import encode_upload  # noqa: E402
 from netcheck.collector import store  # noqa: E402
 from netcheck.collector.db import make_engine, migrate  # noqa: E402
 from netcheck.collector.validate import Validators  # noqa: E402
@@ -52,6 +53,7 @@ from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # no
 REAL = ROOT / "tests" / "fixtures" / "report-worldwide-lab.json"
 RID = "00000000-0000-4000-8000-000000000000"
 SEQ = 987654321987
+SENT = "2026-11-28T16:00:00Z"
 FLEET = 100_000
 
 
@@ -65,9 +67,10 @@ def realistic_report() -> dict[str, Any]:
 
 
 def body_template(report: dict[str, Any]) -> bytes:
-    envelope = {"report": report, "agent": {"seq": SEQ, "dropped": 0, "spool_full": False,
-                                            "sent_at": "2026-11-28T16:00:00Z"}, "sweep_id": None}
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    """An upload as the agent encodes it, with placeholders for what changes from one to the next."""
+    envelope = {"report": report, "agent": {"seq": SEQ, "dropped": 0, "spool_full": False, "sent_at": SENT},
+                "sweep_id": None}
+    return encode_upload(envelope)
 
 
 @dataclass
@@ -198,21 +201,28 @@ class CpuMeter:
 
 
 @functools.cache
-def _template_parts(template: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    """The template cut at its report id, sequence number and send time, in that order."""
-    head, _, rest = template.partition(RID.encode())
-    middle, _, rest = rest.partition(str(SEQ).encode())
-    before_sent, _, tail = rest.partition(b"2026-11-28T16:00:00Z")
-    return head, middle, before_sent, tail
+def _template_parts(template: bytes) -> tuple[list[bytes], list[str]]:
+    """The template cut at its placeholders: the pieces between them, and which one each cut was."""
+    marks = sorted((template.index(text.encode()), text) for text in (RID, str(SEQ), SENT))
+    pieces, start = [], 0
+    for at, text in marks:
+        pieces.append(template[start:at])
+        start = at + len(text)
+    pieces.append(template[start:])
+    return pieces, [text for _, text in marks]
 
 
 def make_body(template: bytes, agent: Agent) -> list[bytes]:
     """A fresh upload as pieces, written one after the other: copying 240 KB three times per upload
     would make the load generator, which shares the machine's two cores, cost more than it must."""
     agent.seq += 1
-    sent = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z").encode()
-    head, middle, before_sent, tail = _template_parts(template)
-    return [head, str(uuid.uuid4()).encode(), middle, str(agent.seq).encode(), before_sent, sent, tail]
+    fresh = {RID: str(uuid.uuid4()), str(SEQ): str(agent.seq),
+             SENT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    pieces, marks = _template_parts(template)
+    out = [pieces[0]]
+    for text, piece in zip(marks, pieces[1:], strict=True):
+        out += [fresh[text].encode(), piece]
+    return out
 
 
 async def post_one(conn: Connection, template: bytes, agent: Agent, results: Results, t0: float,

@@ -8,7 +8,9 @@ integers past 64 bits as floats. Two checks orjson does not make are added:
 
 - duplicate keys: orjson keeps the last one silently. Every string, key or value, is two
   unescaped quotes; dropping a duplicate member drops at least its key, so the quotes of the
-  raw text and of the parsed value re-encoded are counted and must be equal;
+  raw text and of the parsed value re-encoded are counted and must be equal. A body that is
+  exactly its parsed value re-encoded (canonical JSON, as the agent sends it) cannot hold a
+  duplicate, and is not counted;
 - NUL characters (PostgreSQL text cannot hold them), looked for only when the raw text holds a
   ``\u0000`` escape.
 
@@ -16,8 +18,9 @@ Nesting: every body is then validated against a closed schema (every object list
 free-form facts hold scalars or arrays of scalars), so nothing nested deeper than a few levels
 (far below ``MAX_DEPTH``) is ever accepted, and deeper bodies are a 400 naming the field.
 
-For a 170 KB report orjson parses in about 0.8 ms and the duplicate check adds about 0.2 ms;
-the standard library's parser with hooks for the same checks took 3 ms. The re-encoding the
+For a 240 KB report orjson parses in about 1 ms and the duplicate check adds about 0.35 ms
+(0.03 ms for a canonical body); the standard library's parser with hooks for the same checks
+took 3 ms. The re-encoding the
 duplicate check needs is the canonical one, and with ``keep`` the member the caller stores
 (the report of an upload) is encoded on its own, so the caller gets its canonical bytes without
 encoding it a second time.
@@ -113,13 +116,15 @@ def strict_loads(raw: bytes, *, watch_key: str | None = None, keep: str | None =
     try:
         if keep is not None and isinstance(value, dict) and keep in value:
             kept = canonical(value[keep])
-            rest = canonical({k: v for k, v in value.items() if k != keep})
-            quotes = _quotes(kept) + _quotes(rest) + 2  # and the two of the member's name
+            members = [canonical(k) + b":" + (kept if k == keep else canonical(v)) for k, v in sorted(value.items())]
+            # a body sent in canonical form (the agent's) is the encoding of what it parses to, so
+            # it holds no duplicate: one comparison instead of counting the quotes of both
+            unique = raw == b"{" + b",".join(members) + b"}" or _quotes(raw) == sum(map(_quotes, members))
         else:
-            quotes = _quotes(canonical(value))
+            unique = _quotes(raw) == _quotes(canonical(value))
     except TypeError as exc:  # orjson encodes at most 254 levels
         raise ApiError("invalid_json", "invalid JSON: nested too deeply") from exc
-    if _quotes(raw) != quotes:
+    if not unique:
         raise ApiError("invalid_json", "duplicate keys in a JSON object")
     watched: list[Any] = []
     # Without a backslash (a memchr away) there is no escape at all, so no NUL and no spelled-out key

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from netcheck.agent.uploader import encode_upload
+from netcheck.collector import validate
 from netcheck.collector.validate import (
     ENROLL_SCHEMA,
     MAX_DEPTH,
@@ -151,9 +153,27 @@ def test_numbers_in_range_parse(number: bytes) -> None:
     b'{"t": "12:00", "t" : "13:00"}',
     b'{"device_id": 1, "device\\u005fid": 2}',
 ])
-def test_duplicate_keys_are_refused(text: bytes) -> None:
+@pytest.mark.parametrize("keep", [None, "a"])
+def test_duplicate_keys_are_refused(text: bytes, keep: str | None) -> None:
     with pytest.raises(ApiError, match="duplicate"):
-        strict_loads(text)
+        strict_loads(text, keep=keep)
+
+
+def test_an_agents_canonical_upload_is_checked_by_one_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = upload(sample_report())
+    sent = encode_upload(body)
+    spaced = json.dumps(body).encode()
+    assert strict_loads(sent, keep="report").kept == strict_loads(spaced, keep="report").kept == canonical(
+        body["report"])
+    duplicated = sent.replace(b'"verdict":"AT_RISK"', b'"verdict":"READY","verdict":"AT_RISK"', 1)
+    assert duplicated != sent
+    with pytest.raises(ApiError, match="duplicate"):
+        strict_loads(duplicated, keep="report")
+    # the agent's body is never scanned for quotes; any other is
+    monkeypatch.setattr(validate, "_quotes", lambda text: pytest.fail("counted the quotes"))
+    strict_loads(sent, keep="report")
+    with pytest.raises(pytest.fail.Exception):
+        strict_loads(spaced, keep="report")
 
 
 @pytest.mark.parametrize("text", [
