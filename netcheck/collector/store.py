@@ -264,8 +264,8 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
              "latency_ms": latency} for wid, status, score, latency in item.workloads]
     if rows:
         execute_hot(conn, sql.insert_workloads, rows)
-    execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk,
-                                     "b_verdict": verdict, "b_seq": item.seq})
+    execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
+                                          "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
     if item.sweep_id is not None:
         target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
                             sa.literal(now, type_=sweeps.c.created_at.type))

@@ -20,10 +20,9 @@ free-form facts hold scalars or arrays of scalars), so nothing nested deeper tha
 
 For a 240 KB report orjson parses in about 1 ms and the duplicate check adds about 0.35 ms
 (0.03 ms for a canonical body); the standard library's parser with hooks for the same checks
-took 3 ms. The re-encoding the
-duplicate check needs is the canonical one, and with ``keep`` the member the caller stores
-(the report of an upload) is encoded on its own, so the caller gets its canonical bytes without
-encoding it a second time.
+took 3 ms. The re-encoding the duplicate check needs is the canonical one, and with ``keep``
+the member the caller stores (the report of an upload) is encoded on its own, so the caller
+gets its canonical bytes without encoding it a second time.
 
 Validation (``BodyValidator``) uses the compiled JSON Schema validator from ``jsonschema-rs``:
 a 170 KB report validates in about half a millisecond, where the pure-Python ``jsonschema`` takes

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netcheck.collector.db import dialect_insert, execute_hot, make_engine, migrate, rate_counters
+from netcheck.collector.db import execute_hot, make_engine, migrate, rate_counters
+from netcheck.collector.limits import _upsert
 
 
 @pytest.fixture
@@ -20,15 +21,8 @@ def engine(new_database: Callable[[], str]) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _upsert(dialect: str) -> sa.Insert:
-    stmt = dialect_insert(dialect, rate_counters).values(bucket=sa.bindparam("bucket"), minute=sa.bindparam("minute"),
-                                                         count=sa.literal(1))
-    return stmt.on_conflict_do_update(index_elements=[rate_counters.c.bucket, rate_counters.c.minute],
-                                      set_={"count": rate_counters.c.count + 1}).returning(rate_counters.c.count)
-
-
 def test_rows_parameters_and_literals_as_conn_execute(engine: Engine) -> None:
-    upsert = _upsert(engine.dialect.name)
+    upsert = _upsert(engine.dialect.name)  # the rate limiter's own statement
     with engine.begin() as conn:
         counts = [execute_hot(conn, upsert, {"bucket": "b", "minute": 7})[0].count for _ in range(3)]
         assert counts == [1, 2, 3]
