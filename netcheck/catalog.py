@@ -8,14 +8,13 @@ Microsoft host: every name comes from the data.
 from __future__ import annotations
 
 import ipaddress
-import json
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netcheck.errors import CatalogError
+from netcheck.files import load_user_json, load_user_toml
 from netcheck.models import Category, Target
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -168,17 +167,12 @@ def parse_endpoint_sets(data: Any, origin: str) -> tuple[EndpointSet, ...]:
     return sets
 
 
+#: Endpoint files larger than this are refused (Microsoft's data is about 100 kB per instance).
+MAX_ENDPOINT_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_endpoint_file(path: Path) -> tuple[EndpointSet, ...]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CatalogError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    data = load_user_json(path, limit=MAX_ENDPOINT_FILE_BYTES, what="the endpoint file", error=CatalogError)
     return parse_endpoint_sets(data, str(path))
 
 
@@ -224,10 +218,7 @@ class WorkloadMap:
 
 
 def load_workload_map(path: Path) -> WorkloadMap:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CatalogError(f"{path}: {exc}") from exc
+    doc = load_user_toml(path, what="the workload map", error=CatalogError)
     try:
         workloads = tuple(
             Workload(id=wid, name=str(w["name"]), service_areas=tuple(w.get("service_areas", ())),
@@ -410,11 +401,8 @@ class Catalog:
 
 def load_versions(directory: Path) -> Mapping[str, str]:
     path = directory / "versions.toml"
-    try:
-        return {canonical_instance(k): str(v)
-                for k, v in tomllib.loads(path.read_text(encoding="utf-8")).items()}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CatalogError(f"{path}: {exc}") from exc
+    return {canonical_instance(k): str(v)
+            for k, v in load_user_toml(path, what="the versions file", error=CatalogError).items()}
 
 
 def bundled_path(instance: str) -> Path:

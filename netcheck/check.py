@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import sys
@@ -39,7 +40,7 @@ from netcheck.pac import PacFetch
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
-from netcheck.proxy import ProxySettings
+from netcheck.proxy import ProxySettings, from_environment, unusable_proxy_settings, usable_proxy_url
 from netcheck.runner import (
     MediaProbe,
     RunSettings,
@@ -50,7 +51,7 @@ from netcheck.runner import (
 )
 from netcheck.site_facts import gather
 from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile
-from netcheck.verdict import AssessContext, assess, combine
+from netcheck.verdict import AssessContext, assess, combine, setting_findings
 
 OnResult = Callable[[ProbeResult], None]
 OnPlan = Callable[[int], None]
@@ -135,14 +136,16 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     policy = options.policy
     tenant = _validate_tenant(options.tenant)
     deadline_s = options.deadline_s if options.deadline_s is not None else policy.deadline_s
-    if deadline_s <= 0:
-        raise ConfigError("--deadline must be a positive number of seconds")
+    if not (math.isfinite(deadline_s) and deadline_s > 0):
+        raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline_s!r}")
     deadline = Deadline.after(deadline_s)
     catalog, catalog_note = select_catalog(options)
     plan = catalog.plan(tenant)
     spec = probe_spec(options)
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
-    relay = options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY") or catalog.media_relay
+    relay = _validate_name(options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY"),
+                           "--teams-relay (NETCHECK_TEAMS_RELAY)") or catalog.media_relay
+    _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
     file_profile = load_site_profile(options.site_profile) if options.site_profile else None
@@ -158,6 +161,9 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     if families:
         plat = current_platform()
         proxies = plat.proxy_settings()
+        unusable = unusable_proxy_settings(from_environment(os.environ))
+        if unusable:
+            network["proxy_setting_error"] = list(unusable)
         pac = _fetch_pac(proxies.pac_url, deadline, network)
         if pac is None and proxies.auto_detect:
             pac = _discover_wpad(plat, deadline, network)
@@ -172,7 +178,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     ctx = AssessContext(
         workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
         optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
-        online=bool(families), offline_reason=offline_reason)
+        online=bool(families), offline_reason=offline_reason, settings=setting_findings(network))
     now = assess(results, ctx, policy)
     if families:
         found = plat.interfaces()  # once: the profile choice and the site facts both need them
@@ -200,6 +206,19 @@ def choose_site_profile(options: CheckOptions, interfaces: Sequence[Interface],
     public = [str(r.detail["mapped_address"]) for r in results
               if r.kind is ProbeKind.STUN and r.detail.get("mapped_address")]
     return select_site_profile(options.site_profiles, [*own, *public], options.site_tag)
+
+
+def _validate_name(name: str | None, flag: str) -> str | None:
+    """A host name given by the user, or ConfigError (exit 4) saying why it cannot be one."""
+    if name is None:
+        return None
+    from netcheck.names import host_problem
+
+    problem = host_problem(name)
+    if problem is not None:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise ConfigError(f"{flag} {shown!r} is not a host name: {problem}")
+    return name.strip()
 
 
 def _validate_user(user: str | None) -> str | None:
@@ -241,23 +260,38 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
     """Per host, the proxy this laptop's settings choose for it ("" = DIRECT)."""
     hosts = [t.host for t in plan.hosts]
     out: dict[str, str] = {}
+    # Without a usable PAC, clients use the explicit proxy settings, else go direct; so is it tested.
+    fallback = {h: usable_proxy_url(proxies.proxy_for(f"https://{h}/") or "") or "" for h in hosts} \
+        if proxies.proxies else dict.fromkeys(hosts, "")
+    instead = "the explicit proxy settings" if proxies.proxies else "DIRECT (no proxy)"
     if pac is not None:
         if not (pac.ok and pac.text):
-            return out  # the PAC could not be fetched: clients go direct (reported in network facts)
-        from netcheck.pac import PacError, evaluate, proxy_url
+            network["pac_fallback"] = instead
+            return fallback
+        from netcheck.pac import PacError, evaluate_each, proxy_url
 
         urls = {h: f"https://{h}/" for h in hosts}
         try:
-            decisions = evaluate(pac.text, list(urls.values()), deadline=deadline.sooner(5.0))
+            decisions = evaluate_each(pac.text, list(urls.values()), deadline=deadline.sooner(5.0))
         except PacError as exc:
-            network["pac_error"] = str(exc)[:500]
-            return out
+            network["pac_load_error"] = str(exc)[:500]
+            network["pac_fallback"] = instead
+            return fallback
+        failed: list[str] = []
         for h, url in urls.items():
-            out[h] = proxy_url((decisions.get(url) or ["DIRECT"])[0]) or ""
+            d = decisions[url]
+            chosen = proxy_url(d.proxies[0]) if d.proxies else None
+            if d.error or not d.proxies or (chosen is not None and usable_proxy_url(chosen) is None):
+                failed.append(f"{h}: {d.error or f'unusable answer {d.raw!r}'}"[:300])
+                out[h] = fallback[h]
+            else:
+                out[h] = chosen or ""
+        if failed:
+            network["pac_bad_results"] = failed[:50]
+            network["pac_fallback"] = instead
         return out
     if proxies.proxies:
-        for h in hosts:
-            out[h] = proxies.proxy_for(f"https://{h}/") or ""
+        return fallback
     return out
 
 

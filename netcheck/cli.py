@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from netcheck import __version__
-from netcheck.errors import NetcheckError
+from netcheck.errors import INTERNAL_ERROR, NetcheckError
 
 #: command name -> (module, attribute, one-line help shown by --help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -63,14 +63,17 @@ def cli() -> None:
 
     Run `netcheck check` for a verdict on this laptop. Exit codes: 0 ready,
     1 at risk, 2 not ready, 3 could not assess (no network), 4 usage or
-    configuration error.
+    configuration error, 5 internal error (netcheck itself failed; a crash
+    log is written and its path printed).
     """
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: usage errors exit 4 (click's default is 2, which means 'not ready')."""
+    """Entry point: usage errors exit 4 (click's default is 2, which means 'not ready'); a crash
+    (any exception that is not a NetcheckError) exits 5 (``INTERNAL_ERROR``), never a verdict's code."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return cli.main(args=argv, prog_name="netcheck", standalone_mode=False)
+        return cli.main(args=args, prog_name="netcheck", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -85,3 +88,11 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(4)
+    except Exception as exc:  # a bug: exit 5 with a crash log, never a verdict's exit code
+        from netcheck.crash import report_crash
+
+        message, as_json = report_crash(exc, args)
+        click.echo(message, err=True)
+        if as_json is not None:
+            click.echo(as_json, nl=False)
+        sys.exit(INTERNAL_ERROR)

@@ -9,10 +9,14 @@
           +-- CollectorRejected
 
 Every message says what went wrong and what to do next; the CLI prints it as
-one line and exits with the documented code.
+one line and exits with the documented code. Any other exception is a bug:
+the CLI exits with :data:`INTERNAL_ERROR` (see :mod:`netcheck.crash`).
 """
 
 from __future__ import annotations
+
+#: The exit code of a crash (an exception that is not a NetcheckError): never a verdict's code.
+INTERNAL_ERROR = 5
 
 
 class NetcheckError(Exception):

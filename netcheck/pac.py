@@ -30,12 +30,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from netcheck.deadline import Deadline
-from netcheck.errors import NetcheckError
+from netcheck.errors import ConfigError, NetcheckError
+from netcheck.files import read_user_text
 from netcheck.models import Outcome
 
 #: PAC files larger than this are refused (a PAC is normally a few kB).
@@ -80,28 +80,48 @@ class PacFetch:
 
 def _resolve_host(host: str, timeout: float) -> tuple[str | None, Outcome | None, str | None]:
     """First address of ``host`` within ``timeout`` (getaddrinfo runs in a thread)."""
+    addresses, outcome, why = resolve_within(host, timeout)
+    return (addresses[0] if addresses else None), outcome, why
+
+
+def resolve_within(host: str, timeout: float) -> tuple[list[str], Outcome | None, str | None]:
+    """The OS's addresses for ``host`` (the first of each family), as applications get them,
+    within ``timeout`` seconds: ``(addresses, failure outcome or None, why)``.
+
+    getaddrinfo cannot be interrupted, so it runs in a daemon thread that is left
+    behind when it overruns; a name that is not a host name is refused without a lookup.
+    """
     try:
-        return str(ipaddress.ip_address(host.strip("[]"))), None, None
+        return [str(ipaddress.ip_address(host.strip("[]")))], None, None
     except ValueError:
         pass
+    from netcheck.names import ascii_host
+
+    name = ascii_host(host)
+    if name is None:
+        return [], Outcome.ERROR, f"{host[:80]!r} is not a host name"
+    if timeout <= 0:
+        return [], Outcome.TIMEOUT, f"no time left to resolve {name}"
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            box["infos"] = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
+            box["infos"] = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
             box["error"] = exc
 
-    t = threading.Thread(target=work, name="pac-resolve", daemon=True)
+    t = threading.Thread(target=work, name="resolve", daemon=True)
     t.start()
-    t.join(max(0.0, timeout))
+    t.join(timeout)
     if t.is_alive():
-        return None, Outcome.DNS_TIMEOUT, f"resolving {host} took too long"
+        return [], Outcome.DNS_TIMEOUT, f"resolving {name} took too long"
     if "error" in box:
-        outcome, why = resolve_failure(host, box["error"])
-        return None, outcome, why
-    infos = box.get("infos") or []
-    return (str(infos[0][4][0]) if infos else None), None, None
+        outcome, why = resolve_failure(name, box["error"])
+        return [], outcome, why
+    seen: dict[int, str] = {}
+    for family, _, _, _, sockaddr in box.get("infos") or []:
+        seen.setdefault(int(family), str(sockaddr[0]))
+    return list(seen.values()), None, None
 
 
 def resolve_failure(host: str, exc: BaseException) -> tuple[Outcome, str]:
@@ -151,13 +171,10 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
         if parts.netloc and len(parts.netloc) == 2 and parts.netloc[1] == ":":
             path = parts.netloc + path
         try:
-            data = Path(path).read_bytes()[: max_bytes + 1]
-        except OSError as exc:
-            return PacFetch(url, Outcome.ERROR, error=f"cannot read {path}: {exc.strerror or exc}")
-        if len(data) > max_bytes:
-            return PacFetch(url, Outcome.ERROR, size=len(data), error=f"larger than {max_bytes} bytes")
-        return PacFetch(url, Outcome.OK, text=data.decode("utf-8", "replace"), size=len(data),
-                        elapsed_ms=ms())
+            text = read_user_text(path, limit=max_bytes, what="the PAC file")
+        except ConfigError as exc:
+            return PacFetch(url, Outcome.ERROR, error=str(exc))
+        return PacFetch(url, Outcome.OK, text=text, size=len(text.encode("utf-8")), elapsed_ms=ms())
     if scheme not in ("http", "https") or not parts.hostname:
         return PacFetch(url, Outcome.ERROR, error="not an http(s) or file URL")
     host = parts.hostname
@@ -170,9 +187,11 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
     import httpx
 
     timeout = httpx.Timeout(deadline.step(10.0), connect=deadline.step(5.0))
+    cutter = _Cutter(deadline)
     try:
-        with httpx.Client(trust_env=False, timeout=timeout, follow_redirects=True,
-                          transport=transport) as client, client.stream("GET", url) as resp:
+        with cutter, httpx.Client(trust_env=False, timeout=timeout, follow_redirects=True,
+                                  transport=transport) as client, \
+                client.stream("GET", url, extensions={"trace": cutter.trace}) as resp:
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
             if isinstance(peer, tuple) and peer:
@@ -180,6 +199,8 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
             body = bytearray()
             for chunk in resp.iter_bytes():
                 body.extend(chunk)
+                if deadline.expired:
+                    raise httpx.ReadTimeout("the deadline passed")
                 if len(body) > max_bytes:
                     return PacFetch(url, Outcome.ERROR, status=resp.status_code, host=host,
                                     address=address, size=len(body), elapsed_ms=ms(),
@@ -192,18 +213,63 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
             text = bytes(body).decode(resp.charset_encoding or "utf-8", "replace")
             return PacFetch(url, Outcome.OK, text=text, status=200, host=host, address=address,
                             content_type=ctype, size=len(body), elapsed_ms=ms())
-    except httpx.ConnectTimeout:
-        return PacFetch(url, Outcome.CONNECT_TIMEOUT, host=host, address=address, elapsed_ms=ms(),
-                        error="connecting timed out")
-    except httpx.TimeoutException:
-        return PacFetch(url, Outcome.TIMEOUT, host=host, address=address, elapsed_ms=ms(),
-                        error="the server did not send the PAC in time")
-    except httpx.ConnectError as exc:
-        outcome, why = _connect_outcome(exc)
-        return PacFetch(url, outcome, host=host, address=address, elapsed_ms=ms(), error=why)
     except httpx.HTTPError as exc:
-        return PacFetch(url, Outcome.HTTP_NO_RESPONSE, host=host, address=address, elapsed_ms=ms(),
-                        error=str(exc) or type(exc).__name__)
+        if isinstance(exc, httpx.ConnectTimeout):
+            outcome, why = Outcome.CONNECT_TIMEOUT, "connecting timed out"
+        elif cutter.fired or isinstance(exc, httpx.TimeoutException):
+            outcome, why = Outcome.TIMEOUT, "the server did not send the PAC before the deadline"
+        elif isinstance(exc, httpx.ConnectError):
+            outcome, why = _connect_outcome(exc)
+        else:
+            outcome, why = Outcome.HTTP_NO_RESPONSE, str(exc) or type(exc).__name__
+        return PacFetch(url, outcome, host=host, address=address, elapsed_ms=ms(), error=why)
+
+class _Cutter:
+    """Shuts a download's connections when ``deadline`` passes.
+
+    httpx's read timeout holds per read, so a server trickling one byte a second
+    would keep a download going for ever; this bounds the whole exchange. The
+    sockets are learnt from httpx's "trace" extension as each connection opens.
+    """
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.append(sock)
+                late = self.fired
+            if late:
+                self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> _Cutter:
+        self._timer = threading.Timer(self._deadline.remaining(), self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def discover_wpad(candidates: Iterable[str], deadline: Deadline) -> tuple[PacFetch, ...]:

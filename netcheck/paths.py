@@ -62,3 +62,45 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a report the user asked for (``-o FILE``, ``--html FILE``).
+
+    A regular file (or a new one) is replaced atomically (:func:`atomic_write`).
+    Anything else is written through and left in place: a symlink keeps pointing
+    where it pointed, ``/dev/null`` and ``/dev/stdout`` stay devices, and a named
+    pipe gets the bytes (an error at once if no process reads it, rather than a
+    hang). Raises OSError.
+    """
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        atomic_write(path, data)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(21, "is a directory", str(path))
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        target = None  # a dangling symlink: create what it points to
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    if target is None:
+        flags |= os.O_CREAT
+    elif stat.S_ISREG(target.st_mode):
+        flags |= os.O_TRUNC
+    elif stat.S_ISFIFO(target.st_mode):
+        flags |= getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags, 0o644)
+    try:
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)

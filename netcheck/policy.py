@@ -6,7 +6,6 @@ so there is one place that checks them.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from netcheck.catalog import data_dir
 from netcheck.errors import ConfigError
+from netcheck.files import load_user_toml
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_policy(path: Path | None = None) -> Policy:
     path = path or data_dir() / "policy.toml"
+    doc = load_user_toml(path, limit=1_000_000, what="the policy")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
         policy = Policy(**_flatten(doc))
-    except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot load the policy ({exc})") from exc
     if policy.deadline_s <= 0 or min(policy.concurrency, policy.dns_concurrency, policy.tcp_samples) < 1:
         raise ConfigError(f"{path}: deadline, concurrency, dns_concurrency and tcp_samples must be positive")

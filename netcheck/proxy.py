@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from netcheck.names import ascii_host
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from netcheck.platform._run import Runner
 
@@ -41,6 +43,7 @@ PAC_ENV = "NETCHECK_PAC_URL"
 SOURCES = ("environment", "WinINET", "WinHTTP", "scutil", "gsettings", "kde", "none")
 
 _TOOL_TIMEOUT = 5.0
+_UNUSABLE = " but is not a usable proxy URL"
 
 
 @dataclass(frozen=True)
@@ -180,12 +183,23 @@ def _clean_proxy_url(value: str, default_scheme: str = "http") -> tuple[str | No
     except ValueError:
         return None, False
     host = parts.hostname
-    if not host:
+    if not host or ascii_host(host) is None:
         return None, False
     had_creds = parts.username is not None or parts.password is not None
     shown = f"[{host}]" if ":" in host else host
     netloc = f"{shown}:{port}" if port is not None else shown
     return f"{parts.scheme.lower()}://{netloc}", had_creds
+
+
+def usable_proxy_url(value: str) -> str | None:
+    """``value`` (a proxy URL or ``host:port``) as ``scheme://host:port``; None if no client could use it
+    (``http://[::1``, a 300-character host name, an empty host)."""
+    return _clean_proxy_url(value)[0]
+
+
+def unusable_proxy_settings(settings: ProxySettings) -> tuple[str, ...]:
+    """The evidence lines saying a proxy variable is set but cannot be used."""
+    return tuple(e for e in settings.evidence if e.endswith(_UNUSABLE))
 
 
 def parse_proxy_server(value: str) -> dict[str, str]:
@@ -230,7 +244,7 @@ def from_environment(environ: Mapping[str, str]) -> ProxySettings:
             continue
         url, creds = _clean_proxy_url(raw)
         if url is None:
-            evidence.append(f"{var} is set but is not a usable proxy URL")
+            evidence.append(f"{var} is set{_UNUSABLE}")
             continue
         proxies[scheme] = url
         evidence.append(f"{var}={url}")

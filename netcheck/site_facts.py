@@ -83,24 +83,16 @@ def _lookup(host: str, results: Iterable[ProbeResult]) -> ProbeResult | None:
 
 
 def _resolve(host: str, deadline: Deadline) -> list[str]:
-    """The OS's answer for ``host`` (one address per family), as applications would get it."""
-    import socket
+    """The OS's answer for ``host`` (one address per family), as applications would get it,
+    within the check's deadline."""
+    from netcheck.pac import resolve_within
 
     if not host:
         return []
-    try:
-        ipaddress.ip_address(host)
-        return [host]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return []
-    seen: dict[int, str] = {}
-    for family, _, _, _, sockaddr in infos:
-        seen.setdefault(int(family), str(sockaddr[0]))
-    return list(seen.values())
+    addresses, _, why = resolve_within(host, deadline.remaining())
+    if why:
+        log.debug("%s", why)
+    return addresses
 
 
 def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None, platform: Platform,

@@ -26,7 +26,6 @@ configuration (see ``netcheck.outage``).
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from netcheck.catalog import Network
 from netcheck.errors import ConfigError
+from netcheck.files import load_user_toml
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
          "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude"}
@@ -76,15 +76,13 @@ def _strings(doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
         raise ConfigError(f"{where}: [site] {key} must be a list of strings")
     return tuple(value)
 
+#: Site profiles larger than this are refused (a real one is a few kB).
+MAX_PROFILE_BYTES = 1_000_000
+
 
 def load_site_profile(path: Path) -> SiteProfile:
     """The profile in a TOML file with one ``[site]`` table (``--site-profile FILE``)."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the site profile ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: the site profile is not valid TOML ({exc})") from exc
+    doc = load_user_toml(path, limit=MAX_PROFILE_BYTES, what="the site profile")
     site = doc.get("site")
     if not isinstance(site, dict) or set(doc) - {"site"}:
         raise ConfigError(f"{path}: a site profile has one [site] table and nothing else")

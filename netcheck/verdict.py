@@ -40,6 +40,8 @@ class AssessContext:
     not_testable: tuple[NotTestable, ...] = ()
     online: bool = True
     offline_reason: str = ""
+    #: Findings about the laptop's settings (PAC file, proxy variables): see :func:`setting_findings`.
+    settings: tuple[Finding, ...] = ()
 
 
 _DNS_FAIL = {Outcome.NXDOMAIN, Outcome.NO_ANSWER, Outcome.SERVFAIL, Outcome.DNS_REFUSED,
@@ -294,6 +296,56 @@ def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy
     return findings
 
 
+_PAC_FIX = ("IT: make the PAC file reachable from everywhere laptops work (not only from the site), and "
+            "check that it loads; until then clients use {instead}.")
+
+
+def setting_findings(network: Mapping[str, object]) -> tuple[Finding, ...]:
+    """Findings about the proxy settings the check met, from its network facts (pure).
+
+    A PAC file that cannot be fetched, does not load or gives no usable answer, and a
+    proxy variable no client can use, are each one finding that says which proxy
+    decision the check used instead (``pac_fallback``).
+    """
+    out: list[Finding] = []
+    instead = str(network.get("pac_fallback") or "DIRECT (no proxy)")
+    url = str(network.get("pac_url") or network.get("wpad") or "the PAC file")
+    fetch = network.get("pac_fetch")
+    if fetch is not None and fetch != "ok":
+        why = str(network.get("pac_error") or fetch)
+        timed_out = fetch in ("timeout", "connect_timeout", "dns_timeout")
+        out.append(Finding(
+            code="pac.timeout" if timed_out else "pac.fetch_failed", severity=Severity.WARNING,
+            title="The PAC file did not arrive in time" if timed_out else "The PAC file could not be fetched",
+            detail=f"{url}: {why}. The check used {instead} instead, as browsers and Windows do.",
+            remediation=_PAC_FIX.format(instead=instead), principle=4, evidence=(f"{url}: {why}",)))
+    load_error = network.get("pac_load_error")
+    if load_error:
+        out.append(Finding(
+            code="pac.load_failed", severity=Severity.WARNING, title="The PAC file does not load",
+            detail=f"{url}: {load_error}. The check used {instead} instead.",
+            remediation=("IT: fix the PAC file (a JavaScript error stops every client from using it); "
+                         f"until then clients use {instead}."), principle=4, evidence=(str(load_error),)))
+    bad = network.get("pac_bad_results")
+    if isinstance(bad, list) and bad:
+        out.append(Finding(
+            code="pac.bad_result", severity=Severity.WARNING,
+            title=f"The PAC file gives no usable answer for {len(bad)} endpoint(s)",
+            detail=("FindProxyForURL failed or returned something that is not a proxy list (a string such as "
+                    f"\"DIRECT\" or \"PROXY host:port\"); for these the check used {instead}."),
+            remediation="IT: make FindProxyForURL return a string for every Microsoft 365 host.",
+            principle=4, evidence=tuple(str(b) for b in bad)))
+    unusable = network.get("proxy_setting_error")
+    if isinstance(unusable, list) and unusable:
+        out.append(Finding(
+            code="proxy.unusable_setting", severity=Severity.WARNING, title="A proxy setting cannot be used",
+            detail=("; ".join(str(u) for u in unusable) + ". The check went direct for it; programs that read "
+                    "this setting may fail or go direct too."),
+            remediation="Fix or remove the setting: it must look like http://proxy.example.com:8080.",
+            principle=4, evidence=tuple(str(u) for u in unusable)))
+    return tuple(out)
+
+
 def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessContext) -> str:
     def names(status: Status) -> str:
         return ", ".join(w.name.split(" (")[0] for w in workloads if w.status is status
@@ -347,6 +399,7 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     order = [w.id for w in ctx.workloads]
     rows.sort(key=lambda r: order.index(r.id))
     findings.extend(_network_findings(results, ctx, policy))
+    findings.extend(ctx.settings)
     core = {w.id for w in ctx.workloads if w.core}
     core_rows = [r for r in rows if r.id in core]
     if any(r.status is Status.FAILED for r in core_rows):

@@ -134,13 +134,13 @@ def test_a_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.json"
     with pytest.raises(CatalogError) as err:
         read_endpoint_file(path)
-    assert str(err.value) == f"{path}: cannot be read (No such file or directory)"
+    assert str(err.value) == f"{path}: cannot read the endpoint file (No such file or directory)"
 
 
 # --- malformed data: one file each, with its exact message --------------------------
 
 INVALID = {
-    "invalid-not-json.json": "not valid JSON (line 11: Unterminated string starting at)",
+    "invalid-not-json.json": "the endpoint file is not valid JSON (line 11: Unterminated string starting at)",
     "invalid-object-not-array.json": "expected a JSON array of endpoint sets",
     "invalid-empty-array.json": "holds no endpoint sets",
     "invalid-entry-not-object.json": "every entry must be an object",
@@ -168,7 +168,7 @@ INVALID = {
     "invalid-no-ports.json": "endpoint set 31: has neither 'tcpPorts' nor 'udpPorts'",
     "invalid-duplicate-id.json": "endpoint set 31 appears twice",
     # PowerShell 5's Out-File writes UTF-16 with a byte-order mark.
-    "invalid-utf16.json": "not UTF-8 text (byte 0)",
+    "invalid-utf16.json": "the endpoint file is not UTF-8 text (bad byte at offset 0); save it as UTF-8",
 }
 
 

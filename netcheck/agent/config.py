@@ -26,19 +26,21 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from netcheck.errors import ConfigError
+from netcheck.files import parse_toml, read_user_text
 from netcheck.paths import atomic_write, config_dir
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "agent.toml"
 TOKEN_FILE = "token"
+#: The agent configuration, token and enrollment secret are small; larger files are refused.
+MAX_SMALL_FILE = 64 * 1024
 SECRET_ENV = "NETCHECK_ENROLL_SECRET"
 
 _TAG_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -137,9 +139,9 @@ class AgentConfig:
     @classmethod
     def from_toml(cls, text: str, source: str = CONFIG_FILE) -> AgentConfig:
         try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML ({exc}); run `netcheck enroll` again") from exc
+            doc = parse_toml(text, where=source, what="the agent configuration")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; run `netcheck enroll` again") from exc
         known = {"collector_url", "device_id", "ca_bundle", "secret_file", "device_name", "tags", "hardware_id"}
         unknown = sorted(set(doc) - known)
         if unknown:
@@ -202,13 +204,10 @@ class AgentStore:
         return self.config_path.exists() and self.token_path.exists()
 
     def load_config(self) -> AgentConfig:
-        try:
-            text = self.config_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not self.config_path.exists():
             raise ConfigError("this laptop is not enrolled with a collector: run "
-                              "`netcheck enroll https://COLLECTOR --secret-file FILE` first") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {self.config_path}: {exc}") from exc
+                              "`netcheck enroll https://COLLECTOR --secret-file FILE` first")
+        text = read_user_text(self.config_path, limit=MAX_SMALL_FILE, what="the agent configuration")
         return AgentConfig.from_toml(text, str(self.config_path))
 
     def load_token(self) -> str:
@@ -218,11 +217,11 @@ class AgentStore:
                 log.warning("the device token file %s was readable by others; restricting it to mode 0600",
                             self.token_path)
                 os.chmod(self.token_path, 0o600)
-            token = self.token_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             raise ConfigError("the device token is missing: run `netcheck enroll` again") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"cannot read the device token file {self.token_path}: {exc}") from exc
+        token = read_user_text(self.token_path, limit=MAX_SMALL_FILE, what="the device token file").strip()
         if not token:
             raise ConfigError("the device token file is empty: run `netcheck enroll` again")
         return token
@@ -241,11 +240,7 @@ class AgentStore:
 
 
 def read_secret_file(path: Path) -> str:
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the enrollment secret file {path}: "
-                          f"{getattr(exc, 'strerror', None) or exc}") from exc
+    secret = read_user_text(path, limit=MAX_SMALL_FILE, what="the enrollment secret file").strip()
     if not secret:
         raise ConfigError(f"the enrollment secret file {path} is empty")
     return secret

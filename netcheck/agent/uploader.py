@@ -60,7 +60,8 @@ def upload_body(record: SpoolRecord, counters: Counters, sent_at: float) -> byte
 def encode_upload(body: dict[str, Any]) -> bytes:
     """An upload as canonical JSON (sorted keys, compact, UTF-8): the collector stores reports in
     that form, and checks a body already in it with one comparison instead of a scan."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
+                      allow_nan=False).encode("utf-8")
 
 
 def is_ack(ex: Exchange, report_id: str) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,13 @@ if TYPE_CHECKING:
     from netcheck.models import Report
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click's FloatRange lets nan through (nan compares false with both bounds)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
+    return value
+
+
 @click.command("check")
 @click.option("--tenant", metavar="NAME", envvar="NETCHECK_TENANT",
               help="Your tenant name (contoso for contoso.onmicrosoft.com): tests your SharePoint/OneDrive names.")
@@ -25,12 +34,12 @@ if TYPE_CHECKING:
               help="Microsoft 365 cloud instance.")
 @click.option("--endpoints-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Endpoint data in the web-service JSON format, instead of the cached or bundled data.")
-@click.option("--deadline", "deadline_s", type=click.FloatRange(min=1, max=3600),
+@click.option("--deadline", "deadline_s", type=click.FloatRange(min=1, max=3600), callback=_finite,
               help="Finish within this many seconds (default 30).")
 @click.option("--thorough", is_flag=True, help="Longer samples (10 s Teams media window, 10 TCP samples).")
 @click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report instead of text.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Also write the JSON report to this file.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+              help="Also write the JSON report to this file (- for standard output).")
 @click.option("--whoami-name", metavar="NAME", envvar="NETCHECK_WHOAMI_NAME",
               help="DNS name that answers with the address of the resolver asking (resolver identification).")
 @click.option("--teams-relay", metavar="HOST", envvar="NETCHECK_TEAMS_RELAY",
@@ -40,8 +49,9 @@ if TYPE_CHECKING:
                    "Only the domain is kept in the report.")
 @click.option("--site-profile", type=click.Path(dir_okay=False, path_type=Path), envvar="NETCHECK_SITE_PROFILE",
               help="IT's site profile (TOML): the site's networks, VPN, DNS, proxies, PAC and federation hosts.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a self-contained HTML report (for the helpdesk) to this file.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write a self-contained HTML report (for the helpdesk) to this file (- for standard "
+                   "output).")
 @click.option("--upload", is_flag=True,
               help="Send the report to your organisation's collector (after `netcheck enroll`); kept and sent "
                    "later if the collector cannot be reached.")
@@ -54,7 +64,7 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     """Check this laptop's path to Microsoft 365 and say whether you can work from here.
 
     Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
-    4 usage or configuration error.
+    4 usage or configuration error, 5 internal error (a crash log is written).
     """
     from netcheck.check import CheckOptions, perform_check
     from netcheck.render.json import render_json
@@ -99,12 +109,17 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
 
 
 def _write(path: Path, text: str) -> None:
-    from netcheck.paths import atomic_write
+    """``-`` is standard output; files as :func:`netcheck.paths.write_output` writes them."""
+    from netcheck.paths import write_output
 
+    if str(path) == "-":
+        click.echo(text, nl=False)
+        return
     try:
-        atomic_write(path, text.encode("utf-8"))
+        write_output(path, text.encode("utf-8"))
     except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
+        why = "no process reads that pipe" if exc.errno == errno.ENXIO else exc.strerror or exc
+        raise click.ClickException(f"cannot write {path}: {why}") from exc
 
 
 def _with_progress(perform_check: Callable[..., Report], options: CheckOptions) -> Report:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import fnmatch
 import functools
 import ipaddress
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netcheck.errors import ConfigError
+from netcheck.files import load_user_toml
 from netcheck.platform.base import LOOPBACK, PHYSICAL, VIRTUAL, VPN, Interface, InterfaceFacts
 
 ADAPTERS_FILE = Path(__file__).with_name("adapters.toml")
@@ -90,11 +90,7 @@ def parse_table(doc: Mapping[str, Any], origin: str) -> AdapterTable:
 
 
 def load_table(path: Path = ADAPTERS_FILE) -> AdapterTable:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc})") from exc
-    return parse_table(doc, str(path))
+    return parse_table(load_user_toml(path, limit=1_000_000, what="the adapter table"), str(path))
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ import ipaddress
 import time
 
 import dns.asyncresolver
+import dns.message
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -125,6 +126,65 @@ def _summary(kind: ProbeKind, target: Target, results: tuple[_Result, _Result],
     return ProbeResult(kind, target, outcome, reason, phases, detail)
 
 
+#: How long a nameserver has to refuse (ICMP port unreachable) before it is taken as listening.
+REFUSAL_WAIT = 0.3
+_refusals: dict[tuple[int, tuple[str, ...]], asyncio.Task[bool]] = {}
+
+
+class _Knock(asyncio.DatagramProtocol):
+    def __init__(self, done: asyncio.Future[bool]) -> None:
+        self.done = done
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_result(isinstance(exc, ConnectionRefusedError))
+
+
+async def _knock(address: str, port: int) -> bool:
+    """One query on a connected UDP socket: True if the host says nothing listens on the port.
+
+    dnspython's UDP sockets are not connected, so they never see the refusal and wait out
+    the whole deadline; this sees it at once.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Knock(done), remote_addr=(address, port))
+    except OSError:
+        return False  # unreachable and the like: the resolver's own answer says so
+    try:
+        transport.sendto(dns.message.make_query(".", dns.rdatatype.NS).to_wire())
+        return await asyncio.wait_for(done, REFUSAL_WAIT)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        transport.close()
+
+
+async def _all_refuse(servers: tuple[tuple[str, int], ...]) -> bool:
+    return bool(servers) and all(await asyncio.gather(*(_knock(a, p) for a, p in servers)))
+
+
+def _refused(resolver: dns.asyncresolver.Resolver) -> asyncio.Task[bool]:
+    """Whether every nameserver refuses, asked once per event loop (i.e. per check)."""
+    servers = tuple((ns.address, ns.port) for ns in resolver.nameservers
+                    if isinstance(ns, dns.nameserver.Do53Nameserver))
+    if len(servers) != len(resolver.nameservers):
+        servers = ()
+    loop = asyncio.get_running_loop()
+    key = (id(loop), tuple(f"{a}:{p}" for a, p in servers))
+    task = _refusals.get(key)
+    if task is None or task.get_loop() is not loop:
+        for old in [k for k, t in _refusals.items() if t.done()]:
+            del _refusals[old]
+        task = _refusals[key] = asyncio.ensure_future(_all_refuse(servers))
+    return task
+
+
 async def _lookup(kind: ProbeKind, target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
     lifetime = deadline.step(spec.step_timeout_s)
     if lifetime <= 0:
@@ -134,6 +194,11 @@ async def _lookup(kind: ProbeKind, target: Target, spec: ProbeSpec, deadline: De
     except Exception as exc:  # no configuration, malformed address
         return failure(kind, target, exc)
     start = time.perf_counter()
+    if await asyncio.shield(_refused(resolver)):
+        servers = _nameserver_list(resolver)
+        return ProbeResult(kind, target, Outcome.NO_RESOLVER,
+                           f"the DNS server ({', '.join(servers)}) refused: nothing listens on its port",
+                           {"resolve": ms(time.perf_counter() - start)}, {"nameservers": servers, "rcode": None})
     try:
         async with asyncio.timeout_at(deadline.at):
             results = await asyncio.gather(

@@ -30,7 +30,7 @@ from netcheck.probes import trust
 from netcheck.probes._errors import classify, ms, too_late
 from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
-from netcheck.proxy import redact
+from netcheck.proxy import redact, usable_proxy_url
 
 #: Words in a ``Server`` header that name a proxy / secure web gateway product.
 PROXY_SERVERS: tuple[str, ...] = (
@@ -112,8 +112,8 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str) -> tuple[str | None, s
         return None, None
     proxies, from_env = _proxy_settings(tuple(os.environ.get(name) for name in _PROXY_ENV))
     url = proxies.get(scheme) or proxies.get("all")
-    if not url:
-        return None, None
+    if not url or usable_proxy_url(url) is None:
+        return None, None  # an unusable setting is one finding of the check, not a failure per probe
     import urllib.request
 
     if from_env:

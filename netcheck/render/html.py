@@ -282,7 +282,10 @@ def _todo_section(report: Mapping[str, Any], outage: Mapping[str, Any], names: M
                       key=lambda f: _SEVERITY.get(_text(f.get("severity")), ("", "", 3))[2])
     if findings:
         parts.append("<h3>Findings</h3>\n" + "".join(_finding(f, names) for f in findings))
-    if not parts:
+    if not parts and report.get("verdict") == "UNKNOWN":
+        parts.append("<p>Nothing could be tested, so nothing is known to be fine either: connect to a network "
+                     "and run netcheck again.</p>\n")
+    elif not parts:
         parts.append('<p class="muted">Nothing to fix.</p>\n')
     return _section("todo", "What to do", "".join(parts))
 
@@ -456,7 +459,7 @@ def _path_text(path: _Path, hop: _Hop, nodes: Sequence[_Node]) -> str:
 
 
 def _path_figure(index: int, path: _Path, site: Mapping[str, set[str]], kinds: Mapping[str, Mapping[str, Any]],
-                 names: Mapping[str, str], where: str) -> str:
+                 names: Mapping[str, str], where: str, pac_fallback: str = "") -> str:
     hops = path.hops[:MAX_ROUTES_PER_PATH] or (_Hop("", None, "unknown"),)
     crosses = _crosses_site(path, site)
     rows, texts = [], []
@@ -481,7 +484,8 @@ def _path_figure(index: int, path: _Path, site: Mapping[str, set[str]], kinds: M
         extra.append(f"{len(path.hops) - MAX_ROUTES_PER_PATH} more address(es) not drawn.")
     if path.pac_url:
         at = " The PAC file is at the site." if _pac_at_site(path, site) else ""
-        extra.append(f"Proxy chosen by the PAC file {path.pac_url}.{at}")
+        extra.append(f"The PAC file {path.pac_url} could not be used: tested with {pac_fallback} instead.{at}"
+                     if pac_fallback else f"Proxy chosen by the PAC file {path.pac_url}.{at}")
     notes = "".join(f'<p class="pnote">{_e(x)}</p>' for x in extra)
     role = _ROLE.get(path.role, path.role)
     return (f'<figure class="path{" crosses" if crosses else ""}">\n<figcaption><strong>{_e(_short(name))}</strong> '
@@ -504,6 +508,8 @@ def _paths_section(report: Mapping[str, Any], outage: Mapping[str, Any], names: 
         where = ""
     else:
         where = "at the office" if outage.get("on_site") is True else "away from the office"
+    network = report.get("network")
+    pac_fallback = _text(network.get("pac_fallback")) if isinstance(network, Mapping) else ""
     figures: list[str] = []
     shown: dict[str, int] = {}
     skipped = 0
@@ -512,7 +518,7 @@ def _paths_section(report: Mapping[str, Any], outage: Mapping[str, Any], names: 
             skipped += 1
             continue
         shown[path.workload] = shown.get(path.workload, 0) + 1
-        figures.append(_path_figure(len(figures), path, site, kinds, names, where))
+        figures.append(_path_figure(len(figures), path, site, kinds, names, where, pac_fallback))
     if skipped:
         figures.append(f'<p class="muted">{skipped} more destination(s) not drawn.</p>\n')
     if outage:

@@ -7,6 +7,7 @@ Changing the shape means bumping ``SCHEMA_VERSION`` and the schema file in
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / f"report-v{SCH
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(float(value), digits)
+    """Rounded; None for None, NaN and infinities (JSON has no such numbers)."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def probe_to_dict(p: ProbeResult) -> dict[str, Any]:
@@ -98,5 +100,5 @@ def render_json(report: Report, *, pretty: bool = False) -> str:
     indentation, and a full report is ~0.2 s of CPU to indent in pure Python."""
     data = report_to_dict(report)
     if pretty:
-        return json.dumps(data, indent=2) + "\n"
-    return json.dumps(data, separators=(",", ":")) + "\n"
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -50,13 +51,15 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
                 continue
             mark, style = _SEVERITY[f.severity]
             console.print(Text.assemble((f"{mark} ", style), (f.title, "bold")))
-            console.print(f"   {f.detail}")
-            console.print(Text(f"   Fix: {f.remediation}", style="italic"))
+            # Padding, not leading spaces: a wrapped line keeps the indentation of its first line.
+            console.print(Padding(Text(f.detail), (0, 0, 0, 3)))
+            console.print(Padding(Text(f"Fix: {f.remediation}", style="italic"), (0, 0, 0, 3)))
             shown = f.evidence if verbose else f.evidence[:3]
             for e in shown:
-                console.print(Text(f"     - {e}", style="dim"))
+                console.print(Padding(Text(f"- {e}", style="dim"), (0, 0, 0, 5)))
             if len(f.evidence) > len(shown):
-                console.print(Text(f"     ... and {len(f.evidence) - len(shown)} more (use --verbose)", style="dim"))
+                console.print(Padding(Text(f"... and {len(f.evidence) - len(shown)} more (use --verbose)",
+                                           style="dim"), (0, 0, 0, 5)))
         info = sum(1 for f in a.findings if f.severity is Severity.INFO)
         if info and not verbose:
             console.print(Text(f"({info} informational note(s) hidden; use --verbose)", style="dim"))

@@ -115,7 +115,7 @@ def test_the_bundled_table_loads_once() -> None:
     ("[[vpn]]\nproduct = 'X'\nnames = 'x*'\n", "'names' must be a list of non-empty strings"),
     ("[tunnel]\nif_types = ['ppp']\n", "'if_types' must be a list of integers"),
     ("[virtual]\nnames = ['']\n", "[virtual]: 'names' must be a list"),
-    ("not toml [", "cannot be read"),
+    ("not toml [", "is not valid TOML"),
 ])
 def test_invalid_adapter_tables(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "adapters.toml"

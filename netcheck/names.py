@@ -1,0 +1,50 @@
+"""Host names given by a user, a setting or a PAC file: usable, or refused with a reason.
+
+Python's resolver raises ``UnicodeError`` (not ``OSError``) for a label longer
+than 63 characters or an empty one, so a name is checked here before it goes
+anywhere near ``getaddrinfo`` or a probe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def ascii_host(name: str) -> str | None:
+    """``name`` as an ASCII host name (lower case) or IP address literal; None if it is neither."""
+    text = name.strip().rstrip(".")
+    if not text or len(text) > 253 or any(c.isspace() for c in text):
+        return None
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        ascii_name = text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in ascii_name.split(".")):
+        return None
+    return ascii_name
+
+
+def host_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used as a host name, or None when it can."""
+    if ascii_host(name) is not None:
+        return None
+    text = name.strip()
+    if not text:
+        return "it is empty"
+    if len(text) > 253:
+        return f"it is {len(text)} characters long (at most 253)"
+    if any(len(label) > 63 for label in text.split(".")):
+        return "a part between dots is longer than 63 characters"
+    if any(not label for label in text.rstrip(".").split(".")):
+        return "it has an empty part between dots"
+    return "it holds characters a host name cannot hold"
+
+
+__all__ = ["ascii_host", "host_problem"]
