@@ -8,10 +8,12 @@ Microsoft host: every name comes from the data.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from netcheck.errors import CatalogError
 from netcheck.files import load_user_json, load_user_toml
@@ -326,6 +328,29 @@ class Catalog:
             if names:
                 out[w] = names
         return out
+
+    def tenant_from_urls(self, urls: Iterable[str]) -> str | None:
+        """The tenant whose names (``tenant_names`` in workloads.toml) these URLs use, e.g. the
+        OneDrive client's SharePoint URLs; None when none does."""
+        templates = sorted({t for ts in self.workloads.tenant_names.values() for t in ts if "{tenant}" in t},
+                           key=len, reverse=True)  # "{tenant}-my.x" before "{tenant}.x"
+        patterns = [re.compile(re.escape(t).replace(re.escape("{tenant}"), "([a-z0-9][a-z0-9-]{0,62})") + "$")
+                    for t in templates]
+        for url in urls:
+            try:
+                host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower()
+            except ValueError:
+                continue
+            for pattern in patterns:
+                m = pattern.match(host)
+                if m:
+                    return m.group(1)
+        return None
+
+    def tenant_workloads(self) -> tuple[str, ...]:
+        """The workloads whose key hosts all need a tenant name (left out without one)."""
+        raw = self.workloads.key_hosts.get(self.instance, {})
+        return tuple(w for w, hosts in raw.items() if hosts and all("{tenant}" in h for h in hosts))
 
     @property
     def media_relay(self) -> str | None:

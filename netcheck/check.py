@@ -140,10 +140,16 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline_s!r}")
     deadline = Deadline.after(deadline_s)
     catalog, catalog_note = select_catalog(options)
+    plat = current_platform()
+    tenant_source = "option" if tenant else None
+    if tenant is None:
+        tenant = _tenant_from_onedrive(plat, catalog)
+        tenant_source = "onedrive" if tenant else None
     plan = catalog.plan(tenant)
     spec = probe_spec(options)
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
-    relay = _validate_name(options.teams_relay or os.environ.get("NETCHECK_TEAMS_RELAY"),
+    given = options.teams_relay if options.teams_relay is not None else os.environ.get("NETCHECK_TEAMS_RELAY") or None
+    relay = _validate_name(given,
                            "--teams-relay (NETCHECK_TEAMS_RELAY)") or catalog.media_relay
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
@@ -156,10 +162,11 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         "endpoints_tested": len(plan.hosts), "endpoints_not_testable": len(plan.not_testable),
         "optional_sets_skipped": plan.skipped_optional,
     }
+    if tenant_source:
+        network["tenant_source"] = tenant_source
     outage: OutageSection | None = None
     interfaces: tuple[InterfaceInfo, ...] = ()
     if families:
-        plat = current_platform()
         proxies = plat.proxy_settings()
         unusable = unusable_proxy_settings(from_environment(os.environ))
         if unusable:
@@ -305,17 +312,34 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads
+    names = {w.id: w.name.split(" (")[0] for w in workloads}
+    left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
     media = {w.id for w in workloads if w.media}
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
                if r.status is Status.FAILED or (r.status is Status.DEGRADED and r.id in media)}
     prediction = predict(gathered.facts, profile, [w.id for w in workloads], current)
+    if left_out:
+        prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
     network["on_site"] = gathered.facts.on_site
     network["identity"] = gathered.facts.identity
     section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
                             gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress,
                             gathered.tunneled_by_workload)
+    if left_out:
+        section = replace(section, summary=f"{section.summary} {_left_out_note(left_out)}")
     return section, interfaces
+
+
+def _left_out_note(names: Sequence[str]) -> str:
+    return (f"Left out of this prediction: {', '.join(names)} (the host names depend on your tenant, which "
+            "netcheck could not find; give --tenant NAME).")
+
+
+def _tenant_from_onedrive(plat: Platform, catalog: Catalog) -> str | None:
+    """The tenant the OneDrive client is signed in to on this laptop, if it is."""
+    urls = plat.onedrive_urls()
+    return _validate_tenant(catalog.tenant_from_urls(urls)) if urls else None
 
 
 def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant: str | None, user: str | None

@@ -279,7 +279,7 @@ def combine(env_settings: ProxySettings, os_settings: ProxySettings,
 
 # --- Windows: reg query and netsh winhttp ----------------------------------------
 
-_REG_LINE = re.compile(r"^\s{2,}(?P<name>.*?)\s{2,}(?P<type>REG_[A-Z_]+)(?:\s{2,}(?P<value>.*))?$")
+REG_LINE = _REG_LINE = re.compile(r"^\s{2,}(?P<name>.*?)\s{2,}(?P<type>REG_[A-Z_]+)(?:\s{2,}(?P<value>.*))?$")
 
 
 def parse_reg_query(text: str) -> dict[str, str | int]:

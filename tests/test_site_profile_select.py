@@ -179,6 +179,9 @@ class _Laptop:
     def interfaces(self) -> tuple[Interface, ...]:
         return (_iface("eth0", "physical", "10.30.7.7/16"),)
 
+    def onedrive_urls(self) -> tuple[str, ...]:
+        return ()
+
 
 @pytest.fixture
 def outage_profiles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[SiteProfile]:

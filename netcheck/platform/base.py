@@ -125,6 +125,13 @@ class Platform(Protocol):
 
     def routes(self) -> tuple[Route, ...]: ...
 
+    def onedrive_urls(self) -> tuple[str, ...]: ...
+
+
+#: The OneDrive client's per-account values that hold the organisation's SharePoint URLs (never the
+#: user's e-mail or folders): the same names in the Windows registry and the macOS preferences.
+ONEDRIVE_URL_KEYS = ("SPOResourceId", "TeamSiteSPOResourceId", "ServiceEndpointUri")
+
 
 def normalize_address(text: str) -> str:
     """``text`` as the canonical form of an IP address; ValueError if it is not one."""

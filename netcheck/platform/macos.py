@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from netcheck.platform._run import Runner, ToolResult, default_runner
 from netcheck.platform.base import (
+    ONEDRIVE_URL_KEYS,
     UNKNOWN,
     UNREACHABLE,
     Egress,
@@ -195,6 +196,47 @@ def parse_netstat_rn(text: str) -> tuple[Route, ...]:
     return tuple(out)
 
 
+# --- OneDrive accounts ----------------------------------------------------------------
+
+#: The OneDrive client's preferences, relative to the home directory: the standalone app's
+#: group container first, then the App Store app's preferences.
+ONEDRIVE_PLISTS = (
+    "Library/Group Containers/UBF8T346G9.OneDriveStandaloneSuite/Library/Preferences/"
+    "UBF8T346G9.OneDriveStandaloneSuite.plist",
+    "Library/Preferences/com.microsoft.OneDrive.plist",
+)
+
+
+def parse_onedrive_plist(data: bytes) -> tuple[str, ...]:
+    """SharePoint URLs from the OneDrive client's preferences (a binary or XML property list).
+
+    Business accounts are dictionaries named ``Business1``, ``Business2``, ...; their
+    ``SPOResourceId``, ``TeamSiteSPOResourceId`` and ``ServiceEndpointUri`` are read, nothing
+    else. A damaged file gives no URL.
+    """
+    import plistlib
+
+    try:
+        doc = plistlib.loads(data)
+    except Exception:  # plistlib raises several types (InvalidFileException, ValueError, ...) for damage
+        return ()
+    wanted = {k.lower() for k in ONEDRIVE_URL_KEYS}
+    out: dict[str, None] = {}
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    while stack:
+        node, level = stack.pop(0)
+        if not isinstance(node, dict) or level > 4:
+            continue
+        for key, value in node.items():
+            if isinstance(value, dict):
+                if re.fullmatch(r"Business\d+", str(key), re.IGNORECASE):
+                    out.update((str(v), None) for k, v in value.items() if str(k).lower() in wanted
+                               and isinstance(v, str) and v.lower().startswith("https://"))
+                else:
+                    stack.append((value, level + 1))
+    return tuple(out)
+
+
 # --- the platform ---------------------------------------------------------------------
 
 class MacPlatform(PortablePlatform):
@@ -259,3 +301,18 @@ class MacPlatform(PortablePlatform):
 
     def _os_proxy_settings(self) -> ProxySettings:
         return read_macos(self._run)
+
+    def onedrive_urls(self) -> tuple[str, ...]:
+        from pathlib import Path
+
+        from netcheck.errors import ConfigError
+        from netcheck.files import read_user_file
+
+        out: dict[str, None] = {}
+        for rel in ONEDRIVE_PLISTS:
+            try:
+                data = read_user_file(Path.home() / rel, limit=4_000_000, what="the OneDrive preferences")
+            except ConfigError:
+                continue  # not installed, or not readable: nothing learnt
+            out.update(dict.fromkeys(parse_onedrive_plist(data)))
+        return tuple(out)

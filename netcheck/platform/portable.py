@@ -142,6 +142,10 @@ class PortablePlatform:
     def routes(self) -> tuple[Route, ...]:
         return ()
 
+    def onedrive_urls(self) -> tuple[str, ...]:
+        """The SharePoint URLs the OneDrive client's business accounts use (none known here)."""
+        return ()
+
 
 def _system_resolver() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Nameservers and search domains as dnspython reads them (resolv.conf, registry)."""

@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from netcheck.platform._run import Runner, default_runner
 from netcheck.platform.base import (
+    ONEDRIVE_URL_KEYS,
     UNKNOWN,
     UNREACHABLE,
     Egress,
@@ -28,7 +30,7 @@ from netcheck.platform.base import (
     normalize_address,
 )
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import ProxySettings, read_windows
+from netcheck.proxy import REG_LINE, ProxySettings, read_windows
 
 METHOD = "Find-NetRoute"
 _PS = ("powershell", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
@@ -242,6 +244,35 @@ def parse_dns(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(dict.fromkeys(servers)), tuple(dict.fromkeys(s.rstrip(".") for s in search))
 
 
+# --- OneDrive accounts ------------------------------------------------------------------
+
+#: Where the OneDrive client keeps its accounts (Business1, Business2, ... and Personal).
+ONEDRIVE_ACCOUNTS_KEY = r"HKCU\Software\Microsoft\OneDrive\Accounts"
+
+
+def parse_onedrive_accounts(text: str) -> tuple[str, ...]:
+    """SharePoint URLs from ``reg query HKCU\\Software\\Microsoft\\OneDrive\\Accounts /s``.
+
+    Only the business accounts' ``SPOResourceId``, ``TeamSiteSPOResourceId`` and
+    ``ServiceEndpointUri`` values are read (the user's e-mail and folders are not).
+    """
+    wanted = {k.lower() for k in ONEDRIVE_URL_KEYS}
+    out: dict[str, None] = {}
+    business = False
+    for raw in text.splitlines():
+        line = raw.rstrip("\r\n")
+        if line.startswith("HKEY_"):
+            leaf = line.rstrip("\\").rsplit("\\", 1)[-1]
+            business = bool(re.fullmatch(r"Business\d+", leaf, re.IGNORECASE))
+            continue
+        m = REG_LINE.match(line)
+        if business and m and m.group("type") == "REG_SZ" and m.group("name").lower() in wanted:
+            value = (m.group("value") or "").strip()
+            if value.lower().startswith("https://"):
+                out[value] = None
+    return tuple(out)
+
+
 # --- the platform -----------------------------------------------------------------------
 
 class WindowsPlatform(PortablePlatform):
@@ -290,3 +321,7 @@ class WindowsPlatform(PortablePlatform):
 
     def _os_proxy_settings(self) -> ProxySettings:
         return read_windows(self._run)
+
+    def onedrive_urls(self) -> tuple[str, ...]:
+        res = self._run(["reg", "query", ONEDRIVE_ACCOUNTS_KEY, "/s"], 5.0)
+        return parse_onedrive_accounts(res.stdout) if res.ok else ()

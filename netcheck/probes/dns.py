@@ -171,10 +171,10 @@ async def _all_refuse(servers: tuple[tuple[str, int], ...]) -> bool:
 
 def _refused(resolver: dns.asyncresolver.Resolver) -> asyncio.Task[bool]:
     """Whether every nameserver refuses, asked once per event loop (i.e. per check)."""
-    servers = tuple((ns.address, ns.port) for ns in resolver.nameservers
-                    if isinstance(ns, dns.nameserver.Do53Nameserver))
+    servers = tuple((ns, resolver.port) if isinstance(ns, str) else (ns.address, ns.port)
+                    for ns in resolver.nameservers if isinstance(ns, str | dns.nameserver.Do53Nameserver))
     if len(servers) != len(resolver.nameservers):
-        servers = ()
+        servers = ()  # DNS over HTTPS or TLS: no refusal to see
     loop = asyncio.get_running_loop()
     key = (id(loop), tuple(f"{a}:{p}" for a, p in servers))
     task = _refusals.get(key)
