@@ -149,8 +149,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     spec = probe_spec(options)
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
     given = options.teams_relay if options.teams_relay is not None else os.environ.get("NETCHECK_TEAMS_RELAY") or None
-    relay = _validate_name(given,
-                           "--teams-relay (NETCHECK_TEAMS_RELAY)") or catalog.media_relay
+    relay = _validate_name(given, "--teams-relay (NETCHECK_TEAMS_RELAY)") or catalog.media_relay
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)

@@ -52,11 +52,12 @@ def test_hostile_fifo_with_a_reader_gets_the_bytes_and_without_one_fails_at_once
     ready = threading.Event()
 
     def read() -> None:
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(fifo, os.O_RDWR)  # a reader at once (Linux); the read waits for the bytes
         ready.set()
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb") as fh:
-            got.append(fh.read())
+        try:
+            got.append(os.read(fd, 1024))  # one write below PIPE_BUF arrives whole
+        finally:
+            os.close(fd)
 
     reader = threading.Thread(target=read)
     reader.start()
