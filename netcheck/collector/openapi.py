@@ -11,8 +11,8 @@ import copy
 from typing import Any
 
 from netcheck import __version__
-from netcheck.collector.store import POLICY_SCHEMA
 from netcheck.collector.validate import ENROLL_SCHEMA, REPORT_ENVELOPE_SCHEMA, load_report_schema
+from netcheck.fleet_policy import SCHEMA as POLICY_SCHEMA
 
 _JSON = "application/json"
 
