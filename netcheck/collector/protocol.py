@@ -35,6 +35,10 @@ _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
         b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 
 
+#: seconds a refused or timed-out connection has to take its answer before it is cut
+CLOSE_GRACE_S = 1.0
+
+
 @functools.cache
 def _settings() -> Settings:
     return Settings.from_env()
@@ -82,7 +86,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_answer(_408, "request_timeout", "the request was not sent in time"))
         else:
             self.logger.info("closing a connection that did not send its body in %.0f s", self._body_timeout_s)
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written is sent; cut the connection if that takes more than a moment (a TLS
+        connection being closed still reads and decrypts whatever the client goes on sending)."""
         self.transport.close()
+        self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -112,7 +122,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                          self._max_headers)
         self.transport.write(_answer(_431, "headers_too_large", f"the request head is over {self._max_head} "
                                      f"bytes or {self._max_headers} header lines"))
-        self.transport.close()
+        self._close()
 
     # -- parser callbacks -----------------------------------------------------------------------
 
