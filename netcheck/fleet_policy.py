@@ -62,8 +62,9 @@ SCHEMA: dict[str, Any] = {
                     {"enum": ["Optimize", "Allow", "Default"]}, {"type": "integer", "minimum": 0}, _PREFIX]}},
             },
         }},
-        "endpoints_url": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2048,
-                                                       "pattern": "^https://[^\\s]+$"}]},
+        # https, or plain http to this machine only (as `netcheck enroll` allows for the collector)
+        "endpoints_url": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2048, "pattern":
+                                    "^(https://[^\\s]+|http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/[^\\s]*)?)$"}]},
     },
 }
 check_schema(SCHEMA)

@@ -348,8 +348,10 @@ def default_run_check(request: CheckRequest) -> dict[str, Any]:
     from netcheck.check import perform_check
     from netcheck.render.json import report_to_dict
 
+    from netcheck.fleet_policy import usable_policy
+
     options = check_options(request)
-    refresh_endpoints(request.policy, options.instance)
+    refresh_endpoints(usable_policy(request.policy)[0], options.instance)
     return report_to_dict(perform_check(options))
 
 
@@ -388,8 +390,9 @@ def check_options(request: CheckRequest) -> CheckOptions:
     pol, problems = usable_policy(request.policy)
     local, _ = load_policy().with_thresholds(pol["thresholds"])
     if problems:
-        log.warning("ignoring what cannot be used in the collector's policy (defaults kept): %s",
-                    "; ".join(problems[:20]))
+        more = f" (and {len(problems) - 30} more)" if len(problems) > 30 else ""
+        log.warning("ignoring what cannot be used in the collector's policy (defaults kept): %s%s",
+                    "; ".join(problems[:30]), more)
     site = request.tags.get("site")
     return CheckOptions(instance=pol["instance"], tenant=pol["tenant"] or None, deadline_s=request.deadline_s,
                         thorough=request.thorough, policy=local, user=_user_domain(pol.get("user_domain")),
