@@ -346,9 +346,8 @@ def parse_sweeps(items: list[Any]) -> tuple[list[Sweep], dict[str, float]]:
 def default_run_check(request: CheckRequest) -> dict[str, Any]:
     """One real check with what the collector's policy and the device's tags say."""
     from netcheck.check import perform_check
-    from netcheck.render.json import report_to_dict
-
     from netcheck.fleet_policy import usable_policy
+    from netcheck.render.json import report_to_dict
 
     options = check_options(request)
     refresh_endpoints(usable_policy(request.policy)[0], options.instance)

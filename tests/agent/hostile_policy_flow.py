@@ -3,8 +3,9 @@
 The namespace holds loopback (with a real collector on it) and a veth pair whose two ends are
 both inside it, one carrying the default route to a gateway that does not exist: the check is
 online as far as the laptop can tell, so it plans and runs its probes, and every packet for
-anything but loopback dies there unanswered (nothing can leave the namespace, let alone the host). The collector refuses hostile values, so they are written into its database
-directly, as an older collector or a hand edit would have left them. Prints one JSON object;
+anything but loopback dies there unanswered (nothing can leave the namespace, let alone the
+host). The collector refuses hostile values, so they are written into its database directly,
+as an older collector or a hand edit would have left them. Prints one JSON object;
 tests/agent/test_hostile_policy_check.py reads it.
 
     unshare -n python -m tests.agent.hostile_policy_flow WORKDIR
