@@ -244,7 +244,43 @@ def test_hostile_kill_9_of_the_master_stops_its_workers_and_a_restart_binds_the_
     assert not alive, f"workers still serving after the master died: {[p.pid for p in alive]}"
     second = start_collector(args=("--workers", "2", "--port", str(port)), database_url=first.database_url)
     assert second.url == first.url and _healthy(second)
-    assert "master process" in first.log() and "Traceback" not in first.log()
+    assert "Traceback" not in first.log()
+
+
+#: a worker whose master (its parent, this script) exits at once; the kernel's parent-death
+#: signal is switched off, so that only the watchdog (the macOS and Windows path) can stop it
+_ORPHAN = """
+import logging, os, subprocess, sys, time
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child", sys.argv[2]],
+                             env={**os.environ, "NETCHECK_SUPERVISOR_PID": str(os.getpid())})
+    print(child.pid, flush=True)
+    time.sleep(1.5)  # the child is watching by now
+    os._exit(0)
+logging.basicConfig(level=logging.WARNING)
+from netcheck.collector import supervision
+supervision._set_parent_death_signal = lambda: False
+assert supervision.follow_master() is not None
+time.sleep(120)
+"""
+
+
+def test_hostile_the_watchdog_alone_stops_an_orphaned_worker(backend: str) -> None:
+    _sqlite_only(backend)
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN, "parent", _ORPHAN], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert parent.stdout is not None and parent.stderr is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+    parent.wait(timeout=PATIENCE_S)
+    try:
+        child.wait(timeout=PATIENCE_S)  # raises if it is still running
+    finally:
+        if child.is_running():
+            child.kill()
+    said = parent.stderr.read()
+    parent.stdout.close()
+    parent.stderr.close()
+    assert f"master process {parent.pid} is gone; this worker stops" in said
 
 
 def _workers(master: psutil.Process) -> list[psutil.Process]:
