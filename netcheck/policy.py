@@ -19,7 +19,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,6 @@ class Policy:
     media_jitter_ms: float = 30.0
     media_window_s: float = 1.0
     media_window_s_thorough: float = 10.0
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> Policy:
-        """This policy with some fields replaced (by field name; for tests and callers in code)."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"unknown policy setting(s): {', '.join(unknown)}")
-        return replace(self, **dict(overrides))
 
     def with_thresholds(self, doc: object) -> tuple[Policy, list[str]]:
         """This policy with the values of ``doc`` (``policy.toml``'s tables, as a collector's

@@ -252,7 +252,7 @@ def devices_cmd(as_json: bool, database_url: str | None) -> None:
         return
     for row in rows:
         row["tags"] = ",".join(f"{k}={v}" for k, v in row["tags"].items())
-    click.echo(_table(rows, ["device_id", "name", "os", "tags", "last_seen_at", "last_verdict"]))
+    click.echo(_table(rows, ["device_id", "name", "os", "tags", "last_seen_at", "last_verdict", "revoked_at"]))
 
 
 @admin.command("revoke-device")

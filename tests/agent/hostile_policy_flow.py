@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from netcheck.collector.store import decode_report
+from tests.agent.netns_flow import private_home
 from tests.collector.conftest import NO_LIMITS, create_secret, sql
 from tests.collector.harness import CollectorProcess
 
@@ -50,11 +50,7 @@ def main() -> None:
                 ["ip", "addr", "add", "198.18.0.2/24", "dev", "nc0"], ["ip", "link", "set", "nc0", "up"],
                 ["ip", "link", "set", "nc1", "up"], ["ip", "route", "add", "default", "via", "198.18.0.1"]):
         subprocess.run(cmd, check=True)
-    home = work / "home"
-    home.mkdir(mode=0o700)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETCHECK_")}
-    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache")})
+    _, env = private_home(work)
     out: dict[str, object] = {}
     collector = CollectorProcess(f"sqlite:///{work}/collector.db", env=NO_LIMITS, workdir=work)
     try:

@@ -105,15 +105,21 @@ def _healthy(proc: CollectorProcess, context: ssl.SSLContext | None = None) -> b
 
 # --- 12: slow and huge clients ----------------------------------------------------------------------
 
+def _serve(start_collector: Callable[..., CollectorProcess], tls: tuple[Path, Path, ssl.SSLContext] | None
+           ) -> tuple[CollectorProcess, ssl.SSLContext | None]:
+    """A collector with short client deadlines, serving TLS itself when ``tls`` is given."""
+    if tls is None:
+        return start_collector(env=FAST), None
+    cert, key, context = tls
+    return start_collector(env=FAST, args=("--tls-cert", str(cert), "--tls-key", str(key))), context
+
+
 @pytest.mark.parametrize("over_tls", [False, True], ids=["http", "tls"])
 def test_hostile_huge_headers_get_431_and_the_connection_closed(
         backend: str, over_tls: bool, tls_files: tuple[Path, Path, ssl.SSLContext],
         start_collector: Callable[..., CollectorProcess]) -> None:
     _sqlite_only(backend)
-    cert, key, context = tls_files
-    args = ("--tls-cert", str(cert), "--tls-key", str(key)) if over_tls else ()
-    proc = start_collector(env=FAST, args=args)
-    ctx = context if over_tls else None
+    proc, ctx = _serve(start_collector, tls_files if over_tls else None)
     size = 60 * 1024 * 1024
     with _connect(proc, ctx) as sock:
         sent = _send_until_closed(sock, b"GET /healthz HTTP/1.1\r\nHost: c\r\nX-Big: ", b"a" * 65536, size)
@@ -126,7 +132,7 @@ def test_hostile_huge_headers_get_431_and_the_connection_closed(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: c\r\n" + many + b"\r\n")
         assert _read_all(sock).startswith(b"HTTP/1.1 431 ")
     # an ordinary request with ordinary headers is untouched
-    with proc.client(verify=context if over_tls else True) as client:
+    with proc.client(verify=ctx or True) as client:
         assert client.get("/healthz", headers={"X-Ok": "v" * 4000}).status_code == 200
 
 
@@ -135,10 +141,7 @@ def test_hostile_idle_and_slow_loris_connections_are_closed(
         backend: str, over_tls: bool, tls_files: tuple[Path, Path, ssl.SSLContext],
         start_collector: Callable[..., CollectorProcess]) -> None:
     _sqlite_only(backend)
-    cert, key, context = tls_files
-    args = ("--tls-cert", str(cert), "--tls-key", str(key)) if over_tls else ()
-    proc = start_collector(env=FAST, args=args)
-    ctx = context if over_tls else None
+    proc, ctx = _serve(start_collector, tls_files if over_tls else None)
     parts = urlsplit(proc.url)
     # 30 slow-loris clients (a header byte every 0.5 s, never finishing) and 30 idle ones
     loris = []
@@ -165,7 +168,7 @@ def test_hostile_idle_and_slow_loris_connections_are_closed(
         for sock in idle:  # never sent a byte: closed too (after the TLS handshake timeout if TLS)
             if not ctx:
                 assert _read_all(sock).startswith(b"HTTP/1.1 408 ")
-        assert _healthy(proc, context if over_tls else None)
+        assert _healthy(proc, ctx)
     finally:
         for sock in loris + idle:
             sock.close()

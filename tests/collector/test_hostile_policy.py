@@ -206,3 +206,27 @@ def _shared_with(policy: dict[str, Any]) -> Shared:
     shared = Shared(Schedule(), _tmp_state())
     shared.set_policy(policy)
     return shared
+
+
+def test_hostile_local_policy_toml_is_one_error_naming_the_file_and_key(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from netcheck.catalog import data_dir
+
+    bundled = (data_dir() / "policy.toml").read_text("utf-8")
+    path = Path(tmp_path) / "policy.toml"
+    for old, new, said in [("concurrency = 96", "concurrency = -5", "check.concurrency: -5 is below the minimum 1"),
+                           ("slow_ms = 100.0", "slow_ms = nan", "latency.slow_ms: nan is not a finite number"),
+                           ("[dns]", "[nope]\nx = 1\n[dns]", "nope.x: unknown setting (known: check.deadline_s")]:
+        assert old in bundled
+        path.write_text(bundled.replace(old, new, 1), "utf-8")
+        with pytest.raises(ConfigError) as info:
+            load_policy(path)
+        assert str(info.value).startswith(f"{path}: ") and said in str(info.value), str(info.value)
+
+
+def test_a_schema_keyword_the_validator_does_not_enforce_is_refused() -> None:
+    from netcheck.policy import check_schema
+
+    with pytest.raises(AssertionError, match="multipleOf"):
+        check_schema({"type": "object", "properties": {"x": {"type": "integer", "multipleOf": 2}}})
