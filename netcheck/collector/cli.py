@@ -174,9 +174,10 @@ def _check_tls(cert: str, key: str) -> None:
     """Load the certificate and key once, so that a bad file is one line, not a worker's traceback."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(cert, key)
+        # an encrypted key would make OpenSSL ask for its password on the terminal (a service hangs)
+        context.load_cert_chain(cert, key, password=lambda: b"")
     except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
         raise ConfigError(f"cannot use --tls-cert {cert} with --tls-key {key}: {reason} (both PEM files: the "
                           "certificate chain, and its unencrypted private key)") from exc
 

@@ -411,7 +411,10 @@ def get_policy(conn: Connection) -> dict[str, Any]:
     merged = json.loads(json.dumps(POLICY_DEFAULTS))
     for row in conn.execute(sa.select(policy.c.key, policy.c.value_json)):
         if row.key in merged:
-            merged[row.key] = json.loads(row.value_json)
+            try:  # what set_policy stored; anything else (a hand edit) must not break GET /policy
+                merged[row.key] = json.loads(row.value_json, parse_constant=_refuse_constant)
+            except (ValueError, ConfigError):
+                log.warning("ignoring the stored policy value of %s: not JSON a policy can hold", row.key)
     return dict(merged)
 
 

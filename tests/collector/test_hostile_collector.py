@@ -318,10 +318,10 @@ def test_hostile_the_sqlite_database_and_its_directory_are_private(backend: str,
         os.umask(old)
 
 
-def _netcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _netcheck(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETCHECK_")}
     return subprocess.run([sys.executable, "-m", "netcheck", *args], capture_output=True, text=True, timeout=60,
-                          check=False, env={**{k: v for k, v in os.environ.items() if not k.startswith("NETCHECK_")},
-                                            **(env or {})})
+                          check=False, stdin=subprocess.DEVNULL, env=env)
 
 
 def test_hostile_serve_and_admin_mistakes_are_one_line_and_exit_4(backend: str, tmp_path: Path,
@@ -337,6 +337,17 @@ def test_hostile_serve_and_admin_mistakes_are_one_line_and_exit_4(backend: str, 
                     "--tls-cert", str(bad_pem), "--tls-key", str(bad_pem))
     assert got.returncode == 4 and got.stderr.count("\n") == 1, got.stderr
     assert "cannot use --tls-cert" in got.stderr and "Traceback" not in got.stderr
+    # an encrypted key: refused at once, never a password prompt that would hang a service
+    from cryptography.hazmat.primitives import serialization
+
+    ca_cert = trustme.CA().issue_cert("127.0.0.1")
+    key = serialization.load_pem_private_key(ca_cert.private_key_pem.bytes(), None)
+    (tmp_path / "locked.pem").write_bytes(key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    ca_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "chain.pem"))
+    got = _netcheck("serve", "--port", "0", "--database-url", collector.database_url,
+                    "--tls-cert", str(tmp_path / "chain.pem"), "--tls-key", str(tmp_path / "locked.pem"))
+    assert got.returncode == 4 and got.stderr.count("\n") == 1 and "unencrypted private key" in got.stderr
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     got = _netcheck("admin", "export", "--format", "csv", "--output", str(a_file / "fleet.csv"),

@@ -9,6 +9,7 @@ check's options. tests/agent/test_hostile_policy_check.py runs a real check with
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import subprocess
@@ -26,6 +27,7 @@ from netcheck.collector.db import make_engine
 from netcheck.errors import ConfigError
 from netcheck.fleet_policy import DEFAULTS, KEYS, SCHEMA
 from netcheck.policy import THRESHOLDS, load_policy
+from tests.collector.conftest import Fleet, sql
 from tests.collector.harness import CollectorProcess
 
 #: values no agent can use, for every threshold (key as in endpoints/policy.toml)
@@ -155,6 +157,18 @@ def test_hostile_policy_set_on_the_command_line_is_one_line_and_exit_4(policy_db
     assert got.returncode == 0, got.stderr
     shown = json.loads(_admin(policy_db, "show").stdout)
     assert shown["thresholds"] == {"check": {"concurrency": 64}}
+
+
+def test_hostile_stored_values_that_are_not_json_leave_the_served_policy_whole(
+        policy_db: CollectorProcess, fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """A hand edit of the database (NaN, broken JSON) must not turn GET /policy into a 500."""
+    sql(policy_db.database_url, "INSERT INTO policy (key, value_json, updated_at) VALUES ('deadline_s', 'NaN', "
+        ":t), ('tenant', '{broken', :t)", t=dt.datetime.now(dt.UTC))
+    fleet = fleet_factory(policy_db)
+    device = fleet.enroll()
+    got = fleet.client.get("/api/v1/policy", headers=device.auth)
+    assert got.status_code == 200
+    assert got.json()["deadline_s"] == DEFAULTS["deadline_s"] and got.json()["tenant"] is None
 
 
 # --- the agent -------------------------------------------------------------------------------------
