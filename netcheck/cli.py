@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("netcheck.agent.cli", "agent",
               "Run unattended: scheduled checks, sweeps and uploads."),
     "serve": ("netcheck.collector.cli", "serve",
-              "Run the fleet collector (web service and dashboard)."),
+              "Run the fleet collector: the web service agents enroll with and report to."),
     "admin": ("netcheck.collector.cli", "admin",
               "Administer the collector: secrets, devices, exports."),
 }

@@ -133,6 +133,9 @@ class Enrollment:
 
 
 def _failure(ex: Exchange, url: str) -> Exception:
+    if ex.error_code == "device_revoked":
+        return CollectorRejected("the collector's administrator revoked this device: ask your IT team to "
+                                 "re-admit it")
     if ex.disposition is Disposition.UNAUTHORIZED:
         return CollectorRejected("the collector refused the enrollment secret (HTTP 401): check the secret "
                                  "with your IT team")

@@ -38,7 +38,9 @@ from netcheck.agent.transport import CollectorClient, Disposition
 from netcheck.agent.uploader import DrainResult, Uploader, drain_with_retries
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
+from netcheck.fleet_policy import SCHEMA
 from netcheck.paths import atomic_write
+from netcheck.policy import problem
 
 if TYPE_CHECKING:
     from netcheck.check import CheckOptions
@@ -122,7 +124,9 @@ class Shared:
     def _apply_schedule(self) -> None:
         sched = self.policy.get("schedule")
         if isinstance(sched, dict) and not self.pinned_schedule:
-            self.schedule = self.schedule.from_policy(sched.get("interval_s"), sched.get("jitter_s"))
+            schema = SCHEMA["properties"]["schedule"]["properties"]  # a value that does not fit is ignored
+            good = {k: v for k, v in sched.items() if k in schema and problem(v, schema[k]) is None}
+            self.schedule = self.schedule.from_policy(good.get("interval_s"), good.get("jitter_s"))
 
     def set_policy(self, policy: dict[str, Any]) -> None:
         with self.lock:
@@ -164,9 +168,9 @@ class Shared:
         with self.lock:
             policy = dict(self.policy)
         deadline = policy.get("deadline_s")
+        usable = problem(deadline, SCHEMA["properties"]["deadline_s"]) is None
         return CheckRequest(thorough=sweep.thorough if sweep else False, sweep_id=sweep.id if sweep else None,
-                            deadline_s=float(deadline) if isinstance(deadline, int | float)
-                            and not isinstance(deadline, bool) and 0 < deadline <= 3600 else None,
+                            deadline_s=float(deadline) if usable else None,  # type: ignore[arg-type]
                             policy=policy, tags=self.tags)
 
 
@@ -342,10 +346,11 @@ def parse_sweeps(items: list[Any]) -> tuple[list[Sweep], dict[str, float]]:
 def default_run_check(request: CheckRequest) -> dict[str, Any]:
     """One real check with what the collector's policy and the device's tags say."""
     from netcheck.check import perform_check
+    from netcheck.fleet_policy import usable_policy
     from netcheck.render.json import report_to_dict
 
     options = check_options(request)
-    refresh_endpoints(request.policy, options.instance)
+    refresh_endpoints(usable_policy(request.policy)[0], options.instance)
     return report_to_dict(perform_check(options))
 
 
@@ -378,26 +383,17 @@ def check_options(request: CheckRequest) -> CheckOptions:
     A value the agent cannot use is logged and left out; it never fails the check.
     """
     from netcheck.check import CheckOptions
+    from netcheck.fleet_policy import usable_policy
     from netcheck.policy import load_policy
 
-    pol = request.policy
-    local = load_policy()
-    thresholds = pol.get("thresholds")
-    if isinstance(thresholds, dict) and thresholds:
-        usable = {k: v for k, v in thresholds.items()
-                  if isinstance(getattr(local, k, None), int | float) and isinstance(v, int | float)
-                  and not isinstance(v, bool)}
-        if len(usable) != len(thresholds):
-            log.warning("ignoring unknown or non-numeric thresholds from the collector: %s",
-                        ", ".join(sorted(set(thresholds) - set(usable))))
-        try:
-            local = local.with_overrides(usable)
-        except ConfigError as exc:
-            log.warning("ignoring the collector's thresholds: %s", exc)
-    instance = pol.get("instance") if isinstance(pol.get("instance"), str) else "Worldwide"
-    tenant = pol.get("tenant") if isinstance(pol.get("tenant"), str) and pol.get("tenant") else None
+    pol, problems = usable_policy(request.policy)
+    local, _ = load_policy().with_thresholds(pol["thresholds"])
+    if problems:
+        more = f" (and {len(problems) - 30} more)" if len(problems) > 30 else ""
+        log.warning("ignoring what cannot be used in the collector's policy (defaults kept): %s%s",
+                    "; ".join(problems[:30]), more)
     site = request.tags.get("site")
-    return CheckOptions(instance=instance or "Worldwide", tenant=tenant, deadline_s=request.deadline_s,
+    return CheckOptions(instance=pol["instance"], tenant=pol["tenant"] or None, deadline_s=request.deadline_s,
                         thorough=request.thorough, policy=local, user=_user_domain(pol.get("user_domain")),
                         site_profiles=_site_profiles(pol.get("site_profiles")),
                         site_tag=site if isinstance(site, str) and site else None)

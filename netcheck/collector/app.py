@@ -4,9 +4,9 @@ Order of work for every API request, cheapest refusal first:
 
 1. declared ``Content-Length`` over the limit: 413 (``BodyLimitMiddleware``, every route);
 2. a query string: 400 (a token in a URL ends up in logs);
-3. the client address's count of failed authentications, then the token, then the device's
-   rate limit: 429 / 401, in one short transaction (three statements) committed whatever the
-   answer, without waiting for the disk (losing a counter in a crash is harmless);
+3. the token, then the device's rate limit; for a bad token, the client address's count of
+   failed authentications: 429 / 401, in one short transaction (three statements) committed
+   whatever the answer, without waiting for the disk (losing a counter in a crash is harmless);
 4. the body is read with a running count (413) and decompressed with a bound (413);
 5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
    CPU work, done on the event loop (a thread would only add GIL hand-offs);
@@ -54,6 +54,7 @@ from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
 from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
+from netcheck.collector.supervision import follow_master
 from netcheck.collector.validate import ApiError, Validators, parse_timestamp, strict_loads
 
 log = logging.getLogger(__name__)
@@ -183,25 +184,26 @@ class _Api:
     # --- gates (run in a worker thread, one committed transaction each) --------------------------
 
     def _device_gate(self, client: str, token: str | None) -> str:
-        """The token's device, after the address's failure count and the device's rate.
+        """The token's device, after its own rate limit; for a bad token, the address's failures.
 
-        The per-address limit counts failed authentications (token guessing, a broken agent),
-        not requests: an office behind one NAT address with thousands of healthy laptops is
-        never throttled by address; a noisy device is throttled by its own limit.
+        The per-address limit counts failed authentications (token guessing, a broken agent)
+        and applies to them only: a request with a valid token is limited per device, so an
+        office behind one NAT address is never throttled because strangers (or one broken
+        laptop) sent bad tokens from it, and a noisy device is throttled by its own limit.
         """
         s = self.settings
         now = store.utcnow()
         bucket = f"authfail:{client}"
         with self.engine.begin() as conn:
             found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
-            if s.rate_address and found.failures >= s.rate_address:
-                verdict = self.limiter.refuse()  # before the token is even considered
-            elif found.device_id is None:
-                verdict = ALLOWED  # this one gets 401; the failure counts towards the next
-                self.limiter.hit(conn, Limit(bucket, s.rate_address))
-            else:
+            if found.device_id is not None:
                 store.mark_used(conn, found, now)
                 verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
+            elif s.rate_address and found.failures >= s.rate_address:
+                verdict = self.limiter.refuse()
+            else:
+                verdict = ALLOWED  # this one gets 401; the failure counts towards the next
+                self.limiter.hit(conn, Limit(bucket, s.rate_address))
         if verdict.limited:
             raise ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
                            headers={"Retry-After": str(verdict.retry_after)})
@@ -234,6 +236,9 @@ class _Api:
                 return store.enroll(conn, body["secret"], body["device"], store.utcnow())
             except store.Unauthorized:
                 pass
+            except store.DeviceRevoked:
+                raise ApiError("device_revoked", "an administrator revoked this device; it cannot enroll again "
+                               "until it is re-admitted (netcheck admin readmit-device)", status=403) from None
         raise ApiError("invalid_secret", "the enrollment secret is wrong or revoked", status=401)
 
     def _prepare(self, device_id: str, raw: bytes) -> store.Incoming:
@@ -394,14 +399,21 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/api/v1/policy", _json_endpoint(api.policy), methods=["GET"]),
         Route("/api/v1/sweeps/pending", _json_endpoint(api.sweeps), methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(BodyLimitMiddleware, max_body=settings.max_body, error_body=error_body)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+    # No redirect is ever built from request headers: Starlette's trailing-slash redirect takes
+    # its host from the Host header (Host: evil.example -> Location: http://evil.example/...).
+    # /api/v1/policy/ is a 404 like any other unknown path.
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_app_from_env() -> Starlette:
-    """Factory for uvicorn worker processes: settings come from ``NETCHECK_*`` variables."""
+    """Factory for uvicorn worker processes: settings come from ``NETCHECK_*`` variables, and a
+    worker stops when its master is gone (``supervision.follow_master``)."""
+    follow_master()
     return create_app(Settings.from_env())

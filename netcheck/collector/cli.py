@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from netcheck.collector import store
 from netcheck.collector.db import make_engine, migrate
 from netcheck.collector.export import to_csv, to_json
 from netcheck.collector.settings import DEFAULT_MAX_BODY, Settings
+from netcheck.collector.supervision import SUPERVISOR_ENV
 from netcheck.errors import ConfigError, NetcheckError
 from netcheck.paths import atomic_write
 
@@ -124,6 +126,8 @@ def serve(host: str | None, port: int | None, database_url: str | None, tls_cert
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from netcheck.collector.protocol import GuardedHttpToolsProtocol
+
     with _errors():
         settings = Settings.from_env(host=host, port=port, database_url=database_url, tls_cert=tls_cert,
                                      tls_key=tls_key, workers=workers, max_body=max_body,
@@ -136,13 +140,16 @@ def serve(host: str | None, port: int | None, database_url: str | None, tls_cert
                               f"{str(exc).splitlines()[0][:300]}") from exc
         finally:
             engine.dispose()
+        if settings.tls_cert and settings.tls_key:
+            _check_tls(settings.tls_cert, settings.tls_key)
         config = uvicorn.Config(
             "netcheck.collector.app:create_app_from_env", factory=True,
             host=settings.host, port=settings.port, workers=settings.workers,
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
             proxy_headers=False, server_header=False, date_header=True,
             log_level=settings.log_level, access_log=settings.log_level in ("info", "debug"),
-            timeout_keep_alive=30, timeout_graceful_shutdown=10,
+            http=GuardedHttpToolsProtocol, limit_concurrency=settings.max_connections,
+            timeout_keep_alive=int(max(1, settings.keep_alive_s)), timeout_graceful_shutdown=10,
         )
         try:
             sock = config.bind_socket()
@@ -157,9 +164,22 @@ def serve(host: str | None, port: int | None, database_url: str | None, tls_cert
     where = _redact(settings.database_url)
     click.echo(f"netcheck collector listening on {settings.url} (database {where}; Ctrl-C stops it)")
     if settings.workers > 1:
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())  # workers stop when this process is gone
         Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the certificate and key once, so that a bad file is one line, not a worker's traceback."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # an encrypted key would make OpenSSL ask for its password on the terminal (a service hangs)
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise ConfigError(f"cannot use --tls-cert {cert} with --tls-key {key}: {reason} (both PEM files: the "
+                          "certificate chain, and its unencrypted private key)") from exc
 
 
 # --- admin -------------------------------------------------------------------------------------
@@ -233,17 +253,37 @@ def devices_cmd(as_json: bool, database_url: str | None) -> None:
         return
     for row in rows:
         row["tags"] = ",".join(f"{k}={v}" for k, v in row["tags"].items())
-    click.echo(_table(rows, ["device_id", "name", "os", "tags", "last_seen_at", "last_verdict"]))
+    click.echo(_table(rows, ["device_id", "name", "os", "tags", "last_seen_at", "last_verdict", "revoked_at"]))
 
 
 @admin.command("revoke-device")
 @click.argument("device_id")
 @_database_option
 def revoke_device(device_id: str, database_url: str | None) -> None:
-    """Revoke every token of a device (a lost or retired laptop); it must enroll again."""
+    """Revoke a device (a lost or retired laptop): its tokens stop working and it cannot enroll
+    again, even with a valid secret, until `netcheck admin readmit-device`."""
     with _connection(database_url) as conn:
         count = store.revoke_device(conn, device_id, store.utcnow())
-    click.echo(f"Revoked {count} token(s) of {device_id}.")
+    if count is None:
+        raise click.ClickException(f"no device {device_id!r} (see `netcheck admin devices`)")
+    click.echo(f"Revoked {device_id} ({count} active token(s)); it stays out until "
+               f"`netcheck admin readmit-device {device_id}`.")
+
+
+@admin.command("readmit-device")
+@click.argument("device_id")
+@_database_option
+def readmit_device(device_id: str, database_url: str | None) -> None:
+    """Let a revoked device enroll again (with an enrollment secret, for a new token)."""
+    with _connection(database_url) as conn:
+        was_revoked = store.readmit_device(conn, device_id)
+    if was_revoked is None:
+        raise click.ClickException(f"no device {device_id!r} (see `netcheck admin devices`)")
+    if not was_revoked:
+        click.echo(f"{device_id} was not revoked; nothing changed.")
+        return
+    click.echo(f"Re-admitted {device_id}: it can enroll again (the agent does so itself if it has its "
+               "enrollment secret).")
 
 
 @admin.command("export")
@@ -259,7 +299,11 @@ def export(fmt: str, output: Path | None, database_url: str | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        atomic_write(output, text.encode("utf-8"), mode=0o600)
+        try:
+            with _errors():
+                atomic_write(output, text.encode("utf-8"), mode=0o600)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
         click.echo(f"Wrote {len(rows)} device(s) to {output}.", err=True)
 
 
@@ -291,7 +335,7 @@ def policy_group() -> None:
     """What agents are told to use (GET /api/v1/policy)."""
 
 
-@policy_group.command("set")
+@policy_group.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -5
 @click.argument("key", type=click.Choice(store.POLICY_KEYS))
 @click.argument("value")
 @_database_option

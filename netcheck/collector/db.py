@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,6 +96,8 @@ devices = sa.Table(
     sa.Column("last_report_pk", sa.BigInteger),
     sa.Column("last_verdict", sa.String(16)),
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
+    #: set by ``admin revoke-device``: the device cannot enroll again until ``admin readmit-device``
+    sa.Column("revoked_at", UTCDateTime),
 )
 
 device_tags = sa.Table(
@@ -289,7 +292,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
     db = parsed.database
     if not db or db == ":memory:" or db.startswith("file:"):
         raise ConfigError("SQLite needs a file path: sqlite:///path/to/collector.db")
-    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    _private_sqlite_file(Path(db).expanduser())
     engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=8, pool_timeout=timeout_s, hide_parameters=True,
                               connect_args={"timeout": timeout_s, "check_same_thread": False})
     busy_ms = int(timeout_s * 1000)
@@ -309,6 +312,36 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the database file (and, for the default location, its directory) readable by this
+    user only: 0600, in a 0700 directory. SQLite gives its -wal and -shm files the database's
+    mode. Only netcheck's own data directory is created; any other missing directory is an error
+    (a typo in --database-url must not quietly start an empty fleet somewhere else)."""
+    from netcheck.paths import data_dir
+
+    parent = path.parent
+    own_dir = parent == data_dir()
+    if not parent.is_dir():
+        if not own_dir:
+            raise ConfigError(f"cannot create the SQLite database {path}: the directory {parent} does not exist "
+                              "(create it, or correct --database-url)")
+        try:
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data directory {parent}: {exc.strerror or exc}") from exc
+    try:
+        if own_dir and parent.stat().st_uid == os.geteuid():
+            parent.chmod(0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the SQLite database {path}: {exc.strerror or exc}") from exc
 
 
 def _alembic_config(connection: Connection | None) -> Any:

@@ -1,7 +1,8 @@
 """Exports of the fleet's latest reports: pure functions from rows to text.
 
-CSV cells that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a
-carriage return, after any leading spaces) are prefixed with ``'`` so they stay text.
+CSV cells that a spreadsheet would run as a formula (starting with ``= + - @`` or their full-width
+and small forms such as ``＝＋－＠``, or a tab, carriage return or line feed, after any leading
+Unicode spaces or invisible characters) are prefixed with ``'`` so they stay text.
 """
 
 from __future__ import annotations
@@ -9,18 +10,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: what a spreadsheet reads as the start of a formula (after NFKC, which maps the full-width
+#: and small forms such as ＝＋－＠ to these), and the controls that start a cell
+_FORMULA_START = ("=", "+", "-", "@")
+_CONTROL_START = ("\t", "\r", "\n")
 
 CSV_COLUMNS = ("device_id", "name", "tags", "last_seen_at", "report_id", "measured_at", "verdict")
 
 
+def _blank(ch: str) -> bool:
+    """Characters a spreadsheet may skip before a formula: any Unicode space (no-break, ideographic,
+    em...), and invisible format characters (zero-width space and joiners, BOM)."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
 def neutralise(cell: str) -> str:
     """A CSV cell that cannot start a formula in Excel, LibreOffice or Google Sheets."""
-    if cell.lstrip(" ").startswith(_FORMULA_START):
-        return "'" + cell
+    for ch in cell:
+        if ch in _CONTROL_START:
+            return "'" + cell
+        if _blank(ch):
+            continue
+        return "'" + cell if unicodedata.normalize("NFKC", ch).startswith(_FORMULA_START) else cell
     return cell
 
 

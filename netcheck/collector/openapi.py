@@ -11,8 +11,8 @@ import copy
 from typing import Any
 
 from netcheck import __version__
-from netcheck.collector.store import POLICY_SCHEMA
 from netcheck.collector.validate import ENROLL_SCHEMA, REPORT_ENVELOPE_SCHEMA, load_report_schema
+from netcheck.fleet_policy import SCHEMA as POLICY_SCHEMA
 
 _JSON = "application/json"
 
@@ -138,11 +138,14 @@ def build_document() -> dict[str, Any]:
                 "operationId": "enroll",
                 "summary": "Exchange an enrollment secret for a device token",
                 "description": "Re-enrolling the same hardware_id returns a new token for the same device; "
-                               "its older tokens stay valid until the new one is first used.",
+                               "its older tokens stay valid until the new one is first used. A device an "
+                               "administrator revoked cannot enroll again until it is re-admitted.",
                 "requestBody": {"required": True,
                                 "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Enroll"}}}},
                 "responses": {"200": _ok("Enrolled"),
                               "401": _error_response("Wrong or revoked enrollment secret"),
+                              "403": _error_response("device_revoked: an administrator revoked this device "
+                                                     "(netcheck admin readmit-device lets it back)"),
                               **_COMMON},
             }},
             "/api/v1/reports": {"post": {

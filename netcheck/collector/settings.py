@@ -9,6 +9,7 @@ Rate limits are requests per minute; 0 switches a limit off.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -56,6 +57,18 @@ class Settings:
     #: seconds a request waits for the database (connect, pool, SQLite lock) before 503
     db_timeout_s: float = 5.0
     log_level: str = "warning"
+    #: seconds a client has to send a request's line and headers (from the connection, or from
+    #: the first byte of the next request on a kept-alive one); then 408 and closed
+    head_timeout_s: float = 10.0
+    #: seconds a client has to send a request's body once its headers are in; then closed
+    body_timeout_s: float = 60.0
+    #: largest request head (request line and headers) and most header lines; then 431 and closed
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 64
+    #: seconds an idle kept-alive connection stays open between two requests
+    keep_alive_s: float = 30.0
+    #: connections and requests each worker process handles at once; past it, 503
+    max_connections: int = 1000
     #: reports are deleted this many days after they arrived (0: kept forever); a device's
     #: latest report is always kept
     retention_days: int = 90
@@ -85,6 +98,13 @@ class Settings:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:
             raise ConfigError("db_timeout_s must be positive")
+        for name in ("head_timeout_s", "body_timeout_s", "keep_alive_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ConfigError(f"{name} must be between 0 and 3600 seconds")
+        if not 1024 <= self.max_header_bytes <= 1024 * 1024:
+            raise ConfigError("max_header_bytes must be between 1024 and 1048576")
+        if not 8 <= self.max_headers <= 1000 or self.max_connections < 1:
+            raise ConfigError("max_headers must be between 8 and 1000, max_connections at least 1")
 
     @property
     def tls(self) -> bool:
@@ -135,7 +155,10 @@ def _convert(name: str, annotation: object, raw: str) -> object:
         if kind == "int":
             return int(raw)
         if kind == "float":
-            return float(raw)
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
     except ValueError as exc:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

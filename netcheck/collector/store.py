@@ -7,6 +7,7 @@ about HTTP: refusals are the exceptions at the top of this module.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import json
@@ -20,6 +21,7 @@ import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from netcheck import fleet_policy
 from netcheck.collector import auth
 from netcheck.collector.db import (
     device_tags,
@@ -35,7 +37,6 @@ from netcheck.collector.db import (
     sweep_responses,
     sweeps,
 )
-from netcheck.collector.validate import ApiError, BodyValidator
 from netcheck.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 
 class Unauthorized(Exception):
     """Wrong, unknown or revoked credential (secret or token)."""
+
+
+class DeviceRevoked(Exception):
+    """An administrator revoked this device: it cannot enroll again until it is re-admitted."""
 
 
 class ReportConflict(Exception):
@@ -76,6 +81,7 @@ def _secret_row(conn: Connection, secret: str) -> sa.Row[Any]:
 
 def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.datetime) -> Enrolled:
     """Exchange a valid secret for a new device token; the same hardware id is the same device.
+    A revoked device is refused (``DeviceRevoked``), whatever secret it brings.
 
     The previous tokens of a re-enrolled device stay valid until the new one is first used
     (acquire, then replace: see ``authenticate``).
@@ -94,7 +100,10 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
         .on_conflict_do_nothing(index_elements=[devices.c.hardware_id]).returning(devices.c.id)
     ).scalar_one_or_none()
     if inserted is None:
-        device_id = conn.execute(sa.select(devices.c.id).where(devices.c.hardware_id == hardware_id)).scalar_one()
+        device_id, revoked_at = conn.execute(sa.select(devices.c.id, devices.c.revoked_at)
+                                             .where(devices.c.hardware_id == hardware_id)).one()
+        if revoked_at is not None:
+            raise DeviceRevoked(device_id)
         conn.execute(sa.update(devices).where(devices.c.id == device_id).values(**fields))
         conn.execute(sa.delete(device_tags).where(device_tags.c.device_id == device_id))
     else:
@@ -169,12 +178,27 @@ def authenticate(conn: Connection, token: str | None, now: dt.datetime) -> str |
     return found.device_id
 
 
-def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int:
-    """Revoke every token of a device (a lost laptop); returns how many were active."""
+def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int | None:
+    """Revoke a device (a lost laptop): every token, and any new enrollment of the same hardware
+    until ``readmit_device``. Returns how many tokens were active, None if there is no such device."""
+    found = conn.execute(sa.update(devices).where(devices.c.id == device_id)
+                         .values(revoked_at=sa.func.coalesce(devices.c.revoked_at, now)))
+    if not found.rowcount:
+        return None
     result = conn.execute(sa.update(device_tokens)
                           .where(device_tokens.c.device_id == device_id, device_tokens.c.revoked_at.is_(None))
                           .values(revoked_at=now))
     return int(result.rowcount)
+
+
+def readmit_device(conn: Connection, device_id: str) -> bool | None:
+    """Let a revoked device enroll again (its old tokens stay revoked: it enrolls for a new one).
+    Returns True if it was revoked, False if it was not, None if there is no such device."""
+    row = conn.execute(sa.select(devices.c.revoked_at).where(devices.c.id == device_id)).first()
+    if row is None:
+        return None
+    conn.execute(sa.update(devices).where(devices.c.id == device_id).values(revoked_at=None))
+    return row.revoked_at is not None
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -377,95 +401,54 @@ def list_sweeps(conn: Connection) -> list[dict[str, Any]]:
 
 # --- policy ----------------------------------------------------------------------------------
 
-POLICY_DEFAULTS: dict[str, Any] = {
-    "tenant": None,
-    "instance": "Worldwide",
-    "user_domain": None,
-    "schedule": {"interval_s": 4 * 3600, "jitter_s": 15 * 60},
-    "deadline_s": 30.0,
-    "thresholds": {},
-    "site_profiles": [],
-    "endpoints_url": None,
-}
-
-_HOSTS = {"type": "array", "maxItems": 256, "items": {"type": "string", "minLength": 1, "maxLength": 260}}
-_PREFIX = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$"}
-
-POLICY_SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": sorted(POLICY_DEFAULTS),
-    "properties": {
-        "tenant": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}]},
-        "instance": {"enum": ["Worldwide", "China", "USGovDoD", "USGovGCCHigh"]},
-        "user_domain": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 253,
-                                                     "pattern": "^[A-Za-z0-9.-]+$"}]},
-        "schedule": {
-            "type": "object", "additionalProperties": False, "required": ["interval_s", "jitter_s"],
-            "properties": {"interval_s": {"type": "integer", "minimum": 60, "maximum": 7 * 86400},
-                           "jitter_s": {"type": "integer", "minimum": 0, "maximum": 86400}},
-        },
-        "deadline_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
-        "thresholds": {"type": "object", "maxProperties": 64},
-        "site_profiles": {"type": "array", "maxItems": 256, "items": {
-            # the keys of a --site-profile file's [site] table (netcheck.site_profile); what a schema
-            # cannot say (a /33 prefix, vpn_exclude without vpn_mode) the agent logs and skips
-            "type": "object", "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "networks": {"type": "array", "maxItems": 1024, "items": _PREFIX},
-                "vpn_gateways": _HOSTS, "dns_servers": _HOSTS, "proxies": _HOSTS, "pac_hosts": _HOSTS,
-                "federation_hosts": _HOSTS,
-                "vpn_on_site_down": {"enum": [None, "stays", "drops"]},
-                "pac_unreachable": {"enum": ["direct", "fail", "cached"]},
-                "vpn_mode": {"enum": [None, "none", "full", "split"]},
-                "vpn_exclude": {"type": "array", "maxItems": 1024, "items": {"anyOf": [
-                    {"enum": ["Optimize", "Allow", "Default"]}, {"type": "integer", "minimum": 0}, _PREFIX]}},
-            },
-        }},
-        "endpoints_url": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2048,
-                                                       "pattern": "^https://[^\\s]+$"}]},
-    },
-}
-
-POLICY_KEYS = ("tenant", "instance", "user_domain", "schedule.interval_s", "schedule.jitter_s", "deadline_s",
-               "thresholds", "site_profiles", "endpoints_url")
-
-_policy_validator: BodyValidator | None = None
+#: the policy document and its schema belong to the agent side (netcheck.fleet_policy)
+POLICY_DEFAULTS = fleet_policy.DEFAULTS
+POLICY_SCHEMA = fleet_policy.SCHEMA
+POLICY_KEYS = fleet_policy.KEYS
 
 
 def get_policy(conn: Connection) -> dict[str, Any]:
     merged = json.loads(json.dumps(POLICY_DEFAULTS))
     for row in conn.execute(sa.select(policy.c.key, policy.c.value_json)):
         if row.key in merged:
-            merged[row.key] = json.loads(row.value_json)
+            try:  # what set_policy stored; anything else (a hand edit) must not break GET /policy
+                merged[row.key] = json.loads(row.value_json, parse_constant=_refuse_constant)
+            except (ValueError, ConfigError):
+                log.warning("ignoring the stored policy value of %s: not JSON a policy can hold", row.key)
     return dict(merged)
 
 
 def set_policy(conn: Connection, key: str, raw_value: str, now: dt.datetime) -> dict[str, Any]:
-    """Set one policy key from the command line; VALUE is JSON, or a plain string."""
-    global _policy_validator
+    """Set one policy key (``schedule.jitter_s``, ``thresholds.check.concurrency``...) from the
+    command line; VALUE is JSON, or a plain string. The whole document must then fit the schema
+    (``fleet_policy.document_problem``), or nothing is stored."""
     if key not in POLICY_KEYS:
         raise ConfigError(f"unknown policy key {key!r}; known keys: {', '.join(POLICY_KEYS)}")
     try:
-        value: Any = json.loads(raw_value)
+        value: Any = json.loads(raw_value, parse_constant=_refuse_constant)
     except ValueError:
         value = raw_value
     current = get_policy(conn)
-    top, _, sub = key.partition(".")
-    if sub:
-        current[top] = {**current[top], sub: value}
+    top, *path = key.split(".")
+    if path:
+        node = current[top] = copy.deepcopy(current[top]) if isinstance(current[top], dict) else {}
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
     else:
         current[top] = value
-    if _policy_validator is None:
-        _policy_validator = BodyValidator(POLICY_SCHEMA)
-    try:
-        _policy_validator.check(current)
-    except ApiError as exc:
-        raise ConfigError(f"invalid policy value for {key}: {exc.message}") from exc
-    encoded = json.dumps(current[top], sort_keys=True)
+    found = fleet_policy.document_problem(current)
+    if found:
+        raise ConfigError(f"invalid policy value for {key}: {found}")
+    encoded = json.dumps(current[top], sort_keys=True, allow_nan=False)
     stmt = _insert(conn, policy).values(key=top, value_json=encoded, updated_at=now)
     conn.execute(stmt.on_conflict_do_update(index_elements=[policy.c.key],
                                             set_={"value_json": encoded, "updated_at": now}))
     return current
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ConfigError(f"invalid policy value: {name} is not a number a policy can hold")
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -516,7 +499,7 @@ def list_devices(conn: Connection) -> list[dict[str, Any]]:
     return [{"device_id": r.id, "name": r.name, "os": r.os, "agent_version": r.agent_version,
              "tags": tags.get(r.id, {}), "enrolled_at": _iso(r.enrolled_at), "last_seen_at": _iso(r.last_seen_at),
              "last_verdict": r.last_verdict, "dropped_total": int(r.dropped_total),
-             "active_tokens": int(r.active_tokens)} for r in rows]
+             "active_tokens": int(r.active_tokens), "revoked_at": _iso(r.revoked_at)} for r in rows]
 
 
 def export_rows(conn: Connection) -> list[dict[str, Any]]:

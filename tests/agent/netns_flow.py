@@ -21,14 +21,21 @@ from tests.collector.conftest import NO_LIMITS, create_secret, sql
 from tests.collector.harness import CollectorProcess
 
 
-def main() -> None:
-    work = Path(sys.argv[1])
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+def private_home(work: Path) -> tuple[Path, dict[str, str]]:
+    """A fresh home directory under ``work`` and the environment of a user living in it (no
+    ``NETCHECK_*`` variable from the test run)."""
     home = work / "home"
     home.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETCHECK_")}
     env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
                 "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache")})
+    return home, env
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    home, env = private_home(work)
     out: dict[str, object] = {}
     collector = CollectorProcess(f"sqlite:///{work}/collector.db", env=NO_LIMITS, workdir=work)
     try:

@@ -154,11 +154,12 @@ def test_default_run_check_passes_the_collectors_policy_to_perform_check(monkeyp
 
     monkeypatch.setattr(check_module, "perform_check", fake_perform)
     policy = {"tenant": "fabrikam", "instance": "USGovDoD", "deadline_s": 45,
-              "thresholds": {"slow_latency_ms": 150, "no_such_threshold": 1, "whoami_name": "x"}}
+              "thresholds": {"latency": {"slow_ms": 150, "no_such_threshold": 1}, "check": {"whoami_name": "x"}}}
     doc = default_run_check(CheckRequest(thorough=True, deadline_s=45, policy=policy))
     opts = seen[0]
     assert (opts.tenant, opts.instance, opts.deadline_s, opts.thorough) == ("fabrikam", "USGovDoD", 45, True)
     assert opts.policy.slow_latency_ms == 150
+    assert opts.policy.whoami_name == "whoami.akamai.net"  # "x" is not a DNS name: the default stays
     assert doc["schema_version"] == 1
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from netcheck.check import CheckOptions, choose_site_profile
 from netcheck.platform import Interface
 from tests.agent.conftest import Real, Rig
 from tests.agent.test_loop import _admin
+from tests.collector.conftest import sql
 from tests.sample_report import sample_report
 
 LOG = "netcheck.agent.loop"
@@ -79,7 +82,15 @@ def test_the_policy_set_on_a_real_collector_reaches_the_check(real: Callable[...
     profiles = [{"name": "paris", "networks": ["10.20.0.0/16", "203.0.113.0/28"], "vpn_mode": "full"},
                 {"name": "broken", "vpn_exclude": ["Optimize"]},  # vpn_exclude without vpn_mode = "split"
                 {"name": "lab", "networks": ["198.18.40.0/24"], "pac_unreachable": "fail"}]
-    _admin(collector.database_url, "policy", "set", "site_profiles", json.dumps(profiles))
+    # the collector refuses the broken entry; one in the database already (an older collector
+    # let it in) is skipped by the agent, and the other profiles still apply
+    refused = subprocess.run([sys.executable, "-m", "netcheck", "admin", "policy", "set", "site_profiles",
+                              json.dumps(profiles), "--database-url", collector.database_url],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 4 and "site_profiles[1]: [site] vpn_exclude needs vpn_mode" in refused.stderr
+    _admin(collector.database_url, "policy", "set", "site_profiles", json.dumps(profiles[:1]))
+    sql(collector.database_url, "UPDATE policy SET value_json = :v WHERE key = 'site_profiles'",
+        v=json.dumps(profiles))
     rig = rigs(collector.url, collector.secret)  # enrolled with --tag site=lab
     seen: list[CheckOptions] = []
 
