@@ -39,7 +39,7 @@ ROOTS = ("/etc", "/var/lib", "/var/cache", "/var/log", "/opt", "/usr/bin", "/usr
 
 def _netcheck_paths() -> set[str]:
     found = run(["find", *[r for r in ROOTS if os.path.exists(r)], "-xdev", "-name", "*netcheck*"], check=False)
-    return set(found.stdout.split())
+    return {p for p in found.stdout.split() if not p.startswith("/run/netcheck-lab")}  # the lab's, not ours
 
 
 def _user_exists(name: str) -> bool:
