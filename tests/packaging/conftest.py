@@ -1,8 +1,8 @@
 """Packaging fixtures: the artefacts CI ships, built once per session by packaging/'s own scripts.
 
 Each build is cached in ``build/packaging/<name>-<key>``, where the key hashes everything the
-artefact is made of (netcheck/, endpoints/, packaging/, pyproject.toml, README.md, the Python
-and the installed packages): a re-run with nothing changed reuses it, a clean clone builds it.
+artefact is made of (netcheck/, endpoints/, packaging/, pyproject.toml, README.md, this file, the
+Python and the installed packages): a re-run with nothing changed reuses it, a clean clone builds it.
 The figures (artefact sizes, start-up times) are printed at the end of the run, never asserted.
 """
 
@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "packaging"
 #: figures printed in the terminal summary: (what, value)
 FIGURES: list[tuple[str, str]] = []
+_FAILED: dict[str, str] = {}
 
 
 def record(what: str, value: str) -> None:
@@ -41,8 +43,9 @@ def size(path: Path) -> str:
 
 def _inputs_key(*extra: str) -> str:
     digest = hashlib.sha256()
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "netcheck", "endpoints", "packaging",
-                             "pyproject.toml", "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
+    inputs = ["netcheck", "endpoints", "packaging", "pyproject.toml", "README.md", "tests/packaging/conftest.py"]
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", *inputs], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
     for name in sorted(listed.stdout.split()):
         path = ROOT / name
         if path.is_file():
@@ -56,16 +59,26 @@ def _inputs_key(*extra: str) -> str:
 
 
 def cached_build(name: str, build: Callable[[Path], None], *extra: str) -> Path:
-    """The directory holding artefact ``name``: built by ``build(dir)`` unless cached."""
+    """The directory holding artefact ``name``: built by ``build(dir)`` unless cached.
+
+    A failed build fails every test that needs it without being tried again.
+    """
+    if name in _FAILED:
+        pytest.fail(f"building {name} failed earlier in this session: {_FAILED[name]}")
     out = CACHE / f"{name}-{_inputs_key(*extra)}"
     if (out / ".done").exists():
         return out
-    for stale in CACHE.glob(f"{name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in CACHE.glob(f"{name}-*"):  # older builds (not another session's, still in use)
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build(tmp)
+    try:
+        build(tmp)
+    except BaseException as exc:
+        _FAILED[name] = str(exc).splitlines()[0][:300]
+        raise
     (tmp / ".done").touch()
     tmp.rename(out)
     return out
@@ -114,6 +127,8 @@ def agent_exe() -> Path:
     def build(out: Path) -> None:
         run(["bash", str(ROOT / "packaging" / "pyinstaller" / "build.sh"), str(out)],
             env={**os.environ, "PYTHON": sys.executable, "PYINSTALLER_WORKPATH": str(out / "work")}, timeout=900)
+        # the modules inside the executable, for test_every_agent_module_is_inside
+        shutil.copy(out / "work" / "netcheck" / "PYZ-00.toc", out / "modules.toc")
         shutil.rmtree(out / "work")
 
     out = cached_build("exe", build)

@@ -4,14 +4,13 @@ prediction matches the measured truth."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ import pytest
 from netcheck import __version__
 from netcheck.pac import CHILD_ARG, child_argv
 from tests.lab.netns import require_root
-from tests.packaging.conftest import record, run
+from tests.packaging.conftest import ROOT, record, run
+from tests.test_offline import empty_netns  # noqa: F401 - the fixture (a namespace with nothing up)
 
 pytestmark = pytest.mark.packaging
 
@@ -47,6 +47,20 @@ def test_the_collector_is_not_inside(agent_exe: Path, tmp_path: Path) -> None:
     assert out.returncode == 4 and "not available in this installation" in out.stderr, out.stderr
 
 
+def test_every_agent_module_is_inside(agent_exe: Path) -> None:
+    """netcheck imports subcommands and per-OS modules lazily: each must be in the executable (the
+    collector's must not)."""
+    toc = ast.literal_eval((agent_exe.parent / "modules.toc").read_text())
+    inside = {entry[0] for entry in toc[1]}
+    package = ROOT / "netcheck"
+    modules = {".".join(("netcheck", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+               for p in package.rglob("*.py")}
+    agent = {m for m in modules if not m.startswith("netcheck.collector")}
+    assert agent - inside == set()
+    assert {m for m in inside if m.startswith("netcheck.collector")} == set()
+    assert {"dns.rdtypes.IN.A", "dns.rdtypes.ANY.CNAME", "dukpy", "pypac.parser_functions"} <= inside
+
+
 def test_pac_child_runs_frozen(agent_exe: Path, tmp_path: Path) -> None:
     """What netcheck.pac starts when frozen (child_argv), fed the request the parent sends."""
     request = {"pac": PAC, "urls": ["https://in.example/", "https://out.example/"], "my_ip": "10.0.0.5",
@@ -65,20 +79,8 @@ def test_child_argv_in_a_frozen_build(monkeypatch: pytest.MonkeyPatch) -> None:
     assert child_argv() == ["/opt/netcheck/netcheck", CHILD_ARG]
 
 
-@pytest.fixture
-def empty_netns() -> Iterator[str]:
-    reason = require_root()
-    if reason:
-        pytest.skip(reason)
-    name = f"nc-pkg-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_check_without_a_network_cannot_assess(agent_exe: Path, empty_netns: str, tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_check_without_a_network_cannot_assess(agent_exe: Path, empty_netns: str, tmp_path: Path) -> None:  # noqa: F811
     """In a namespace with nothing but a loopback that is down, as a standard user: exit 3."""
     tmp_path.chmod(0o777)
     argv = ["ip", "netns", "exec", empty_netns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
