@@ -72,6 +72,14 @@ def test_pac_child_runs_frozen(agent_exe: Path, tmp_path: Path) -> None:
                      {"url": "https://out.example/", "result": "PROXY proxy.example.net:8080; DIRECT"}]
 
 
+def test_the_entry_point_is_the_pac_child_unfrozen_too(tmp_path: Path) -> None:
+    """netcheck/__main__.py, which PyInstaller freezes, run by Python: the same child."""
+    request = {"pac": PAC, "urls": ["https://out.example/"], "resolve": {"out.example": ["192.0.2.1"]}}
+    out = run([sys.executable, "-m", "netcheck", CHILD_ARG], input=json.dumps(request), cwd=ROOT)
+    assert [json.loads(line) for line in out.stdout.splitlines()][-1] == {
+        "url": "https://out.example/", "result": "PROXY proxy.example.net:8080; DIRECT"}
+
+
 def test_child_argv_in_a_frozen_build(monkeypatch: pytest.MonkeyPatch) -> None:
     assert child_argv() == [sys.executable, "-m", "netcheck.pac"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
