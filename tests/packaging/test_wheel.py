@@ -4,6 +4,7 @@ alone (no package index) that runs."""
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -79,3 +80,20 @@ def test_wheel_installs_from_the_wheelhouse_alone_and_runs(dist: Dist, fresh_ven
     # without the collector extra, the collector's commands say what to install
     serve = run([str(netcheck), "serve"], env=env, cwd=tmp_path, check=False)
     assert serve.returncode == 4 and "pip install 'netcheck-m365[collector]'" in serve.stderr, serve.stderr
+
+
+def test_pipx_installs_the_wheel(dist: Dist, tmp_path: Path) -> None:
+    """What the issue asks for, as a user would do it (Debian's pipx; its own dirs under tmp_path)."""
+    pipx = shutil.which("pipx")
+    if pipx is None:
+        pytest.fail("pipx is missing: install Debian's pipx (.ci/apt-packages.txt)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    run([pipx, "install", "--pip-args", f"--no-index --find-links {dist.wheelhouse}", str(dist.wheel)], env=env,
+        cwd=tmp_path, timeout=300)
+    out = run([str(tmp_path / "bin" / "netcheck"), "--version"], env=env, cwd=tmp_path)
+    assert out.stdout.strip() == f"netcheck, version {__version__}"
+    shown = run([str(tmp_path / "bin" / "netcheck"), "endpoints", "show"], env=env, cwd=tmp_path)
+    assert "Worldwide endpoint data" in shown.stdout
+    run([pipx, "uninstall", "netcheck-m365"], env=env, cwd=tmp_path)
+    assert not (tmp_path / "bin" / "netcheck").exists()
