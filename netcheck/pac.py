@@ -384,16 +384,35 @@ def _norm_resolve(resolve: Mapping[str, str | Sequence[str]]) -> dict[str, list[
 
 
 def _child_env() -> dict[str, str]:
-    """A minimal environment: the PAC's JavaScript can read process.env."""
-    keep = ("PATH", "SYSTEMROOT", "PYTHONPATH", "PYTHONHOME", "COVERAGE_PROCESS_START")
+    """A minimal environment: the PAC's JavaScript can read process.env.
+
+    The temporary directory stays: a frozen one-file build unpacks itself there (on Windows,
+    without TEMP, into the Windows directory, which a standard user cannot write).
+    """
+    keep = ("PATH", "SYSTEMROOT", "PYTHONPATH", "PYTHONHOME", "COVERAGE_PROCESS_START", "TMPDIR", "TEMP", "TMP")
     return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+#: The argument that makes a frozen netcheck executable the PAC child (netcheck/__main__.py).
+CHILD_ARG = "--pac-sandbox-child"
+
+
+def child_argv() -> list[str]:
+    """How to start the child: this module under the same Python, or the frozen executable itself.
+
+    A frozen build (PyInstaller) has no ``-m``: its ``sys.executable`` is netcheck, whose entry
+    point turns into the child when given ``CHILD_ARG`` alone.
+    """
+    if getattr(sys, "frozen", False):
+        return [sys.executable, CHILD_ARG]
+    return [sys.executable, "-m", "netcheck.pac"]
 
 
 def _run_child(request: Mapping[str, Any], per_url_timeout: float, load_timeout: float,
                deadline: Deadline | None) -> tuple[dict[str, PacDecision], str | None]:
     """One child run: (decisions it produced, the URL it hung on or None)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netcheck.pac"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        child_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, env=_child_env(), cwd=os.path.dirname(os.path.dirname(__file__)))
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -38,6 +38,8 @@ echo "== pip install"
 .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 extra=""
 [ -f .ci/lab-pip-packages.txt ] && extra="-r .ci/lab-pip-packages.txt"
+# building the packages: hatchling, PyInstaller, a PowerShell parser (tests/packaging)
+[ -f packaging/requirements-build.txt ] && extra="$extra -r packaging/requirements-build.txt"
 .venv/bin/pip install -q -e '.[collector,test]' $extra 2>&1 | grep -v "^WARNING: Location" || true
 
 # Byte-compile now: the lab runs netcheck as a standard user, who cannot write __pycache__.

@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from netcheck import __version__
 from netcheck.collector import store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
@@ -302,7 +303,7 @@ class _Api:
     # --- routes ----------------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(self, request: Request) -> Response:
         try:
@@ -313,7 +314,7 @@ class _Api:
         if revision != self.head:
             return error_response(ApiError("not_ready", "the database is unreachable or not migrated "
                                            f"(schema {revision or 'none'}, want {self.head})", status=503))
-        return JSONResponse({"status": "ready", "schema": revision})
+        return JSONResponse({"status": "ready", "schema": revision, "version": __version__})
 
     async def openapi_json(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")

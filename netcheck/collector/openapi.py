@@ -102,7 +102,9 @@ def build_document() -> dict[str, Any]:
                                "thorough": {"type": "boolean"}},
             }}},
         },
-        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        "Health": {"type": "object", "required": ["status"],
+                   "properties": {"status": {"type": "string"}, "schema": {"type": "string"},
+                                  "version": {"type": "string", "description": "netcheck's version"}}},
         **_report_components(),
     }
     schemas["ReportUpload"]["properties"]["report"] = {"$ref": "#/components/schemas/Report"}

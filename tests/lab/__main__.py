@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full JSON result")
     p.add_argument("--artifacts", type=Path, help="save netcheck's report and server logs here")
     p.add_argument("--skip-netcheck", action="store_true", help="measure truth only")
+    p.add_argument("--netcheck", help="the netcheck program to run (e.g. the frozen executable; default: the venv's)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("shell", help="bring a scenario up and open a shell in the laptop")
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--artifacts", type=Path)
     p.add_argument("--skip-netcheck", action="store_true")
+    p.add_argument("--netcheck", help="the netcheck program to run (default: the venv's)")
     p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("check", help="validate scenario files without building anything")
@@ -105,7 +107,10 @@ def _progress(msg: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     sc.load(args.scenario)  # report a bad file before needing root
     _preflight()
-    result = run_scenario(args.scenario, artifacts=args.artifacts, skip_netcheck=args.skip_netcheck, progress=_progress)
+    result = run_scenario(
+        args.scenario, artifacts=args.artifacts, skip_netcheck=args.skip_netcheck, netcheck=args.netcheck,
+        progress=_progress,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -125,7 +130,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         sc.load(p)
     _preflight()
     matrix = run_matrix(
-        paths, jobs=args.jobs, artifacts=args.artifacts, skip_netcheck=args.skip_netcheck, progress=_progress
+        paths, jobs=args.jobs, artifacts=args.artifacts, skip_netcheck=args.skip_netcheck, netcheck=args.netcheck,
+        progress=_progress,
     )
     if args.json:
         print(json.dumps(matrix, indent=2))

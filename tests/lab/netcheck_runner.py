@@ -95,8 +95,9 @@ def netcheck_argv(world: World, exe: str) -> tuple[list[str], list[str]]:
     return argv + list(s.netcheck.args), dropped
 
 
-def run_netcheck(world: World) -> NetcheckRun:
-    exe = find_netcheck(world.python)
+def run_netcheck(world: World, exe: str | None = None) -> NetcheckRun:
+    """Run netcheck's check on the laptop: ``exe`` (e.g. the frozen executable) or the one beside the lab's Python."""
+    exe = exe or find_netcheck(world.python)
     if exe is None:
         return NetcheckRun("unavailable", "netcheck unavailable: no 'netcheck' command installed (pip install -e .)")
     argv, dropped = netcheck_argv(world, exe)

@@ -35,9 +35,13 @@ def run_scenario(
     *,
     artifacts: Path | None = None,
     skip_netcheck: bool = False,
+    netcheck: str | None = None,
     progress: Progress = lambda msg: None,
 ) -> dict[str, Any]:
-    """Run one scenario end to end and return its result document."""
+    """Run one scenario end to end and return its result document.
+
+    ``netcheck``: the program to run as netcheck (default: the one beside the lab's Python).
+    """
     scenario = sc.load(path)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -51,7 +55,7 @@ def run_scenario(
             if skip_netcheck:
                 nc = NetcheckRun("unavailable", "netcheck skipped (--skip-netcheck)")
             else:
-                nc = _timed(timings, "netcheck_s", lambda: run_netcheck(world))
+                nc = _timed(timings, "netcheck_s", lambda: run_netcheck(world, netcheck))
             progress(f"{scenario.name}: netcheck {nc.status} {nc.message}".rstrip())
             world.site_down()
             for phase in scenario.outage_phases():
@@ -133,6 +137,7 @@ def run_matrix(
     jobs: int = 1,
     artifacts: Path | None = None,
     skip_netcheck: bool = False,
+    netcheck: str | None = None,
     progress: Progress = lambda msg: None,
 ) -> dict[str, Any]:
     """Run many scenarios (``jobs`` at a time) and summarise."""
@@ -140,7 +145,9 @@ def run_matrix(
 
     def one(path: Path) -> dict[str, Any]:
         try:
-            return run_scenario(path, artifacts=artifacts, skip_netcheck=skip_netcheck, progress=progress)
+            return run_scenario(
+                path, artifacts=artifacts, skip_netcheck=skip_netcheck, netcheck=netcheck, progress=progress
+            )
         except Exception as exc:  # one broken scenario must not hide the others
             log.debug("scenario %s failed", path, exc_info=True)
             return {
