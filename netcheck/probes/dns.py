@@ -19,6 +19,7 @@ import ipaddress
 import time
 
 import dns.asyncresolver
+import dns.exception
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -26,6 +27,7 @@ import dns.resolver
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.probes import _pace
 from netcheck.probes._errors import classify, failure, ms, nameserver_text, too_late
 
 #: Where the OS's resolver configuration is read from (not used on Windows).
@@ -35,6 +37,11 @@ _RCODE_OF = {Outcome.NXDOMAIN: "NXDOMAIN", Outcome.SERVFAIL: "SERVFAIL",
              Outcome.DNS_REFUSED: "REFUSED", Outcome.NO_ANSWER: "NOERROR", Outcome.OK: "NOERROR"}
 
 _Result = dns.resolver.Answer | Exception
+
+#: Questions asked at most for one record type (the first and its retries).
+_ASKS = 4
+#: How often an unanswered question looks at the retry timer again (it shortens as answers arrive).
+_RECHECK_S = 0.25
 
 
 def configured_resolver(nameservers: tuple[str, ...] = (), port: int = 53) -> dns.asyncresolver.Resolver:
@@ -73,13 +80,55 @@ def _nameserver_list(resolver: dns.asyncresolver.Resolver) -> list[str]:
     return [nameserver_text(ns) for ns in resolver.nameservers]
 
 
-async def _resolve(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
-                   lifetime: float) -> _Result:
+async def _ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
+               lifetime: float) -> _Result:
     try:
         return await resolver.resolve(name, rdtype, lifetime=lifetime, search=False,
                                       raise_on_no_answer=False)
     except Exception as exc:  # every failure becomes an outcome, see _errors.classify
         return exc
+
+
+async def _resolve(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
+                   lifetime: float) -> _Result:
+    """One question, asked again while unanswered: the first answer (or DNS error) wins.
+
+    The check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`,
+    from the answer times measured so far) decides when to ask again, doubling
+    after each retry; earlier questions stay open, so a late answer still counts.
+    Each answer's time feeds the timer; each retry counts as a loss.
+    """
+    pace = _pace.current()
+    loop = asyncio.get_running_loop()
+    end = time.perf_counter() + lifetime
+    sent: dict[asyncio.Task[_Result], float] = {}
+
+    def ask() -> None:
+        now = time.perf_counter()
+        sent[loop.create_task(_ask(resolver, name, rdtype, max(0.0, end - now)))] = now
+
+    ask()
+    pending = set(sent)
+    try:
+        while True:
+            retry_at = max(sent.values()) + pace.dns_retry_s() * 2 ** (len(sent) - 1)
+            can_retry = len(sent) < _ASKS and retry_at < end
+            wait = max(0.0, min(retry_at - time.perf_counter(), _RECHECK_S)) if can_retry else None
+            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                task = done.pop()
+                result = task.result()
+                if not isinstance(result, dns.exception.Timeout):
+                    pace.dns_answered(time.perf_counter() - sent[task])
+                if not pending or not isinstance(result, dns.exception.Timeout):
+                    return result
+            elif time.perf_counter() >= retry_at:
+                pace.dns_lost()
+                ask()
+                pending = {t for t in sent if not t.done()}
+    finally:
+        for task in pending:
+            task.cancel()
 
 
 def _addresses(result: _Result) -> list[str]:
