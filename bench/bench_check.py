@@ -66,6 +66,8 @@ class Usage:
 
     wall_s: float
     cpu_s: float
+    user_s: float
+    sys_s: float
     peak_mb: float
     exit_code: int
 
@@ -80,7 +82,8 @@ def measure(argv: list[str], env: dict[str, str], timeout: float = 600) -> tuple
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = rusage.ru_utime + rusage.ru_stime
-    return Usage(round(wall, 3), round(cpu, 3), round(rusage.ru_maxrss / 1024, 1), proc.returncode), out
+    return Usage(round(wall, 3), round(cpu, 3), round(rusage.ru_utime, 3), round(rusage.ru_stime, 3),
+                 round(rusage.ru_maxrss / 1024, 1), proc.returncode), out
 
 
 def loop_script(hosts: list[str]) -> str:
@@ -222,7 +225,7 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
     """Repeated checks: min / median / max of each figure, and wall over critical path."""
     repeated = r.get("netcheck", {}).get("repeated", [])
     out: dict[str, Any] = {}
-    for key in ("wall_s", "probing_s", "cpu_s", "peak_mb"):
+    for key in ("wall_s", "probing_s", "cpu_s", "user_s", "sys_s", "peak_mb"):
         values = [c[key] for c in repeated if isinstance(c.get(key), int | float)]
         if values:
             out[key] = spread(values)
@@ -274,7 +277,8 @@ def print_text(r: dict[str, Any]) -> None:
             print(f"  {label:24}{c['wall_s']:>9.2f}{probing if probing is not None else '-':>11}"
                   f"{c['cpu_s']:>8.2f}{c['peak_mb']:>9.1f}  {c.get('probes')} probes ({c.get('not_ok')} not ok), "
                   f"verdict {c.get('verdict')}, exit {c['exit_code']}")
-        for key, what in (("wall_s", "wall"), ("probing_s", "probing"), ("cpu_s", "cpu"), ("peak_mb", "peak MB")):
+        for key, what in (("wall_s", "wall"), ("probing_s", "probing"), ("cpu_s", "cpu"), ("user_s", "cpu user"),
+                          ("sys_s", "cpu system"), ("peak_mb", "peak MB")):
             if key in r["summary"]:
                 s = r["summary"][key]
                 ratio = r["summary"].get(key.replace("_s", "_ratio")) if key in ("wall_s", "probing_s") else None

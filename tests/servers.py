@@ -123,6 +123,7 @@ class Name:
     silent: bool = False  # never answer
     whoami: bool = False  # answer with the querying client's address
     tcp_only: bool = False  # over UDP answer truncated (TC), over TCP in full
+    drop_first: int = 0  # the first N UDP queries of each type go unanswered (lost packets)
     ttl: int = 300
 
 
@@ -138,6 +139,7 @@ ZONE: Mapping[str, Name] = {
     "silent.test.": Name(silent=True),
     "whoami.test.": Name(whoami=True, ttl=0),
     "tcp.test.": Name(a=("198.18.0.30",), tcp_only=True),
+    "lossy.test.": Name(a=("198.18.0.40",), aaaa=("2001:db8::40",), drop_first=1),
 }
 
 
@@ -236,6 +238,9 @@ class DnsServer(_Stoppable):
                 response.set_rcode(dns.rcode.NXDOMAIN)
                 return response.to_wire()
             if entry.silent:
+                return None
+            if transport == "udp" and self.queries.count((qname, dns.rdatatype.to_text(rdtype), "udp")) \
+                    <= entry.drop_first:
                 return None
             if entry.rcode:
                 response.set_rcode(dns.rcode.from_text(entry.rcode))

@@ -15,6 +15,7 @@ every path, verified or not, reports them the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -207,8 +208,12 @@ async def _handshake(host: str, family: socket.AddressFamily,
 
 
 def _facts(der: bytes | None) -> CertFacts:
-    if der is None:
-        return CertFacts()
+    return CertFacts() if der is None else _parsed(der)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(der: bytes) -> CertFacts:
+    """Read once per certificate: front doors share a few certificates of hundreds of names. Never modified."""
     try:
         return cert_facts(der)
     except (ValueError, IndexError, UnicodeDecodeError):
