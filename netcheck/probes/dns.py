@@ -17,9 +17,11 @@ import asyncio
 import functools
 import ipaddress
 import time
+from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -27,7 +29,7 @@ import dns.resolver
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
-from netcheck.probes import _pace
+from netcheck.probes import _dnswire, _pace
 from netcheck.probes._errors import classify, failure, ms, nameserver_text, too_late
 
 #: Where the OS's resolver configuration is read from (not used on Windows).
@@ -36,7 +38,26 @@ RESOLV_CONF = "/etc/resolv.conf"
 _RCODE_OF = {Outcome.NXDOMAIN: "NXDOMAIN", Outcome.SERVFAIL: "SERVFAIL",
              Outcome.DNS_REFUSED: "REFUSED", Outcome.NO_ANSWER: "NOERROR", Outcome.OK: "NOERROR"}
 
-_Result = dns.resolver.Answer | Exception
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """What a probe keeps of an answer, from dnspython or from :mod:`netcheck.probes._dnswire`."""
+
+    addresses: list[str]  # sorted: an RRset has no order, the output is stable from run to run
+    cnames: list[str]
+    ttl: int | None
+    nameserver: str | None
+
+    @classmethod
+    def of(cls, answer: dns.resolver.Answer) -> _Answered:
+        addresses = [] if answer.rrset is None else [str(rdata.address) for rdata in answer.rrset]
+        return cls(sorted(addresses, key=ipaddress.ip_address),
+                   [str(rrset[0].target).rstrip(".") for rrset in answer.chaining_result.cnames if len(rrset)],
+                   None if answer.rrset is None else answer.rrset.ttl, answer.nameserver or None)
+
+
+_Result = _Answered | Exception
 
 #: Questions asked at most for one record type (the first and its retries).
 _ASKS = 4
@@ -80,11 +101,38 @@ def _nameserver_list(resolver: dns.asyncresolver.Resolver) -> list[str]:
     return [nameserver_text(ns) for ns in resolver.nameservers]
 
 
+def _first_server(resolver: dns.asyncresolver.Resolver) -> tuple[str, int] | None:
+    """The first nameserver's address and port, when it is plain DNS over UDP/TCP port 53 or another."""
+    if not resolver.nameservers:
+        return None
+    first = resolver.nameservers[0]
+    if isinstance(first, dns.nameserver.Do53Nameserver):
+        return first.address, first.port
+    if isinstance(first, str):
+        return first, resolver.port
+    return None
+
+
 async def _ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
                lifetime: float) -> _Result:
+    """One question: over UDP by :mod:`~netcheck.probes._dnswire` to the first nameserver (the
+    common case, NOERROR or NXDOMAIN), else (no usable answer in dnspython's time per server,
+    another rcode, a truncated reply) by dnspython's resolver, with what is left of ``lifetime``."""
+    server = _first_server(resolver)
+    if server is not None:
+        start = time.perf_counter()
+        reply = await _dnswire.ask(server[0], server[1], name, int(rdtype), min(lifetime, resolver.timeout))
+        if reply is not None and reply.rcode == _dnswire.NXDOMAIN:
+            return dns.resolver.NXDOMAIN(qnames=[dns.name.from_text(name)], responses={})  # type: ignore[no-untyped-call]
+        if reply is not None:
+            return _Answered(sorted(reply.addresses, key=ipaddress.ip_address), list(reply.cnames), reply.ttl,
+                             server[0])
+        lifetime -= time.perf_counter() - start
+        if lifetime <= 0:
+            return dns.resolver.LifetimeTimeout(timeout=time.perf_counter() - start, errors=[])  # type: ignore[no-untyped-call]
     try:
-        return await resolver.resolve(name, rdtype, lifetime=lifetime, search=False,
-                                      raise_on_no_answer=False)
+        return _Answered.of(await resolver.resolve(name, rdtype, lifetime=lifetime, search=False,
+                                                   raise_on_no_answer=False))
     except Exception as exc:  # every failure becomes an outcome, see _errors.classify
         return exc
 
@@ -132,17 +180,11 @@ async def _resolve(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.
 
 
 def _addresses(result: _Result) -> list[str]:
-    if isinstance(result, Exception) or result.rrset is None:
-        return []
-    # An RRset has no order; sorted output is stable from run to run.
-    return sorted((str(rdata.address) for rdata in result.rrset), key=ipaddress.ip_address)
+    return [] if isinstance(result, Exception) else result.addresses
 
 
 def _cname_chain(result: _Result) -> list[str]:
-    if isinstance(result, Exception):
-        return []
-    return [str(rrset[0].target).rstrip(".")
-            for rrset in result.chaining_result.cnames if len(rrset)]
+    return [] if isinstance(result, Exception) else result.cnames
 
 
 def _summary(kind: ProbeKind, target: Target, results: tuple[_Result, _Result],
@@ -156,7 +198,7 @@ def _summary(kind: ProbeKind, target: Target, results: tuple[_Result, _Result],
         "resolver": next((str(a.nameserver) for a in answers if a.nameserver), None),
         "nameservers": _nameserver_list(resolver),
     }
-    ttls = [a.rrset.ttl for a in answers if a.rrset is not None]
+    ttls = [a.ttl for a in answers if a.ttl is not None]
     detail["ttl"] = min(ttls) if ttls else None
     phases = {"resolve": ms(elapsed)}
     if ipv4 or ipv6:
