@@ -101,9 +101,12 @@ def _nameserver_list(resolver: dns.asyncresolver.Resolver) -> list[str]:
     return [nameserver_text(ns) for ns in resolver.nameservers]
 
 
-def _first_server(resolver: dns.asyncresolver.Resolver) -> tuple[str, int] | None:
-    """The first nameserver's address and port, when it is plain DNS over UDP/TCP port 53 or another."""
-    if not resolver.nameservers:
+def _only_server(resolver: dns.asyncresolver.Resolver) -> tuple[str, int] | None:
+    """The address and port of the one nameserver, when there is one and it speaks plain DNS.
+
+    With several, dnspython asks them (the next one after each's timeout), as the OS would.
+    """
+    if len(resolver.nameservers) != 1:
         return None
     first = resolver.nameservers[0]
     if isinstance(first, dns.nameserver.Do53Nameserver):
@@ -115,10 +118,11 @@ def _first_server(resolver: dns.asyncresolver.Resolver) -> tuple[str, int] | Non
 
 async def _ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
                lifetime: float) -> _Result:
-    """One question: over UDP by :mod:`~netcheck.probes._dnswire` to the first nameserver (the
-    common case, NOERROR or NXDOMAIN), else (no usable answer in dnspython's time per server,
-    another rcode, a truncated reply) by dnspython's resolver, with what is left of ``lifetime``."""
-    server = _first_server(resolver)
+    """One question: over UDP by :mod:`~netcheck.probes._dnswire` to the only nameserver (the
+    common case, NOERROR or NXDOMAIN), else (several nameservers; no usable answer in dnspython's
+    time per server; another rcode, a truncated reply) by dnspython's resolver, with what is left
+    of ``lifetime``."""
+    server = _only_server(resolver)
     if server is not None:
         start = time.perf_counter()
         reply = await _dnswire.ask(server[0], server[1], name, int(rdtype), min(lifetime, resolver.timeout))

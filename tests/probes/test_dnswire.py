@@ -1,6 +1,9 @@
-"""The lean A/AAAA question: queries and replies as bytes (replies built by dnspython), no network."""
+"""The lean A/AAAA question: queries and replies as bytes (replies built by dnspython), then
+against the loopback nameserver."""
 
 from __future__ import annotations
+
+import asyncio
 
 import dns.flags
 import dns.message
@@ -8,7 +11,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from netcheck.probes import _dnswire
 from netcheck.probes._dnswire import NOERROR, NXDOMAIN, RDTYPE_A, RDTYPE_AAAA, Reply, Unreadable, parse, query
+from tests.servers import V4, DnsServer, closed_port
 
 
 def reply(name: str, rdtype: str, *records: tuple[str, str, str], rcode: int = dns.rcode.NOERROR,
@@ -82,3 +87,18 @@ def test_truncated_and_malformed_replies_are_left_to_dnspython() -> None:
     looped[at:at + 2] = bytes((0xC0 | (at >> 8), at & 0xFF))
     with pytest.raises(Unreadable):
         parse(bytes(looped), 7, "a.test", RDTYPE_A)
+
+
+def test_asking_a_real_nameserver(dns_server: DnsServer) -> None:
+    """Over UDP to the loopback nameserver: the answers this module reads, None for the rest."""
+    async def ask(name: str, rdtype: int, timeout: float = 5.0) -> Reply | None:
+        return await _dnswire.ask(V4, dns_server.port, name, rdtype, timeout)
+
+    www = asyncio.run(ask("www.test", RDTYPE_A))
+    assert www is not None and www.cnames == ("edge.test", "a.test") and www.ttl == 300
+    assert sorted(www.addresses) == ["198.18.0.10", "198.18.0.11"]  # an RRset has no order
+    assert asyncio.run(ask("nothing.test", RDTYPE_AAAA)) == Reply(NXDOMAIN)
+    assert asyncio.run(ask("servfail.test", RDTYPE_A)) is None  # dnspython's to read
+    assert asyncio.run(ask("tcp.test", RDTYPE_A)) is None  # truncated: dnspython retries over TCP
+    assert asyncio.run(ask("silent.test", RDTYPE_A, timeout=0.2)) is None
+    assert asyncio.run(_dnswire.ask(V4, closed_port(), "a.test", RDTYPE_A, 5.0)) is None  # port unreachable
