@@ -12,10 +12,11 @@ TCP connects, fed by the probes as they measure:
   the other family for Happy Eyeballs) after it, the first answer winning.
 * :class:`Limiter` is a semaphore whose limit follows the network: once per
   round trip :func:`next_limit` grows it while round trips stay flat and backs
-  it off on loss (a retransmission, a timeout) or when round trips grow
-  (queues filling). The DNS limit starts at its ceiling, which the policy sets
-  well below what a home router's DNS forwarder accepts (dnsmasq refuses beyond
-  150 forwarded queries in flight); it only backs off and regrows.
+  it off on loss (retransmissions, timeouts: more than a tenth of the round
+  trip's questions, :func:`lossy`) or when round trips grow (queues filling).
+  The DNS limit starts at its ceiling, which the policy sets well below what a
+  home router's DNS forwarder accepts (dnsmasq refuses beyond 150 forwarded
+  queries in flight); it only backs off and regrows.
 
 The decisions are pure functions; :class:`Pace` holds one check's state. The
 runner makes a check's :class:`Pace` current for every probe it runs
@@ -54,6 +55,8 @@ FLAT_SLACK_S = 0.005
 #: A round whose median is this far above the best round's means queues are filling.
 QUEUE_FACTOR = 2.0
 GROWTH = 2.0
+#: A round trip whose losses exceed this share of its questions and connects backs off.
+LOSS_TOLERANCE = 0.1
 LOSS_BACKOFF = 0.7
 QUEUE_BACKOFF = 0.85
 
@@ -88,6 +91,15 @@ def retransmit_after(estimate: RttEstimate, *, initial: float, floor: float,
         return initial
     rto = max(2 * estimate.srtt, estimate.srtt + max(CLOCK_G_S, _K * estimate.rttvar))
     return min(ceiling, max(floor, rto))
+
+
+def lossy(losses: int, answered: int) -> bool:
+    """Whether a round trip lost enough to back off: more than :data:`LOSS_TOLERANCE` of what it asked.
+
+    A home link's random loss (a packet in fifty) is not congestion and costs a retry, not
+    the pace; queues overflowing lose many at once.
+    """
+    return losses > LOSS_TOLERANCE * (losses + answered)
 
 
 def next_limit(limit: int, *, floor: int, ceiling: int, best_rtt: float | None,
@@ -131,8 +143,7 @@ class Limiter:
     _waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     _round: list[float] = field(default_factory=list)
     _round_start: float | None = None
-    _lost: bool = False
-    _last_backoff: float | None = None
+    _losses: int = 0
 
     def __post_init__(self) -> None:
         self.floor = max(1, self.floor)
@@ -173,34 +184,33 @@ class Limiter:
         """One round trip measured (seconds)."""
         now = time.monotonic() if now is None else now
         self.estimate.observe(rtt_s)
-        if self._round_start is None:
-            self._round_start = now
         self._round.append(rtt_s)
-        assert self.estimate.srtt is not None
-        if now - self._round_start >= self.estimate.srtt:
-            self._end_round(now)
+        self._round_passed(now)
 
     def lost(self, now: float | None = None) -> None:
         """Something went unanswered (a retransmission fired, an attempt timed out)."""
-        now = time.monotonic() if now is None else now
-        if self._last_backoff is not None and now - self._last_backoff < (self.estimate.srtt or 0.0):
-            return  # one back-off per round trip: the losses of one burst are one event
-        self._last_backoff = now
-        self._lost = True
-        self._end_round(now)
+        self._losses += 1
+        self._round_passed(time.monotonic() if now is None else now)
+
+    def _round_passed(self, now: float) -> None:
+        if self._round_start is None:
+            self._round_start = now
+        if now - self._round_start >= (self.estimate.srtt or 0.0):
+            self._end_round(now)
 
     def _end_round(self, now: float) -> None:
         median = statistics.median(self._round) if self._round else None
-        if median is not None and not self._lost:
+        lost = lossy(self._losses, len(self._round))
+        if median is not None and not lost:
             self.best_rtt = median if self.best_rtt is None else min(self.best_rtt, median)
         new = next_limit(self.limit, floor=self.floor, ceiling=self.ceiling, best_rtt=self.best_rtt,
-                         round_rtt=median, lost=self._lost)
+                         round_rtt=median, lost=lost)
         if new != self.limit:
             self.limit = new
             self.history.append(new)
         self._round.clear()
+        self._losses = 0
         self._round_start = now
-        self._lost = False
         self._wake()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from netcheck.probes import _pace
 from netcheck.probes._connect import connect_socket
-from netcheck.probes._pace import Limiter, Pace, RttEstimate, next_limit, retransmit_after
+from netcheck.probes._pace import Limiter, Pace, RttEstimate, lossy, next_limit, retransmit_after
 from netcheck.runner import probe_ceiling
 from tests.servers import V4
 
@@ -67,19 +67,29 @@ def test_next_limit_stays_between_floor_and_ceiling() -> None:
     assert next_limit(1, floor=1, ceiling=1, best_rtt=0.05, round_rtt=0.05, lost=False) == 1
 
 
-def test_the_limiter_grows_once_per_round_trip_and_backs_off_once_per_loss_burst() -> None:
+def test_lossy_means_more_than_a_tenth_lost() -> None:
+    assert not lossy(0, 0) and not lossy(0, 50)
+    assert not lossy(1, 20)  # a home link's random loss: a retry, not a reason to slow down
+    assert lossy(1, 0) and lossy(3, 20) and lossy(10, 10)
+
+
+def test_the_limiter_decides_once_per_round_trip() -> None:
     lim = Limiter(10, floor=2, ceiling=100)
     lim.observe(0.1, now=0.0)
     lim.observe(0.1, now=0.05)  # the same round trip: no decision yet
     assert lim.limit == 10
-    lim.observe(0.1, now=0.1)  # a round trip later: flat, grows
+    lim.observe(0.1, now=0.11)  # a round trip later: flat, grows
     assert lim.limit == 20
+    for i in range(19):  # one loss among twenty: tolerated, and the round trips are flat
+        lim.observe(0.1, now=0.12 + i * 0.001)
     lim.lost(now=0.15)
-    lim.lost(now=0.16)  # the same burst (within one round trip): one back-off
-    assert lim.limit == 14
-    lim.lost(now=0.4)
-    assert lim.limit == 9
-    assert lim.history == [10, 20, 14, 9]
+    lim.observe(0.1, now=0.22)
+    assert lim.limit == 40
+    for i in range(5):  # half lost: backs off
+        lim.observe(0.1, now=0.23 + i * 0.001)
+        lim.lost(now=0.23 + i * 0.001)
+    lim.observe(0.1, now=0.33)
+    assert lim.history == [10, 20, 40, 28]
 
 
 def test_the_limiter_admits_up_to_its_limit_and_more_when_it_grows() -> None:
