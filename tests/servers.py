@@ -65,6 +65,30 @@ def closed_port(host: str = V4) -> int:
     return port
 
 
+@contextlib.contextmanager
+def full_backlog() -> Iterator[socket.socket]:
+    """A listener on 127.0.0.1 that never accepts, its queue filled: further SYNs go unanswered."""
+    listener = socket.socket()
+    listener.bind((V4, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    held = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            held.append(s)
+            s.setblocking(False)
+            try:
+                s.connect((V4, port))
+            except BlockingIOError:
+                pass
+        yield listener
+    finally:
+        for s in held:
+            s.close()
+        listener.close()
+
+
 class _Stoppable:
     """Start/stop plumbing shared by the servers."""
 

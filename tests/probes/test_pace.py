@@ -12,7 +12,7 @@ from netcheck.probes import _pace
 from netcheck.probes._connect import connect_socket
 from netcheck.probes._pace import Limiter, Pace, RttEstimate, lossy, next_limit, retransmit_after
 from netcheck.runner import probe_ceiling
-from tests.servers import V4
+from tests.servers import V4, full_backlog
 
 
 def estimate(*samples: float) -> RttEstimate:
@@ -159,34 +159,18 @@ class _DrainOnRetry(Pace):
 def test_an_unanswered_syn_is_retried_after_the_measured_round_trip() -> None:
     """The listener's queue is full, so the first SYN goes unanswered (the kernel would send it again
     after 1 s); the connect starts a second attempt after the check's timer, which connects."""
-    listener = socket.socket()
-    listener.bind((V4, 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    held = []
-    for _ in range(4):  # fill the accept queue
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect((V4, port))
-        except BlockingIOError:
-            pass
-        held.append(s)
-    pace = _DrainOnRetry(listener)
-    pace.connected(0.001)  # a round trip measured earlier in this check: the timer's floor
+    with full_backlog() as listener:
+        port = listener.getsockname()[1]
+        pace = _DrainOnRetry(listener)
+        pace.connected(0.001)  # a round trip measured earlier in this check: the timer's floor
 
-    async def connect() -> tuple[str, int]:
-        with _pace.use(pace):
-            sock, _ = await asyncio.wait_for(connect_socket(socket.AF_INET, (V4, port)), 10)
-        peer = sock.getpeername()
-        sock.close()
-        return peer[0], peer[1]
+        async def connect() -> tuple[str, int]:
+            with _pace.use(pace):
+                sock, _ = await asyncio.wait_for(connect_socket(socket.AF_INET, (V4, port)), 10)
+            peer = sock.getpeername()
+            sock.close()
+            return peer[0], peer[1]
 
-    try:
         assert asyncio.run(connect()) == (V4, port)
         assert pace.retries == 1
         assert pace.probes.history[:2] == [96, 67]  # the retry counted as a loss
-    finally:
-        for s in held:
-            s.close()
-        listener.close()
