@@ -2,7 +2,8 @@
 
 1. Idle: an enrolled agent (its real loop, threads and sleeps) against a real
    collector on loopback, after its first check and upload, measured for
-   ``--idle-seconds``: CPU seconds used, wake-ups (context switches) and memory.
+   ``--idle-seconds``: CPU seconds used, wake-ups (context switches of every
+   thread, not only the main one) and memory.
    The check itself is a stand-in (a sample report), so nothing leaves the host.
    Target (issue 5): no measurable CPU between runs.
 2. Checking: the agent process running one real check (`perform_check`) in the
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +125,29 @@ def child_check(endpoints_file: str, tenant: str, whoami: str, relay: str, deadl
 
 # -- the parent ----------------------------------------------------------------------
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` (its wake-ups).
+
+    Linux keeps them per thread (/proc/PID/task/TID/status); psutil's figure is the main
+    thread's alone. Elsewhere, psutil's.
+    """
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        import psutil
+
+        ctx = psutil.Process(pid).num_ctx_switches()
+        return int(ctx.voluntary + ctx.involuntary)
+    total = 0
+    for task in tasks.iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total
+
+
 def bench_idle(idle_seconds: float) -> dict[str, Any]:
     import psutil
 
@@ -151,13 +176,13 @@ def bench_idle(idle_seconds: float) -> dict[str, Any]:
                 return {"error": f"agent did not upload its first report: {line!r}"}
             proc = psutil.Process(child.pid)
             time.sleep(1.0)  # let the first run settle (the sweep poll and policy fetch go with it)
-            cpu0, ctx0 = proc.cpu_times(), proc.num_ctx_switches()
+            cpu0, ctx0 = proc.cpu_times(), context_switches(child.pid)
             t0 = time.monotonic()
             time.sleep(idle_seconds)
-            cpu1, ctx1 = proc.cpu_times(), proc.num_ctx_switches()
+            cpu1, ctx1 = proc.cpu_times(), context_switches(child.pid)
             wall = time.monotonic() - t0
             used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-            wakeups = (ctx1.voluntary - ctx0.voluntary) + (ctx1.involuntary - ctx0.involuntary)
+            wakeups = ctx1 - ctx0
             rss = proc.memory_info().rss / 2**20
             threads = proc.num_threads()
         finally:
@@ -168,6 +193,7 @@ def bench_idle(idle_seconds: float) -> dict[str, Any]:
                 "rss_mb": round(rss, 1), "threads": threads}
     finally:
         collector.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_check(bare: bool = False) -> dict[str, Any]:
@@ -227,15 +253,20 @@ def main(argv: list[str] | None = None) -> int:
             result[key] = bench_check(bare)
         except Exception as exc:
             result[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    result["environment"] = {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+                             "python": sys.version.split()[0], "platform": sys.platform}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    env = result["environment"]
+    print(f"machine: {env['cpus']} CPUs, {env['platform']}, Python {env['python']}, load average {env['loadavg']} "
+          "(other work on the machine shows here)")
     idle, chk = result["idle"], result["checking"]
     if "error" in idle:
         print(f"idle: {idle['error']}")
     else:
         print(f"idle agent ({idle['idle_s']} s after its first check and upload): CPU {idle['cpu_s']} s "
-              f"({idle['cpu_pct']} %), {idle['wakeups_per_min']} wake-ups/min, RSS {idle['rss_mb']} MB, "
+              f"({idle['cpu_pct']} %), {idle['wakeups_per_min']} wake-ups/min (all threads), RSS {idle['rss_mb']} MB, "
               f"{idle['threads']} threads")
     if "wall_s" in chk:
         print(f"agent running one real check (lab bench-25ms): peak RSS {chk['peak_mb_self']} MB "

@@ -2,7 +2,9 @@
 
 The runner owns everything around a probe (concurrency, the deadline, turning
 an unexpected exception into an ERROR outcome, progress callbacks); probes only
-probe. It never prints.
+probe. It never prints. How many probes and DNS lookups are in flight follows
+the network (:mod:`netcheck.probes._pace`): the check's :class:`Pace` is
+current for every probe, which feeds it the round trips it measures.
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netcheck.catalog import MediaTarget, Network, TargetPlan
 from netcheck.deadline import Deadline
 from netcheck.models import Category, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 
+if TYPE_CHECKING:
+    from netcheck.probes._pace import Pace
+
 log = logging.getLogger(__name__)
+
+#: File descriptors kept for everything but probes (the interpreter, logs, the resolver's own).
+_FD_RESERVE = 64
+#: The descriptor limit asked for when the OS's soft limit is lower (macOS starts at 256).
+_FD_WANTED = 4096
 
 OnResult = Callable[[ProbeResult], None]
 #: A media probe also gets the UDP ports published for the media endpoints.
@@ -32,8 +43,11 @@ def _noop(_: ProbeResult) -> None:
 
 @dataclass(frozen=True)
 class RunSettings:
+    #: Probes in flight at first; then the limit follows the network, up to what the
+    #: process's file descriptors allow (:func:`probe_ceiling`).
     concurrency: int = 96
-    #: DNS lookups in flight at once (home routers refuse floods of forwarded queries).
+    #: Most DNS lookups in flight (home routers refuse floods of forwarded queries): the
+    #: limit starts here, backs off on loss and regrows, never above.
     dns_concurrency: int = 40
     #: Address families this laptop can route ("ipv4", "ipv6").
     families: tuple[str, ...] = ("ipv4",)
@@ -72,6 +86,30 @@ def routable_families(probe_addresses: Sequence[str]) -> tuple[tuple[str, ...], 
     return tuple(families), ("" if families else reason)
 
 
+def probe_ceiling(start: int, dns: int) -> int:
+    """Most probes in flight: what the descriptor limit allows, never below ``start``.
+
+    A probe holds up to two sockets (a connect and its retry, or Happy Eyeballs'
+    two families) and a DNS lookup up to four (A and AAAA, each asked again once);
+    the soft limit is raised towards the hard one first (POSIX; Windows has no
+    such limit for sockets).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return max(start, (_FD_WANTED - _FD_RESERVE) // 2)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _FD_WANTED if hard == resource.RLIM_INFINITY else min(hard, _FD_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    budget = _FD_WANTED if soft == resource.RLIM_INFINITY else soft
+    return max(start, (budget - _FD_RESERVE - 4 * dns) // 2)
+
+
 def sample_addresses(networks: Sequence[Network]) -> tuple[str, ...]:
     """One representative address per family from published prefixes."""
     out: dict[int, str] = {}
@@ -101,12 +139,13 @@ def planned_count(plan: TargetPlan, settings: RunSettings, extra: int = 0) -> in
 
 class _Run:
     def __init__(self, spec: ProbeSpec, deadline: Deadline, settings: RunSettings, on_result: OnResult,
-                 probes: dict[ProbeKind, Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]]):
+                 probes: dict[ProbeKind, Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]],
+                 pace: Pace):
         self.spec, self.deadline, self.settings = spec, deadline, settings
         self.on_result = on_result
         self.probes = probes
-        self.sem = asyncio.Semaphore(settings.concurrency)
-        self.dns_sem = asyncio.Semaphore(settings.dns_concurrency)
+        self.sem = pace.probes
+        self.dns_sem = pace.dns
         self.results: list[ProbeResult] = []
 
     async def guarded(self, kind: ProbeKind, target: Target,
@@ -178,15 +217,19 @@ async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settin
                    extra: Sequence[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]] = ()
                    ) -> list[ProbeResult]:
     """Probe every target of ``plan``; returns when all are done or the deadline passed."""
-    from netcheck.probes import PROBES
+    from netcheck.probes import PROBES, _pace
 
-    run = _Run(spec, deadline, settings, on_result, dict(PROBES))
+    pace = _pace.Pace(settings.concurrency, probe_ceiling(settings.concurrency, settings.dns_concurrency),
+                      settings.dns_concurrency)
+    run = _Run(spec, deadline, settings, on_result, dict(PROBES), pace)
     jobs: list[Awaitable[object]] = [run.host(t, plan.ports.get(t.host, ())) for t in plan.hosts]
     if settings.media_relay and media_probe is not None:
         jobs.extend(run.media(m, settings.media_relay, media_probe) for m in plan.media)
     jobs.extend(run.guarded(kind, target, call) for kind, target, call in extra)
-    try:
-        await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline.remaining() + 1.0)
-    except TimeoutError:
-        log.warning("the check's deadline passed with probes still running")
+    with _pace.use(pace):  # every probe's task starts inside: they all share the check's pace
+        try:
+            await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline.remaining() + 1.0)
+        except TimeoutError:
+            log.warning("the check's deadline passed with probes still running")
+    log.debug("in-flight limits: probes %s, DNS lookups %s", pace.probes.history, pace.dns.history)
     return run.results

@@ -65,6 +65,30 @@ def closed_port(host: str = V4) -> int:
     return port
 
 
+@contextlib.contextmanager
+def full_backlog() -> Iterator[socket.socket]:
+    """A listener on 127.0.0.1 that never accepts, its queue filled: further SYNs go unanswered."""
+    listener = socket.socket()
+    listener.bind((V4, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    held = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            held.append(s)
+            s.setblocking(False)
+            try:
+                s.connect((V4, port))
+            except BlockingIOError:
+                pass
+        yield listener
+    finally:
+        for s in held:
+            s.close()
+        listener.close()
+
+
 class _Stoppable:
     """Start/stop plumbing shared by the servers."""
 
@@ -123,6 +147,7 @@ class Name:
     silent: bool = False  # never answer
     whoami: bool = False  # answer with the querying client's address
     tcp_only: bool = False  # over UDP answer truncated (TC), over TCP in full
+    drop_first: int = 0  # the first N UDP queries of each type go unanswered (lost packets)
     ttl: int = 300
 
 
@@ -138,6 +163,7 @@ ZONE: Mapping[str, Name] = {
     "silent.test.": Name(silent=True),
     "whoami.test.": Name(whoami=True, ttl=0),
     "tcp.test.": Name(a=("198.18.0.30",), tcp_only=True),
+    "lossy.test.": Name(a=("198.18.0.40",), aaaa=("2001:db8::40",), drop_first=1),
 }
 
 
@@ -236,6 +262,9 @@ class DnsServer(_Stoppable):
                 response.set_rcode(dns.rcode.NXDOMAIN)
                 return response.to_wire()
             if entry.silent:
+                return None
+            if transport == "udp" and self.queries.count((qname, dns.rdatatype.to_text(rdtype), "udp")) \
+                    <= entry.drop_first:
                 return None
             if entry.rcode:
                 response.set_rcode(dns.rcode.from_text(entry.rcode))

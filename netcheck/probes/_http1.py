@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 
 import h11
 
+from netcheck.probes import _pace
+from netcheck.probes._connect import connect_socket
+
 #: Largest response head accepted (as httpcore).
 MAX_HEAD = 100 * 1024
 _READ_SIZE = 64 * 1024
 #: What the probes accept, as httpx's default header said (no brotli/zstd decoder here).
 ACCEPT_ENCODING = "gzip, deflate"
-#: RFC 8305's connection attempt delay, as anyio uses it.
-HAPPY_EYEBALLS_DELAY = 0.25
-
 _Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -124,18 +124,32 @@ def _interleave(addresses: list[str]) -> list[str]:
     return out
 
 
-async def open_stream(host: str, port: int, delay: float = HAPPY_EYEBALLS_DELAY) -> _Stream:
+async def _open(address: str, port: int) -> _Stream:
+    """Streams over a TCP connection to an IP address (see :func:`~netcheck.probes.tcp.connect_socket`)."""
+    v6 = ":" in address
+    sockaddr = (address, port, 0, 0) if v6 else (address, port)
+    sock, _ = await connect_socket(socket.AF_INET6 if v6 else socket.AF_INET, sockaddr)
+    try:
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def open_stream(host: str, port: int, delay: float | None = None) -> _Stream:
     """A TCP connection to ``host``: an address, or a name resolved by the OS.
 
     A name's addresses are tried as RFC 8305 says: families alternating, each
     attempt starting when the one before failed or ``delay`` seconds after it
-    started, the first to connect winning. When all fail, the ``OSError`` raised
+    started, the first to connect winning. ``None`` means the check's connect
+    retry timer, from the round trips measured so far (RFC 8305 section 5),
+    read as each attempt starts. When all fail, the ``OSError`` raised
     carries every attempt's error (an exception group as its cause), so
     :func:`netcheck.probes._errors.classify` sees why (asyncio's own version
     keeps only a message when the errors differ).
     """
     if _is_ip(host):
-        return await asyncio.open_connection(host, port)
+        return await _open(host, port)
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = _interleave(list(dict.fromkeys(str(info[4][0]) for info in infos)))
@@ -146,8 +160,11 @@ async def open_stream(host: str, port: int, delay: float = HAPPY_EYEBALLS_DELAY)
     connected: list[_Stream] = []
     try:
         for i, address in enumerate(addresses):
-            pending.add(asyncio.create_task(asyncio.open_connection(address, port)))
-            wait = delay if i + 1 < len(addresses) else None
+            pending.add(asyncio.create_task(_open(address, port)))
+            if i + 1 == len(addresses):
+                wait = None
+            else:
+                wait = delay if delay is not None else _pace.current().connect_retry_s()
             while pending and not connected:
                 done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

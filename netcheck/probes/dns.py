@@ -17,9 +17,12 @@ import asyncio
 import functools
 import ipaddress
 import time
+from dataclasses import dataclass
 
 import dns.asyncresolver
+import dns.exception
 import dns.message
+import dns.name
 import dns.nameserver
 import dns.rcode
 import dns.rdatatype
@@ -27,6 +30,7 @@ import dns.resolver
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.probes import _dnswire, _pace
 from netcheck.probes._errors import classify, failure, ms, nameserver_text, too_late
 
 #: Where the OS's resolver configuration is read from (not used on Windows).
@@ -35,7 +39,31 @@ RESOLV_CONF = "/etc/resolv.conf"
 _RCODE_OF = {Outcome.NXDOMAIN: "NXDOMAIN", Outcome.SERVFAIL: "SERVFAIL",
              Outcome.DNS_REFUSED: "REFUSED", Outcome.NO_ANSWER: "NOERROR", Outcome.OK: "NOERROR"}
 
-_Result = dns.resolver.Answer | Exception
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """What a probe keeps of an answer, from dnspython or from :mod:`netcheck.probes._dnswire`."""
+
+    addresses: list[str]  # sorted: an RRset has no order, the output is stable from run to run
+    cnames: list[str]
+    ttl: int | None
+    nameserver: str | None
+
+    @classmethod
+    def of(cls, answer: dns.resolver.Answer) -> _Answered:
+        addresses = [] if answer.rrset is None else [str(rdata.address) for rdata in answer.rrset]
+        return cls(sorted(addresses, key=ipaddress.ip_address),
+                   [str(rrset[0].target).rstrip(".") for rrset in answer.chaining_result.cnames if len(rrset)],
+                   None if answer.rrset is None else answer.rrset.ttl, answer.nameserver or None)
+
+
+_Result = _Answered | Exception
+
+#: Questions asked at most for one record type (the first and its retries).
+_ASKS = 4
+#: How often an unanswered question looks at the retry timer again (it shortens as answers arrive).
+_RECHECK_S = 0.25
 
 
 def configured_resolver(nameservers: tuple[str, ...] = (), port: int = 53) -> dns.asyncresolver.Resolver:
@@ -74,27 +102,94 @@ def _nameserver_list(resolver: dns.asyncresolver.Resolver) -> list[str]:
     return [nameserver_text(ns) for ns in resolver.nameservers]
 
 
-async def _resolve(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
-                   lifetime: float) -> _Result:
+def _only_server(resolver: dns.asyncresolver.Resolver) -> tuple[str, int] | None:
+    """The address and port of the one nameserver, when there is one and it speaks plain DNS.
+
+    With several, dnspython asks them (the next one after each's timeout), as the OS would.
+    """
+    if len(resolver.nameservers) != 1:
+        return None
+    first = resolver.nameservers[0]
+    if isinstance(first, dns.nameserver.Do53Nameserver):
+        return first.address, first.port
+    if isinstance(first, str):
+        return first, resolver.port
+    return None
+
+
+async def _ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
+               lifetime: float) -> _Result:
+    """One question: over UDP by :mod:`~netcheck.probes._dnswire` to the only nameserver (the
+    common case, NOERROR or NXDOMAIN), else (several nameservers; no usable answer in dnspython's
+    time per server; another rcode, a truncated reply) by dnspython's resolver, with what is left
+    of ``lifetime``."""
+    server = _only_server(resolver)
+    if server is not None:
+        start = time.perf_counter()
+        reply = await _dnswire.ask(server[0], server[1], name, int(rdtype), min(lifetime, resolver.timeout))
+        if reply is not None and reply.rcode == _dnswire.NXDOMAIN:
+            return dns.resolver.NXDOMAIN(qnames=[dns.name.from_text(name)], responses={})  # type: ignore[no-untyped-call]
+        if reply is not None:
+            return _Answered(sorted(reply.addresses, key=ipaddress.ip_address), list(reply.cnames), reply.ttl,
+                             server[0])
+        lifetime -= time.perf_counter() - start
+        if lifetime <= 0:
+            return dns.resolver.LifetimeTimeout(timeout=time.perf_counter() - start, errors=[])  # type: ignore[no-untyped-call]
     try:
-        return await resolver.resolve(name, rdtype, lifetime=lifetime, search=False,
-                                      raise_on_no_answer=False)
+        return _Answered.of(await resolver.resolve(name, rdtype, lifetime=lifetime, search=False,
+                                                   raise_on_no_answer=False))
     except Exception as exc:  # every failure becomes an outcome, see _errors.classify
         return exc
 
 
+async def _resolve(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.rdatatype.RdataType,
+                   lifetime: float) -> _Result:
+    """One question, asked again while unanswered: the first answer (or DNS error) wins.
+
+    The check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`,
+    from the answer times measured so far) decides when to ask again, doubling
+    after each retry; earlier questions stay open, so a late answer still counts.
+    Each answer's time feeds the timer; each retry counts as a loss.
+    """
+    pace = _pace.current()
+    loop = asyncio.get_running_loop()
+    end = time.perf_counter() + lifetime
+    sent: dict[asyncio.Task[_Result], float] = {}
+
+    def ask() -> None:
+        now = time.perf_counter()
+        sent[loop.create_task(_ask(resolver, name, rdtype, max(0.0, end - now)))] = now
+
+    ask()
+    pending = set(sent)
+    try:
+        while True:
+            retry_at = max(sent.values()) + pace.dns_retry_s() * 2 ** (len(sent) - 1)
+            can_retry = len(sent) < _ASKS and retry_at < end
+            wait = max(0.0, min(retry_at - time.perf_counter(), _RECHECK_S)) if can_retry else None
+            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                task = done.pop()
+                result = task.result()
+                if not isinstance(result, dns.exception.Timeout):
+                    pace.dns_answered(time.perf_counter() - sent[task])
+                if not pending or not isinstance(result, dns.exception.Timeout):
+                    return result
+            elif time.perf_counter() >= retry_at:
+                pace.dns_lost()
+                ask()
+                pending = {t for t in sent if not t.done()}
+    finally:
+        for task in pending:
+            task.cancel()
+
+
 def _addresses(result: _Result) -> list[str]:
-    if isinstance(result, Exception) or result.rrset is None:
-        return []
-    # An RRset has no order; sorted output is stable from run to run.
-    return sorted((str(rdata.address) for rdata in result.rrset), key=ipaddress.ip_address)
+    return [] if isinstance(result, Exception) else result.addresses
 
 
 def _cname_chain(result: _Result) -> list[str]:
-    if isinstance(result, Exception):
-        return []
-    return [str(rrset[0].target).rstrip(".")
-            for rrset in result.chaining_result.cnames if len(rrset)]
+    return [] if isinstance(result, Exception) else result.cnames
 
 
 def _summary(kind: ProbeKind, target: Target, results: tuple[_Result, _Result],
@@ -108,7 +203,7 @@ def _summary(kind: ProbeKind, target: Target, results: tuple[_Result, _Result],
         "resolver": next((str(a.nameserver) for a in answers if a.nameserver), None),
         "nameservers": _nameserver_list(resolver),
     }
-    ttls = [a.rrset.ttl for a in answers if a.rrset is not None]
+    ttls = [a.ttl for a in answers if a.ttl is not None]
     detail["ttl"] = min(ttls) if ttls else None
     phases = {"resolve": ms(elapsed)}
     if ipv4 or ipv6:

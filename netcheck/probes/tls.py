@@ -15,6 +15,7 @@ every path, verified or not, reports them the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
+from netcheck.probes._connect import connect_socket
 from netcheck.probes._errors import classify, failure, ms, too_late
 from netcheck.probes.tcp import family_of, socket_address
 
@@ -178,40 +180,40 @@ async def _handshake(host: str, family: socket.AddressFamily,
                      deadline: Deadline, cap: float, hs: _Handshake) -> None:
     """TCP connect then a TLS handshake with SNI ``host``; fills ``hs``; raises on failure."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    owned = True
+    hs.stage = "connect"
+    async with asyncio.timeout(deadline.step(cap)):
+        sock, start = await connect_socket(family, sockaddr)
+    hs.connect_s = time.perf_counter() - start
     try:
-        sock.setblocking(False)
-        hs.stage = "connect"
-        start = time.perf_counter()
-        async with asyncio.timeout(deadline.step(cap)):
-            await loop.sock_connect(sock, sockaddr)
-        hs.connect_s = time.perf_counter() - start
         hs.local_address = str(sock.getsockname()[0])
-        hs.stage = "tls"
-        start = time.perf_counter()
-        owned = False  # the transport owns (and closes) the socket from here on
-        async with asyncio.timeout(deadline.step(cap)):
-            transport, _ = await loop.create_connection(
-                asyncio.Protocol, sock=sock, ssl=ctx, server_hostname=host,
-                ssl_handshake_timeout=cap + 10.0)  # ours (above) must fire first
-        hs.tls_s = time.perf_counter() - start
-        try:
-            ssl_object = transport.get_extra_info("ssl_object")
-            hs.protocol = ssl_object.version()
-            cipher = ssl_object.cipher()
-            hs.cipher = cipher[0] if cipher else None
-            hs.der = ssl_object.getpeercert(binary_form=True)
-        finally:
-            transport.abort()
+    except OSError:
+        sock.close()
+        raise
+    hs.stage = "tls"
+    start = time.perf_counter()
+    # the transport owns (and closes) the socket from here on
+    async with asyncio.timeout(deadline.step(cap)):
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, sock=sock, ssl=ctx, server_hostname=host,
+            ssl_handshake_timeout=cap + 10.0)  # ours (above) must fire first
+    hs.tls_s = time.perf_counter() - start
+    try:
+        ssl_object = transport.get_extra_info("ssl_object")
+        hs.protocol = ssl_object.version()
+        cipher = ssl_object.cipher()
+        hs.cipher = cipher[0] if cipher else None
+        hs.der = ssl_object.getpeercert(binary_form=True)
     finally:
-        if owned:
-            sock.close()
+        transport.abort()
 
 
 def _facts(der: bytes | None) -> CertFacts:
-    if der is None:
-        return CertFacts()
+    return CertFacts() if der is None else _parsed(der)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(der: bytes) -> CertFacts:
+    """Read once per certificate: front doors share a few certificates of hundreds of names. Never modified."""
     try:
         return cert_facts(der)
     except (ValueError, IndexError, UnicodeDecodeError):

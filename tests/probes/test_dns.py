@@ -10,7 +10,7 @@ import pytest
 
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
-from netcheck.probes import PROBES
+from netcheck.probes import PROBES, _pace
 from netcheck.probes import dns as dnsprobe
 from netcheck.probes._errors import nameserver_text
 from netcheck.probes.dns import configured_resolver, probe_dns, resolver_cache_size, resolver_identity
@@ -208,3 +208,40 @@ def test_resolver_identity_failure(dns_server: DnsServer) -> None:
     r = checked(asyncio.run(resolver_identity(spec_for(dns_server, whoami_name="missing.test"),
                                               Deadline.after(5))))
     assert r.outcome is Outcome.NXDOMAIN and r.detail["resolver_address"] is None
+
+
+def test_a_lost_query_is_asked_again_after_the_measured_round_trip(dns_server: DnsServer) -> None:
+    """The server drops the first query of each type: the probe asks again after the check's
+    DNS retry timer (measured round trips: the floor here), not dnspython's 2 s, and gets its answer."""
+    pace = _pace.Pace()
+    pace.dns_answered(0.001)  # a round trip measured earlier in this check
+
+    async def probe() -> ProbeResult:
+        with _pace.use(pace):
+            return await probe_dns(Target("lossy.test"), spec_for(dns_server), Deadline.after(10))
+
+    before = len(dns_server.queries)
+    r = run(probe())
+    assert r.outcome is Outcome.OK and r.detail["ipv4"] == ["198.18.0.40"] and r.detail["ipv6"] == ["2001:db8::40"]
+    asked = [t for n, t, _ in dns_server.queries[before:] if n == "lossy.test."]
+    assert asked.count("A") == 2 and asked.count("AAAA") == 2
+    # the retry counted as a loss: the DNS limit backed off (x0.7)
+    assert pace.dns.history[:2] == [40, 28]
+    assert pace.dns_retry_s() == _pace.DNS_RETRY_FLOOR_S
+
+
+def test_a_silent_server_is_asked_a_bounded_number_of_times(dns_server: DnsServer) -> None:
+    pace = _pace.Pace()
+    pace.dns_answered(0.001)
+    before = len(dns_server.queries)
+
+    async def probe() -> ProbeResult:
+        with _pace.use(pace):
+            return await probe_dns(Target("silent.test"), spec_for(dns_server, step_timeout_s=2.0),
+                                   Deadline.after(10))
+
+    r = run(probe())
+    assert r.outcome is Outcome.DNS_TIMEOUT
+    asked = [t for n, t, _ in dns_server.queries[before:] if n == "silent.test."]
+    # the first question and its retries, doubling from 0.1 s: 0.1, 0.2, 0.4 s, then no more
+    assert asked.count("A") == dnsprobe._ASKS and asked.count("AAAA") == dnsprobe._ASKS

@@ -14,6 +14,7 @@ from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
 from netcheck.probes.tcp import family_of, probe_tcp
+from tests import servers
 from tests.probes.conftest import Servers, eventually, run
 from tests.probes.test_timing import BLOCK_S, busy_loop
 from tests.servers import V4, V6, StreamServer, closed_port, tls_only
@@ -90,23 +91,8 @@ def test_refused() -> None:
 @pytest.fixture
 def full_backlog() -> Iterator[int]:
     """A listener that never accepts, its queue filled: further SYNs go unanswered."""
-    listener = socket.socket()
-    listener.bind((V4, 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    held = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect((V4, port))
-        except BlockingIOError:
-            pass
-        held.append(s)
-    yield port
-    for s in held:
-        s.close()
-    listener.close()
+    with servers.full_backlog() as listener:
+        yield listener.getsockname()[1]
 
 
 @pytest.mark.timeout(30)
