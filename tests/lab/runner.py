@@ -112,7 +112,10 @@ def build_result(
                 "match": (predicted == wt.truth) if predicted is not None else None,
             }
             rows.append(row)
-            if expected is not None and expected != wt.truth:
+            if wt.truth not in sc.TRUTH_VALUES:
+                errors = [c.detail.get("tool_error") for c in wt.checks if c.detail.get("tool_error")]
+                problems.append(f"{phase}/{wid}: a truth tool failed: {str(errors[0] if errors else wt.truth)[-200:]}")
+            elif expected is not None and expected != wt.truth:
                 problems.append(f"{phase}/{wid}: lab expected {expected}, measured {wt.truth}")
     return {
         "scenario": scenario.name,

@@ -427,6 +427,33 @@ def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["outage_accuracy"] == 1.0, wrong
 
 
+@pytest.mark.lab
+def test_stun_truth_client_tries_every_address_and_records_no_route(tmp_path: Path) -> None:
+    """In a namespace with only loopback, the relay's IPv6 address has no route: that is an outcome, and
+    the IPv4 address still answers (issue 9, seen 2: the client crashed and the truth became "fails")."""
+    _require_lab()
+    script = tmp_path / "probe.sh"
+    ready = tmp_path / "ready"
+    script.write_text(
+        "set -e\nip link set lo up\n"
+        f"{sys.executable} -m tests.lab.servers.stun --listen 127.0.0.1 --port 34780 --ready-file {ready} &\n"
+        f"for i in $(seq 100); do [ -e {ready} ] && break; sleep 0.05; done\n"
+        f"{SYSTEM_PYTHON} -c 'import socket, sys; sys.path.insert(0, \"tests/lab/tools\"); import stunclient; "
+        "socket.getaddrinfo = lambda *a, **k: [(socket.AF_INET6, 2, 17, \"\", (\"2001:db8:f006::fa\", 34780, 0, 0)), "
+        "(socket.AF_INET, 2, 17, \"\", (\"127.0.0.1\", 34780))]; "
+        "stunclient.main([\"relay\", \"--port\", \"34780\", \"--count\", \"5\", \"--timeout\", \"1\"])'\n"
+        "kill %1\n"
+    )
+    res = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=REPO_ROOT, check=False)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    by_address = {r["address"]: r for r in out["results"]}
+    assert by_address["2001:db8:f006::fa"]["received"] == 0
+    assert "unreachable" in by_address["2001:db8:f006::fa"]["error"].lower()
+    assert by_address["127.0.0.1"]["received"] == 5 and by_address["127.0.0.1"]["family"] == 4
+
+
 # ---------------------------------------------------------------------------
 # no root needed: scenario files and the catalog mapping
 

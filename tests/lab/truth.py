@@ -12,10 +12,14 @@ Per workload (see docs/lab.md for the exact rules):
   (``X-Lab-Server`` header; a proxy's error page does not count).  All URLs
   good -> works, some -> degraded, none -> fails.  Sign-in needs every step
   (realm discovery, then AD FS when federated), so identity fails if any does.
-* teams_media: STUN Binding to the relay on UDP 3478 (each address family
-  the relay has).  A reply within Microsoft's media targets (loss <= 1 %,
-  RTT <= 100 ms, jitter <= 30 ms) on some family -> works; replies outside
-  them -> degraded; no reply -> fails.
+* teams_media: STUN Binding to the relay on UDP 3478 (every address the
+  relay has; an address with no route is an outcome, not a crash).  A reply
+  within Microsoft's media targets (loss <= 1 %, RTT <= 100 ms, jitter
+  <= 30 ms) on some address -> works; replies outside them -> degraded; no
+  reply -> fails.
+
+A truth tool that fails (crashes, prints no result) gives the truth
+``lab-error``: a lab problem that fails the run, never "fails".
 """
 
 from __future__ import annotations
@@ -47,10 +51,14 @@ class Check:
     degraded: bool = False
 
 
+#: The truth of a workload whose truth tool itself failed: a lab problem, never "fails".
+TOOL_ERROR = "lab-error"
+
+
 @dataclass
 class WorkloadTruth:
     workload: str
-    truth: str  # works | degraded | fails
+    truth: str  # works | degraded | fails | lab-error
     checks: list[Check]
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +72,8 @@ class Route:
     proxies: list[str | None]  # None = DIRECT; tried in order, like a browser
     reason: str = ""
     from_pac: bool = False
+    #: The truth tool that chose this route failed (e.g. pacparser crashed): a lab problem.
+    tool_error: str = ""
 
 
 def http_urls(world: World) -> dict[str, list[str]]:
@@ -103,7 +113,8 @@ def measure(world: World) -> dict[str, WorkloadTruth]:
         dns = {w: pool.submit(dns_check, world, name) for w, name in dns_names(world).items()}
         results = {w: WorkloadTruth(w, *_verdict([f.result() for f in fs])) for w, fs in http.items()}
         id_checks = identity.result()
-        results["identity"] = WorkloadTruth("identity", "works" if all(c.ok for c in id_checks) else "fails", id_checks)
+        id_truth = "works" if all(c.ok for c in id_checks) else "fails"
+        results["identity"] = WorkloadTruth("identity", _tool_error(id_checks) or id_truth, id_checks)
         media_check = media.result()
         results["teams_media"] = WorkloadTruth("teams_media", _media_truth(media_check), [media_check])
         for w, f in dns.items():  # evidence only: added after the verdicts
@@ -112,7 +123,13 @@ def measure(world: World) -> dict[str, WorkloadTruth]:
     return {w: results[w] for w in order}
 
 
+def _tool_error(checks: list[Check]) -> str | None:
+    return TOOL_ERROR if any(c.detail.get("tool_error") for c in checks) else None
+
+
 def _verdict(checks: list[Check]) -> tuple[str, list[Check]]:
+    if _tool_error(checks):
+        return TOOL_ERROR, checks
     good = sum(c.ok for c in checks)
     if good == len(checks):
         return "works", checks
@@ -120,6 +137,8 @@ def _verdict(checks: list[Check]) -> tuple[str, list[Check]]:
 
 
 def _media_truth(check: Check) -> str:
+    if check.detail.get("tool_error"):
+        return TOOL_ERROR
     if not check.ok:
         return "fails"
     return "degraded" if check.degraded else "works"
@@ -153,7 +172,13 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
     finally:
         pac_path.unlink(missing_ok=True)
     return {
-        u: Route(parse_pac_result(answers.get(u, "DIRECT")), f"{source}: {answers.get(u)}", from_pac=True) for u in urls
+        u: Route(
+            parse_pac_result(answers.get(u, "DIRECT")),
+            f"{source}: {answers.get(u)}",
+            from_pac=True,
+            tool_error=answers[u] if answers.get(u, "").startswith("ERROR:") else "",
+        )
+        for u in urls
     }
 
 
@@ -191,6 +216,8 @@ def parse_pac_result(result: str) -> list[str | None]:
 def fetch(world: World, url: str, route: Route, keep_body: bool = False) -> Check:
     """HTTPS GET with curl along ``route``; ok if the lab server answered."""
     host = urllib.parse.urlsplit(url).hostname
+    if route.tool_error:
+        return Check(f"https {host}", False, {"url": url, "route": route.reason, "tool_error": route.tool_error})
     if not route.proxies:
         return Check(f"https {host}", False, {"url": url, "route": route.reason, "error": "no usable route"})
     attempts = []
@@ -291,8 +318,8 @@ def stun_check(world: World) -> Check:
     )
     try:
         data = json.loads(res.stdout)
-    except ValueError:
-        return Check("stun relay", False, {"error": (res.stderr or res.stdout).strip()[-200:]})
+    except ValueError:  # the tool crashed: a lab problem, not "fails"
+        return Check("stun relay", False, {"tool_error": (res.stderr or res.stdout).strip()[-300:] or "no output"})
     answered = [r for r in data.get("results", []) if r.get("received")]
     good = [r for r in answered if all(r.get(k, 0) <= v for k, v in MEDIA_LIMITS.items())]
     return Check("stun relay", bool(answered), data, degraded=bool(answered) and not good)
