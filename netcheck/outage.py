@@ -49,6 +49,8 @@ class Route:
     address: str
     interface: str | None
     kind: str  # "vpn" | "physical" | "virtual" | "loopback" | "unreachable" | "unknown"
+    #: Why the OS gave no usable route (e.g. "no route to this network"), when it did not.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,12 @@ def is_internal(address: str) -> bool:
     return any(ip.version == n.version and ip in n for n in _INTERNAL)
 
 
+def no_route(route: Route) -> str:
+    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop)."""
+    why = f" ({route.note})" if route.note else ""
+    return f"no route from this laptop{why}: this address is not usable, even with the site up"
+
+
 class _Model:
     def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate]):
         self.facts, self.profile, self.current = facts, profile, current
@@ -165,6 +173,8 @@ class _Model:
         where = f"{route.address} via {route.interface or 'the default route'}"
         if self.at_site(route, host, role):
             return False, f"{where}: it is at the site, which is down"
+        if route.kind == "unreachable" and not self.facts.on_site:
+            return False, f"{route.address}: {no_route(route)}, so it is no way around the site"
         if route.kind == "vpn":
             if behaviour == "stays":
                 return False, f"{where}: leaves through the VPN to the site, which is down"
@@ -172,7 +182,10 @@ class _Model:
         if self.facts.on_site and not self.facts.vpn_interfaces:
             return True, f"{where}: from home this goes direct through the home connection"
         if route.kind == "unreachable":
-            return False, f"{route.address}: no route even with the site up"
+            return False, f"{route.address}: {no_route(route)}"
+        if route.kind == "unknown":
+            return True, (f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
+                          "assumed direct, not depending on the site")
         return True, f"{where}: direct, does not depend on the site"
 
     def dns(self, behaviour: str) -> tuple[Fate, str]:

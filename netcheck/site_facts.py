@@ -17,14 +17,16 @@ from netcheck.catalog import Catalog, EndpointSet, Network
 from netcheck.deadline import Deadline
 from netcheck.models import Category, ProbeKind, ProbeResult
 from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SiteFacts, SplitTunnelRow, is_internal
-from netcheck.platform.base import Egress, Interface, Platform
+from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
 
-#: Split-tunnel classes, as Microsoft's connectivity test names them.
+#: Split-tunnel classes, as Microsoft's connectivity test names them, plus "no_route": the laptop has no
+#: route to the family at all (e.g. IPv6 on an IPv4-only home), so it is neither direct nor tunneled.
 SPLIT_OUT, SELECTIVE, TUNNELED, NO_VPN, NOT_TESTED = "split_out", "selective", "tunneled", "no_vpn", "not_tested"
+NO_ROUTE = "no_route"
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,12 @@ class GatheredFacts:
 
 
 def _route(egress: Egress) -> Route:
-    kind = egress.kind if egress.error is None else "unknown"
-    return Route(egress.destination, egress.interface, kind)
+    """The outage model's view of one egress: a family with no route stays "unreachable"."""
+    if egress.kind == UNREACHABLE:
+        return Route(egress.destination, egress.interface, UNREACHABLE, egress.error or "no route")
+    if egress.error is not None:
+        return Route(egress.destination, egress.interface, UNKNOWN, egress.error)
+    return Route(egress.destination, egress.interface, egress.kind)
 
 
 def _addresses(result: ProbeResult | None) -> list[str]:
@@ -64,6 +70,10 @@ def classify_split(kinds: Sequence[str]) -> str:
     """Microsoft's classes from the egress kinds of a workload's Optimize prefixes."""
     if not kinds:
         return NOT_TESTED
+    usable = [k for k in kinds if k not in (UNREACHABLE, UNKNOWN)]
+    if not usable:
+        return NO_ROUTE if UNREACHABLE in kinds else NOT_TESTED
+    kinds = usable
     tunneled = sum(1 for k in kinds if k == "vpn")
     if tunneled == 0:
         return SPLIT_OUT
@@ -286,7 +296,8 @@ def _split_tunnel(catalog: Catalog, optimize: Sequence[tuple[EndpointSet, Networ
     rows = []
     tunneled: dict[str, None] = {}
     for wid, fams in per.items():
-        cls = {f: (classify_split([k for _, k in v]) if has_vpn else (NO_VPN if v else NOT_TESTED))
+        cls = {f: (classify_split([k for _, k in v]) if has_vpn or classify_split([k for _, k in v]) == NO_ROUTE
+                   else (NO_VPN if v else NOT_TESTED))
                for f, v in fams.items()}
         t = tuple(p for v in fams.values() for p, k in v if k == "vpn")
         tunneled.update(dict.fromkeys(t))

@@ -188,3 +188,78 @@ def test_federation_at_the_site_recommends_password_hash_sync() -> None:
     section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
     finding = next(x for x in section.findings if x.code == "outage.identity")
     assert "password hash sync" in finding.remediation
+
+
+# --- no route is not a path ---------------------------------------------------------------------------------------
+
+def no_route(addr: str) -> Route:
+    return Route(addr, None, "unreachable", "no route to this network (Network is unreachable)")
+
+
+def test_ipv4_only_laptop_on_an_ipv4_full_tunnel_loses_everything_if_the_vpn_stays() -> None:
+    """The AAAA address has no route: it is not a way around the tunnel (issue 9, seen 1)."""
+    f = facts(Dependency("exchange", "service", "outlook.office365.com",
+                         (tunnel("198.18.0.10"), no_route("2001:db8:f001::10"))),
+              Dependency("teams_media", "media", "relay", (tunnel("198.18.4.250"), no_route("2001:db8:f006::fa"))))
+    p = predict(f, SiteProfile(), W)
+    for w in p.workloads:
+        assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS), w.id
+        assert any("2001:db8:" in e and "no route from this laptop" in e and "not usable" in e for e in w.evidence)
+        assert not any("fall back" in e for e in w.evidence if e.startswith("[VPN stays]"))
+
+
+def test_an_address_with_no_route_is_no_fallback_even_when_the_tunnel_drops() -> None:
+    f = facts(Dependency("exchange", "service", "o", (no_route("2001:db8:f001::10"),)))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+
+
+def test_a_route_that_could_not_be_read_is_named_as_an_assumption() -> None:
+    f = facts(Dependency("exchange", "service", "o", (Route("198.18.0.10", None, "unknown", "timed out"),)))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_stays is Fate.WORKS
+    assert any("could not be read (timed out)" in e and "assumed direct" in e for e in w.evidence)
+
+
+def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
+    from netcheck.platform.linux import parse_route_get_batch
+    from netcheck.site_facts import _route
+
+    stderr = "RTNETLINK answers: Network is unreachable\nCommand failed -:2\n"
+    stdout = '[{"dst":"198.18.0.10","dev":"wg0","prefsrc":"10.66.0.2","flags":[],"uid":65534,"cache":[]}]'
+    egress = parse_route_get_batch(stdout, stderr, ["198.18.0.10", "2001:db8:f001::10"])
+    route = _route(egress["2001:db8:f001::10"])
+    assert route.kind == "unreachable" and route.note and "Network is unreachable" in route.note
+    assert _route(egress["198.18.0.10"]).kind == "unknown"  # an interface not classified yet: not a path we know
+
+
+def test_split_classes_of_a_family_without_route() -> None:
+    from netcheck.site_facts import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
+
+    assert classify_split(["unreachable", "unreachable"]) == NO_ROUTE
+    assert classify_split(["vpn", "unreachable"]) == TUNNELED
+    assert classify_split(["physical", "unreachable"]) == SPLIT_OUT
+    assert classify_split(["physical", "vpn", "unreachable"]) == SELECTIVE
+
+
+def test_no_ipv6_bypass_finding_on_a_laptop_without_ipv6() -> None:
+    from netcheck.catalog import load_catalog
+    from netcheck.outage import SplitTunnelRow, assess_outage
+    from netcheck.platform.base import Egress
+    from netcheck.site_facts import _split_tunnel, representative
+
+    catalog = load_catalog("Worldwide")
+    optimize = [(s, n) for s in catalog.sets if s.category.value == "Optimize" and s.required for n in s.ips]
+
+    def egress(n: object) -> Egress:
+        v6 = ":" in str(n)
+        return Egress(str(n), None if v6 else "eth0", None, None, "unreachable" if v6 else "physical", None,
+                      "ip route get", "no route to this network" if v6 else None)
+
+    rows, tunneled = _split_tunnel(catalog, optimize, {representative(n): egress(n) for _, n in optimize}, True)
+    assert rows and all(r.ipv4 == "split_out" and r.ipv6 == "no_route" for r in rows) and tunneled == ()
+    section = assess_outage(predict(facts(vpn=True), SiteProfile(), W), NAMES, list(W), split_tunnel=rows)
+    assert not [f for f in section.findings if f.code == "vpn.ipv6_tunneled"]
+    tunneled_v6 = [SplitTunnelRow(r.workload, r.ipv4, "tunneled", ("2603:1063::/38",)) for r in rows[:1]]
+    assert [f.code for f in assess_outage(predict(facts(vpn=True), SiteProfile(), W), NAMES, list(W),
+                                          split_tunnel=tunneled_v6).findings] == ["vpn.ipv6_tunneled"]
