@@ -144,10 +144,14 @@ def _summary_line(matrix: dict[str, Any]) -> str:
     acc = s.get("outage_accuracy")
     parts = [f"{s['scenarios']} scenarios, {s['rows']} rows in {matrix['matrix_seconds']:.0f}s"]
     parts.append(
-        f"outage prediction accuracy {acc:.1%} over {s['outage_predictions']} rows"
+        f"outage prediction accuracy {acc:.1%} over {s['outage_predictions']} rows ({s['misses']} missed)"
         if acc is not None
         else s.get("note", "")
     )
+    for kind in ("inferred", "told"):
+        k = s.get(kind) or {}
+        if k.get("accuracy") is not None:
+            parts.append(f"{kind} {k['accuracy']:.1%} over {k['rows']} rows of {k['scenarios']} scenarios")
     if s.get("site_up_agreement") is not None:
         parts.append(f"site-up status agrees with truth on {s['site_up_agreement']:.1%}")
     parts.append(f"lab problems: {s['lab_problems']}, errors: {s['errors']}")

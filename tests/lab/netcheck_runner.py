@@ -18,6 +18,7 @@ from .world import LAPTOP_UID, World
 #: netcheck's per-workload status -> the lab's truth vocabulary.
 STATUS_TO_TRUTH = {"ok": "works", "degraded": "degraded", "failed": "fails"}
 EXIT_MEANING = {0: "ready", 1: "at risk", 2: "not ready", 3: "could not assess"}
+TRUTH_VALUES = ("works", "degraded", "fails")
 
 
 @dataclass
@@ -138,9 +139,10 @@ def run_netcheck(world: World) -> NetcheckRun:
 def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str, tuple[str | None, str]]]:
     """Per workload and phase: (predicted truth value, where it came from).
 
-    From ``outage`` when the report has it (``no_vpn`` reads ``if_vpn_drops``:
-    without a VPN the laptop is already in the "dropped" state); otherwise
-    netcheck's site-up status for every phase.
+    Site up: netcheck's status. Site down: only ``outage``, with the key of that
+    behaviour (``no_vpn`` reads ``if_vpn_drops``: without a VPN the laptop is
+    already in the "dropped" state). Nothing is substituted: a workload missing
+    from ``outage``, or a behaviour missing from its row, is (None, why), a miss.
     """
     out: dict[str, dict[str, tuple[str | None, str]]] = {}
     if run.report is None:
@@ -150,14 +152,21 @@ def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str
     outage_rows = (
         {w.get("id"): w for w in outage.get("workloads", []) if isinstance(w, dict)} if isinstance(outage, dict) else {}
     )
-    for wid, status in site_up.items():
-        row: dict[str, tuple[str | None, str]] = {"site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status")}
+    for wid in dict.fromkeys([*site_up, *outage_rows]):
+        status = site_up.get(wid)
+        row: dict[str, tuple[str | None, str]] = {
+            "site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status" if wid in site_up else "not in workloads")
+        }
         for phase in phases:
             o = outage_rows.get(wid)
-            if o is not None:
-                key = "if_vpn_stays" if phase == "vpn_stays" else "if_vpn_drops"
-                row[phase] = (o.get(key) or o.get("if_vpn_drops") or o.get("if_vpn_stays"), "outage")
+            key = "if_vpn_stays" if phase == "vpn_stays" else "if_vpn_drops"
+            if not isinstance(outage, dict):
+                row[phase] = (None, "no outage section in netcheck's report")
+            elif o is None:
+                row[phase] = (None, "not in netcheck's outage section")
+            elif o.get(key) not in TRUTH_VALUES:
+                row[phase] = (None, f"outage row has no valid {key}")
             else:
-                row[phase] = (STATUS_TO_TRUTH.get(str(status)), "site_up_status")
+                row[phase] = (str(o[key]), "outage")
         out[str(wid)] = row
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,11 @@ class Scenario:
         if not self.vpn.enabled:
             return ("no_vpn",)
         return tuple(f"vpn_{b}" for b in self.vpn.on_site_down)
+
+
+def without_profile(s: Scenario) -> Scenario:
+    """The same world, with netcheck given no site profile: it has to infer the site (``NAME:inferred``)."""
+    return replace(s, name=f"{s.name}:inferred", netcheck=replace(s.netcheck, site_profile=False))
 
 
 # ---------------------------------------------------------------------------

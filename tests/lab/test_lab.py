@@ -14,6 +14,7 @@ tools are a failure, not a skip.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -24,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +35,8 @@ from tests.lab.catalog import LabCatalog
 from tests.lab.netcheck_runner import NetcheckRun, find_netcheck, predictions
 from tests.lab.netns import NETNS_RUN, STATE_ROOT, require_root
 from tests.lab.preflight import missing_tools
-from tests.lab.runner import format_table, run_matrix, scenario_files, summarise
+from tests.lab.runner import build_result, format_table, run_matrix, scenario_files, summarise
+from tests.lab.truth import WorkloadTruth
 from tests.lab.world import ENDPOINTS_FILE, REPO_ROOT, SYSTEM_PYTHON, World
 
 WORLD_TOML = """
@@ -419,12 +422,19 @@ def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
         assert not res["lab_problems"], f"{s.name}: {res['lab_problems']}"
     summary = summarise(matrix["scenarios"])
     assert summary["lab_problems"] == 0
-    # netcheck's site-outage prediction against the measured truth: every row, both VPN behaviours.
-    # A mismatch is a bug in netcheck or in the lab, never a number to lower.
-    wrong = [f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']}, truth {r['truth']}"
-             for res in matrix["scenarios"] for r in res["rows"]
-             if r["phase"] != "site_up" and r["prediction_source"] == "outage" and not r["match"]]
-    assert summary["outage_accuracy"] == 1.0, wrong
+    # Every scenario with a site profile also ran without it.
+    told = {r["scenario"] for r in matrix["scenarios"] if r["profile"] == "told"}
+    assert told and {f"{n}:inferred" for n in told} <= {r["scenario"] for r in matrix["scenarios"]}
+    # netcheck's site-outage prediction against the measured truth: every site-down row, both VPN
+    # behaviours, inferred and told. A missing prediction is a miss. A mismatch is a bug in netcheck or
+    # in the lab, never a number to lower.
+    rows = [(res, r) for res in matrix["scenarios"] for r in res["rows"] if r["phase"] != "site_up"]
+    assert all(r["match"] is not None for _, r in rows)
+    wrong = [f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
+             f"({r['prediction_source']}), truth {r['truth']}" for res, r in rows if not r["match"]]
+    assert summary["outage_predictions"] == len(rows)
+    assert summary["inferred"]["rows"] + summary["told"]["rows"] == len(rows)
+    assert (summary["inferred"]["accuracy"], summary["told"]["accuracy"]) == (1.0, 1.0), wrong
 
 
 @pytest.mark.lab
@@ -522,10 +532,12 @@ def test_names_resolve_into_their_sets() -> None:
     assert ipaddress.ip_address(v4[0]) in ipaddress.ip_network(A.CDN_V4)
 
 
-def test_predictions_prefer_outage_and_fall_back_to_site_up_status() -> None:
+def test_predictions_come_from_outage_only_and_never_substitute() -> None:
     report = {
-        "workloads": [{"id": "exchange", "status": "ok"}, {"id": "teams", "status": "degraded"}],
-        "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]},
+        "workloads": [{"id": "exchange", "status": "ok"}, {"id": "teams", "status": "degraded"},
+                      {"id": "office", "status": "ok"}],
+        "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"},
+                                 {"id": "office", "if_vpn_drops": "works"}]},
     }
     preds = predictions(NetcheckRun("ok", report=report), ("vpn_stays", "vpn_drops"))
     assert preds["exchange"] == {
@@ -533,10 +545,34 @@ def test_predictions_prefer_outage_and_fall_back_to_site_up_status() -> None:
         "vpn_stays": ("fails", "outage"),
         "vpn_drops": ("works", "outage"),
     }
-    assert preds["teams"]["vpn_stays"] == ("degraded", "site_up_status")
+    assert preds["teams"]["vpn_stays"] == (None, "not in netcheck's outage section")
+    assert preds["office"]["vpn_stays"] == (None, "outage row has no valid if_vpn_stays")  # not drops' value
     no_vpn = predictions(NetcheckRun("ok", report=report), ("no_vpn",))
     assert no_vpn["exchange"]["no_vpn"] == ("works", "outage")
+    no_outage = predictions(NetcheckRun("ok", report={"workloads": report["workloads"]}), ("no_vpn",))
+    assert no_outage["exchange"]["no_vpn"] == (None, "no outage section in netcheck's report")
     assert predictions(NetcheckRun("unavailable", "netcheck unavailable"), ("no_vpn",)) == {}
+
+
+def test_every_row_counts_in_both_figures() -> None:
+    """A netcheck failure or a missing workload is a miss, in the figure of its kind."""
+    truth = {"site_up": {"exchange": "works"}, "vpn_stays": {"exchange": "fails"}, "vpn_drops": {"exchange": "works"}}
+    scenario = sc.Scenario("s", Path("s.toml"), vpn=sc.Vpn(mode="full"))
+
+    def result(nc: NetcheckRun, told: bool) -> dict[str, Any]:
+        s = dataclasses.replace(scenario, netcheck=sc.NetcheckOptions(site_profile=told))
+        wts = {p: {w: WorkloadTruth(w, t, []) for w, t in v.items()} for p, v in truth.items()}
+        return build_result(s, "abc123", nc, wts, {})
+
+    good = {"workloads": [{"id": "exchange", "status": "ok"}],
+            "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]}}
+    crashed = NetcheckRun("error", "netcheck printed no JSON report (exit 1): Traceback")
+    summary = summarise([result(NetcheckRun("ok", report=good), True), result(crashed, False)])
+    assert summary["told"] == {"scenarios": 1, "rows": 2, "accuracy": 1.0}
+    assert summary["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.0}
+    assert (summary["outage_accuracy"], summary["outage_predictions"], summary["misses"]) == (0.5, 4, 2)
+    skipped = summarise([result(NetcheckRun("skipped", "netcheck skipped"), False)])
+    assert skipped["outage_accuracy"] is None  # measuring truth only is not a miss
 
 
 def test_missing_netcheck_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -577,3 +613,5 @@ def test_table_marks() -> None:
     table = format_table([{"scenario": "s", "rows": rows, "lab_problems": []}])
     line = table.splitlines()[2]
     assert "works = nc:works" in line and "fails X nc:works" in line and "works!   nc:n/a" in line
+    rows[2]["match"] = False  # netcheck ran but predicted nothing: a miss
+    assert "works! X nc:n/a" in format_table([{"scenario": "s", "rows": rows, "lab_problems": []}]).splitlines()[2]
