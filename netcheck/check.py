@@ -274,7 +274,7 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     media = {w.id for w in workloads if w.media}
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
                if r.status is Status.FAILED or (r.status is Status.DEGRADED and r.id in media)}
-    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current)
+    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current, gathered.assumptions)
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
     network["on_site"] = gathered.facts.on_site
     network["identity"] = gathered.facts.identity

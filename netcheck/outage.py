@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from netcheck.models import Finding, Severity, Verdict
@@ -31,11 +31,14 @@ BEHAVIOURS = ("stays", "drops")
 class Fate(StrEnum):
     WORKS = "works"
     DEGRADED = "degraded"
+    #: The answer hangs on something netcheck cannot read (see ``Assumption``): two or more fates are
+    #: possible, listed in ``WorkloadOutage.possible``.
+    UNCERTAIN = "uncertain"
     FAILS = "fails"
 
     @property
     def rank(self) -> int:
-        return {"works": 0, "degraded": 1, "fails": 2}[self.value]
+        return {"works": 0, "degraded": 1, "uncertain": 2, "fails": 3}[self.value]
 
 
 def worst(fates: Iterable[Fate]) -> Fate:
@@ -99,6 +102,22 @@ class WorkloadOutage:
     evidence: tuple[str, ...]
     #: The links of the evidence that break, for the worse VPN behaviour.
     causes: tuple[str, ...] = ()
+    #: For a behaviour whose fate is UNCERTAIN: the fates it could have, best first.
+    possible: Mapping[str, tuple[Fate, ...]] = field(default_factory=dict)
+    #: What the uncertain fates hang on (questions netcheck cannot answer from the laptop).
+    assumptions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """Something the prediction hangs on that netcheck cannot read from the laptop.
+
+    ``worlds`` are the answers it could have: (label, facts, profile) for each.
+    """
+
+    question: str
+    settle: str  # how IT settles it (a site-profile key)
+    worlds: tuple[tuple[str, SiteFacts | None, SiteProfile | None], ...]
 
 
 @dataclass(frozen=True)
@@ -219,7 +238,11 @@ class _Model:
             ok, reason = self.reach(p.pac_route, behaviour, role="pac")
             if not ok:
                 why.append(f"PAC file {p.pac_url}: {reason}")
-                if self.profile.pac_unreachable == "cached":
+                if self.profile.pac_unreachable is None:
+                    why.append("without its PAC file the browser is assumed to go direct (not stated: see the "
+                               "assumptions)")
+                    via_proxy = False
+                elif self.profile.pac_unreachable == "cached":
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
@@ -290,26 +313,101 @@ class _Model:
         return tuple(out)
 
 
+_PAC_WORLDS = (("direct", "goes direct"), ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
+
+
+def pac_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
+    """When the PAC file lives at the site and no profile says what the OS does without it."""
+    if profile.pac_unreachable is not None:
+        return None
+    model = _Model(facts, profile, {})
+    if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
+               and any(not model.reach(d.proxy.pac_route, b, role="pac")[0] for b in BEHAVIOURS)
+               for d in facts.dependencies):
+        return None
+    return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
+                      tuple((f"if it {label}", None, replace(profile, pac_unreachable=value))
+                            for value, label in _PAC_WORLDS))
+
+
+def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
+    if not facts.vpn_interfaces:
+        return ("drops",)  # no tunnel: both behaviours are the same
+    if profile.vpn_on_site_down:
+        return (profile.vpn_on_site_down,)
+    return BEHAVIOURS
+
+
+def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]
+          ) -> dict[str, WorkloadOutage]:
+    model = _Model(facts, profile, current)
+    rows = {}
+    for wid in workloads:
+        deps = [d for d in facts.dependencies if d.workload == wid]
+        if deps:
+            rows[wid] = model.workload(wid, deps)
+    return rows
+
+
+def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
+           profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]) -> dict[str, WorkloadOutage]:
+    """Each workload's fate in every world the assumptions allow (their cross product): where the worlds
+    disagree, the fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
+    worlds: list[tuple[list[str], SiteFacts, SiteProfile]] = [([], facts, profile)]
+    for a in assumptions:
+        worlds = [([*labels, label], f or wf, wp if p is None else replace(wp, **{a.settle: getattr(p, a.settle)}))
+                  for labels, wf, wp in worlds for label, f, p in a.worlds]
+    outcomes = [(labels, _rows(wf, wp, workloads, current)) for labels, wf, wp in worlds]
+    out = {}
+    for wid, row in base.items():
+        possible: dict[str, tuple[Fate, ...]] = {}
+        lines: list[str] = []
+        fates = {"stays": row.if_vpn_stays, "drops": row.if_vpn_drops}
+        for b in BEHAVIOURS:
+            seen = {getattr(rows[wid], f"if_vpn_{b}") for _, rows in outcomes if wid in rows}
+            if len(seen) > 1:
+                possible[b] = tuple(sorted(seen, key=lambda f: f.rank))
+                fates[b] = Fate.UNCERTAIN
+        if not possible:
+            out[wid] = row
+            continue
+        for labels, rows in outcomes:
+            if wid in rows:
+                w = rows[wid]
+                lines.append(f"{'; '.join(labels)}: {w.if_vpn_stays.value} if the VPN stays, "
+                             f"{w.if_vpn_drops.value} if it drops")
+        questions = tuple(f"{a.question} (netcheck cannot read it from this laptop; IT can state it in the "
+                          f"site profile: {a.settle})" for a in assumptions)
+        evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
+                    *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
+        out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,
+                           causes=(*row.causes, *(f"it hangs on {q}" for q in questions)), possible=possible,
+                           assumptions=tuple(a.question for a in assumptions))
+    return out
+
+
 def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
-            current: Mapping[str, Fate] | None = None) -> OutagePrediction:
+            current: Mapping[str, Fate] | None = None, assumptions: Sequence[Assumption] = ()) -> OutagePrediction:
     """Each workload's fate, for both VPN behaviours, with the chain of evidence.
 
     ``current`` holds what was measured now for workloads whose state carries over
     when their path does not depend on the site (e.g. Teams media quality on a
-    lossy home link).
+    lossy home link). ``assumptions`` are things the answer may hang on that the
+    caller could not read (e.g. the VPN profile used from home, seen from the
+    office); what the OS does without its PAC file is added here when it matters
+    and no profile states it. Where they change a fate, it is UNCERTAIN.
     """
-    model = _Model(facts, profile, current or {})
-    rows = []
-    for wid in workloads:
-        deps = [d for d in facts.dependencies if d.workload == wid]
-        if deps:
-            rows.append(model.workload(wid, deps))
-    if not facts.vpn_interfaces:
-        behaviours: tuple[str, ...] = ("drops",)  # no tunnel: both behaviours are the same
-    elif profile.vpn_on_site_down:
-        behaviours = (profile.vpn_on_site_down,)
-    else:
-        behaviours = BEHAVIOURS
+    current = current or {}
+    model = _Model(facts, profile, current)
+    base = _rows(facts, profile, workloads, current)
+    pac = pac_assumption(facts, profile)
+    hedges = [*assumptions, *([pac] if pac else [])]
+    rows = list((_hedge(base, hedges, facts, profile, workloads, current) if hedges else base).values())
+    behaviours = _behaviours(facts, profile)
+    for a in hedges:
+        for _, f, _p in a.worlds:
+            if f is not None and len(_behaviours(f, profile)) > len(behaviours):
+                behaviours = _behaviours(f, profile)
     notes = []
     if facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
@@ -319,7 +417,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
 
 
 def outage_severity(fate: Fate) -> Severity:
-    return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.FAILS: Severity.CRITICAL}[fate]
+    return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.UNCERTAIN: Severity.WARNING,
+            Fate.FAILS: Severity.CRITICAL}[fate]
 
 
 @dataclass(frozen=True)
@@ -356,6 +455,10 @@ _FIXES = {
 }
 
 
+_FATE_WORDS = {Fate.FAILS: "stops working", Fate.DEGRADED: "is impaired",
+               Fate.UNCERTAIN: "may stop working (it depends on something netcheck cannot read)"}
+
+
 def _short(names: Mapping[str, str], wid: str) -> str:
     return names.get(wid, wid).split(" (")[0]
 
@@ -380,6 +483,10 @@ def _fix_for(wid: str, causes: Sequence[str], names: Mapping[str, str], tunneled
         fixes.append(_FIXES["proxy"])
     if "at the site, which is down" in text and wid == "identity":
         fixes.append(_FIXES["federation"])
+    if "it hangs on" in text:
+        fixes.append("State what netcheck cannot read in the site profile (--site-profile or the collector's "
+                     "policy), or remove the dependency: " + "; ".join(
+                         c.split("it hangs on ", 1)[1] for c in causes if "it hangs on " in c) + ".")
     if "measured now" in text:
         fixes.append("This is already impaired from here, independently of the site: see the other findings.")
     return " ".join(dict.fromkeys(fixes)) or "Remove this workload's dependency on the site."
@@ -394,7 +501,8 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
     failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
     degraded = [wid for wid in core if fates.get(wid) is Fate.DEGRADED]
-    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded else Verdict.READY
+    uncertain = [wid for wid in core if fates.get(wid) is Fate.UNCERTAIN]
+    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded or uncertain else Verdict.READY
 
     def listing(ids: Sequence[str]) -> str:
         words = [_short(names, i) for i in ids]
@@ -408,8 +516,14 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                     if only_if_stays else ".")
     elif degraded:
         summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
-    else:
+    elif not uncertain:
         summary = "If the site went down, you could keep working from where you are."
+    else:
+        summary = "If the site went down, you might not be able to keep working."
+    if uncertain:
+        asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
+        summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
+                    "cannot read from this laptop.")
     fixes: list[str] = []
     if tunneled_optimize:
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
@@ -427,7 +541,7 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
             title=(f"If the site goes down, {_short(names, w.id)} "
-                   f"{'stops working' if fate is Fate.FAILS else 'is impaired'}{when}"),
+                   f"{_FATE_WORDS[fate]}{when}"),
             detail=(w.causes[0] + (f" (and {len(w.causes) - 1} more)" if len(w.causes) > 1 else "") + "."
                     if w.causes else "It depends on the site."),
             remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),

@@ -10,13 +10,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from netcheck.catalog import Catalog, EndpointSet, Network
 from netcheck.deadline import Deadline
 from netcheck.models import Category, ProbeKind, ProbeResult
-from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SiteFacts, SplitTunnelRow, is_internal
+from netcheck.outage import (
+    Assumption,
+    Dependency,
+    ProxyPath,
+    Resolver,
+    Route,
+    SiteFacts,
+    SplitTunnelRow,
+    is_internal,
+)
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.site_profile import SiteProfile
@@ -40,6 +49,9 @@ class GatheredFacts:
     identity_split_egress: bool
     #: Per workload, its Optimize and Allow prefixes whose traffic enters the VPN.
     tunneled_by_workload: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: What the facts hang on that could not be read (e.g. on the office network without a profile:
+    #: the VPN profile used from home), with the facts of each possible answer.
+    assumptions: tuple[Assumption, ...] = ()
 
 
 def _route(egress: Egress) -> Route:
@@ -172,6 +184,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
         deps.append(Dependency("identity", "federation", federation, routes(wanted.get(federation, [])),
                                proxy_path(federation)))
 
+    assumptions: tuple[Assumption, ...] = ()
     split_rows, tunneled = _split_tunnel(catalog, optimize, egress, bool(vpn))
     on_site = _on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
     resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
@@ -185,7 +198,16 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 egress = {**egress, **platform.egress_many(extra)}
             deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
                                else d.proxy, d.resolved) for d in deps]
-        deps, resolver_facts, vpn = _as_from_home(deps, resolver_facts, catalog, profile)
+        office = (deps, resolver_facts)
+        deps, resolver_facts, vpn = _as_from_home(*office, catalog, profile)
+        if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
+            worlds = []
+            for label, mode, exclude in _HOME_VPNS:
+                home_deps, home_dns, home_vpn = _as_from_home(*office, catalog,
+                                                             replace(profile, vpn_mode=mode, vpn_exclude=exclude))
+                worlds.append((label, SiteFacts(on_site=True, vpn_interfaces=home_vpn, resolvers=home_dns,
+                                                dependencies=tuple(home_deps), identity=identity), None))
+            assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
     identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
@@ -198,12 +220,19 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             for wid in catalog.workloads_of(s):
                 by_workload.setdefault(wid, {})[str(n)] = None
     return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split,
-                         {w: tuple(p) for w, p in by_workload.items()})
+                         {w: tuple(p) for w, p in by_workload.items()}, assumptions)
 
 
 #: Stand-ins for the laptop at home, when the prediction is made on the office network.
 HOME_UPLINK = "home connection"
 VPN_PROFILE = "VPN (profile)"
+#: The VPN profiles a laptop may use from home, when no site profile says which (label, mode, exclusions):
+#: the two ends (no VPN, everything tunneled) and Microsoft's recommended split.
+_HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
+    ("with no VPN from home", "none", ()),
+    ("with a full tunnel from home", "full", ()),
+    ("with a split tunnel excluding Optimize", "split", ("Optimize",)),
+)
 
 
 def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from netcheck.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
 from netcheck.site_profile import SiteProfile
@@ -263,3 +264,67 @@ def test_no_ipv6_bypass_finding_on_a_laptop_without_ipv6() -> None:
     tunneled_v6 = [SplitTunnelRow(r.workload, r.ipv4, "tunneled", ("2603:1063::/38",)) for r in rows[:1]]
     assert [f.code for f in assess_outage(predict(facts(vpn=True), SiteProfile(), W), NAMES, list(W),
                                           split_tunnel=tunneled_v6).findings] == ["vpn.ipv6_tunneled"]
+
+
+# --- what netcheck cannot read is named, never assumed into a "works" ----------------------------------------------
+
+PAC_AT_SITE = ProxyPath(source="pac", proxy=None, pac_url="http://pac.corp.example/proxy.pac",
+                        pac_route=tunnel("10.10.0.9"))
+
+
+def test_pac_at_the_site_without_a_stated_fallback_is_uncertain_and_named() -> None:
+    via_proxy = ProxyPath(source="pac", proxy="10.10.0.8:3128", proxy_route=tunnel("10.10.0.8"),
+                          pac_url=PAC_AT_SITE.pac_url, pac_route=PAC_AT_SITE.pac_route)
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), PAC_AT_SITE),
+              Dependency("identity", "service", "login", (direct("198.18.2.1"),), via_proxy))
+    p = predict(f, SiteProfile(), W)
+    ex, ident = (next(w for w in p.workloads if w.id == i) for i in ("exchange", "identity"))
+    assert (ex.if_vpn_stays, ex.if_vpn_drops) == (Fate.UNCERTAIN, Fate.UNCERTAIN)
+    assert ex.possible == {"stays": (Fate.WORKS, Fate.FAILS), "drops": (Fate.WORKS, Fate.FAILS)}
+    assert ex.assumptions == ("what the OS does when it cannot fetch the PAC file",)
+    assert any("[assumption] if it fails closed: fails if the VPN stays" in e for e in ex.evidence)
+    assert any("site profile: pac_unreachable" in e for e in ex.evidence)
+    assert ident.if_vpn_stays is Fate.UNCERTAIN  # direct: works; cached copy: the dead proxy; fail-closed: fails
+    told = predict(f, SiteProfile(pac_unreachable="cached"), W)
+    assert [(w.if_vpn_stays, w.possible) for w in told.workloads] == [(Fate.WORKS, {}), (Fate.FAILS, {})]
+
+
+def test_a_pac_that_does_not_depend_on_the_site_is_no_assumption() -> None:
+    cloud_pac = ProxyPath(source="pac", proxy=None, pac_url="https://pac.cloudproxy.example/contoso.pac",
+                          pac_route=direct("198.51.100.77"))
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), cloud_pac))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.possible, w.assumptions) == (Fate.WORKS, {}, ())
+
+
+def test_uncertain_is_at_risk_at_best_with_the_assumption_in_the_summary() -> None:
+    from netcheck.models import Severity, Verdict
+    from netcheck.outage import assess_outage
+
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), PAC_AT_SITE))
+    section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
+    assert section.verdict is Verdict.AT_RISK
+    assert "what the OS does when it cannot fetch the PAC file" in section.summary
+    finding = next(x for x in section.findings if x.code == "outage.exchange")
+    assert finding.severity is Severity.WARNING and "may stop working" in finding.title
+    assert "pac_unreachable" in finding.remediation
+
+
+def test_caller_assumptions_cross_with_the_pac_one() -> None:
+    """On the office network the home VPN profile is unknown: each world is evaluated, and they disagree."""
+    from netcheck.outage import Assumption
+
+    home_dns = (Resolver("the home router", Route("the home router", "home connection", "physical")),)
+    office = facts(Dependency("identity", "service", "login", (direct("198.18.2.1"),)), vpn=False, on_site=True,
+                   resolvers=home_dns)
+    full = facts(Dependency("identity", "service", "login", (tunnel("198.18.2.1"),)), vpn=True, on_site=True,
+                 resolvers=home_dns)
+    vpn = Assumption("the VPN profile used away from the office", "vpn_mode",
+                     (("with no VPN from home", office, None), ("with a full tunnel from home", full, None)))
+    p = predict(office, SiteProfile(), W, assumptions=(vpn,))
+    w = p.workloads[0]
+    assert p.behaviours == ("stays", "drops")  # one of the worlds has a VPN
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.UNCERTAIN, Fate.WORKS)
+    assert w.possible == {"stays": (Fate.WORKS, Fate.FAILS)}
+    told = replace(SiteProfile(), vpn_mode="none")
+    assert predict(office, told, W).workloads[0].possible == {}

@@ -151,7 +151,10 @@ def _summary_line(matrix: dict[str, Any]) -> str:
     for kind in ("inferred", "told"):
         k = s.get(kind) or {}
         if k.get("accuracy") is not None:
-            parts.append(f"{kind} {k['accuracy']:.1%} over {k['rows']} rows of {k['scenarios']} scenarios")
+            parts.append(
+                f"{kind} {k['accuracy']:.1%} over {k['rows']} rows of {k['scenarios']} scenarios "
+                f"({k['hedged']} right only as 'uncertain'; {k['strict']:.1%} counting those as misses)"
+            )
     if s.get("site_up_agreement") is not None:
         parts.append(f"site-up status agrees with truth on {s['site_up_agreement']:.1%}")
     parts.append(f"lab problems: {s['lab_problems']}, errors: {s['errors']}")

@@ -136,6 +136,12 @@ def run_netcheck(world: World) -> NetcheckRun:
     return run
 
 
+def _possible(row: dict[str, Any], key: str) -> list[str]:
+    """The fates an "uncertain" prediction allows (netcheck's ``possible`` for that behaviour)."""
+    values = (row.get("possible") or {}).get(key.removeprefix("if_vpn_"))
+    return [str(v) for v in values if v in TRUTH_VALUES] if isinstance(values, list) else []
+
+
 def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str, tuple[str | None, str]]]:
     """Per workload and phase: (predicted truth value, where it came from).
 
@@ -143,6 +149,7 @@ def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str
     behaviour (``no_vpn`` reads ``if_vpn_drops``: without a VPN the laptop is
     already in the "dropped" state). Nothing is substituted: a workload missing
     from ``outage``, or a behaviour missing from its row, is (None, why), a miss.
+    An "uncertain" prediction reads ``uncertain:works|fails`` (the fates it allows).
     """
     out: dict[str, dict[str, tuple[str | None, str]]] = {}
     if run.report is None:
@@ -164,6 +171,8 @@ def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str
                 row[phase] = (None, "no outage section in netcheck's report")
             elif o is None:
                 row[phase] = (None, "not in netcheck's outage section")
+            elif o.get(key) == "uncertain" and _possible(o, key):
+                row[phase] = ("uncertain:" + "|".join(_possible(o, key)), "outage")
             elif o.get(key) not in TRUTH_VALUES:
                 row[phase] = (None, f"outage row has no valid {key}")
             else:

@@ -109,8 +109,11 @@ def build_result(
         for wid, wt in results.items():
             predicted, source = preds.get(wid, {}).get(phase, (None, nc.message or "not in netcheck's report"))
             expected = expected_phase.get(wid, expected_phase.get("all"))
-            if predicted is not None:
-                match: bool | None = predicted == wt.truth
+            hedged = predicted is not None and predicted.startswith("uncertain:")
+            if hedged:  # counted right only if the truth is one it allows; counted apart (docs/lab.md)
+                match: bool | None = wt.truth in str(predicted).split(":", 1)[1].split("|")
+            elif predicted is not None:
+                match = predicted == wt.truth
             else:  # every row counts: no prediction is a miss (unless netcheck was deliberately skipped)
                 match = None if nc.status == "skipped" or wt.truth not in sc.TRUTH_VALUES else False
             row = {
@@ -121,6 +124,7 @@ def build_result(
                 "truth": wt.truth,
                 "expected": expected,
                 "match": match,
+                "hedged": hedged,
             }
             rows.append(row)
             if wt.truth not in sc.TRUTH_VALUES:
@@ -211,6 +215,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         summary["outage_accuracy"] = round(sum(r["match"] for r in every) / len(every), 3)
         summary["outage_predictions"] = len(every)
         summary["misses"] = sum(1 for r in every if not r["match"])
+        summary["hedged"] = sum(1 for r in every if r.get("hedged"))
     else:
         summary["outage_accuracy"] = None
         summary["note"] = "no site-down rows with a prediction (netcheck skipped?)"
@@ -220,6 +225,10 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "scenarios": sum(1 for res in results if res.get("profile") == kind),
             "rows": len(rows),
             "accuracy": round(sum(r["match"] for r in rows) / len(rows), 3) if rows else None,
+            # "uncertain" rows whose truth was one of the fates they allowed
+            "hedged": sum(1 for r in rows if r.get("hedged") and r["match"]),
+            # the same rows, with every "uncertain" counted as a miss
+            "strict": round(sum(r["match"] and not r.get("hedged") for r in rows) / len(rows), 3) if rows else None,
         }
     site_up = _counted([r for res in results for r in res["rows"]], phase_up=True)
     if site_up:

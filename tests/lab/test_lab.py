@@ -568,9 +568,14 @@ def test_every_row_counts_in_both_figures() -> None:
             "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]}}
     crashed = NetcheckRun("error", "netcheck printed no JSON report (exit 1): Traceback")
     summary = summarise([result(NetcheckRun("ok", report=good), True), result(crashed, False)])
-    assert summary["told"] == {"scenarios": 1, "rows": 2, "accuracy": 1.0}
-    assert summary["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.0}
+    assert summary["told"] == {"scenarios": 1, "rows": 2, "accuracy": 1.0, "hedged": 0, "strict": 1.0}
+    assert summary["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.0, "hedged": 0, "strict": 0.0}
     assert (summary["outage_accuracy"], summary["outage_predictions"], summary["misses"]) == (0.5, 4, 2)
+    hedge = {"workloads": [{"id": "exchange", "status": "ok"}],
+             "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "uncertain", "if_vpn_drops": "uncertain",
+                                       "possible": {"stays": ["works", "degraded"], "drops": ["works", "fails"]}}]}}
+    hedged = summarise([result(NetcheckRun("ok", report=hedge), False)])
+    assert hedged["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.5, "hedged": 1, "strict": 0.0}
     skipped = summarise([result(NetcheckRun("skipped", "netcheck skipped"), False)])
     assert skipped["outage_accuracy"] is None  # measuring truth only is not a miss
 
