@@ -271,9 +271,8 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads
-    media = {w.id for w in workloads if w.media}
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
-               if r.status is Status.FAILED or (r.status is Status.DEGRADED and r.id in media)}
+               if r.status in (Status.FAILED, Status.DEGRADED)}
     prediction = predict(gathered.facts, profile, [w.id for w in workloads], current, gathered.assumptions)
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
     network["on_site"] = gathered.facts.on_site
