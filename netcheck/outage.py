@@ -144,10 +144,13 @@ class OutagePrediction:
         return Fate.WORKS
 
 
-#: Internal (organisation-assigned) address space: RFC 1918 and IPv6 unique local.
-#: Deliberately not ``ipaddress.is_private``, which also covers documentation and
-#: benchmarking ranges that are routed on the internet of the lab.
-_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+#: Internal (organisation-assigned) address space: RFC 1918, RFC 6598 shared address space
+#: (100.64.0.0/10: carrier-grade NAT, and the tunnel and resolver addresses of many VPNs) and
+#: IPv6 unique local. None of it is reachable on the internet. Deliberately not
+#: ``ipaddress.is_private``, which also covers documentation and benchmarking ranges that are
+#: routed on the internet of the lab.
+_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                    "100.64.0.0/10", "fc00::/7"))
 
 
 def is_internal(address: str) -> bool:

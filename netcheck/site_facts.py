@@ -190,7 +190,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
     if on_site:
         if pac_text is not None:  # the PAC file as it answers a laptop at home
-            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline, my_ip=HOME_ADDRESS))
+            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline,
+                                            my_ip=own_address(interfaces)))
             new = {_host(p) for p, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
             proxy_hosts.update({h: _resolve(h, deadline) for h in new})
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
@@ -277,8 +278,23 @@ def _as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catal
     return moved, at_home, ((VPN_PROFILE,) if mode != "none" else ())
 
 
-#: The address a PAC file's myIpAddress() returns when it is evaluated "as if from home".
-HOME_ADDRESS = "192.168.1.100"
+def own_address(interfaces: Sequence[Interface]) -> str | None:
+    """What a PAC file's myIpAddress() returns when it is evaluated "as if from home": the laptop's own
+    IPv4 address on a physical (non-VPN) interface, as a browser there would see it; None (the PAC
+    engine's own answer) when it has none. The home network's address cannot be known in advance."""
+    for want_v4 in (True, False):
+        for i in interfaces:
+            if i.kind != "physical" or not i.is_up:
+                continue
+            for a in i.addresses:
+                addr = a.split("/")[0]
+                try:
+                    ip = ipaddress.ip_address(addr.split("%")[0])
+                except ValueError:
+                    continue
+                if (ip.version == 4) == want_v4 and not ip.is_link_local and not ip.is_loopback:
+                    return addr
+    return None
 
 
 def _proxy_paths(settings: ProxySettings, key_hosts: Mapping[str, tuple[str, ...]], pac_text: str | None,

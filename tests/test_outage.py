@@ -328,3 +328,30 @@ def test_caller_assumptions_cross_with_the_pac_one() -> None:
     assert w.possible == {"stays": (Fate.WORKS, Fate.FAILS)}
     told = replace(SiteProfile(), vpn_mode="none")
     assert predict(office, told, W).workloads[0].possible == {}
+
+
+def test_shared_address_space_is_internal() -> None:
+    """A resolver at 100.64.0.1 reached through the VPN (a VPN using RFC 6598 space) goes with the tunnel."""
+    from netcheck.outage import is_internal
+
+    assert is_internal("100.64.0.1") and is_internal("100.127.255.254") and not is_internal("100.128.0.1")
+    vpn_dns = Resolver("100.64.0.1", tunnel("100.64.0.1"))
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), resolvers=(vpn_dns,))
+    w = predict(f, SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),)), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+    assert any("go with the tunnel" in e for e in w.evidence)
+
+
+def test_pac_evaluated_as_from_home_with_the_laptops_own_non_vpn_address() -> None:
+    from netcheck.platform.base import Interface
+    from netcheck.site_facts import own_address
+
+    def iface(name: str, kind: str, *addresses: str, up: bool = True) -> Interface:
+        return Interface(name, kind, None, (), addresses, up)
+
+    found = [iface("lo", "loopback", "127.0.0.1/8"), iface("wg0", "vpn", "100.64.0.2/32"),
+             iface("eth1", "physical", "fe80::1/64", "2001:db8:a001::100/64", up=False),
+             iface("eth0", "physical", "fe80::2/64", "2001:db8:c001::100/64", "10.20.0.100/24")]
+    assert own_address(found) == "10.20.0.100"
+    assert own_address(found[:2]) is None
+    assert own_address([iface("eth0", "physical", "fe80::2/64", "2001:db8:c001::100/64")]) == "2001:db8:c001::100"
