@@ -18,9 +18,10 @@ both cases.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from netcheck.models import Finding, Severity, Verdict
 from netcheck.site_profile import SiteProfile
@@ -92,6 +93,12 @@ class SiteFacts:
     resolvers: tuple[Resolver, ...]
     dependencies: tuple[Dependency, ...]
     identity: str = "unknown"  # "managed" | "federated" | "unknown"
+    #: Hosts with an internal address among their addresses (a site system, whichever family is used).
+    internal_hosts: frozenset[str] = frozenset()
+    #: Without a profile's networks: is a federation server, or a resolver, proxy or PAC server reached
+    #: through the VPN, on a public address the site's own? Unknowable from the laptop; both answers are
+    #: evaluated (``public_systems_assumption``), True is the base world.
+    public_site_systems: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,16 +115,20 @@ class WorkloadOutage:
     assumptions: tuple[str, ...] = ()
 
 
+#: One answer to an assumption: how it changes the facts and the profile the model reasons over.
+World = Callable[[SiteFacts, SiteProfile], tuple[SiteFacts, SiteProfile]]
+
+
 @dataclass(frozen=True)
 class Assumption:
     """Something the prediction hangs on that netcheck cannot read from the laptop.
 
-    ``worlds`` are the answers it could have: (label, facts, profile) for each.
+    ``worlds`` are the answers it could have: (label, how that answer changes facts and profile).
     """
 
     question: str
     settle: str  # how IT settles it (a site-profile key)
-    worlds: tuple[tuple[str, SiteFacts | None, SiteProfile | None], ...]
+    worlds: tuple[tuple[str, World], ...]
 
 
 @dataclass(frozen=True)
@@ -167,9 +178,15 @@ def no_route(route: Route) -> str:
     return f"no route from this laptop{why}: this address is not usable, even with the site up"
 
 
+def internal_hosts(facts: SiteFacts) -> frozenset[str]:
+    """Hosts with an internal address among their addresses: a site system, whichever address is used."""
+    return facts.internal_hosts | {d.host for d in facts.dependencies if any(is_internal(r.address) for r in d.routes)}
+
+
 class _Model:
     def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate]):
         self.facts, self.profile, self.current = facts, profile, current
+        self.internal_hosts = internal_hosts(facts)
 
     def at_site(self, route: Route, host: str | None = None, role: str = "service") -> bool:
         """Does this destination live at the site (so it is down with it)?
@@ -181,10 +198,10 @@ class _Model:
         """
         if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
             return True
-        if role == "federation" and not self.profile.networks:
-            return True
-        if role in ("dns", "proxy", "pac", "federation") and route.kind == "vpn" and not self.profile.networks:
-            return True
+        if not self.profile.networks and (role == "federation" or (
+                role in ("dns", "proxy", "pac") and route.kind == "vpn")):
+            internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
+            return internal or self.facts.public_site_systems
         if route.kind == "vpn" and is_internal(route.address):
             return True
         return self.facts.on_site and is_internal(route.address) and route.kind != "loopback"
@@ -238,7 +255,7 @@ class _Model:
         p = dep.proxy
         via_proxy = p.proxy is not None
         if p.source == "pac" and p.pac_route is not None:
-            ok, reason = self.reach(p.pac_route, behaviour, role="pac")
+            ok, reason = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
             if not ok:
                 why.append(f"PAC file {p.pac_url}: {reason}")
                 if self.profile.pac_unreachable is None:
@@ -303,7 +320,8 @@ class _Model:
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, role="pac"):
+            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, _url_host(p.pac_url),
+                                                                                     "pac"):
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}"))
             if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy, "proxy"):
@@ -325,12 +343,53 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
         return None
     model = _Model(facts, profile, {})
     if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
-               and any(not model.reach(d.proxy.pac_route, b, role="pac")[0] for b in BEHAVIOURS)
+               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac")[0]
+                       for b in BEHAVIOURS)
                for d in facts.dependencies):
         return None
+    def world(value: str) -> World:
+        return lambda f, p: (f, replace(p, pac_unreachable=value))
+
     return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
-                      tuple((f"if it {label}", None, replace(profile, pac_unreachable=value))
-                            for value, label in _PAC_WORLDS))
+                      tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
+
+
+def _url_host(url: str | None) -> str | None:
+    return urlsplit(url).hostname if url else None
+
+
+def public_systems_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
+    """Without a profile's networks: a federation server, or a resolver, proxy or PAC server reached through
+    the VPN, on a public address may be the site's (published from it) or a cloud service's."""
+    if profile.networks:
+        return None
+    public: dict[str, None] = {}
+    internal = internal_hosts(facts)
+
+    def check(route: Route | None, host: str | None, role: str) -> None:
+        if route is None or is_internal(route.address) or (host and host in internal):
+            return
+        if role == "federation" or route.kind == "vpn":
+            public[host or route.address] = None
+
+    for resolver in facts.resolvers:
+        check(resolver.route, None, "dns")
+    for d in facts.dependencies:
+        if d.role == "federation":
+            for r in d.routes:
+                check(r, d.host, "federation")
+        check(d.proxy.proxy_route, _host_of(d.proxy.proxy), "proxy")
+        check(d.proxy.pac_route, _url_host(d.proxy.pac_url), "pac")
+    if not public:
+        return None
+    names = ", ".join(public)
+    return Assumption(f"whether {names} (on a public address) is at the site or a cloud service", "networks",
+                      (("if it is at the site", lambda f, p: (replace(f, public_site_systems=True), p)),
+                       ("if it is a cloud service", lambda f, p: (replace(f, public_site_systems=False), p))))
+
+
+def _host_of(proxy: str | None) -> str | None:
+    return urlsplit(f"//{proxy}").hostname if proxy else None
 
 
 def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
@@ -358,8 +417,7 @@ def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], f
     disagree, the fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
     worlds: list[tuple[list[str], SiteFacts, SiteProfile]] = [([], facts, profile)]
     for a in assumptions:
-        worlds = [([*labels, label], f or wf, wp if p is None else replace(wp, **{a.settle: getattr(p, a.settle)}))
-                  for labels, wf, wp in worlds for label, f, p in a.worlds]
+        worlds = [([*labels, label], *change(wf, wp)) for labels, wf, wp in worlds for label, change in a.worlds]
     outcomes = [(labels, _rows(wf, wp, workloads, current)) for labels, wf, wp in worlds]
     out = {}
     for wid, row in base.items():
@@ -404,13 +462,14 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     model = _Model(facts, profile, current)
     base = _rows(facts, profile, workloads, current)
     pac = pac_assumption(facts, profile)
-    hedges = [*assumptions, *([pac] if pac else [])]
+    public = public_systems_assumption(facts, profile)
+    hedges = [*assumptions, *([pac] if pac else []), *([public] if public else [])]
     rows = list((_hedge(base, hedges, facts, profile, workloads, current) if hedges else base).values())
     behaviours = _behaviours(facts, profile)
     for a in hedges:
-        for _, f, _p in a.worlds:
-            if f is not None and len(_behaviours(f, profile)) > len(behaviours):
-                behaviours = _behaviours(f, profile)
+        for _, change in a.worlds:
+            if len(_behaviours(*change(facts, profile))) > len(behaviours):
+                behaviours = _behaviours(*change(facts, profile))
     notes = []
     if facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "

@@ -24,6 +24,7 @@ from netcheck.outage import (
     Route,
     SiteFacts,
     SplitTunnelRow,
+    World,
     is_internal,
 )
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
@@ -206,14 +207,14 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             for label, mode, exclude in _HOME_VPNS:
                 home_deps, home_dns, home_vpn = _as_from_home(*office, catalog,
                                                              replace(profile, vpn_mode=mode, vpn_exclude=exclude))
-                worlds.append((label, SiteFacts(on_site=True, vpn_interfaces=home_vpn, resolvers=home_dns,
-                                                dependencies=tuple(home_deps), identity=identity), None))
+                worlds.append((label, _home_world(home_vpn, home_dns, tuple(home_deps))))
             assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
     identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
+    internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
-                      dependencies=tuple(deps), identity=identity)
+                      dependencies=tuple(deps), identity=identity, internal_hosts=internal)
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:
         e = egress.get(representative(n))
@@ -234,6 +235,11 @@ _HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
     ("with a full tunnel from home", "full", ()),
     ("with a split tunnel excluding Optimize", "split", ("Optimize",)),
 )
+
+
+def _home_world(vpn: tuple[str, ...], resolvers: tuple[Resolver, ...], deps: tuple[Dependency, ...]) -> World:
+    """An answer to "which VPN profile from home?": the same facts, re-routed as that profile would."""
+    return lambda f, p: (replace(f, vpn_interfaces=vpn, resolvers=resolvers, dependencies=deps), p)
 
 
 def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:

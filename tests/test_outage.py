@@ -98,11 +98,18 @@ def test_federation_at_the_site_fails_sign_in() -> None:
     assert any(s.kind == "federation" for s in p.site_systems)
 
 
-def test_federation_server_is_on_premises_unless_a_profile_says_otherwise() -> None:
-    f = facts(Dependency("identity", "federation", "adfs.contoso.example", (direct("203.0.113.20"),)), vpn=False)
-    assert predict(f, SiteProfile(), W).fate("identity") is Fate.FAILS
+def test_federation_server_on_a_public_address_is_an_assumption_unless_a_profile_says() -> None:
+    """Published from the site, or a cloud identity provider? Without a profile netcheck cannot tell."""
+    f = facts(Dependency("identity", "federation", "sts.cloudidp.example", (direct("203.0.113.20"),)), vpn=False)
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_drops is Fate.UNCERTAIN and w.possible["drops"] == (Fate.WORKS, Fate.FAILS)
+    assert any("sts.cloudidp.example (on a public address) is at the site or a cloud service" in e
+               for e in w.evidence)
     hosted_elsewhere = SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),))
     assert predict(f, hosted_elsewhere, W).fate("identity") is Fate.WORKS
+    internal = facts(Dependency("identity", "federation", "adfs.corp.example",
+                                (direct("2001:db8:c0ff::43"), direct("10.20.1.43"))), vpn=False)
+    assert predict(internal, SiteProfile(), W).fate("identity") is Fate.FAILS  # an internal address: the site's
 
 
 def test_cloud_federation_server_through_a_full_tunnel_depends_on_vpn_behaviour() -> None:
@@ -131,15 +138,19 @@ def test_on_site_prediction_says_it_comes_from_configuration() -> None:
     assert p.on_site and "configuration" in p.notes[0]
 
 
-def test_proxy_reached_through_the_vpn_is_inferred_to_be_at_the_site() -> None:
-    """A proxy on a public-looking address, reached through the tunnel, dies with the site."""
+def test_proxy_reached_through_the_vpn_is_at_the_site_when_any_of_its_addresses_is_internal() -> None:
+    """The proxy's first address is public-looking IPv6, but the name also has an internal IPv4 address."""
     proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128",
                       proxy_route=tunnel("2001:db8:c0ff::31"))
-    f = facts(Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy))
+    dep = Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy)
+    f = replace(facts(dep), internal_hosts=frozenset({"proxy.corp.example"}))
     p = predict(f, SiteProfile(), W + ("teams",))
     w = p.workloads[0]
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
     assert [s.kind for s in p.site_systems] == ["vpn", "proxy"]
+    # only a public address, through the tunnel: the site's proxy, or a cloud proxy reached through the VPN?
+    w = predict(facts(dep), SiteProfile(), W + ("teams",)).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.UNCERTAIN)
 
 
 def test_media_quality_measured_now_carries_over_when_the_path_does_not_change() -> None:
@@ -320,7 +331,8 @@ def test_caller_assumptions_cross_with_the_pac_one() -> None:
     full = facts(Dependency("identity", "service", "login", (tunnel("198.18.2.1"),)), vpn=True, on_site=True,
                  resolvers=home_dns)
     vpn = Assumption("the VPN profile used away from the office", "vpn_mode",
-                     (("with no VPN from home", office, None), ("with a full tunnel from home", full, None)))
+                     (("with no VPN from home", lambda f, p: (office, p)),
+                      ("with a full tunnel from home", lambda f, p: (full, p))))
     p = predict(office, SiteProfile(), W, assumptions=(vpn,))
     w = p.workloads[0]
     assert p.behaviours == ("stays", "drops")  # one of the worlds has a VPN

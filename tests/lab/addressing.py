@@ -94,5 +94,11 @@ INTRANET_NAME = f"intranet.{CORP_DOMAIN}"
 VPN_NAME = f"vpn.{CORP_DOMAIN}"
 PAC_URL = f"http://{PAC_NAME}/proxy.pac"
 
+# --- beyond the site: services on the internet that are not Microsoft's ------
+#: A cloud identity provider that sign-in is federated to (served by the front doors, AnyIP in `inet`,
+#: outside every mapped and CDN prefix).
+CLOUD_IDP_NAME = "sts.cloudidp.example"
+CLOUD_IDP_V4, CLOUD_IDP_V6 = "198.19.255.43", "2001:db8:fc1d::43"
+
 #: Teams media (STUN/TURN) ports on the relay.
 STUN_PORTS = (3478, 3479, 3480, 3481)

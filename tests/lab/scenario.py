@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import addressing as A
+
 WORKLOADS = ("exchange", "sharepoint", "teams", "teams_media", "identity", "office")
 TRUTH_VALUES = ("works", "degraded", "fails")
 CATEGORIES = ("Optimize", "Allow", "Default")
@@ -76,6 +78,11 @@ class Proxy:
 class Identity:
     mode: str = "managed"  # managed | federated
     adfs_public: bool = False
+    provider: str = "site"  # site (AD FS at the site) | cloud (a cloud identity provider on the internet)
+
+    @property
+    def federation_host(self) -> str:
+        return A.CLOUD_IDP_NAME if self.provider == "cloud" else A.ADFS_NAME
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,7 @@ def _identity(t: _Table) -> Identity:
     result = Identity(
         mode=t.choice("mode", ("managed", "federated"), "managed"),
         adfs_public=t.get("adfs_public", bool, False),
+        provider=t.choice("provider", ("site", "cloud"), "site"),
     )
     t.finish()
     return result
@@ -338,6 +346,8 @@ def _check_consistency(s: Scenario) -> None:
         fail("proxy.mode", "the site's proxy is only reachable through a VPN or at the office")
     if s.identity.mode == "managed" and s.identity.adfs_public:
         fail("identity.adfs_public", "only meaningful with identity.mode = 'federated'")
+    if s.identity.provider == "cloud" and (s.identity.mode != "federated" or s.identity.adfs_public):
+        fail("identity.provider", "'cloud' needs identity.mode = 'federated' (and no adfs_public)")
     if not s.laptop.ipv6 and "ipv6" in s.vpn.families and s.vpn.enabled:
         pass  # the tunnel may still carry IPv6 (laptop gets IPv6 only inside it)
     for phase in s.expect:

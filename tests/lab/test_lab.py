@@ -430,8 +430,12 @@ def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     # in the lab, never a number to lower.
     rows = [(res, r) for res in matrix["scenarios"] for r in res["rows"] if r["phase"] != "site_up"]
     assert all(r["match"] is not None for _, r in rows)
-    wrong = [f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
-             f"({r['prediction_source']}), truth {r['truth']}" for res, r in rows if not r["match"]]
+    wrong = [
+        f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
+        f"({r['prediction_source']}), truth {r['truth']}"
+        for res, r in rows
+        if not r["match"]
+    ]
     assert summary["outage_predictions"] == len(rows)
     assert summary["inferred"]["rows"] + summary["told"]["rows"] == len(rows)
     assert (summary["inferred"]["accuracy"], summary["told"]["accuracy"]) == (1.0, 1.0), wrong
@@ -448,14 +452,20 @@ def test_stun_truth_client_tries_every_address_and_records_no_route(tmp_path: Pa
         "set -e\nip link set lo up\n"
         f"{sys.executable} -m tests.lab.servers.stun --listen 127.0.0.1 --port 34780 --ready-file {ready} &\n"
         f"for i in $(seq 100); do [ -e {ready} ] && break; sleep 0.05; done\n"
-        f"{SYSTEM_PYTHON} -c 'import socket, sys; sys.path.insert(0, \"tests/lab/tools\"); import stunclient; "
-        "socket.getaddrinfo = lambda *a, **k: [(socket.AF_INET6, 2, 17, \"\", (\"2001:db8:f006::fa\", 34780, 0, 0)), "
-        "(socket.AF_INET, 2, 17, \"\", (\"127.0.0.1\", 34780))]; "
-        "stunclient.main([\"relay\", \"--port\", \"34780\", \"--count\", \"5\", \"--timeout\", \"1\"])'\n"
+        f'{SYSTEM_PYTHON} -c \'import socket, sys; sys.path.insert(0, "tests/lab/tools"); import stunclient; '
+        'socket.getaddrinfo = lambda *a, **k: [(socket.AF_INET6, 2, 17, "", ("2001:db8:f006::fa", 34780, 0, 0)), '
+        '(socket.AF_INET, 2, 17, "", ("127.0.0.1", 34780))]; '
+        'stunclient.main(["relay", "--port", "34780", "--count", "5", "--timeout", "1"])\'\n'
         "kill %1\n"
     )
-    res = subprocess.run(["unshare", "--net", "bash", str(script)], capture_output=True, text=True, timeout=60,
-                         cwd=REPO_ROOT, check=False)
+    res = subprocess.run(
+        ["unshare", "--net", "bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     by_address = {r["address"]: r for r in out["results"]}
@@ -534,10 +544,17 @@ def test_names_resolve_into_their_sets() -> None:
 
 def test_predictions_come_from_outage_only_and_never_substitute() -> None:
     report = {
-        "workloads": [{"id": "exchange", "status": "ok"}, {"id": "teams", "status": "degraded"},
-                      {"id": "office", "status": "ok"}],
-        "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"},
-                                 {"id": "office", "if_vpn_drops": "works"}]},
+        "workloads": [
+            {"id": "exchange", "status": "ok"},
+            {"id": "teams", "status": "degraded"},
+            {"id": "office", "status": "ok"},
+        ],
+        "outage": {
+            "workloads": [
+                {"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"},
+                {"id": "office", "if_vpn_drops": "works"},
+            ]
+        },
     }
     preds = predictions(NetcheckRun("ok", report=report), ("vpn_stays", "vpn_drops"))
     assert preds["exchange"] == {
@@ -564,16 +581,28 @@ def test_every_row_counts_in_both_figures() -> None:
         wts = {p: {w: WorkloadTruth(w, t, []) for w, t in v.items()} for p, v in truth.items()}
         return build_result(s, "abc123", nc, wts, {})
 
-    good = {"workloads": [{"id": "exchange", "status": "ok"}],
-            "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]}}
+    good = {
+        "workloads": [{"id": "exchange", "status": "ok"}],
+        "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "fails", "if_vpn_drops": "works"}]},
+    }
     crashed = NetcheckRun("error", "netcheck printed no JSON report (exit 1): Traceback")
     summary = summarise([result(NetcheckRun("ok", report=good), True), result(crashed, False)])
     assert summary["told"] == {"scenarios": 1, "rows": 2, "accuracy": 1.0, "hedged": 0, "strict": 1.0}
     assert summary["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.0, "hedged": 0, "strict": 0.0}
     assert (summary["outage_accuracy"], summary["outage_predictions"], summary["misses"]) == (0.5, 4, 2)
-    hedge = {"workloads": [{"id": "exchange", "status": "ok"}],
-             "outage": {"workloads": [{"id": "exchange", "if_vpn_stays": "uncertain", "if_vpn_drops": "uncertain",
-                                       "possible": {"stays": ["works", "degraded"], "drops": ["works", "fails"]}}]}}
+    hedge = {
+        "workloads": [{"id": "exchange", "status": "ok"}],
+        "outage": {
+            "workloads": [
+                {
+                    "id": "exchange",
+                    "if_vpn_stays": "uncertain",
+                    "if_vpn_drops": "uncertain",
+                    "possible": {"stays": ["works", "degraded"], "drops": ["works", "fails"]},
+                }
+            ]
+        },
+    }
     hedged = summarise([result(NetcheckRun("ok", report=hedge), False)])
     assert hedged["inferred"] == {"scenarios": 1, "rows": 2, "accuracy": 0.5, "hedged": 1, "strict": 0.0}
     skipped = summarise([result(NetcheckRun("skipped", "netcheck skipped"), False)])

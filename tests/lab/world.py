@@ -148,7 +148,7 @@ class World:
         s = self.scenario
         write_endpoints(self.catalog, self.endpoints_file)
         self.endpoints_file.chmod(0o644)
-        self.pki = build_pki(self.dir / "pki", self.catalog.certificate_names(), [A.ADFS_NAME])
+        self.pki = build_pki(self.dir / "pki", [*self.catalog.certificate_names(), A.CLOUD_IDP_NAME], [A.ADFS_NAME])
         (self.dir / "pki").chmod(0o755)
         self.user_home.mkdir(mode=0o700)
         for sub in (".cache", ".config", ".local/share", "tmp"):
@@ -158,6 +158,7 @@ class World:
         extra = {A.VPN_NAME: {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_INET.v6_b]}}
         if s.identity.mode == "federated" and s.identity.adfs_public:
             extra[A.ADFS_NAME] = {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_ADFS_V6]}
+        extra[A.CLOUD_IDP_NAME] = {"A": [A.CLOUD_IDP_V4], "AAAA": [A.CLOUD_IDP_V6]}
         (self.dir / "zone.json").write_text(json.dumps(self.catalog.zone(extra)))
         direct = self.catalog.url_patterns(s.proxy.direct)
         self.pac_text = services.pac_file(direct)
@@ -406,7 +407,7 @@ class World:
             "identity": {
                 "domain": s.netcheck.user.rsplit("@", 1)[-1],
                 "mode": s.identity.mode,
-                "adfs_host": A.ADFS_NAME,
+                "adfs_host": s.identity.federation_host,
                 "brand": "Contoso",
             },
             "pac_file": str(self.dir / "proxy.pac"),
