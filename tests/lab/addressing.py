@@ -50,6 +50,10 @@ OFFICE_LAN = LinkNet(
 VPN_NET = LinkNet(
     "10.66.0.0/24", "10.66.0.1", "10.66.0.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
 )
+#: The same tunnel in RFC 6598 shared address space, as many VPN products number theirs (`[vpn] cgnat`).
+VPN_NET_CGNAT = LinkNet(
+    "100.64.66.0/24", "100.64.66.1", "100.64.66.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
+)
 
 #: Prefixes each site owns, routed to it by the internet core.
 HOME_V6_AGGREGATE = "2001:db8:a000::/40"

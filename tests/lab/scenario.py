@@ -54,10 +54,15 @@ class Vpn:
     keep: tuple[str | int, ...] = ()
     exclude_families: tuple[str, ...] = FAMILIES
     on_site_down: tuple[str, ...] = ("stays", "drops")
+    cgnat: bool = False  # tunnel addresses in 100.64.0.0/10 instead of 10.66.0.0/24
 
     @property
     def enabled(self) -> bool:
         return self.mode != "none"
+
+    @property
+    def net(self) -> A.LinkNet:
+        return A.VPN_NET_CGNAT if self.cgnat else A.VPN_NET
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,7 @@ def _vpn(t: _Table) -> Vpn:
         keep=t.selector_list("keep"),
         exclude_families=t.str_list("exclude_families", FAMILIES, FAMILIES),
         on_site_down=t.str_list("on_site_down", ("stays", "drops"), ("stays", "drops")),
+        cgnat=t.get("cgnat", bool, False),
     )
     t.finish()
     return result

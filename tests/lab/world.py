@@ -240,7 +240,7 @@ class World:
         cmds += [f"route add default via {A.CORP_INET.v4_a}", f"-6 route add default via {A.CORP_INET.v6_a}"]
         ip_batch(self.ns["corp"], cmds)
         public = s.identity.mode == "federated" and s.identity.adfs_public
-        nat4 = [f"-A POSTROUTING -s {A.CORP_V4_INTERNAL} -o wan0 -j MASQUERADE"]
+        nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in (A.CORP_V4_INTERNAL, s.vpn.net.v4_net)]
         allow4 = [f"-p udp --dport {A.WG_PORT}"]
         allow6 = [f"-p udp --dport {A.WG_PORT}"]
         if public:
@@ -444,6 +444,7 @@ class World:
         )
 
     def _start_wg(self, role: str) -> Proc:
+        s = self.scenario
         ifname = f"wg{self.run_id}{role[0]}"
         env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL="error")
         proc = self.janitor.start(
@@ -472,15 +473,15 @@ class World:
                     "peer",
                     peer_pub,
                     "allowed-ips",
-                    f"{A.VPN_NET.v4_b}/32,{A.VPN_NET.v6_b}/128",
+                    f"{s.vpn.net.v4_b}/32,{s.vpn.net.v6_b}/128",
                 ],
                 ns=ns,
             )
             ip_batch(
                 ns,
                 [
-                    f"address add {A.VPN_NET.v4_a}/24 dev {ifname}",
-                    f"address add {A.VPN_NET.v6_a}/64 dev {ifname} nodad",
+                    f"address add {s.vpn.net.v4_a}/24 dev {ifname}",
+                    f"address add {s.vpn.net.v6_a}/64 dev {ifname} nodad",
                     f"link set {ifname} up",
                 ],
             )
@@ -579,9 +580,9 @@ class World:
             ],
             ns=ns,
         )
-        cmds = [f"address add {A.VPN_NET.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
+        cmds = [f"address add {s.vpn.net.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
         if "ipv6" in fams:
-            cmds.insert(1, f"address add {A.VPN_NET.v6_b}/128 dev {ifname} nodad")
+            cmds.insert(1, f"address add {s.vpn.net.v6_b}/128 dev {ifname} nodad")
         client = VpnClient(proc=proc, ifname=ifname, families=fams)
         if s.vpn.mode == "selective":
             cmds += [f"route add {A.CORP_V4_INTERNAL} dev {ifname}"]
