@@ -103,6 +103,13 @@ PAC_URL = f"http://{PAC_NAME}/proxy.pac"
 #: outside every mapped and CDN prefix).
 CLOUD_IDP_NAME = "sts.cloudidp.example"
 CLOUD_IDP_V4, CLOUD_IDP_V6 = "198.19.255.43", "2001:db8:fc1d::43"
+#: A cloud security proxy (squid in `inet`) and its PAC file, served over HTTPS by the front doors.
+CLOUD_DOMAIN = "cloudproxy.example"
+CLOUD_PROXY_NAME = f"proxy.{CLOUD_DOMAIN}"
+CLOUD_PROXY_V4, CLOUD_PROXY_V6 = "198.19.255.31", "2001:db8:fc1d::31"
+CLOUD_PAC_NAME = f"pac.{CLOUD_DOMAIN}"
+CLOUD_PAC_V4, CLOUD_PAC_V6 = "198.19.255.80", "2001:db8:fc1d::80"
+CLOUD_PAC_URL = f"https://{CLOUD_PAC_NAME}/contoso.pac"
 
 #: Teams media (STUN/TURN) ports on the relay.
 STUN_PORTS = (3478, 3479, 3480, 3481)

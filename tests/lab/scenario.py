@@ -77,6 +77,15 @@ class Proxy:
     tls_inspection: bool = False
     inspection_bypass: tuple[str | int, ...] = ()
     pac_unreachable: str = "direct"  # direct | fail | cached
+    where: str = "site"  # site | cloud: where the proxy and its PAC file live
+
+    @property
+    def name(self) -> str:
+        return A.CLOUD_PROXY_NAME if self.where == "cloud" else A.PROXY_NAME
+
+    @property
+    def pac_url(self) -> str:
+        return A.CLOUD_PAC_URL if self.where == "cloud" else A.PAC_URL
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,7 @@ def _proxy(t: _Table) -> Proxy:
         tls_inspection=t.get("tls_inspection", bool, False),
         inspection_bypass=t.selector_list("inspection_bypass"),
         pac_unreachable=t.choice("pac_unreachable", ("direct", "fail", "cached"), "direct"),
+        where=t.choice("where", ("site", "cloud"), "site"),
     )
     t.finish()
     return result
@@ -348,7 +358,7 @@ def _check_consistency(s: Scenario) -> None:
         fail("dns.servers", "the corporate resolver is only reachable through a VPN or at the office")
     if s.proxy.mode == "none" and (s.proxy.direct or s.proxy.tls_inspection):
         fail("proxy.mode", "proxy.direct / tls_inspection need a proxy (explicit or pac)")
-    if s.proxy.mode != "none" and not s.vpn.enabled and s.laptop.location == "home":
+    if s.proxy.mode != "none" and s.proxy.where == "site" and not s.vpn.enabled and s.laptop.location == "home":
         fail("proxy.mode", "the site's proxy is only reachable through a VPN or at the office")
     if s.identity.mode == "managed" and s.identity.adfs_public:
         fail("identity.adfs_public", "only meaningful with identity.mode = 'federated'")

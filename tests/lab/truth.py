@@ -48,7 +48,7 @@ MEDIA_LIMITS = {
     "jitter_ms": float(POLICY["teams_media"]["jitter_ms"]),
 }
 #: curl's remote_ip when it talked to the site's proxy.
-PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6}
+PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
 #: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used).
 CONNECT_SAMPLES = 3
 
@@ -191,7 +191,8 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
         return {u: Route([None], "system proxy settings (environment)") for u in urls}
     pac_path = world.user_home / "tmp" / f"fetched-{secrets.token_hex(4)}.pac"
     fetched = world.laptop_run(
-        ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "--fail", "-o", str(pac_path), A.PAC_URL], timeout=15
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "--fail", "-o", str(pac_path), s.proxy.pac_url],
+        timeout=15,
     )
     try:
         if fetched.ok:
