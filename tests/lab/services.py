@@ -174,8 +174,11 @@ def squid_conf(
         "forward_max_tries 4",
         f"visible_hostname {A.CLOUD_PROXY_NAME if cloud else A.PROXY_NAME}",
         f"dns_nameservers {A.ISP_RESOLVER_V4 if cloud else A.CORP_DNS_V4}",
-        *(["acl localnet src all"] if cloud else [f"acl localnet src {A.CORP_V4_INTERNAL}",
-                                                  f"acl localnet src {A.CORP_V6_AGGREGATE}"]),
+        *(
+            ["acl localnet src all"]
+            if cloud
+            else [f"acl localnet src {A.CORP_V4_INTERNAL}", f"acl localnet src {A.CORP_V6_AGGREGATE}"]
+        ),
         "acl SSL_ports port 443",
         "acl Safe_ports port 80 443",
         "acl CONNECT method CONNECT",
