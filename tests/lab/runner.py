@@ -125,6 +125,7 @@ def build_result(
                 "expected": expected,
                 "match": match,
                 "hedged": hedged,
+                "truth_modelled": wt.modelled,
             }
             rows.append(row)
             if wt.truth not in sc.TRUTH_VALUES:
@@ -229,6 +230,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "hedged": sum(1 for r in rows if r.get("hedged") and r["match"]),
             # the same rows, with every "uncertain" counted as a miss
             "strict": round(sum(r["match"] and not r.get("hedged") for r in rows) / len(rows), 3) if rows else None,
+            # rows whose truth is the lab's model of a client (PAC file unreachable), not a measurement
+            "modelled": sum(1 for r in rows if r.get("truth_modelled")),
         }
     site_up = _counted([r for res in results for r in res["rows"]], phase_up=True)
     if site_up:

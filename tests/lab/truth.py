@@ -91,8 +91,13 @@ class WorkloadTruth:
     truth: str  # works | degraded | fails | lab-error
     checks: list[Check]
 
+    @property
+    def modelled(self) -> bool:
+        """The truth rests on the lab's model of a client (see Route.modelled), not on a measurement."""
+        return any(c.detail.get("modelled") for c in self.checks)
+
     def to_json(self) -> dict[str, Any]:
-        return {"truth": self.truth, "checks": [asdict(c) for c in self.checks]}
+        return {"truth": self.truth, "modelled": self.modelled, "checks": [asdict(c) for c in self.checks]}
 
 
 @dataclass
@@ -104,6 +109,9 @@ class Route:
     from_pac: bool = False
     #: The truth tool that chose this route failed (e.g. pacparser crashed): a lab problem.
     tool_error: str = ""
+    #: The route is the scenario's model of a client's behaviour, not measured (the PAC file could not be
+    #: fetched: what the OS does then is ``proxy.pac_unreachable``). Counted apart (docs/lab.md).
+    modelled: str = ""
 
 
 def http_urls(world: World) -> dict[str, list[str]]:
@@ -195,16 +203,19 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
         timeout=15,
     )
     try:
+        modelled = ""
         if fetched.ok:
             source = "PAC fetched now"
         elif s.proxy.pac_unreachable == "direct":
-            return {u: Route([None], "PAC unreachable: falls back to DIRECT") for u in urls}
+            why = "PAC unreachable: falls back to DIRECT (modelled: proxy.pac_unreachable)"
+            return {u: Route([None], why, modelled=why) for u in urls}
         elif s.proxy.pac_unreachable == "fail":
-            return {u: Route([], "PAC unreachable: fails closed") for u in urls}
+            why = "PAC unreachable: fails closed (modelled: proxy.pac_unreachable)"
+            return {u: Route([], why, modelled=why) for u in urls}
         else:
             pac_path.write_text(world.pac_text)
             pac_path.chmod(0o644)
-            source = "PAC unreachable: using the cached copy"
+            source = modelled = "PAC unreachable: using the cached copy (modelled: proxy.pac_unreachable)"
         answers = evaluate_pac(world, pac_path, urls)
     finally:
         pac_path.unlink(missing_ok=True)
@@ -214,6 +225,7 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
             f"{source}: {answers.get(u)}",
             from_pac=True,
             tool_error=answers[u] if answers.get(u, "").startswith("ERROR:") else "",
+            modelled=modelled,
         )
         for u in urls
     }
@@ -263,7 +275,8 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
     if route.tool_error:
         return Check(f"https {host}", False, {"url": url, "route": route.reason, "tool_error": route.tool_error})
     if not route.proxies:
-        return Check(f"https {host}", False, {"url": url, "route": route.reason, "error": "no usable route"})
+        detail = {"url": url, "route": route.reason, "error": "no usable route"}
+        return Check(f"https {host}", False, detail | ({"modelled": route.modelled} if route.modelled else {}))
     attempts = []
     body_file = world.user_home / "tmp" / f"body-{secrets.token_hex(4)}"
     for proxy in route.proxies:
@@ -290,6 +303,8 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
         if attempt["ok"]:
             break
     detail: dict[str, Any] = {"url": url, "route": route.reason, "attempts": attempts}
+    if route.modelled:
+        detail["modelled"] = route.modelled
     if keep_body and body_file.exists():
         detail["body"] = body_file.read_text(errors="replace")[:4000]
     body_file.unlink(missing_ok=True)
