@@ -99,6 +99,9 @@ class SiteFacts:
     #: through the VPN, on a public address the site's own? Unknowable from the laptop; both answers are
     #: evaluated (``public_systems_assumption``), True is the base world.
     public_site_systems: bool = True
+    #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
+    #: that go direct now; None when nothing does (see ``home_link_assumption``).
+    home_link_slow: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -299,9 +302,16 @@ class _Model:
                 lines.extend(why)
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
-            if now is not Fate.WORKS and not any(r.kind == "vpn" for d in deps for r in d.routes):
+            tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
+            if now is not Fate.WORKS and not tunneled:
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path the site does not change: {now.value}")
+                broken.append(lines[-1])
+            elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
+                  and self.facts.home_link_slow):
+                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
+                lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
+                             "too (measured on the paths that go direct now)")
                 broken.append(lines[-1])
             fates[behaviour], causes[behaviour] = fate, broken
             evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
@@ -388,6 +398,28 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumpt
                        ("if it is a cloud service", lambda f, p: (replace(f, public_site_systems=False), p))))
 
 
+def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
+    """Whether the home connection is impaired, judged from the workloads whose paths go direct now."""
+    direct = {d.workload for d in facts.dependencies if d.routes} - {
+        d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    if not facts.vpn_interfaces or facts.on_site or not direct:
+        return None
+    return any(current.get(w) is Fate.DEGRADED for w in direct)
+
+
+def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assumption | None:
+    """A workload impaired now through the VPN, and no direct path to tell whether the home connection it
+    falls back to when the VPN drops is the cause."""
+    if facts.home_link_slow is not None or not facts.vpn_interfaces or facts.on_site:
+        return None
+    tunneled = {d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    if not any(current.get(w) is Fate.DEGRADED for w in tunneled):
+        return None
+    return Assumption("whether the home connection or the path through the site makes it slow now", "",
+                      (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
+                       ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
+
+
 def _host_of(proxy: str | None) -> str | None:
     return urlsplit(f"//{proxy}").hostname if proxy else None
 
@@ -437,8 +469,8 @@ def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], f
                 w = rows[wid]
                 lines.append(f"{'; '.join(labels)}: {w.if_vpn_stays.value} if the VPN stays, "
                              f"{w.if_vpn_drops.value} if it drops")
-        questions = tuple(f"{a.question} (netcheck cannot read it from this laptop; IT can state it in the "
-                          f"site profile: {a.settle})" for a in assumptions)
+        questions = tuple(f"{a.question} (netcheck cannot read it from this laptop" + (
+            f"; IT can state it in the site profile: {a.settle})" if a.settle else ")") for a in assumptions)
         evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
                     *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
         out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,
@@ -459,11 +491,14 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     and no profile states it. Where they change a fate, it is UNCERTAIN.
     """
     current = current or {}
+    if facts.home_link_slow is None:
+        facts = replace(facts, home_link_slow=home_link(facts, current))
     model = _Model(facts, profile, current)
     base = _rows(facts, profile, workloads, current)
     pac = pac_assumption(facts, profile)
     public = public_systems_assumption(facts, profile)
-    hedges = [*assumptions, *([pac] if pac else []), *([public] if public else [])]
+    home = home_link_assumption(facts, current)
+    hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
     rows = list((_hedge(base, hedges, facts, profile, workloads, current) if hedges else base).values())
     behaviours = _behaviours(facts, profile)
     for a in hedges:
@@ -547,7 +582,7 @@ def _fix_for(wid: str, causes: Sequence[str], names: Mapping[str, str], tunneled
         fixes.append(_FIXES["federation"])
     if "it hangs on" in text:
         fixes.append("State what netcheck cannot read in the site profile (--site-profile or the collector's "
-                     "policy), or remove the dependency: " + "; ".join(
+                     "policy) where it has a key, or remove the dependency: " + "; ".join(
                          c.split("it hangs on ", 1)[1] for c in causes if "it hangs on " in c) + ".")
     if "measured now" in text:
         fixes.append("This is already impaired from here, independently of the site: see the other findings.")

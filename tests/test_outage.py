@@ -157,9 +157,25 @@ def test_media_quality_measured_now_carries_over_when_the_path_does_not_change()
     f = facts(Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),)), vpn=False)
     p = predict(f, SiteProfile(), W, current={"teams_media": Fate.DEGRADED})
     assert p.fate("teams_media") is Fate.DEGRADED
-    tunneled = facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
-    assert predict(tunneled, SiteProfile(), W, current={"teams_media": Fate.DEGRADED}).workloads[0].if_vpn_drops \
-        is Fate.WORKS
+
+
+
+def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:
+    media = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
+    slow = {"teams_media": Fate.DEGRADED}
+    w = predict(facts(media), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_drops, w.possible["drops"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    assert any("whether the home connection or the path through the site makes it slow" in e for e in w.evidence)
+    # a workload that goes direct now shows what the home connection is like
+    direct_ok = Dependency("exchange", "service", "o", (direct("198.18.0.10"),))
+    w = next(x for x in predict(facts(media, direct_ok), SiteProfile(), W, current=slow).workloads
+             if x.id == "teams_media")
+    assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.FAILS, Fate.WORKS, {})
+    slow_home = {**slow, "exchange": Fate.DEGRADED}
+    w = next(x for x in predict(facts(media, direct_ok), SiteProfile(), W, current=slow_home).workloads
+             if x.id == "teams_media")
+    assert w.if_vpn_drops is Fate.DEGRADED
+    assert any("the home connection it falls back to is impaired" in e for e in w.evidence)
 
 
 NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio and video", "identity": "Sign-in"}
