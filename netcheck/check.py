@@ -313,10 +313,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     workloads = catalog.workloads.workloads
     names = {w.id: w.name.split(" (")[0] for w in workloads}
     left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
-    media = {w.id for w in workloads if w.media}
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
-               if r.status is Status.FAILED or (r.status is Status.DEGRADED and r.id in media)}
-    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current)
+               if r.status in (Status.FAILED, Status.DEGRADED)}
+    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current, gathered.assumptions)
     if left_out:
         prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))
     network["vpn"] = bool(gathered.facts.vpn_interfaces)

@@ -18,9 +18,10 @@ both cases.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from netcheck.models import Finding, Severity, Verdict
 from netcheck.site_profile import SiteProfile
@@ -31,11 +32,14 @@ BEHAVIOURS = ("stays", "drops")
 class Fate(StrEnum):
     WORKS = "works"
     DEGRADED = "degraded"
+    #: The answer hangs on something netcheck cannot read (see ``Assumption``): two or more fates are
+    #: possible, listed in ``WorkloadOutage.possible``.
+    UNCERTAIN = "uncertain"
     FAILS = "fails"
 
     @property
     def rank(self) -> int:
-        return {"works": 0, "degraded": 1, "fails": 2}[self.value]
+        return {"works": 0, "degraded": 1, "uncertain": 2, "fails": 3}[self.value]
 
 
 def worst(fates: Iterable[Fate]) -> Fate:
@@ -49,6 +53,8 @@ class Route:
     address: str
     interface: str | None
     kind: str  # "vpn" | "physical" | "virtual" | "loopback" | "unreachable" | "unknown"
+    #: Why the OS gave no usable route (e.g. "no route to this network"), when it did not.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,15 @@ class SiteFacts:
     resolvers: tuple[Resolver, ...]
     dependencies: tuple[Dependency, ...]
     identity: str = "unknown"  # "managed" | "federated" | "unknown"
+    #: Hosts with an internal address among their addresses (a site system, whichever family is used).
+    internal_hosts: frozenset[str] = frozenset()
+    #: Without a profile's networks: is a federation server, or a resolver, proxy or PAC server reached
+    #: through the VPN, on a public address the site's own? Unknowable from the laptop; both answers are
+    #: evaluated (``public_systems_assumption``), True is the base world.
+    public_site_systems: bool = True
+    #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
+    #: that go direct now; None when nothing does (see ``home_link_assumption``).
+    home_link_slow: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,26 @@ class WorkloadOutage:
     evidence: tuple[str, ...]
     #: The links of the evidence that break, for the worse VPN behaviour.
     causes: tuple[str, ...] = ()
+    #: For a behaviour whose fate is UNCERTAIN: the fates it could have, best first.
+    possible: Mapping[str, tuple[Fate, ...]] = field(default_factory=dict)
+    #: What the uncertain fates hang on (questions netcheck cannot answer from the laptop).
+    assumptions: tuple[str, ...] = ()
+
+
+#: One answer to an assumption: how it changes the facts and the profile the model reasons over.
+World = Callable[[SiteFacts, SiteProfile], tuple[SiteFacts, SiteProfile]]
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """Something the prediction hangs on that netcheck cannot read from the laptop.
+
+    ``worlds`` are the answers it could have: (label, how that answer changes facts and profile).
+    """
+
+    question: str
+    settle: str  # how IT settles it (a site-profile key)
+    worlds: tuple[tuple[str, World], ...]
 
 
 @dataclass(frozen=True)
@@ -123,10 +158,13 @@ class OutagePrediction:
         return Fate.WORKS
 
 
-#: Internal (organisation-assigned) address space: RFC 1918 and IPv6 unique local.
-#: Deliberately not ``ipaddress.is_private``, which also covers documentation and
-#: benchmarking ranges that are routed on the internet of the lab.
-_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+#: Internal (organisation-assigned) address space: RFC 1918, RFC 6598 shared address space
+#: (100.64.0.0/10: carrier-grade NAT, and the tunnel and resolver addresses of many VPNs) and
+#: IPv6 unique local. None of it is reachable on the internet. Deliberately not
+#: ``ipaddress.is_private``, which also covers documentation and benchmarking ranges that are
+#: routed on the internet of the lab.
+_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                    "100.64.0.0/10", "fc00::/7"))
 
 
 def is_internal(address: str) -> bool:
@@ -137,9 +175,21 @@ def is_internal(address: str) -> bool:
     return any(ip.version == n.version and ip in n for n in _INTERNAL)
 
 
+def no_route(route: Route) -> str:
+    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop)."""
+    why = f" ({route.note})" if route.note else ""
+    return f"no route from this laptop{why}: this address is not usable, even with the site up"
+
+
+def internal_hosts(facts: SiteFacts) -> frozenset[str]:
+    """Hosts with an internal address among their addresses: a site system, whichever address is used."""
+    return facts.internal_hosts | {d.host for d in facts.dependencies if any(is_internal(r.address) for r in d.routes)}
+
+
 class _Model:
     def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate]):
         self.facts, self.profile, self.current = facts, profile, current
+        self.internal_hosts = internal_hosts(facts)
 
     def at_site(self, route: Route, host: str | None = None, role: str = "service") -> bool:
         """Does this destination live at the site (so it is down with it)?
@@ -151,10 +201,10 @@ class _Model:
         """
         if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
             return True
-        if role == "federation" and not self.profile.networks:
-            return True
-        if role in ("dns", "proxy", "pac", "federation") and route.kind == "vpn" and not self.profile.networks:
-            return True
+        if not self.profile.networks and (role == "federation" or (
+                role in ("dns", "proxy", "pac") and route.kind == "vpn")):
+            internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
+            return internal or self.facts.public_site_systems
         if route.kind == "vpn" and is_internal(route.address):
             return True
         return self.facts.on_site and is_internal(route.address) and route.kind != "loopback"
@@ -165,6 +215,8 @@ class _Model:
         where = f"{route.address} via {route.interface or 'the default route'}"
         if self.at_site(route, host, role):
             return False, f"{where}: it is at the site, which is down"
+        if route.kind == "unreachable" and not self.facts.on_site:
+            return False, f"{route.address}: {no_route(route)}, so it is no way around the site"
         if route.kind == "vpn":
             if behaviour == "stays":
                 return False, f"{where}: leaves through the VPN to the site, which is down"
@@ -172,7 +224,10 @@ class _Model:
         if self.facts.on_site and not self.facts.vpn_interfaces:
             return True, f"{where}: from home this goes direct through the home connection"
         if route.kind == "unreachable":
-            return False, f"{route.address}: no route even with the site up"
+            return False, f"{route.address}: {no_route(route)}"
+        if route.kind == "unknown":
+            return True, (f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
+                          "assumed direct, not depending on the site")
         return True, f"{where}: direct, does not depend on the site"
 
     def dns(self, behaviour: str) -> tuple[Fate, str]:
@@ -203,10 +258,14 @@ class _Model:
         p = dep.proxy
         via_proxy = p.proxy is not None
         if p.source == "pac" and p.pac_route is not None:
-            ok, reason = self.reach(p.pac_route, behaviour, role="pac")
+            ok, reason = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
             if not ok:
                 why.append(f"PAC file {p.pac_url}: {reason}")
-                if self.profile.pac_unreachable == "cached":
+                if self.profile.pac_unreachable is None:
+                    why.append("without its PAC file the browser is assumed to go direct (not stated: see the "
+                               "assumptions)")
+                    via_proxy = False
+                elif self.profile.pac_unreachable == "cached":
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
@@ -243,9 +302,16 @@ class _Model:
                 lines.extend(why)
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
-            if now is not Fate.WORKS and not any(r.kind == "vpn" for d in deps for r in d.routes):
+            tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
+            if now is not Fate.WORKS and not tunneled:
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path the site does not change: {now.value}")
+                broken.append(lines[-1])
+            elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
+                  and self.facts.home_link_slow):
+                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
+                lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
+                             "too (measured on the paths that go direct now)")
                 broken.append(lines[-1])
             fates[behaviour], causes[behaviour] = fate, broken
             evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
@@ -264,7 +330,8 @@ class _Model:
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, role="pac"):
+            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, _url_host(p.pac_url),
+                                                                                     "pac"):
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}"))
             if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy, "proxy"):
@@ -277,26 +344,167 @@ class _Model:
         return tuple(out)
 
 
+_PAC_WORLDS = (("direct", "goes direct"), ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
+
+
+def pac_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
+    """When the PAC file lives at the site and no profile says what the OS does without it."""
+    if profile.pac_unreachable is not None:
+        return None
+    model = _Model(facts, profile, {})
+    if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
+               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac")[0]
+                       for b in BEHAVIOURS)
+               for d in facts.dependencies):
+        return None
+    def world(value: str) -> World:
+        return lambda f, p: (f, replace(p, pac_unreachable=value))
+
+    return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
+                      tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
+
+
+def _url_host(url: str | None) -> str | None:
+    return urlsplit(url).hostname if url else None
+
+
+def public_systems_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
+    """Without a profile's networks: a federation server, or a resolver, proxy or PAC server reached through
+    the VPN, on a public address may be the site's (published from it) or a cloud service's."""
+    if profile.networks:
+        return None
+    public: dict[str, None] = {}
+    internal = internal_hosts(facts)
+
+    def check(route: Route | None, host: str | None, role: str) -> None:
+        if route is None or is_internal(route.address) or (host and host in internal):
+            return
+        if role == "federation" or route.kind == "vpn":
+            public[host or route.address] = None
+
+    for resolver in facts.resolvers:
+        check(resolver.route, None, "dns")
+    for d in facts.dependencies:
+        if d.role == "federation":
+            for r in d.routes:
+                check(r, d.host, "federation")
+        check(d.proxy.proxy_route, _host_of(d.proxy.proxy), "proxy")
+        check(d.proxy.pac_route, _url_host(d.proxy.pac_url), "pac")
+    if not public:
+        return None
+    names = ", ".join(public)
+    return Assumption(f"whether {names} (on a public address) is at the site or a cloud service", "networks",
+                      (("if it is at the site", lambda f, p: (replace(f, public_site_systems=True), p)),
+                       ("if it is a cloud service", lambda f, p: (replace(f, public_site_systems=False), p))))
+
+
+def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
+    """Whether the home connection is impaired, judged from the workloads whose paths go direct now."""
+    direct = {d.workload for d in facts.dependencies if d.routes} - {
+        d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    if not facts.vpn_interfaces or facts.on_site or not direct:
+        return None
+    return any(current.get(w) is Fate.DEGRADED for w in direct)
+
+
+def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assumption | None:
+    """A workload impaired now through the VPN, and no direct path to tell whether the home connection it
+    falls back to when the VPN drops is the cause."""
+    if facts.home_link_slow is not None or not facts.vpn_interfaces or facts.on_site:
+        return None
+    tunneled = {d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    if not any(current.get(w) is Fate.DEGRADED for w in tunneled):
+        return None
+    return Assumption("whether the home connection or the path through the site makes it slow now", "",
+                      (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
+                       ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
+
+
+def _host_of(proxy: str | None) -> str | None:
+    return urlsplit(f"//{proxy}").hostname if proxy else None
+
+
+def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
+    if not facts.vpn_interfaces:
+        return ("drops",)  # no tunnel: both behaviours are the same
+    if profile.vpn_on_site_down:
+        return (profile.vpn_on_site_down,)
+    return BEHAVIOURS
+
+
+def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]
+          ) -> dict[str, WorkloadOutage]:
+    model = _Model(facts, profile, current)
+    rows = {}
+    for wid in workloads:
+        deps = [d for d in facts.dependencies if d.workload == wid]
+        if deps:
+            rows[wid] = model.workload(wid, deps)
+    return rows
+
+
+def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
+           profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]) -> dict[str, WorkloadOutage]:
+    """Each workload's fate in every world the assumptions allow (their cross product): where the worlds
+    disagree, the fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
+    worlds: list[tuple[list[str], SiteFacts, SiteProfile]] = [([], facts, profile)]
+    for a in assumptions:
+        worlds = [([*labels, label], *change(wf, wp)) for labels, wf, wp in worlds for label, change in a.worlds]
+    outcomes = [(labels, _rows(wf, wp, workloads, current)) for labels, wf, wp in worlds]
+    out = {}
+    for wid, row in base.items():
+        possible: dict[str, tuple[Fate, ...]] = {}
+        lines: list[str] = []
+        fates = {"stays": row.if_vpn_stays, "drops": row.if_vpn_drops}
+        for b in BEHAVIOURS:
+            seen = {getattr(rows[wid], f"if_vpn_{b}") for _, rows in outcomes if wid in rows}
+            if len(seen) > 1:
+                possible[b] = tuple(sorted(seen, key=lambda f: f.rank))
+                fates[b] = Fate.UNCERTAIN
+        if not possible:
+            out[wid] = row
+            continue
+        for labels, rows in outcomes:
+            if wid in rows:
+                w = rows[wid]
+                lines.append(f"{'; '.join(labels)}: {w.if_vpn_stays.value} if the VPN stays, "
+                             f"{w.if_vpn_drops.value} if it drops")
+        questions = tuple(f"{a.question} (netcheck cannot read it from this laptop" + (
+            f"; IT can state it in the site profile: {a.settle})" if a.settle else ")") for a in assumptions)
+        evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
+                    *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
+        out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,
+                           causes=(*row.causes, *(f"it hangs on {q}" for q in questions)), possible=possible,
+                           assumptions=tuple(a.question for a in assumptions))
+    return out
+
+
 def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
-            current: Mapping[str, Fate] | None = None) -> OutagePrediction:
+            current: Mapping[str, Fate] | None = None, assumptions: Sequence[Assumption] = ()) -> OutagePrediction:
     """Each workload's fate, for both VPN behaviours, with the chain of evidence.
 
     ``current`` holds what was measured now for workloads whose state carries over
     when their path does not depend on the site (e.g. Teams media quality on a
-    lossy home link).
+    lossy home link). ``assumptions`` are things the answer may hang on that the
+    caller could not read (e.g. the VPN profile used from home, seen from the
+    office); what the OS does without its PAC file is added here when it matters
+    and no profile states it. Where they change a fate, it is UNCERTAIN.
     """
-    model = _Model(facts, profile, current or {})
-    rows = []
-    for wid in workloads:
-        deps = [d for d in facts.dependencies if d.workload == wid]
-        if deps:
-            rows.append(model.workload(wid, deps))
-    if not facts.vpn_interfaces:
-        behaviours: tuple[str, ...] = ("drops",)  # no tunnel: both behaviours are the same
-    elif profile.vpn_on_site_down:
-        behaviours = (profile.vpn_on_site_down,)
-    else:
-        behaviours = BEHAVIOURS
+    current = current or {}
+    if facts.home_link_slow is None:
+        facts = replace(facts, home_link_slow=home_link(facts, current))
+    model = _Model(facts, profile, current)
+    base = _rows(facts, profile, workloads, current)
+    pac = pac_assumption(facts, profile)
+    public = public_systems_assumption(facts, profile)
+    home = home_link_assumption(facts, current)
+    hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
+    rows = list((_hedge(base, hedges, facts, profile, workloads, current) if hedges else base).values())
+    behaviours = _behaviours(facts, profile)
+    for a in hedges:
+        for _, change in a.worlds:
+            if len(_behaviours(*change(facts, profile))) > len(behaviours):
+                behaviours = _behaviours(*change(facts, profile))
     notes = []
     if facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
@@ -306,7 +514,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
 
 
 def outage_severity(fate: Fate) -> Severity:
-    return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.FAILS: Severity.CRITICAL}[fate]
+    return {Fate.WORKS: Severity.INFO, Fate.DEGRADED: Severity.WARNING, Fate.UNCERTAIN: Severity.WARNING,
+            Fate.FAILS: Severity.CRITICAL}[fate]
 
 
 @dataclass(frozen=True)
@@ -343,6 +552,10 @@ _FIXES = {
 }
 
 
+_FATE_WORDS = {Fate.FAILS: "stops working", Fate.DEGRADED: "is impaired",
+               Fate.UNCERTAIN: "may stop working (it depends on something netcheck cannot read)"}
+
+
 def _short(names: Mapping[str, str], wid: str) -> str:
     return names.get(wid, wid).split(" (")[0]
 
@@ -367,6 +580,10 @@ def _fix_for(wid: str, causes: Sequence[str], names: Mapping[str, str], tunneled
         fixes.append(_FIXES["proxy"])
     if "at the site, which is down" in text and wid == "identity":
         fixes.append(_FIXES["federation"])
+    if "it hangs on" in text:
+        fixes.append("State what netcheck cannot read in the site profile (--site-profile or the collector's "
+                     "policy) where it has a key, or remove the dependency: " + "; ".join(
+                         c.split("it hangs on ", 1)[1] for c in causes if "it hangs on " in c) + ".")
     if "measured now" in text:
         fixes.append("This is already impaired from here, independently of the site: see the other findings.")
     return " ".join(dict.fromkeys(fixes)) or "Remove this workload's dependency on the site."
@@ -381,7 +598,8 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
     failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
     degraded = [wid for wid in core if fates.get(wid) is Fate.DEGRADED]
-    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded else Verdict.READY
+    uncertain = [wid for wid in core if fates.get(wid) is Fate.UNCERTAIN]
+    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded or uncertain else Verdict.READY
 
     def listing(ids: Sequence[str]) -> str:
         words = [_short(names, i) for i in ids]
@@ -395,8 +613,14 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                     if only_if_stays else ".")
     elif degraded:
         summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
-    else:
+    elif not uncertain:
         summary = "If the site went down, you could keep working from where you are."
+    else:
+        summary = "If the site went down, you might not be able to keep working."
+    if uncertain:
+        asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
+        summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
+                    "cannot read from this laptop.")
     fixes: list[str] = []
     if tunneled_optimize:
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
@@ -414,7 +638,7 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
             title=(f"If the site goes down, {_short(names, w.id)} "
-                   f"{'stops working' if fate is Fate.FAILS else 'is impaired'}{when}"),
+                   f"{_FATE_WORDS[fate]}{when}"),
             detail=(w.causes[0] + (f" (and {len(w.causes) - 1} more)" if len(w.causes) > 1 else "") + "."
                     if w.causes else "It depends on the site."),
             remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),

@@ -10,21 +10,33 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from netcheck.catalog import Catalog, EndpointSet, Network
 from netcheck.deadline import Deadline
 from netcheck.models import Category, ProbeKind, ProbeResult
-from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SiteFacts, SplitTunnelRow, is_internal
-from netcheck.platform.base import Egress, Interface, Platform
+from netcheck.outage import (
+    Assumption,
+    Dependency,
+    ProxyPath,
+    Resolver,
+    Route,
+    SiteFacts,
+    SplitTunnelRow,
+    World,
+    is_internal,
+)
+from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
 
-#: Split-tunnel classes, as Microsoft's connectivity test names them.
+#: Split-tunnel classes, as Microsoft's connectivity test names them, plus "no_route": the laptop has no
+#: route to the family at all (e.g. IPv6 on an IPv4-only home), so it is neither direct nor tunneled.
 SPLIT_OUT, SELECTIVE, TUNNELED, NO_VPN, NOT_TESTED = "split_out", "selective", "tunneled", "no_vpn", "not_tested"
+NO_ROUTE = "no_route"
 
 
 @dataclass(frozen=True)
@@ -38,11 +50,18 @@ class GatheredFacts:
     identity_split_egress: bool
     #: Per workload, its Optimize and Allow prefixes whose traffic enters the VPN.
     tunneled_by_workload: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: What the facts hang on that could not be read (e.g. on the office network without a profile:
+    #: the VPN profile used from home), with the facts of each possible answer.
+    assumptions: tuple[Assumption, ...] = ()
 
 
 def _route(egress: Egress) -> Route:
-    kind = egress.kind if egress.error is None else "unknown"
-    return Route(egress.destination, egress.interface, kind)
+    """The outage model's view of one egress: a family with no route stays "unreachable"."""
+    if egress.kind == UNREACHABLE:
+        return Route(egress.destination, egress.interface, UNREACHABLE, egress.error or "no route")
+    if egress.error is not None:
+        return Route(egress.destination, egress.interface, UNKNOWN, egress.error)
+    return Route(egress.destination, egress.interface, egress.kind)
 
 
 def _addresses(result: ProbeResult | None) -> list[str]:
@@ -64,6 +83,10 @@ def classify_split(kinds: Sequence[str]) -> str:
     """Microsoft's classes from the egress kinds of a workload's Optimize prefixes."""
     if not kinds:
         return NOT_TESTED
+    usable = [k for k in kinds if k not in (UNREACHABLE, UNKNOWN)]
+    if not usable:
+        return NO_ROUTE if UNREACHABLE in kinds else NOT_TESTED
+    kinds = usable
     tunneled = sum(1 for k in kinds if k == "vpn")
     if tunneled == 0:
         return SPLIT_OUT
@@ -154,12 +177,14 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
         deps.append(Dependency("identity", "federation", federation, routes(wanted.get(federation, [])),
                                proxy_path(federation)))
 
+    assumptions: tuple[Assumption, ...] = ()
     split_rows, tunneled = _split_tunnel(catalog, optimize, egress, bool(vpn))
     on_site = _on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
     resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
     if on_site:
         if pac_text is not None:  # the PAC file as it answers a laptop at home
-            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline, my_ip=HOME_ADDRESS))
+            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline,
+                                            my_ip=own_address(interfaces)))
             new = {_host(p) for p, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
             proxy_hosts.update({h: _resolve(h, deadline) for h in new})
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
@@ -167,12 +192,21 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 egress = {**egress, **platform.egress_many(extra)}
             deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
                                else d.proxy, d.resolved) for d in deps]
-        deps, resolver_facts, vpn = _as_from_home(deps, resolver_facts, catalog, profile)
+        office = (deps, resolver_facts)
+        deps, resolver_facts, vpn = _as_from_home(*office, catalog, profile)
+        if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
+            worlds = []
+            for label, mode, exclude in _HOME_VPNS:
+                home_deps, home_dns, home_vpn = _as_from_home(*office, catalog,
+                                                             replace(profile, vpn_mode=mode, vpn_exclude=exclude))
+                worlds.append((label, _home_world(home_vpn, home_dns, tuple(home_deps))))
+            assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
     identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
+    internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
-                      dependencies=tuple(deps), identity=identity)
+                      dependencies=tuple(deps), identity=identity, internal_hosts=internal)
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:
         e = egress.get(representative(n))
@@ -180,12 +214,24 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             for wid in catalog.workloads_of(s):
                 by_workload.setdefault(wid, {})[str(n)] = None
     return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split,
-                         {w: tuple(p) for w, p in by_workload.items()})
+                         {w: tuple(p) for w, p in by_workload.items()}, assumptions)
 
 
 #: Stand-ins for the laptop at home, when the prediction is made on the office network.
 HOME_UPLINK = "home connection"
 VPN_PROFILE = "VPN (profile)"
+#: The VPN profiles a laptop may use from home, when no site profile says which (label, mode, exclusions):
+#: the two ends (no VPN, everything tunneled) and Microsoft's recommended split.
+_HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
+    ("with no VPN from home", "none", ()),
+    ("with a full tunnel from home", "full", ()),
+    ("with a split tunnel excluding Optimize", "split", ("Optimize",)),
+)
+
+
+def _home_world(vpn: tuple[str, ...], resolvers: tuple[Resolver, ...], deps: tuple[Dependency, ...]) -> World:
+    """An answer to "which VPN profile from home?": the same facts, re-routed as that profile would."""
+    return lambda f, p: (replace(f, vpn_interfaces=vpn, resolvers=resolvers, dependencies=deps), p)
 
 
 def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:
@@ -230,8 +276,23 @@ def _as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catal
     return moved, at_home, ((VPN_PROFILE,) if mode != "none" else ())
 
 
-#: The address a PAC file's myIpAddress() returns when it is evaluated "as if from home".
-HOME_ADDRESS = "192.168.1.100"
+def own_address(interfaces: Sequence[Interface]) -> str | None:
+    """What a PAC file's myIpAddress() returns when it is evaluated "as if from home": the laptop's own
+    IPv4 address on a physical (non-VPN) interface, as a browser there would see it; None (the PAC
+    engine's own answer) when it has none. The home network's address cannot be known in advance."""
+    for want_v4 in (True, False):
+        for i in interfaces:
+            if i.kind != "physical" or not i.is_up:
+                continue
+            for a in i.addresses:
+                addr = a.split("/")[0]
+                try:
+                    ip = ipaddress.ip_address(addr.split("%")[0])
+                except ValueError:
+                    continue
+                if (ip.version == 4) == want_v4 and not ip.is_link_local and not ip.is_loopback:
+                    return addr
+    return None
 
 
 def _proxy_paths(settings: ProxySettings, key_hosts: Mapping[str, tuple[str, ...]], pac_text: str | None,
@@ -278,7 +339,8 @@ def _split_tunnel(catalog: Catalog, optimize: Sequence[tuple[EndpointSet, Networ
     rows = []
     tunneled: dict[str, None] = {}
     for wid, fams in per.items():
-        cls = {f: (classify_split([k for _, k in v]) if has_vpn else (NO_VPN if v else NOT_TESTED))
+        cls = {f: (classify_split([k for _, k in v]) if has_vpn or classify_split([k for _, k in v]) == NO_ROUTE
+                   else (NO_VPN if v else NOT_TESTED))
                for f, v in fams.items()}
         t = tuple(p for v in fams.values() for p, k in v if k == "vpn")
         tunneled.update(dict.fromkeys(t))

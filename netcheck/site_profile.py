@@ -11,7 +11,8 @@ Example (every key optional)::
     pac_hosts = ["pac.contoso.example"]
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
-    pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy)
+    pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy);
+                                     # omit: the prediction names it as an assumption (AT RISK at best)
     # The VPN profile laptops use away from the office, for predictions made on site:
     vpn_mode = "split"               # "none", "full" or "split"
     vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
@@ -50,7 +51,8 @@ class SiteProfile:
     pac_hosts: tuple[str, ...] = ()
     federation_hosts: tuple[str, ...] = ()
     vpn_on_site_down: str | None = None
-    pac_unreachable: str = "direct"
+    #: None: not stated, so the prediction names it as an assumption (see netcheck.outage.pac_assumption)
+    pac_unreachable: str | None = None
     vpn_mode: str | None = None
     vpn_exclude: tuple[str | int, ...] = ()
     #: IT stated it (a file or the collector's policy); False for the inferred default
@@ -109,8 +111,8 @@ def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
     behaviour = site.get("vpn_on_site_down")
     if behaviour not in (None, "stays", "drops"):
         raise ConfigError(f"{where}: [site] vpn_on_site_down must be \"stays\" or \"drops\"")
-    pac = site.get("pac_unreachable", "direct")
-    if pac not in ("direct", "fail", "cached"):
+    pac = site.get("pac_unreachable")
+    if pac not in (None, "direct", "fail", "cached"):
         raise ConfigError(f"{where}: [site] pac_unreachable must be \"direct\", \"fail\" or \"cached\"")
     mode = site.get("vpn_mode")
     if mode not in (None, "none", "full", "split"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from netcheck.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
 from netcheck.site_profile import SiteProfile
@@ -97,11 +98,18 @@ def test_federation_at_the_site_fails_sign_in() -> None:
     assert any(s.kind == "federation" for s in p.site_systems)
 
 
-def test_federation_server_is_on_premises_unless_a_profile_says_otherwise() -> None:
-    f = facts(Dependency("identity", "federation", "adfs.contoso.example", (direct("203.0.113.20"),)), vpn=False)
-    assert predict(f, SiteProfile(), W).fate("identity") is Fate.FAILS
+def test_federation_server_on_a_public_address_is_an_assumption_unless_a_profile_says() -> None:
+    """Published from the site, or a cloud identity provider? Without a profile netcheck cannot tell."""
+    f = facts(Dependency("identity", "federation", "sts.cloudidp.example", (direct("203.0.113.20"),)), vpn=False)
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_drops is Fate.UNCERTAIN and w.possible["drops"] == (Fate.WORKS, Fate.FAILS)
+    assert any("sts.cloudidp.example (on a public address) is at the site or a cloud service" in e
+               for e in w.evidence)
     hosted_elsewhere = SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),))
     assert predict(f, hosted_elsewhere, W).fate("identity") is Fate.WORKS
+    internal = facts(Dependency("identity", "federation", "adfs.corp.example",
+                                (direct("2001:db8:c0ff::43"), direct("10.20.1.43"))), vpn=False)
+    assert predict(internal, SiteProfile(), W).fate("identity") is Fate.FAILS  # an internal address: the site's
 
 
 def test_cloud_federation_server_through_a_full_tunnel_depends_on_vpn_behaviour() -> None:
@@ -130,24 +138,44 @@ def test_on_site_prediction_says_it_comes_from_configuration() -> None:
     assert p.on_site and "configuration" in p.notes[0]
 
 
-def test_proxy_reached_through_the_vpn_is_inferred_to_be_at_the_site() -> None:
-    """A proxy on a public-looking address, reached through the tunnel, dies with the site."""
+def test_proxy_reached_through_the_vpn_is_at_the_site_when_any_of_its_addresses_is_internal() -> None:
+    """The proxy's first address is public-looking IPv6, but the name also has an internal IPv4 address."""
     proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128",
                       proxy_route=tunnel("2001:db8:c0ff::31"))
-    f = facts(Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy))
+    dep = Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy)
+    f = replace(facts(dep), internal_hosts=frozenset({"proxy.corp.example"}))
     p = predict(f, SiteProfile(), W + ("teams",))
     w = p.workloads[0]
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
     assert [s.kind for s in p.site_systems] == ["vpn", "proxy"]
+    # only a public address, through the tunnel: the site's proxy, or a cloud proxy reached through the VPN?
+    w = predict(facts(dep), SiteProfile(), W + ("teams",)).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.UNCERTAIN)
 
 
 def test_media_quality_measured_now_carries_over_when_the_path_does_not_change() -> None:
     f = facts(Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),)), vpn=False)
     p = predict(f, SiteProfile(), W, current={"teams_media": Fate.DEGRADED})
     assert p.fate("teams_media") is Fate.DEGRADED
-    tunneled = facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
-    assert predict(tunneled, SiteProfile(), W, current={"teams_media": Fate.DEGRADED}).workloads[0].if_vpn_drops \
-        is Fate.WORKS
+
+
+
+def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:
+    media = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
+    slow = {"teams_media": Fate.DEGRADED}
+    w = predict(facts(media), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_drops, w.possible["drops"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    assert any("whether the home connection or the path through the site makes it slow" in e for e in w.evidence)
+    # a workload that goes direct now shows what the home connection is like
+    direct_ok = Dependency("exchange", "service", "o", (direct("198.18.0.10"),))
+    w = next(x for x in predict(facts(media, direct_ok), SiteProfile(), W, current=slow).workloads
+             if x.id == "teams_media")
+    assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.FAILS, Fate.WORKS, {})
+    slow_home = {**slow, "exchange": Fate.DEGRADED}
+    w = next(x for x in predict(facts(media, direct_ok), SiteProfile(), W, current=slow_home).workloads
+             if x.id == "teams_media")
+    assert w.if_vpn_drops is Fate.DEGRADED
+    assert any("the home connection it falls back to is impaired" in e for e in w.evidence)
 
 
 NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio and video", "identity": "Sign-in"}
@@ -188,3 +216,170 @@ def test_federation_at_the_site_recommends_password_hash_sync() -> None:
     section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
     finding = next(x for x in section.findings if x.code == "outage.identity")
     assert "password hash sync" in finding.remediation
+
+
+# --- no route is not a path ---------------------------------------------------------------------------------------
+
+def no_route(addr: str) -> Route:
+    return Route(addr, None, "unreachable", "no route to this network (Network is unreachable)")
+
+
+def test_ipv4_only_laptop_on_an_ipv4_full_tunnel_loses_everything_if_the_vpn_stays() -> None:
+    """The AAAA address has no route: it is not a way around the tunnel (issue 9, seen 1)."""
+    f = facts(Dependency("exchange", "service", "outlook.office365.com",
+                         (tunnel("198.18.0.10"), no_route("2001:db8:f001::10"))),
+              Dependency("teams_media", "media", "relay", (tunnel("198.18.4.250"), no_route("2001:db8:f006::fa"))))
+    p = predict(f, SiteProfile(), W)
+    for w in p.workloads:
+        assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS), w.id
+        assert any("2001:db8:" in e and "no route from this laptop" in e and "not usable" in e for e in w.evidence)
+        assert not any("fall back" in e for e in w.evidence if e.startswith("[VPN stays]"))
+
+
+def test_an_address_with_no_route_is_no_fallback_even_when_the_tunnel_drops() -> None:
+    f = facts(Dependency("exchange", "service", "o", (no_route("2001:db8:f001::10"),)))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+
+
+def test_a_route_that_could_not_be_read_is_named_as_an_assumption() -> None:
+    f = facts(Dependency("exchange", "service", "o", (Route("198.18.0.10", None, "unknown", "timed out"),)))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert w.if_vpn_stays is Fate.WORKS
+    assert any("could not be read (timed out)" in e and "assumed direct" in e for e in w.evidence)
+
+
+def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
+    from netcheck.platform.linux import parse_route_get_batch
+    from netcheck.site_facts import _route
+
+    stderr = "RTNETLINK answers: Network is unreachable\nCommand failed -:2\n"
+    stdout = '[{"dst":"198.18.0.10","dev":"wg0","prefsrc":"10.66.0.2","flags":[],"uid":65534,"cache":[]}]'
+    egress = parse_route_get_batch(stdout, stderr, ["198.18.0.10", "2001:db8:f001::10"])
+    route = _route(egress["2001:db8:f001::10"])
+    assert route.kind == "unreachable" and route.note and "Network is unreachable" in route.note
+    assert _route(egress["198.18.0.10"]).kind == "unknown"  # an interface not classified yet: not a path we know
+
+
+def test_split_classes_of_a_family_without_route() -> None:
+    from netcheck.site_facts import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
+
+    assert classify_split(["unreachable", "unreachable"]) == NO_ROUTE
+    assert classify_split(["vpn", "unreachable"]) == TUNNELED
+    assert classify_split(["physical", "unreachable"]) == SPLIT_OUT
+    assert classify_split(["physical", "vpn", "unreachable"]) == SELECTIVE
+
+
+def test_no_ipv6_bypass_finding_on_a_laptop_without_ipv6() -> None:
+    from netcheck.catalog import load_catalog
+    from netcheck.outage import SplitTunnelRow, assess_outage
+    from netcheck.platform.base import Egress
+    from netcheck.site_facts import _split_tunnel, representative
+
+    catalog = load_catalog("Worldwide")
+    optimize = [(s, n) for s in catalog.sets if s.category.value == "Optimize" and s.required for n in s.ips]
+
+    def egress(n: object) -> Egress:
+        v6 = ":" in str(n)
+        return Egress(str(n), None if v6 else "eth0", None, None, "unreachable" if v6 else "physical", None,
+                      "ip route get", "no route to this network" if v6 else None)
+
+    rows, tunneled = _split_tunnel(catalog, optimize, {representative(n): egress(n) for _, n in optimize}, True)
+    assert rows and all(r.ipv4 == "split_out" and r.ipv6 == "no_route" for r in rows) and tunneled == ()
+    section = assess_outage(predict(facts(vpn=True), SiteProfile(), W), NAMES, list(W), split_tunnel=rows)
+    assert not [f for f in section.findings if f.code == "vpn.ipv6_tunneled"]
+    tunneled_v6 = [SplitTunnelRow(r.workload, r.ipv4, "tunneled", ("2603:1063::/38",)) for r in rows[:1]]
+    assert [f.code for f in assess_outage(predict(facts(vpn=True), SiteProfile(), W), NAMES, list(W),
+                                          split_tunnel=tunneled_v6).findings] == ["vpn.ipv6_tunneled"]
+
+
+# --- what netcheck cannot read is named, never assumed into a "works" ----------------------------------------------
+
+PAC_AT_SITE = ProxyPath(source="pac", proxy=None, pac_url="http://pac.corp.example/proxy.pac",
+                        pac_route=tunnel("10.10.0.9"))
+
+
+def test_pac_at_the_site_without_a_stated_fallback_is_uncertain_and_named() -> None:
+    via_proxy = ProxyPath(source="pac", proxy="10.10.0.8:3128", proxy_route=tunnel("10.10.0.8"),
+                          pac_url=PAC_AT_SITE.pac_url, pac_route=PAC_AT_SITE.pac_route)
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), PAC_AT_SITE),
+              Dependency("identity", "service", "login", (direct("198.18.2.1"),), via_proxy))
+    p = predict(f, SiteProfile(), W)
+    ex, ident = (next(w for w in p.workloads if w.id == i) for i in ("exchange", "identity"))
+    assert (ex.if_vpn_stays, ex.if_vpn_drops) == (Fate.UNCERTAIN, Fate.UNCERTAIN)
+    assert ex.possible == {"stays": (Fate.WORKS, Fate.FAILS), "drops": (Fate.WORKS, Fate.FAILS)}
+    assert ex.assumptions == ("what the OS does when it cannot fetch the PAC file",)
+    assert any("[assumption] if it fails closed: fails if the VPN stays" in e for e in ex.evidence)
+    assert any("site profile: pac_unreachable" in e for e in ex.evidence)
+    assert ident.if_vpn_stays is Fate.UNCERTAIN  # direct: works; cached copy: the dead proxy; fail-closed: fails
+    told = predict(f, SiteProfile(pac_unreachable="cached"), W)
+    assert [(w.if_vpn_stays, w.possible) for w in told.workloads] == [(Fate.WORKS, {}), (Fate.FAILS, {})]
+
+
+def test_a_pac_that_does_not_depend_on_the_site_is_no_assumption() -> None:
+    cloud_pac = ProxyPath(source="pac", proxy=None, pac_url="https://pac.cloudproxy.example/contoso.pac",
+                          pac_route=direct("198.51.100.77"))
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), cloud_pac))
+    w = predict(f, SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.possible, w.assumptions) == (Fate.WORKS, {}, ())
+
+
+def test_uncertain_is_at_risk_at_best_with_the_assumption_in_the_summary() -> None:
+    from netcheck.models import Severity, Verdict
+    from netcheck.outage import assess_outage
+
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), PAC_AT_SITE))
+    section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
+    assert section.verdict is Verdict.AT_RISK
+    assert "what the OS does when it cannot fetch the PAC file" in section.summary
+    finding = next(x for x in section.findings if x.code == "outage.exchange")
+    assert finding.severity is Severity.WARNING and "may stop working" in finding.title
+    assert "pac_unreachable" in finding.remediation
+
+
+def test_caller_assumptions_cross_with_the_pac_one() -> None:
+    """On the office network the home VPN profile is unknown: each world is evaluated, and they disagree."""
+    from netcheck.outage import Assumption
+
+    home_dns = (Resolver("the home router", Route("the home router", "home connection", "physical")),)
+    office = facts(Dependency("identity", "service", "login", (direct("198.18.2.1"),)), vpn=False, on_site=True,
+                   resolvers=home_dns)
+    full = facts(Dependency("identity", "service", "login", (tunnel("198.18.2.1"),)), vpn=True, on_site=True,
+                 resolvers=home_dns)
+    vpn = Assumption("the VPN profile used away from the office", "vpn_mode",
+                     (("with no VPN from home", lambda f, p: (office, p)),
+                      ("with a full tunnel from home", lambda f, p: (full, p))))
+    p = predict(office, SiteProfile(), W, assumptions=(vpn,))
+    w = p.workloads[0]
+    assert p.behaviours == ("stays", "drops")  # one of the worlds has a VPN
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.UNCERTAIN, Fate.WORKS)
+    assert w.possible == {"stays": (Fate.WORKS, Fate.FAILS)}
+    told = replace(SiteProfile(), vpn_mode="none")
+    assert predict(office, told, W).workloads[0].possible == {}
+
+
+def test_shared_address_space_is_internal() -> None:
+    """A resolver at 100.64.0.1 reached through the VPN (a VPN using RFC 6598 space) goes with the tunnel."""
+    from netcheck.outage import is_internal
+
+    assert is_internal("100.64.0.1") and is_internal("100.127.255.254") and not is_internal("100.128.0.1")
+    vpn_dns = Resolver("100.64.0.1", tunnel("100.64.0.1"))
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), resolvers=(vpn_dns,))
+    w = predict(f, SiteProfile(networks=(ipaddress.ip_network("10.0.0.0/8"),)), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+    assert any("go with the tunnel" in e for e in w.evidence)
+
+
+def test_pac_evaluated_as_from_home_with_the_laptops_own_non_vpn_address() -> None:
+    from netcheck.platform.base import Interface
+    from netcheck.site_facts import own_address
+
+    def iface(name: str, kind: str, *addresses: str, up: bool = True) -> Interface:
+        return Interface(name, kind, None, (), addresses, up)
+
+    found = [iface("lo", "loopback", "127.0.0.1/8"), iface("wg0", "vpn", "100.64.0.2/32"),
+             iface("eth1", "physical", "fe80::1/64", "2001:db8:a001::100/64", up=False),
+             iface("eth0", "physical", "fe80::2/64", "2001:db8:c001::100/64", "10.20.0.100/24")]
+    assert own_address(found) == "10.20.0.100"
+    assert own_address(found[:2]) is None
+    assert own_address([iface("eth0", "physical", "fe80::2/64", "2001:db8:c001::100/64")]) == "2001:db8:c001::100"

@@ -29,8 +29,9 @@ MAX_MEDIA_PROBES = 3
 
 _VERDICT_TONE = {"READY": "good", "AT_RISK": "warn", "NOT_READY": "bad", "UNKNOWN": "unknown"}
 _STATUS = {"ok": ("OK", "good"), "degraded": ("Degraded", "warn"), "failed": ("Failed", "bad"),
-           "not_tested": ("Not tested", "muted")}
-_FATE = {"works": ("Works", "good"), "degraded": ("Degraded", "warn"), "fails": ("Fails", "bad")}
+           "not_tested": ("Not tested", "muted"), "no_route": ("No route from this laptop", "muted")}
+_FATE = {"works": ("Works", "good"), "degraded": ("Degraded", "warn"), "uncertain": ("Uncertain", "warn"),
+         "fails": ("Fails", "bad")}
 _SEVERITY = {"critical": ("Critical", "bad", 0), "warning": ("Warning", "warn", 1), "info": ("Note", "info", 2)}
 _SPLIT = {"split_out": ("Direct (split out)", "good"), "selective": ("Partly direct (selective)", "warn"),
           "tunneled": ("Through the VPN (tunneled)", "warn"), "no_vpn": ("No VPN", "muted"),

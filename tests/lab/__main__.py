@@ -3,6 +3,8 @@
 python -m tests.lab run SCENARIO.toml [--json] [--artifacts DIR]
 python -m tests.lab shell SCENARIO.toml [--site-down] [--vpn stays|drops]
 python -m tests.lab matrix [--dir DIR] [--jobs N] [--json] [--artifacts DIR]
+python -m tests.lab matrix --generated all|N [--seed S] [--jobs N]   (the all-pairs scenarios)
+python -m tests.lab generate --out DIR [--seed S] [--subset N]   (write them)
 python -m tests.lab check SCENARIO.toml...   (validate scenario files only)
 python -m tests.lab doctor                   (are the lab's tools installed?)
 python -m tests.lab cleanup                  (remove what killed runs left)
@@ -17,10 +19,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import addressing as A
+from . import generate as gen
 from . import scenario as sc
 from .netns import LabError, cleanup_stale, install_signal_handlers, require_root
 from .preflight import missing_tools
@@ -76,7 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", type=Path)
     p.add_argument("--skip-netcheck", action="store_true")
     p.add_argument("--netcheck", help="the netcheck program to run (default: the venv's)")
+    p.add_argument(
+        "--generated",
+        metavar="all|N",
+        help="run the all-pairs generated scenarios (all, or a seeded subset of N) instead of the shipped ones",
+    )
+    p.add_argument("--seed", type=int, default=gen.SEED, help=f"generator seed (default {gen.SEED})")
     p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("generate", help="write all-pairs combinations of the scenario knobs (docs/lab.md)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the scenario files")
+    p.add_argument("--seed", type=int, default=gen.SEED, help=f"generator seed (default {gen.SEED})")
+    p.add_argument("--subset", type=int, default=None, help="keep a seeded sample of this many")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("check", help="validate scenario files without building anything")
     p.add_argument("scenarios", type=Path, nargs="+")
@@ -120,7 +136,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if result["lab_problems"] else 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    made = gen.write(args.out, args.seed, args.subset)
+    print(f"{len(made.files)} scenarios in {args.out} covering every valid pair of {made.pairs} knob-value pairs")
+    for line in made.skipped:
+        print(f"skipped: {line}")
+    return 0
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
+    if args.generated:
+        out = Path(tempfile.mkdtemp(prefix="netcheck-lab-generated-"))
+        subset = None if args.generated == "all" else int(args.generated)
+        args.dir = out
+        gen.write(out, args.seed, subset)
     paths = scenario_files(args.dir) if args.dir else scenario_files()
     if args.only:
         paths = [p for p in paths if p.stem in args.only or sc.load(p).name in args.only]
@@ -150,10 +179,18 @@ def _summary_line(matrix: dict[str, Any]) -> str:
     acc = s.get("outage_accuracy")
     parts = [f"{s['scenarios']} scenarios, {s['rows']} rows in {matrix['matrix_seconds']:.0f}s"]
     parts.append(
-        f"outage prediction accuracy {acc:.1%} over {s['outage_predictions']} rows"
+        f"outage prediction accuracy {acc:.1%} over {s['outage_predictions']} rows ({s['misses']} missed)"
         if acc is not None
         else s.get("note", "")
     )
+    for kind in ("inferred", "told"):
+        k = s.get(kind) or {}
+        if k.get("accuracy") is not None:
+            parts.append(
+                f"{kind} {k['accuracy']:.1%} over {k['rows']} rows of {k['scenarios']} scenarios "
+                f"({k['hedged']} right only as 'uncertain'; {k['strict']:.1%} counting those as misses; "
+                f"{k['modelled']} on a modelled truth)"
+            )
     if s.get("site_up_agreement") is not None:
         parts.append(f"site-up status agrees with truth on {s['site_up_agreement']:.1%}")
     parts.append(f"lab problems: {s['lab_problems']}, errors: {s['errors']}")

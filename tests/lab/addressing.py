@@ -50,6 +50,10 @@ OFFICE_LAN = LinkNet(
 VPN_NET = LinkNet(
     "10.66.0.0/24", "10.66.0.1", "10.66.0.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
 )
+#: The same tunnel in RFC 6598 shared address space, as many VPN products number theirs (`[vpn] cgnat`).
+VPN_NET_CGNAT = LinkNet(
+    "100.64.66.0/24", "100.64.66.1", "100.64.66.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
+)
 
 #: Prefixes each site owns, routed to it by the internet core.
 HOME_V6_AGGREGATE = "2001:db8:a000::/40"
@@ -93,6 +97,19 @@ ADFS_NAME = f"adfs.{CORP_DOMAIN}"
 INTRANET_NAME = f"intranet.{CORP_DOMAIN}"
 VPN_NAME = f"vpn.{CORP_DOMAIN}"
 PAC_URL = f"http://{PAC_NAME}/proxy.pac"
+
+# --- beyond the site: services on the internet that are not Microsoft's ------
+#: A cloud identity provider that sign-in is federated to (served by the front doors, AnyIP in `inet`,
+#: outside every mapped and CDN prefix).
+CLOUD_IDP_NAME = "sts.cloudidp.example"
+CLOUD_IDP_V4, CLOUD_IDP_V6 = "198.19.255.43", "2001:db8:fc1d::43"
+#: A cloud security proxy (squid in `inet`) and its PAC file, served over HTTPS by the front doors.
+CLOUD_DOMAIN = "cloudproxy.example"
+CLOUD_PROXY_NAME = f"proxy.{CLOUD_DOMAIN}"
+CLOUD_PROXY_V4, CLOUD_PROXY_V6 = "198.19.255.31", "2001:db8:fc1d::31"
+CLOUD_PAC_NAME = f"pac.{CLOUD_DOMAIN}"
+CLOUD_PAC_V4, CLOUD_PAC_V6 = "198.19.255.80", "2001:db8:fc1d::80"
+CLOUD_PAC_URL = f"https://{CLOUD_PAC_NAME}/contoso.pac"
 
 #: Teams media (STUN/TURN) ports on the relay.
 STUN_PORTS = (3478, 3479, 3480, 3481)

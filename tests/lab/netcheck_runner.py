@@ -18,6 +18,7 @@ from .world import LAPTOP_UID, World
 #: netcheck's per-workload status -> the lab's truth vocabulary.
 STATUS_TO_TRUTH = {"ok": "works", "degraded": "degraded", "failed": "fails"}
 EXIT_MEANING = {0: "ready", 1: "at risk", 2: "not ready", 3: "could not assess"}
+TRUTH_VALUES = ("works", "degraded", "fails")
 
 
 @dataclass
@@ -136,12 +137,20 @@ def run_netcheck(world: World, exe: str | None = None) -> NetcheckRun:
     return run
 
 
+def _possible(row: dict[str, Any], key: str) -> list[str]:
+    """The fates an "uncertain" prediction allows (netcheck's ``possible`` for that behaviour)."""
+    values = (row.get("possible") or {}).get(key.removeprefix("if_vpn_"))
+    return [str(v) for v in values if v in TRUTH_VALUES] if isinstance(values, list) else []
+
+
 def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str, tuple[str | None, str]]]:
     """Per workload and phase: (predicted truth value, where it came from).
 
-    From ``outage`` when the report has it (``no_vpn`` reads ``if_vpn_drops``:
-    without a VPN the laptop is already in the "dropped" state); otherwise
-    netcheck's site-up status for every phase.
+    Site up: netcheck's status. Site down: only ``outage``, with the key of that
+    behaviour (``no_vpn`` reads ``if_vpn_drops``: without a VPN the laptop is
+    already in the "dropped" state). Nothing is substituted: a workload missing
+    from ``outage``, or a behaviour missing from its row, is (None, why), a miss.
+    An "uncertain" prediction reads ``uncertain:works|fails`` (the fates it allows).
     """
     out: dict[str, dict[str, tuple[str | None, str]]] = {}
     if run.report is None:
@@ -151,14 +160,23 @@ def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str
     outage_rows = (
         {w.get("id"): w for w in outage.get("workloads", []) if isinstance(w, dict)} if isinstance(outage, dict) else {}
     )
-    for wid, status in site_up.items():
-        row: dict[str, tuple[str | None, str]] = {"site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status")}
+    for wid in dict.fromkeys([*site_up, *outage_rows]):
+        status = site_up.get(wid)
+        row: dict[str, tuple[str | None, str]] = {
+            "site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status" if wid in site_up else "not in workloads")
+        }
         for phase in phases:
             o = outage_rows.get(wid)
-            if o is not None:
-                key = "if_vpn_stays" if phase == "vpn_stays" else "if_vpn_drops"
-                row[phase] = (o.get(key) or o.get("if_vpn_drops") or o.get("if_vpn_stays"), "outage")
+            key = "if_vpn_stays" if phase == "vpn_stays" else "if_vpn_drops"
+            if not isinstance(outage, dict):
+                row[phase] = (None, "no outage section in netcheck's report")
+            elif o is None:
+                row[phase] = (None, "not in netcheck's outage section")
+            elif o.get(key) == "uncertain" and _possible(o, key):
+                row[phase] = ("uncertain:" + "|".join(_possible(o, key)), "outage")
+            elif o.get(key) not in TRUTH_VALUES:
+                row[phase] = (None, f"outage row has no valid {key}")
             else:
-                row[phase] = (STATUS_TO_TRUTH.get(str(status)), "site_up_status")
+                row[phase] = (str(o[key]), "outage")
         out[str(wid)] = row
     return out

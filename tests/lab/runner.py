@@ -36,13 +36,18 @@ def run_scenario(
     artifacts: Path | None = None,
     skip_netcheck: bool = False,
     netcheck: str | None = None,
+    inferred: bool = False,
     progress: Progress = lambda msg: None,
 ) -> dict[str, Any]:
     """Run one scenario end to end and return its result document.
 
     ``netcheck``: the program to run as netcheck (default: the one beside the lab's Python).
+    ``inferred``: run a scenario that has a site profile without it (named
+    ``NAME:inferred``), so netcheck has to infer what the profile would tell.
     """
     scenario = sc.load(path)
+    if inferred:
+        scenario = sc.without_profile(scenario)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     truth: dict[str, dict[str, WorkloadTruth]] = {}
@@ -53,7 +58,7 @@ def run_scenario(
             progress(f"{scenario.name}: world up in {timings['bring_up_s']:.1f}s (run {world.run_id})")
             truth["site_up"] = _timed(timings, "truth_site_up_s", lambda: measure(world))
             if skip_netcheck:
-                nc = NetcheckRun("unavailable", "netcheck skipped (--skip-netcheck)")
+                nc = NetcheckRun("skipped", "netcheck skipped (--skip-netcheck)")
             else:
                 nc = _timed(timings, "netcheck_s", lambda: run_netcheck(world, netcheck))
             progress(f"{scenario.name}: netcheck {nc.status} {nc.message}".rstrip())
@@ -106,6 +111,13 @@ def build_result(
         for wid, wt in results.items():
             predicted, source = preds.get(wid, {}).get(phase, (None, nc.message or "not in netcheck's report"))
             expected = expected_phase.get(wid, expected_phase.get("all"))
+            hedged = predicted is not None and predicted.startswith("uncertain:")
+            if hedged:  # counted right only if the truth is one it allows; counted apart (docs/lab.md)
+                match: bool | None = wt.truth in str(predicted).split(":", 1)[1].split("|")
+            elif predicted is not None:
+                match = predicted == wt.truth
+            else:  # every row counts: no prediction is a miss (unless netcheck was deliberately skipped)
+                match = None if nc.status == "skipped" or wt.truth not in sc.TRUTH_VALUES else False
             row = {
                 "workload": wid,
                 "phase": phase,
@@ -113,14 +125,20 @@ def build_result(
                 "prediction_source": source if predicted is not None or nc.report else (nc.message or source),
                 "truth": wt.truth,
                 "expected": expected,
-                "match": (predicted == wt.truth) if predicted is not None else None,
+                "match": match,
+                "hedged": hedged,
+                "truth_modelled": wt.modelled,
             }
             rows.append(row)
-            if expected is not None and expected != wt.truth:
+            if wt.truth not in sc.TRUTH_VALUES:
+                errors = [c.detail.get("tool_error") for c in wt.checks if c.detail.get("tool_error")]
+                problems.append(f"{phase}/{wid}: a truth tool failed: {str(errors[0] if errors else wt.truth)[-200:]}")
+            elif expected is not None and expected != wt.truth:
                 problems.append(f"{phase}/{wid}: lab expected {expected}, measured {wt.truth}")
     return {
         "scenario": scenario.name,
         "file": str(scenario.path),
+        "profile": "told" if scenario.netcheck.site_profile else "inferred",
         "description": scenario.description,
         "run_id": run_id,
         "netcheck": nc.summary(),
@@ -140,27 +158,34 @@ def run_matrix(
     netcheck: str | None = None,
     progress: Progress = lambda msg: None,
 ) -> dict[str, Any]:
-    """Run many scenarios (``jobs`` at a time) and summarise."""
+    """Run many scenarios (``jobs`` at a time) and summarise.
+
+    A scenario with a site profile runs twice: told (with it) and inferred
+    (``NAME:inferred``, without it).
+    """
     start = time.monotonic()
 
-    def one(path: Path) -> dict[str, Any]:
+    def one(run: tuple[Path, bool]) -> dict[str, Any]:
+        path, inferred = run
         try:
             return run_scenario(
-                path, artifacts=artifacts, skip_netcheck=skip_netcheck, netcheck=netcheck, progress=progress
+                path, artifacts=artifacts, skip_netcheck=skip_netcheck, netcheck=netcheck, inferred=inferred,
+                progress=progress,
             )
         except Exception as exc:  # one broken scenario must not hide the others
             log.debug("scenario %s failed", path, exc_info=True)
             return {
-                "scenario": path.stem,
+                "scenario": path.stem + (":inferred" if inferred else ""),
                 "file": str(path),
                 "error": f"{type(exc).__name__}: {exc}",
                 "rows": [],
                 "lab_problems": [str(exc)],
             }
 
+    runs = [(p, False) for p in paths] + [(p, True) for p in paths if sc.load(p).netcheck.site_profile]
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        results = list(pool.map(one, paths))
+        results = list(pool.map(one, runs))
     except BaseException:
         ABORT.set()  # worlds in other threads tear down at their next step
         pool.shutdown(wait=True, cancel_futures=True)
@@ -169,24 +194,50 @@ def run_matrix(
     return {"scenarios": results, "summary": summarise(results), "matrix_seconds": round(time.monotonic() - start, 1)}
 
 
-def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy of outage predictions (and of site-up statuses) against truth."""
-    outage = [
-        r for res in results for r in res["rows"] if r["phase"] != "site_up" and r["prediction_source"] == "outage"
+def _counted(rows: Sequence[dict[str, Any]], phase_up: bool) -> list[dict[str, Any]]:
+    """The rows a figure counts: every row of its phases whose truth was measured (a truth tool's own
+    failure is a lab problem, not a row); a row without a prediction counts as a miss."""
+    return [
+        r
+        for r in rows
+        if (r["phase"] == "site_up") == phase_up and r["truth"] in sc.TRUTH_VALUES and r["match"] is not None
     ]
-    site_up = [r for res in results for r in res["rows"] if r["phase"] == "site_up" and r["predicted"] is not None]
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of outage predictions (and of site-up statuses) against truth, over every row.
+
+    Two figures: ``inferred`` (netcheck had no site profile) and ``told`` (it had one).
+    """
     summary: dict[str, Any] = {
         "scenarios": len(results),
         "rows": sum(len(res["rows"]) for res in results),
         "lab_problems": sum(len(res["lab_problems"]) for res in results),
         "errors": sum(1 for res in results if "error" in res),
     }
-    if outage:
-        summary["outage_accuracy"] = round(sum(r["match"] for r in outage) / len(outage), 3)
-        summary["outage_predictions"] = len(outage)
+    every = _counted([r for res in results for r in res["rows"]], phase_up=False)
+    if every:
+        summary["outage_accuracy"] = round(sum(r["match"] for r in every) / len(every), 3)
+        summary["outage_predictions"] = len(every)
+        summary["misses"] = sum(1 for r in every if not r["match"])
+        summary["hedged"] = sum(1 for r in every if r.get("hedged"))
     else:
         summary["outage_accuracy"] = None
-        summary["note"] = "no outage predictions in netcheck's reports (site-up statuses recorded only)"
+        summary["note"] = "no site-down rows with a prediction (netcheck skipped?)"
+    for kind in ("inferred", "told"):
+        rows = _counted([r for res in results if res.get("profile") == kind for r in res["rows"]], phase_up=False)
+        summary[kind] = {
+            "scenarios": sum(1 for res in results if res.get("profile") == kind),
+            "rows": len(rows),
+            "accuracy": round(sum(r["match"] for r in rows) / len(rows), 3) if rows else None,
+            # "uncertain" rows whose truth was one of the fates they allowed
+            "hedged": sum(1 for r in rows if r.get("hedged") and r["match"]),
+            # the same rows, with every "uncertain" counted as a miss
+            "strict": round(sum(r["match"] and not r.get("hedged") for r in rows) / len(rows), 3) if rows else None,
+            # rows whose truth is the lab's model of a client (PAC file unreachable), not a measurement
+            "modelled": sum(1 for r in rows if r.get("truth_modelled")),
+        }
+    site_up = _counted([r for res in results for r in res["rows"]], phase_up=True)
     if site_up:
         summary["site_up_agreement"] = round(sum(r["match"] for r in site_up) / len(site_up), 3)
     return summary
@@ -204,8 +255,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     """One line per scenario and workload; a column per phase.
 
     A cell reads ``TRUTH nc:PREDICTION``; ``=`` marks agreement, ``X`` an
-    outage prediction that was wrong, ``~`` a site-up status that differs
-    (no outage prediction yet), ``!`` a truth the scenario did not expect.
+    outage prediction that was wrong or missing, ``~`` a site-up status that
+    differs, ``!`` a truth the scenario did not expect.
     """
     phases = [p for p in sc.PHASES if any(r["phase"] == p for res in results for r in res.get("rows", []))]
     header = ("scenario", "workload", *phases)
@@ -232,7 +283,7 @@ def _cell(row: dict[str, Any]) -> str:
     elif row["match"]:
         mark = "="
     else:
-        mark = "X" if row["prediction_source"] == "outage" else "~"
+        mark = "~" if row["phase"] == "site_up" else "X"
     lab = "!" if row["expected"] and row["expected"] != row["truth"] else ""
     return f"{row['truth']}{lab} {mark} nc:{pred}"
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from . import addressing as A
 
 WORKLOADS = ("exchange", "sharepoint", "teams", "teams_media", "identity", "office")
 TRUTH_VALUES = ("works", "degraded", "fails")
@@ -52,10 +54,15 @@ class Vpn:
     keep: tuple[str | int, ...] = ()
     exclude_families: tuple[str, ...] = FAMILIES
     on_site_down: tuple[str, ...] = ("stays", "drops")
+    cgnat: bool = False  # tunnel addresses in 100.64.0.0/10 instead of 10.66.0.0/24
 
     @property
     def enabled(self) -> bool:
         return self.mode != "none"
+
+    @property
+    def net(self) -> A.LinkNet:
+        return A.VPN_NET_CGNAT if self.cgnat else A.VPN_NET
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,26 @@ class Proxy:
     tls_inspection: bool = False
     inspection_bypass: tuple[str | int, ...] = ()
     pac_unreachable: str = "direct"  # direct | fail | cached
+    where: str = "site"  # site | cloud: where the proxy and its PAC file live
+
+    @property
+    def name(self) -> str:
+        return A.CLOUD_PROXY_NAME if self.where == "cloud" else A.PROXY_NAME
+
+    @property
+    def pac_url(self) -> str:
+        return A.CLOUD_PAC_URL if self.where == "cloud" else A.PAC_URL
 
 
 @dataclass(frozen=True)
 class Identity:
     mode: str = "managed"  # managed | federated
     adfs_public: bool = False
+    provider: str = "site"  # site (AD FS at the site) | cloud (a cloud identity provider on the internet)
+
+    @property
+    def federation_host(self) -> str:
+        return A.CLOUD_IDP_NAME if self.provider == "cloud" else A.ADFS_NAME
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,11 @@ class Scenario:
         if not self.vpn.enabled:
             return ("no_vpn",)
         return tuple(f"vpn_{b}" for b in self.vpn.on_site_down)
+
+
+def without_profile(s: Scenario) -> Scenario:
+    """The same world, with netcheck given no site profile: it has to infer the site (``NAME:inferred``)."""
+    return replace(s, name=f"{s.name}:inferred", netcheck=replace(s.netcheck, site_profile=False))
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +248,7 @@ def _vpn(t: _Table) -> Vpn:
         keep=t.selector_list("keep"),
         exclude_families=t.str_list("exclude_families", FAMILIES, FAMILIES),
         on_site_down=t.str_list("on_site_down", ("stays", "drops"), ("stays", "drops")),
+        cgnat=t.get("cgnat", bool, False),
     )
     t.finish()
     return result
@@ -242,6 +269,7 @@ def _proxy(t: _Table) -> Proxy:
         tls_inspection=t.get("tls_inspection", bool, False),
         inspection_bypass=t.selector_list("inspection_bypass"),
         pac_unreachable=t.choice("pac_unreachable", ("direct", "fail", "cached"), "direct"),
+        where=t.choice("where", ("site", "cloud"), "site"),
     )
     t.finish()
     return result
@@ -251,6 +279,7 @@ def _identity(t: _Table) -> Identity:
     result = Identity(
         mode=t.choice("mode", ("managed", "federated"), "managed"),
         adfs_public=t.get("adfs_public", bool, False),
+        provider=t.choice("provider", ("site", "cloud"), "site"),
     )
     t.finish()
     return result
@@ -329,10 +358,12 @@ def _check_consistency(s: Scenario) -> None:
         fail("dns.servers", "the corporate resolver is only reachable through a VPN or at the office")
     if s.proxy.mode == "none" and (s.proxy.direct or s.proxy.tls_inspection):
         fail("proxy.mode", "proxy.direct / tls_inspection need a proxy (explicit or pac)")
-    if s.proxy.mode != "none" and not s.vpn.enabled and s.laptop.location == "home":
+    if s.proxy.mode != "none" and s.proxy.where == "site" and not s.vpn.enabled and s.laptop.location == "home":
         fail("proxy.mode", "the site's proxy is only reachable through a VPN or at the office")
     if s.identity.mode == "managed" and s.identity.adfs_public:
         fail("identity.adfs_public", "only meaningful with identity.mode = 'federated'")
+    if s.identity.provider == "cloud" and (s.identity.mode != "federated" or s.identity.adfs_public):
+        fail("identity.provider", "'cloud' needs identity.mode = 'federated' (and no adfs_public)")
     if not s.laptop.ipv6 and "ipv6" in s.vpn.families and s.vpn.enabled:
         pass  # the tunnel may still carry IPv6 (laptop gets IPv6 only inside it)
     for phase in s.expect:

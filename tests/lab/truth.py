@@ -12,10 +12,14 @@ Per workload (see docs/lab.md for the exact rules):
   (``X-Lab-Server`` header; a proxy's error page does not count).  All URLs
   good -> works, some -> degraded, none -> fails.  Sign-in needs every step
   (realm discovery, then AD FS when federated), so identity fails if any does.
-* teams_media: STUN Binding to the relay on UDP 3478 (each address family
-  the relay has).  A reply within Microsoft's media targets (loss <= 1 %,
-  RTT <= 100 ms, jitter <= 30 ms) on some family -> works; replies outside
-  them -> degraded; no reply -> fails.
+* teams_media: STUN Binding to the relay on UDP 3478 (every address the
+  relay has; an address with no route is an outcome, not a crash).  A reply
+  within Microsoft's media targets (loss <= 1 %, RTT <= 100 ms, jitter
+  <= 30 ms) on some address -> works; replies outside them -> degraded; no
+  reply -> fails.
+
+A truth tool that fails (crashes, prints no result) gives the truth
+``lab-error``: a lab problem that fails the run, never "fails".
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import statistics
+import tomllib
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +37,38 @@ from pathlib import Path
 from typing import Any
 
 from . import addressing as A
-from .world import SYSTEM_PYTHON, World
+from .world import REPO_ROOT, SYSTEM_PYTHON, World
 
 CURL_TIMEOUT = 10
-MEDIA_LIMITS = {"loss_pct": 1.0, "rtt_ms_median": 100.0, "jitter_ms": 30.0}
+#: Microsoft's thresholds, from the one place they live (the lab reads the file, never imports netcheck).
+POLICY = tomllib.loads((REPO_ROOT / "endpoints" / "policy.toml").read_text())
+MEDIA_LIMITS = {
+    "loss_pct": float(POLICY["teams_media"]["loss_pct"]),
+    "rtt_ms_median": float(POLICY["teams_media"]["rtt_ms"]),
+    "jitter_ms": float(POLICY["teams_media"]["jitter_ms"]),
+}
+#: curl's remote_ip when it talked to the site's proxy.
+PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
+#: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used).
+CONNECT_SAMPLES = 3
+
+
+def slow(workload: str, connect_ms: float) -> str | None:
+    """Why a median connect time is too slow for ``workload`` by policy.toml, or None.
+
+    Exchange uses the admin center's network score (points interpolated from
+    ``[exchange_score]``); every other workload ``[latency] slow_ms``.
+    """
+    if workload == "exchange":
+        points = [(float(a), float(b)) for a, b in POLICY["exchange_score"]["points"]]
+        score = points[0][1] if connect_ms <= points[0][0] else 0.0
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+            if x0 < connect_ms <= x1:
+                score = y0 + (y1 - y0) * (connect_ms - x0) / (x1 - x0)
+        limit = float(POLICY["exchange_score"]["degraded_below"])
+        return f"Exchange score {score:.0f} < {limit:.0f} (connect {connect_ms:.0f} ms)" if score < limit else None
+    limit = float(POLICY["latency"]["slow_ms"])
+    return f"connect {connect_ms:.0f} ms > {limit:.0f} ms" if connect_ms > limit else None
 
 
 @dataclass
@@ -47,14 +81,23 @@ class Check:
     degraded: bool = False
 
 
+#: The truth of a workload whose truth tool itself failed: a lab problem, never "fails".
+TOOL_ERROR = "lab-error"
+
+
 @dataclass
 class WorkloadTruth:
     workload: str
-    truth: str  # works | degraded | fails
+    truth: str  # works | degraded | fails | lab-error
     checks: list[Check]
 
+    @property
+    def modelled(self) -> bool:
+        """The truth rests on the lab's model of a client (see Route.modelled), not on a measurement."""
+        return any(c.detail.get("modelled") for c in self.checks)
+
     def to_json(self) -> dict[str, Any]:
-        return {"truth": self.truth, "checks": [asdict(c) for c in self.checks]}
+        return {"truth": self.truth, "modelled": self.modelled, "checks": [asdict(c) for c in self.checks]}
 
 
 @dataclass
@@ -64,6 +107,11 @@ class Route:
     proxies: list[str | None]  # None = DIRECT; tried in order, like a browser
     reason: str = ""
     from_pac: bool = False
+    #: The truth tool that chose this route failed (e.g. pacparser crashed): a lab problem.
+    tool_error: str = ""
+    #: The route is the scenario's model of a client's behaviour, not measured (the PAC file could not be
+    #: fetched: what the OS does then is ``proxy.pac_unreachable``). Counted apart (docs/lab.md).
+    modelled: str = ""
 
 
 def http_urls(world: World) -> dict[str, list[str]]:
@@ -97,13 +145,20 @@ def measure(world: World) -> dict[str, WorkloadTruth]:
     urls = http_urls(world)
     routes = proxy_routes(world, [u for group in urls.values() for u in group])
     with ThreadPoolExecutor(max_workers=12) as pool:
-        http = {w: [pool.submit(fetch, world, u, routes[u]) for u in us] for w, us in urls.items() if w != "identity"}
+        http = {
+            w: [pool.submit(fetch, world, u, routes[u], quality=w) for u in us]
+            for w, us in urls.items()
+            if w != "identity"
+        }
         identity = pool.submit(identity_checks, world, urls["identity"][0], routes)
         media = pool.submit(stun_check, world)
         dns = {w: pool.submit(dns_check, world, name) for w, name in dns_names(world).items()}
         results = {w: WorkloadTruth(w, *_verdict([f.result() for f in fs])) for w, fs in http.items()}
         id_checks = identity.result()
-        results["identity"] = WorkloadTruth("identity", "works" if all(c.ok for c in id_checks) else "fails", id_checks)
+        id_truth = (
+            ("degraded" if any(c.degraded for c in id_checks) else "works") if all(c.ok for c in id_checks) else "fails"
+        )
+        results["identity"] = WorkloadTruth("identity", _tool_error(id_checks) or id_truth, id_checks)
         media_check = media.result()
         results["teams_media"] = WorkloadTruth("teams_media", _media_truth(media_check), [media_check])
         for w, f in dns.items():  # evidence only: added after the verdicts
@@ -112,14 +167,22 @@ def measure(world: World) -> dict[str, WorkloadTruth]:
     return {w: results[w] for w in order}
 
 
+def _tool_error(checks: list[Check]) -> str | None:
+    return TOOL_ERROR if any(c.detail.get("tool_error") for c in checks) else None
+
+
 def _verdict(checks: list[Check]) -> tuple[str, list[Check]]:
+    if _tool_error(checks):
+        return TOOL_ERROR, checks
     good = sum(c.ok for c in checks)
     if good == len(checks):
-        return "works", checks
+        return ("degraded" if any(c.degraded for c in checks) else "works"), checks
     return ("degraded" if good else "fails"), checks
 
 
 def _media_truth(check: Check) -> str:
+    if check.detail.get("tool_error"):
+        return TOOL_ERROR
     if not check.ok:
         return "fails"
     return "degraded" if check.degraded else "works"
@@ -136,24 +199,35 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
         return {u: Route([None], "system proxy settings (environment)") for u in urls}
     pac_path = world.user_home / "tmp" / f"fetched-{secrets.token_hex(4)}.pac"
     fetched = world.laptop_run(
-        ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "--fail", "-o", str(pac_path), A.PAC_URL], timeout=15
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "5", "--fail", "-o", str(pac_path), s.proxy.pac_url],
+        timeout=15,
     )
     try:
+        modelled = ""
         if fetched.ok:
             source = "PAC fetched now"
         elif s.proxy.pac_unreachable == "direct":
-            return {u: Route([None], "PAC unreachable: falls back to DIRECT") for u in urls}
+            why = "PAC unreachable: falls back to DIRECT (modelled: proxy.pac_unreachable)"
+            return {u: Route([None], why, modelled=why) for u in urls}
         elif s.proxy.pac_unreachable == "fail":
-            return {u: Route([], "PAC unreachable: fails closed") for u in urls}
+            why = "PAC unreachable: fails closed (modelled: proxy.pac_unreachable)"
+            return {u: Route([], why, modelled=why) for u in urls}
         else:
             pac_path.write_text(world.pac_text)
             pac_path.chmod(0o644)
-            source = "PAC unreachable: using the cached copy"
+            source = modelled = "PAC unreachable: using the cached copy (modelled: proxy.pac_unreachable)"
         answers = evaluate_pac(world, pac_path, urls)
     finally:
         pac_path.unlink(missing_ok=True)
     return {
-        u: Route(parse_pac_result(answers.get(u, "DIRECT")), f"{source}: {answers.get(u)}", from_pac=True) for u in urls
+        u: Route(
+            parse_pac_result(answers.get(u, "DIRECT")),
+            f"{source}: {answers.get(u)}",
+            from_pac=True,
+            tool_error=answers[u] if answers.get(u, "").startswith("ERROR:") else "",
+            modelled=modelled,
+        )
+        for u in urls
     }
 
 
@@ -188,11 +262,21 @@ def parse_pac_result(result: str) -> list[str | None]:
 # probes
 
 
-def fetch(world: World, url: str, route: Route, keep_body: bool = False) -> Check:
-    """HTTPS GET with curl along ``route``; ok if the lab server answered."""
+def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality: str | None = None) -> Check:
+    """HTTPS GET with curl along ``route``; ok if the lab server answered.
+
+    With ``quality`` (the workload), a URL that answered is also measured for
+    what makes a working path *degraded* (docs/lab.md): the median TCP connect
+    time without name lookup over CONNECT_SAMPLES connections, against
+    policy.toml; TLS inspected (the extra samples verify against the public
+    roots only); an Optimize URL that went through a proxy.
+    """
     host = urllib.parse.urlsplit(url).hostname
+    if route.tool_error:
+        return Check(f"https {host}", False, {"url": url, "route": route.reason, "tool_error": route.tool_error})
     if not route.proxies:
-        return Check(f"https {host}", False, {"url": url, "route": route.reason, "error": "no usable route"})
+        detail = {"url": url, "route": route.reason, "error": "no usable route"}
+        return Check(f"https {host}", False, detail | ({"modelled": route.modelled} if route.modelled else {}))
     attempts = []
     body_file = world.user_home / "tmp" / f"body-{secrets.token_hex(4)}"
     for proxy in route.proxies:
@@ -219,10 +303,56 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False) -> Chec
         if attempt["ok"]:
             break
     detail: dict[str, Any] = {"url": url, "route": route.reason, "attempts": attempts}
+    if route.modelled:
+        detail["modelled"] = route.modelled
     if keep_body and body_file.exists():
         detail["body"] = body_file.read_text(errors="replace")[:4000]
     body_file.unlink(missing_ok=True)
-    return Check(f"https {host}", bool(attempts[-1]["ok"]), detail)
+    ok = bool(attempts[-1]["ok"])
+    degraded = False
+    if ok and quality:
+        detail["quality"] = _quality(world, url, route, attempts[-1], quality)
+        degraded = bool(detail["quality"]["degraded_by"])
+    return Check(f"https {host}", ok, detail, degraded=degraded)
+
+
+def _connect_ms(attempt: dict[str, Any]) -> float | None:
+    connect, lookup = attempt.get("time_connect_s"), attempt.get("time_namelookup_s")
+    if not isinstance(connect, int | float) or not connect:
+        return None
+    return 1000 * (float(connect) - float(lookup or 0))
+
+
+def _quality(world: World, url: str, route: Route, first: dict[str, Any], workload: str) -> dict[str, Any]:
+    """More samples of a URL that works, on fresh connections, verified against the public roots only."""
+    argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(CURL_TIMEOUT), "--connect-timeout", "5"]
+    argv += ["--cacert", str(world.pki.public_roots), "-w", "%{json}"]
+    if route.from_pac:
+        argv += ["--noproxy", "*"] if first["via"] == "DIRECT" else ["--proxy", first["via"]]
+    # the family the GET ended up on: the path's own connect time, not a happy-eyeballs wait for a dead family
+    if first.get("remote_ip"):
+        argv.append("-6" if ":" in str(first["remote_ip"]) else "-4")
+    samples = []
+    for _ in range(CONNECT_SAMPLES):
+        res = world.laptop_run([*argv, url], timeout=CURL_TIMEOUT + 10)
+        samples.append(_curl_result("\n" + res.stdout, res.stderr, res.returncode))
+    times = [t for a in samples if (t := _connect_ms(a)) is not None]
+    median = statistics.median(times) if times else None
+    degraded_by = []
+    if median is not None and (why := slow(workload, median)):
+        degraded_by.append(why)
+    name = urllib.parse.urlsplit(url).hostname or ""
+    found = world.catalog.set_for_name(name)
+    # the chain verifies only with the machine's added roots: inspected (Microsoft: not for Optimize and Allow)
+    if any(a.get("exit") == 60 for a in samples) and found is not None and found.category != "Default":
+        degraded_by.append("TLS inspected")
+    if found is not None and found.category == "Optimize" and first.get("remote_ip") in PROXY_ADDRESSES:
+        degraded_by.append("Optimize traffic through a proxy")
+    return {
+        "connect_ms": [round(t, 1) for t in times],
+        "connect_ms_median": None if median is None else round(median, 1),
+        "degraded_by": degraded_by,
+    }
 
 
 def _curl_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
@@ -239,6 +369,7 @@ def _curl_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
         "http_code": info.get("http_code"),
         "remote_ip": info.get("remote_ip"),
         "egress": headers.get("x-lab-client"),
+        "time_namelookup_s": info.get("time_namelookup"),
         "time_connect_s": info.get("time_connect"),
         "time_total_s": info.get("time_total"),
     }
@@ -253,7 +384,7 @@ def _curl_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
 
 def identity_checks(world: World, realm_url: str, routes: dict[str, Route]) -> list[Check]:
     """Realm discovery, then the federation server when the realm says Federated."""
-    realm = fetch(world, realm_url, routes[realm_url], keep_body=True)
+    realm = fetch(world, realm_url, routes[realm_url], keep_body=True, quality="identity")
     checks = [realm]
     if not realm.ok:
         return checks
@@ -291,8 +422,8 @@ def stun_check(world: World) -> Check:
     )
     try:
         data = json.loads(res.stdout)
-    except ValueError:
-        return Check("stun relay", False, {"error": (res.stderr or res.stdout).strip()[-200:]})
+    except ValueError:  # the tool crashed: a lab problem, not "fails"
+        return Check("stun relay", False, {"tool_error": (res.stderr or res.stdout).strip()[-300:] or "no output"})
     answered = [r for r in data.get("results", []) if r.get("received")]
     good = [r for r in answered if all(r.get(k, 0) <= v for k, v in MEDIA_LIMITS.items())]
     return Check("stun relay", bool(answered), data, degraded=bool(answered) and not good)

@@ -148,7 +148,8 @@ class World:
         s = self.scenario
         write_endpoints(self.catalog, self.endpoints_file)
         self.endpoints_file.chmod(0o644)
-        self.pki = build_pki(self.dir / "pki", self.catalog.certificate_names(), [A.ADFS_NAME])
+        cloud_names = [A.CLOUD_IDP_NAME, A.CLOUD_PAC_NAME]
+        self.pki = build_pki(self.dir / "pki", [*self.catalog.certificate_names(), *cloud_names], [A.ADFS_NAME])
         (self.dir / "pki").chmod(0o755)
         self.user_home.mkdir(mode=0o700)
         for sub in (".cache", ".config", ".local/share", "tmp"):
@@ -158,9 +159,12 @@ class World:
         extra = {A.VPN_NAME: {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_INET.v6_b]}}
         if s.identity.mode == "federated" and s.identity.adfs_public:
             extra[A.ADFS_NAME] = {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_ADFS_V6]}
+        extra[A.CLOUD_IDP_NAME] = {"A": [A.CLOUD_IDP_V4], "AAAA": [A.CLOUD_IDP_V6]}
+        extra[A.CLOUD_PROXY_NAME] = {"A": [A.CLOUD_PROXY_V4], "AAAA": [A.CLOUD_PROXY_V6]}
+        extra[A.CLOUD_PAC_NAME] = {"A": [A.CLOUD_PAC_V4], "AAAA": [A.CLOUD_PAC_V6]}
         (self.dir / "zone.json").write_text(json.dumps(self.catalog.zone(extra)))
         direct = self.catalog.url_patterns(s.proxy.direct)
-        self.pac_text = services.pac_file(direct)
+        self.pac_text = services.pac_file(direct, s.proxy.name)
         (self.dir / "proxy.pac").write_text(self.pac_text)
         (self.dir / "proxy.pac").chmod(0o644)
         # the truth tools run as the laptop's user, who may not be able to read the checkout
@@ -213,7 +217,7 @@ class World:
         cmds = self._addr(A.HOME_INET, "a", "home0") + self._addr(A.CORP_INET, "a", "corp0")
         for addr in (A.AUTH_DNS_V4, A.ISP_RESOLVER_V4):
             cmds.append(f"address add {addr}/32 dev lo")
-        for addr in (A.AUTH_DNS_V6, A.ISP_RESOLVER_V6):
+        for addr in (A.AUTH_DNS_V6, A.ISP_RESOLVER_V6, A.CLOUD_PROXY_V6):  # the cloud proxy binds its own
             cmds.append(f"address add {addr}/128 dev lo")
         cmds += [
             f"route add local {A.FRONTDOOR_V4} dev lo",
@@ -239,7 +243,7 @@ class World:
         cmds += [f"route add default via {A.CORP_INET.v4_a}", f"-6 route add default via {A.CORP_INET.v6_a}"]
         ip_batch(self.ns["corp"], cmds)
         public = s.identity.mode == "federated" and s.identity.adfs_public
-        nat4 = [f"-A POSTROUTING -s {A.CORP_V4_INTERNAL} -o wan0 -j MASQUERADE"]
+        nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in (A.CORP_V4_INTERNAL, s.vpn.net.v4_net)]
         allow4 = [f"-p udp --dport {A.WG_PORT}"]
         allow6 = [f"-p udp --dport {A.WG_PORT}"]
         if public:
@@ -406,10 +410,11 @@ class World:
             "identity": {
                 "domain": s.netcheck.user.rsplit("@", 1)[-1],
                 "mode": s.identity.mode,
-                "adfs_host": A.ADFS_NAME,
+                "adfs_host": s.identity.federation_host,
                 "brand": "Contoso",
             },
             "pac_file": str(self.dir / "proxy.pac"),
+            "cloud_pac_host": A.CLOUD_PAC_NAME if s.proxy.where == "cloud" else None,
         }
         path = self.dir / f"{role}.json"
         path.write_text(json.dumps(config))
@@ -434,15 +439,20 @@ class World:
             inspection_ca=insp_key,
             public_ca=self.pki.public_ca,
             ssl_db=ssl_db,
+            cloud=s.proxy.where == "cloud",
         )
         (squid_dir / "squid.conf").write_text(conf)
         for path in [squid_dir, *squid_dir.rglob("*")]:
             os.chown(path, proxy_pw.pw_uid, proxy_pw.pw_gid)
         return self.janitor.start(
-            "squid", ["squid", "-N", "-f", str(squid_dir / "squid.conf")], ns=self.ns["corp"], log_dir=self.logs
+            "squid",
+            ["squid", "-N", "-f", str(squid_dir / "squid.conf")],
+            ns=self.ns["inet" if s.proxy.where == "cloud" else "corp"],
+            log_dir=self.logs,
         )
 
     def _start_wg(self, role: str) -> Proc:
+        s = self.scenario
         ifname = f"wg{self.run_id}{role[0]}"
         env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL="error")
         proc = self.janitor.start(
@@ -471,15 +481,15 @@ class World:
                     "peer",
                     peer_pub,
                     "allowed-ips",
-                    f"{A.VPN_NET.v4_b}/32,{A.VPN_NET.v6_b}/128",
+                    f"{s.vpn.net.v4_b}/32,{s.vpn.net.v6_b}/128",
                 ],
                 ns=ns,
             )
             ip_batch(
                 ns,
                 [
-                    f"address add {A.VPN_NET.v4_a}/24 dev {ifname}",
-                    f"address add {A.VPN_NET.v6_a}/64 dev {ifname} nodad",
+                    f"address add {s.vpn.net.v4_a}/24 dev {ifname}",
+                    f"address add {s.vpn.net.v6_a}/64 dev {ifname} nodad",
                     f"link set {ifname} up",
                 ],
             )
@@ -496,7 +506,9 @@ class World:
             "home-dns": ("home", A.HOME_LAN.v4_a, 53, "udp"),
             "corp-dns": ("corp", A.CORP_DNS_V4, 53, "udp"),
             "site-web": ("corp", A.CORP_WEB_V4, 80, "tcp"),
-            "squid": ("corp", A.CORP_PROXY_V4, A.PROXY_PORT, "tcp"),
+            "squid": ("inet", A.CLOUD_PROXY_V4, A.PROXY_PORT, "tcp")
+            if self.scenario.proxy.where == "cloud"
+            else ("corp", A.CORP_PROXY_V4, A.PROXY_PORT, "tcp"),
         }
 
         def ready(proc: Proc, ready_file: Path | None) -> bool:
@@ -578,9 +590,9 @@ class World:
             ],
             ns=ns,
         )
-        cmds = [f"address add {A.VPN_NET.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
+        cmds = [f"address add {s.vpn.net.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
         if "ipv6" in fams:
-            cmds.insert(1, f"address add {A.VPN_NET.v6_b}/128 dev {ifname} nodad")
+            cmds.insert(1, f"address add {s.vpn.net.v6_b}/128 dev {ifname} nodad")
         client = VpnClient(proc=proc, ifname=ifname, families=fams)
         if s.vpn.mode == "selective":
             cmds += [f"route add {A.CORP_V4_INTERNAL} dev {ifname}"]
@@ -691,13 +703,13 @@ class World:
             "NETCHECK_TEAMS_RELAY": A.TEAMS_RELAY_NAME,
         }
         if s.proxy.mode == "explicit":
-            proxy = f"http://{A.PROXY_NAME}:{A.PROXY_PORT}"
+            proxy = f"http://{s.proxy.name}:{A.PROXY_PORT}"
             no_proxy = services.no_proxy(self.catalog.url_patterns(s.proxy.direct), s.netcheck.tenant)
             for key in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
                 env[key] = proxy
             env["NO_PROXY"] = env["no_proxy"] = no_proxy
         elif s.proxy.mode == "pac":
-            env["NETCHECK_PAC_URL"] = A.PAC_URL
+            env["NETCHECK_PAC_URL"] = s.proxy.pac_url
         env.update(s.netcheck.env)
         return env
 

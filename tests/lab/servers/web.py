@@ -113,6 +113,9 @@ def frontdoor(req: Request, config: dict[str, Any]) -> Response:
     if not req.tls:
         return Response(301, b"", "text/plain", {"Location": f"https://{req.host or 'localhost'}{req.target}"})
     identity = config.get("identity", {})
+    pac = config.get("pac_file")
+    if req.host == config.get("cloud_pac_host") and req.path.endswith(".pac") and pac:  # a PAC file in the cloud
+        return Response(200, Path(pac).read_bytes(), "application/x-ns-proxy-autoconfig")
     if req.host in ("login.microsoftonline.com", "login.windows.net", "login.microsoft.com") and identity:
         if req.path.startswith("/common/userrealm/"):
             user = urllib.parse.unquote(req.path[len("/common/userrealm/") :])

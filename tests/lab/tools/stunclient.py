@@ -1,8 +1,10 @@
 """A tiny independent STUN client: the lab's ground-truth tool for Teams media.
 
-Resolves HOST with the system resolver (the laptop's resolv.conf), then for
-the first address of each family sends COUNT RFC 5389 Binding requests over
-UDP, INTERVAL apart, and reports loss, median RTT and jitter as JSON::
+Resolves HOST with the system resolver (the laptop's resolv.conf), then, as
+a real client does, tries every address it got: to each it sends COUNT
+RFC 5389 Binding requests over UDP, INTERVAL apart. It reports each
+address's outcome (loss, median RTT and jitter, or the error, e.g. "Network
+is unreachable" for a family the laptop has no route for) as JSON::
 
     python stunclient.py worldaz.tr.teams.microsoft.com --port 3478 --count 20
 
@@ -26,12 +28,18 @@ MAGIC = 0x2112A442
 
 
 def probe(address: str, family: int, port: int, count: int, interval: float, timeout: float) -> dict[str, Any]:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        return {"address": address, "sent": 0, "received": 0, "error": exc.strerror or str(exc)}
     sent: dict[bytes, float] = {}
     rtts: list[float] = []
     mapped = None
     try:
-        sock.connect((address, port))
+        try:
+            sock.connect((address, port))
+        except OSError as exc:  # no route to this family: an outcome, and the next address is tried
+            return {"address": address, "sent": 0, "received": 0, "error": exc.strerror or str(exc)}
         sock.setblocking(False)
         next_send = time.monotonic()
         deadline = None
@@ -113,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         out["error"] = f"dns: {exc.strerror}"
         print(json.dumps(out))
         return 0
-    seen: set[int] = set()
+    seen: set[str] = set()
     for family, _, _, _, sockaddr in infos:
-        if family in seen:
+        if str(sockaddr[0]) in seen:
             continue
-        seen.add(family)
+        seen.add(str(sockaddr[0]))
         res = probe(str(sockaddr[0]), family, args.port, args.count, args.interval, args.timeout)
         res["family"] = 4 if family == socket.AF_INET else 6
         out["results"].append(res)
