@@ -11,8 +11,6 @@ import pytest
 
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 
-pytestmark = [needs_sandbox, pytest.mark.timeout(180)]
-
 
 def _check(tmp_path: Path, pac_url: str) -> tuple[dict[str, Any], str, str]:
     html = tmp_path / "report.html"
@@ -30,6 +28,8 @@ def _finding(report: dict[str, Any], code: str) -> dict[str, Any]:
     return dict(found[0])
 
 
+@needs_sandbox
+@pytest.mark.timeout(180)
 def test_hostile_pac_with_a_syntax_error_is_a_finding_and_says_what_was_used(tmp_path: Path) -> None:
     pac = tmp_path / "broken.pac"
     pac.write_text("function FindProxyForURL(url, host) { return 'DIRECT' ")  # no closing brace
@@ -43,6 +43,8 @@ def test_hostile_pac_with_a_syntax_error_is_a_finding_and_says_what_was_used(tmp
     assert "could not be used: tested with DIRECT (no proxy) instead" in html
 
 
+@needs_sandbox
+@pytest.mark.timeout(180)
 def test_hostile_pac_returning_a_number_is_a_finding(tmp_path: Path) -> None:
     pac = tmp_path / "number.pac"
     pac.write_text("function FindProxyForURL(url, host) { return 42; }")
@@ -52,8 +54,23 @@ def test_hostile_pac_returning_a_number_is_a_finding(tmp_path: Path) -> None:
     assert "gives no usable answer" in text
 
 
+@needs_sandbox
+@pytest.mark.timeout(180)
 def test_hostile_pac_that_cannot_be_fetched_is_a_finding(tmp_path: Path) -> None:
     report, text, _ = _check(tmp_path, "http://127.0.0.1:9/proxy.pac")  # nothing listens there
     finding = _finding(report, "pac.fetch_failed")
     assert "connection refused" in finding["detail"] and "DIRECT (no proxy)" in finding["detail"]
     assert "The PAC file could not be fetched" in text
+
+
+@pytest.mark.timeout(60)
+def test_hostile_pac_evaluator_that_cannot_start_is_a_pac_error(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab found it: a standard user who may not run the interpreter got a crash, not a finding."""
+    import sys
+
+    from netcheck.pac import PacError, evaluate_each
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(PacError, match="the PAC evaluator cannot start"):
+        evaluate_each("function FindProxyForURL(u, h) { return 'DIRECT'; }", ["https://a.example/"])
