@@ -411,9 +411,12 @@ def child_argv() -> list[str]:
 def _run_child(request: Mapping[str, Any], per_url_timeout: float, load_timeout: float,
                deadline: Deadline | None) -> tuple[dict[str, PacDecision], str | None]:
     """One child run: (decisions it produced, the URL it hung on or None)."""
-    proc = subprocess.Popen(
-        child_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, env=_child_env(), cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        proc = subprocess.Popen(
+            child_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=_child_env(), cwd=os.path.dirname(os.path.dirname(__file__)))
+    except OSError as exc:  # the interpreter cannot be started (permissions, resources): not a crash
+        raise PacError(f"the PAC evaluator cannot start: {exc.strerror or exc}") from exc
     lines: queue.Queue[str | None] = queue.Queue()
 
     def reader(stream: IO[bytes]) -> None:
