@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -93,7 +94,9 @@ def authority(host: str, port: int, default_port: int | None) -> str:
     return shown if port == default_port else f"{shown}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
+    """Cached: a check asks of ~200 hosts and addresses, and a name's miss costs two exceptions."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
