@@ -307,6 +307,10 @@ class _Model:
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path the site does not change: {now.value}")
                 broken.append(lines[-1])
+            elif self.facts.on_site and self.facts.home_link_slow and fate is Fate.WORKS:
+                fate = Fate.DEGRADED
+                lines.append("from home, over an impaired home connection")
+                broken.append(lines[-1])
             elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
                   and self.facts.home_link_slow):
                 fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
@@ -410,7 +414,13 @@ def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
 def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assumption | None:
     """A workload impaired now through the VPN, and no direct path to tell whether the home connection it
     falls back to when the VPN drops is the cause."""
-    if facts.home_link_slow is not None or not facts.vpn_interfaces or facts.on_site:
+    if facts.home_link_slow is not None:
+        return None
+    if facts.on_site:  # nothing here crosses the home connection: its quality cannot be measured
+        return Assumption("the quality of the home connection (this runs on the office network)", "",
+                          (("over a good home connection", lambda f, p: (replace(f, home_link_slow=False), p)),
+                           ("over an impaired one", lambda f, p: (replace(f, home_link_slow=True), p))))
+    if not facts.vpn_interfaces:
         return None
     tunneled = {d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
     if not any(current.get(w) is Fate.DEGRADED for w in tunneled):

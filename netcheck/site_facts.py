@@ -201,6 +201,13 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                                                              replace(profile, vpn_mode=mode, vpn_exclude=exclude))
                 worlds.append((label, _home_world(home_vpn, home_dns, tuple(home_deps))))
             assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
+        home_router = resolver_facts[-1]
+        assumptions += (Assumption(
+            "whether the VPN client also keeps the home network's resolver", "",
+            (("with the home router's resolver as well", lambda f, p: (f, p)),
+             ("with only the resolvers it sets", lambda f, p: (
+                 replace(f, resolvers=tuple(r for r in f.resolvers if r != home_router) or f.resolvers)
+                 if f.vpn_interfaces else f, p)))),)
     identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)

@@ -349,13 +349,13 @@ def test_caller_assumptions_cross_with_the_pac_one() -> None:
     vpn = Assumption("the VPN profile used away from the office", "vpn_mode",
                      (("with no VPN from home", lambda f, p: (office, p)),
                       ("with a full tunnel from home", lambda f, p: (full, p))))
-    p = predict(office, SiteProfile(), W, assumptions=(vpn,))
+    p = predict(replace(office, home_link_slow=False), SiteProfile(), W, assumptions=(vpn,))
     w = p.workloads[0]
     assert p.behaviours == ("stays", "drops")  # one of the worlds has a VPN
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.UNCERTAIN, Fate.WORKS)
     assert w.possible == {"stays": (Fate.WORKS, Fate.FAILS)}
     told = replace(SiteProfile(), vpn_mode="none")
-    assert predict(office, told, W).workloads[0].possible == {}
+    assert predict(replace(office, home_link_slow=False), told, W).workloads[0].possible == {}
 
 
 def test_shared_address_space_is_internal() -> None:
@@ -383,3 +383,15 @@ def test_pac_evaluated_as_from_home_with_the_laptops_own_non_vpn_address() -> No
     assert own_address(found) == "10.20.0.100"
     assert own_address(found[:2]) is None
     assert own_address([iface("eth0", "physical", "fe80::2/64", "2001:db8:c001::100/64")]) == "2001:db8:c001::100"
+
+
+def test_on_the_office_network_the_home_connection_is_an_assumption() -> None:
+    """Nothing measured at the office crosses the home connection: a slow one would impair everything."""
+    home_dns = (Resolver("the home router", Route("the home router", "home connection", "physical")),)
+    office = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), vpn=False, on_site=True,
+                   resolvers=home_dns)
+    w = predict(office, SiteProfile(vpn_mode="none"), W).workloads[0]
+    assert (w.if_vpn_drops, w.possible["drops"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    assert any("the quality of the home connection (this runs on the office network)" in e for e in w.evidence)
+    assert predict(replace(office, home_link_slow=True), SiteProfile(), W).workloads[0].if_vpn_drops \
+        is Fate.DEGRADED
