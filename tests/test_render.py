@@ -80,3 +80,20 @@ def test_schema_rejects_detail_values_that_are_objects() -> None:
     data["probes"][0]["detail"]["nested"] = {"ssid": "HomeWifi"}
     with pytest.raises(jsonschema.ValidationError):
         _validator().validate(data)
+
+
+def test_every_split_tunnel_class_and_route_kind_the_code_emits_is_allowed_by_the_schema() -> None:
+    """The prediction's vocabulary and the schema's enums cannot drift apart (a report with a class the
+    schema lacks is refused by every collector: that happened with "no_route")."""
+    from netcheck import site_facts
+    from netcheck.platform import base
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    outage = schema["$defs"]["outage"]["properties"]
+    split = outage["split_tunnel"]["items"]["properties"]
+    classes = {site_facts.SPLIT_OUT, site_facts.SELECTIVE, site_facts.TUNNELED, site_facts.NO_VPN,
+               site_facts.NOT_TESTED, site_facts.NO_ROUTE}
+    for family in ("ipv4", "ipv6"):
+        assert classes <= set(split[family]["enum"]), family
+    kinds = set(schema["$defs"]["route"]["properties"]["kind"]["enum"])
+    assert set(base.EGRESS_KINDS) <= kinds
