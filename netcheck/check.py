@@ -21,6 +21,7 @@ from netcheck import __version__
 from netcheck.catalog import Catalog, TargetPlan
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
+from netcheck.files import PEM_BUNDLE_LIMIT, read_user_file
 from netcheck.models import (
     Assessment,
     CatalogInfo,
@@ -120,10 +121,13 @@ def select_catalog(options: CheckOptions) -> tuple[Catalog, str | None]:
 
 def probe_spec(options: CheckOptions) -> ProbeSpec:
     policy = options.policy
+    public_roots = options.public_roots or os.environ.get("NETCHECK_PUBLIC_ROOTS") or None
+    if public_roots:  # a user-given file: refuse a FIFO or a device here, before OpenSSL opens it
+        read_user_file(public_roots, limit=PEM_BUNDLE_LIMIT, what="the public root bundle (NETCHECK_PUBLIC_ROOTS)")
     return ProbeSpec(
         nameservers=options.nameservers,
         tcp_samples=policy.tcp_samples_thorough if options.thorough else policy.tcp_samples,
-        public_roots=options.public_roots or os.environ.get("NETCHECK_PUBLIC_ROOTS") or None,
+        public_roots=public_roots,
         whoami_name=options.whoami_name or policy.whoami_name,
     )
 

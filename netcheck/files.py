@@ -30,6 +30,8 @@ from netcheck.errors import ConfigError, NetcheckError
 
 #: The default size limit: far above any real configuration or endpoint file.
 DEFAULT_LIMIT = 8_000_000
+#: A certificate bundle (PEM) larger than this is not one (the whole Mozilla root set is about 0.3 MB).
+PEM_BUNDLE_LIMIT = 16_000_000
 #: Deepest nesting of lists and tables accepted in a JSON or TOML file.
 MAX_DEPTH = 64
 

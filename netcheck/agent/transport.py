@@ -37,6 +37,7 @@ from netcheck import __version__
 from netcheck.agent.schedule import parse_retry_after
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
+from netcheck.files import PEM_BUNDLE_LIMIT, read_user_text
 from netcheck.proxy import redact
 from netcheck.proxy_choice import ProxyChoice
 
@@ -83,9 +84,13 @@ class Exchange:
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The system trust store, or only the pinned bundle; TLS 1.2 or later."""
+    """The system trust store, or only the pinned bundle; TLS 1.2 or later.
+
+    The bundle is read by netcheck's one reader of user files (a FIFO or a device is refused at once)
+    and handed to OpenSSL as data, so OpenSSL never opens the path itself."""
+    cadata = read_user_text(ca_bundle, limit=PEM_BUNDLE_LIMIT, what="the CA bundle") if ca_bundle else None
     try:
-        ctx = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        ctx = ssl.create_default_context(cadata=cadata)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -115,3 +115,35 @@ def test_hostile_file_pac_is_an_error_outcome_at_once(tmp_path: Path, case: str)
     got = fetch_pac(path.as_uri(), Deadline.after(30))
     assert got.outcome is Outcome.ERROR
     assert CASES[case][1] in (got.error or "")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["dev-zero", "fifo", "huge"])
+def test_hostile_ca_bundle_is_refused_at_once_naming_it(tmp_path: Path, case: str) -> None:
+    from netcheck.agent.transport import ssl_context
+
+    path = CASES[case][0](tmp_path)
+    with pytest.raises(ConfigError) as err:
+        ssl_context(path)
+    assert str(path) in str(err.value) and CASES[case][1] in str(err.value)
+
+
+def test_hostile_ca_bundle_that_is_a_real_pem_is_used(tmp_path: Path) -> None:
+    import certifi
+
+    from netcheck.agent.transport import ssl_context
+
+    (tmp_path / "roots.pem").write_bytes(Path(certifi.where()).read_bytes())
+    assert ssl_context(tmp_path / "roots.pem").cert_store_stats()["x509_ca"] > 10
+
+
+@needs_sandbox
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", ["dev-zero", "fifo"])
+def test_hostile_public_roots_setting_exits_4_naming_it(tmp_path: Path, case: str) -> None:
+    path = CASES[case][0](tmp_path)
+    proc = run_sandboxed(["-m", "netcheck", "check", "--no-progress", "--deadline", "5"], tmp_path,
+                         env={"NETCHECK_PUBLIC_ROOTS": str(path)})
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(path) in proc.stderr and CASES[case][1] in proc.stderr
