@@ -1,5 +1,6 @@
 """Linux: ``ip route get`` (honours policy routing: fwmark rules, extra tables, as
-wg-quick and many VPN clients use them), ``ip -d addr``, sysfs, resolv.conf.
+wg-quick and many VPN clients use them), ``ip -d addr``, sysfs, resolv.conf, and the
+desktop's proxy settings (GNOME ``gsettings``, KDE ``kreadconfig``).
 
 Split into thin runners (``LinuxPlatform``) and pure parsers (``parse_*``),
 tested on output captured from real iproute2. Everything works unprivileged.
@@ -7,6 +8,7 @@ tested on output captured from real iproute2. Everything works unprivileged.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import json
 import re
@@ -26,7 +28,7 @@ from netcheck.platform.base import (
     normalize_address,
 )
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import ProxySettings, read_linux_desktop
+from netcheck.proxy import TOOL_TIMEOUT, ProxySettings, clean_proxy_url, split_list
 
 METHOD = "ip route get"
 #: Route types that mean "the kernel will not send it".
@@ -270,6 +272,123 @@ def read_sysfs(facts: InterfaceFacts, root: Path = _SYS_NET) -> InterfaceFacts:
         tun = None
     return replace(facts, tun_flags=tun, has_device=(base / "device").exists(),
                    wireless=(base / "wireless").exists() or (base / "phy80211").exists())
+
+
+# --- proxy settings: GNOME (gsettings) and KDE (kioslaverc) --------------------------
+
+def _gvariant(text: str) -> Any:
+    """A GVariant text value as printed by gsettings: 'str', 8080, true, ['a', 'b'], @as []."""
+    value = text.strip()
+    value = re.sub(r"^@[a-z]+\s+", "", value)
+    value = re.sub(r"^(?:u?int(?:16|32|64)|byte|double)\s+", "", value)
+    if value in ("true", "false"):
+        return value == "true"
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def parse_gsettings(text: str) -> ProxySettings:
+    """``gsettings list-recursively org.gnome.system.proxy`` output."""
+    values: dict[str, Any] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 2)
+        if len(parts) < 3 or not parts[0].startswith("org.gnome.system.proxy"):
+            continue
+        sub = parts[0][len("org.gnome.system.proxy"):].lstrip(".")
+        values[f"{sub}.{parts[1]}" if sub else parts[1]] = _gvariant(parts[2])
+    if "mode" not in values:
+        return ProxySettings(source="gsettings", error="gsettings has no org.gnome.system.proxy schema")
+    mode = str(values["mode"])
+    ignore = values.get("ignore-hosts", [])
+    bypass = tuple(str(x) for x in ignore) if isinstance(ignore, list) else ()
+    evidence = [f"GNOME proxy mode '{mode}'"]
+    if mode == "auto":
+        pac = str(values.get("autoconfig-url", "")).strip()
+        return ProxySettings(source="gsettings", pac_url=pac or None, auto_detect=not pac,
+                             bypass=bypass, evidence=(*evidence, f"autoconfig-url={pac}" if pac
+                                                      else "no autoconfig-url: WPAD"))
+    if mode != "manual":
+        return ProxySettings(source="none", evidence=tuple(evidence))
+    proxies: dict[str, str] = {}
+    for section, scheme, url_scheme in (("http", "http", "http"), ("https", "https", "http"),
+                                        ("ftp", "ftp", "http"), ("socks", "socks", "socks5")):
+        host = str(values.get(f"{section}.host", "")).strip()
+        port = values.get(f"{section}.port", 0)
+        if host:
+            url, _ = clean_proxy_url(f"{host}:{port}" if port else host, url_scheme)
+            if url:
+                proxies[scheme] = url
+                evidence.append(f"{section}.host={host} port={port}")
+    settings = ProxySettings(source="gsettings", proxies=proxies, bypass=bypass, evidence=tuple(evidence))
+    return settings if settings.configured else replace(settings, source="none")
+
+
+KDE_KEYS = ("ProxyType", "httpProxy", "httpsProxy", "ftpProxy", "socksProxy", "NoProxyFor",
+            "Proxy Config Script", "ReversedException")
+
+
+def _kde_proxy(value: str, scheme: str) -> str | None:
+    """KDE writes ``http://proxy.example.com 8080`` (a space before the port)."""
+    text = value.strip()
+    m = re.match(r"^(.*\S)\s+(\d+)$", text)
+    if m:
+        text = f"{m.group(1)}:{m.group(2)}"
+    url, _ = clean_proxy_url(text, scheme)
+    return url
+
+
+def kde_settings(values: Mapping[str, str]) -> ProxySettings:
+    """Settings from kioslaverc's [Proxy Settings] values (as kreadconfig prints them)."""
+    kind = values.get("ProxyType", "").strip() or "0"
+    names = {"0": "no proxy", "1": "manual", "2": "PAC script", "3": "WPAD", "4": "environment variables"}
+    evidence = [f"KDE ProxyType={kind} ({names.get(kind, 'unknown')})"]
+    bypass = split_list(values.get("NoProxyFor", ""), ",")
+    reversed_ = values.get("ReversedException", "").strip().lower() == "true"
+    if kind == "1":
+        proxies: dict[str, str] = {}
+        for key, scheme, url_scheme in (("httpProxy", "http", "http"), ("httpsProxy", "https", "http"),
+                                        ("ftpProxy", "ftp", "http"), ("socksProxy", "socks", "socks5")):
+            url = _kde_proxy(values.get(key, ""), url_scheme)
+            if url:
+                proxies[scheme] = url
+                evidence.append(f"{key}={url}")
+        if reversed_:
+            evidence.append("ReversedException: only the listed hosts use the proxy")
+        return ProxySettings(source="kde" if proxies else "none", proxies=proxies, bypass=bypass,
+                             bypass_reversed=reversed_, evidence=tuple(evidence))
+    if kind == "2":
+        pac = values.get("Proxy Config Script", "").strip()
+        return ProxySettings(source="kde", pac_url=pac or None, evidence=(*evidence, f"script {pac}"),
+                             error=None if pac else "KDE is set to use a PAC script but names none")
+    if kind == "3":
+        return ProxySettings(source="kde", auto_detect=True, evidence=tuple(evidence))
+    if kind == "4":
+        return ProxySettings(source="none", evidence=(*evidence, "KDE defers to the environment"))
+    return ProxySettings(source="none", evidence=tuple(evidence))
+
+
+def read_linux_desktop(run: Runner, environ: Mapping[str, str]) -> ProxySettings:
+    """KDE when the session is KDE, GNOME's gsettings otherwise; "none" if neither answers."""
+    desktop = (environ.get("XDG_CURRENT_DESKTOP", "") + ":" + environ.get("DESKTOP_SESSION", "")).lower()
+    if "kde" in desktop or "plasma" in desktop:
+        for tool in ("kreadconfig6", "kreadconfig5"):
+            values: dict[str, str] = {}
+            for key in KDE_KEYS:
+                res = run([tool, "--file", "kioslaverc", "--group", "Proxy Settings", "--key", key],
+                          TOOL_TIMEOUT)
+                if res.missing:
+                    break
+                values[key] = res.stdout.strip()
+            else:
+                return kde_settings(values)
+    res = run(["gsettings", "list-recursively", "org.gnome.system.proxy"], TOOL_TIMEOUT)
+    if res.missing:
+        return ProxySettings(source="none", evidence=("no desktop proxy settings tool (gsettings, kreadconfig)",))
+    if not res.ok:
+        return ProxySettings(source="gsettings", error=res.problem)
+    return parse_gsettings(res.stdout)
 
 
 # --- the platform -------------------------------------------------------------------

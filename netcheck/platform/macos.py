@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from netcheck.platform._run import Runner, ToolResult, default_runner
 from netcheck.platform.base import (
@@ -24,7 +25,7 @@ from netcheck.platform.base import (
     batch_egress,
 )
 from netcheck.platform.portable import PortablePlatform, source_address
-from netcheck.proxy import ProxySettings, read_macos
+from netcheck.proxy import TOOL_TIMEOUT, ProxySettings, clean_proxy_url
 
 METHOD = "route -n get"
 _PARALLEL = 8
@@ -235,6 +236,90 @@ def parse_onedrive_plist(data: bytes) -> tuple[str, ...]:
                 else:
                     stack.append((value, level + 1))
     return tuple(out)
+
+
+# --- proxy settings: scutil --proxy --------------------------------------------------
+
+def parse_scutil_dict(text: str) -> dict[str, Any]:
+    """Parse scutil's ``<dictionary> { key : value ... }`` text (arrays become lists)."""
+    root: dict[str, Any] = {}
+    stack: list[dict[str, Any] | list[Any]] = [root]
+    started = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if not started:
+            if line.startswith("<dictionary>"):
+                started = True
+            continue
+        if line == "}":
+            if len(stack) > 1:
+                stack.pop()
+            continue
+        key, sep, value = line.partition(" : ")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        top = stack[-1]
+        child: dict[str, Any] | list[Any] | None = None
+        if value.startswith("<dictionary>"):
+            child = {}
+        elif value.startswith("<array>"):
+            child = []
+        item: Any = child if child is not None else value
+        if isinstance(top, list):
+            top.append(item)
+        else:
+            top[key] = item
+        if child is not None:
+            stack.append(child)
+    return root
+
+
+def _flag(d: Mapping[str, Any], key: str) -> bool:
+    return str(d.get(key, "0")).strip() == "1"
+
+
+def scutil_settings(d: Mapping[str, Any]) -> ProxySettings:
+    """Settings from a parsed ``scutil --proxy`` dictionary."""
+    proxies: dict[str, str] = {}
+    evidence: list[str] = []
+    for prefix, scheme, url_scheme in (("HTTP", "http", "http"), ("HTTPS", "https", "http"),
+                                       ("SOCKS", "socks", "socks5"), ("FTP", "ftp", "http")):
+        if not _flag(d, f"{prefix}Enable"):
+            continue
+        host = str(d.get(f"{prefix}Proxy", "")).strip()
+        if not host or host == "<NULL>":
+            continue
+        port = str(d.get(f"{prefix}Port", "")).strip()
+        url, _ = clean_proxy_url(f"{host}:{port}" if port.isdigit() and port != "0" else host,
+                                  url_scheme)
+        if url:
+            proxies[scheme] = url
+            evidence.append(f"{prefix}Enable=1, {prefix}Proxy={host}:{port or '?'}")
+    pac_url = None
+    if _flag(d, "ProxyAutoConfigEnable"):
+        pac = str(d.get("ProxyAutoConfigURLString", "")).strip()
+        if pac:
+            pac_url = pac
+            evidence.append(f"ProxyAutoConfigURLString={pac}")
+    auto = _flag(d, "ProxyAutoDiscoveryEnable")
+    if auto:
+        evidence.append("ProxyAutoDiscoveryEnable=1 (WPAD)")
+    exceptions = d.get("ExceptionsList", [])
+    bypass = tuple(str(x) for x in exceptions) if isinstance(exceptions, list) else ()
+    settings = ProxySettings(source="scutil", proxies=proxies, bypass=bypass, pac_url=pac_url,
+                             auto_detect=auto, bypass_local=_flag(d, "ExcludeSimpleHostnames"),
+                             evidence=tuple(evidence))
+    return settings if settings.configured else replace(settings, source="none")
+
+
+def read_macos(run: Runner) -> ProxySettings:
+    res = run(["scutil", "--proxy"], TOOL_TIMEOUT)
+    if not res.ok:
+        return ProxySettings(source="scutil", error=res.problem)
+    return scutil_settings(parse_scutil_dict(res.stdout))
 
 
 # --- the platform ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from netcheck.platform._run import Runner, default_runner
@@ -30,7 +31,7 @@ from netcheck.platform.base import (
     normalize_address,
 )
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import REG_LINE, ProxySettings, read_windows
+from netcheck.proxy import TOOL_TIMEOUT, ProxySettings, clean_proxy_url, split_list
 
 METHOD = "Find-NetRoute"
 _PS = ("powershell", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
@@ -271,6 +272,179 @@ def parse_onedrive_accounts(text: str) -> tuple[str, ...]:
             if value.lower().startswith("https://"):
                 out[value] = None
     return tuple(out)
+
+
+# --- proxy settings: reg query (WinINET) and netsh winhttp ------------------------------
+
+def parse_proxy_server(value: str) -> dict[str, str]:
+    """Windows ``ProxyServer`` syntax: ``host:port`` or ``http=h:p;https=h:p;socks=h:p``."""
+    out: dict[str, str] = {}
+    plain: list[str] = []
+    for part in re.split(r"[;\s]+", value.strip()):
+        if not part:
+            continue
+        if "=" in part:
+            scheme, _, target = part.partition("=")
+            scheme = scheme.strip().lower()
+            url, _ = clean_proxy_url(target, "socks" if scheme == "socks" else "http")
+            if url and scheme and scheme not in out:
+                out[scheme] = url
+        else:
+            plain.append(part)
+    if plain:
+        url, _ = clean_proxy_url(plain[0])
+        if url:
+            for scheme in ("http", "https", "ftp"):
+                out.setdefault(scheme, url)
+    return out
+
+
+#: One value line of ``reg query`` output.
+REG_LINE = re.compile(r"^\s{2,}(?P<name>.*?)\s{2,}(?P<type>REG_[A-Z_]+)(?:\s{2,}(?P<value>.*))?$")
+
+
+def parse_reg_query(text: str) -> dict[str, str | int]:
+    """Values of the first key in ``reg query KEY`` output (subkeys ignored).
+
+    ``REG_DWORD``/``REG_QWORD`` become ints, others stay text (``REG_BINARY`` as hex).
+    The unnamed default value, ``(Default)``, is skipped.
+    """
+    values: dict[str, str | int] = {}
+    seen_key = False
+    for raw in text.splitlines():
+        line = raw.rstrip("\r\n")
+        if line.startswith("HKEY_"):
+            if seen_key:
+                break
+            seen_key = True
+            continue
+        m = REG_LINE.match(line)
+        if not m:
+            continue
+        name, kind, value = m.group("name"), m.group("type"), (m.group("value") or "").strip()
+        if name == "(Default)":
+            continue
+        if kind in ("REG_DWORD", "REG_QWORD"):
+            try:
+                values[name] = int(value, 16) if value.lower().startswith("0x") else int(value)
+            except ValueError:
+                continue
+        else:
+            values[name] = value
+    return values
+
+
+#: Flags byte 8 of ``DefaultConnectionSettings`` (the "LAN settings" dialog).
+_CONN_PROXY, _CONN_PAC, _CONN_AUTODETECT = 0x02, 0x04, 0x08
+
+
+def connection_flags(blob_hex: str) -> int | None:
+    """The flags of a ``DefaultConnectionSettings`` REG_BINARY, or None if too short."""
+    text = re.sub(r"\s+", "", blob_hex)
+    if len(text) < 18 or not re.fullmatch(r"[0-9A-Fa-f]+", text):
+        return None
+    return int(text[16:18], 16)
+
+
+def wininet_settings(user: Mapping[str, str | int], policy: Mapping[str, str | int] | None = None,
+                     connection_blob: str | None = None) -> ProxySettings:
+    """WinINET settings from the Internet Settings values (Group Policy values win)."""
+    merged: dict[str, str | int] = dict(user)
+    evidence: list[str] = []
+    if policy:
+        for key in ("ProxyEnable", "ProxyServer", "ProxyOverride", "AutoConfigURL", "AutoDetect"):
+            if key in policy:
+                merged[key] = policy[key]
+                evidence.append(f"{key} set by Group Policy")
+    flags = connection_flags(connection_blob) if connection_blob else None
+    enabled = merged.get("ProxyEnable") == 1
+    if flags is not None:
+        evidence.append(f"DefaultConnectionSettings flags 0x{flags:02x}")
+    proxies: dict[str, str] = {}
+    server = merged.get("ProxyServer")
+    if enabled and isinstance(server, str) and server:
+        proxies = parse_proxy_server(server)
+        evidence.append(f"ProxyEnable=1, ProxyServer={server}")
+    elif isinstance(server, str) and server:
+        evidence.append(f"ProxyServer={server} is present but ProxyEnable is 0")
+    override = merged.get("ProxyOverride")
+    bypass = split_list(override, ";") if isinstance(override, str) else ()
+    pac = merged.get("AutoConfigURL")
+    pac_url = pac.strip() if isinstance(pac, str) and pac.strip() else None
+    if pac_url and flags is not None and not flags & _CONN_PAC:
+        evidence.append("AutoConfigURL is present but the 'use setup script' box is cleared")
+        pac_url = None
+    elif pac_url:
+        evidence.append(f"AutoConfigURL={pac_url}")
+    auto = merged.get("AutoDetect") == 1 or bool(flags is not None and flags & _CONN_AUTODETECT)
+    if auto:
+        evidence.append("automatically detect settings (WPAD) is on")
+    settings = ProxySettings(source="WinINET", proxies=proxies, bypass=bypass, pac_url=pac_url,
+                             auto_detect=auto, bypass_style="wildcard",
+                             bypass_local=any(b.lower() == "<local>" for b in bypass),
+                             evidence=tuple(evidence))
+    return settings if settings.configured else replace(settings, source="none")
+
+
+_DIRECT_WORDS = ("direct access", "no proxy server")
+
+
+def parse_netsh_winhttp(text: str) -> ProxySettings:
+    """``netsh winhttp show proxy``. English labels are matched; on a localised
+    Windows the two ``label : value`` lines are read by position."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if any(any(w in ln.lower() for w in _DIRECT_WORDS) for ln in lines):
+        return ProxySettings(source="none", evidence=("WinHTTP: direct access (no proxy server)",))
+    pairs: list[tuple[str, str]] = []
+    for ln in lines:
+        label, sep, value = ln.partition(" : ")
+        if not sep:
+            label, sep, value = ln.partition(" :")
+        if sep and label.strip() and value.strip():
+            pairs.append((label.strip().lower(), value.strip()))
+    if not pairs:
+        if not lines:
+            return ProxySettings(source="WinHTTP", error="netsh winhttp printed nothing")
+        return ProxySettings(source="none", evidence=("WinHTTP: no proxy server listed",))
+    server = next((v for k, v in pairs if k.startswith("proxy server")), None)
+    bypass_text = next((v for k, v in pairs if k.startswith("bypass list")), None)
+    evidence: list[str] = []
+    if server is None:
+        server = pairs[0][1]
+        bypass_text = pairs[1][1] if len(pairs) > 1 else None
+        evidence.append("WinHTTP output is not in English; read by position")
+    bypass = () if not bypass_text or bypass_text.startswith("(") else split_list(bypass_text, ";")
+    evidence.insert(0, f"WinHTTP proxy {server}")
+    return ProxySettings(source="WinHTTP", proxies=parse_proxy_server(server), bypass=bypass,
+                         bypass_style="wildcard",
+                         bypass_local=any(b.lower() == "<local>" for b in bypass),
+                         evidence=tuple(evidence))
+
+
+_INET_KEY = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings"
+_INET_POLICY_KEY = r"HKCU\Software\Policies\Microsoft\Windows\CurrentVersion\Internet Settings"
+_INET_CONN_KEY = _INET_KEY + r"\Connections"
+
+
+def read_windows(run: Runner) -> ProxySettings:
+    """WinINET (primary) and WinHTTP (in ``others``) from ``reg query`` and ``netsh``."""
+    user = run(["reg", "query", _INET_KEY], TOOL_TIMEOUT)
+    if not user.ok:
+        wininet = ProxySettings(source="WinINET", error=user.problem)
+    else:
+        policy = run(["reg", "query", _INET_POLICY_KEY], TOOL_TIMEOUT)
+        conn = run(["reg", "query", _INET_CONN_KEY, "/v", "DefaultConnectionSettings"], TOOL_TIMEOUT)
+        blob = parse_reg_query(conn.stdout).get("DefaultConnectionSettings") if conn.ok else None
+        wininet = wininet_settings(parse_reg_query(user.stdout),
+                                   parse_reg_query(policy.stdout) if policy.ok else None,
+                                   blob if isinstance(blob, str) else None)
+    netsh = run(["netsh", "winhttp", "show", "proxy"], TOOL_TIMEOUT)
+    winhttp = (parse_netsh_winhttp(netsh.stdout) if netsh.ok
+               else ProxySettings(source="WinHTTP", error=netsh.problem))
+    others = (winhttp,) if winhttp.configured or winhttp.error else ()
+    if not wininet.configured and not wininet.error and winhttp.configured:
+        return replace(winhttp, others=())
+    return replace(wininet, others=others)
 
 
 # --- the platform -----------------------------------------------------------------------

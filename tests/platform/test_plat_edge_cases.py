@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from netcheck import proxy as p
 from netcheck.platform import classify, linux, macos, windows
 from netcheck.platform.base import InterfaceFacts
 
@@ -34,7 +33,7 @@ def test_windows_parsers_skip_rows_without_names() -> None:
 
 
 def test_proxy_parsers_skip_junk() -> None:
-    assert p.parse_proxy_server("http=http://:8080") == {}
-    assert p.parse_scutil_dict("<dictionary> {\n\n  A : 1\n}\n") == {"A": "1"}
-    assert p.parse_gsettings("org.gnome.system.proxy mode\nother.schema key 'v'\n"
+    assert windows.parse_proxy_server("http=http://:8080") == {}
+    assert macos.parse_scutil_dict("<dictionary> {\n\n  A : 1\n}\n") == {"A": "1"}
+    assert linux.parse_gsettings("org.gnome.system.proxy mode\nother.schema key 'v'\n"
                              "org.gnome.system.proxy mode 'none'\n").source == "none"

@@ -1,4 +1,4 @@
-"""Proxy discovery: every source's parser on captured output, matching, and the real
+"""Proxy discovery: every source's parser (in netcheck/platform/<os>.py) on captured output, matching, and the real
 desktop tools (gsettings, kreadconfig5) where they are installed."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from plat_support import FIXTURES, MISSING, Replay, ok, read_fixture
 
 from netcheck import proxy as p
+from netcheck.platform import linux, macos, windows
 from netcheck.platform._run import ToolResult, default_runner
 
 # --- environment and combining ---------------------------------------------------------
@@ -88,32 +89,32 @@ def test_bypass_local_and_reversed_lists() -> None:
 
 
 def test_proxy_server_syntax() -> None:
-    assert p.parse_proxy_server("proxy:8080") == {"http": "http://proxy:8080", "https": "http://proxy:8080",
+    assert windows.parse_proxy_server("proxy:8080") == {"http": "http://proxy:8080", "https": "http://proxy:8080",
                                                   "ftp": "http://proxy:8080"}
-    assert p.parse_proxy_server("http=10.0.0.5:3128;https=https://10.0.0.5:3129;socks=10.0.0.6:1080") == {
+    assert windows.parse_proxy_server("http=10.0.0.5:3128;https=https://10.0.0.5:3129;socks=10.0.0.6:1080") == {
         "http": "http://10.0.0.5:3128", "https": "https://10.0.0.5:3129", "socks": "socks://10.0.0.6:1080"}
-    assert p.parse_proxy_server(" ;; ") == {}
-    assert p.parse_proxy_server("http=") == {}
-    assert p.parse_proxy_server("[::1]:3128")["http"] == "http://[::1]:3128"
+    assert windows.parse_proxy_server(" ;; ") == {}
+    assert windows.parse_proxy_server("http=") == {}
+    assert windows.parse_proxy_server("[::1]:3128")["http"] == "http://[::1]:3128"
 
 
 # --- Windows -------------------------------------------------------------------------------
 
 def test_reg_query_parsing() -> None:
-    v = p.parse_reg_query(read_fixture("windows/reg-query-internet-settings.txt"))
+    v = windows.parse_reg_query(read_fixture("windows/reg-query-internet-settings.txt"))
     assert v["ProxyEnable"] == 1 and v["ProxyServer"] == "proxy.corp.example:8080"
     assert v["User Agent"] == "Mozilla/4.0 (compatible; MSIE 8.0; Win32)"
     assert v["SecureProtocols"] == 0xA80 and "ZoneMap" not in v
-    d = p.parse_reg_query(read_fixture("windows/reg-query-internet-settings-disabled.txt"))
+    d = windows.parse_reg_query(read_fixture("windows/reg-query-internet-settings-disabled.txt"))
     assert d["ProxyOverride"] == "" and "(Default)" not in d
-    assert p.parse_reg_query("    Weird    REG_DWORD    0xZZ\n    Q    REG_QWORD    12\n") == {"Q": 12}
+    assert windows.parse_reg_query("    Weird    REG_DWORD    0xZZ\n    Q    REG_QWORD    12\n") == {"Q": 12}
 
 
 def test_wininet_explicit_proxy_pac_and_autodetect() -> None:
-    user = p.parse_reg_query(read_fixture("windows/reg-query-internet-settings.txt"))
-    blob = p.parse_reg_query(read_fixture("windows/reg-query-connections.txt"))["DefaultConnectionSettings"]
-    assert isinstance(blob, str) and p.connection_flags(blob) == 0x0D
-    s = p.wininet_settings(user, None, blob)
+    user = windows.parse_reg_query(read_fixture("windows/reg-query-internet-settings.txt"))
+    blob = windows.parse_reg_query(read_fixture("windows/reg-query-connections.txt"))["DefaultConnectionSettings"]
+    assert isinstance(blob, str) and windows.connection_flags(blob) == 0x0D
+    s = windows.wininet_settings(user, None, blob)
     assert s.source == "WinINET" and s.bypass_style == "wildcard" and s.bypass_local
     assert s.proxies["https"] == "http://proxy.corp.example:8080"
     assert s.pac_url == "http://pac.corp.example/proxy.pac" and s.auto_detect
@@ -123,17 +124,17 @@ def test_wininet_explicit_proxy_pac_and_autodetect() -> None:
 
 
 def test_wininet_policy_and_disabled_values() -> None:
-    user = p.parse_reg_query(read_fixture("windows/reg-query-internet-settings-disabled.txt"))
-    s = p.wininet_settings(user)
+    user = windows.parse_reg_query(read_fixture("windows/reg-query-internet-settings-disabled.txt"))
+    s = windows.wininet_settings(user)
     assert s.proxies == {} and s.pac_url == "http://pac.corp.example/proxy.pac"
     assert any("ProxyEnable is 0" in e for e in s.evidence)
-    policy = p.parse_reg_query(read_fixture("windows/reg-query-policies.txt"))
-    forced = p.wininet_settings(user, policy)
+    policy = windows.parse_reg_query(read_fixture("windows/reg-query-policies.txt"))
+    forced = windows.wininet_settings(user, policy)
     assert forced.proxies["socks"] == "socks://10.0.0.6:1080" and "ProxyEnable set by Group Policy" in forced.evidence
     # the "use setup script" box cleared: the AutoConfigURL left in the registry is not used
-    cleared = p.wininet_settings(user, None, "46000000" "0A000000" "03000000")
+    cleared = windows.wininet_settings(user, None, "46000000" "0A000000" "03000000")
     assert cleared.pac_url is None and cleared.source == "none"
-    assert p.connection_flags("4600") is None and p.connection_flags("zz" * 9) is None
+    assert windows.connection_flags("4600") is None and windows.connection_flags("zz" * 9) is None
 
 
 @pytest.mark.parametrize(("name", "source", "server", "bypass"), [
@@ -144,94 +145,94 @@ def test_wininet_policy_and_disabled_values() -> None:
     ("netsh-winhttp-fr-direct.txt", "none", None, ()),
 ])
 def test_netsh_winhttp(name: str, source: str, server: str | None, bypass: tuple[str, ...]) -> None:
-    s = p.parse_netsh_winhttp(read_fixture(f"windows/{name}"))
+    s = windows.parse_netsh_winhttp(read_fixture(f"windows/{name}"))
     assert s.source == source and s.bypass == bypass
     assert s.proxies.get("https") == server
     if name == "netsh-winhttp-fr.txt":
         assert "WinHTTP output is not in English; read by position" in s.evidence
-    assert p.parse_netsh_winhttp("").error == "netsh winhttp printed nothing"
+    assert windows.parse_netsh_winhttp("").error == "netsh winhttp printed nothing"
 
 
 def test_read_windows_orchestration() -> None:
     replay = Replay({("reg", "query"): ok(read_fixture("windows/reg-query-internet-settings-disabled.txt")),
                      ("netsh",): ok(read_fixture("windows/netsh-winhttp-proxy.txt"))})
-    s = p.read_windows(replay)
+    s = windows.read_windows(replay)
     assert s.source == "WinINET" and s.pac_url and s.others[0].source == "WinHTTP"
     only_winhttp = Replay({("reg", "query"): ok("\r\nHKEY_CURRENT_USER\\x\r\n"),
                            ("netsh",): ok(read_fixture("windows/netsh-winhttp-proxy.txt"))})
-    s = p.read_windows(only_winhttp)
+    s = windows.read_windows(only_winhttp)
     assert s.source == "WinHTTP" and s.others == ()
     broken = Replay({("reg",): MISSING, ("netsh",): MISSING})
-    s = p.read_windows(broken)
+    s = windows.read_windows(broken)
     assert s.error and s.others[0].error == "netsh is not available on this system"
 
 
 # --- macOS -------------------------------------------------------------------------------
 
 def test_scutil_dictionary_parser() -> None:
-    d = p.parse_scutil_dict(read_fixture("macos/scutil-proxy-manual.txt"))
+    d = macos.parse_scutil_dict(read_fixture("macos/scutil-proxy-manual.txt"))
     assert d["ExceptionsList"] == ["*.local", "169.254/16", "*.corp.example", "10.0.0.0/8"]
     assert d["__SCOPED__"]["en0"]["HTTPProxy"] == "proxy.corp.example"
-    assert p.parse_scutil_dict("garbage\n") == {}
-    assert p.parse_scutil_dict("<dictionary> {\n  no separator\n}\n}\n") == {}
+    assert macos.parse_scutil_dict("garbage\n") == {}
+    assert macos.parse_scutil_dict("<dictionary> {\n  no separator\n}\n}\n") == {}
 
 
 def test_scutil_settings() -> None:
-    manual = p.scutil_settings(p.parse_scutil_dict(read_fixture("macos/scutil-proxy-manual.txt")))
+    manual = macos.scutil_settings(macos.parse_scutil_dict(read_fixture("macos/scutil-proxy-manual.txt")))
     assert manual.proxies == {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128",
                               "socks": "socks5://192.0.2.50:1080"}
     assert manual.bypass_local and manual.proxy_for("https://build.corp.example/") is None
     assert manual.proxy_for("https://10.1.1.1/") is None
     assert manual.proxy_for("https://teams.microsoft.com/") == "http://proxy.corp.example:3128"
-    pac = p.scutil_settings(p.parse_scutil_dict(read_fixture("macos/scutil-proxy-pac.txt")))
+    pac = macos.scutil_settings(macos.parse_scutil_dict(read_fixture("macos/scutil-proxy-pac.txt")))
     assert pac.pac_url == "http://pac.corp.example/proxy.pac" and pac.auto_detect and not pac.proxies
-    none = p.scutil_settings(p.parse_scutil_dict(read_fixture("macos/scutil-proxy-none.txt")))
+    none = macos.scutil_settings(macos.parse_scutil_dict(read_fixture("macos/scutil-proxy-none.txt")))
     assert none.source == "none" and not none.configured
-    odd = p.scutil_settings({"HTTPEnable": "1", "HTTPProxy": "<NULL>", "HTTPSEnable": "1", "HTTPSProxy": "h",
+    odd = macos.scutil_settings({"HTTPEnable": "1", "HTTPProxy": "<NULL>", "HTTPSEnable": "1", "HTTPSProxy": "h",
                              "HTTPSPort": "0", "ProxyAutoConfigEnable": "1"})
     assert odd.proxies == {"https": "http://h"} and odd.pac_url is None
 
 
 def test_read_macos() -> None:
-    assert p.read_macos(Replay({("scutil",): ok(read_fixture("macos/scutil-proxy-pac.txt"))})).source == "scutil"
-    assert p.read_macos(Replay({})).error == "scutil is not available on this system"
+    assert macos.read_macos(Replay({("scutil",): ok(read_fixture("macos/scutil-proxy-pac.txt"))})).source == "scutil"
+    assert macos.read_macos(Replay({})).error == "scutil is not available on this system"
 
 
 # --- GNOME and KDE -------------------------------------------------------------------------
 
 def test_gsettings_captures() -> None:
-    manual = p.parse_gsettings(read_fixture("desktop/gsettings-manual.txt"))
+    manual = linux.parse_gsettings(read_fixture("desktop/gsettings-manual.txt"))
     assert manual.source == "gsettings"
     assert manual.proxies == {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3129",
                               "socks": "socks5://192.0.2.50:1080"}
     assert manual.proxy_for("https://x.corp.example/") is None and manual.proxy_for("https://10.2.2.2/") is None
-    auto = p.parse_gsettings(read_fixture("desktop/gsettings-auto.txt"))
+    auto = linux.parse_gsettings(read_fixture("desktop/gsettings-auto.txt"))
     assert auto.pac_url == "http://pac.corp.example/proxy.pac" and not auto.auto_detect
-    wpad = p.parse_gsettings(read_fixture("desktop/gsettings-auto-wpad.txt"))
+    wpad = linux.parse_gsettings(read_fixture("desktop/gsettings-auto-wpad.txt"))
     assert wpad.pac_url is None and wpad.auto_detect
-    assert p.parse_gsettings(read_fixture("desktop/gsettings-none.txt")).source == "none"
-    assert p.parse_gsettings("").error == "gsettings has no org.gnome.system.proxy schema"
-    empty_manual = p.parse_gsettings("org.gnome.system.proxy mode 'manual'\n"
+    assert linux.parse_gsettings(read_fixture("desktop/gsettings-none.txt")).source == "none"
+    assert linux.parse_gsettings("").error == "gsettings has no org.gnome.system.proxy schema"
+    empty_manual = linux.parse_gsettings("org.gnome.system.proxy mode 'manual'\n"
                                      "org.gnome.system.proxy.http port uint32 8080\n"
                                      "org.gnome.system.proxy ignore-hosts @as []\n")
     assert empty_manual.source == "none" and empty_manual.bypass == ()
-    assert p._gvariant("not a literal") == "not a literal"
+    assert linux._gvariant("not a literal") == "not a literal"
 
 
 def test_kde_values() -> None:
-    manual = p.kde_settings({"ProxyType": "1", "httpProxy": "http://proxy.corp.example 3128",
+    manual = linux.kde_settings({"ProxyType": "1", "httpProxy": "http://proxy.corp.example 3128",
                              "httpsProxy": "proxy.corp.example:3129", "socksProxy": "",
                              "NoProxyFor": "localhost,.corp.example", "ReversedException": "false"})
     assert manual.proxies == {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3129"}
     assert manual.bypass == ("localhost", ".corp.example")
-    reversed_ = p.kde_settings({"ProxyType": "1", "httpsProxy": "http://p 1", "ReversedException": "true"})
+    reversed_ = linux.kde_settings({"ProxyType": "1", "httpsProxy": "http://p 1", "ReversedException": "true"})
     assert reversed_.bypass_reversed and "ReversedException" in reversed_.evidence[-1]
-    assert p.kde_settings({"ProxyType": "2", "Proxy Config Script": "http://pac/x.pac"}).pac_url == "http://pac/x.pac"
-    assert p.kde_settings({"ProxyType": "2"}).error
-    assert p.kde_settings({"ProxyType": "3"}).auto_detect
-    assert p.kde_settings({"ProxyType": "4"}).source == "none"
-    assert p.kde_settings({}).source == "none"
-    assert p.kde_settings({"ProxyType": "1"}).source == "none"
+    assert linux.kde_settings({"ProxyType": "2", "Proxy Config Script": "http://pac/x.pac"}).pac_url == "http://pac/x.pac"
+    assert linux.kde_settings({"ProxyType": "2"}).error
+    assert linux.kde_settings({"ProxyType": "3"}).auto_detect
+    assert linux.kde_settings({"ProxyType": "4"}).source == "none"
+    assert linux.kde_settings({}).source == "none"
+    assert linux.kde_settings({"ProxyType": "1"}).source == "none"
 
 
 def test_linux_desktop_orchestration() -> None:
@@ -241,14 +242,14 @@ def test_linux_desktop_orchestration() -> None:
         return ToolResult(tuple(args), 0, values.get(args[-1], "\n"), "")
 
     kde = Replay({("kreadconfig6",): MISSING, ("kreadconfig5",): kread})  # type: ignore[dict-item]
-    s = p.read_linux_desktop(kde, {"XDG_CURRENT_DESKTOP": "KDE"})
+    s = linux.read_linux_desktop(kde, {"XDG_CURRENT_DESKTOP": "KDE"})
     assert s.source == "kde" and s.auto_detect
     assert ("kreadconfig5", "--file", "kioslaverc", "--group", "Proxy Settings", "--key", "ProxyType") in kde.calls
     gnome = Replay({("gsettings",): ok(read_fixture("desktop/gsettings-auto.txt"))})
-    assert p.read_linux_desktop(gnome, {"XDG_CURRENT_DESKTOP": "GNOME"}).pac_url
-    assert p.read_linux_desktop(Replay({}), {}).source == "none"
+    assert linux.read_linux_desktop(gnome, {"XDG_CURRENT_DESKTOP": "GNOME"}).pac_url
+    assert linux.read_linux_desktop(Replay({}), {}).source == "none"
     failing = Replay({("gsettings",): ok("", "No such schema", 1)})
-    assert p.read_linux_desktop(failing, {}).error
+    assert linux.read_linux_desktop(failing, {}).error
 
 
 @pytest.mark.skipif(shutil.which("gsettings") is None, reason="needs gsettings (Debian: libglib2.0-bin)")
@@ -258,7 +259,7 @@ def test_real_gsettings_reads_a_keyfile(tmp_path: Path, monkeypatch: pytest.Monk
     keyfile.write_text(read_fixture("desktop/gsettings-keyfile-manual"))
     monkeypatch.setenv("GSETTINGS_BACKEND", "keyfile")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    s = p.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "GNOME"})
+    s = linux.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "GNOME"})
     if s.error and "schema" in s.error:  # pragma: no cover - gsettings without GNOME's schemas
         pytest.skip("gsettings is installed without the org.gnome.system.proxy schema")
     assert s.source == "gsettings" and s.proxies["https"] == "http://proxy.corp.example:3129"
@@ -268,11 +269,11 @@ def test_real_gsettings_reads_a_keyfile(tmp_path: Path, monkeypatch: pytest.Monk
 def test_real_kreadconfig5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "kioslaverc").write_text((FIXTURES / "desktop" / "kioslaverc-manual").read_text())
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    s = p.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "KDE"})
+    s = linux.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "KDE"})
     assert s.source == "kde" and s.proxies["http"] == "http://proxy.corp.example:3128"
     assert s.bypass == ("localhost", "127.0.0.1", ".corp.example")
     (tmp_path / "kioslaverc").write_text((FIXTURES / "desktop" / "kioslaverc-pac").read_text())
-    assert p.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "KDE"}).pac_url == \
+    assert linux.read_linux_desktop(default_runner, {"XDG_CURRENT_DESKTOP": "KDE"}).pac_url == \
         "http://pac.corp.example/proxy.pac"
     assert os.environ["XDG_CONFIG_HOME"] == str(tmp_path)
 
