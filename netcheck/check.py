@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +37,11 @@ from netcheck.models import (
     Target,
 )
 from netcheck.outage import Fate, OutageSection, assess_outage, predict
-from netcheck.pac import PacFetch
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
-from netcheck.proxy import ProxySettings, from_environment, unusable_proxy_settings, usable_proxy_url
+from netcheck.proxy import ProxySettings, from_environment, unusable_proxy_settings
+from netcheck.proxy_decision import PacLookup, decide, evaluate_pac, find_pac, pac_facts, url_for
 from netcheck.runner import (
     MediaProbe,
     RunSettings,
@@ -174,12 +174,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         unusable = unusable_proxy_settings(from_environment(os.environ))
         if unusable:
             network["proxy_setting_error"] = list(unusable)
-        pac = _fetch_pac(proxies.pac_url, deadline, network)
-        if pac is None and proxies.auto_detect:
-            pac = _discover_wpad(plat, deadline, network)
-            if pac is not None:
-                proxies = replace(proxies, pac_url=pac.url)
-        spec = replace(spec, proxy_map=_proxy_map(plan, proxies, pac, deadline, network))
+        pac = find_pac(proxies, plat.search_domains, deadline)
+        spec = replace(spec, proxy_map=_proxy_map(plan, catalog.key_hosts(tenant), proxies, pac, deadline, network))
         extra = _extra_probes(spec, deadline, catalog, tenant, user)
         if on_plan:
             on_plan(planned_count(plan, settings, len(extra)))
@@ -241,76 +237,25 @@ def _validate_user(user: str | None) -> str | None:
     return user.strip()
 
 
-def _fetch_pac(url: str | None, deadline: Deadline, network: dict[str, DetailValue]) -> PacFetch | None:
-    if not url:
-        return None
-    from netcheck.pac import fetch_pac
-
-    fetched = fetch_pac(url, deadline.sooner(5.0))
-    network["pac_url"] = url
-    network["pac_fetch"] = str(fetched.outcome)
-    if not fetched.ok:
-        network["pac_error"] = (fetched.error or str(fetched.outcome))[:500]
-    return fetched
-
-
-def _discover_wpad(plat: Platform, deadline: Deadline, network: dict[str, DetailValue]) -> PacFetch | None:
-    """The OS says "detect settings automatically": try DNS WPAD under the search domains."""
-    from netcheck.pac import discover_wpad
-    from netcheck.proxy import wpad_urls
-
-    tried = discover_wpad(wpad_urls(plat.search_domains()), deadline.sooner(5.0))
-    hit = next((f for f in tried if f.ok and f.looks_like_pac), None)
-    network["wpad"] = hit.url if hit else f"no PAC file found ({len(tried)} WPAD address(es) tried)"
-    return hit
-
-
-def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, deadline: Deadline,
-               network: dict[str, DetailValue]) -> dict[str, str]:
-    """Per host, the proxy this laptop's settings choose for it ("" = DIRECT)."""
-    hosts = [t.host for t in plan.hosts]
-    out: dict[str, str] = {}
-    # Without a usable PAC, clients use the explicit proxy settings, else go direct; so is it tested.
-    fallback = {h: usable_proxy_url(proxies.proxy_for(f"https://{h}/") or "") or "" for h in hosts} \
-        if proxies.proxies else dict.fromkeys(hosts, "")
-    instead = "the explicit proxy settings" if proxies.proxies else "DIRECT (no proxy)"
-    if pac is not None:
-        if not (pac.ok and pac.text):
-            network["pac_fallback"] = instead
-            return fallback
-        from netcheck.pac import PacError, evaluate_each, proxy_url
-
-        urls = {h: f"https://{h}/" for h in hosts}
-        try:
-            decisions = evaluate_each(pac.text, list(urls.values()), deadline=deadline.sooner(5.0))
-        except PacError as exc:
-            network["pac_load_error"] = str(exc)[:500]
-            network["pac_fallback"] = instead
-            return fallback
-        failed: list[str] = []
-        for h, url in urls.items():
-            d = decisions[url]
-            chosen = proxy_url(d.proxies[0]) if d.proxies else None
-            if d.error or not d.proxies or (chosen is not None and usable_proxy_url(chosen) is None):
-                failed.append(f"{h}: {d.error or f'unusable answer {d.raw!r}'}"[:300])
-                out[h] = fallback[h]
-            else:
-                out[h] = chosen or ""
-        if failed:
-            network["pac_bad_results"] = failed[:50]
-            network["pac_fallback"] = instead
-        return out
-    if proxies.proxies:
-        return fallback
-    return out
+def _proxy_map(plan: TargetPlan, key_hosts: Mapping[str, tuple[str, ...]], proxies: ProxySettings,
+               pac: PacLookup, deadline: Deadline, network: dict[str, DetailValue]
+               ) -> dict[str, tuple[str | None, str]]:
+    """Per URL an HTTP or realm probe fetches, the proxy the laptop's settings or PAC file choose (None:
+    DIRECT) and where that was decided; the PAC file evaluated once for all of them."""
+    urls = [url_for("https" if p == 443 else "http", t.host, p) for t in plan.hosts for p in plan.ports.get(t.host, ())]
+    urls += [url_for("https", h) for hosts in key_hosts.values() for h in hosts]
+    evaluated = evaluate_pac(pac.fetch, urls, deadline)
+    decisions = {u: decide(u, proxies, evaluated) for u in dict.fromkeys(urls)}
+    network.update(pac_facts(pac, evaluated, decisions, proxies))
+    return {u: (d.proxy, d.source) for u, d in decisions.items()}
 
 
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
-                    found: Sequence[Interface], profile: SiteProfile, deadline: Deadline, pac: PacFetch | None,
+                    found: Sequence[Interface], profile: SiteProfile, deadline: Deadline, pac: PacLookup,
                     proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment
                     ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
-                      pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies,
+                      pac=pac.fetch, proxy_settings=proxies,
                       interfaces=found)
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")

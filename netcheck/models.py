@@ -276,9 +276,10 @@ class ProbeSpec:
     proxy: str | None = None
     #: Read proxy settings from the environment (HTTPS_PROXY, NO_PROXY, ...).
     trust_env: bool = True
-    #: Per host name, the proxy URL the OS settings or PAC file choose ("" for DIRECT).
-    #: Hosts not listed follow ``proxy`` / the environment.
-    proxy_map: Mapping[str, str] = field(default_factory=dict)
+    #: Per URL (``netcheck.proxy_decision.url_for``), the proxy URL the laptop's settings or PAC file
+    #: choose (None: DIRECT) and where that was decided ("environment", "os", "pac", "none").
+    #: URLs not listed are decided from the settings alone (no PAC file) when ``trust_env``.
+    proxy_map: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
     #: Name whose answer is the address of the recursive resolver that asked.
     whoami_name: str | None = None
     #: Per-attempt timeout cap for a single network operation (seconds).

@@ -314,17 +314,6 @@ def split_result(raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def proxy_url(entry: str) -> str | None:
-    """One PAC choice as a proxy URL: ``"PROXY a:3128"`` -> ``"http://a:3128"``; None for DIRECT.
-
-    ``SOCKS`` choices are treated as DIRECT, as netcheck does not speak SOCKS.
-    """
-    word, _, where = entry.partition(" ")
-    if word.upper() in ("PROXY", "HTTPS") and where.strip():
-        return f"{'https' if word.upper() == 'HTTPS' else 'http'}://{where.strip()}"
-    return None
-
-
 def _host_of(url: str) -> str:
     try:
         return urlsplit(url).hostname or ""

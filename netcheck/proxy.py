@@ -30,6 +30,8 @@ SOURCES = ("environment", "WinINET", "WinHTTP", "scutil", "gsettings", "kde", "n
 #: Time for one OS tool that reads proxy settings (reg, netsh, scutil, gsettings, kreadconfig).
 TOOL_TIMEOUT = 5.0
 _UNUSABLE = " but is not a usable proxy URL"
+#: The port a URL without one goes to (a ``host:port`` bypass entry matches it).
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class ProxySettings:
         parts = urlsplit(url)
         host = parts.hostname or ""
         try:
-            port = parts.port
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
         except ValueError:
             port = None
         listed = self.bypasses(host, port)

@@ -1,11 +1,8 @@
 """Which proxy this laptop's own settings choose for one URL: how the agent reaches its collector.
 
-The same settings a browser on the laptop follows, in the same order as the check reads them
-for Microsoft's endpoints: a PAC file (configured, or found by WPAD when the OS says "detect
-settings automatically"), else fixed proxies with their bypass list (the OS's, or
-``HTTPS_PROXY``/``NO_PROXY``), else direct. A PAC file that cannot be fetched or evaluated
-means direct, as browsers do; the reason travels with the answer so the agent can log it.
-
+The same decision a browser on the laptop makes and the check makes for Microsoft's endpoints,
+:func:`netcheck.proxy_decision.decide_now` (PAC file by WPAD or URL, else the manual settings or
+the environment, else DIRECT); this module only shapes it for :mod:`netcheck.agent.transport`.
 Never raises for a network or PAC failure; takes at most the deadline it is given.
 """
 
@@ -30,29 +27,7 @@ class ProxyChoice:
 
 def proxy_choice(url: str, deadline: Deadline, plat: Platform | None = None) -> ProxyChoice:
     """The proxy (or none) this laptop's settings choose for ``url``."""
-    from netcheck.pac import PacError, discover_wpad, evaluate, fetch_pac, proxy_url
-    from netcheck.platform import current as current_platform
-    from netcheck.proxy import wpad_urls
+    from netcheck.proxy_decision import decide_now
 
-    plat = plat or current_platform()
-    settings = plat.proxy_settings()
-    pac = None
-    if settings.pac_url:
-        pac = fetch_pac(settings.pac_url, deadline.sooner(5.0))
-        if not pac.ok:
-            return ProxyChoice(None, f"the PAC file {settings.pac_url} could not be fetched "
-                               f"({pac.error or pac.outcome}); going direct")
-    elif settings.auto_detect:
-        tried = discover_wpad(wpad_urls(plat.search_domains()), deadline.sooner(5.0))
-        pac = next((f for f in tried if f.ok and f.looks_like_pac), None)
-    if pac is not None and pac.text:
-        try:
-            choices = evaluate(pac.text, [url], deadline=deadline.sooner(5.0))[url]
-        except PacError as exc:
-            return ProxyChoice(None, f"the PAC file {pac.url} could not be evaluated ({exc}); going direct")
-        first = choices[0] if choices else "DIRECT"
-        return ProxyChoice(proxy_url(first), f"the PAC file {pac.url} says {first}")
-    proxy = settings.proxy_for(url)
-    if proxy:
-        return ProxyChoice(proxy, "the proxy settings")
-    return ProxyChoice(None, "direct (no proxy configured for it)")
+    decision = decide_now(url, deadline, plat)
+    return ProxyChoice(decision.proxy, decision.why)

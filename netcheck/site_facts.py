@@ -27,8 +27,10 @@ from netcheck.outage import (
     World,
     is_internal,
 )
+from netcheck.pac import PacFetch
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
 from netcheck.proxy import ProxySettings
+from netcheck.proxy_decision import decide_all, url_for
 from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def _resolve(host: str, deadline: Deadline) -> list[str]:
 
 
 def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None, platform: Platform,
-           profile: SiteProfile, deadline: Deadline, pac_text: str | None = None,
+           profile: SiteProfile, deadline: Deadline, pac: PacFetch | None = None,
            proxy_settings: ProxySettings | None = None,
            interfaces: Sequence[Interface] | None = None) -> GatheredFacts:
     interfaces = tuple(interfaces) if interfaces is not None else platform.interfaces()
@@ -145,7 +147,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 federation = str(r.detail["federation_host"])
                 wanted[federation] = _resolve(federation, deadline)
     resolvers = platform.dns_servers()
-    proxy_paths = _proxy_paths(settings, key_hosts, pac_text, deadline)
+    proxied = [h for hosts in key_hosts.values() for h in hosts] + ([federation] if federation else [])
+    proxy_paths = _proxy_paths(settings, proxied, pac, deadline, profile)
     proxy_hosts = {h: _resolve(h, deadline) for h in {*(_host(x[0]) for x in proxy_paths.values() if x[0]),
                                                      *(x[1] for x in proxy_paths.values() if x[1])}}
     ranges = [(s, n) for s in catalog.sets if s.category is not Category.DEFAULT and s.required for n in s.ips]
@@ -182,8 +185,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     on_site = _on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
     resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
     if on_site:
-        if pac_text is not None:  # the PAC file as it answers a laptop at home
-            proxy_paths.update(_proxy_paths(settings, key_hosts, pac_text, deadline,
+        if pac is not None and pac.ok:  # the PAC file as it answers a laptop at home
+            proxy_paths.update(_proxy_paths(settings, proxied, pac, deadline, profile,
                                             my_ip=own_address(interfaces)))
             new = {_host(p) for p, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
             proxy_hosts.update({h: _resolve(h, deadline) for h in new})
@@ -302,34 +305,17 @@ def own_address(interfaces: Sequence[Interface]) -> str | None:
     return None
 
 
-def _proxy_paths(settings: ProxySettings, key_hosts: Mapping[str, tuple[str, ...]], pac_text: str | None,
-                 deadline: Deadline, my_ip: str | None = None
+def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | None, deadline: Deadline,
+                 profile: SiteProfile, my_ip: str | None = None
                  ) -> dict[str, tuple[str | None, str | None, str, str | None]]:
-    """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL)."""
+    """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL) for ``https://host/``,
+    as :func:`netcheck.proxy_decision.decide` decides it."""
+    urls = {h: url_for("https", h) for h in hosts}
+    decided = decide_all(list(urls.values()), settings, pac, deadline, my_ip, profile.pac_unreachable)
     out: dict[str, tuple[str | None, str | None, str, str | None]] = {}
-    hosts = [h for hs in key_hosts.values() for h in hs]
-    if settings.pac_url:
-        pac_host = urlsplit(settings.pac_url).hostname
-        decisions: Mapping[str, list[str]] = {}
-        if pac_text is not None:
-            from netcheck.pac import evaluate
-
-            try:
-                decisions = evaluate(pac_text, [f"https://{h}/" for h in hosts], my_ip=my_ip,
-                                     deadline=deadline.sooner(5.0))
-            except Exception as exc:  # a broken PAC file is a finding, not a crash
-                log.warning("PAC evaluation failed: %s", exc)
-        for h in hosts:
-            first = (decisions.get(f"https://{h}/") or ["DIRECT"])[0]
-            proxy = first.split(None, 1)[1] if first.upper().startswith(("PROXY ", "HTTPS ")) else None
-            out[h] = (proxy, pac_host, "pac", settings.pac_url)
-        return out
-    for h in hosts:
-        url = settings.proxy_for(f"https://{h}/")
-        if url:
-            parts = urlsplit(url if "://" in url else f"http://{url}")
-            proxy = f"{parts.hostname}:{parts.port or 8080}"
-            out[h] = (proxy, None, "environment" if settings.source == "environment" else "os", None)
+    for h, url in urls.items():
+        d = decided[url]
+        out[h] = (d.endpoint, urlsplit(d.pac_url).hostname if d.pac_url else None, d.source, d.pac_url)
     return out
 
 

@@ -232,7 +232,7 @@ class CollectorClient:
             self._client.close()
             try:
                 self._client = self._make_client(choice.proxy, trust_env=False)
-            except (ValueError, httpx.InvalidURL) as exc:  # a proxy URL httpx cannot use
+            except (ValueError, ImportError, httpx.InvalidURL) as exc:  # a proxy httpx cannot use (SOCKS)
                 log.warning("cannot use the proxy %s (%s); going direct", redact(choice.proxy or ""), exc)
                 choice = ProxyChoice(None, f"{choice.how}, but that proxy is unusable")
                 self._client = self._make_client(None, trust_env=False)

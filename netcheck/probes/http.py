@@ -6,9 +6,10 @@ in ``Server``, or a ``Via`` / ``X-Squid-Error`` / ``Proxy-Agent`` header).
 Redirects are not followed and each probe uses a fresh connection (keep-alive
 off), so every probe measures a real connect and TLS handshake.
 
-Proxy: ``spec.proxy`` if set, else what the environment / OS settings say for
-this URL (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``; the
-registry on Windows, System Configuration on macOS) when ``spec.trust_env``.
+Proxy: ``spec.proxy`` if set, else the check's decision for this URL (``spec.proxy_map``:
+the PAC file or the settings, :mod:`netcheck.proxy_decision`), else, when ``spec.trust_env``,
+what the environment / OS settings alone say for it (``HTTPS_PROXY``, ``HTTP_PROXY``,
+``ALL_PROXY``, ``NO_PROXY``; the registry on Windows, System Configuration on macOS).
 Going direct with ``target.address`` set, the probe connects to that address
 and sends ``target.host`` as SNI and ``Host``. Certificates are verified
 against the machine's store, as the laptop's apps would. The exchange itself is
@@ -30,7 +31,8 @@ from netcheck.probes import trust
 from netcheck.probes._errors import classify, ms, too_late
 from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
-from netcheck.proxy import redact, usable_proxy_url
+from netcheck.proxy import PAC_ENV, ProxySettings, redact
+from netcheck.proxy_decision import decide, url_for
 
 #: Words in a ``Server`` header that name a proxy / secure web gateway product.
 PROXY_SERVERS: tuple[str, ...] = (
@@ -76,53 +78,39 @@ def _normalise_proxy(url: str) -> str:
     return url if "://" in url else f"http://{url}"
 
 
-#: The environment variables that decide proxies (read case-insensitively by urllib).
+#: The environment variables the settings are read from (the cache key of ``_settings``).
 _PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-              "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
+              "ALL_PROXY", "NO_PROXY", PAC_ENV, "XDG_CURRENT_DESKTOP", "DESKTOP_SESSION")
 
 
 @functools.lru_cache(maxsize=8)
-def _proxy_settings(env: tuple[str | None, ...]) -> tuple[Mapping[str, str], bool]:
-    """(scheme -> proxy URL, whether they came from the environment), once per environment.
-
-    Reading the whole environment (or the registry / System Configuration) for
-    each of ~165 probes would cost more CPU than the rest of the probe.
-    """
+def _settings(env: tuple[str | None, ...]) -> ProxySettings:
+    """The laptop's proxy settings (environment, then the OS's), read once per environment: reading
+    the registry or System Configuration for each of ~165 probes would cost more than the probe."""
     del env  # the cache key
-    import urllib.request  # only here: it imports http.client and email (~10 ms)
+    from netcheck.platform import current
 
-    from_env = urllib.request.getproxies_environment()
-    if from_env:
-        return from_env, True
-    return urllib.request.getproxies(), False  # the OS's settings on Windows and macOS
+    return current().proxy_settings()
 
 
-def choose_proxy(spec: ProbeSpec, scheme: str, host: str) -> tuple[str | None, str | None]:
-    """(proxy URL or None, where it came from: "configured" / "settings" / "environment" / None).
+def choose_proxy(spec: ProbeSpec, scheme: str, host: str, port: int | None = None
+                 ) -> tuple[str | None, str | None]:
+    """(proxy URL or None, where it came from: "configured", "environment", "os", "pac" or None).
 
-    ``spec.proxy_map`` holds what the laptop's proxy settings or PAC file decided for each
-    planned host ("" = DIRECT); other hosts follow the environment.
+    ``spec.proxy`` wins; else ``spec.proxy_map`` holds the check's decision for this URL (the
+    PAC file included); else, when ``spec.trust_env``, :func:`netcheck.proxy_decision.decide`
+    from the settings alone.
     """
     if spec.proxy:
         return _normalise_proxy(spec.proxy), "configured"
-    if host.lower() in spec.proxy_map:
-        chosen = spec.proxy_map[host.lower()]
-        return (_normalise_proxy(chosen), "settings") if chosen else (None, None)
+    url = url_for(scheme, host, port)
+    if url in spec.proxy_map:
+        proxy, source = spec.proxy_map[url]
+        return (proxy, source) if proxy else (None, None)
     if not spec.trust_env:
         return None, None
-    proxies, from_env = _proxy_settings(tuple(os.environ.get(name) for name in _PROXY_ENV))
-    url = proxies.get(scheme) or proxies.get("all")
-    if not url or usable_proxy_url(url) is None:
-        return None, None  # an unusable setting is one finding of the check, not a failure per probe
-    import urllib.request
-
-    if from_env:
-        bypass = urllib.request.proxy_bypass_environment(host, dict(proxies))  # type: ignore[attr-defined]
-    else:
-        bypass = urllib.request.proxy_bypass(host)
-    if bypass:
-        return None, None
-    return _normalise_proxy(url), "environment"
+    decision = decide(url, _settings(tuple(os.environ.get(name) for name in _PROXY_ENV)))
+    return (decision.proxy, decision.source) if decision.proxy else (None, None)
 
 
 def request_headers(host: str, port: int, scheme: str, accept: str = "*/*") -> list[tuple[str, str]]:
@@ -140,7 +128,7 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
         return ProbeResult(kind, target, Outcome.ERROR, f"unsupported scheme {scheme!r}")
     if deadline.expired:
         return too_late(kind, target)
-    proxy, proxy_source = choose_proxy(spec, scheme, target.host)
+    proxy, proxy_source = choose_proxy(spec, scheme, target.host, port)
     direct_address = target.address if proxy is None else None
     detail: dict[str, DetailValue] = {
         "status": None, "server": None, "proxy": redact(proxy) if proxy else None,

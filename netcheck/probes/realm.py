@@ -191,7 +191,7 @@ async def probe_realm(target: Target, spec: ProbeSpec, deadline: Deadline, *, us
         return too_late(kind, target)
     user = user.strip()
     scrub = _Scrubber(user, domain)
-    proxy, proxy_source = choose_proxy(spec, "https", target.host)
+    proxy, proxy_source = choose_proxy(spec, "https", target.host, target.port)
     direct = target.address if proxy is None else None
     base: dict[str, DetailValue] = {"domain": domain, "proxy": redact(proxy) if proxy else None,
                                     "proxy_source": proxy_source, "via_proxy": proxy is not None}

@@ -227,6 +227,18 @@ def test_all_proxy_and_missing_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_proxy(ProbeSpec(trust_env=False), "https", "x.test") == (None, None)
 
 
+def test_the_checks_decision_is_per_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check decides per URL (the scheme matters: HTTPS_PROXY is not HTTP_PROXY, and a PAC file sees
+    it); a URL it decided is not decided again from the environment, and the source says who decided."""
+    spec = ProbeSpec(proxy_map={"https://x.test/": ("http://p:1", "pac"), "http://x.test/": (None, "pac")})
+    assert choose_proxy(spec, "https", "x.test", 443) == ("http://p:1", "pac")
+    assert choose_proxy(spec, "http", "x.test", 80) == (None, None)
+    monkeypatch.setenv("HTTP_PROXY", "http://e:1")
+    assert choose_proxy(spec, "http", "X.test.", 80) == (None, None)
+    assert choose_proxy(spec, "http", "y.test", 80) == ("http://e:1", "environment")
+    assert choose_proxy(spec, "https", "y.test", 443) == (None, None)  # no HTTPS_PROXY: http's is not used
+
+
 # --- the rule itself ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("status", "headers", "outcome"), [
