@@ -174,11 +174,11 @@ def decide(url: str, settings: ProxySettings, pac: PacState | None = None,
                              f"say {manual}")
     gone = pac_unreachable if pac_unreachable in PAC_GONE else "unknown"
     pac_url = (pac.url if pac is not None else None) or settings.pac_url
-    problem = ("no PAC file was found (automatic detection) " if pac is None and not settings.pac_url
+    problem = ("no PAC file was found (automatic detection)" if pac is None and not settings.pac_url
                else f"the PAC file {pac_url} was not consulted" if pac is None
                else pac.problem)
     if problem is not None:  # rule 2: an initialisation failure
-        return ProxyDecision(url, manual, manual_source, f"{problem.rstrip()}; {_manual_words(manual, manual_source)}",
+        return ProxyDecision(url, manual, manual_source, f"{problem}; {_manual_words(manual, manual_source)}",
                              pac_url, problem, manual, gone)
     assert pac is not None
     answer = pac.answers.get(url)

@@ -28,7 +28,7 @@ from netcheck import __version__
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
-from netcheck.probes._errors import classify, ms, too_late
+from netcheck.probes._errors import Classified, classify, ms, too_late
 from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
 from netcheck.proxy import PAC_ENV, ProxySettings, redact
@@ -113,6 +113,21 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str, port: int | None = Non
     return (decision.proxy, decision.source) if decision.proxy else (None, None)
 
 
+def proxy_hop(proxy: str | None, source: str | None) -> tuple[Proxy | None, Classified | None]:
+    """(the proxy the probe goes through, or why it cannot). A SOCKS proxy the laptop's settings chose
+    is not testable (netcheck speaks to HTTP proxies only), so it neither passes nor fails the
+    endpoint; any other proxy URL this client cannot use (no host, bad port) is an error."""
+    if proxy is None:
+        return None, None
+    try:
+        return Proxy.parse(proxy), None
+    except ValueError as exc:
+        if source != "configured" and proxy.lower().startswith("socks"):
+            return None, (Outcome.NOT_TESTABLE, f"the laptop's settings ({source}) send this through the SOCKS "
+                                                f"proxy {redact(proxy)}, which netcheck cannot test through")
+        return None, classify(exc)
+
+
 def request_headers(host: str, port: int, scheme: str, accept: str = "*/*") -> list[tuple[str, str]]:
     """The head of the one GET the HTTP and realm probes send, on a connection closed after it."""
     return [("Host", authority(host, port, 443 if scheme == "https" else 80)), ("Accept", accept),
@@ -138,11 +153,9 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
         verify = trust.http_context(spec)
     except (OSError, ssl.SSLError) as exc:
         return ProbeResult(kind, target, Outcome.ERROR, f"cannot load a trust store ({exc})", {}, detail, family)
-    try:
-        via = Proxy.parse(proxy) if proxy else None
-    except ValueError as exc:  # a proxy URL this client cannot use (socks, no host, bad port)
-        outcome, reason = classify(exc)
-        return ProbeResult(kind, target, outcome, reason, {}, detail, family)
+    via, cannot = proxy_hop(proxy, proxy_source)
+    if cannot is not None:
+        return ProbeResult(kind, target, *cannot, {}, detail, family)
     headers = request_headers(target.host, port, scheme)
     ex = Exchange()
     try:

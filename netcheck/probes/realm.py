@@ -30,7 +30,7 @@ from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeS
 from netcheck.probes import trust
 from netcheck.probes._errors import classify, too_late
 from netcheck.probes._http1 import Exchange, Proxy, decoded
-from netcheck.probes.http import _timed_out, choose_proxy, phases, request_headers
+from netcheck.probes.http import _timed_out, choose_proxy, phases, proxy_hop, request_headers
 from netcheck.probes.tcp import family_of
 from netcheck.proxy import redact
 
@@ -206,11 +206,9 @@ async def probe_realm(target: Target, spec: ProbeSpec, deadline: Deadline, *, us
         ("getuserrealm", "/getuserrealm.srf", {"login": user, "json": "1"}),
     )
     first: tuple[str, _Answer | _Failure] | None = None
-    try:
-        via = Proxy.parse(proxy) if proxy else None
-    except ValueError as exc:  # a proxy URL this client cannot use
-        outcome, reason = classify(exc)
-        return ProbeResult(kind, target, outcome, scrub(reason), {}, base, family)
+    via, cannot = proxy_hop(proxy, proxy_source)
+    if cannot is not None:
+        return ProbeResult(kind, target, cannot[0], scrub(cannot[1]), {}, base, family)
     timeout = deadline.step(spec.step_timeout_s)
     for name, path, params in attempts:
         got = await _get(target, direct, via, path, params, context, deadline, timeout)

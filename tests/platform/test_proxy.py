@@ -292,3 +292,38 @@ def test_describe() -> None:
     lines = p.describe(p.ProxySettings(source="scutil", proxies={"https": "http://p:1"}, pac_url="http://x/p.pac",
                                        auto_detect=True))
     assert lines == ["scutil: https -> http://p:1", "scutil: PAC http://x/p.pac", "scutil: automatic detection (WPAD)"]
+
+
+# --- from captured settings to the one decision ------------------------------------------------------
+
+def _kioslaverc(rel: str) -> dict[str, str]:
+    """The [Proxy Settings] values of a kioslaverc fixture, as kreadconfig prints them one by one."""
+    lines = read_fixture(rel).splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("["))
+
+
+def test_decisions_from_captured_settings() -> None:
+    """The readers' output is what netcheck.proxy_decision decides from: the PAC file first, the manual
+    settings (with their own bypass style) when it is gone, DIRECT when a PAC answer fails."""
+    from netcheck.pac import PacDecision
+    from netcheck.proxy_decision import PacState, decide
+
+    url = "https://outlook.office365.com/"
+    gone = PacState("http://pac.corp.example/proxy.pac", problem="the PAC file could not be fetched")
+    said = PacState("http://pac.corp.example/proxy.pac", {url: PacDecision(url, ("PROXY 10.0.0.9:3128", "DIRECT"))})
+    user = windows.parse_reg_query(read_fixture("windows/reg-query-internet-settings.txt"))
+    blob = windows.parse_reg_query(read_fixture("windows/reg-query-connections.txt"))["DefaultConnectionSettings"]
+    assert isinstance(blob, str)
+    win = windows.wininet_settings(user, None, blob)
+    assert decide(url, win, said).proxy == "http://10.0.0.9:3128"
+    assert (decide(url, win, gone).proxy, decide(url, win, gone).source) == ("http://proxy.corp.example:8080", "os")
+    assert decide("https://share.corp.example/", win, gone).proxy is None  # ProxyOverride *.corp.example
+    mac = macos.scutil_settings(macos.parse_scutil_dict(read_fixture("macos/scutil-proxy-pac-and-manual.txt")))
+    assert mac.pac_url == "http://pac.corp.example/proxy.pac" and not mac.auto_detect
+    assert decide(url, mac, gone).proxy == "http://proxy.corp.example:8443"
+    assert decide("http://outlook.office365.com/", mac, gone).proxy is None  # only a Secure (HTTPS) proxy is set
+    assert decide("https://a.corp.example/", mac, gone).proxy is None  # exception corp.example covers subdomains
+    assert decide("https://intranet/", mac, gone).proxy is None  # ExcludeSimpleHostnames
+    kde = linux.kde_settings(_kioslaverc("desktop/kioslaverc-wpad"))
+    assert kde.auto_detect and not kde.proxies
+    assert decide(url, kde).pac_problem == "no PAC file was found (automatic detection)"

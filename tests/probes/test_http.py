@@ -287,6 +287,15 @@ def test_bad_proxy_url() -> None:
     assert r.outcome is Outcome.ERROR
 
 
+def test_a_socks_proxy_the_settings_chose_is_not_testable() -> None:
+    """The PAC file said SOCKS: the laptop goes through it, netcheck cannot; neither pass nor fail."""
+    port = closed_port()
+    r = get(port, ProbeSpec(proxy_map={f"http://web.test:{port}/": ("socks5://192.0.2.9:1080", "pac")}))
+    assert r.outcome is Outcome.NOT_TESTABLE and "SOCKS proxy socks5://192.0.2.9:1080" in (r.reason or "")
+    assert r.detail["proxy_source"] == "pac" and r.detail["via_proxy"] is True
+    assert get(port, ProbeSpec(proxy="socks5://192.0.2.9:1080")).outcome is Outcome.ERROR  # asked for by name
+
+
 def test_sni_and_verification_use_the_name_not_the_address(pki: Pki) -> None:
     # The certificate names only tls.test (no IP): verifying it while connecting
     # to 127.0.0.1 works only if the name is sent as SNI and checked.
