@@ -174,7 +174,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         unusable = unusable_proxy_settings(from_environment(os.environ))
         if unusable:
             network["proxy_setting_error"] = list(unusable)
-        pac = find_pac(proxies, plat.search_domains, deadline)
+        pac = find_pac(proxies, lambda: plat.search_domains(), deadline)  # read only if WPAD is tried
         spec = replace(spec, proxy_map=_proxy_map(plan, catalog.key_hosts(tenant), proxies, pac, deadline, network))
         extra = _extra_probes(spec, deadline, catalog, tenant, user)
         if on_plan:

@@ -262,7 +262,7 @@ def decide_now(url: str, deadline: Deadline, plat: Platform | None = None) -> Pr
 
     plat = plat or current_platform()
     settings = plat.proxy_settings()
-    found = find_pac(settings, plat.search_domains, deadline)
+    found = find_pac(settings, lambda: plat.search_domains(), deadline)
     return decide_all([url], settings, found.fetch, deadline)[url]
 
 
