@@ -174,18 +174,18 @@ def decide(url: str, settings: ProxySettings, pac: PacState | None = None,
                              f"say {manual}")
     gone = pac_unreachable if pac_unreachable in PAC_GONE else "unknown"
     pac_url = (pac.url if pac is not None else None) or settings.pac_url
-    problem = ("no PAC file was found (automatic detection)" if pac is None and not settings.pac_url
-               else f"the PAC file {pac_url} was not consulted" if pac is None
-               else pac.problem)
-    if problem is not None:  # rule 2: an initialisation failure
+    if pac is None or pac.problem is not None:  # rule 2: an initialisation failure
+        problem = (pac.problem if pac is not None and pac.problem
+                   else f"the PAC file {pac_url} was not consulted" if pac_url
+                   else "no PAC file was found (automatic detection)")
         return ProxyDecision(url, manual, manual_source, f"{problem}; {_manual_words(manual, manual_source)}",
                              pac_url, problem, manual, gone)
-    assert pac is not None
     answer = pac.answers.get(url)
-    failure = ("it was not asked about this URL" if answer is None
-               else answer.error and f"FindProxyForURL failed ({answer.error})")
-    if not failure:
-        assert answer is not None
+    if answer is None:
+        failure = "it was not asked about this URL"
+    elif answer.error:
+        failure = f"FindProxyForURL failed ({answer.error})"
+    else:
         for entry in answer.proxies:
             valid, proxy = pac_entry(entry)
             if valid:  # rule 4
