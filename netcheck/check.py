@@ -36,7 +36,7 @@ from netcheck.models import (
     Status,
     Target,
 )
-from netcheck.outage import Fate, OutageSection, assess_outage, predict
+from netcheck.outage import Fate, ModelInput, OutageSection, assess_outage, predict
 from netcheck.pac import PacFetch
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
@@ -50,8 +50,9 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
+from netcheck.site_cases import known_sites, settings_profile, site_cases
 from netcheck.site_facts import gather
-from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile
+from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine, setting_findings
 
 OnResult = Callable[[ProbeResult], None]
@@ -157,7 +158,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
-    file_profile = load_site_profile(options.site_profile) if options.site_profile else None
+    file_profiles = load_site_profiles(options.site_profile) if options.site_profile else ()
     user = _validate_user(options.user)
     results: list[ProbeResult] = []
     network: dict[str, DetailValue] = {
@@ -192,11 +193,13 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     now = assess(results, ctx, policy)
     if families:
         found = plat.interfaces()  # once: the profile choice and the site facts both need them
-        profile = file_profile
-        if profile is None and options.site_profiles:
-            profile = choose_site_profile(options, found, results)
-        outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile or SiteProfile(),
-                                             deadline, pac, proxies, network, now)
+        sites = file_profiles or options.site_profiles
+        chosen = sites[0] if len(sites) == 1 else None
+        if len(sites) > 1:
+            chosen = choose_site_profile(replace(options, site_profiles=sites), found, results)
+        profile = settings_profile(sites, chosen) if len(sites) > 1 else chosen or SiteProfile()
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile, sites if len(sites) > 1
+                                             else (), deadline, pac, proxies, network, now)
     assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
@@ -306,7 +309,8 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
 
 
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
-                    found: Sequence[Interface], profile: SiteProfile, deadline: Deadline, pac: PacFetch | None,
+                    found: Sequence[Interface], profile: SiteProfile, sites: tuple[SiteProfile, ...],
+                    deadline: Deadline, pac: PacFetch | None,
                     proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment
                     ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
@@ -319,7 +323,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
                if r.status in (Status.FAILED, Status.DEGRADED)}
-    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current, gathered.assumptions)
+    model = ModelInput(gathered.facts, profile, sites, tuple(w.id for w in workloads), current,
+                       gathered.assumptions)
+    prediction = predict(gathered.facts, profile, model.workloads, current, gathered.assumptions, sites=sites)
     if left_out:
         prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
@@ -327,9 +333,13 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     network["identity"] = gathered.facts.identity
     section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
                             gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress,
-                            gathered.tunneled_by_workload)
+                            gathered.tunneled_by_workload, catalog.workloads.sign_in)
     if left_out:
         section = replace(section, summary=f"{section.summary} {_left_out_note(left_out)}")
+    views = known_sites(model, prediction)
+    core = [w.id for w in workloads if w.core]
+    section = replace(section, sites=views, model=model,
+                      cases=site_cases(model, views, {w.id: w.name for w in workloads}, core, prediction))
     return section, interfaces
 
 
@@ -351,11 +361,12 @@ def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant:
         from netcheck.probes.dns import resolver_identity
 
         extra.append((ProbeKind.WHOAMI, Target(host=spec.whoami_name), lambda: resolver_identity(spec, deadline)))
-    login = catalog.key_hosts(tenant).get("identity", ())
-    if user and login:
+    sign_in = catalog.workloads.sign_in
+    login = catalog.key_hosts(tenant).get(sign_in, ()) if sign_in else ()
+    if user and login and sign_in:
         from netcheck.probes.realm import probe_realm
 
-        realm = Target(host=login[0], port=443, scheme="https", category=Category.ALLOW, workloads=("identity",))
+        realm = Target(host=login[0], port=443, scheme="https", category=Category.ALLOW, workloads=(sign_in,))
         extra.append((ProbeKind.REALM, realm, lambda: probe_realm(realm, spec, deadline, user=user)))
     return extra
 

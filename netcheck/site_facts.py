@@ -173,8 +173,9 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     if relay:
         for wid in sorted(media_workloads):
             deps.append(Dependency(wid, "media", relay, routes(wanted.get(relay, []))))
-    if federation:
-        deps.append(Dependency("identity", "federation", federation, routes(wanted.get(federation, [])),
+    sign_in = catalog.workloads.sign_in
+    if federation and sign_in:
+        deps.append(Dependency(sign_in, "federation", federation, routes(wanted.get(federation, [])),
                                proxy_path(federation)))
 
     assumptions: tuple[Assumption, ...] = ()
@@ -208,7 +209,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
              ("with only the resolvers it sets", lambda f, p: (
                  replace(f, resolvers=tuple(r for r in f.resolvers if r != home_router) or f.resolvers)
                  if f.vpn_interfaces else f, p)))),)
-    identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
+    identity_route = [r for d in deps if d.workload == sign_in and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
