@@ -50,7 +50,7 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
-from netcheck.site_cases import known_sites, settings_profile, site_cases
+from netcheck.site_cases import known_sites, one_case, settings_profile, site_cases, site_down_names
 from netcheck.site_facts import gather
 from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine, setting_findings
@@ -78,6 +78,8 @@ class CheckOptions:
     site_profiles: tuple[SiteProfile, ...] = ()
     #: The device's ``site`` tag (from enrollment): picks a profile by name when no network matches.
     site_tag: str | None = None
+    #: ``--site-down``: show just the case of these sites going down together.
+    site_down: tuple[str, ...] = ()
     policy: Policy = field(default_factory=load_policy)
 
 
@@ -144,6 +146,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     if not (math.isfinite(deadline_s) and deadline_s > 0):
         raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline_s!r}")
     deadline = Deadline.after(deadline_s)
+    file_profiles = load_site_profiles(options.site_profile) if options.site_profile else ()
+    down = site_down_names(options.site_down, file_profiles or options.site_profiles) if options.site_down else ()
     catalog, catalog_note = select_catalog(options)
     plat = current_platform()
     tenant_source = "option" if tenant else None
@@ -158,7 +162,6 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
-    file_profiles = load_site_profiles(options.site_profile) if options.site_profile else ()
     user = _validate_user(options.user)
     results: list[ProbeResult] = []
     network: dict[str, DetailValue] = {
@@ -199,7 +202,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
             chosen = choose_site_profile(replace(options, site_profiles=sites), found, results)
         profile = settings_profile(sites, chosen) if len(sites) > 1 else chosen or SiteProfile()
         outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile, sites if len(sites) > 1
-                                             else (), deadline, pac, proxies, network, now)
+                                             else (), deadline, pac, proxies, network, now, down)
     assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
@@ -311,8 +314,8 @@ def _proxy_map(plan: TargetPlan, proxies: ProxySettings, pac: PacFetch | None, d
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
                     found: Sequence[Interface], profile: SiteProfile, sites: tuple[SiteProfile, ...],
                     deadline: Deadline, pac: PacFetch | None,
-                    proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment
-                    ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
+                    proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment,
+                    down: tuple[str, ...] = ()) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
                       pac_text=pac.text if pac is not None and pac.ok else None, proxy_settings=proxies,
                       interfaces=found)
@@ -338,9 +341,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
         section = replace(section, summary=f"{section.summary} {_left_out_note(left_out)}")
     views = known_sites(model, prediction)
     core = [w.id for w in workloads if w.core]
-    section = replace(section, sites=views, model=model,
-                      cases=site_cases(model, views, {w.id: w.name for w in workloads}, core, prediction))
-    return section, interfaces
+    full = {w.id: w.name for w in workloads}
+    cases = (one_case(model, down, full, core),) if down else site_cases(model, views, full, core, prediction)
+    return replace(section, sites=views, model=model, cases=cases, asked=bool(down)), interfaces
 
 
 def _left_out_note(names: Sequence[str]) -> str:

@@ -747,6 +747,8 @@ class OutageSection:
     sites: tuple[SiteView, ...] = ()
     cases: tuple[OutageCase, ...] = ()
     model: ModelInput | None = None
+    #: The cases are the one asked for (``--site-down``), not each site alone and all together.
+    asked: bool = False
 
 
 _FIXES = {

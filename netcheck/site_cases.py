@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 
+from netcheck.errors import ConfigError
 from netcheck.outage import (
     UNNAMED,
     CauseKind,
@@ -171,3 +172,23 @@ def settings_profile(sites: Sequence[SiteProfile], chosen: SiteProfile | None) -
         vpn_on_site_down=base.vpn_on_site_down, pac_unreachable=base.pac_unreachable, vpn_mode=base.vpn_mode,
         vpn_exclude=base.vpn_exclude, vpn_failover=base.vpn_failover, from_file=base.from_file)
 
+
+
+def one_case(model: ModelInput, down: Sequence[str], names: Mapping[str, str], core: Sequence[str]) -> OutageCase:
+    """The case of the sites ``down`` going down together (``netcheck check --site-down``)."""
+    return make_case(model, down, predict_case(model, down), predict_case(model, ()), names, core)
+
+
+def site_down_names(asked: Sequence[str], sites: Sequence[SiteProfile]) -> tuple[str, ...]:
+    """The site names ``asked`` for, as the profiles spell them (case and surrounding spaces aside);
+    ConfigError naming the known sites for one that is not known."""
+    known = all_site_names(sites or (SiteProfile(),))
+    by_key = {n.casefold(): n for n in known}
+    out = []
+    for name in asked:
+        found = by_key.get(name.strip().casefold())
+        if found is None:
+            raise ConfigError(f"--site-down {name!r} is not a site netcheck knows; the sites are: "
+                              + ", ".join(known) + " (name them in a site profile: --site-profile FILE)")
+        out.append(found)
+    return tuple(dict.fromkeys(out))

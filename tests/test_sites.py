@@ -239,3 +239,28 @@ def test_what_if_recomputes_any_case_from_the_report_alone() -> None:
     assert {r["id"]: r["stays"] for r in what_if(data, ["Dublin DC"])}["exchange"] == "degraded"  # measured now
     with pytest.raises(FactsError):
         what_if({"schema_version": 1, "outage": None}, ["Paris"])
+
+
+# --- what the employee sees ----------------------------------------------------------------------------------------
+
+def test_text_and_html_answer_per_site() -> None:
+    from netcheck.render.html import render_html
+    from netcheck.render.json import report_to_dict
+    from netcheck.render.text import render_text
+    from tests.sample_report import sample_report
+
+    report = replace(sample_report(), outage=two_site_section())
+    text = render_text(report, width=200)
+    assert "If one of your sites went down" in text
+    assert "- If Paris went down: you would lose Sign-in (your VPN goes through Paris)." in text
+    assert ("- If Dublin DC went down: you would lose Sign-in (the sign-in server adfs.corp.example is in "
+            "Dublin DC).") in text
+    data = report_to_dict(report)
+    html = render_html(data)
+    assert '<section id="sites"' in html and "If Dublin DC went down: you would lose Sign-in" in html
+    data["outage"]["cases"][0]["answer"] = "<script>alert(1)</script>"
+    data["outage"]["sites"][0]["name"] = "<b>Paris</b>"
+    hostile = render_html(data)
+    assert "<script>alert(1)" not in hostile and "<b>Paris</b>" not in hostile
+    single = replace(sample_report(), outage=replace(two_site_section(), sites=two_site_section().sites[:1]))
+    assert "If one of your sites went down" not in render_text(single)
