@@ -57,19 +57,20 @@ def known_sites(model: ModelInput, prediction: OutagePrediction) -> tuple[SiteVi
         if view is None:
             view = views[system.site] = SiteView(system.site, False, (), ())
         networks = view.networks
-        if not view.told and system.address and _is_address(system.address):
-            networks = (*networks, str(ipaddress.ip_network(system.address)))
+        prefix = _host_prefix(system.address)
+        if not view.told and prefix:
+            networks = (*networks, prefix)
         views[system.site] = SiteView(view.name, view.told, tuple(dict.fromkeys(networks)),
                                       tuple(dict.fromkeys((*view.systems, (system.kind, system.name)))))
     return tuple(views.values())
 
 
-def _is_address(text: str) -> bool:
+def _host_prefix(address: str | None) -> str | None:
+    """"10.40.0.8" -> "10.40.0.8/32" (None for no address, or a stand-in such as "the home router")."""
     try:
-        ipaddress.ip_address(text)
+        return str(ipaddress.ip_network(address or "")) if address else None
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def predict_case(model: ModelInput, down: Collection[str]) -> OutagePrediction:
