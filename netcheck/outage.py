@@ -182,6 +182,30 @@ class Assumption:
 
 
 @dataclass(frozen=True)
+class FactsPatch:
+    """One answer to an assumption, as data (so the report can carry it, see netcheck.what_if): the facts
+    it replaces (None: kept as they are), and a resolver a VPN client drops when it sets its own. A
+    patch is a ``World``."""
+
+    vpn_interfaces: tuple[str, ...] | None = None
+    resolvers: tuple[Resolver, ...] | None = None
+    dependencies: tuple[Dependency, ...] | None = None
+    drop_resolver: str | None = None
+
+    def __call__(self, facts: SiteFacts, profile: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        if self.vpn_interfaces is not None:
+            facts = replace(facts, vpn_interfaces=self.vpn_interfaces)
+        if self.resolvers is not None:
+            facts = replace(facts, resolvers=self.resolvers)
+        if self.dependencies is not None:
+            facts = replace(facts, dependencies=self.dependencies)
+        if self.drop_resolver is not None and facts.vpn_interfaces:
+            kept = tuple(r for r in facts.resolvers if r.address != self.drop_resolver)
+            facts = replace(facts, resolvers=kept or facts.resolvers)
+        return facts, profile
+
+
+@dataclass(frozen=True)
 class SiteSystem:
     kind: str  # "vpn" | "dns" | "proxy" | "pac" | "federation"
     name: str

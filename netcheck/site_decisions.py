@@ -15,7 +15,17 @@ from dataclasses import replace
 
 from netcheck.catalog import Catalog, EndpointSet, Network
 from netcheck.models import Category
-from netcheck.outage import Dependency, ProxyPath, Resolver, Route, SplitTunnelRow, World, is_internal
+from netcheck.outage import (
+    Assumption,
+    Dependency,
+    FactsPatch,
+    ProxyPath,
+    Resolver,
+    Route,
+    SplitTunnelRow,
+    World,
+    is_internal,
+)
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface
 from netcheck.site_profile import SiteProfile
 
@@ -65,9 +75,22 @@ HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
 )
 
 
-def home_world(vpn: tuple[str, ...], resolvers: tuple[Resolver, ...], deps: tuple[Dependency, ...]) -> World:
-    """An answer to "which VPN profile from home?": the same facts, re-routed as that profile would."""
-    return lambda f, p: (replace(f, vpn_interfaces=vpn, resolvers=resolvers, dependencies=deps), p)
+def home_assumptions(office: tuple[list[Dependency], tuple[Resolver, ...]], catalog: Catalog,
+                     profile: SiteProfile, home_router: Resolver) -> tuple[Assumption, ...]:
+    """On the office network, what the prediction "as from home" hangs on: the VPN profile used from home
+    (unless the profile states ``vpn_mode``), and whether the VPN client keeps the home router's resolver.
+    Each answer is a :class:`FactsPatch` (data: the report carries it)."""
+    out: tuple[Assumption, ...] = ()
+    if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
+        worlds: list[tuple[str, World]] = []
+        for label, mode, exclude in HOME_VPNS:
+            deps, dns, vpn = as_from_home(*office, catalog, replace(profile, vpn_mode=mode, vpn_exclude=exclude))
+            worlds.append((label, FactsPatch(vpn_interfaces=vpn, resolvers=dns, dependencies=tuple(deps))))
+        out = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
+    return (*out, Assumption(
+        "whether the VPN client also keeps the home network's resolver", "",
+        (("with the home router's resolver as well", FactsPatch()),
+         ("with only the resolvers it sets", FactsPatch(drop_resolver=home_router.address)))))
 
 
 def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from netcheck.catalog import Catalog
@@ -29,10 +29,9 @@ from netcheck.outage import (
 from netcheck.platform.base import Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.site_decisions import (
-    HOME_VPNS,
     SPLIT_OUT,
     as_from_home,
-    home_world,
+    home_assumptions,
     is_on_site,
     own_address,
     representative,
@@ -174,20 +173,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                                else d.proxy, d.resolved) for d in deps]
         office = (deps, resolver_facts)
         deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)
-        if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
-            worlds = []
-            for label, mode, exclude in HOME_VPNS:
-                home_deps, home_dns, home_vpn = as_from_home(*office, catalog,
-                                                             replace(profile, vpn_mode=mode, vpn_exclude=exclude))
-                worlds.append((label, home_world(home_vpn, home_dns, tuple(home_deps))))
-            assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
-        home_router = resolver_facts[-1]
-        assumptions += (Assumption(
-            "whether the VPN client also keeps the home network's resolver", "",
-            (("with the home router's resolver as well", lambda f, p: (f, p)),
-             ("with only the resolvers it sets", lambda f, p: (
-                 replace(f, resolvers=tuple(r for r in f.resolvers if r != home_router) or f.resolvers)
-                 if f.vpn_interfaces else f, p)))),)
+        assumptions = home_assumptions(office, catalog, profile, resolver_facts[-1])
     identity_route = [r for d in deps if d.workload == sign_in and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)

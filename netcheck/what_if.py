@@ -6,10 +6,10 @@ The collector (dashboard) calls :func:`what_if` on a stored report::
     from netcheck.what_if import what_if
     rows = what_if(report, {"Paris"})   # [{"id", "stays", "drops", "causes": [...]}, ...]
 
-Not carried: what the facts hang on that the agent could not read and expressed as other facts (on the
-office network without a profile's ``vpn_mode``: the VPN profile used from home). ``outage.facts``
-carries the facts as gathered and the questions (``unread``); for such a laptop what_if answers for the
-facts as gathered, and the report's own cases (computed on the laptop) hold the hedged answer.
+What the facts hang on that the agent could not read (on the office network: the VPN profile used
+from home, whether the VPN client keeps the home router's resolver) travels as ``assumptions``, each
+answer a patch of the facts (:class:`netcheck.outage.FactsPatch`), so what_if hedges exactly as the
+laptop did. An assumption whose answers are not patches (a caller's own functions) is left out.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from netcheck.outage import Dependency, Fate, ModelInput, ProxyPath, Resolver, Route, SiteFacts
+from netcheck.outage import (
+    Assumption,
+    Dependency,
+    FactsPatch,
+    Fate,
+    ModelInput,
+    ProxyPath,
+    Resolver,
+    Route,
+    SiteFacts,
+    World,
+)
 from netcheck.site_cases import predict_case
 from netcheck.site_profile import SiteProfile
 
@@ -48,19 +59,33 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         return {"source": p.source, "proxy": p.proxy, "proxy_route": route(p.proxy_route) if p.proxy_route else None,
                 "pac_url": p.pac_url, "pac_route": route(p.pac_route) if p.pac_route else None}
 
+    def resolvers(items: tuple[Resolver, ...]) -> list[dict[str, Any]]:
+        return [{"address": r.address, "route": route(r.route)} for r in items]
+
+    def dependencies(items: tuple[Dependency, ...]) -> list[dict[str, Any]]:
+        return [{"workload": d.workload, "role": d.role, "host": d.host, "resolved": d.resolved,
+                 "addresses": [r.address for r in d.routes], "routes": [route(r) for r in d.routes],
+                 "proxy": proxy(d.proxy)} for d in items]
+
+    def patch(w: FactsPatch) -> dict[str, Any]:
+        return {"vpn_interfaces": None if w.vpn_interfaces is None else list(w.vpn_interfaces),
+                "resolvers": None if w.resolvers is None else resolvers(w.resolvers),
+                "dependencies": None if w.dependencies is None else dependencies(w.dependencies),
+                "drop_resolver": w.drop_resolver}
+
+    carried = [a for a in model.assumptions if all(isinstance(w, FactsPatch) for _, w in a.worlds)]
     return {
         "on_site": f.on_site, "vpn_interfaces": list(f.vpn_interfaces), "identity": f.identity,
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
-        "home_link_slow": f.home_link_slow,
-        "resolvers": [{"address": r.address, "route": route(r.route)} for r in f.resolvers],
-        "dependencies": [{"workload": d.workload, "role": d.role, "host": d.host, "resolved": d.resolved,
-                          "addresses": [r.address for r in d.routes], "routes": [route(r) for r in d.routes],
-                          "proxy": proxy(d.proxy)} for d in f.dependencies],
+        "home_link_slow": f.home_link_slow, "resolvers": resolvers(f.resolvers),
+        "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
         "measured_now": {w: str(fate) for w, fate in model.current.items()},
         "settings": _profile(model.profile),
         "profiles": [_profile(p) for p in model.sites],
-        "unread": [a.question for a in model.assumptions],
+        "assumptions": [{"question": a.question, "settle": a.settle,
+                         "worlds": [{"label": label, "patch": patch(w)} for label, w in a.worlds
+                                    if isinstance(w, FactsPatch)]} for a in carried],
     }
 
 
@@ -90,17 +115,32 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
                              _route_from(p["proxy_route"]) if p.get("proxy_route") else None, p.get("pac_url"),
                              _route_from(p["pac_route"]) if p.get("pac_route") else None)
 
+        def resolvers(items: Any) -> tuple[Resolver, ...]:
+            return tuple(Resolver(str(r["address"]), _route_from(r["route"])) for r in items)
+
+        def dependencies(items: Any) -> tuple[Dependency, ...]:
+            return tuple(Dependency(str(d["workload"]), str(d["role"]), str(d["host"]),
+                                    tuple(_route_from(r) for r in d["routes"]), proxy(d["proxy"]),
+                                    bool(d.get("resolved", True))) for d in items)
+
+        def patch(p: Mapping[str, Any]) -> World:
+            return FactsPatch(
+                vpn_interfaces=None if p.get("vpn_interfaces") is None else tuple(p["vpn_interfaces"]),
+                resolvers=None if p.get("resolvers") is None else resolvers(p["resolvers"]),
+                dependencies=None if p.get("dependencies") is None else dependencies(p["dependencies"]),
+                drop_resolver=p.get("drop_resolver"))
+
         facts = SiteFacts(
             on_site=bool(data["on_site"]), vpn_interfaces=tuple(data["vpn_interfaces"]),
-            resolvers=tuple(Resolver(str(r["address"]), _route_from(r["route"])) for r in data["resolvers"]),
-            dependencies=tuple(Dependency(str(d["workload"]), str(d["role"]), str(d["host"]),
-                                          tuple(_route_from(r) for r in d["routes"]), proxy(d["proxy"]),
-                                          bool(d.get("resolved", True))) for d in data["dependencies"]),
+            resolvers=resolvers(data["resolvers"]), dependencies=dependencies(data["dependencies"]),
             identity=str(data.get("identity", "unknown")), internal_hosts=frozenset(data.get("internal_hosts", [])),
             public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"))
+        assumptions = tuple(Assumption(str(a["question"]), str(a.get("settle", "")),
+                                       tuple((str(w["label"]), patch(w["patch"])) for w in a["worlds"]))
+                            for a in data.get("assumptions", []))
         return ModelInput(facts, _profile_from(data["settings"]),
                           tuple(_profile_from(p) for p in data.get("profiles", [])), tuple(data["workloads"]),
-                          {str(w): Fate(v) for w, v in data.get("measured_now", {}).items()})
+                          {str(w): Fate(v) for w, v in data.get("measured_now", {}).items()}, assumptions)
     except (KeyError, TypeError, ValueError) as exc:
         raise FactsError(f"outage.facts is not in the shape netcheck writes: {exc!r}") from exc
 

@@ -264,3 +264,41 @@ def test_text_and_html_answer_per_site() -> None:
     assert "<script>alert(1)" not in hostile and "<b>Paris</b>" not in hostile
     single = replace(sample_report(), outage=replace(two_site_section(), sites=two_site_section().sites[:1]))
     assert "If one of your sites went down" not in render_text(single)
+
+
+def test_what_if_hedges_an_on_site_laptop_as_the_laptop_did() -> None:
+    """On the office network the VPN profile used from home is unknown: the answers travel as fact patches."""
+    import json
+
+    from netcheck.catalog import load_catalog
+    from netcheck.outage import ModelInput
+    from netcheck.render.json import report_to_dict
+    from netcheck.site_cases import known_sites, site_cases
+    from netcheck.site_decisions import as_from_home, home_assumptions
+    from netcheck.what_if import what_if
+    from tests.sample_report import sample_report
+
+    catalog = load_catalog("Worldwide")
+    office_deps = [Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
+                   Dependency("identity", "federation", "adfs.corp.example", (direct("10.30.0.20"),))]
+    office_dns = (Resolver("10.20.0.53", direct("10.20.0.53")),)
+    deps, dns, vpn = as_from_home(office_deps, office_dns, catalog, PARIS)
+    facts = SiteFacts(True, vpn, dns, tuple(deps))
+    model = ModelInput(facts, PARIS, (PARIS, DUBLIN), W, {},
+                       home_assumptions((office_deps, office_dns), catalog, PARIS, dns[-1]))
+    everything = predict(facts, PARIS, W, {}, model.assumptions, sites=model.sites)
+    views = known_sites(model, everything)
+    section = replace(assess_outage(everything, NAMES, list(W)), sites=views, model=model,
+                      cases=site_cases(model, views, NAMES, list(W), everything))
+    data = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=section))))
+    import jsonschema
+
+    from netcheck.render.json import SCHEMA_PATH
+
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
+    assert [a["question"] for a in data["outage"]["facts"]["assumptions"]] == [
+        "the VPN profile used away from the office", "whether the VPN client also keeps the home network's resolver"]
+    for case in data["outage"]["cases"]:
+        assert [(r["id"], r["stays"], r["drops"]) for r in what_if(data, case["down"])] == [
+            (w["id"], w["if_vpn_stays"], w["if_vpn_drops"]) for w in case["workloads"]]
+    assert "uncertain" in {r["stays"] for r in what_if(data, ["Paris"])}  # hedged, not assumed
