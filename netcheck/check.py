@@ -336,7 +336,7 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     network["identity"] = gathered.facts.identity
     section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
                             gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress,
-                            gathered.tunneled_by_workload, catalog.workloads.sign_in)
+                            gathered.tunneled_by_workload, catalog.workloads.sign_in, several_sites=len(sites) > 1)
     if left_out:
         section = replace(section, summary=f"{section.summary} {_left_out_note(left_out)}")
     views = known_sites(model, prediction)

@@ -859,9 +859,12 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                   split_tunnel: Sequence[SplitTunnelRow] = (), tunneled_optimize: Sequence[str] = (),
                   identity_split_egress: bool = False,
                   tunneled_by_workload: Mapping[str, Sequence[str]] | None = None,
-                  sign_in: str | None = None) -> OutageSection:
+                  sign_in: str | None = None, several_sites: bool = False) -> OutageSection:
     """Verdict, summary, fixes and findings for a prediction (pure). ``sign_in``: the sign-in workload's id
-    (from endpoints/workloads.toml)."""
+    (from endpoints/workloads.toml). ``several_sites``: the prediction is every site of several going down
+    (said so: "If all your sites went down")."""
+    went, goes = (("all your sites went down", "all your sites go down") if several_sites
+                  else ("the site went down", "the site goes down"))
     tunneled_by_workload = tunneled_by_workload or {}
     fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
     failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
@@ -876,15 +879,15 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     only_if_stays = len(prediction.behaviours) == 2 and all(
         w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
-        summary = f"If the site went down, you would lose {listing(failed)}"
+        summary = f"If {went}, you would lose {listing(failed)}"
         summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
                     if only_if_stays else ".")
     elif degraded:
-        summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
+        summary = f"If {went}, you could keep working, but {listing(degraded)} would be impaired."
     elif not uncertain:
-        summary = "If the site went down, you could keep working from where you are."
+        summary = f"If {went}, you could keep working from where you are."
     else:
-        summary = "If the site went down, you might not be able to keep working."
+        summary = f"If {went}, you might not be able to keep working."
     if uncertain:
         asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
         summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
@@ -906,7 +909,7 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                 else "")
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
-            title=(f"If the site goes down, {_short(names, w.id)} "
+            title=(f"If {goes}, {_short(names, w.id)} "
                    f"{_FATE_WORDS[fate]}{when}"),
             detail=(texts[0] + (f" (and {len(texts) - 1} more)" if len(texts) > 1 else "") + "."
                     if texts else "It depends on the site."),

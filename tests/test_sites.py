@@ -182,7 +182,7 @@ def two_site_section() -> object:
     profile = settings_profile(sites, PARIS)
     model = ModelInput(two_sites(), profile, sites, W, {"exchange": Fate.DEGRADED})
     everything = predict(model.facts, profile, W, model.current, sites=sites)
-    section = assess_outage(everything, NAMES, list(W))
+    section = assess_outage(everything, NAMES, list(W), several_sites=True)
     views = known_sites(model, everything)
     return replace(section, sites=views, model=model, cases=site_cases(model, views, NAMES, list(W), everything))
 
@@ -258,6 +258,8 @@ def test_text_and_html_answer_per_site() -> None:
     data = report_to_dict(report)
     html = render_html(data)
     assert '<section id="sites"' in html and "If Dublin DC went down: you would lose Sign-in" in html
+    assert "If all your sites went down, you would lose Sign-in" in data["outage"]["summary"]
+    assert "If all your sites went down</h2>" in html
     data["outage"]["cases"][0]["answer"] = "<script>alert(1)</script>"
     data["outage"]["sites"][0]["name"] = "<b>Paris</b>"
     hostile = render_html(data)

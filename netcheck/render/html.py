@@ -213,6 +213,10 @@ def _outage_section(outage: Mapping[str, Any], names: Mapping[str, str]) -> str:
     parts.append(f'<table class="outage">\n<caption class="sr-only">Prediction per workload if the corporate site '
                  f'went down</caption>\n<thead><tr><th scope="col">Workload</th>{heads}</tr></thead>\n'
                  f"<tbody>\n{''.join(rows)}</tbody>\n</table>\n")
+    if len(_maps(outage.get("sites"))) > 1:
+        return _section("outage", "If all your sites went down", "".join(parts),
+                        "What would still work if every office and data centre this laptop depends on went "
+                        "offline at once.")
     return _section("outage", "If the site went down", "".join(parts),
                     "What would still work if the office or data centre this laptop depends on went offline.")
 
