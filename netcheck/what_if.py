@@ -29,6 +29,8 @@ from netcheck.outage import (
     Route,
     SiteFacts,
     World,
+    fallback_site,
+    vpn_sites,
 )
 from netcheck.site_cases import predict_case
 from netcheck.site_profile import SiteProfile
@@ -75,7 +77,9 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
 
     carried = [a for a in model.assumptions if all(isinstance(w, FactsPatch) for _, w in a.worlds)]
     return {
-        "on_site": f.on_site, "vpn_interfaces": list(f.vpn_interfaces), "identity": f.identity,
+        "on_site": f.on_site, "vpn_interfaces": list(f.vpn_interfaces),
+        "vpn_sites": list(vpn_sites(model.sites or (model.profile,), fallback_site(model.sites or (model.profile,)))),
+        "identity": f.identity,
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
         "home_link_slow": f.home_link_slow, "resolvers": resolvers(f.resolvers),
         "dependencies": dependencies(f.dependencies),

@@ -63,6 +63,7 @@ def test_several_sites_answer_per_site_and_site_down_shows_just_that_case(tmp_pa
     assert [s["name"] for s in outage["sites"]] == ["Paris", "Dublin DC"]
     assert [c["down"] for c in outage["cases"]] == [["Paris"], ["Dublin DC"], ["Paris", "Dublin DC"]]
     assert outage["facts"]["profiles"][0]["vpn_failover"] == ["Dublin DC"]
+    assert outage["facts"]["vpn_sites"] == ["Paris", "Dublin DC"]
     text = run_sandboxed(args, tmp_path)
     assert "If one of your sites went down" in text.stdout
     assert "If Paris went down:" in text.stdout and "If Dublin DC went down:" in text.stdout

@@ -214,6 +214,7 @@ def test_a_two_site_report_validates_against_schema_v2_and_the_collector_accepts
                                   "systems": [{"kind": "vpn", "name": "vpn.dublin.example"},
                                               {"kind": "federation", "name": "adfs.corp.example"}]}
     assert [c["down"] for c in outage["cases"]] == [["Paris"], ["Dublin DC"], ["Paris", "Dublin DC"]]
+    assert outage["facts"]["vpn_sites"] == ["Paris"]
     assert outage["workloads"] == [{k: v for k, v in row.items() if k != "causes"}
                                    for row in outage["cases"][-1]["workloads"]]
     validator = ReportValidator()
