@@ -309,6 +309,8 @@ class _Model:
         self.mapped = any(s.networks for s in self.sites)
         self.tunnel_sites = vpn_sites(self.sites, self.fallback)
         self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
+        #: How the evidence names what is down: "the site" (one), "a site that is down" (several).
+        self.the = "the site" if self.single else "a site that is down"
 
     def label(self, site: str | None) -> str:
         return "the site" if self.single or site is None else site
@@ -368,10 +370,10 @@ class _Model:
             return _Reach(False, f"{route.address}: {no_route(route)}", CauseKind.NO_ROUTE)
         if route.kind == "unknown":
             return _Reach(True, f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
-                                "assumed direct, not depending on the site")
+                                f"assumed direct, not depending on {self.the}")
         if owner is not None:
             return _Reach(True, f"{where}: at {owner}, which is up")
-        return _Reach(True, f"{where}: direct, does not depend on the site")
+        return _Reach(True, f"{where}: direct, does not depend on {self.the}")
 
     def dns(self, behaviour: str) -> tuple[Fate, str, list[Cause]]:
         resolvers = self.facts.resolvers
@@ -381,7 +383,7 @@ class _Model:
         fates = [x.ok for x in reached]
         names = ", ".join(r.address for r in resolvers)
         if all(fates):
-            return Fate.WORKS, f"DNS ({names}) does not depend on the site", []
+            return Fate.WORKS, f"DNS ({names}) does not depend on {self.the}", []
         site_ones = [r.address for r, ok in zip(resolvers, fates, strict=True) if not ok]
         if behaviour == "drops" and not self.tunnel_up and all(
                 self.site_of(r.route, role="dns") is not None for r, ok in zip(resolvers, fates, strict=True)
@@ -391,10 +393,10 @@ class _Model:
             return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
                                 "home network's own resolver takes over"), []
         if fates[0] is False and any(fates):
-            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at the site; lookups wait for it "
+            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.the}; lookups wait for it "
                                 "to time out, then the next resolver answers (slower, but it works)"), []
         if not any(fates):
-            why = f"DNS: every resolver ({names}) is at the site or reached through it"
+            why = f"DNS: every resolver ({names}) is at {self.the} or reached through it"
             return Fate.FAILS, why, [Cause(CauseKind.DNS, r.address, x.site, why)
                                      for r, x in zip(resolvers, reached, strict=True)]
         return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer", []

@@ -305,3 +305,15 @@ def test_what_if_hedges_an_on_site_laptop_as_the_laptop_did() -> None:
         assert [(r["id"], r["stays"], r["drops"]) for r in what_if(data, case["down"])] == [
             (w["id"], w["if_vpn_stays"], w["if_vpn_drops"]) for w in case["workloads"]]
     assert "uncertain" in {r["stays"] for r in what_if(data, ["Paris"])}  # hedged, not assumed
+
+
+def test_the_schema_allows_exactly_the_cause_kinds_the_model_emits() -> None:
+    import json
+
+    from netcheck.render.json import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert set(schema["$defs"]["cause"]["properties"]["kind"]["enum"]) == {str(k) for k in CauseKind}
+    from netcheck.outage import _REMEDIES
+
+    assert set(_REMEDIES) == set(CauseKind)  # every kind has its remedy (or says it has none)
