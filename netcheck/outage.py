@@ -364,6 +364,9 @@ class _Model:
                 return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
                                      f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
             return _Reach(True, f"{where}: the VPN drops, so it goes direct")
+        if self.facts.on_site and route.kind == "unreachable":  # as from home: an internal address, no VPN
+            return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "
+                                 "without the VPN", CauseKind.NO_ROUTE, owner)
         if self.facts.on_site and not self.facts.vpn_interfaces:
             return _Reach(True, f"{where}: from home this goes direct through the home connection")
         if route.kind == "unreachable":

@@ -317,3 +317,22 @@ def test_the_schema_allows_exactly_the_cause_kinds_the_model_emits() -> None:
     from netcheck.outage import _REMEDIES
 
     assert set(_REMEDIES) == set(CauseKind)  # every kind has its remedy (or says it has none)
+
+
+def test_from_home_without_a_vpn_an_internal_system_of_a_site_that_is_up_is_still_out_of_reach() -> None:
+    """Predicted on the office network for a home without VPN: AD FS in Dublin is internal, so losing Paris
+    does not cost sign-in (it was never reachable from home), and the answer says so against the baseline."""
+    from netcheck.site_decisions import HOME_UPLINK
+
+    adfs = Dependency("identity", "federation", "adfs.corp.example",
+                      (Route("10.30.0.20", HOME_UPLINK, "unreachable"),))
+    home = SiteFacts(True, (), (Resolver("the home router", Route("the home router", HOME_UPLINK, "physical")),),
+                     (EXCHANGE, adfs), home_link_slow=False)
+    sites = (PARIS, DUBLIN)
+    for down in ((), ("Paris",), ("Dublin DC",)):
+        p = predict(home, replace(PARIS, vpn_mode="none"), W, sites=sites, down=down)
+        assert fates(p, "identity") == (Fate.FAILS, Fate.FAILS), down
+        assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS), down
+    causes = next(w for w in predict(home, replace(PARIS, vpn_mode="none"), W, sites=sites, down=()).workloads
+                  if w.id == "identity").causes
+    assert kinds(causes) == [(CauseKind.NO_ROUTE, "adfs.corp.example", "Dublin DC")]
