@@ -188,6 +188,9 @@ class Workload:
     media: bool = False
     only_listed: bool = False
     core: bool = True
+    #: Sign-in: its key host answers the realm question, and a federation server (AD FS) it is
+    #: federated to is one of its dependencies (role "federation").
+    sign_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,11 @@ class WorkloadMap:
     tenant_names: Mapping[str, tuple[str, ...]]
     key_hosts: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     media_relay: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sign_in(self) -> str | None:
+        """The workload marked ``sign_in = true`` (None: none is)."""
+        return next((w.id for w in self.workloads if w.sign_in), None)
 
     def by_id(self, workload_id: str) -> Workload:
         for w in self.workloads:
@@ -225,7 +233,7 @@ def load_workload_map(path: Path) -> WorkloadMap:
         workloads = tuple(
             Workload(id=wid, name=str(w["name"]), service_areas=tuple(w.get("service_areas", ())),
                      media=bool(w.get("media", False)), only_listed=bool(w.get("only_listed", False)),
-                     core=bool(w.get("core", True)))
+                     core=bool(w.get("core", True)), sign_in=bool(w.get("sign_in", False)))
             for wid, w in doc["workloads"].items()
         )
         listed: dict[str, dict[str, tuple[int, ...]]] = {

@@ -36,7 +36,7 @@ from netcheck.models import (
     Status,
     Target,
 )
-from netcheck.outage import Fate, OutageSection, assess_outage, predict
+from netcheck.outage import Fate, ModelInput, OutageSection, assess_outage, predict
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
@@ -50,8 +50,9 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
+from netcheck.site_cases import known_sites, one_case, settings_profile, site_cases, site_down_names
 from netcheck.site_facts import gather
-from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile
+from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine, setting_findings
 
 OnResult = Callable[[ProbeResult], None]
@@ -77,6 +78,8 @@ class CheckOptions:
     site_profiles: tuple[SiteProfile, ...] = ()
     #: The device's ``site`` tag (from enrollment): picks a profile by name when no network matches.
     site_tag: str | None = None
+    #: ``--site-down``: show just the case of these sites going down together.
+    site_down: tuple[str, ...] = ()
     policy: Policy = field(default_factory=load_policy)
 
 
@@ -143,6 +146,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     if not (math.isfinite(deadline_s) and deadline_s > 0):
         raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline_s!r}")
     deadline = Deadline.after(deadline_s)
+    file_profiles = load_site_profiles(options.site_profile) if options.site_profile else ()
+    down = site_down_names(options.site_down, file_profiles or options.site_profiles) if options.site_down else ()
     catalog, catalog_note = select_catalog(options)
     plat = current_platform()
     tenant_source = "option" if tenant else None
@@ -157,7 +162,6 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
-    file_profile = load_site_profile(options.site_profile) if options.site_profile else None
     user = _validate_user(options.user)
     results: list[ProbeResult] = []
     network: dict[str, DetailValue] = {
@@ -188,11 +192,13 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     now = assess(results, ctx, policy)
     if families:
         found = plat.interfaces()  # once: the profile choice and the site facts both need them
-        profile = file_profile
-        if profile is None and options.site_profiles:
-            profile = choose_site_profile(options, found, results)
-        outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile or SiteProfile(),
-                                             deadline, pac, proxies, network, now)
+        sites = file_profiles or options.site_profiles
+        chosen = sites[0] if len(sites) == 1 else None
+        if len(sites) > 1:
+            chosen = choose_site_profile(replace(options, site_profiles=sites), found, results)
+        profile = settings_profile(sites, chosen) if len(sites) > 1 else chosen or SiteProfile()
+        outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile, sites if len(sites) > 1
+                                             else (), deadline, pac, proxies, network, now, down)
     assessment = combine(now, outage)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
@@ -251,9 +257,10 @@ def _proxy_map(plan: TargetPlan, key_hosts: Mapping[str, tuple[str, ...]], proxi
 
 
 def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | None, plat: Platform,
-                    found: Sequence[Interface], profile: SiteProfile, deadline: Deadline, pac: PacLookup,
-                    proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment
-                    ) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
+                    found: Sequence[Interface], profile: SiteProfile, sites: tuple[SiteProfile, ...],
+                    deadline: Deadline, pac: PacLookup,
+                    proxies: ProxySettings, network: dict[str, DetailValue], now: Assessment,
+                    down: tuple[str, ...] = ()) -> tuple[OutageSection | None, tuple[InterfaceInfo, ...]]:
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
                       pac=pac.fetch, proxy_settings=proxies,
                       interfaces=found)
@@ -264,7 +271,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
                if r.status in (Status.FAILED, Status.DEGRADED)}
-    prediction = predict(gathered.facts, profile, [w.id for w in workloads], current, gathered.assumptions)
+    model = ModelInput(gathered.facts, profile, sites, tuple(w.id for w in workloads), current,
+                       gathered.assumptions)
+    prediction = predict(gathered.facts, profile, model.workloads, current, gathered.assumptions, sites=sites)
     if left_out:
         prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))
     network["vpn"] = bool(gathered.facts.vpn_interfaces)
@@ -272,10 +281,14 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     network["identity"] = gathered.facts.identity
     section = assess_outage(prediction, {w.id: w.name for w in workloads}, [w.id for w in workloads if w.core],
                             gathered.split_tunnel, gathered.tunneled_optimize, gathered.identity_split_egress,
-                            gathered.tunneled_by_workload)
+                            gathered.tunneled_by_workload, catalog.workloads.sign_in, several_sites=len(sites) > 1)
     if left_out:
         section = replace(section, summary=f"{section.summary} {_left_out_note(left_out)}")
-    return section, interfaces
+    views = known_sites(model, prediction)
+    core = [w.id for w in workloads if w.core]
+    full = {w.id: w.name for w in workloads}
+    cases = (one_case(model, down, full, core),) if down else site_cases(model, views, full, core, prediction)
+    return replace(section, sites=views, model=model, cases=cases, asked=bool(down)), interfaces
 
 
 def _left_out_note(names: Sequence[str]) -> str:
@@ -296,11 +309,12 @@ def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant:
         from netcheck.probes.dns import resolver_identity
 
         extra.append((ProbeKind.WHOAMI, Target(host=spec.whoami_name), lambda: resolver_identity(spec, deadline)))
-    login = catalog.key_hosts(tenant).get("identity", ())
-    if user and login:
+    sign_in = catalog.workloads.sign_in
+    login = catalog.key_hosts(tenant).get(sign_in, ()) if sign_in else ()
+    if user and login and sign_in:
         from netcheck.probes.realm import probe_realm
 
-        realm = Target(host=login[0], port=443, scheme="https", category=Category.ALLOW, workloads=("identity",))
+        realm = Target(host=login[0], port=443, scheme="https", category=Category.ALLOW, workloads=(sign_in,))
         extra.append((ProbeKind.REALM, realm, lambda: probe_realm(realm, spec, deadline, user=user)))
     return extra
 

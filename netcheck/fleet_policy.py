@@ -86,13 +86,18 @@ def document_problem(doc: Mapping[str, Any]) -> str | None:
             found = threshold_problem(table, key, value)  # what the schema cannot say
             if found:
                 return f"thresholds.{found}"
-    from netcheck.site_profile import site_profile_from_mapping
+    from netcheck.site_profile import check_site_names, site_profile_from_mapping
 
+    profiles = []
     for index, item in enumerate(doc["site_profiles"]):
         try:
-            site_profile_from_mapping(item, f"site_profiles[{index}]")
+            profiles.append(site_profile_from_mapping(item, f"site_profiles[{index}]"))
         except ConfigError as exc:
             return str(exc)
+    try:
+        check_site_names(profiles, "site_profiles")
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 

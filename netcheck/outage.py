@@ -18,7 +18,7 @@ both cases.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -44,6 +44,51 @@ class Fate(StrEnum):
 
 def worst(fates: Iterable[Fate]) -> Fate:
     return max(fates, key=lambda f: f.rank, default=Fate.WORKS)
+
+
+class CauseKind(StrEnum):
+    """What broke a workload, as data: remediation is looked up by kind (``_REMEDIES``)."""
+
+    #: Traffic enters a VPN tunnel whose gateway's site is down (the tunnel stays and black-holes it).
+    TUNNEL = "vpn_tunnel"
+    #: An internal address, reachable only through the VPN, once the VPN dropped with its gateway's site.
+    VPN_ONLY = "vpn_only"
+    #: Every resolver (or the ones used) is at a site that is down, or reached through it.
+    DNS = "dns"
+    PAC = "pac"
+    PROXY = "proxy"
+    #: The sign-in (federation) server is at a site that is down.
+    SIGN_IN = "sign_in_server"
+    #: A service or media host is at a site that is down.
+    HOSTED = "hosted_at_site"
+    NO_ROUTE = "no_route"
+    UNRESOLVED = "unresolved"
+    #: Impaired now on a path the site does not change.
+    MEASURED = "measured_now"
+    #: The home connection the traffic falls back to is impaired.
+    HOME_LINK = "home_link"
+    #: The answer hangs on something netcheck cannot read.
+    ASSUMPTION = "assumption"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One link that breaks: its kind, what it is about (a host, address, URL, proxy or question), the site
+    that hosts it or that it passes through (None: no site), and the sentence shown to people."""
+
+    kind: CauseKind
+    subject: str
+    site: str | None
+    text: str
+    behaviour: str = ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"kind": str(self.kind), "subject": self.subject, "site": self.site, "behaviour": self.behaviour,
+                "text": self.text}
+
+
+#: The site that holds the systems no profile claims, when several sites are known.
+UNNAMED = "unnamed site"
 
 
 @dataclass(frozen=True)
@@ -110,8 +155,10 @@ class WorkloadOutage:
     if_vpn_stays: Fate
     if_vpn_drops: Fate
     evidence: tuple[str, ...]
-    #: The links of the evidence that break, for the worse VPN behaviour.
-    causes: tuple[str, ...] = ()
+    #: The links that break, for the worse VPN behaviour.
+    causes: tuple[Cause, ...] = ()
+    #: The links that break, per VPN behaviour ("stays", "drops").
+    causes_by: Mapping[str, tuple[Cause, ...]] = field(default_factory=dict)
     #: For a behaviour whose fate is UNCERTAIN: the fates it could have, best first.
     possible: Mapping[str, tuple[Fate, ...]] = field(default_factory=dict)
     #: What the uncertain fates hang on (questions netcheck cannot answer from the laptop).
@@ -135,10 +182,38 @@ class Assumption:
 
 
 @dataclass(frozen=True)
+class FactsPatch:
+    """One answer to an assumption, as data (so the report can carry it, see netcheck.what_if): the facts
+    it replaces (None: kept as they are), and a resolver a VPN client drops when it sets its own. A
+    patch is a ``World``."""
+
+    vpn_interfaces: tuple[str, ...] | None = None
+    resolvers: tuple[Resolver, ...] | None = None
+    dependencies: tuple[Dependency, ...] | None = None
+    drop_resolver: str | None = None
+
+    def __call__(self, facts: SiteFacts, profile: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        if self.vpn_interfaces is not None:
+            facts = replace(facts, vpn_interfaces=self.vpn_interfaces)
+        if self.resolvers is not None:
+            facts = replace(facts, resolvers=self.resolvers)
+        if self.dependencies is not None:
+            facts = replace(facts, dependencies=self.dependencies)
+        if self.drop_resolver is not None and facts.vpn_interfaces:
+            kept = tuple(r for r in facts.resolvers if r.address != self.drop_resolver)
+            facts = replace(facts, resolvers=kept or facts.resolvers)
+        return facts, profile
+
+
+@dataclass(frozen=True)
 class SiteSystem:
     kind: str  # "vpn" | "dns" | "proxy" | "pac" | "federation"
     name: str
     evidence: str
+    #: The site that hosts it (a profile's name, the unnamed site, or the one inferred site).
+    site: str = ""
+    #: Its address, when known (to give an unnamed site networks a reader can match).
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +225,8 @@ class OutagePrediction:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: The paths the prediction reasoned over (drawn in the HTML report).
     dependencies: tuple[Dependency, ...] = ()
+    #: The sites that are down in this prediction.
+    down: tuple[str, ...] = ()
 
     def fate(self, workload: str) -> Fate:
         for w in self.workloads:
@@ -186,81 +263,156 @@ def internal_hosts(facts: SiteFacts) -> frozenset[str]:
     return facts.internal_hosts | {d.host for d in facts.dependencies if any(is_internal(r.address) for r in d.routes)}
 
 
+@dataclass(frozen=True)
+class _Reach:
+    ok: bool
+    reason: str
+    kind: CauseKind | None = None
+    site: str | None = None
+
+
+def vpn_sites(sites: Sequence[SiteProfile], fallback: str) -> tuple[str, ...]:
+    """The sites the VPN tunnel goes through, in the order the client tries them: the first site whose
+    profile names VPN gateways (else ``fallback``, the site inferred), then that profile's ``vpn_failover``."""
+    first = next((s for s in sites if s.vpn_gateways), None)
+    if first is None:
+        first = next((s for s in sites if s.name == fallback), None)
+    names = (first.name if first else fallback, *(first.vpn_failover if first else ()))
+    return tuple(dict.fromkeys(names))
+
+
+def fallback_site(sites: Sequence[SiteProfile]) -> str:
+    """The site that holds the site systems no profile claims: the one site when one is known (as netcheck
+    has always reasoned: "the site"), else the unnamed site."""
+    return sites[0].name if len(sites) == 1 else UNNAMED
+
+
+def all_site_names(sites: Sequence[SiteProfile]) -> tuple[str, ...]:
+    """Every site a case can take down: the profiles, the sites they fail over to, and the unnamed site."""
+    fallback = fallback_site(sites)
+    return tuple(dict.fromkeys((*(s.name for s in sites), *(n for s in sites for n in s.vpn_failover),
+                                fallback)))
+
+
 class _Model:
-    def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate]):
+    """The prediction for one case: ``down`` (site names; None: every site) and the sites known
+    (``sites``; None: ``profile`` is the one site, as a single-site laptop always had)."""
+
+    def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate],
+                 sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None):
         self.facts, self.profile, self.current = facts, profile, current
         self.internal_hosts = internal_hosts(facts)
+        self.sites = tuple(sites) if sites else (profile,)
+        self.single = len(self.sites) == 1
+        self.fallback = fallback_site(self.sites)
+        self.down = frozenset(all_site_names(self.sites) if down is None else down)
+        self.mapped = any(s.networks for s in self.sites)
+        self.tunnel_sites = vpn_sites(self.sites, self.fallback)
+        self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
+        #: How the evidence names what is down: "the site" (one), "a site that is down" (several).
+        self.the = "the site" if self.single else "a site that is down"
+
+    def label(self, site: str | None) -> str:
+        return "the site" if self.single or site is None else site
+
+    def site_of(self, route: Route, host: str | None = None, role: str = "service") -> str | None:
+        """The site this destination lives at (so it is down with it), or None.
+
+        A profile that lists its address or names it claims it. Otherwise a federation server (AD FS)
+        is taken to be on premises unless a profile lists networks and none holds it. Without networks,
+        a resolver, proxy or PAC server reached through the VPN is taken to be a site's own. An internal
+        address reached through the VPN, or on the office LAN, is at a site. What no profile claims is
+        at the one site (one known) or the unnamed site (several).
+        """
+        for site in self.sites:
+            if site.holds_address(route.address) or (host and site.names_host(host)):
+                return site.name
+        if not self.mapped and (role == "federation" or (role in ("dns", "proxy", "pac") and route.kind == "vpn")):
+            internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
+            return self.fallback if internal or self.facts.public_site_systems else None
+        if route.kind == "vpn" and is_internal(route.address):
+            return self.fallback
+        if self.facts.on_site and is_internal(route.address) and route.kind != "loopback":
+            return self.fallback
+        return None
 
     def at_site(self, route: Route, host: str | None = None, role: str = "service") -> bool:
-        """Does this destination live at the site (so it is down with it)?
+        """Is this destination at a site that is down?"""
+        return self.site_of(route, host, role) in self.down
 
-        A federation server (AD FS) is taken to be on premises unless a site
-        profile lists the site's networks and it is not in them. Without such a
-        profile, a resolver, proxy or PAC server reached through the VPN is
-        taken to be the site's own.
-        """
-        if self.profile.holds_address(route.address) or (host and self.profile.names_host(host)):
-            return True
-        if not self.profile.networks and (role == "federation" or (
-                role in ("dns", "proxy", "pac") and route.kind == "vpn")):
-            internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
-            return internal or self.facts.public_site_systems
-        if route.kind == "vpn" and is_internal(route.address):
-            return True
-        return self.facts.on_site and is_internal(route.address) and route.kind != "loopback"
-
-    def reach(self, route: Route, behaviour: str, host: str | None = None, role: str = "service"
-              ) -> tuple[bool, str]:
-        """Can ``route``'s destination be reached with the site down? And why."""
+    def reach(self, route: Route, behaviour: str, host: str | None = None, role: str = "service") -> _Reach:
+        """Can ``route``'s destination be reached in this case? Why, and what breaks it."""
         where = f"{route.address} via {route.interface or 'the default route'}"
-        if self.at_site(route, host, role):
-            return False, f"{where}: it is at the site, which is down"
+        owner = self.site_of(route, host, role)
+        if owner in self.down:
+            kind = CauseKind.SIGN_IN if role == "federation" else {
+                "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
+            return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
         if route.kind == "unreachable" and not self.facts.on_site:
-            return False, f"{route.address}: {no_route(route)}, so it is no way around the site"
+            return _Reach(False, f"{route.address}: {no_route(route)}, so it is no way around the site",
+                          CauseKind.NO_ROUTE)
         if route.kind == "vpn":
+            gateway = self.tunnel_sites[0]
+            if self.tunnel_up:
+                up = next(s for s in self.tunnel_sites if s not in self.down)
+                how = "" if up == gateway else f" (it fails over to the gateway at {up})"
+                return _Reach(True, f"{where}: through the VPN, which stays up{how}")
             if behaviour == "stays":
-                return False, f"{where}: leaves through the VPN to the site, which is down"
-            return True, f"{where}: the VPN drops, so it goes direct"
+                return _Reach(False, f"{where}: leaves through the VPN to {self.label(gateway)}, which is down",
+                              CauseKind.TUNNEL, gateway)
+            if owner is not None and is_internal(route.address):
+                return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
+                                     f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
+            return _Reach(True, f"{where}: the VPN drops, so it goes direct")
+        if self.facts.on_site and route.kind == "unreachable":  # as from home: an internal address, no VPN
+            return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "
+                                 "without the VPN", CauseKind.NO_ROUTE, owner)
         if self.facts.on_site and not self.facts.vpn_interfaces:
-            return True, f"{where}: from home this goes direct through the home connection"
+            return _Reach(True, f"{where}: from home this goes direct through the home connection")
         if route.kind == "unreachable":
-            return False, f"{route.address}: {no_route(route)}"
+            return _Reach(False, f"{route.address}: {no_route(route)}", CauseKind.NO_ROUTE)
         if route.kind == "unknown":
-            return True, (f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
-                          "assumed direct, not depending on the site")
-        return True, f"{where}: direct, does not depend on the site"
+            return _Reach(True, f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
+                                f"assumed direct, not depending on {self.the}")
+        if owner is not None:
+            return _Reach(True, f"{where}: at {owner}, which is up")
+        return _Reach(True, f"{where}: direct, does not depend on {self.the}")
 
-    def dns(self, behaviour: str) -> tuple[Fate, str]:
+    def dns(self, behaviour: str) -> tuple[Fate, str, list[Cause]]:
         resolvers = self.facts.resolvers
         if not resolvers:
-            return Fate.WORKS, "no resolver listed; the OS's default is assumed"
-        fates = [self.reach(r.route, behaviour, role="dns")[0] for r in resolvers]
+            return Fate.WORKS, "no resolver listed; the OS's default is assumed", []
+        reached = [self.reach(r.route, behaviour, role="dns") for r in resolvers]
+        fates = [x.ok for x in reached]
         names = ", ".join(r.address for r in resolvers)
         if all(fates):
-            return Fate.WORKS, f"DNS ({names}) does not depend on the site"
+            return Fate.WORKS, f"DNS ({names}) does not depend on {self.the}", []
         site_ones = [r.address for r, ok in zip(resolvers, fates, strict=True) if not ok]
-        if behaviour == "drops" and all(self.at_site(r.route, role="dns")
-                                        for r, ok in zip(resolvers, fates, strict=True) if not ok):
+        if behaviour == "drops" and not self.tunnel_up and all(
+                self.site_of(r.route, role="dns") is not None for r, ok in zip(resolvers, fates, strict=True)
+                if not ok):
             if any(fates):
-                return Fate.WORKS, f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel"
+                return Fate.WORKS, f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel", []
             return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
-                                "home network's own resolver takes over")
+                                "home network's own resolver takes over"), []
         if fates[0] is False and any(fates):
-            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at the site; lookups wait for it "
-                                "to time out, then the next resolver answers (slower, but it works)")
+            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.the}; lookups wait for it "
+                                "to time out, then the next resolver answers (slower, but it works)"), []
         if not any(fates):
-            return Fate.FAILS, f"DNS: every resolver ({names}) is at the site or reached through it"
-        return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer"
+            why = f"DNS: every resolver ({names}) is at {self.the} or reached through it"
+            return Fate.FAILS, why, [Cause(CauseKind.DNS, r.address, x.site, why)
+                                     for r, x in zip(resolvers, reached, strict=True)]
+        return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer", []
 
-    def path(self, dep: Dependency, behaviour: str) -> tuple[Fate, list[str], list[str]]:
+    def path(self, dep: Dependency, behaviour: str) -> tuple[Fate, list[str], list[Cause]]:
         """(fate, the chain of evidence, the links of it that break) for one dependency."""
         why: list[str] = []
         p = dep.proxy
         via_proxy = p.proxy is not None
         if p.source == "pac" and p.pac_route is not None:
-            ok, reason = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
-            if not ok:
-                why.append(f"PAC file {p.pac_url}: {reason}")
+            pac = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
+            if not pac.ok:
+                why.append(f"PAC file {p.pac_url}: {pac.reason}")
                 if self.profile.pac_unreachable is None:
                     why.append("without its PAC file the browser is assumed to go direct (not stated: see the "
                                "assumptions)")
@@ -269,33 +421,36 @@ class _Model:
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
-                    return Fate.FAILS, why, why[-2:]
+                    return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", pac.site, w) for w in why[-2:]]
                 else:
                     why.append("without its PAC file the browser goes direct")
                     via_proxy = False
         if via_proxy and p.proxy_route is not None:
-            ok, reason = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
-            why.append(f"{dep.host} goes through the proxy {p.proxy}: {reason}")
-            return (Fate.WORKS, why, []) if ok else (Fate.FAILS, why, why[-1:])
+            proxy = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
+            why.append(f"{dep.host} goes through the proxy {p.proxy}: {proxy.reason}")
+            if proxy.ok:
+                return Fate.WORKS, why, []
+            return Fate.FAILS, why, [Cause(CauseKind.PROXY, p.proxy or "", proxy.site, why[-1])]
         if not dep.routes:
             why.append(f"{dep.host}: did not resolve even with the site up")
-            return Fate.FAILS, why, why[-1:]
+            return Fate.FAILS, why, [Cause(CauseKind.UNRESOLVED, dep.host, None, why[-1])]
         reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
-        why.extend(f"{dep.host} {reason}" for _, reason in reach)
-        if all(ok for ok, _ in reach):
+        why.extend(f"{dep.host} {x.reason}" for x in reach)
+        if all(x.ok for x in reach):
             return Fate.WORKS, why, []
-        if any(ok for ok, _ in reach):
+        if any(x.ok for x in reach):
             why.append("one address family is cut off; applications fall back to the other")
             return Fate.WORKS, why, []
-        return Fate.FAILS, why, [f"{dep.host} {reason}" for _, reason in reach]
+        return Fate.FAILS, why, [Cause(x.kind or CauseKind.HOSTED, dep.host, x.site, f"{dep.host} {x.reason}")
+                                 for x in reach]
 
     def workload(self, wid: str, deps: Sequence[Dependency]) -> WorkloadOutage:
         fates: dict[str, Fate] = {}
-        causes: dict[str, list[str]] = {}
+        causes: dict[str, tuple[Cause, ...]] = {}
         evidence: list[str] = []
         for behaviour in BEHAVIOURS:
-            fate, dns_why = self.dns(behaviour)
-            lines, broken = [dns_why], [dns_why] if fate is not Fate.WORKS else []
+            fate, dns_why, broken = self.dns(behaviour)
+            lines = [dns_why]
             for dep in deps:
                 f, why, cause = self.path(dep, behaviour)
                 fate = worst((fate, f))
@@ -303,61 +458,79 @@ class _Model:
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
             tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
-            if now is not Fate.WORKS and not tunneled:
+            if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path the site does not change: {now.value}")
-                broken.append(lines[-1])
+                broken.append(Cause(CauseKind.MEASURED, wid, None, lines[-1]))
             elif self.facts.on_site and self.facts.home_link_slow and fate is Fate.WORKS:
                 fate = Fate.DEGRADED
                 lines.append("from home, over an impaired home connection")
-                broken.append(lines[-1])
+                broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
                   and self.facts.home_link_slow):
                 fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
                 lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
                              "too (measured on the paths that go direct now)")
-                broken.append(lines[-1])
-            fates[behaviour], causes[behaviour] = fate, broken
+                broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
+            fates[behaviour] = fate
+            causes[behaviour] = tuple(replace(c, behaviour=behaviour) for c in dict.fromkeys(broken))
             evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
         worse = "stays" if fates["stays"].rank >= fates["drops"].rank else "drops"
         return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(dict.fromkeys(evidence)),
-                              tuple(dict.fromkeys(causes[worse])))
+                              _unique(causes[worse]), causes_by=causes)
 
     def site_systems(self) -> tuple[SiteSystem, ...]:
+        """The systems this laptop depends on that live at a site (any site, up or down)."""
         out: list[SiteSystem] = []
         if self.facts.vpn_interfaces:
             out.append(SiteSystem("vpn", ", ".join(self.facts.vpn_interfaces),
-                                  "a VPN tunnel to the site carries part of the traffic"))
+                                  "a VPN tunnel to the site carries part of the traffic", self.tunnel_sites[0]))
         for r in self.facts.resolvers:
-            if self.at_site(r.route, role="dns"):
-                out.append(SiteSystem("dns", r.address, f"resolver reached via {r.route.interface or '?'}"))
+            site = self.site_of(r.route, role="dns")
+            if site is not None:
+                out.append(SiteSystem("dns", r.address, f"resolver reached via {r.route.interface or '?'}", site,
+                                      r.address))
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            if p.pac_route and p.pac_url and p.pac_url not in seen and self.at_site(p.pac_route, _url_host(p.pac_url),
-                                                                                     "pac"):
+            pac_site = self.site_of(p.pac_route, _url_host(p.pac_url), "pac") if p.pac_route else None
+            if p.pac_route and p.pac_url and p.pac_url not in seen and pac_site is not None:
                 seen.add(p.pac_url)
-                out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}"))
-            if p.proxy and p.proxy_route and p.proxy not in seen and self.at_site(p.proxy_route, p.proxy, "proxy"):
+                out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}", pac_site,
+                                      p.pac_route.address))
+            proxy_site = self.site_of(p.proxy_route, p.proxy, "proxy") if p.proxy_route else None
+            if p.proxy and p.proxy_route and p.proxy not in seen and proxy_site is not None:
                 seen.add(p.proxy)
-                out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}"))
-            if d.role == "federation" and d.host not in seen and any(self.at_site(r, d.host, d.role)
-                                                                      for r in d.routes):
-                seen.add(d.host)
-                out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site"))
+                out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}", proxy_site,
+                                      p.proxy_route.address))
+            if d.role == "federation" and d.host not in seen:
+                owned = [(r, s) for r in d.routes if (s := self.site_of(r, d.host, d.role)) is not None]
+                if owned:
+                    seen.add(d.host)
+                    out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site",
+                                          owned[0][1], owned[0][0].address))
         return tuple(out)
+
+
+def _unique(causes: Iterable[Cause]) -> tuple[Cause, ...]:
+    """Causes without repeats of the same sentence (one per link)."""
+    out: dict[str, Cause] = {}
+    for c in causes:
+        out.setdefault(c.text + "\0" + c.subject, c)
+    return tuple(out.values())
 
 
 _PAC_WORLDS = (("direct", "goes direct"), ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
 
 
-def pac_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
-    """When the PAC file lives at the site and no profile says what the OS does without it."""
+def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
+                   down: Collection[str] | None = None) -> Assumption | None:
+    """When the PAC file lives at a site that is down and no profile says what the OS does without it."""
     if profile.pac_unreachable is not None:
         return None
-    model = _Model(facts, profile, {})
+    model = _Model(facts, profile, {}, sites, down)
     if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
-               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac")[0]
+               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac").ok
                        for b in BEHAVIOURS)
                for d in facts.dependencies):
         return None
@@ -372,10 +545,11 @@ def _url_host(url: str | None) -> str | None:
     return urlsplit(url).hostname if url else None
 
 
-def public_systems_assumption(facts: SiteFacts, profile: SiteProfile) -> Assumption | None:
+def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
+                              sites: Sequence[SiteProfile] | None = None) -> Assumption | None:
     """Without a profile's networks: a federation server, or a resolver, proxy or PAC server reached through
     the VPN, on a public address may be the site's (published from it) or a cloud service's."""
-    if profile.networks:
+    if any(s.networks for s in (sites or (profile,))):
         return None
     public: dict[str, None] = {}
     internal = internal_hosts(facts)
@@ -442,9 +616,10 @@ def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
     return BEHAVIOURS
 
 
-def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]
+def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate],
+          sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None
           ) -> dict[str, WorkloadOutage]:
-    model = _Model(facts, profile, current)
+    model = _Model(facts, profile, current, sites, down)
     rows = {}
     for wid in workloads:
         deps = [d for d in facts.dependencies if d.workload == wid]
@@ -454,13 +629,16 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
 
 
 def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
-           profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate]) -> dict[str, WorkloadOutage]:
+           profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate],
+           sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None
+           ) -> dict[str, WorkloadOutage]:
     """Each workload's fate in every world the assumptions allow (their cross product): where the worlds
     disagree, the fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
     worlds: list[tuple[list[str], SiteFacts, SiteProfile]] = [([], facts, profile)]
     for a in assumptions:
         worlds = [([*labels, label], *change(wf, wp)) for labels, wf, wp in worlds for label, change in a.worlds]
-    outcomes = [(labels, _rows(wf, wp, workloads, current)) for labels, wf, wp in worlds]
+    outcomes = [(labels, _rows(wf, wp, workloads, current, sites, down))
+                for labels, wf, wp in worlds]
     out = {}
     for wid, row in base.items():
         possible: dict[str, tuple[Fate, ...]] = {}
@@ -483,15 +661,18 @@ def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], f
             f"; IT can state it in the site profile: {a.settle})" if a.settle else ")") for a in assumptions)
         evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
                     *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
+        hangs = tuple(Cause(CauseKind.ASSUMPTION, q, None, f"it hangs on {q}") for q in questions)
+        by = {b: (*row.causes_by.get(b, ()), *(replace(c, behaviour=b) for c in hangs)) for b in possible}
         out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,
-                           causes=(*row.causes, *(f"it hangs on {q}" for q in questions)), possible=possible,
+                           causes=(*row.causes, *hangs), causes_by={**row.causes_by, **by}, possible=possible,
                            assumptions=tuple(a.question for a in assumptions))
     return out
 
 
 def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
-            current: Mapping[str, Fate] | None = None, assumptions: Sequence[Assumption] = ()) -> OutagePrediction:
-    """Each workload's fate, for both VPN behaviours, with the chain of evidence.
+            current: Mapping[str, Fate] | None = None, assumptions: Sequence[Assumption] = (), *,
+            sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None) -> OutagePrediction:
+    """Each workload's fate, for both VPN behaviours, with the chain of evidence and the causes.
 
     ``current`` holds what was measured now for workloads whose state carries over
     when their path does not depend on the site (e.g. Teams media quality on a
@@ -499,17 +680,23 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     caller could not read (e.g. the VPN profile used from home, seen from the
     office); what the OS does without its PAC file is added here when it matters
     and no profile states it. Where they change a fate, it is UNCERTAIN.
+
+    ``sites``: the sites known (several profiles); None or one: ``profile`` is the one site, and every
+    site system belongs to it. ``down``: the names of the sites that are down (None: all of them).
+    ``profile`` carries the laptop's settings (VPN behaviour, PAC fallback) either way.
     """
     current = current or {}
+    many = tuple(sites) if sites and len(sites) > 1 else None
     if facts.home_link_slow is None:
         facts = replace(facts, home_link_slow=home_link(facts, current))
-    model = _Model(facts, profile, current)
-    base = _rows(facts, profile, workloads, current)
-    pac = pac_assumption(facts, profile)
-    public = public_systems_assumption(facts, profile)
+    model = _Model(facts, profile, current, many, down)
+    base = _rows(facts, profile, workloads, current, many, down)
+    pac = pac_assumption(facts, profile, many, down)
+    public = public_systems_assumption(facts, profile, many)
     home = home_link_assumption(facts, current)
     hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
-    rows = list((_hedge(base, hedges, facts, profile, workloads, current) if hedges else base).values())
+    rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down) if hedges
+                 else base).values())
     behaviours = _behaviours(facts, profile)
     for a in hedges:
         for _, change in a.worlds:
@@ -520,7 +707,7 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
     return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes),
-                            facts.dependencies)
+                            facts.dependencies, down=tuple(sorted(model.down)))
 
 
 def outage_severity(fate: Fate) -> Severity:
@@ -539,6 +726,43 @@ class SplitTunnelRow:
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """Everything a prediction is computed from: with it, any case (set of sites down) can be recomputed
+    without the laptop (see :mod:`netcheck.what_if`)."""
+
+    facts: SiteFacts
+    #: The laptop's settings (VPN behaviour, PAC fallback, VPN profile from home).
+    profile: SiteProfile
+    #: The sites known (profiles); empty or one: ``profile`` is the one site.
+    sites: tuple[SiteProfile, ...]
+    workloads: tuple[str, ...]
+    current: Mapping[str, Fate] = field(default_factory=dict)
+    #: What the facts hang on that could not be read (not carried in the report: see netcheck.what_if).
+    assumptions: tuple[Assumption, ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """A site as the report shows it: told (a profile) or inferred, its networks and the systems in it."""
+
+    name: str
+    told: bool
+    networks: tuple[str, ...]
+    systems: tuple[tuple[str, str], ...]  # (kind, name)
+
+
+@dataclass(frozen=True)
+class OutageCase:
+    """The prediction if the sites ``down`` went down (together)."""
+
+    down: tuple[str, ...]
+    verdict: Verdict
+    prediction: OutagePrediction
+    #: One plain sentence for the employee ("If Paris went down: you would lose Sign-in (...)").
+    answer: str
+
+
+@dataclass(frozen=True)
 class OutageSection:
     """The answer to "could this person keep working if the site went down?"."""
 
@@ -548,6 +772,12 @@ class OutageSection:
     split_tunnel: tuple[SplitTunnelRow, ...]
     remediation: tuple[str, ...]
     findings: tuple[Finding, ...]
+    #: The sites known, and the prediction for each alone and all together (the last).
+    sites: tuple[SiteView, ...] = ()
+    cases: tuple[OutageCase, ...] = ()
+    model: ModelInput | None = None
+    #: The cases are the one asked for (``--site-down``), not each site alone and all together.
+    asked: bool = False
 
 
 _FIXES = {
@@ -570,46 +800,82 @@ def _short(names: Mapping[str, str], wid: str) -> str:
     return names.get(wid, wid).split(" (")[0]
 
 
-def _fix_for(wid: str, causes: Sequence[str], names: Mapping[str, str], tunneled: Sequence[str]) -> str:
-    """The remedy for one workload, from what breaks it."""
-    text = " ".join(causes)
-    fixes: list[str] = []
-    if "through the VPN" in text:
-        if tunneled:
-            shown = ", ".join(tunneled[:12]) + (f" and {len(tunneled) - 12} more" if len(tunneled) > 12 else "")
-            fixes.append(f"Exclude the Microsoft 365 prefixes of {_short(names, wid)} from the VPN tunnel (current "
-                         f"endpoint data): {shown}; or let the VPN client disconnect when the site is unreachable.")
-        else:
-            fixes.append(f"{_short(names, wid)} goes through the VPN to the site: let the VPN client disconnect when "
-                         "the site is unreachable, or send this traffic direct.")
-    if "DNS:" in text:
-        fixes.append(_FIXES["dns"])
-    if "PAC file" in text:
-        fixes.append(_FIXES["pac"])
-    if "proxy" in text and "PAC file" not in text:
-        fixes.append(_FIXES["proxy"])
-    if "at the site, which is down" in text and wid == "identity":
-        fixes.append(_FIXES["federation"])
-    if "it hangs on" in text:
-        fixes.append("State what netcheck cannot read in the site profile (--site-profile or the collector's "
-                     "policy) where it has a key, or remove the dependency: " + "; ".join(
-                         c.split("it hangs on ", 1)[1] for c in causes if "it hangs on " in c) + ".")
-    if "measured now" in text:
-        fixes.append("This is already impaired from here, independently of the site: see the other findings.")
-    return " ".join(dict.fromkeys(fixes)) or "Remove this workload's dependency on the site."
+@dataclass(frozen=True)
+class _FixContext:
+    workload: str  # the workload's short name
+    tunneled: Sequence[str]  # its Microsoft 365 prefixes that enter the VPN
+    causes: Sequence[Cause]  # the causes of the kind being remedied
+
+
+def _fix_tunnel(c: _FixContext) -> str:
+    if c.tunneled:
+        shown = ", ".join(c.tunneled[:12]) + (f" and {len(c.tunneled) - 12} more" if len(c.tunneled) > 12 else "")
+        return (f"Exclude the Microsoft 365 prefixes of {c.workload} from the VPN tunnel (current endpoint data): "
+                f"{shown}; or let the VPN client disconnect when the site is unreachable.")
+    return (f"{c.workload} goes through the VPN to the site: let the VPN client disconnect when the site is "
+            "unreachable, or send this traffic direct.")
+
+
+def _fix_vpn_only(c: _FixContext) -> str:
+    gateways = ", ".join(dict.fromkeys(x.site or "the site" for x in c.causes))
+    return (f"{c.workload} needs a system reachable only through the VPN, whose gateway is at {gateways}: give the "
+            "VPN client a gateway at another site to fail over to (site profile key vpn_failover), or publish "
+            "the system so it does not depend on the tunnel.")
+
+
+def _fix_assumption(c: _FixContext) -> str:
+    return ("State what netcheck cannot read in the site profile (--site-profile or the collector's policy) where "
+            "it has a key, or remove the dependency: " + "; ".join(x.subject for x in c.causes) + ".")
+
+
+#: The remedy for each kind of cause, in the order they are offered; "" offers none of its own.
+_REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
+    CauseKind.TUNNEL: _fix_tunnel,
+    CauseKind.VPN_ONLY: _fix_vpn_only,
+    CauseKind.DNS: lambda c: _FIXES["dns"],
+    CauseKind.PAC: lambda c: _FIXES["pac"],
+    CauseKind.PROXY: lambda c: _FIXES["proxy"],
+    CauseKind.SIGN_IN: lambda c: _FIXES["federation"],
+    CauseKind.ASSUMPTION: _fix_assumption,
+    CauseKind.MEASURED: lambda c: "This is already impaired from here, independently of the site: see the other "
+                                  "findings.",
+    CauseKind.HOSTED: lambda c: "",
+    CauseKind.NO_ROUTE: lambda c: "",
+    CauseKind.UNRESOLVED: lambda c: "",
+    CauseKind.HOME_LINK: lambda c: "",
+}
+
+
+def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str]) -> str:
+    """The remedy for one workload, looked up by the kinds of what breaks it."""
+    fixes = [_REMEDIES[kind](_FixContext(_short(names, wid), tunneled, [c for c in causes if c.kind is kind]))
+             for kind in _REMEDIES if any(c.kind is kind for c in causes)]
+    return " ".join(dict.fromkeys(f for f in fixes if f)) or "Remove this workload's dependency on the site."
+
+
+def outage_verdict(prediction: OutagePrediction, core: Sequence[str]) -> Verdict:
+    """Not ready if a core workload fails, at risk if one is impaired or uncertain, else ready."""
+    fates = {prediction.fate(wid) for wid in core if any(w.id == wid for w in prediction.workloads)}
+    return (Verdict.NOT_READY if Fate.FAILS in fates else
+            Verdict.AT_RISK if fates & {Fate.DEGRADED, Fate.UNCERTAIN} else Verdict.READY)
 
 
 def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: Sequence[str],
                   split_tunnel: Sequence[SplitTunnelRow] = (), tunneled_optimize: Sequence[str] = (),
                   identity_split_egress: bool = False,
-                  tunneled_by_workload: Mapping[str, Sequence[str]] | None = None) -> OutageSection:
-    """Verdict, summary, fixes and findings for a prediction (pure)."""
+                  tunneled_by_workload: Mapping[str, Sequence[str]] | None = None,
+                  sign_in: str | None = None, several_sites: bool = False) -> OutageSection:
+    """Verdict, summary, fixes and findings for a prediction (pure). ``sign_in``: the sign-in workload's id
+    (from endpoints/workloads.toml). ``several_sites``: the prediction is every site of several going down
+    (said so: "If all your sites went down")."""
+    went, goes = (("all your sites went down", "all your sites go down") if several_sites
+                  else ("the site went down", "the site goes down"))
     tunneled_by_workload = tunneled_by_workload or {}
     fates = {w.id: prediction.fate(w.id) for w in prediction.workloads}
     failed = [wid for wid in core if fates.get(wid) is Fate.FAILS]
     degraded = [wid for wid in core if fates.get(wid) is Fate.DEGRADED]
     uncertain = [wid for wid in core if fates.get(wid) is Fate.UNCERTAIN]
-    verdict = Verdict.NOT_READY if failed else Verdict.AT_RISK if degraded or uncertain else Verdict.READY
+    verdict = outage_verdict(prediction, core)
 
     def listing(ids: Sequence[str]) -> str:
         words = [_short(names, i) for i in ids]
@@ -618,15 +884,15 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     only_if_stays = len(prediction.behaviours) == 2 and all(
         w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
-        summary = f"If the site went down, you would lose {listing(failed)}"
+        summary = f"If {went}, you would lose {listing(failed)}"
         summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
                     if only_if_stays else ".")
     elif degraded:
-        summary = f"If the site went down, you could keep working, but {listing(degraded)} would be impaired."
+        summary = f"If {went}, you could keep working, but {listing(degraded)} would be impaired."
     elif not uncertain:
-        summary = "If the site went down, you could keep working from where you are."
+        summary = f"If {went}, you could keep working from where you are."
     else:
-        summary = "If the site went down, you might not be able to keep working."
+        summary = f"If {went}, you might not be able to keep working."
     if uncertain:
         asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
         summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
@@ -642,17 +908,18 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         fate = prediction.fate(w.id)
         if fate is Fate.WORKS:
             continue
+        texts = tuple(dict.fromkeys(c.text for c in w.causes))
         both = {w.if_vpn_stays, w.if_vpn_drops}
         when = (" if the VPN stays connected to the site" if len(prediction.behaviours) == 2 and len(both) == 2
                 else "")
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
-            title=(f"If the site goes down, {_short(names, w.id)} "
+            title=(f"If {goes}, {_short(names, w.id)} "
                    f"{_FATE_WORDS[fate]}{when}"),
-            detail=(w.causes[0] + (f" (and {len(w.causes) - 1} more)" if len(w.causes) > 1 else "") + "."
-                    if w.causes else "It depends on the site."),
+            detail=(texts[0] + (f" (and {len(texts) - 1} more)" if len(texts) > 1 else "") + "."
+                    if texts else "It depends on the site."),
             remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),
-            workload=w.id, principle=3, evidence=w.causes))
+            workload=w.id, principle=3, evidence=texts))
     for row in split_tunnel:
         if row.ipv4 == "split_out" and row.ipv6 in ("tunneled", "selective"):
             findings.append(Finding(
@@ -670,5 +937,23 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                     "and location-based Conditional Access may see two different IP addresses."),
             remediation=("IT: include the VPN egress and the users' direct egress in Conditional Access named "
                          "locations, or route sign-in the same way as Optimize traffic."),
-            workload="identity", principle=1))
+            workload=sign_in, principle=1))
     return OutageSection(verdict, summary, prediction, tuple(split_tunnel), tuple(fixes), tuple(findings))
+
+
+def address_sites(model: ModelInput) -> dict[str, str | None]:
+    """Address -> the site that hosts it (None: no site), for every address the facts hold."""
+    m = _Model(model.facts, model.profile, model.current, model.sites or None)
+    out: dict[str, str | None] = {}
+    for r in model.facts.resolvers:
+        out.setdefault(r.route.address, m.site_of(r.route, role="dns"))
+    for d in model.facts.dependencies:
+        for route in d.routes:
+            out.setdefault(route.address, m.site_of(route, d.host, d.role))
+        p = d.proxy
+        if p.proxy_route:
+            out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, (p.proxy or "").rsplit(":", 1)[0],
+                                                            "proxy"))
+        if p.pac_route:
+            out.setdefault(p.pac_route.address, m.site_of(p.pac_route, _url_host(p.pac_url), "pac"))
+    return out

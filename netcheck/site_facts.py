@@ -1,19 +1,19 @@
 """Gather, with the site up, the facts the site-outage prediction reasons over.
 
 Thin and impure: asks the platform where traffic leaves, reads the proxy and PAC
-settings, and reuses the probe results (DNS answers, the realm answer). All the
-reasoning is in :mod:`netcheck.outage` (pure).
+settings, and reuses the probe results (DNS answers, the realm answer). The decisions
+(on the office network or not, routes as from home, split-tunnel classes) are in
+:mod:`netcheck.site_decisions`, the prediction in :mod:`netcheck.outage` (both pure).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from netcheck.catalog import Catalog, EndpointSet, Network
+from netcheck.catalog import Catalog
 from netcheck.deadline import Deadline
 from netcheck.models import Category, ProbeKind, ProbeResult
 from netcheck.outage import (
@@ -24,21 +24,26 @@ from netcheck.outage import (
     Route,
     SiteFacts,
     SplitTunnelRow,
-    World,
     is_internal,
 )
 from netcheck.pac import PacFetch
-from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface, Platform
+from netcheck.platform.base import Interface, Platform
 from netcheck.proxy import ProxySettings
 from netcheck.proxy_decision import decide_all, url_for
+from netcheck.site_decisions import (
+    SPLIT_OUT,
+    as_from_home,
+    home_assumptions,
+    is_on_site,
+    own_address,
+    representative,
+    route_of,
+    split_tunnel,
+)
 from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
 
-#: Split-tunnel classes, as Microsoft's connectivity test names them, plus "no_route": the laptop has no
-#: route to the family at all (e.g. IPv6 on an IPv4-only home), so it is neither direct nor tunneled.
-SPLIT_OUT, SELECTIVE, TUNNELED, NO_VPN, NOT_TESTED = "split_out", "selective", "tunneled", "no_vpn", "not_tested"
-NO_ROUTE = "no_route"
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,6 @@ class GatheredFacts:
     assumptions: tuple[Assumption, ...] = ()
 
 
-def _route(egress: Egress) -> Route:
-    """The outage model's view of one egress: a family with no route stays "unreachable"."""
-    if egress.kind == UNREACHABLE:
-        return Route(egress.destination, egress.interface, UNREACHABLE, egress.error or "no route")
-    if egress.error is not None:
-        return Route(egress.destination, egress.interface, UNKNOWN, egress.error)
-    return Route(egress.destination, egress.interface, egress.kind)
-
-
 def _addresses(result: ProbeResult | None) -> list[str]:
     if result is None or not result.ok:
         return []
@@ -75,24 +71,6 @@ def _addresses(result: ProbeResult | None) -> list[str]:
         if isinstance(values, list):
             out.extend(str(v) for v in values[:1])
     return out
-
-
-def representative(network: Network) -> str:
-    return str(network.network_address + (1 if network.num_addresses > 2 else 0))
-
-
-def classify_split(kinds: Sequence[str]) -> str:
-    """Microsoft's classes from the egress kinds of a workload's Optimize prefixes."""
-    if not kinds:
-        return NOT_TESTED
-    usable = [k for k in kinds if k not in (UNREACHABLE, UNKNOWN)]
-    if not usable:
-        return NO_ROUTE if UNREACHABLE in kinds else NOT_TESTED
-    kinds = usable
-    tunneled = sum(1 for k in kinds if k == "vpn")
-    if tunneled == 0:
-        return SPLIT_OUT
-    return TUNNELED if tunneled == len(kinds) else SELECTIVE
 
 
 def _host(proxy: str) -> str:
@@ -159,7 +137,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     egress = platform.egress_many(list(dict.fromkeys(everything)))
 
     def routes(addrs: Iterable[str]) -> tuple[Route, ...]:
-        return tuple(_route(egress[a]) for a in addrs if a in egress)
+        return tuple(route_of(egress[a]) for a in addrs if a in egress)
 
     def proxy_path(host: str) -> ProxyPath:
         proxy, pac_host, source, pac_url = proxy_paths.get(host, (None, None, "none", None))
@@ -176,14 +154,15 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     if relay:
         for wid in sorted(media_workloads):
             deps.append(Dependency(wid, "media", relay, routes(wanted.get(relay, []))))
-    if federation:
-        deps.append(Dependency("identity", "federation", federation, routes(wanted.get(federation, [])),
+    sign_in = catalog.workloads.sign_in
+    if federation and sign_in:
+        deps.append(Dependency(sign_in, "federation", federation, routes(wanted.get(federation, [])),
                                proxy_path(federation)))
 
     assumptions: tuple[Assumption, ...] = ()
-    split_rows, tunneled = _split_tunnel(catalog, optimize, egress, bool(vpn))
-    on_site = _on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
-    resolver_facts = tuple(Resolver(a, _route(egress[a])) for a in resolvers if a in egress)
+    split_rows, tunneled = split_tunnel(catalog, optimize, egress, bool(vpn))
+    on_site = is_on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
+    resolver_facts = tuple(Resolver(a, route_of(egress[a])) for a in resolvers if a in egress)
     if on_site:
         if pac is not None and pac.ok:  # the PAC file as it answers a laptop at home
             proxy_paths.update(_proxy_paths(settings, proxied, pac, deadline, profile,
@@ -196,22 +175,9 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
                                else d.proxy, d.resolved) for d in deps]
         office = (deps, resolver_facts)
-        deps, resolver_facts, vpn = _as_from_home(*office, catalog, profile)
-        if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
-            worlds = []
-            for label, mode, exclude in _HOME_VPNS:
-                home_deps, home_dns, home_vpn = _as_from_home(*office, catalog,
-                                                             replace(profile, vpn_mode=mode, vpn_exclude=exclude))
-                worlds.append((label, _home_world(home_vpn, home_dns, tuple(home_deps))))
-            assumptions = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
-        home_router = resolver_facts[-1]
-        assumptions += (Assumption(
-            "whether the VPN client also keeps the home network's resolver", "",
-            (("with the home router's resolver as well", lambda f, p: (f, p)),
-             ("with only the resolvers it sets", lambda f, p: (
-                 replace(f, resolvers=tuple(r for r in f.resolvers if r != home_router) or f.resolvers)
-                 if f.vpn_interfaces else f, p)))),)
-    identity_route = [r for d in deps if d.workload == "identity" and d.role == "service" for r in d.routes]
+        deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)
+        assumptions = home_assumptions(office, catalog, profile, resolver_facts[-1])
+    identity_route = [r for d in deps if d.workload == sign_in and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
@@ -225,84 +191,6 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 by_workload.setdefault(wid, {})[str(n)] = None
     return GatheredFacts(facts, interfaces, split_rows, tunneled, identity_split,
                          {w: tuple(p) for w, p in by_workload.items()}, assumptions)
-
-
-#: Stand-ins for the laptop at home, when the prediction is made on the office network.
-HOME_UPLINK = "home connection"
-VPN_PROFILE = "VPN (profile)"
-#: The VPN profiles a laptop may use from home, when no site profile says which (label, mode, exclusions):
-#: the two ends (no VPN, everything tunneled) and Microsoft's recommended split.
-_HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
-    ("with no VPN from home", "none", ()),
-    ("with a full tunnel from home", "full", ()),
-    ("with a split tunnel excluding Optimize", "split", ("Optimize",)),
-)
-
-
-def _home_world(vpn: tuple[str, ...], resolvers: tuple[Resolver, ...], deps: tuple[Dependency, ...]) -> World:
-    """An answer to "which VPN profile from home?": the same facts, re-routed as that profile would."""
-    return lambda f, p: (replace(f, vpn_interfaces=vpn, resolvers=resolvers, dependencies=deps), p)
-
-
-def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[Network, ...]:
-    """The prefixes a split-tunnel profile sends direct: categories, set ids or prefixes."""
-    out: dict[Network, None] = {}
-    for item in exclude:
-        if isinstance(item, int):
-            out.update(dict.fromkeys(n for s in catalog.sets if s.id == item for n in s.ips))
-        elif item in ("Optimize", "Allow", "Default"):
-            out.update(dict.fromkeys(catalog.networks(Category(item))))
-        else:
-            out[ipaddress.ip_network(item, strict=False)] = None
-    return tuple(out)
-
-
-def _as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalog: Catalog, profile: SiteProfile
-                  ) -> tuple[list[Dependency], tuple[Resolver, ...], tuple[str, ...]]:
-    """Re-route what was observed at the office as it would go from home with the VPN profile."""
-    mode = profile.vpn_mode or "none"
-    excluded = excluded_networks(catalog, profile.vpn_exclude) if mode == "split" else ()
-
-    def home(route: Route) -> Route:
-        try:
-            ip = ipaddress.ip_address(route.address)
-        except ValueError:
-            return route
-        at_site = is_internal(route.address) or profile.holds_address(route.address)
-        if mode == "none":
-            return Route(route.address, HOME_UPLINK, "unreachable" if at_site else "physical")
-        if not at_site and any(ip.version == n.version and ip in n for n in excluded):
-            return Route(route.address, HOME_UPLINK, "physical")
-        return Route(route.address, VPN_PROFILE, "vpn")
-
-    def proxy(p: ProxyPath) -> ProxyPath:
-        return ProxyPath(p.source, p.proxy, home(p.proxy_route) if p.proxy_route else None, p.pac_url,
-                         home(p.pac_route) if p.pac_route else None)
-
-    moved = [Dependency(d.workload, d.role, d.host, tuple(home(r) for r in d.routes), proxy(d.proxy), d.resolved)
-             for d in deps]
-    at_home = (*(Resolver(r.address, home(r.route)) for r in resolvers),
-               Resolver("the home router", Route("the home router", HOME_UPLINK, "physical")))
-    return moved, at_home, ((VPN_PROFILE,) if mode != "none" else ())
-
-
-def own_address(interfaces: Sequence[Interface]) -> str | None:
-    """What a PAC file's myIpAddress() returns when it is evaluated "as if from home": the laptop's own
-    IPv4 address on a physical (non-VPN) interface, as a browser there would see it; None (the PAC
-    engine's own answer) when it has none. The home network's address cannot be known in advance."""
-    for want_v4 in (True, False):
-        for i in interfaces:
-            if i.kind != "physical" or not i.is_up:
-                continue
-            for a in i.addresses:
-                addr = a.split("/")[0]
-                try:
-                    ip = ipaddress.ip_address(addr.split("%")[0])
-                except ValueError:
-                    continue
-                if (ip.version == 4) == want_v4 and not ip.is_link_local and not ip.is_loopback:
-                    return addr
-    return None
 
 
 def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | None, deadline: Deadline,
@@ -319,39 +207,3 @@ def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | 
     return out
 
 
-def _split_tunnel(catalog: Catalog, optimize: Sequence[tuple[EndpointSet, Network]],
-                  egress: Mapping[str, Egress], has_vpn: bool) -> tuple[tuple[SplitTunnelRow, ...], tuple[str, ...]]:
-    per: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    for s, n in optimize:
-        e = egress.get(representative(n))
-        if e is None:
-            continue
-        fam = "ipv6" if n.version == 6 else "ipv4"
-        for wid in catalog.workloads_of(s):
-            per.setdefault(wid, {"ipv4": [], "ipv6": []})[fam].append((str(n), e.kind))
-    rows = []
-    tunneled: dict[str, None] = {}
-    for wid, fams in per.items():
-        cls = {f: (classify_split([k for _, k in v]) if has_vpn or classify_split([k for _, k in v]) == NO_ROUTE
-                   else (NO_VPN if v else NOT_TESTED))
-               for f, v in fams.items()}
-        t = tuple(p for v in fams.values() for p, k in v if k == "vpn")
-        tunneled.update(dict.fromkeys(t))
-        rows.append(SplitTunnelRow(wid, cls["ipv4"], cls["ipv6"], t))
-    return tuple(rows), tuple(tunneled)
-
-
-def _on_site(vpn: tuple[str, ...], resolvers: Sequence[str], egress: Mapping[str, Egress],
-             proxy_hosts: Mapping[str, list[str]], federation: str | None, wanted: Mapping[str, list[str]],
-             profile: SiteProfile, interfaces: Sequence[Interface]) -> bool:
-    """On the office network: a local address in the site's networks, or (no profile) site systems
-    such as a proxy, PAC host or federation server reached directly at internal addresses."""
-    if vpn:
-        return False
-    local = [a.split("/")[0] for i in interfaces if i.kind != "loopback" for a in i.addresses]
-    if profile.networks:
-        return any(profile.holds_address(a) for a in local)
-    site_hosts = [a for v in proxy_hosts.values() for a in v]
-    if federation:
-        site_hosts.extend(wanted.get(federation, []))
-    return any(is_internal(a) and a in egress and egress[a].kind != "vpn" for a in site_hosts)

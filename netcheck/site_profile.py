@@ -11,14 +11,18 @@ Example (every key optional)::
     pac_hosts = ["pac.contoso.example"]
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
+    vpn_failover = ["Dublin DC"]     # sites whose VPN gateways the client fails over to, in order
     pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy);
                                      # omit: the prediction names it as an assumption (AT RISK at best)
     # The VPN profile laptops use away from the office, for predictions made on site:
     vpn_mode = "split"               # "none", "full" or "split"
     vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
 
-The collector's policy can carry several profiles (``site_profiles``, a list of objects
-with the same keys); the agent uses the one :func:`select_site_profile` picks.
+Several sites: a file with several ``[[site]]`` tables (each with the keys above and a
+``name``), or the collector's policy's ``site_profiles`` (a list of objects with the same
+keys). Each is a site the outage prediction can take down, alone or with the others; the
+laptop's settings (vpn_on_site_down, pac_unreachable, vpn_mode, vpn_exclude) come from the
+profile :func:`select_site_profile` picks, else the first.
 
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.outage``).
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
-         "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude"}
+         "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover"}
 _CATEGORIES = ("Optimize", "Allow", "Default")
 
 
@@ -55,6 +59,8 @@ class SiteProfile:
     pac_unreachable: str | None = None
     vpn_mode: str | None = None
     vpn_exclude: tuple[str | int, ...] = ()
+    #: The sites (by name) whose VPN gateways the client fails over to when this site's are gone, in order.
+    vpn_failover: tuple[str, ...] = ()
     #: IT stated it (a file or the collector's policy); False for the inferred default
     from_file: bool = False
 
@@ -83,12 +89,44 @@ MAX_PROFILE_BYTES = 1_000_000
 
 
 def load_site_profile(path: Path) -> SiteProfile:
-    """The profile in a TOML file with one ``[site]`` table (``--site-profile FILE``)."""
+    """The profile in a TOML file with one ``[site]`` table."""
+    profiles = load_site_profiles(path)
+    if len(profiles) != 1:
+        raise ConfigError(f"{path}: a site profile has one [site] table and nothing else")
+    return profiles[0]
+
+
+def load_site_profiles(path: Path) -> tuple[SiteProfile, ...]:
+    """The profiles in a TOML file (``--site-profile FILE``): one ``[site]`` table, or several
+    ``[[site]]`` tables, each naming its site (the names differ)."""
     doc = load_user_toml(path, limit=MAX_PROFILE_BYTES, what="the site profile")
     site = doc.get("site")
-    if not isinstance(site, dict) or set(doc) - {"site"}:
-        raise ConfigError(f"{path}: a site profile has one [site] table and nothing else")
-    return site_profile_from_mapping(site, str(path))
+    if set(doc) - {"site"} or not (isinstance(site, dict) or (
+            isinstance(site, list) and site and all(isinstance(s, dict) for s in site))):
+        raise ConfigError(f"{path}: a site profile has one [site] table, or several [[site]] tables, and nothing "
+                          "else")
+    if isinstance(site, dict):
+        return (site_profile_from_mapping(site, str(path)),)
+    return check_site_names([site_profile_from_mapping(s, f"{path}: [[site]] {i + 1}")
+                             for i, s in enumerate(site)], str(path))
+
+
+def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteProfile, ...]:
+    """Several profiles: each names its site, no two alike, and a failover names one of them."""
+    if len(profiles) > 1:
+        names = [p.name.casefold() for p in profiles]
+        twice = next((p.name for p, n in zip(profiles, names, strict=True) if names.count(n) > 1), None)
+        if twice:
+            raise ConfigError(f"{where}: two site profiles are named {twice!r}; give each site its own name")
+        canonical = {p.name.casefold(): p.name for p in profiles}
+        for p in profiles:
+            unknown = [n for n in p.vpn_failover if n.casefold() not in canonical]
+            if unknown:
+                raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which no profile "
+                                  "is named")
+        profiles = [replace(p, vpn_failover=tuple(canonical[n.casefold()] for n in p.vpn_failover))
+                    for p in profiles]
+    return tuple(profiles)
 
 
 def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
@@ -141,6 +179,7 @@ def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
         vpn_gateways=_strings(site, "vpn_gateways", where), dns_servers=_strings(site, "dns_servers", where),
         proxies=_strings(site, "proxies", where), pac_hosts=_strings(site, "pac_hosts", where),
         federation_hosts=_strings(site, "federation_hosts", where),
+        vpn_failover=tuple(n.strip() for n in _strings(site, "vpn_failover", where)),
         vpn_on_site_down=behaviour, pac_unreachable=pac, from_file=True)
 
 

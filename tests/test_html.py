@@ -20,7 +20,7 @@ import pytest
 
 from netcheck.policy import Policy
 from netcheck.render.html import render_html
-from netcheck.render.json import SCHEMA_PATH, report_to_dict
+from netcheck.render.json import report_to_dict, schema_path
 from tests.chromium import (
     INSTALL_HINT,
     Chromium,
@@ -78,7 +78,7 @@ def rich_report() -> dict[str, Any]:
 
 
 def _validate(data: dict[str, Any]) -> None:
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(schema_path(data["schema_version"]).read_text())
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(data)
 
 

@@ -251,7 +251,7 @@ def test_a_route_that_could_not_be_read_is_named_as_an_assumption() -> None:
 
 def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
     from netcheck.platform.linux import parse_route_get_batch
-    from netcheck.site_facts import _route
+    from netcheck.site_decisions import route_of as _route
 
     stderr = "RTNETLINK answers: Network is unreachable\nCommand failed -:2\n"
     stdout = '[{"dst":"198.18.0.10","dev":"wg0","prefsrc":"10.66.0.2","flags":[],"uid":65534,"cache":[]}]'
@@ -262,7 +262,7 @@ def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
 
 
 def test_split_classes_of_a_family_without_route() -> None:
-    from netcheck.site_facts import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
+    from netcheck.site_decisions import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
 
     assert classify_split(["unreachable", "unreachable"]) == NO_ROUTE
     assert classify_split(["vpn", "unreachable"]) == TUNNELED
@@ -274,7 +274,8 @@ def test_no_ipv6_bypass_finding_on_a_laptop_without_ipv6() -> None:
     from netcheck.catalog import load_catalog
     from netcheck.outage import SplitTunnelRow, assess_outage
     from netcheck.platform.base import Egress
-    from netcheck.site_facts import _split_tunnel, representative
+    from netcheck.site_decisions import representative
+    from netcheck.site_decisions import split_tunnel as _split_tunnel
 
     catalog = load_catalog("Worldwide")
     optimize = [(s, n) for s in catalog.sets if s.category.value == "Optimize" and s.required for n in s.ips]
@@ -372,7 +373,7 @@ def test_shared_address_space_is_internal() -> None:
 
 def test_pac_evaluated_as_from_home_with_the_laptops_own_non_vpn_address() -> None:
     from netcheck.platform.base import Interface
-    from netcheck.site_facts import own_address
+    from netcheck.site_decisions import own_address
 
     def iface(name: str, kind: str, *addresses: str, up: bool = True) -> Interface:
         return Interface(name, kind, None, (), addresses, up)

@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from netcheck.render.json import SCHEMA_PATH, render_json, report_to_dict
+from netcheck.render.json import SCHEMA_PATH, render_json, report_to_dict, schema_path
 from netcheck.render.text import render_text
 from tests.sample_report import sample_report
 
@@ -30,8 +30,8 @@ def _golden(name: str, text: str) -> None:
     assert text == path.read_text()
 
 
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(SCHEMA_PATH.read_text())
+def _validator(version: int | None = None) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMA_PATH if version is None else schema_path(version)).read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
@@ -61,7 +61,7 @@ def test_json_report_is_valid_against_its_schema() -> None:
 
 def test_sample_fixture_used_by_collector_tests_is_valid() -> None:
     data = json.loads((Path(__file__).parent / "fixtures" / "report-sample.json").read_text())
-    _validator().validate(data)
+    _validator(data["schema_version"]).validate(data)  # a version 1 report: still valid against its schema
 
 
 @pytest.mark.parametrize("path", [(), ("host",), ("workloads", 0), ("probes", 0), ("findings", 0)])
@@ -85,7 +85,7 @@ def test_schema_rejects_detail_values_that_are_objects() -> None:
 def test_every_split_tunnel_class_and_route_kind_the_code_emits_is_allowed_by_the_schema() -> None:
     """The prediction's vocabulary and the schema's enums cannot drift apart (a report with a class the
     schema lacks is refused by every collector: that happened with "no_route")."""
-    from netcheck import site_facts
+    from netcheck import site_decisions as site_facts
     from netcheck.platform import base
 
     schema = json.loads(SCHEMA_PATH.read_text())

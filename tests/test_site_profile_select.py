@@ -94,7 +94,7 @@ def test_an_entry_that_is_not_a_table_is_refused(entry: object) -> None:
 def test_the_toml_file_keeps_its_own_checks(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text('[site]\nname = "x"\n[other]\nk = 1\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="one \\[site\\] table and nothing else"):
+    with pytest.raises(ConfigError, match="one \\[site\\] table, or several \\[\\[site\\]\\] tables, and nothing else"):
         load_site_profile(path)
     path.write_text("[site\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -192,8 +192,9 @@ def outage_profiles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Sit
         return []
 
     def predict(results: Any, catalog: Any, tenant: Any, plat: Any, found: Any, profile: SiteProfile,
-                *rest: Any) -> Any:
+                sites: tuple[SiteProfile, ...], *rest: Any) -> Any:
         seen.append(profile)
+        seen.extend(sites)
         return None, ()
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -207,9 +208,13 @@ def outage_profiles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Sit
 def test_perform_check_predicts_with_the_chosen_profile_and_a_file_still_wins(
         outage_profiles: list[SiteProfile], tmp_path: Path) -> None:
     perform_check(CheckOptions(site_profiles=ALL, site_tag="lab", deadline_s=5))
-    assert outage_profiles[-1] is LYON
+    settings, *sites = outage_profiles
+    assert tuple(sites) == ALL  # several profiles: every one is a site the prediction can take down
+    assert settings.name == LYON.name  # the laptop's own settings: from the profile its address picks
+    assert set(settings.networks) == {n for p in ALL for n in p.networks}
+    outage_profiles.clear()
     perform_check(CheckOptions(site_profiles=(PARIS,), site_tag="berlin", deadline_s=5))
-    assert outage_profiles[-1] == SiteProfile()  # nothing applies: inferred, as with no profile
+    assert outage_profiles == [PARIS]  # one profile: it is the site, as a --site-profile file is
     path = tmp_path / "site.toml"
     path.write_text(_toml({"name": "from the file"}), encoding="utf-8")
     perform_check(CheckOptions(site_profile=path, site_profiles=ALL, site_tag="lab", deadline_s=5))

@@ -413,7 +413,7 @@ def _user_domain(value: object) -> str | None:
 
 def _site_profiles(items: object) -> tuple[SiteProfile, ...]:
     """The policy's ``site_profiles``; an entry that is not a valid profile is logged and skipped."""
-    from netcheck.site_profile import site_profile_from_mapping
+    from netcheck.site_profile import check_site_names, site_profile_from_mapping
 
     if not isinstance(items, list):
         if items:
@@ -427,7 +427,11 @@ def _site_profiles(items: object) -> tuple[SiteProfile, ...]:
             profiles.append(site_profile_from_mapping(item, where))
         except ConfigError as exc:
             log.warning("ignoring a site profile: %s", exc)
-    return tuple(profiles)
+    try:
+        return check_site_names(profiles, "the collector's site_profiles")
+    except ConfigError as exc:  # several sites need names that tell them apart, and failovers that exist
+        log.warning("ignoring the collector's site_profiles: %s", exc)
+        return ()
 
 
 # -- running the lanes ---------------------------------------------------------

@@ -42,7 +42,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
-from netcheck.render.json import SCHEMA_PATH
+from netcheck.render.json import ACCEPTED_VERSIONS, SCHEMA_PATH, schema_path
 
 #: deepest nesting any accepted body can have (the schemas allow far less)
 MAX_DEPTH = 64
@@ -253,9 +253,25 @@ REPORT_ENVELOPE_SCHEMA: dict[str, Any] = {
 }
 
 
-def load_report_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def load_report_schema(version: int | None = None) -> dict[str, Any]:
+    """The report schema of ``version`` (None: the one the agent emits now)."""
+    path = SCHEMA_PATH if version is None else schema_path(version)
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema
+
+
+class ReportValidator:
+    """Every accepted report schema version (``ACCEPTED_VERSIONS``): a report is checked against the schema
+    of the version it declares; any other version is checked against the newest (which names the field)."""
+
+    def __init__(self, prefix: str = "report") -> None:
+        self._by_version = {v: BodyValidator(load_report_schema(v), prefix=prefix) for v in ACCEPTED_VERSIONS}
+        self._newest = self._by_version[max(ACCEPTED_VERSIONS)]
+
+    def check(self, value: Any) -> None:
+        version = value.get("schema_version") if isinstance(value, dict) else None
+        chosen = self._by_version.get(version) if isinstance(version, int) and not isinstance(version, bool) else None
+        (chosen or self._newest).check(value)
 
 
 class Validators:
@@ -264,4 +280,4 @@ class Validators:
     def __init__(self) -> None:
         self.enroll = BodyValidator(ENROLL_SCHEMA)
         self.envelope = BodyValidator(REPORT_ENVELOPE_SCHEMA)
-        self.report = BodyValidator(load_report_schema(), prefix="report")
+        self.report = ReportValidator(prefix="report")

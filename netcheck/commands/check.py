@@ -49,6 +49,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
                    "Only the domain is kept in the report.")
 @click.option("--site-profile", type=click.Path(dir_okay=False, path_type=Path), envvar="NETCHECK_SITE_PROFILE",
               help="IT's site profile (TOML): the site's networks, VPN, DNS, proxies, PAC and federation hosts.")
+@click.option("--site-down", "site_down", metavar="NAME", multiple=True,
+              help="Show just what you would lose if this site went down (a name from the site profile; "
+                   "repeat it for several sites going down together).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Also write a self-contained HTML report (for the helpdesk) to this file (- for standard "
                    "output).")
@@ -59,8 +62,8 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--verbose", "-v", is_flag=True, help="Show every finding and all evidence.")
 def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadline_s: float | None,
           thorough: bool, as_json: bool, output: Path | None, whoami_name: str | None,
-          teams_relay: str | None, user: str | None, site_profile: Path | None, html_path: Path | None,
-          upload: bool, no_progress: bool, verbose: bool) -> None:
+          teams_relay: str | None, user: str | None, site_profile: Path | None, site_down: tuple[str, ...],
+          html_path: Path | None, upload: bool, no_progress: bool, verbose: bool) -> None:
     """Check this laptop's path to Microsoft 365 and say whether you can work from here.
 
     Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
@@ -76,7 +79,8 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     try:
         options = CheckOptions(instance=instance, tenant=tenant, endpoints_file=endpoints_file,
                                deadline_s=deadline_s, thorough=thorough, whoami_name=whoami_name,
-                               teams_relay=teams_relay, user=user, site_profile=site_profile)
+                               teams_relay=teams_relay, user=user, site_profile=site_profile,
+                               site_down=site_down)
         show_progress = not no_progress and not as_json and sys.stderr.isatty()
         if show_progress:
             report = _with_progress(perform_check, options)

@@ -58,6 +58,7 @@ def render_html(report: Mapping[str, Any], *, policy: Policy | None = None) -> s
     sections = [
         _verdict_banner(report),
         _outage_section(outage, names) if outage else "",
+        _sites_section(outage) if outage else "",
         _workloads_section(report),
         _todo_section(report, outage, names),
         _paths_section(report, outage, names),
@@ -212,8 +213,36 @@ def _outage_section(outage: Mapping[str, Any], names: Mapping[str, str]) -> str:
     parts.append(f'<table class="outage">\n<caption class="sr-only">Prediction per workload if the corporate site '
                  f'went down</caption>\n<thead><tr><th scope="col">Workload</th>{heads}</tr></thead>\n'
                  f"<tbody>\n{''.join(rows)}</tbody>\n</table>\n")
+    if len(_maps(outage.get("sites"))) > 1:
+        return _section("outage", "If all your sites went down", "".join(parts),
+                        "What would still work if every office and data centre this laptop depends on went "
+                        "offline at once.")
     return _section("outage", "If the site went down", "".join(parts),
                     "What would still work if the office or data centre this laptop depends on went offline.")
+
+
+def _sites_section(outage: Mapping[str, Any]) -> str:
+    """With several sites: one plain answer per site, then all together."""
+    sites = _maps(outage.get("sites"))
+    cases = _maps(outage.get("cases"))
+    if len(sites) < 2 or not cases:
+        return ""
+    items = []
+    for c in cases:
+        verdict = _text(c.get("verdict"))
+        items.append(f"<li>{_pill(_verdict_words(verdict), _VERDICT_TONE.get(verdict, 'unknown'))} "
+                     f"{_e(c.get('answer'))}</li>\n")
+    guessed = [s for s in sites if s.get("told") is not True]
+    held = [f"{_text(s.get('name'))}: "
+            + (", ".join(_text(x.get("name")) for x in _maps(s.get("systems"))) or "nothing this laptop uses")
+            for s in sites]
+    addresses = ", ".join(_text(n) for s in guessed for n in _list(s.get("networks")))
+    unnamed = (f'<p class="note">Some systems this laptop uses are at a site no profile names ({_e(addresses)}): '
+               "IT can name that site in a site profile.</p>\n") if guessed and addresses else ""
+    body = (f'<ul class="cases">\n{"".join(items)}</ul>\n{unnamed}'
+            f"<details><summary>What each site holds</summary>{_items(held)}</details>\n")
+    return _section("sites", "If one of your sites went down", body,
+                    "Each of your organisation's sites taken down alone, then all of them together.")
 
 
 def _fate_sentence(name: str, workload: Mapping[str, Any], behaviours: Sequence[str],

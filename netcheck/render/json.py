@@ -14,10 +14,19 @@ from typing import TYPE_CHECKING, Any
 from netcheck.models import ProbeResult, Report
 
 if TYPE_CHECKING:
-    from netcheck.outage import OutageSection
+    from netcheck.outage import OutageSection, WorkloadOutage
 
-SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / f"report-v{SCHEMA_VERSION}.schema.json"
+SCHEMA_VERSION = 2
+#: The versions the collector accepts (their schema files are all in netcheck/schema/).
+ACCEPTED_VERSIONS = (1, 2)
+
+
+def schema_path(version: int) -> Path:
+    """The JSON Schema file of report schema ``version``."""
+    return Path(__file__).resolve().parent.parent / "schema" / f"report-v{version}.schema.json"
+
+
+SCHEMA_PATH = schema_path(SCHEMA_VERSION)
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -75,16 +84,16 @@ def report_to_dict(report: Report) -> dict[str, Any]:
 
 
 def outage_to_dict(section: OutageSection) -> dict[str, Any]:
+    from netcheck.outage import address_sites
+    from netcheck.what_if import facts_to_dict
+
     p = section.prediction
     return {
         "verdict": str(section.verdict),
         "summary": section.summary,
         "on_site": p.on_site,
         "behaviours": list(p.behaviours),
-        "workloads": [{"id": w.id, "if_vpn_stays": str(w.if_vpn_stays), "if_vpn_drops": str(w.if_vpn_drops),
-                       "evidence": list(w.evidence),
-                       **({"possible": {b: [str(f) for f in fs] for b, fs in w.possible.items()},
-                           "assumptions": list(w.assumptions)} if w.possible else {})} for w in p.workloads],
+        "workloads": [_outage_row(w) for w in p.workloads],
         "site_systems": [{"kind": s.kind, "name": s.name, "evidence": s.evidence} for s in p.site_systems],
         "paths": [{"workload": d.workload, "role": d.role, "host": d.host, "proxy": d.proxy.proxy,
                    "proxy_source": d.proxy.source, "pac_url": d.proxy.pac_url,
@@ -94,7 +103,24 @@ def outage_to_dict(section: OutageSection) -> dict[str, Any]:
                           "tunneled_prefixes": list(r.tunneled_prefixes)} for r in section.split_tunnel],
         "remediation": list(section.remediation),
         "notes": list(p.notes),
+        "sites": [{"name": s.name, "told": s.told, "networks": list(s.networks),
+                   "systems": [{"kind": k, "name": n} for k, n in s.systems]} for s in section.sites],
+        "cases": [{"down": list(c.down), "verdict": str(c.verdict), "answer": c.answer,
+                   "workloads": [{**_outage_row(w), "causes": _causes(w)} for w in c.prediction.workloads]}
+                  for c in section.cases],
+        "facts": None if section.model is None else facts_to_dict(section.model, address_sites(section.model)),
     }
+
+
+def _outage_row(w: WorkloadOutage) -> dict[str, Any]:
+    return {"id": w.id, "if_vpn_stays": str(w.if_vpn_stays), "if_vpn_drops": str(w.if_vpn_drops),
+            "evidence": list(w.evidence),
+            **({"possible": {b: [str(f) for f in fs] for b, fs in w.possible.items()},
+                "assumptions": list(w.assumptions)} if w.possible else {})}
+
+
+def _causes(w: WorkloadOutage) -> list[dict[str, str | None]]:
+    return [c.as_dict() for b in ("stays", "drops") for c in w.causes_by.get(b, ())]
 
 
 def render_json(report: Report, *, pretty: bool = False) -> str:

@@ -28,6 +28,13 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
     console.print(a.summary)
     if a.verdict is Verdict.UNKNOWN:
         return _tidy(buf.getvalue())
+    outage = report.outage
+    if outage is not None and (len(outage.sites) > 1 or outage.asked) and outage.cases:
+        console.print()
+        console.print(Text("If one of your sites went down", style="bold"))
+        for case in outage.cases:
+            console.print(Padding(Text.assemble(("- ", "dim"), (case.answer, _VERDICT_STYLE[case.verdict])),
+                                  (0, 0, 0, 1)))
     console.print()
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("Workload")

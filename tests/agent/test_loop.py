@@ -160,7 +160,7 @@ def test_default_run_check_passes_the_collectors_policy_to_perform_check(monkeyp
     assert (opts.tenant, opts.instance, opts.deadline_s, opts.thorough) == ("fabrikam", "USGovDoD", 45, True)
     assert opts.policy.slow_latency_ms == 150
     assert opts.policy.whoami_name == "whoami.akamai.net"  # "x" is not a DNS name: the default stays
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
 
 
 def test_agent_cli_without_enrollment_says_what_to_do(tmp_path: Path) -> None:

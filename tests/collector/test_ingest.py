@@ -180,3 +180,25 @@ def test_policy_has_sensible_defaults_and_follows_the_admin(
     finally:
         engine.dispose()
     assert fleet.client.get("/api/v1/policy", headers=device.auth).json()["schedule"]["interval_s"] == 3600
+
+
+def test_a_version_2_report_with_sites_and_facts_is_stored_and_what_if_works_on_what_comes_back(
+        fleet: Fleet) -> None:
+    from netcheck.what_if import what_if
+    from tests.test_sites import two_site_report
+
+    device = fleet.enroll()
+    report = json.loads(json.dumps(two_site_report()))
+    response = fleet.post(device, upload(report))
+    assert response.status_code == 200, response.text
+    row = sql(fleet.database_url, "SELECT report_lz4 FROM reports WHERE device_id = :d", d=device.device_id)[0]
+    stored = store.decode_report(row.report_lz4)
+    assert stored["schema_version"] == 2 and stored == report
+    assert {r["id"]: r["stays"] for r in what_if(stored, ["Dublin DC"])}["identity"] == "fails"
+    report_v1 = sample_report()
+    assert fleet.post(device, upload(report_v1, seq=2)).status_code == 200  # version 1 still accepted
+    broken = json.loads(json.dumps(report))
+    broken["report_id"] = "0a1b2c3d-0000-4000-8000-000000000002"
+    broken["outage"]["cases"][0]["workloads"][0]["causes"][0]["kind"] = "guessed"
+    refused = fleet.post(device, upload(broken, seq=3))
+    assert refused.status_code in (400, 422) and "kind" in refused.text

@@ -49,7 +49,7 @@ def test_hostile_crash_with_json_prints_a_json_error(tmp_path: Path) -> None:
     proc = _run(tmp_path, "check", "--json", "--no-progress")
     assert proc.returncode == 5
     doc = json.loads(proc.stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["error"]["kind"] == "internal" and doc["error"]["exit_code"] == 5
     assert "RuntimeError" in doc["error"]["message"]
     assert Path(doc["error"]["crash_log"]).is_file()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netcheck.paths import write_output
+from netcheck.render.json import SCHEMA_VERSION
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 
 
@@ -81,10 +82,10 @@ def test_hostile_check_outputs_to_devices_links_and_stdout(tmp_path: Path) -> No
     assert proc.stdout.startswith("<!DOCTYPE html>") and "netcheck verdict:" in proc.stdout
     proc = run_sandboxed(["-m", "netcheck", "check", "--no-progress", "--deadline", "5", "-o", str(link)], tmp_path)
     assert proc.returncode in (1, 2), proc.stderr
-    assert link.is_symlink() and json.loads(target.read_text())["schema_version"] == 1
+    assert link.is_symlink() and json.loads(target.read_text())["schema_version"] == SCHEMA_VERSION
     proc = run_sandboxed(["-m", "netcheck", "check", "--no-progress", "--deadline", "5", "-o", "-"], tmp_path)
     first, _, rest = proc.stdout.partition("\n")
-    assert json.loads(first)["schema_version"] == 1 and rest.startswith("netcheck verdict:")
+    assert json.loads(first)["schema_version"] == SCHEMA_VERSION and rest.startswith("netcheck verdict:")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     proc = run_sandboxed(["-m", "netcheck", "check", "--no-progress", "--deadline", "5", "-o", str(fifo)], tmp_path)

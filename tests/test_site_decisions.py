@@ -1,0 +1,84 @@
+"""The decisions site_facts no longer makes itself: on the office network or not, routes as from home,
+split-tunnel exclusions. Hand-built data, no network; and the module imports nothing that does I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+
+from netcheck.catalog import load_catalog
+from netcheck.models import Category
+from netcheck.outage import Dependency, ProxyPath, Resolver, Route
+from netcheck.platform.base import Egress, Interface
+from netcheck.site_decisions import (
+    HOME_UPLINK,
+    VPN_PROFILE,
+    as_from_home,
+    excluded_networks,
+    is_on_site,
+)
+from netcheck.site_profile import SiteProfile
+
+OFFICE = SiteProfile(name="Paris", networks=(ipaddress.ip_network("10.20.0.0/16"),))
+
+
+def iface(name: str, kind: str, *addresses: str) -> Interface:
+    return Interface(name, kind, None, (), addresses, True)
+
+
+def egress(address: str, kind: str = "physical") -> Egress:
+    return Egress(address, "eth0", None, None, kind, None, "ip route get", None)
+
+
+def test_on_site_by_the_profiles_networks_or_by_site_systems_reached_directly() -> None:
+    lan = [iface("eth0", "physical", "10.20.0.100/24")]
+    home = [iface("eth0", "physical", "192.168.1.10/24")]
+    assert is_on_site((), [], {}, {}, None, {}, OFFICE, lan)
+    assert not is_on_site((), [], {}, {}, None, {}, OFFICE, home)
+    assert not is_on_site(("wg0",), [], {}, {}, None, {}, OFFICE, lan)  # a VPN up: away from the office
+    # no profile: a proxy at an internal address, reached without the VPN
+    proxy = {"proxy.corp.example": ["10.9.0.8"]}
+    assert is_on_site((), [], {"10.9.0.8": egress("10.9.0.8")}, proxy, None, {}, SiteProfile(), home)
+    assert not is_on_site((), [], {"10.9.0.8": egress("10.9.0.8", "vpn")}, proxy, None, {}, SiteProfile(), home)
+    adfs = {"adfs.corp.example": ["10.9.0.20"]}
+    assert is_on_site((), [], {"10.9.0.20": egress("10.9.0.20")}, {}, "adfs.corp.example", adfs, SiteProfile(), home)
+
+
+def test_excluded_networks_take_categories_set_ids_and_prefixes() -> None:
+    catalog = load_catalog("Worldwide")
+    optimize = excluded_networks(catalog, ["Optimize"])
+    assert optimize and set(optimize) == set(catalog.networks(Category.OPTIMIZE))
+    by_id = excluded_networks(catalog, [11])
+    assert set(by_id) == {n for s in catalog.sets if s.id == 11 for n in s.ips}
+    assert excluded_networks(catalog, ["203.0.113.0/24"]) == (ipaddress.ip_network("203.0.113.0/24"),)
+
+
+def test_as_from_home_routes_what_the_office_saw_as_the_vpn_profile_would() -> None:
+    catalog = load_catalog("Worldwide")
+    teams = next(n for s in catalog.sets if s.id == 11 for n in s.ips if n.version == 4)
+    teams_addr = str(teams.network_address + 1)
+    office_route = Route(teams_addr, "eth0", "physical")
+    adfs = Dependency("identity", "federation", "adfs.corp.example", (Route("10.20.0.20", "eth0", "physical"),))
+    media = Dependency("teams_media", "media", "relay", (office_route,),
+                       ProxyPath("pac", None, None, "http://pac/p.pac", Route("10.20.0.9", "eth0", "physical")))
+    dns = (Resolver("10.20.0.53", Route("10.20.0.53", "eth0", "physical")),)
+
+    deps, resolvers, vpn = as_from_home([adfs, media], dns, catalog, SiteProfile(vpn_mode="none"))
+    assert vpn == () and deps[0].routes[0].kind == "unreachable" and deps[1].routes[0].kind == "physical"
+    assert deps[1].proxy.pac_route is not None and deps[1].proxy.pac_route.kind == "unreachable"
+    assert resolvers[-1].address == "the home router" and resolvers[-1].route.interface == HOME_UPLINK
+
+    deps, _, vpn = as_from_home([adfs, media], dns, catalog, SiteProfile(vpn_mode="full"))
+    assert vpn == (VPN_PROFILE,) and [d.routes[0].kind for d in deps] == ["vpn", "vpn"]
+
+    split = SiteProfile(vpn_mode="split", vpn_exclude=("Optimize",))
+    deps, _, _ = as_from_home([adfs, media], dns, catalog, split)
+    assert [d.routes[0].kind for d in deps] == ["vpn", "physical"]  # the site through the tunnel, Teams direct
+
+
+def test_the_decisions_import_nothing_that_does_io() -> None:
+    code = ("import sys, netcheck.site_decisions; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'socket', 'subprocess', 'httpx', 'dns', 'psutil', 'asyncio'} or m == 'netcheck.site_facts'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
