@@ -50,6 +50,7 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
+from netcheck.service_health import ServiceHealth, annotate
 from netcheck.site_facts import gather
 from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine, setting_findings
@@ -78,6 +79,9 @@ class CheckOptions:
     #: The device's ``site`` tag (from enrollment): picks a profile by name when no network matches.
     site_tag: str | None = None
     policy: Policy = field(default_factory=load_policy)
+    #: Microsoft's service health from the collector's policy (None: none; the report then points
+    #: to Microsoft's status page): see netcheck.service_health
+    service_health: ServiceHealth | None = None
 
 
 def host_info() -> HostInfo:
@@ -198,6 +202,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile or SiteProfile(),
                                              deadline, pac, proxies, network, now)
     assessment = combine(now, outage)
+    if families:  # is it us or Microsoft?
+        assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health, spec, deadline)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(
