@@ -37,6 +37,7 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +47,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from netcheck.agent.transport import ssl_context
 from netcheck.collector import store
 from netcheck.collector.db import dialect_insert, health_issues, health_poll, health_services
 from netcheck.collector.settings import Settings
@@ -228,6 +230,8 @@ class TokenSource:
 
         session = requests.Session()
         session.trust_env = True  # a collector behind an outbound proxy uses it, as for any HTTPS
+        # requests takes the bundle as a path: the poller's ssl_context() has already read it
+        # through netcheck's one reader of user files (a FIFO or a device was refused there)
         session.verify = self.settings.graph_ca_bundle or True
         authority = f"{self.settings.graph_authority.rstrip('/')}/{self.settings.graph_tenant}"
         return msal.ConfidentialClientApplication(
@@ -403,7 +407,8 @@ class Poller:
         self.tick_s = min(TICK_S, settings.health_interval_s)
         self.lease_s = max(3 * self.tick_s, 2 * REQUEST_TIMEOUT_S + 60)
         self.client = client or httpx.Client(
-            verify=settings.graph_ca_bundle or True, timeout=REQUEST_TIMEOUT_S, follow_redirects=False,
+            verify=ssl_context(Path(settings.graph_ca_bundle) if settings.graph_ca_bundle else None),
+            timeout=REQUEST_TIMEOUT_S, follow_redirects=False,
             headers={"User-Agent": "netcheck-collector"})
         self.secret: str | None = None
         self._tokens: TokenSource | None = None
