@@ -110,7 +110,7 @@ def _incident_finding(issue: Issue, hit: Sequence[WorkloadResult], others_fail: 
     failed = any(w.status is Status.FAILED for w in hit)
     names = ", ".join(_short(w.name) for w in hit)
     status = _STATUS_WORDS.get(issue.status, issue.status)
-    what = f"{issue.service}{' (' + issue.feature + ')' if issue.feature else ''}"
+    what = f"{issue.service}{', ' + issue.feature if issue.feature else ''}"
     if incident:
         detail = (f"Microsoft reports an incident for {what} ({status}), which is why {names} "
                   f"{'does' if len(hit) == 1 else 'do'} not work properly from here. This is not your network: "
