@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from netcheck.collector.db import health_issues, health_poll, health_services, m
 from netcheck.collector.settings import Settings
 from netcheck.errors import ConfigError
 from netcheck.fleet_policy import usable_policy
+from tests.collector.conftest import sql
+from tests.collector.harness import CollectorProcess
 from tests.graph_double import CLIENT_ID, TENANT, GraphDouble, issue
 
 T0 = dt.datetime(2026, 12, 6, 15, 0, tzinfo=dt.UTC)
@@ -320,3 +323,22 @@ def test_settings_need_both_ids_and_an_https_graph() -> None:
     assert settings.service_health and "not-in-settings" not in repr(settings)
     assert "not-in-settings" not in json.dumps(settings.to_env())
     assert health.read_secret(settings, env) == "not-in-settings"
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {k: v for k, v in settings.to_env().items() if k.startswith(("NETCHECK_GRAPH", "NETCHECK_HEALTH"))}
+
+
+def test_a_collector_with_several_workers_polls_once(start_collector: Callable[..., CollectorProcess],
+                                                     settings: Settings, graph: GraphDouble) -> None:
+    proc = start_collector(env={**_env(settings), "NETCHECK_LOG_LEVEL": "info"}, args=("--workers", "2"))
+    for _ in range(300):
+        if [r for r in sql(proc.database_url, "SELECT last_success_at FROM health_poll") if r[0] is not None]:
+            break
+        time.sleep(0.1)
+    time.sleep(2)  # both workers have started their poll loop by now
+    overviews = [p for m, p in graph.requests if p.endswith("/healthOverviews")]
+    assert len(overviews) == 1 and sum(1 for m, _ in graph.requests if m == "POST") == 1
+    holders = sql(proc.database_url, "SELECT holder FROM health_poll")
+    assert len(holders) == 1 and holders[0][0]
+    assert graph.secret not in proc.stderr_path.read_text("utf-8", "replace")
