@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from netcheck.catalog import WorkloadMap
@@ -92,6 +93,32 @@ def from_policy(value: object) -> ServiceHealth | None:
         except (KeyError, TypeError, ValueError):
             continue
     return ServiceHealth(as_of, tuple(issues))
+
+
+def agent_policy_path() -> Path:
+    """Where the agent keeps the collector's last policy (``Spool().root / loop.POLICY_FILE``; a
+    test ties them together: importing the agent here would slow every ``netcheck check`` down)."""
+    from netcheck.paths import data_dir
+
+    return data_dir() / "spool" / "policy.json"
+
+
+def last_service_health(path: Path | None = None) -> ServiceHealth | None:
+    """For ``netcheck check`` on an enrolled laptop: Microsoft's service health from the policy
+    the agent last received, without asking the collector; None when there is none (the report
+    then points to Microsoft's status page)."""
+    from netcheck.errors import NetcheckError
+    from netcheck.files import load_user_json
+    from netcheck.fleet_policy import usable_policy
+
+    path = path or agent_policy_path()
+    if not path.is_file():
+        return None
+    try:
+        doc = load_user_json(path, limit=4 * 1024 * 1024, what="the agent's copy of the collector's policy")
+    except NetcheckError:
+        return None
+    return from_policy(usable_policy(doc)[0].get("service_health"))
 
 
 def _time_words(at: dt.datetime, now: dt.datetime) -> str:

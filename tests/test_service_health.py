@@ -156,3 +156,20 @@ def test_the_status_page_probe_against_a_loopback_stand_in(ca: trustme.CA, roots
 def test_the_status_page_is_data() -> None:
     assert WORKLOADS.status_site == {"Worldwide": "https://status.office365.com/"}
     assert "Exchange Online" in WORKLOADS.by_id("exchange").health_services
+
+
+def test_netcheck_check_reads_the_policy_the_agent_last_received(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from netcheck.agent.loop import POLICY_FILE
+    from netcheck.agent.spool import Spool
+    from netcheck.service_health import agent_policy_path, last_service_health
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert agent_policy_path() == Spool().root / POLICY_FILE
+    assert last_service_health() is None  # not enrolled, or no policy yet
+    agent_policy_path().write_text('{"service_health": {"as_of": "2026-12-06T14:56:00Z", "issues": []}}')
+    assert last_service_health() == ServiceHealth(NOW - dt.timedelta(minutes=4), ())
+    agent_policy_path().write_text('{"service_health": {"as_of": 1}}')
+    assert last_service_health() is None  # what the schema refuses is not used
+    agent_policy_path().write_text("not json")
+    assert last_service_health() is None
