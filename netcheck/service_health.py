@@ -35,6 +35,8 @@ STALE_AFTER = dt.timedelta(hours=2)
 STATUS_PROBE_S = 3.0
 #: issues shown per report at most
 MAX_SHOWN = 5
+#: the report schema's longest text (a summary, a title)
+MAX_TEXT = 4000
 _STATUS_WORDS = {
     "investigating": "Microsoft is investigating", "serviceDegradation": "service degraded",
     "serviceInterruption": "service interrupted", "restoringService": "Microsoft is restoring the service",
@@ -75,6 +77,11 @@ def _when(value: str) -> dt.datetime:
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
+def _line(value: object) -> str:
+    """One printable line: a title from Graph, through the collector, reaches a terminal."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())
+
+
 def from_policy(value: object) -> ServiceHealth | None:
     """The policy's ``service_health`` (already checked against the schema by
     ``fleet_policy.usable_policy``), or None; an entry that still cannot be read is left out."""
@@ -87,9 +94,10 @@ def from_policy(value: object) -> ServiceHealth | None:
     issues: list[Issue] = []
     for raw in value.get("issues") or ():
         try:
-            issues.append(Issue(str(raw["id"]), str(raw["service"]), str(raw["title"]), str(raw["classification"]),
-                                str(raw["status"]), _when(str(raw["start"])),
-                                raw.get("feature") if isinstance(raw.get("feature"), str) else None))
+            feature = _line(raw["feature"]) if isinstance(raw.get("feature"), str) else None
+            issues.append(Issue(_line(raw["id"]), _line(raw["service"]), _line(raw["title"]),
+                                _line(raw["classification"]), _line(raw["status"]), _when(str(raw["start"])),
+                                feature or None))
         except (KeyError, TypeError, ValueError):
             continue
     return ServiceHealth(as_of, tuple(issues))
@@ -244,5 +252,7 @@ def annotate(assessment: Assessment, workloads: WorkloadMap, instance: str, heal
     incidents = [f for f in found if f.code == "service_health.incident"]
     if incidents:
         service, _, rest = incidents[0].title.partition(": incident ")
-        summary += f" Microsoft reports an incident for {service} ({rest.split(',')[0]}): this is not your network."
+        line = f" Microsoft reports an incident for {service} ({rest.split(',')[0]}): this is not your network."
+        if len(summary) + len(line) <= MAX_TEXT:
+            summary += line
     return replace(assessment, findings=findings, summary=summary)

@@ -173,3 +173,30 @@ def test_netcheck_check_reads_the_policy_the_agent_last_received(tmp_path: Path,
     assert last_service_health() is None  # what the schema refuses is not used
     agent_policy_path().write_text("not json")
     assert last_service_health() is None
+
+
+@pytest.mark.parametrize("value", [
+    "down", 42, [], {"as_of": "yesterday", "issues": []}, {"as_of": None},
+    {"as_of": None, "issues": [{"id": "EX1"}]},
+    {"as_of": "2026-12-06T14:56:00Z", "issues": [{"id": "x" * 65, "service": "s", "title": "t",
+                                                   "classification": "incident", "status": "s",
+                                                   "start": "2026-12-06T14:02:00Z"}]},
+    {"as_of": "2026-12-06T14:56:00Z", "issues": [None] * 101}])
+def test_a_hostile_service_health_never_stops_a_check(value: object, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from netcheck.agent.loop import CheckRequest, check_options
+
+    with caplog.at_level(logging.WARNING, logger="netcheck.agent.loop"):
+        options = check_options(CheckRequest(policy={"service_health": value}))
+    assert options.service_health is None
+    assert "service_health" in caplog.text
+
+
+def test_titles_reach_the_report_as_one_printable_line() -> None:
+    got = from_policy({"as_of": "2026-12-06T14:56:00Z", "issues": [
+        {"id": "EX1", "service": "Exchange\nOnline", "title": "Mail \x1b[31mdown\x1b[0m\r\n  now",
+         "classification": "incident", "status": "investigating", "start": "2026-12-06T14:02:00Z", "feature": ""}]})
+    assert got is not None
+    issue = got.issues[0]
+    assert (issue.service, issue.title, issue.feature) == ("Exchange Online", "Mail [31mdown [0m now", None)
