@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -342,3 +343,31 @@ def test_a_collector_with_several_workers_polls_once(start_collector: Callable[.
     holders = sql(proc.database_url, "SELECT holder FROM health_poll")
     assert len(holders) == 1 and holders[0][0]
     assert graph.secret not in proc.stderr_path.read_text("utf-8", "replace")
+
+
+def test_admin_health_status_says_how_the_poll_goes(poller: health.Poller, engine: Engine, graph: GraphDouble,
+                                                    clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from netcheck.collector.cli import admin
+
+    for name in [k for k in os.environ if k.startswith("NETCHECK_")]:
+        monkeypatch.delenv(name)
+    url = engine.url.render_as_string(hide_password=False)
+    got = CliRunner().invoke(admin, ["health-status", "--database-url", url])
+    assert got.exit_code == 0 and got.output.startswith("Service health is not configured: set NETCHECK_GRAPH_TENANT")
+    assert poller.poll_once().state == "ok"
+    graph.expired_secret = True
+    poller._tokens = None
+    clock.advance(300)
+    assert poller.poll_once().state == "error"
+    monkeypatch.setenv("NETCHECK_GRAPH_TENANT", TENANT)
+    monkeypatch.setenv("NETCHECK_GRAPH_CLIENT_ID", CLIENT_ID)
+    got = CliRunner().invoke(admin, ["health-status", "--database-url", url])
+    assert got.exit_code == 0, got.output
+    lines = got.output.splitlines()
+    assert lines[0] == "Service health poll: failing"
+    assert lines[1] == "  last success: 2026-12-06T15:00:00Z"
+    assert "  error: the login service refused the app's credentials: invalid_client: AADSTS7000222" in got.output
+    assert "Active: 2 incident(s), 2 advisory(ies)" in got.output
+    assert "EX123456  incident" in got.output and graph.secret not in got.output
