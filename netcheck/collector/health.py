@@ -28,6 +28,7 @@ policy (:func:`policy_document`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import logging
@@ -416,6 +417,13 @@ class Poller:
     def close(self) -> None:
         self.client.close()
 
+    def release(self) -> None:
+        """Give the lease up (a stopping process), so that another one polls without waiting for it
+        to expire."""
+        with self.engine.begin() as conn:
+            conn.execute(health_poll.update().where(health_poll.c.name == POLLER, health_poll.c.holder == self.holder)
+                         .values(holder=None, lease_until=None))
+
     def _reader(self) -> GraphReader:
         if self._tokens is None:
             secret = read_secret(self.settings)
@@ -463,13 +471,17 @@ async def poll_forever(poller: Poller) -> None:
     try:
         while True:
             try:
-                await anyio.to_thread.run_sync(poller.poll_once)
+                # at shutdown the thread is left to finish its request: a stopping collector does
+                # not wait for Graph (up to REQUEST_TIMEOUT_S per page)
+                await anyio.to_thread.run_sync(poller.poll_once, abandon_on_cancel=True)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning("service health: database error: %s", str(exc).splitlines()[0][:300])
             except Exception as exc:  # a bug must not stop the collector; say it in one line
                 log.error("service health poll failed: %s", _scrub(f"{type(exc).__name__}: {exc}", poller.secret))
             await anyio.sleep(poller.tick_s * random.uniform(0.8, 1.0))
     finally:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            poller.release()
         poller.close()
 
 

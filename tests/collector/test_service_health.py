@@ -371,3 +371,15 @@ def test_admin_health_status_says_how_the_poll_goes(poller: health.Poller, engin
     assert "  error: the login service refused the app's credentials: invalid_client: AADSTS7000222" in got.output
     assert "Active: 2 incident(s), 2 advisory(ies)" in got.output
     assert "EX123456  incident" in got.output and graph.secret not in got.output
+
+
+def test_a_stopping_process_gives_the_lease_up(poller: health.Poller, settings: Settings, engine: Engine,
+                                               clock: Clock) -> None:
+    other = health.Poller(settings, engine, clock=clock, holder="test-b")
+    try:
+        assert poller.poll_once().state == "ok"
+        assert other.poll_once().state == "standby"
+        poller.release()
+        assert other.poll_once().state == "waiting"  # took the lease at once; the next poll is not due yet
+    finally:
+        other.close()
