@@ -22,8 +22,8 @@ The client secret comes from a file (``graph_client_secret_file``, read through
 and never stored: every error text goes through :func:`_scrub` before it is logged or stored.
 
 The dashboard and ``netcheck admin health-status`` read :func:`poll_status`,
-:func:`active_issues` and :func:`issue_timeline`; agents get :func:`served_health` with their
-policy (:func:`policy_document`).
+:func:`active_issues`, :func:`incidents_by_workload` and :func:`issue_timeline`; agents get
+:func:`served_health` with their policy (:func:`policy_document`).
 """
 
 from __future__ import annotations
@@ -541,6 +541,26 @@ def issue_timeline(conn: Connection, since: dt.datetime, until: dt.datetime,
     if services:
         query = query.where(t.service.in_(services))
     return [_issue_dict(r) for r in conn.execute(query)]
+
+
+def workload_services() -> dict[str, tuple[str, ...]]:
+    """netcheck's workloads (``report_workloads.workload_id``) -> the services of Microsoft's
+    service health behind each (``health_services`` in ``endpoints/workloads.toml``)."""
+    from netcheck.catalog import data_dir, load_workload_map
+
+    return {w.id: w.health_services for w in load_workload_map(data_dir() / "workloads.toml").workloads}
+
+
+def incidents_by_workload(conn: Connection, at: dt.datetime) -> dict[str, list[dict[str, Any]]]:
+    """For the dashboard: per workload, the incidents and advisories active at ``at`` for its
+    services (workloads without any are left out), so a failure at ``at`` can be marked."""
+    active = active_issues(conn, at)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for workload, services in workload_services().items():
+        found = [i for i in active if i["service"] in services]
+        if found:
+            out[workload] = found
+    return out
 
 
 def served_health(conn: Connection, now: dt.datetime) -> dict[str, Any] | None:

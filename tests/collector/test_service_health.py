@@ -127,6 +127,11 @@ def test_a_poll_reads_every_page_and_stores_incidents_and_advisories(poller: hea
                          "title": "Users can't access email", "classification": "incident",
                          "status": "serviceDegradation", "is_resolved": False, "start": "2026-12-06T14:02:00Z",
                          "end": None, "last_modified": "2026-12-06T14:02:00Z"}
+    with engine.begin() as conn:
+        marks = {w: [i["id"] for i in found] for w, found in health.incidents_by_workload(conn, T0).items()}
+        assert health.incidents_by_workload(conn, T0 - dt.timedelta(days=1)) == {}
+    assert marks["exchange"] == ["EX123456", "MO444444", "EX555555"]  # Exchange Online and the suite
+    assert marks["sharepoint"] == ["MO444444", "SP222222"] and marks["teams"] == ["MO444444"]
     status = _status(engine)
     assert status["state"] == "ok" and status["last_success_at"] == "2026-12-06T15:00:00Z"
     assert (status["active_incidents"], status["active_advisories"]) == (2, 2)
