@@ -168,17 +168,31 @@ def _incident_finding(issue: Issue, hit: Sequence[WorkloadResult], others_fail: 
                   f"collector: {issue.id} ({issue.classification}, {issue.status}) for {issue.service}",))
 
 
+def _hits(issue: Issue, affected: Sequence[WorkloadResult], services: Mapping[str, tuple[str, ...]]
+          ) -> list[WorkloadResult]:
+    return [w for w in affected if issue.service in services.get(w.id, ())]
+
+
+def _troubled(rows: Sequence[WorkloadResult]) -> list[WorkloadResult]:
+    return [w for w in rows if w.status in (Status.FAILED, Status.DEGRADED)]
+
+
+def _fresh(health: ServiceHealth | None, now: dt.datetime) -> ServiceHealth | None:
+    return health if health is not None and health.as_of is not None and now - health.as_of <= STALE_AFTER else None
+
+
 def health_findings(rows: Sequence[WorkloadResult], services: Mapping[str, tuple[str, ...]],
                     health: ServiceHealth | None, site: StatusSite | None, now: dt.datetime) -> tuple[Finding, ...]:
     """The findings about Microsoft's service health for the workloads that fail or degrade."""
-    affected = [w for w in rows if w.status in (Status.FAILED, Status.DEGRADED)]
+    affected = _troubled(rows)
     if not affected:
         return ()
-    if health is not None and health.as_of is not None and now - health.as_of <= STALE_AFTER:
+    if _fresh(health, now) is not None:
+        assert health is not None and health.as_of is not None
         out: list[Finding] = []
         tested = [w for w in rows if w.status is not Status.NOT_TESTED]
         for issue in health.issues:
-            hit = [w for w in affected if issue.service in services.get(w.id, ())]
+            hit = _hits(issue, affected, services)
             if hit and len(out) < MAX_SHOWN:
                 others_fail = len(tested) > len(hit) and all(w.status is Status.FAILED for w in tested)
                 out.append(_incident_finding(issue, hit, others_fail, health.as_of, now))
@@ -237,17 +251,23 @@ def annotate(assessment: Assessment, workloads: WorkloadMap, instance: str, heal
     page only when a workload fails or degrades and there is no recent word from the collector."""
     now = now or dt.datetime.now(dt.UTC)
     services = {w.id: w.health_services for w in workloads.workloads}
-    fresh = health is not None and health.as_of is not None and now - health.as_of <= STALE_AFTER
+    fresh = _fresh(health, now)
     site: StatusSite | None = None
-    troubled = any(w.status in (Status.FAILED, Status.DEGRADED) for w in assessment.workloads)
+    troubled = _troubled(assessment.workloads)
     url = workloads.status_site.get(instance)
-    if troubled and not fresh and url:
+    if troubled and fresh is None and url:
         site = probe_status_site(url, spec, deadline.sooner(STATUS_PROBE_S))
     found = health_findings(assessment.workloads, services, health, site, now)
     if not found:
         return assessment
+    # the reachability findings of a workload Microsoft reports an incident for: their fix waits
+    explained = {w.id for i in (fresh.issues if fresh else ()) if i.classification == "incident"
+                 for w in _hits(i, troubled, services)}
+    others = tuple(replace(f, remediation=f"If it still fails once Microsoft's incident (above) is over: "
+                                          f"{f.remediation}")
+                   if f.workload in explained and f.code.startswith("reach.") else f for f in assessment.findings)
     order = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
-    findings = tuple(sorted((*found, *assessment.findings), key=lambda f: order[f.severity]))
+    findings = tuple(sorted((*found, *others), key=lambda f: order[f.severity]))
     summary = assessment.summary
     incidents = [f for f in found if f.code == "service_health.incident"]
     if incidents:

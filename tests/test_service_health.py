@@ -117,6 +117,7 @@ def test_annotate_adds_the_incident_first_and_to_the_summary_and_keeps_the_verdi
     after = annotate(before, WORKLOADS, "Worldwide", fresh(EXCHANGE_DOWN), ProbeSpec(), Deadline.after(5), NOW)
     assert after.verdict is before.verdict and after.workloads == before.workloads
     assert [f.code for f in after.findings] == ["service_health.incident", "reach.exchange"]
+    assert after.findings[1].remediation == "If it still fails once Microsoft's incident (above) is over: r"
     assert after.summary == ("Right now, from here, you cannot use Exchange Online. Microsoft reports an incident "
                              "for Exchange Online (EX123456): this is not your network.")
     healthy = _assessment(*rows())
@@ -145,6 +146,7 @@ def test_the_status_page_probe_against_a_loopback_stand_in(ca: trustme.CA, roots
         after = annotate(_assessment(*rows(exchange=Status.FAILED)), replace(WORKLOADS, status_site={"Worldwide": url}),
                          "Worldwide", None, spec, Deadline.after(5), NOW)
     assert [f.code for f in after.findings] == ["reach.exchange", "service_health.status_site"]
+    assert after.findings[0].remediation == "r"  # no incident known: the fix stands
     assert after.findings[1].title == f"Is it Microsoft? See Microsoft's status page, {url}"
     assert "That page can be reached from here." in after.findings[1].detail
     down = f"https://{V4}:{closed_port()}/"
