@@ -191,6 +191,9 @@ class Workload:
     #: Sign-in: its key host answers the realm question, and a federation server (AD FS) it is
     #: federated to is one of its dependencies (role "federation").
     sign_in: bool = False
+    #: the services of Microsoft's service health (Graph's ``service`` names) that carry this
+    #: workload: their incidents are shown when it fails (netcheck.service_health)
+    health_services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ class WorkloadMap:
     tenant_names: Mapping[str, tuple[str, ...]]
     key_hosts: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     media_relay: Mapping[str, str] = field(default_factory=dict)
+    #: per instance, Microsoft's service status page (the backup channel when there is no collector)
+    status_site: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sign_in(self) -> str | None:
@@ -233,7 +238,8 @@ def load_workload_map(path: Path) -> WorkloadMap:
         workloads = tuple(
             Workload(id=wid, name=str(w["name"]), service_areas=tuple(w.get("service_areas", ())),
                      media=bool(w.get("media", False)), only_listed=bool(w.get("only_listed", False)),
-                     core=bool(w.get("core", True)), sign_in=bool(w.get("sign_in", False)))
+                     core=bool(w.get("core", True)), sign_in=bool(w.get("sign_in", False)),
+                     health_services=tuple(str(x) for x in w.get("health_services", ())))
             for wid, w in doc["workloads"].items()
         )
         listed: dict[str, dict[str, tuple[int, ...]]] = {
@@ -246,6 +252,7 @@ def load_workload_map(path: Path) -> WorkloadMap:
             canonical_instance(inst): {w: tuple(str(h).lower() for h in hosts) for w, hosts in m.items()}
             for inst, m in doc.get("key_hosts", {}).items()}
         media_relay = {canonical_instance(k): str(v) for k, v in doc.get("media_relay", {}).items()}
+        status_site = {canonical_instance(k): str(v) for k, v in doc.get("status_site", {}).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"{path}: malformed ({exc})") from exc
     ids = {w.id for w in workloads}
@@ -256,7 +263,10 @@ def load_workload_map(path: Path) -> WorkloadMap:
             for w in names:
                 if w not in ids:
                     raise CatalogError(f"{path}: [{section}.{inst}] names unknown workload {w!r}")
-    return WorkloadMap(workloads, fallback, listed, tenant_names, key_hosts, media_relay)
+    for inst, url in status_site.items():
+        if not url.startswith("https://"):
+            raise CatalogError(f"{path}: [status_site] {inst} must be an https:// URL")
+    return WorkloadMap(workloads, fallback, listed, tenant_names, key_hosts, media_relay, status_site)
 
 
 # --- targets -------------------------------------------------------------------

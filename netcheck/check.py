@@ -50,6 +50,7 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
+from netcheck.service_health import ServiceHealth, annotate
 from netcheck.site_cases import known_sites, one_case, settings_profile, site_cases, site_down_names
 from netcheck.site_facts import gather
 from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
@@ -81,6 +82,9 @@ class CheckOptions:
     #: ``--site-down``: show just the case of these sites going down together.
     site_down: tuple[str, ...] = ()
     policy: Policy = field(default_factory=load_policy)
+    #: Microsoft's service health from the collector's policy (None: none; the report then points
+    #: to Microsoft's status page): see netcheck.service_health
+    service_health: ServiceHealth | None = None
 
 
 def host_info() -> HostInfo:
@@ -200,6 +204,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile, sites if len(sites) > 1
                                              else (), deadline, pac, proxies, network, now, down)
     assessment = combine(now, outage)
+    if families:  # is it us or Microsoft?
+        assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health, spec, deadline)
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(

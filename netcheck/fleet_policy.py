@@ -67,6 +67,31 @@ SCHEMA: dict[str, Any] = {
                                     "^(https://[^\\s]+|http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/[^\\s]*)?)$"}]},
     },
 }
+#: ``service_health``, which the collector adds to the policy it serves when it polls Microsoft's
+#: service health (``netcheck.collector.health.served_health``); not a stored key, so not in
+#: DEFAULTS or KEYS, and agents that do not know it only log that they ignore it
+_TIME = {"type": "string", "maxLength": 40, "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$"}
+_LINE = {"type": "string", "minLength": 1, "maxLength": 1000}
+SCHEMA["properties"]["service_health"] = {
+    "type": "object", "additionalProperties": False, "required": ["as_of", "issues"],
+    "properties": {
+        "as_of": {"anyOf": [{"type": "null"}, _TIME]},
+        "issues": {"type": "array", "maxItems": 100, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "service", "title", "classification", "status", "start"],
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "service": {"type": "string", "minLength": 1, "maxLength": 200},
+                "feature": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 200}]},
+                "title": _LINE,
+                "classification": {"enum": ["incident", "advisory"]},
+                "status": {"type": "string", "minLength": 1, "maxLength": 64},
+                "start": _TIME,
+                "last_modified": {"anyOf": [{"type": "null"}, _TIME]},
+            },
+        }},
+    },
+}
 check_schema(SCHEMA)
 
 #: what ``netcheck admin policy set KEY`` accepts: every key, and every member of the objects

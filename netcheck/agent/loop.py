@@ -378,7 +378,7 @@ def refresh_endpoints(policy: Mapping[str, Any], instance: str) -> str | None:
 
 def check_options(request: CheckRequest) -> CheckOptions:
     """The check's options from the collector's policy (tenant, instance, user domain, thresholds,
-    site profiles), the request (deadline, thorough) and the device's ``site`` tag.
+    site profiles, Microsoft's service health), the request (deadline, thorough) and the device's ``site`` tag.
 
     A value the agent cannot use is logged and left out; it never fails the check.
     """
@@ -393,10 +393,13 @@ def check_options(request: CheckRequest) -> CheckOptions:
         log.warning("ignoring what cannot be used in the collector's policy (defaults kept): %s%s",
                     "; ".join(problems[:30]), more)
     site = request.tags.get("site")
+    from netcheck.service_health import from_policy
+
     return CheckOptions(instance=pol["instance"], tenant=pol["tenant"] or None, deadline_s=request.deadline_s,
                         thorough=request.thorough, policy=local, user=_user_domain(pol.get("user_domain")),
                         site_profiles=_site_profiles(pol.get("site_profiles")),
-                        site_tag=site if isinstance(site, str) and site else None)
+                        site_tag=site if isinstance(site, str) and site else None,
+                        service_health=from_policy(pol.get("service_health")))
 
 
 def _user_domain(value: object) -> str | None:

@@ -18,7 +18,9 @@ A database that cannot be reached, is locked past the timeout or refuses writes 
 tracebacks go to the log, not to the client.
 
 Besides requests, each process deletes the reports past the retention period now and then
-(``prune_forever``), in short transactions of its own.
+(``prune_forever``), in short transactions of its own, and, when an app registration is
+configured, takes its turn for the lease that lets one process poll Microsoft service health
+(``health.poll_forever``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from netcheck import __version__
-from netcheck.collector import store
+from netcheck.collector import health, store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
@@ -335,7 +337,7 @@ class _Api:
 
     async def policy(self, request: Request) -> Response:
         await self.authenticated(request)
-        return JSONResponse(await self._db(self._read, store.get_policy))
+        return JSONResponse(await self._db(self._read, health.policy_document))
 
     async def sweeps(self, request: Request) -> Response:
         device_id = await self.authenticated(request)
@@ -384,11 +386,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
-        pruner = asyncio.create_task(api.prune_forever())
+        tasks = [asyncio.create_task(api.prune_forever())]
+        if settings.service_health:  # Microsoft service health: one process polls (a lease)
+            tasks.append(asyncio.create_task(health.poll_forever(health.Poller(settings, engine))))
         yield
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         engine.dispose()
 
     routes = [

@@ -142,6 +142,12 @@ def serve(host: str | None, port: int | None, database_url: str | None, tls_cert
             engine.dispose()
         if settings.tls_cert and settings.tls_key:
             _check_tls(settings.tls_cert, settings.tls_key)
+        if settings.service_health:
+            from netcheck.collector.health import SECRET_ENV, read_secret
+
+            if not read_secret(settings):
+                raise ConfigError("service health is configured (NETCHECK_GRAPH_CLIENT_ID) but the client secret "
+                                  f"is missing: set NETCHECK_GRAPH_CLIENT_SECRET_FILE or {SECRET_ENV}")
         config = uvicorn.Config(
             "netcheck.collector.app:create_app_from_env", factory=True,
             host=settings.host, port=settings.port, workers=settings.workers,
@@ -385,3 +391,36 @@ def sweep_list(as_json: bool, database_url: str | None) -> None:
         click.echo(json.dumps(rows, indent=2))
     else:
         click.echo(_table(rows, ["id", "tag", "thorough", "created_at", "expires_at", "answers"]))
+
+
+@admin.command("health-status")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+@_database_option
+def health_status(as_json: bool, database_url: str | None) -> None:
+    """Microsoft service health: how the Graph poll goes, and the active incidents and advisories."""
+    from netcheck.collector.health import active_issues, poll_status
+
+    with _errors():
+        settings = Settings.from_env(database_url=database_url)
+    with _connection(database_url) as conn:
+        status = poll_status(conn)
+        issues = active_issues(conn, store.utcnow())
+    status["configured"] = settings.service_health
+    if as_json:
+        click.echo(json.dumps({**status, "issues": issues}, indent=2, ensure_ascii=False))
+        return
+    if not settings.service_health and not status["polled"]:
+        click.echo("Service health is not configured: set NETCHECK_GRAPH_TENANT, NETCHECK_GRAPH_CLIENT_ID and "
+                   "NETCHECK_GRAPH_CLIENT_SECRET_FILE for `netcheck serve` (see the README).")
+        return
+    click.echo(f"Service health poll: {status['state']}")
+    for key, label in (("last_success_at", "last success"), ("last_error_at", "last error"),
+                       ("next_poll_at", "next poll")):
+        click.echo(f"  {label}: {status[key] or 'never'}")
+    if status["last_error"]:
+        click.echo(f"  error: {status['last_error']}")
+    if status["last_note"]:
+        click.echo(f"  note: {status['last_note']}")
+    click.echo(f"Active: {status['active_incidents']} incident(s), {status['active_advisories']} advisory(ies)")
+    if issues:
+        click.echo(_table(issues, ["id", "classification", "service", "status", "start", "title"]))

@@ -192,6 +192,52 @@ rate_counters = sa.Table(
 )
 
 
+#: Microsoft service health, polled from Graph (netcheck.collector.health; migration 0007): the
+#: issues (incidents and advisories) as Graph last described them
+health_issues = sa.Table(
+    "health_issues", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("service", sa.String(200), nullable=False),
+    sa.Column("feature", sa.String(200)),
+    sa.Column("title", sa.String(1000), nullable=False),
+    sa.Column("impact", sa.Text),
+    sa.Column("classification", sa.String(32), nullable=False),
+    sa.Column("origin", sa.String(32)),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("is_resolved", sa.Boolean, nullable=False),
+    sa.Column("start_at", UTCDateTime),
+    sa.Column("end_at", UTCDateTime),
+    sa.Column("last_modified_at", UTCDateTime),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Index(None, "is_resolved"),
+    sa.Index(None, "start_at"),
+)
+
+#: the health overview: each subscribed service's current status
+health_services = sa.Table(
+    "health_services", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("service", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: one row per poller: the lease that lets one collector process poll, and the poll's status
+health_poll = sa.Table(
+    "health_poll", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("next_poll_at", UTCDateTime),
+    sa.Column("last_attempt_at", UTCDateTime),
+    sa.Column("last_success_at", UTCDateTime),
+    sa.Column("last_error_at", UTCDateTime),
+    sa.Column("last_error", sa.String(500)),
+    sa.Column("last_note", sa.String(500)),
+)
+
+
 def relax_durability(conn: Connection) -> None:
     """This transaction need not wait for its commit to reach the disk (PostgreSQL).
 

@@ -75,6 +75,21 @@ class Settings:
     #: seconds between two deletions of expired reports by each collector process (randomised
     #: by +-50 % so that processes and hosts do not all start at once)
     prune_interval_s: float = 3600.0
+    #: Microsoft service health (netcheck.collector.health): the Entra app registration with the
+    #: ServiceHealth.Read.All application permission. Off unless tenant and client id are set. The
+    #: client secret is never a setting (settings are passed to workers in the environment and
+    #: printed): it is read from ``graph_client_secret_file``, else NETCHECK_GRAPH_CLIENT_SECRET.
+    graph_tenant: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret_file: str | None = None
+    #: where Graph and the login service are (a national cloud, or a loopback double in tests)
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    graph_authority: str = "https://login.microsoftonline.com"
+    #: trust only this CA bundle (PEM) for Graph and the login service, instead of the system's
+    graph_ca_bundle: str | None = None
+    #: seconds between two polls of Graph by the whole collector (one process holds the lease);
+    #: Microsoft updates incidents about hourly, so 5 minutes is prompt and polite
+    health_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -94,6 +109,14 @@ class Settings:
             raise ConfigError("retention_days must be 0 (keep forever) or a number of days")
         if self.prune_interval_s <= 0:
             raise ConfigError("prune_interval_s must be positive")
+        if (self.graph_tenant is None) != (self.graph_client_id is None):
+            raise ConfigError("service health needs both graph_tenant and graph_client_id "
+                              "(NETCHECK_GRAPH_TENANT, NETCHECK_GRAPH_CLIENT_ID), or neither")
+        for name in ("graph_url", "graph_authority"):
+            if not str(getattr(self, name)).startswith("https://"):
+                raise ConfigError(f"{name} must be an https:// URL")
+        if not 1 <= self.health_interval_s <= 86400:
+            raise ConfigError("health_interval_s must be between 1 and 86400 seconds")
         if self.db_pool_size < 1:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:
@@ -109,6 +132,11 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def service_health(self) -> bool:
+        """Whether the collector polls Microsoft service health (an app registration is configured)."""
+        return self.graph_client_id is not None
 
     @property
     def url(self) -> str:

@@ -71,6 +71,7 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     """
     from netcheck.check import CheckOptions, perform_check
     from netcheck.render.json import render_json
+    from netcheck.service_health import last_service_health
 
     # What is loaded by now (modules, click's objects) outlives the check: the cyclic garbage
     # collector need not scan it again and again while probing (~35 ms of CPU). Unfrozen
@@ -80,7 +81,8 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
         options = CheckOptions(instance=instance, tenant=tenant, endpoints_file=endpoints_file,
                                deadline_s=deadline_s, thorough=thorough, whoami_name=whoami_name,
                                teams_relay=teams_relay, user=user, site_profile=site_profile,
-                               site_down=site_down)
+                               site_down=site_down,
+                               service_health=last_service_health())  # an enrolled laptop's, if any
         show_progress = not no_progress and not as_json and sys.stderr.isatty()
         if show_progress:
             report = _with_progress(perform_check, options)

@@ -1,0 +1,148 @@
+"""Must show (issue 15): a simulated Exchange incident is published on a loopback Graph, the real
+collector (``netcheck serve``) polls it, an enrolled agent whose Exchange check fails (its front
+door refuses connections on loopback) gets the incident with its policy, and the agent's text,
+HTML and JSON reports name it; the collector's store has the report, and the query the dashboard
+will call (``health.active_issues``) names the incident at that time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+import netcheck.check as check_module
+from netcheck.agent.loop import build_agent, default_run_check, run_once
+from netcheck.agent.schedule import Schedule
+from netcheck.collector import health
+from netcheck.collector.db import make_engine
+from netcheck.collector.store import decode_report
+from netcheck.deadline import Deadline
+from netcheck.models import Category, ProbeResult, ProbeSpec, Report, Target
+from netcheck.platform import Interface
+from netcheck.probes.tcp import probe_tcp
+from netcheck.proxy import ProxySettings
+from netcheck.render.html import render_html
+from netcheck.render.json import report_to_dict
+from netcheck.render.text import render_text
+from tests.agent.conftest import Real, Rig
+from tests.agent.test_loop import _admin
+from tests.collector.conftest import sql
+from tests.graph_double import CLIENT_ID, TENANT, GraphDouble, issue
+from tests.servers import V4, closed_port
+
+
+class _Laptop:
+    """What perform_check asks of the platform: no proxy, one wired interface, no OneDrive."""
+
+    def proxy_settings(self) -> ProxySettings:
+        return ProxySettings(source="test")
+
+    def interfaces(self) -> tuple[Interface, ...]:
+        return (Interface("eth0", "physical", None, (), ("192.168.1.20/24",), True),)
+
+    def onedrive_urls(self) -> tuple[str, ...]:
+        return ()
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Iterator[GraphDouble]:
+    double = GraphDouble(trustme.CA()).start()
+    double.ca.cert_pem.write_to_path(str(tmp_path / "graph-ca.pem"))
+    (tmp_path / "graph-secret").write_text(double.secret, encoding="utf-8")
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def teams_front_door() -> Iterator[int]:
+    """A listening loopback port: Teams answers; Exchange's port is closed."""
+    sock = socket.socket()
+    sock.bind((V4, 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange(
+        real: Callable[..., Real], rigs: Callable[..., Rig], graph: GraphDouble, teams_front_door: int,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=40)).replace(second=0, microsecond=0)
+    since = start.strftime("%H:%M")
+    graph.issues = [issue("EX123456", "Exchange Online", "Users can't access email",
+                          start=start.isoformat().replace("+00:00", "Z"), status="serviceInterruption"),
+                    issue("TM000001", "Microsoft Teams", "Old chat delays", resolved=True, status="serviceRestored",
+                          start="2026-11-01T09:00:00Z", end="2026-11-01T10:00:00Z")]
+    collector = real(env={
+        "NETCHECK_GRAPH_TENANT": TENANT, "NETCHECK_GRAPH_CLIENT_ID": CLIENT_ID,
+        "NETCHECK_GRAPH_CLIENT_SECRET_FILE": str(tmp_path / "graph-secret"),
+        "NETCHECK_GRAPH_URL": graph.graph_url, "NETCHECK_GRAPH_AUTHORITY": graph.url,
+        "NETCHECK_GRAPH_CA_BUNDLE": str(tmp_path / "graph-ca.pem"), "NETCHECK_LOG_LEVEL": "info"})
+    for _ in range(300):  # the collector polls Graph as it starts
+        if sql(collector.database_url, "SELECT last_success_at FROM health_poll")[0:1] and \
+                sql(collector.database_url, "SELECT last_success_at FROM health_poll")[0][0] is not None:
+            break
+        time.sleep(0.1)
+    status = json.loads(_admin(collector.database_url, "health-status", "--json"))
+    assert status["state"] == "ok" and status["active_incidents"] == 1, status
+    assert [i["id"] for i in status["issues"]] == ["EX123456"]
+
+    # the agent's check: Exchange's front door refuses connections, Teams' answers (real TCP probes
+    # on loopback); everything else of perform_check (assessment, service health, report) is real
+    async def loopback_probes(plan: Any, spec: ProbeSpec, deadline: Deadline, *args: Any, **kwargs: Any
+                              ) -> list[ProbeResult]:
+        exchange = Target("outlook.office365.com", closed_port(), None, V4, Category.OPTIMIZE, ("exchange",))
+        teams = Target("teams.microsoft.com", teams_front_door, None, V4, Category.OPTIMIZE, ("teams",))
+        return [await probe_tcp(exchange, spec, deadline), await probe_tcp(teams, spec, deadline)]
+
+    reports: list[Report] = []
+    real_perform = check_module.perform_check
+
+    def perform(options: Any, **kwargs: Any) -> Report:
+        reports.append(real_perform(options, **kwargs))
+        return reports[-1]
+
+    monkeypatch.setattr(check_module, "routable_families", lambda addresses: (("ipv4",), ""))
+    monkeypatch.setattr(check_module, "current_platform", _Laptop)
+    monkeypatch.setattr(check_module, "run_plan", loopback_probes)
+    monkeypatch.setattr(check_module, "_predict_outage", lambda *args: (None, ()))
+    monkeypatch.setattr(check_module, "perform_check", perform)
+    rig = rigs(collector.url, collector.secret)
+    agent = build_agent(run_check=default_run_check, spool=rig.spool, client=rig.client, uploader=rig.uploader,
+                        schedule=Schedule(), tags=rig.store.load_config().tags)
+    result = run_once(agent, upload_deadline_s=30)
+    assert (result.checks, result.spooled, result.upload.stored) == (1, 1, 1)
+    assert agent.shared.policy["service_health"]["issues"][0]["id"] == "EX123456"  # came with the policy
+
+    report = reports[0]
+    named = f"Exchange Online: incident EX123456, 'Users can't access email', since {since} UTC"
+    statuses = {w.id: str(w.status) for w in report.assessment.workloads}
+    assert statuses["exchange"] == "failed" and statuses["teams"] == "ok"
+    text = render_text(report, width=200)
+    assert named in text and "This is not your network" in text
+    assert "Microsoft reports an incident for Exchange Online (EX123456): this is not your network." in text
+    page = render_html(report_to_dict(report))
+    assert "EX123456" in page and "Users can&#x27;t access email" in page and "not your network" in page
+    stored = sql(collector.database_url, "SELECT report_lz4 FROM reports")
+    doc = decode_report(bytes(stored[0][0]))
+    incident = [f for f in doc["findings"] if f["code"] == "service_health.incident"]
+    assert incident[0]["title"] == named and incident[0]["workload"] == "exchange"
+    assert "TM000001" not in json.dumps(doc)  # resolved long ago: not shown
+
+    # the dashboard's half will call this at the failure's time (issue 15; the dashboard is issue 13's)
+    engine = make_engine(collector.database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            at = dt.datetime.fromisoformat(doc["measured_at"].replace("Z", "+00:00"))
+            assert [i["id"] for i in health.active_issues(conn, at, ("Exchange Online",))] == ["EX123456"]
+    finally:
+        engine.dispose()
+    log = collector.proc.stderr_path.read_text("utf-8", "replace")
+    assert graph.secret not in log
