@@ -33,6 +33,9 @@ VERDICTS = ("READY", "AT_RISK", "NOT_READY", "UNKNOWN")
 VERDICT_LABELS = {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY", "UNKNOWN": "COULD NOT ASSESS",
                   None: "NO REPORT YET"}
 PAGE_SIZE = 50
+#: a device not seen for this long counts as offline in a sweep's coverage (the agent polls for
+#: sweeps at every upload, and checks every few hours)
+OFFLINE_AFTER = dt.timedelta(hours=24)
 TREND_DAYS = 30
 
 
@@ -242,17 +245,21 @@ def sweep(conn: Connection, sweep_id: str) -> Any:
 
 
 def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime) -> dict[str, Any]:
-    """Targeted, answered; of the rest: seen since the sweep started (pending) or not (offline)."""
+    """Targeted, answered; of the rest: seen in the last ``OFFLINE_AFTER`` (pending) or not (offline, since
+    its last contact, listed with the devices)."""
     targets = _targets(sw).subquery()
     targeted = int(conn.execute(sa.select(sa.func.count()).select_from(targets)).scalar_one())
     answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
                                 .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
     not_answered = _not_answered(sw)
     offline = int(conn.execute(sa.select(sa.func.count()).select_from(
-        not_answered.where(sa.or_(devices.c.last_seen_at.is_(None),
-                                  devices.c.last_seen_at < sw.created_at)).subquery())).scalar_one())
+        not_answered.where(_offline(now)).subquery())).scalar_one())
     return {"targeted": targeted, "answered": answered, "pending": max(0, targeted - answered - offline),
             "offline": offline, "expired": sw.expires_at <= now}
+
+
+def _offline(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < now - OFFLINE_AFTER)
 
 
 def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
@@ -295,7 +302,8 @@ def _not_answered(sw: Any) -> Any:
 SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verdict", "verdict", "received_at")
 
 
-def sweep_devices_page(conn: Connection, sw: Any, answered: bool, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
+                       size: int = PAGE_SIZE) -> Page:
     """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
     if answered:
         query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
@@ -310,7 +318,7 @@ def sweep_devices_page(conn: Connection, sw: Any, answered: bool, page: int = 1,
     for r in result.rows:
         seen = r.get("last_seen_at")
         r["state"] = ("answered" if answered else
-                      "pending" if seen is not None and seen >= sw.created_at else "offline")
+                      "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
         r.setdefault("verdict", None)
         r.setdefault("received_at", None)
     return result

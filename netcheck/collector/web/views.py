@@ -329,7 +329,7 @@ class Dashboard:
         return {"sw": sw, "coverage": coverage,
                 "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"])),
                 "workloads": queries.sweep_workloads(conn, sw.id),
-                "devices": queries.sweep_devices_page(conn, sw, answered, page, size)}
+                "devices": queries.sweep_devices_page(conn, sw, answered, now, page, size)}
 
     async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
                     error: str | None = None, status: int = 200) -> Response:
