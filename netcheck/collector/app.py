@@ -264,6 +264,7 @@ class _Api:
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
             sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
+            catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
         )
 
     def _store(self, device_id: str, item: store.Incoming) -> str:

@@ -191,6 +191,17 @@ report_findings = sa.Table(
     sa.Index(None, "code"),
 )
 
+#: the endpoint data each device's newest report was tested against, for the dashboard's
+#: "Endpoint data" page (migration 0006; upserted on ingest, the highest report wins)
+device_catalogs = sa.Table(
+    "device_catalogs", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("instance", sa.String(32), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("report_pk", sa.BigInteger, nullable=False),
+    sa.Index(None, "instance", "version"),
+)
+
 #: dashboard accounts (``netcheck admin user``): argon2 hashes, a role, the lock-out counter
 ui_users = sa.Table(
     "ui_users", metadata,

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from netcheck import fleet_policy
 from netcheck.collector import auth
 from netcheck.collector.db import (
+    device_catalogs,
     device_tags,
     device_tokens,
     devices,
@@ -230,6 +231,8 @@ class Incoming:
     sweep_id: str | None
     #: ``finding_rows`` of the report: (code, severity, workload id, title, remediation)
     findings: tuple[tuple[str, str, str | None, str, str], ...] = ()
+    #: the endpoint data the report was tested against: (instance, version)
+    catalog: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ class _IngestSql:
     existing: Any
     insert_workloads: Any
     insert_findings: Any
+    upsert_catalog: Any
     update_device: Any
 
 
@@ -259,6 +263,7 @@ def _ingest_sql(dialect: str) -> _IngestSql:
                                                         reports.c.report_id == sa.bindparam("b_report")),
         insert_workloads=sa.insert(report_workloads),
         insert_findings=sa.insert(report_findings),
+        upsert_catalog=_upsert_catalog(dialect),
         update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
             last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
             dropped_total=devices.c.dropped_total + sa.bindparam("b_dropped", type_=sa.BigInteger),
@@ -269,6 +274,16 @@ def _ingest_sql(dialect: str) -> _IngestSql:
             last_seq=sa.case((newer, sa.bindparam("b_seq", type_=sa.BigInteger)), else_=devices.c.last_seq),
         ),
     )
+
+
+def _upsert_catalog(dialect: str) -> Any:
+    stmt = dialect_insert(dialect, device_catalogs).values(
+        {name: sa.bindparam(name) for name in ("device_id", "instance", "version", "report_pk")})
+    return stmt.on_conflict_do_update(
+        index_elements=[device_catalogs.c.device_id],
+        set_={"instance": stmt.excluded.instance, "version": stmt.excluded.version,
+              "report_pk": stmt.excluded.report_pk},
+        where=device_catalogs.c.report_pk < stmt.excluded.report_pk)
 
 
 def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -> str:
@@ -298,6 +313,9 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
             {"report_pk": pk, "code": code, "device_id": device_id, "severity": severity, "workload_id": workload,
              "title": title, "remediation": remediation}
             for code, severity, workload, title, remediation in item.findings])
+    if item.catalog is not None:
+        execute_hot(conn, sql.upsert_catalog, {"device_id": device_id, "instance": item.catalog[0],
+                                               "version": item.catalog[1], "report_pk": pk})
     execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
                                           "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
     if item.sweep_id is not None:

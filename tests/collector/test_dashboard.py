@@ -4,24 +4,31 @@ sessions, CSRF, roles, lock-out, the pages, exports, and a hostile report."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from netcheck.catalog import load_versions
 from netcheck.collector.web import accounts
-from tests.collector.conftest import Fleet, upload
+from netcheck.webservice import EndpointCache
+from tests.collector.conftest import Fleet, sample_report, upload
 from tests.collector.dashboard import PAYLOAD, add_user, admin_cli, csrf_of, hostile_report, sign_in
+from tests.collector.harness import CollectorProcess
 
-PAGES = ("/ui/", "/ui/devices", "/ui/sweeps", "/ui/admin", "/ui/sites")
+ENDPOINTS = Path(__file__).resolve().parents[2] / "endpoints"
+
+PAGES = ("/ui/", "/ui/devices", "/ui/sweeps", "/ui/admin", "/ui/sites", "/ui/endpoints")
 
 
-@pytest.fixture
-def fleet(fleet: Fleet) -> Iterator[Fleet]:
-    """The shared collector's fleet; every HTTP client a test opens is closed after it."""
-    yield fleet
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every HTTP client a test opens is closed after it."""
+    yield
     for client in OPENED:
         client.close()
     OPENED.clear()
@@ -128,11 +135,12 @@ def test_hostile_report_is_text_on_every_page_and_neutralised_in_exports(fleet: 
     report = client.get(f"/ui/devices/{device.device_id}/report")
     assert "sandbox" in report.headers["content-security-policy"]
     exported = client.get("/ui/devices", params={"name": PAYLOAD[:20], "format": "csv"})
-    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    rows = [r for r in csv.DictReader(io.StringIO(exported.text)) if r["device_id"] == device.device_id]
     assert [r["name"] for r in rows] == ["'" + PAYLOAD]
-    assert rows[0]["device_id"] == device.device_id
+    assert rows[0]["tags"] == f"site={PAYLOAD[:100]}"  # starts with "site=", no formula
     as_json = client.get("/ui/devices", params={"name": PAYLOAD[:20], "format": "json"}).json()
-    assert as_json["devices"][0]["name"] == PAYLOAD  # JSON carries the value as it is
+    mine = [d for d in as_json["devices"] if d["device_id"] == device.device_id]
+    assert mine[0]["name"] == PAYLOAD  # JSON carries the value as it is
 
 
 def test_overview_counts_findings_and_filters_deep_link(fleet: Fleet) -> None:
@@ -151,3 +159,29 @@ def test_overview_counts_findings_and_filters_deep_link(fleet: Fleet) -> None:
     assert page.count('href="/ui/devices/') == 3
     history = client.get(f"/ui/devices/{devices[0].device_id}", params={"format": "csv"}).text
     assert history.splitlines()[0] == "received_at,measured_at,verdict,tool_version,sweep_id,report_id"
+
+
+def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet],
+        tmp_path: Path) -> None:
+    # the collector's host ran `netcheck endpoints update`: its cache holds a newer version in which
+    # Microsoft added a Teams media prefix (an Optimize change the VPN team must act on)
+    data = json.loads((ENDPOINTS / "worldwide.json").read_text("utf-8"))
+    teams = next(s for s in data if s["id"] == 11)
+    teams["ips"].append("2603:1063:4000::/38")
+    cache = tmp_path / "cache"
+    EndpointCache(cache / "netcheck" / "endpoints").store(
+        "Worldwide", json.dumps(data).encode(), "2026120100", dt.datetime.now(dt.UTC), "https://example.invalid/")
+    proc = start_collector(env={"XDG_CACHE_HOME": str(cache)})
+    fleet = fleet_factory(proc)
+    bundled = load_versions(ENDPOINTS)["Worldwide"]
+    for version in (bundled, bundled, "2025010100"):
+        report = sample_report(catalog={"instance": "Worldwide", "version": version, "source": "bundled"})
+        assert fleet.post(fleet.enroll(), upload(report)).status_code == 200
+    client, _ = signed_in(fleet, "read-only")
+    page = client.get("/ui/endpoints")
+    assert page.status_code == 200
+    assert "2603:1063:4000::/38" in page.text  # the new Optimize prefix, from endpoint_diff
+    assert "does not hold version 2025010100" in page.text
+    rows = client.get("/ui/endpoints", params={"format": "json"}).json()["endpoint-versions"]
+    assert sorted((r["version"], r["devices"]) for r in rows) == [("2025010100", 1), (bundled, 2)]

@@ -9,6 +9,7 @@ Every function takes an open ``Connection``; lists take a ``Filters`` and a page
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import store
 from netcheck.collector.db import (
+    device_catalogs,
     device_tags,
     devices,
     enroll_secrets,
@@ -74,31 +76,65 @@ def verdict_counts(conn: Connection) -> dict[str | None, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def verdict_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
-    """Reports received per UTC day and verdict over the last ``days`` days (oldest first)."""
-    start = (now - dt.timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+def _day_start(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def reports_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
+    """Reports received per UTC day (``YYYY-MM-DD``) and verdict, from ``start`` (a day's start) to ``end``."""
     day = (sa.func.date(reports.c.received_at) if conn.dialect.name == "sqlite"
            else sa.func.date_trunc("day", reports.c.received_at))
     rows = conn.execute(sa.select(day.label("day"), reports.c.verdict, sa.func.count())
-                        .where(reports.c.received_at >= start).group_by(day, reports.c.verdict)).all()
-    by_day: dict[str, dict[str, int]] = {}
+                        .where(reports.c.received_at >= start, reports.c.received_at < end)
+                        .group_by(day, reports.c.verdict)).all()
+    out: dict[str, dict[str, int]] = {}
     for r in rows:
-        key = str(r[0])[:10]
-        by_day.setdefault(key, {})[r[1]] = int(r[2])
-    out = []
-    for i in range(days):
-        key = (start + dt.timedelta(days=i)).date().isoformat()
-        counts = by_day.get(key, {})
-        out.append({"day": key, **{v: counts.get(v, 0) for v in VERDICTS}})
+        out.setdefault(str(r[0])[:10], {})[r[1]] = int(r[2])
     return out
+
+
+class TrendCache:
+    """The 30-day trend without counting 30 days of reports on every page view: a finished day's
+    counts are kept (for ``keep``: a late or pruned report shows within the hour); today's are
+    counted each time (an index range scan of today's reports)."""
+
+    def __init__(self, keep: dt.timedelta = dt.timedelta(hours=1)) -> None:
+        self.keep = keep
+        self._days: dict[str, tuple[dt.datetime, dict[str, int]]] = {}
+        self._lock = threading.Lock()  # pages are served from several threads
+
+    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._trend(conn, now, days)
+
+    def _trend(self, conn: Connection, now: dt.datetime, days: int) -> list[dict[str, Any]]:
+        today = _day_start(now)
+        wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+        fresh = {d for d, (at, _) in self._days.items() if now - at < self.keep}
+        missing = [d for d in wanted[:-1] if d not in fresh]
+        if missing:
+            start = dt.datetime.fromisoformat(missing[0]).replace(tzinfo=dt.UTC)
+            counted = reports_by_day(conn, start, today)
+            for d in missing:
+                self._days[d] = (now, counted.get(d, {}))
+        for d in [d for d in self._days if d not in wanted]:
+            del self._days[d]
+        current = reports_by_day(conn, today, today + dt.timedelta(days=1)).get(wanted[-1], {})
+        counts = {d: self._days[d][1] for d in wanted[:-1]} | {wanted[-1]: current}
+        return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
+
+
+def _latest_pks() -> Any:
+    """The newest report of every device not revoked (probed by primary key: never a scan of all reports)."""
+    return sa.select(devices.c.last_report_pk).where(devices.c.revoked_at.is_(None),
+                                                     devices.c.last_report_pk.is_not(None))
 
 
 def workload_counts(conn: Connection) -> dict[str, dict[str, int]]:
     """Per workload, the devices whose latest report has each status."""
     rows = conn.execute(
         sa.select(report_workloads.c.workload_id, report_workloads.c.status, sa.func.count())
-        .select_from(report_workloads.join(devices, devices.c.last_report_pk == report_workloads.c.report_pk))
-        .where(devices.c.revoked_at.is_(None))
+        .where(report_workloads.c.report_pk.in_(_latest_pks()))
         .group_by(report_workloads.c.workload_id, report_workloads.c.status)).all()
     out: dict[str, dict[str, int]] = {}
     for wid, status, count in rows:
@@ -135,8 +171,7 @@ def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     """The most common findings in the devices' latest reports, with how many devices and the fix."""
     counted = (sa.select(report_findings.c.code, sa.func.count().label("devices"),
                          sa.func.max(report_findings.c.report_pk).label("sample"))
-               .select_from(report_findings.join(devices, devices.c.last_report_pk == report_findings.c.report_pk))
-               .where(devices.c.revoked_at.is_(None))
+               .where(report_findings.c.report_pk.in_(_latest_pks()))
                .group_by(report_findings.c.code).order_by(sa.desc("devices"), report_findings.c.code)
                .limit(limit).subquery())
     rows = conn.execute(
@@ -333,3 +368,16 @@ def secrets_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page
     query = (sa.select(*(enroll_secrets.c[c] for c in SECRET_COLUMNS))
              .order_by(enroll_secrets.c.created_at.desc(), enroll_secrets.c.id))
     return _page(conn.execute(_limit(query, page, size)).all(), page, size, SECRET_COLUMNS)
+
+
+# --- endpoint data -----------------------------------------------------------------------------
+
+def catalog_versions(conn: Connection) -> list[dict[str, Any]]:
+    """How many devices' newest report was tested against each (instance, version), newest first."""
+    rows = conn.execute(
+        sa.select(device_catalogs.c.instance, device_catalogs.c.version, sa.func.count().label("devices"))
+        .select_from(device_catalogs.join(devices, devices.c.id == device_catalogs.c.device_id))
+        .where(devices.c.revoked_at.is_(None))
+        .group_by(device_catalogs.c.instance, device_catalogs.c.version)
+        .order_by(device_catalogs.c.instance, device_catalogs.c.version.desc())).all()
+    return [dict(r._mapping) for r in rows]

@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from netcheck.collector import store
 from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
-from netcheck.collector.web import accounts, charts, queries
+from netcheck.collector.web import accounts, charts, endpoints, queries
 from netcheck.collector.web.queries import Filters, Page
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
@@ -81,6 +81,7 @@ class Dashboard:
         self.env = _environment()
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
+        self.trend = queries.TrendCache()
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -222,7 +223,7 @@ class Dashboard:
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
-        trend = queries.verdict_trend(conn, now)
+        trend = self.trend.trend(conn, now)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend,
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
                 "workloads": queries.workload_counts(conn), "tags": queries.tag_counts(conn),
@@ -368,6 +369,14 @@ class Dashboard:
         await self._db(store.readmit_device, str(request.state.form.get("device_id", "")))
         return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
 
+    async def endpoint_data(self, request: Request, session: accounts.Session) -> Response:
+        fleet = await self._db(queries.catalog_versions)
+        exported = self._export(request, "endpoint-versions", Page(fleet, 1, False, ("instance", "version", "devices")))
+        if exported is not None:
+            return exported
+        rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
+        return self.render("endpoints.html", session=session, rows=rows)
+
     async def sites(self, request: Request, session: accounts.Session) -> Response:
         return self.render("sites.html", session=session)
 
@@ -385,6 +394,7 @@ class Dashboard:
             Route("/sweeps", p(self.sweep_create, admin=True), methods=["POST"]),
             Route("/sweeps/{sweep_id}", p(self.sweep), methods=["GET"]),
             Route("/sites", p(self.sites), methods=["GET"]),
+            Route("/endpoints", p(self.endpoint_data), methods=["GET"]),
             Route("/admin", p(self.admin), methods=["GET"]),
             Route("/admin/secrets", p(self.admin_secret, admin=True), methods=["POST"]),
             Route("/admin/secrets/revoke", p(self.admin_revoke_secret, admin=True), methods=["POST"]),

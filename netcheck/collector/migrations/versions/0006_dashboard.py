@@ -1,9 +1,10 @@
-"""The dashboard: its accounts and sessions, and each report's findings as rows.
+"""The dashboard: its accounts and sessions, each report's findings as rows, each device's endpoint data.
 
 ``ui_users`` holds argon2 password hashes and a role (admin, read-only), ``ui_sessions`` the
 SHA-256 digest of each session cookie with its CSRF token; ``report_findings`` lets the fleet
 overview count the most common causes without decompressing reports (filled on ingest; reports
-stored before this migration have none).
+stored before this migration have none); ``device_catalogs`` the endpoint data version each device's
+newest report was tested against.
 
 Revision ID: 0006
 Revises: 0004
@@ -39,6 +40,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_report_findings_code", "report_findings", ["code"])
     op.create_table(
+        "device_catalogs",
+        sa.Column("device_id", sa.String(36), nullable=False),
+        sa.Column("instance", sa.String(32), nullable=False),
+        sa.Column("version", sa.String(200), nullable=False),
+        sa.Column("report_pk", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("device_id", name="pk_device_catalogs"),
+        sa.ForeignKeyConstraint(["device_id"], ["devices.id"], name="fk_device_catalogs_device_id_devices",
+                                ondelete="CASCADE"),
+    )
+    op.create_index("ix_device_catalogs_instance_version", "device_catalogs", ["instance", "version"])
+    op.create_table(
         "ui_users",
         sa.Column("id", _BIG_ID, nullable=False, autoincrement=True),
         sa.Column("name", sa.String(64), nullable=False),
@@ -69,4 +81,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("ui_sessions")
     op.drop_table("ui_users")
+    op.drop_table("device_catalogs")
     op.drop_table("report_findings")
