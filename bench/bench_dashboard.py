@@ -86,7 +86,7 @@ def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, l
         for i in range(start, min(devices, start + chunk)):
             did = ids[i]
             stale = rng.random() < 0.03
-            last_day = rng.randint(8, 30) if stale else 0
+            last_day = rng.randint(min(8, days - 1), days - 1) if stale else 0
             latest = None
             for d in range(days - 1, last_day - 1, -1):
                 pk += 1
