@@ -158,11 +158,8 @@ def load(url: str, devices: int, days: int, now: dt.datetime) -> tuple[int, str]
                     conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
                                  [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
             accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
-        with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("VACUUM ANALYZE") .execution_options(isolation_level="AUTOCOMMIT"))
-            else:
-                conn.exec_driver_sql("ANALYZE")
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE" if conn.dialect.name == "postgresql" else "ANALYZE")
     finally:
         engine.dispose()
     return reports, sweep_id
