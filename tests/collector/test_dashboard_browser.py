@@ -1,4 +1,4 @@
-"""The dashboard end to end in Debian's headless Chromium, driven by Playwright (no browser download):
+"""The dashboard end to end in Debian's headless Chromium, driven by Playwright (``tests.browser``):
 sign in, start a sweep, let real agents (enrollment, sweep polling, spool, uploader; the
 measurement itself is injected) answer against the real collector, watch coverage move, export
 CSV, sign out. A hostile report renders as text (no element it carries reaches the DOM). Every
@@ -21,7 +21,7 @@ from netcheck.agent.loop import CheckRequest, build_agent, run_once
 from netcheck.agent.schedule import Schedule
 from tests.agent.conftest import Rig, make_rig
 from tests.agent.helpers import fake_report
-from tests.chromium import BASE_ARGS, INSTALL_HINT, find_chromium
+from tests.browser import INSTALL_HINT, Browser, find_chromium
 from tests.collector.conftest import Fleet, upload
 from tests.collector.dashboard import PAYLOAD, add_user, hostile_report
 from tests.collector.harness import CollectorProcess
@@ -31,28 +31,22 @@ SHOTS = Path(os.environ.get("NETCHECK_SCREENSHOTS") or Path(__file__).resolve().
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     binary = find_chromium()
     if binary is None:
         pytest.skip(INSTALL_HINT)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=binary,
-                                      args=[a for a in BASE_ARGS if a != "--headless"])
+    with Browser(binary, direct_loopback=True) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.requests_seen = []  # type: ignore[attr-defined]
-    page.on("request", lambda r: page.requests_seen.append(r.url))
+def page(browser: Browser) -> Iterator[Any]:
+    page = browser.new_page()
     page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
     yield page
-    context.close()
+    page.context.close()
+    # Chromium's own background requests (update checks) went to the loopback recorder, not out;
+    # the tests check the page's requests (``requests_seen``): all to the collector
 
 
 def _shot(page: Any, backend: str, name: str) -> None:
