@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from netcheck.catalog import load_versions
-from netcheck.collector.web import accounts
+from netcheck.collector.web import accounts, queries
 from netcheck.webservice import EndpointCache
 from tests.collector.conftest import Fleet, sample_report, upload
 from tests.collector.dashboard import PAYLOAD, add_user, admin_cli, csrf_of, hostile_report, sign_in
@@ -185,3 +185,21 @@ def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
     assert "does not hold version 2025010100" in page.text
     rows = client.get("/ui/endpoints", params={"format": "json"}).json()["endpoint-versions"]
     assert sorted((r["version"], r["devices"]) for r in rows) == [("2025010100", 1), (bundled, 2)]
+
+
+def test_recent_reuses_a_count_for_its_time_only() -> None:
+    now = [100.0]
+    recent = queries.Recent(10.0, clock=lambda: now[0])
+    made: list[int] = []
+
+    def count() -> int:
+        made.append(1)
+        return len(made)
+
+    assert recent.get("k", count) == 1
+    now[0] += 9.9
+    assert recent.get("k", count) == 1
+    assert recent.get("other", count) == 2
+    now[0] += 0.2
+    assert recent.get("k", count) == 3
+    assert queries.Recent(0.0).get("k", count) == 4 and queries.Recent(0.0).get("k", count) == 5

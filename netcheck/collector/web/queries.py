@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -30,6 +31,7 @@ from netcheck.collector.db import (
     sweeps,
 )
 
+T = TypeVar("T")
 VERDICTS = ("READY", "AT_RISK", "NOT_READY", "UNKNOWN")
 #: how IT reads the report's verdicts
 VERDICT_LABELS = {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY", "UNKNOWN": "COULD NOT ASSESS",
@@ -122,6 +124,31 @@ class TrendCache:
         current = reports_by_day(conn, today, today + dt.timedelta(days=1)).get(wanted[-1], {})
         counts = {d: self._days[d][1] for d in wanted[:-1]} | {wanted[-1]: current}
         return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
+
+
+class Recent:
+    """Values reused for ``keep_s`` seconds (fleet-wide counts: a page view should not recount 100,000
+    devices when the previous view did it a moment ago). Thread-safe; two threads may both count."""
+
+    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep_s = keep_s
+        self.clock = clock
+        self._values: dict[Hashable, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        now = self.clock()
+        with self._lock:
+            found = self._values.get(key)
+        if found is not None and now - found[0] < self.keep_s:
+            value: T = found[1]
+            return value
+        value = make()
+        if self.keep_s > 0:
+            with self._lock:
+                self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s}
+                self._values[key] = (now, value)
+        return value
 
 
 def _latest_pks() -> Any:

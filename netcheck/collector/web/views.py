@@ -82,6 +82,7 @@ class Dashboard:
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.trend = queries.TrendCache()
+        self.recent = queries.Recent(settings.ui_cache_s)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -217,8 +218,10 @@ class Dashboard:
 
     async def overview(self, request: Request, session: accounts.Session) -> Response:
         stale_days = self._int(request, "stale_days", 7, 1, 3650)
-        data = await self._db(self._overview, stale_days)
-        return self.render("overview.html", session=session, stale_days=stale_days, **data)
+        data = await self._db(lambda conn: self.recent.get(("overview", stale_days),
+                                                           partial(self._overview, conn, stale_days)))
+        return self.render("overview.html", session=session, stale_days=stale_days, cache_s=self.recent.keep_s,
+                           **data)
 
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
@@ -326,10 +329,13 @@ class Dashboard:
         if sw is None:
             return None
         now = store.utcnow()
-        coverage = queries.sweep_coverage(conn, sw, now)
-        return {"sw": sw, "coverage": coverage,
-                "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"])),
-                "workloads": queries.sweep_workloads(conn, sw.id),
+
+        def counts() -> dict[str, Any]:
+            coverage = queries.sweep_coverage(conn, sw, now)
+            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id),
+                    "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"]))}
+
+        return {"sw": sw, **self.recent.get(("sweep", sw.id), counts),
                 "devices": queries.sweep_devices_page(conn, sw, answered, now, page, size)}
 
     async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
