@@ -532,8 +532,8 @@ def _tags_by_device(conn: Connection, device_ids: Sequence[str] | None = None) -
     return out
 
 
-def tags_of(conn: Connection, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    """The tags of these devices, by device id."""
+def tags_of(conn: Connection, device_ids: Sequence[str] | None) -> dict[str, dict[str, str]]:
+    """The tags of these devices (None: of every device), by device id."""
     return _tags_by_device(conn, device_ids)
 
 
