@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,7 @@ import pytest
 from netcheck.policy import Policy
 from netcheck.render.html import render_html
 from netcheck.render.json import report_to_dict, schema_path
-from tests.chromium import (
-    INSTALL_HINT,
-    Chromium,
-    file_url,
-    find_chromium,
-    read_png,
-)
+from tests.browser import INSTALL_HINT, Browser, file_url, find_chromium, read_png
 from tests.sample_report import sample_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -355,11 +350,12 @@ def test_self_containment_check_catches_an_external_resource(bad: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
+def chromium() -> Iterator[Browser]:
     binary = find_chromium()
     if binary is None:
         pytest.skip(f"no Chromium binary found ({INSTALL_HINT})")
-    return binary
+    with Browser(binary) as browser:
+        yield browser
 
 
 def _write(tmp_path: Path, page: str, name: str = "report.html") -> Path:
@@ -369,9 +365,9 @@ def _write(tmp_path: Path, page: str, name: str = "report.html") -> Path:
 
 
 @pytest.mark.chromium
-def test_chromium_renders_the_verdict_and_loads_nothing(chromium: str, tmp_path: Path) -> None:
+def test_chromium_renders_the_verdict_and_loads_nothing(chromium: Browser, tmp_path: Path) -> None:
     path = _write(tmp_path, render_html(rich_report()))
-    run = Chromium(chromium).load(file_url(path))
+    run = chromium.load(file_url(path))
     assert '<h1 id="verdict">NOT READY</h1>' in run.dom
     assert "No: if the site went down, Teams calls would stop working for you." in run.dom
     assert "Teams audio and video" in run.dom and "<svg" in run.dom
@@ -379,11 +375,11 @@ def test_chromium_renders_the_verdict_and_loads_nothing(chromium: str, tmp_path:
 
 
 @pytest.mark.chromium
-def test_chromium_sees_a_page_that_loads_external_resources(chromium: str, tmp_path: Path) -> None:
+def test_chromium_sees_a_page_that_loads_external_resources(chromium: Browser, tmp_path: Path) -> None:
     """The 'loads nothing' check can fail: an external image and stylesheet are caught, and stay local."""
     path = _write(tmp_path, '<!DOCTYPE html><link rel="stylesheet" href="https://netcheck-test.invalid/x.css">'
                             '<p>x</p><img src="http://198.51.100.7/a.png">', "bad.html")
-    run = Chromium(chromium).load(file_url(path))
+    run = chromium.load(file_url(path))
     assert sorted(run.page_requests) == ["http://198.51.100.7/a.png", "https://netcheck-test.invalid/x.css"]
     # Both went to the loopback proxy (which refused them), not to the network.
     assert "GET http://198.51.100.7/a.png HTTP/1.1" in run.proxied
@@ -391,18 +387,18 @@ def test_chromium_sees_a_page_that_loads_external_resources(chromium: str, tmp_p
 
 
 @pytest.mark.chromium
-def test_chromium_keeps_hostile_strings_as_text(chromium: str, tmp_path: Path) -> None:
+def test_chromium_keeps_hostile_strings_as_text(chromium: Browser, tmp_path: Path) -> None:
     path = _write(tmp_path, render_html(hostile_report()))
-    run = Chromium(chromium).load(file_url(path))
+    run = chromium.load(file_url(path))
     assert "<script" not in run.dom.lower() and "<img" not in run.dom.lower()
     assert "&lt;script&gt;alert(\"x\")&lt;/script&gt;" in run.dom
     assert run.page_requests == ()
 
 
 @pytest.mark.chromium
-def test_chromium_screenshot_is_not_blank_and_shows_the_verdict_colour(chromium: str, tmp_path: Path) -> None:
+def test_chromium_screenshot_is_not_blank_and_shows_the_verdict_colour(chromium: Browser, tmp_path: Path) -> None:
     path = _write(tmp_path, render_html(rich_report()))
-    data = Chromium(chromium).screenshot(file_url(path), tmp_path / "report.png", width=1100, height=700)
+    data = chromium.screenshot(file_url(path), width=1100, height=700)
     png = read_png(data, max_rows=400)
     assert (png.width, png.height) == (1100, 700)
     colours = png.colours(step=3)
@@ -413,11 +409,11 @@ def test_chromium_screenshot_is_not_blank_and_shows_the_verdict_colour(chromium:
 
 
 @pytest.mark.chromium
-def test_chromium_screenshot_of_a_ready_report_is_green(chromium: str, tmp_path: Path) -> None:
+def test_chromium_screenshot_of_a_ready_report_is_green(chromium: Browser, tmp_path: Path) -> None:
     data = copy.deepcopy(_fixture("report-sample.json"))
     data.update({"verdict": "READY", "exit_code": 0, "summary": "Yes: you can work from here."})
     path = _write(tmp_path, render_html(data))
-    png = read_png(Chromium(chromium).screenshot(file_url(path), tmp_path / "ready.png", width=1000, height=300))
+    png = read_png(chromium.screenshot(file_url(path), width=1000, height=300))
     colours = png.colours(step=2)
     assert any(g > 100 and r < 60 and b < 80 for r, g, b, *_ in colours)  # the green verdict
     assert not any(r > 150 and g < 70 and b < 60 for r, g, b, *_ in colours)  # no red anywhere

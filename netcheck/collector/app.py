@@ -59,6 +59,7 @@ from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
 from netcheck.collector.supervision import follow_master
 from netcheck.collector.validate import ApiError, Validators, parse_timestamp, strict_loads
+from netcheck.collector.web import views as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,8 @@ class _Api:
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
-            sweep_id=body.get("sweep_id"),
+            sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
+            catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
         )
 
     def _store(self, device_id: str, item: store.Incoming) -> str:
@@ -404,6 +406,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/api/v1/reports", _json_endpoint(api.reports), methods=["POST"]),
         Route("/api/v1/policy", _json_endpoint(api.policy), methods=["GET"]),
         Route("/api/v1/sweeps/pending", _json_endpoint(api.sweeps), methods=["GET"]),
+        dashboard.mount(settings, engine),
     ]
     app = Starlette(
         routes=routes,

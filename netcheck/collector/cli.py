@@ -23,6 +23,7 @@ from netcheck.collector.db import make_engine, migrate
 from netcheck.collector.export import to_csv, to_json
 from netcheck.collector.settings import DEFAULT_MAX_BODY, Settings
 from netcheck.collector.supervision import SUPERVISOR_ENV
+from netcheck.collector.web import accounts
 from netcheck.errors import ConfigError, NetcheckError
 from netcheck.paths import atomic_write
 
@@ -424,3 +425,59 @@ def health_status(as_json: bool, database_url: str | None) -> None:
     click.echo(f"Active: {status['active_incidents']} incident(s), {status['active_advisories']} advisory(ies)")
     if issues:
         click.echo(_table(issues, ["id", "classification", "service", "status", "start", "title"]))
+
+
+@admin.group("user")
+def user_group() -> None:
+    """Dashboard accounts (the web pages under /ui/): admin, or read-only."""
+
+
+def _read_password() -> str:
+    """The password from the terminal (asked twice), or the first line of standard input; never argv."""
+    if sys.stdin.isatty():
+        value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(accounts.ROLES), required=True, help="admin can change things; "
+              "read-only can look and export.")
+@_database_option
+def user_add(name: str, role: str, database_url: str | None) -> None:
+    """Add a dashboard account; the password is asked for (or read from standard input's first line)."""
+    with _errors():
+        accounts.check_name(name)
+    password = _read_password()
+    with _connection(database_url) as conn, _errors():
+        accounts.add_user(conn, name, password, role, store.utcnow())
+    click.echo(f"Added {name} ({role}).")
+
+
+@user_group.command("remove")
+@click.argument("name")
+@_database_option
+def user_remove(name: str, database_url: str | None) -> None:
+    """Remove a dashboard account (its sessions end at once)."""
+    with _connection(database_url) as conn:
+        removed = accounts.remove_user(conn, name)
+    if not removed:
+        raise click.ClickException(f"no user {name!r} (see `netcheck admin user list`)")
+    click.echo(f"Removed {name}.")
+
+
+@user_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@_database_option
+def user_list(as_json: bool, database_url: str | None) -> None:
+    """List dashboard accounts (never their password hashes)."""
+    with _connection(database_url) as conn:
+        rows = accounts.list_users(conn)
+    for row in rows:
+        for key in ("created_at", "last_login_at", "locked_until"):
+            row[key] = store.iso(row[key])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(_table(rows, ["name", "role", "created_at", "last_login_at", "locked_until"]))

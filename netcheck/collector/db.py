@@ -176,6 +176,56 @@ sweep_responses = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
+#: the findings of each report, for the dashboard's "most common causes" (migration 0006):
+#: joined on ``devices.last_report_pk``, so no page decompresses report blobs to count them
+report_findings = sa.Table(
+    "report_findings", metadata,
+    sa.Column("report_pk", sa.BigInteger, sa.ForeignKey("reports.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("workload_id", sa.String(32)),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("remediation", sa.Text, nullable=False),
+    sa.Index(None, "code"),
+)
+
+#: the endpoint data each device's newest report was tested against, for the dashboard's
+#: "Endpoint data" page (migration 0006; upserted on ingest, the highest report wins)
+device_catalogs = sa.Table(
+    "device_catalogs", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("instance", sa.String(32), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("report_pk", sa.BigInteger, nullable=False),
+    sa.Index(None, "instance", "version"),
+)
+
+#: dashboard accounts (``netcheck admin user``): argon2 hashes, a role, the lock-out counter
+ui_users = sa.Table(
+    "ui_users", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", UTCDateTime),
+    sa.Column("last_login_at", UTCDateTime),
+)
+
+#: dashboard sessions: the cookie's SHA-256 digest, never the cookie itself
+ui_sessions = sa.Table(
+    "ui_sessions", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("ui_users.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 policy = sa.Table(
     "policy", metadata,
     sa.Column("key", sa.String(64), primary_key=True),

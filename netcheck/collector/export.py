@@ -60,3 +60,19 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps({"devices": list(rows)}, indent=2, ensure_ascii=False) + "\n"
+
+
+def table_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Any dashboard table as CSV: one line per row; tags (a mapping) as ``k=v;k=v``; every cell neutralised."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if isinstance(value, Mapping):
+                value = ";".join(f"{k}={v}" for k, v in sorted(value.items()))
+            cells.append(neutralise(_text(value)))
+        writer.writerow(cells)
+    return buf.getvalue()

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from netcheck import fleet_policy
 from netcheck.collector import auth
 from netcheck.collector.db import (
+    device_catalogs,
     device_tags,
     device_tokens,
     devices,
@@ -32,6 +33,7 @@ from netcheck.collector.db import (
     execute_hot,
     policy,
     rate_counters,
+    report_findings,
     report_workloads,
     reports,
     sweep_responses,
@@ -227,6 +229,10 @@ class Incoming:
     dropped: int
     spool_full: bool
     sweep_id: str | None
+    #: ``finding_rows`` of the report: (code, severity, workload id, title, remediation)
+    findings: tuple[tuple[str, str, str | None, str, str], ...] = ()
+    #: the endpoint data the report was tested against: (instance, version)
+    catalog: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,8 @@ class _IngestSql:
     insert_report: Any
     existing: Any
     insert_workloads: Any
+    insert_findings: Any
+    upsert_catalog: Any
     update_device: Any
 
 
@@ -254,6 +262,8 @@ def _ingest_sql(dialect: str) -> _IngestSql:
         existing=sa.select(reports.c.body_sha256).where(reports.c.device_id == sa.bindparam("b_device"),
                                                         reports.c.report_id == sa.bindparam("b_report")),
         insert_workloads=sa.insert(report_workloads),
+        insert_findings=sa.insert(report_findings),
+        upsert_catalog=_upsert_catalog(dialect),
         update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
             last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
             dropped_total=devices.c.dropped_total + sa.bindparam("b_dropped", type_=sa.BigInteger),
@@ -264,6 +274,16 @@ def _ingest_sql(dialect: str) -> _IngestSql:
             last_seq=sa.case((newer, sa.bindparam("b_seq", type_=sa.BigInteger)), else_=devices.c.last_seq),
         ),
     )
+
+
+def _upsert_catalog(dialect: str) -> Any:
+    stmt = dialect_insert(dialect, device_catalogs).values(
+        {name: sa.bindparam(name) for name in ("device_id", "instance", "version", "report_pk")})
+    return stmt.on_conflict_do_update(
+        index_elements=[device_catalogs.c.device_id],
+        set_={"instance": stmt.excluded.instance, "version": stmt.excluded.version,
+              "report_pk": stmt.excluded.report_pk},
+        where=device_catalogs.c.report_pk < stmt.excluded.report_pk)
 
 
 def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -> str:
@@ -288,6 +308,14 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
              "latency_ms": latency} for wid, status, score, latency in item.workloads]
     if rows:
         execute_hot(conn, sql.insert_workloads, rows)
+    if item.findings:
+        execute_hot(conn, sql.insert_findings, [
+            {"report_pk": pk, "code": code, "device_id": device_id, "severity": severity, "workload_id": workload,
+             "title": title, "remediation": remediation}
+            for code, severity, workload, title, remediation in item.findings])
+    if item.catalog is not None:
+        execute_hot(conn, sql.upsert_catalog, {"device_id": device_id, "instance": item.catalog[0],
+                                               "version": item.catalog[1], "report_pk": pk})
     execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
                                           "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
     if item.sweep_id is not None:
@@ -319,6 +347,19 @@ def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, st
         if w["id"] not in first:
             first[w["id"]] = (str(w["id"]), str(w["status"]), None if w["score"] is None else int(w["score"]),
                               None if w["latency_ms"] is None else float(w["latency_ms"]))
+    return tuple(first.values())
+
+
+def finding_rows(findings: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, str | None, str, str], ...]:
+    """A report's findings as ``Incoming.findings``: the first of each code counts; the title is cut
+    to its column's 255 characters."""
+    first: dict[str, tuple[str, str, str | None, str, str]] = {}
+    for f in findings:
+        code = str(f["code"])
+        if code not in first:
+            workload = f.get("workload")
+            first[code] = (code, str(f["severity"]), None if workload is None else str(workload),
+                           str(f["title"])[:255], str(f.get("remediation") or ""))
     return tuple(first.values())
 
 
@@ -364,7 +405,8 @@ def _targets_device(device_id: str) -> sa.ColumnElement[bool]:
     return sa.or_(sweeps.c.tag_key.is_(None), tag.exists())
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso(value: dt.datetime | None) -> str | None:
+    """A UTC time as ISO 8601 with ``Z`` (None stays None)."""
     return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -376,7 +418,7 @@ def pending_sweeps(conn: Connection, device_id: str, now: dt.datetime) -> list[d
         .where(sweeps.c.expires_at > now, _targets_device(device_id), ~answered.exists())
         .order_by(sweeps.c.created_at, sweeps.c.id)
     ).all()
-    return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+    return [{"id": r.id, "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
              "thorough": bool(r.thorough)} for r in rows]
 
 
@@ -386,7 +428,7 @@ def create_sweep(conn: Connection, now: dt.datetime, expires_in: dt.timedelta, *
     conn.execute(sa.insert(sweeps).values(
         id=sweep_id, created_at=now, expires_at=now + expires_in, thorough=thorough,
         tag_key=tag[0] if tag else None, tag_value=tag[1] if tag else None, note=note))
-    return {"id": sweep_id, "created_at": _iso(now), "expires_at": _iso(now + expires_in), "thorough": thorough,
+    return {"id": sweep_id, "created_at": iso(now), "expires_at": iso(now + expires_in), "thorough": thorough,
             "tag": f"{tag[0]}={tag[1]}" if tag else None, "note": note}
 
 
@@ -394,7 +436,7 @@ def list_sweeps(conn: Connection) -> list[dict[str, Any]]:
     answers = (sa.select(sa.func.count()).select_from(sweep_responses)
                .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
     rows = conn.execute(sa.select(sweeps, answers.label("answers")).order_by(sweeps.c.created_at)).all()
-    return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+    return [{"id": r.id, "created_at": iso(r.created_at), "expires_at": iso(r.expires_at),
              "thorough": bool(r.thorough), "tag": f"{r.tag_key}={r.tag_value}" if r.tag_key else None,
              "note": r.note, "answers": int(r.answers)} for r in rows]
 
@@ -474,8 +516,8 @@ def list_secrets(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(sa.select(enroll_secrets.c.id, enroll_secrets.c.site, enroll_secrets.c.note,
                                   enroll_secrets.c.created_at, enroll_secrets.c.revoked_at)
                         .order_by(enroll_secrets.c.created_at)).all()
-    return [{"id": r.id, "site": r.site, "note": r.note, "created_at": _iso(r.created_at),
-             "revoked_at": _iso(r.revoked_at)} for r in rows]
+    return [{"id": r.id, "site": r.site, "note": r.note, "created_at": iso(r.created_at),
+             "revoked_at": iso(r.revoked_at)} for r in rows]
 
 
 # --- devices and export ----------------------------------------------------------------------
@@ -490,6 +532,11 @@ def _tags_by_device(conn: Connection, device_ids: Sequence[str] | None = None) -
     return out
 
 
+def tags_of(conn: Connection, device_ids: Sequence[str] | None) -> dict[str, dict[str, str]]:
+    """The tags of these devices (None: of every device), by device id."""
+    return _tags_by_device(conn, device_ids)
+
+
 def list_devices(conn: Connection) -> list[dict[str, Any]]:
     active = (sa.select(sa.func.count()).select_from(device_tokens)
               .where(device_tokens.c.device_id == devices.c.id, device_tokens.c.revoked_at.is_(None))
@@ -497,9 +544,9 @@ def list_devices(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(sa.select(devices, active.label("active_tokens")).order_by(devices.c.enrolled_at)).all()
     tags = _tags_by_device(conn)
     return [{"device_id": r.id, "name": r.name, "os": r.os, "agent_version": r.agent_version,
-             "tags": tags.get(r.id, {}), "enrolled_at": _iso(r.enrolled_at), "last_seen_at": _iso(r.last_seen_at),
+             "tags": tags.get(r.id, {}), "enrolled_at": iso(r.enrolled_at), "last_seen_at": iso(r.last_seen_at),
              "last_verdict": r.last_verdict, "dropped_total": int(r.dropped_total),
-             "active_tokens": int(r.active_tokens), "revoked_at": _iso(r.revoked_at)} for r in rows]
+             "active_tokens": int(r.active_tokens), "revoked_at": iso(r.revoked_at)} for r in rows]
 
 
 def export_rows(conn: Connection) -> list[dict[str, Any]]:
@@ -517,7 +564,7 @@ def export_rows(conn: Connection) -> list[dict[str, Any]]:
               .order_by(report_workloads.c.workload_id))
     for w in conn.execute(latest):
         statuses.setdefault(w.report_pk, {})[w.workload_id] = w.status
-    return [{"device_id": r.id, "name": r.name, "tags": tags.get(r.id, {}), "last_seen_at": _iso(r.last_seen_at),
-             "report_id": r.report_id, "measured_at": _iso(r.measured_at), "verdict": r.verdict,
+    return [{"device_id": r.id, "name": r.name, "tags": tags.get(r.id, {}), "last_seen_at": iso(r.last_seen_at),
+             "report_id": r.report_id, "measured_at": iso(r.measured_at), "verdict": r.verdict,
              "workloads": statuses.get(r.last_report_pk, {}) if r.last_report_pk is not None else {}}
             for r in rows]

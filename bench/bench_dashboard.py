@@ -1,0 +1,259 @@
+"""Dashboard benchmark: every page and export of ``/ui/`` over a simulated fleet.
+
+    .venv/bin/python bench/bench_dashboard.py [--db postgresql|sqlite|both] [--devices 10000]
+        [--days 30] [--repeat 15]
+
+For each database it makes a private PostgreSQL cluster (fsync off while loading: reads are what
+is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
+(verdicts, per-workload rows, findings, tags: 20 sites, 8 departments; a sweep that 60 % of them
+answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite); the full report
+blob is stored only for each device's newest report, as the pages need only those. Then it runs
+``netcheck serve`` on the database, signs in, and requests each page ``--repeat`` times, one at a
+time, on loopback: the times printed are the server's answer time as the client sees it (loopback
+adds well under a millisecond): the first view ("cold": the overview and a sweep's counts are then
+counted afresh) apart, then p50, p95 and max of the others (within ``NETCHECK_UI_CACHE_S``, 10 s,
+those counts are reused). Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from netcheck.collector import store  # noqa: E402
+from netcheck.collector.db import make_engine, migrate  # noqa: E402
+from netcheck.collector.web import accounts  # noqa: E402
+from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
+
+SAMPLE = ROOT / "tests" / "fixtures" / "report-sample.json"
+VERDICTS = (("READY", 0, 0.70), ("AT_RISK", 1, 0.18), ("NOT_READY", 2, 0.08), ("UNKNOWN", 3, 0.04))
+WORKLOADS = ("exchange", "sharepoint", "teams", "teams_media", "identity", "office")
+STATUS = {"READY": "ok", "AT_RISK": "degraded", "NOT_READY": "failed", "UNKNOWN": "not_tested"}
+FINDINGS = (("teams.udp_blocked", "warning", "teams_media", "Teams media cannot use UDP",
+             "Allow UDP 3478-3481 to the Teams media ranges."),
+            ("vpn.optimize_in_tunnel", "critical", "teams_media", "Teams media goes into the VPN",
+             "Exclude 52.112.0.0/14, 52.122.0.0/15, 2603:1063::/39 from the tunnel."),
+            ("dns.slow", "warning", "exchange", "Name resolution is slow", "Use a closer DNS resolver."))
+PASSWORD = "benchmark-password-1"
+
+
+def environment() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def _pick(rng: random.Random) -> tuple[str, int]:
+    x = rng.random()
+    for verdict, code, share in VERDICTS:
+        if x < share:
+            return verdict, code
+        x -= share
+    return VERDICTS[-1][0], VERDICTS[-1][1]
+
+
+def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """(table, rows) in insertion order; rows are tuples in the table's column order used by ``load``."""
+    rng = random.Random(13)
+    blob = store.encode_report(SAMPLE.read_bytes())
+    secret_id = "sec_bench"
+    yield "enroll_secrets", [(secret_id, "0" * 64, None, "bench", now, None)]
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(devices)]
+    sweep_id = str(uuid.uuid4())
+    sweep_start = now - dt.timedelta(hours=6)
+    yield "sweeps", [(sweep_id, sweep_start, now + dt.timedelta(hours=42), False, None, None, "bench sweep")]
+    pk = 0
+    chunk = max(1, 200_000 // max(1, days))
+    for start in range(0, devices, chunk):
+        dev_rows, tag_rows, rep_rows, wl_rows, f_rows, cat_rows, sw_rows = [], [], [], [], [], [], []
+        for i in range(start, min(devices, start + chunk)):
+            did = ids[i]
+            stale = rng.random() < 0.03
+            last_day = rng.randint(min(8, days - 1), days - 1) if stale else 0
+            latest = None
+            for d in range(days - 1, last_day - 1, -1):
+                pk += 1
+                verdict, code = _pick(rng)
+                at = now - dt.timedelta(days=d, minutes=rng.randint(0, 600))
+                newest = d == last_day
+                rep_rows.append((pk, did, str(uuid.uuid4()), "0" * 64, at, at, at, 0.1, days - d, 0, False,
+                                 verdict, code, "0.9.0", None, blob if newest else b""))
+                for w in WORKLOADS:
+                    wl_rows.append((pk, w, did, STATUS[verdict] if w == "teams_media" else "ok", 80, 20.0))
+                if verdict != "READY":
+                    for f in FINDINGS[: 1 + (i % len(FINDINGS))]:
+                        f_rows.append((pk, f[0], did, f[1], f[2], f[3], f[4]))
+                latest = (pk, verdict, at, days - d)
+            assert latest is not None
+            dev_rows.append((did, uuid.UUID(did).hex + uuid.UUID(did).hex, f"laptop-{i:06d}", "windows", "0.9.0",
+                             secret_id, now - dt.timedelta(days=60), now, latest[2], latest[3], latest[0],
+                             latest[1], 0, None))
+            tag_rows += [(did, "site", f"site{i % 20:02d}"), (did, "dept", f"dept{i % 8}")]
+            cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
+            if not stale and rng.random() < 0.6:
+                sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300))))
+        yield "devices", dev_rows
+        yield "device_tags", tag_rows
+        yield "reports", rep_rows
+        yield "report_workloads", wl_rows
+        yield "report_findings", f_rows
+        yield "device_catalogs", cat_rows
+        yield "sweep_responses", sw_rows
+
+
+COLUMNS = {
+    "enroll_secrets": ("id", "digest", "site", "note", "created_at", "revoked_at"),
+    "sweeps": ("id", "created_at", "expires_at", "thorough", "tag_key", "tag_value", "note"),
+    "devices": ("id", "hardware_id", "name", "os", "agent_version", "secret_id", "enrolled_at", "updated_at",
+                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at"),
+    "device_tags": ("device_id", "key", "value"),
+    "reports": ("id", "device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
+                "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4"),
+    "report_workloads": ("report_pk", "workload_id", "device_id", "status", "score", "latency_ms"),
+    "report_findings": ("report_pk", "code", "device_id", "severity", "workload_id", "title", "remediation"),
+    "device_catalogs": ("device_id", "instance", "version", "report_pk"),
+    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at"),
+}
+
+
+def load(url: str, devices: int, days: int, now: dt.datetime) -> tuple[int, str]:
+    """Fill the database; returns (reports, sweep id)."""
+    engine = make_engine(url, pool_size=1, max_overflow=0, timeout_s=60)
+    migrate(engine)
+    reports = 0
+    sweep_id = ""
+    try:
+        with engine.begin() as conn:
+            for table, rows in generate(devices, days, now):
+                if not rows:
+                    continue
+                if table == "sweeps":
+                    sweep_id = rows[0][0]
+                if table == "reports":
+                    reports += len(rows)
+                cols = COLUMNS[table]
+                if conn.dialect.name == "postgresql":
+                    raw: Any = conn.connection.driver_connection
+                    with raw.cursor().copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                else:
+                    conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
+                                 [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
+            accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE" if conn.dialect.name == "postgresql" else "ANALYZE")
+    finally:
+        engine.dispose()
+    return reports, sweep_id
+
+
+def _sqlite(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(v.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(v, dt.datetime) else v for v in row)
+
+
+def measure(url: str, sweep_id: str, repeat: int) -> list[tuple[str, list[float], int]]:
+    out = []
+    with CollectorProcess(url, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-"))) as proc, \
+            httpx.Client(base_url=proc.url, timeout=600) as client:
+        form = client.get("/ui/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert token is not None
+        done = client.post("/ui/login", data={"csrf": token.group(1), "name": "bench", "password": PASSWORD})
+        assert done.status_code == 303, done.text
+        devices = client.get("/ui/devices?verdict=NOT_READY&format=json").json()["devices"]
+        some = devices[0]["device_id"]
+        pages = ["/ui/", "/ui/devices", "/ui/devices?page=40", "/ui/devices?verdict=NOT_READY",
+                 "/ui/devices?tag=site%3Dsite07", "/ui/devices?finding=vpn.optimize_in_tunnel",
+                 "/ui/devices?workload=teams_media%3Dfailed", "/ui/devices?stale_days=7",
+                 f"/ui/devices/{some}", f"/ui/devices/{some}/report", "/ui/sweeps", f"/ui/sweeps/{sweep_id}",
+                 f"/ui/sweeps/{sweep_id}?show=answered", "/ui/admin", "/ui/endpoints",
+                 "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv",
+                 f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/devices/{some}?format=json"]
+        for path in pages:
+            times = []
+            size = 0
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                got = client.get(path)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert got.status_code == 200, (path, got.status_code, got.text[:300])
+                size = len(got.content)
+            out.append((path, times, size))
+    return out
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args()
+    now = dt.datetime.now(dt.UTC)
+    results: dict[str, Any] = {"environment_before": environment(), "devices": args.devices, "days": args.days}
+    for db in (("postgresql", "sqlite") if args.db == "both" else (args.db,)):
+        cluster = None
+        if db == "postgresql":
+            bindir = pg_bindir()
+            if bindir is None:
+                print("PostgreSQL binaries not found; skipping PostgreSQL")
+                continue
+            cluster = PgCluster(bindir)
+            url = cluster.create_database("bench")
+        else:
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-dash-')}/collector.db"
+        try:
+            t0 = time.perf_counter()
+            reports, sweep_id = load(url, args.devices, args.days, now)
+            loaded = time.perf_counter() - t0
+            print(f"\n{db}: {args.devices} devices, {reports} reports loaded in {loaded:.0f} s "
+                  f"(load average {environment()['loadavg']})")
+            rows = measure(url, sweep_id, args.repeat)
+            print(f"{'page':60} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'bytes':>10}")
+            for path, times, size in rows:
+                warm = times[1:] or times
+                print(f"{path[:60]:60} {times[0]:8.1f} {statistics.median(warm):8.1f} {_p95(warm):8.1f} "
+                      f"{max(warm):8.1f} {size:10d}")
+            results[db] = {"reports": reports, "load_s": round(loaded, 1),
+                           "pages": {p: {"cold_ms": round(t[0], 1), "p50_ms": round(statistics.median(t[1:] or t), 1),
+                                         "p95_ms": round(_p95(t[1:] or t), 1), "bytes": s} for p, t, s in rows}}
+        finally:
+            if cluster is not None:
+                cluster.close()
+    results["environment_after"] = environment()
+    env0, env1 = results["environment_before"], results["environment_after"]
+    print(f"\nmachine: {env0['cpus']} CPUs, Linux {env0['kernel']}, Python {env0['python']}; load average "
+          f"{env0['loadavg']} before, {env1['loadavg']} after (other work on the machine shows here)")
+    if args.json:
+        buf = io.StringIO()
+        json.dump(results, buf, indent=2)
+        print(buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The IT dashboard served by ``netcheck serve`` under ``/ui/`` (``views.mount``)."""

@@ -1,0 +1,411 @@
+"""The dashboard's reads: summary columns and rows only (``devices.last_verdict``,
+``report_workloads``, ``report_findings``, ``sweep_responses``, ``device_tags``); the one page
+that needs a report's body (a device's report) decompresses that one report.
+
+Every function takes an open ``Connection``; lists take a ``Filters`` and a page and return
+``Page`` (the rows, and whether there is a next page).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from netcheck.collector import store
+from netcheck.collector.db import (
+    device_catalogs,
+    device_tags,
+    devices,
+    enroll_secrets,
+    report_findings,
+    report_workloads,
+    reports,
+    sweep_responses,
+    sweeps,
+)
+
+T = TypeVar("T")
+VERDICTS = ("READY", "AT_RISK", "NOT_READY", "UNKNOWN")
+#: how IT reads the report's verdicts
+VERDICT_LABELS = {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY", "UNKNOWN": "COULD NOT ASSESS",
+                  None: "NO REPORT YET"}
+PAGE_SIZE = 50
+#: a device not seen for this long counts as offline in a sweep's coverage (the agent polls for
+#: sweeps at every upload, and checks every few hours)
+OFFLINE_AFTER = dt.timedelta(hours=24)
+TREND_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Filters:
+    verdict: str | None = None
+    tag: tuple[str, str] | None = None
+    finding: str | None = None
+    workload: tuple[str, str] | None = None
+    stale_days: int | None = None
+    name: str | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    page: int
+    more: bool
+    columns: Sequence[str] = field(default_factory=tuple)
+
+
+def _page(rows: Sequence[Any], page: int, size: int, columns: Sequence[str]) -> Page:
+    return Page([dict(r._mapping) for r in rows[:size]], page, len(rows) > size, columns)
+
+
+def _limit(query: Any, page: int, size: int) -> Any:
+    return query.limit(size + 1).offset((page - 1) * size)
+
+
+# --- overview ----------------------------------------------------------------------------------
+
+def verdict_counts(conn: Connection) -> dict[str | None, int]:
+    rows = conn.execute(sa.select(devices.c.last_verdict, sa.func.count()).where(devices.c.revoked_at.is_(None))
+                        .group_by(devices.c.last_verdict)).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _day_start(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def reports_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
+    """Reports received per UTC day (``YYYY-MM-DD``) and verdict, from ``start`` (a day's start) to ``end``."""
+    day = (sa.func.date(reports.c.received_at) if conn.dialect.name == "sqlite"
+           else sa.func.date_trunc("day", reports.c.received_at))
+    rows = conn.execute(sa.select(day.label("day"), reports.c.verdict, sa.func.count())
+                        .where(reports.c.received_at >= start, reports.c.received_at < end)
+                        .group_by(day, reports.c.verdict)).all()
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(str(r[0])[:10], {})[r[1]] = int(r[2])
+    return out
+
+
+class TrendCache:
+    """The 30-day trend without counting 30 days of reports on every page view: a finished day's
+    counts are kept (for ``keep``: a late or pruned report shows within the hour); today's are
+    counted each time (an index range scan of today's reports)."""
+
+    def __init__(self, keep: dt.timedelta = dt.timedelta(hours=1)) -> None:
+        self.keep = keep
+        self._days: dict[str, tuple[dt.datetime, dict[str, int]]] = {}
+        self._lock = threading.Lock()  # pages are served from several threads
+
+    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._trend(conn, now, days)
+
+    def _trend(self, conn: Connection, now: dt.datetime, days: int) -> list[dict[str, Any]]:
+        today = _day_start(now)
+        wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+        fresh = {d for d, (at, _) in self._days.items() if now - at < self.keep}
+        missing = [d for d in wanted[:-1] if d not in fresh]
+        if missing:
+            start = dt.datetime.fromisoformat(missing[0]).replace(tzinfo=dt.UTC)
+            counted = reports_by_day(conn, start, today)
+            for d in missing:
+                self._days[d] = (now, counted.get(d, {}))
+        for d in [d for d in self._days if d not in wanted]:
+            del self._days[d]
+        current = reports_by_day(conn, today, today + dt.timedelta(days=1)).get(wanted[-1], {})
+        counts = {d: self._days[d][1] for d in wanted[:-1]} | {wanted[-1]: current}
+        return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
+
+
+class Recent:
+    """Values reused for ``keep_s`` seconds (fleet-wide counts: a page view should not recount 100,000
+    devices when the previous view did it a moment ago). Thread-safe; two threads may both count."""
+
+    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep_s = keep_s
+        self.clock = clock
+        self._values: dict[Hashable, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        now = self.clock()
+        with self._lock:
+            found = self._values.get(key)
+        if found is not None and now - found[0] < self.keep_s:
+            value: T = found[1]
+            return value
+        value = make()
+        if self.keep_s > 0:
+            with self._lock:
+                self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s}
+                self._values[key] = (now, value)
+        return value
+
+
+def _latest_pks() -> Any:
+    """The newest report of every device not revoked (probed by primary key: never a scan of all reports)."""
+    return sa.select(devices.c.last_report_pk).where(devices.c.revoked_at.is_(None),
+                                                     devices.c.last_report_pk.is_not(None))
+
+
+def workload_counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """Per workload, the devices whose latest report has each status."""
+    rows = conn.execute(
+        sa.select(report_workloads.c.workload_id, report_workloads.c.status, sa.func.count())
+        .where(report_workloads.c.report_pk.in_(_latest_pks()))
+        .group_by(report_workloads.c.workload_id, report_workloads.c.status)).all()
+    out: dict[str, dict[str, int]] = {}
+    for wid, status, count in rows:
+        out.setdefault(wid, {})[status] = int(count)
+    return dict(sorted(out.items()))
+
+
+def tag_counts(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Per tag (site=paris, ...), the devices by latest verdict."""
+    rows = conn.execute(
+        sa.select(device_tags.c.key, device_tags.c.value, devices.c.last_verdict, sa.func.count())
+        .select_from(device_tags.join(devices, devices.c.id == device_tags.c.device_id))
+        .where(devices.c.revoked_at.is_(None))
+        .group_by(device_tags.c.key, device_tags.c.value, devices.c.last_verdict)).all()
+    out: dict[tuple[str, str], dict[str | None, int]] = {}
+    for key, value, verdict, count in rows:
+        out.setdefault((key, value), {})[verdict] = int(count)
+    ordered = sorted(out.items(), key=lambda kv: (kv[0][0] != "site", kv[0][0], -sum(kv[1].values()), kv[0][1]))
+    return [{"key": k, "value": v, "total": sum(c.values()), **{x: c.get(x, 0) for x in VERDICTS}}
+            for (k, v), c in ordered[:limit]]
+
+
+def stale_count(conn: Connection, now: dt.datetime, days: int) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        devices.c.revoked_at.is_(None), _stale(now, days))).scalar_one())
+
+
+def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
+    cutoff = now - dt.timedelta(days=days)
+    return sa.or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < cutoff)
+
+
+def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """The most common findings in the devices' latest reports, with how many devices and the fix."""
+    counted = (sa.select(report_findings.c.code, sa.func.count().label("devices"),
+                         sa.func.max(report_findings.c.report_pk).label("sample"))
+               .where(report_findings.c.report_pk.in_(_latest_pks()))
+               .group_by(report_findings.c.code).order_by(sa.desc("devices"), report_findings.c.code)
+               .limit(limit).subquery())
+    rows = conn.execute(
+        sa.select(counted.c.code, counted.c.devices, report_findings.c.severity, report_findings.c.workload_id,
+                  report_findings.c.title, report_findings.c.remediation)
+        .select_from(counted.join(report_findings, sa.and_(report_findings.c.report_pk == counted.c.sample,
+                                                           report_findings.c.code == counted.c.code)))
+        .order_by(counted.c.devices.desc(), counted.c.code)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+DEVICE_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict", "revoked_at")
+
+
+def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
+                 size: int = PAGE_SIZE) -> Page:
+    query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
+                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
+    query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else devices.c.revoked_at.is_(None))
+    if f.verdict == "none":
+        query = query.where(devices.c.last_verdict.is_(None))
+    elif f.verdict:
+        query = query.where(devices.c.last_verdict == f.verdict)
+    if f.tag:
+        query = query.where(sa.select(device_tags.c.device_id).where(
+            device_tags.c.device_id == devices.c.id, device_tags.c.key == f.tag[0],
+            device_tags.c.value == f.tag[1]).exists())
+    if f.finding:
+        query = query.where(sa.select(report_findings.c.report_pk).where(
+            report_findings.c.report_pk == devices.c.last_report_pk, report_findings.c.code == f.finding).exists())
+    if f.workload:
+        query = query.where(sa.select(report_workloads.c.report_pk).where(
+            report_workloads.c.report_pk == devices.c.last_report_pk,
+            report_workloads.c.workload_id == f.workload[0], report_workloads.c.status == f.workload[1]).exists())
+    if f.stale_days:
+        query = query.where(_stale(now, f.stale_days))
+    if f.name:
+        query = query.where(devices.c.name.contains(f.name, autoescape=True))
+    rows = conn.execute(_limit(query.order_by(devices.c.name, devices.c.id), page, size)).all()
+    result = _page(rows, page, size, DEVICE_COLUMNS)
+    ids = [r["device_id"] for r in result.rows]
+    # an export: every tag at once rather than a statement with thousands of parameters
+    tags = store.tags_of(conn, ids if len(ids) <= 1000 else None)
+    for r in result.rows:
+        r["tags"] = tags.get(r["device_id"], {})
+    return result
+
+
+def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+    if row is None:
+        return None
+    out = dict(row._mapping)
+    out["tags"] = store.tags_of(conn, [device_id]).get(device_id, {})
+    return out
+
+
+HISTORY_COLUMNS = ("received_at", "measured_at", "verdict", "tool_version", "sweep_id", "report_id")
+
+
+def history_page(conn: Connection, device_id: str, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    query = (sa.select(reports.c.id.label("pk"), *(reports.c[c] for c in HISTORY_COLUMNS))
+             .where(reports.c.device_id == device_id).order_by(reports.c.received_at.desc(), reports.c.id.desc()))
+    return _page(conn.execute(_limit(query, page, size)).all(), page, size, HISTORY_COLUMNS)
+
+
+def report_body(conn: Connection, device_id: str, report_pk: int | None) -> dict[str, Any] | None:
+    """One stored report (the device's latest when ``report_pk`` is None), decoded."""
+    pk = report_pk
+    if pk is None:
+        pk = conn.execute(sa.select(devices.c.last_report_pk).where(devices.c.id == device_id)).scalar_one_or_none()
+        if pk is None:
+            return None
+    blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == pk,
+                                                              reports.c.device_id == device_id)).scalar_one_or_none()
+    return None if blob is None else store.decode_report(blob)
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+SWEEP_COLUMNS = ("id", "created_at", "expires_at", "tag", "thorough", "note", "answers")
+
+
+def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    answers = (sa.select(sa.func.count()).select_from(sweep_responses)
+               .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
+    query = sa.select(sweeps, answers.label("answers")).order_by(sweeps.c.created_at.desc(), sweeps.c.id)
+    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_COLUMNS)
+    for r in result.rows:
+        r["tag"] = f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] else None
+    return result
+
+
+def _targeted(sweep: Any) -> list[sa.ColumnElement[bool]]:
+    """Conditions on ``devices`` for the devices a sweep asks: every device not revoked, or those with its tag."""
+    where: list[sa.ColumnElement[bool]] = [devices.c.revoked_at.is_(None)]
+    if sweep.tag_key is not None:
+        where.append(sa.select(device_tags.c.device_id).where(
+            device_tags.c.device_id == devices.c.id, device_tags.c.key == sweep.tag_key,
+            device_tags.c.value == sweep.tag_value).exists())
+    return where
+
+
+def sweep(conn: Connection, sweep_id: str) -> Any:
+    return conn.execute(sa.select(sweeps).where(sweeps.c.id == sweep_id)).first()
+
+
+def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime) -> dict[str, Any]:
+    """Targeted, answered; of the rest: seen in the last ``OFFLINE_AFTER`` (pending) or not (offline, since
+    its last contact, listed with the devices)."""
+    targeted = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(*_targeted(sw))).scalar_one())
+    answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
+                                .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
+    not_answered = _not_answered(sw)
+    offline = int(conn.execute(sa.select(sa.func.count()).select_from(
+        not_answered.where(_offline(now)).subquery())).scalar_one())
+    return {"targeted": targeted, "answered": answered, "pending": max(0, targeted - answered - offline),
+            "offline": offline, "expired": sw.expires_at <= now}
+
+
+def _offline(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < now - OFFLINE_AFTER)
+
+
+def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
+    """Cumulative answers over the sweep's life so far: (seconds since start, answers)."""
+    end = min(now, sw.expires_at)
+    span = max(1.0, (end - sw.created_at).total_seconds())
+    times = [r[0] for r in conn.execute(sa.select(sweep_responses.c.received_at)
+                                        .where(sweep_responses.c.sweep_id == sw.id)
+                                        .order_by(sweep_responses.c.received_at))]
+    out, i = [], 0
+    for step in range(points + 1):
+        t = span * step / points
+        while i < len(times) and (times[i] - sw.created_at).total_seconds() <= t:
+            i += 1
+        out.append((t, i))
+    return out
+
+
+def sweep_workloads(conn: Connection, sweep_id: str) -> dict[str, dict[str, int]]:
+    rows = conn.execute(
+        sa.select(report_workloads.c.workload_id, report_workloads.c.status, sa.func.count())
+        .select_from(sweep_responses.join(report_workloads,
+                                          report_workloads.c.report_pk == sweep_responses.c.report_pk))
+        .where(sweep_responses.c.sweep_id == sweep_id)
+        .group_by(report_workloads.c.workload_id, report_workloads.c.status)).all()
+    out: dict[str, dict[str, int]] = {}
+    for wid, status, count in rows:
+        out.setdefault(wid, {})[status] = int(count)
+    return dict(sorted(out.items()))
+
+
+def _not_answered(sw: Any) -> Any:
+    answered = sa.select(sweep_responses.c.device_id).where(sweep_responses.c.sweep_id == sw.id,
+                                                           sweep_responses.c.device_id == devices.c.id)
+    return (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
+                      devices.c.last_verdict)
+            .where(*_targeted(sw), ~answered.exists()))
+
+
+SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verdict", "verdict", "received_at")
+
+
+def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
+                       size: int = PAGE_SIZE) -> Page:
+    """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
+    if answered:
+        query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
+                           devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
+                 .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
+                              .join(reports, reports.c.id == sweep_responses.c.report_pk))
+                 .where(sweep_responses.c.sweep_id == sw.id)
+                 .order_by(sweep_responses.c.received_at, devices.c.id))
+    else:
+        query = _not_answered(sw).order_by(devices.c.last_seen_at.desc().nulls_last(), devices.c.id)
+    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_DEVICE_COLUMNS)
+    for r in result.rows:
+        seen = r.get("last_seen_at")
+        r["state"] = ("answered" if answered else
+                      "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
+        r.setdefault("verdict", None)
+        r.setdefault("received_at", None)
+    return result
+
+
+# --- administration ----------------------------------------------------------------------------
+
+SECRET_COLUMNS = ("id", "site", "note", "created_at", "revoked_at")
+
+
+def secrets_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    query = (sa.select(*(enroll_secrets.c[c] for c in SECRET_COLUMNS))
+             .order_by(enroll_secrets.c.created_at.desc(), enroll_secrets.c.id))
+    return _page(conn.execute(_limit(query, page, size)).all(), page, size, SECRET_COLUMNS)
+
+
+# --- endpoint data -----------------------------------------------------------------------------
+
+def catalog_versions(conn: Connection) -> list[dict[str, Any]]:
+    """How many devices' newest report was tested against each (instance, version), newest first."""
+    rows = conn.execute(
+        sa.select(device_catalogs.c.instance, device_catalogs.c.version, sa.func.count().label("devices"))
+        .select_from(device_catalogs.join(devices, devices.c.id == device_catalogs.c.device_id))
+        .where(devices.c.revoked_at.is_(None))
+        .group_by(device_catalogs.c.instance, device_catalogs.c.version)
+        .order_by(device_catalogs.c.instance, device_catalogs.c.version.desc())).all()
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,423 @@
+"""The IT dashboard's pages under ``/ui/``: server-rendered Jinja2 (autoescaped), no script.
+
+Every page needs a session (``accounts``); every POST carries the session's CSRF token (the
+sign-in form a double-submit cookie's); changes need the admin role. Lists take their filters and
+``page`` from the query string (deep links), and ``format=csv`` or ``format=json`` exports the
+whole filtered list. Responses carry a strict Content-Security-Policy (no script at all, nothing
+from elsewhere); a device's report, the employee's own HTML (``render_html``), is served to a
+sandboxed frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import anyio.to_thread
+import jinja2
+from sqlalchemy.engine import Connection, Engine
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from netcheck.collector import store
+from netcheck.collector.export import table_csv
+from netcheck.collector.settings import Settings
+from netcheck.collector.web import accounts, charts, endpoints, queries
+from netcheck.collector.web.queries import Filters, Page
+from netcheck.errors import ConfigError
+from netcheck.render.html import render_html
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent
+PREFIX = "/ui"
+EXPORT_MAX = 1_000_000
+_TAG = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,31})=(.{1,128})$")
+_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+#: the employee's report: its own inline style, inline SVG, nothing else; framed by the dashboard only
+_REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
+_DURATION = re.compile(r"^(\d{1,4})([hd])$")
+
+Handler = Callable[[Request, accounts.Session], Awaitable[Response]]
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "" if value is None else str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return store.iso(value)
+    raise TypeError(type(value).__name__)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = _iso
+    env.globals["VERDICT_LABELS"] = queries.VERDICT_LABELS
+    env.globals["VERDICTS"] = queries.VERDICTS
+    env.globals["prefix"] = PREFIX
+    return env
+
+
+class Dashboard:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.env = _environment()
+        self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
+        self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
+        self.trend = queries.TrendCache()
+        self.recent = queries.Recent(settings.ui_cache_s)
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+
+        return await anyio.to_thread.run_sync(run)
+
+    def _headers(self, response: Response, csp: str = _CSP) -> Response:
+        response.headers["Content-Security-Policy"] = csp
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        if csp is _CSP:
+            response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    def render(self, name: str, status: int = 200, **context: Any) -> Response:
+        html = self.env.get_template(name).render(**context)
+        return self._headers(HTMLResponse(html, status_code=status))
+
+    def _set_cookie(self, response: Response, name: str, value: str, max_age: int | None) -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.tls, httponly=True,
+                            samesite="strict")
+
+    def page(self, fn: Handler, *, admin: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """A page that needs a session; POSTs need its CSRF token, ``admin`` pages the admin role."""
+
+        async def endpoint(request: Request) -> Response:
+            session = await self._db(accounts.session, request.cookies.get(self.cookie), store.utcnow())
+            if session is None:
+                if request.method != "GET":
+                    return self.render("error.html", 403, message="Your session has ended: sign in again.",
+                                       session=None)
+                back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return self._headers(RedirectResponse(f"{PREFIX}/login?{urlencode({'next': back})}", 303))
+            if request.method == "POST":
+                form = await request.form()
+                request.state.form = form
+                if not hmac.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
+                    return self.render("error.html", 403, message="The form was stale or forged (CSRF token "
+                                       "mismatch): reload the page and try again.", session=session)
+            if admin and not session.user.admin:
+                return self.render("error.html", 403, message="This needs the admin role; your account is "
+                                   "read-only.", session=session)
+            return await fn(request, session)
+
+        return endpoint
+
+    @staticmethod
+    def _int(request: Request, name: str, default: int, low: int = 1, high: int = 1_000_000) -> int:
+        try:
+            return min(high, max(low, int(request.query_params.get(name, default))))
+        except ValueError:
+            return default
+
+    def _export(self, request: Request, name: str, result: Page) -> Response | None:
+        fmt = request.query_params.get("format")
+        if fmt == "csv":
+            rows = [{k: store.iso(v) if isinstance(v, dt.datetime) else v for k, v in r.items()} for r in result.rows]
+            body, mime = table_csv(result.columns, rows), "text/csv; charset=utf-8"
+        elif fmt == "json":
+            body = json.dumps({name: result.rows}, default=_json_default, ensure_ascii=False, indent=1)
+            mime = "application/json"
+        else:
+            return None
+        response = Response(body, media_type=mime,
+                            headers={"Content-Disposition": f'attachment; filename="netcheck-{name}.{fmt}"'})
+        return self._headers(response)
+
+    def _page_and_size(self, request: Request) -> tuple[int, int]:
+        if request.query_params.get("format") in ("csv", "json"):
+            return 1, EXPORT_MAX
+        return self._int(request, "page", 1), queries.PAGE_SIZE
+
+    @staticmethod
+    def _links(request: Request, result: Page) -> dict[str, str | None]:
+        params = dict(request.query_params)
+
+        def link(**changes: Any) -> str:
+            merged = {**params, **{k: str(v) for k, v in changes.items()}}
+            return f"{request.url.path}?{urlencode(merged)}"
+
+        return {"prev": link(page=result.page - 1) if result.page > 1 else None,
+                "next": link(page=result.page + 1) if result.more else None,
+                "csv": link(format="csv", page=1), "json": link(format="json", page=1)}
+
+    # --- sign-in -----------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        token = secrets.token_urlsafe(24)
+        response = self.render("login.html", csrf=token, next=_safe_next(request.query_params.get("next")),
+                               error=None, session=None)
+        self._set_cookie(response, self.login_cookie, token, 3600)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        expected = request.cookies.get(self.login_cookie, "")
+        if not expected or not hmac.compare_digest(str(form.get("csrf", "")).encode(), expected.encode()):
+            return self.render("error.html", 403, message="The sign-in form was stale or forged: reload it.",
+                               session=None)
+        name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:1024]
+        made = await anyio.to_thread.run_sync(partial(self._sign_in, name, password))
+        if made is None:
+            token = secrets.token_urlsafe(24)
+            response = self.render("login.html", 401, csrf=token, next=_safe_next(str(form.get("next", ""))),
+                                   error="Wrong name or password, or the account is locked for a while after "
+                                         "repeated failures.", session=None)
+            self._set_cookie(response, self.login_cookie, token, 3600)
+            return response
+        response = self._headers(RedirectResponse(_safe_next(str(form.get("next", ""))), 303))
+        self._set_cookie(response, self.cookie, made, int(accounts.SESSION_FOR.total_seconds()))
+        response.delete_cookie(self.login_cookie, path="/", secure=self.settings.tls, httponly=True,
+                               samesite="strict")
+        return response
+
+    def _sign_in(self, name: str, password: str) -> str | None:
+        with self.engine.begin() as conn:
+            made = accounts.sign_in(conn, name, password, store.utcnow())
+        return None if made is None else made[0]
+
+    async def logout(self, request: Request, session: accounts.Session) -> Response:
+        cookie = request.cookies.get(self.cookie, "")
+        await self._db(accounts.sign_out, cookie)
+        response = self._headers(RedirectResponse(f"{PREFIX}/login", 303))
+        response.delete_cookie(self.cookie, path="/", secure=self.settings.tls, httponly=True, samesite="strict")
+        return response
+
+    # --- pages -------------------------------------------------------------------------------------
+
+    async def overview(self, request: Request, session: accounts.Session) -> Response:
+        stale_days = self._int(request, "stale_days", 7, 1, 3650)
+        data = await self._db(lambda conn: self.recent.get(("overview", stale_days),
+                                                           partial(self._overview, conn, stale_days)))
+        return self.render("overview.html", session=session, stale_days=stale_days, cache_s=self.recent.keep_s,
+                           **data)
+
+    def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
+        now = store.utcnow()
+        counts = queries.verdict_counts(conn)
+        trend = self.trend.trend(conn, now)
+        return {"counts": counts, "total": sum(counts.values()), "trend": trend,
+                "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
+                "workloads": queries.workload_counts(conn), "tags": queries.tag_counts(conn),
+                "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn)}
+
+    def _filters(self, request: Request) -> Filters:
+        q = request.query_params
+        tag = _TAG.match(q.get("tag", ""))
+        workload, _, status = q.get("workload", "").partition("=")
+        stale = q.get("stale_days", "")
+        return Filters(verdict=q.get("verdict") or None, tag=(tag.group(1), tag.group(2)) if tag else None,
+                       finding=q.get("finding") or None, workload=(workload, status) if status else None,
+                       stale_days=int(stale) if stale.isdigit() and 0 < int(stale) < 100000 else None,
+                       name=q.get("name") or None, revoked=q.get("revoked") == "1")
+
+    async def devices(self, request: Request, session: accounts.Session) -> Response:
+        f = self._filters(request)
+        page, size = self._page_and_size(request)
+        result = await self._db(queries.devices_page, f, store.utcnow(), page, size)
+        exported = self._export(request, "devices", result)
+        if exported is not None:
+            return exported
+        return self.render("devices.html", session=session, result=result, f=f, q=request.query_params,
+                           links=self._links(request, result))
+
+    async def device(self, request: Request, session: accounts.Session) -> Response:
+        device_id = request.path_params["device_id"]
+        page, size = self._page_and_size(request)
+        found = await self._db(self._device, device_id, page, size)
+        if found is None:
+            return self.render("error.html", 404, message="No such device.", session=session)
+        info, history = found
+        exported = self._export(request, "history", history)
+        if exported is not None:
+            return exported
+        return self.render("device.html", session=session, d=info, history=history,
+                           links=self._links(request, history), report=request.query_params.get("report"))
+
+    def _device(self, conn: Connection, device_id: str, page: int, size: int) -> tuple[Any, Page] | None:
+        info = queries.device(conn, device_id)
+        if info is None:
+            return None
+        return info, queries.history_page(conn, device_id, page, size)
+
+    async def device_report(self, request: Request, session: accounts.Session) -> Response:
+        """The report as the employee sees it (``render_html``), for the device page's sandboxed frame."""
+        raw = request.query_params.get("report", "")
+        pk = int(raw) if raw.isdigit() else None
+        report = await self._db(queries.report_body, request.path_params["device_id"], pk)
+        if report is None:
+            return self._headers(HTMLResponse("<p>No report stored.</p>", 404), _REPORT_CSP)
+        html = await anyio.to_thread.run_sync(render_html, report)
+        return self._headers(HTMLResponse(html), _REPORT_CSP)
+
+    async def sweeps(self, request: Request, session: accounts.Session) -> Response:
+        page, size = self._page_and_size(request)
+        result = await self._db(queries.sweeps_page, page, size)
+        exported = self._export(request, "sweeps", result)
+        if exported is not None:
+            return exported
+        return self.render("sweeps.html", session=session, result=result, links=self._links(request, result),
+                           error=None)
+
+    async def sweep_create(self, request: Request, session: accounts.Session) -> Response:
+        form: FormData = request.state.form
+        tag_text = str(form.get("tag", "")).strip()
+        tag = _TAG.match(tag_text)
+        lifetime = _DURATION.match(str(form.get("expires", "")).strip())
+        error = None
+        if tag_text and tag is None:
+            error = f"{tag_text!r} is not a tag such as site=paris"
+        elif lifetime is None or int(lifetime.group(1)) == 0:
+            error = "the expiry must be a number of hours or days, such as 48h or 7d"
+        if error is not None:
+            result = await self._db(queries.sweeps_page, 1, queries.PAGE_SIZE)
+            return self.render("sweeps.html", 400, session=session, result=result, error=error,
+                               links=self._links(request, result))
+        assert lifetime is not None
+        hours = int(lifetime.group(1)) * (24 if lifetime.group(2) == "d" else 1)
+        note = str(form.get("note", "")).strip()[:255] or None
+        created = await self._db(partial(store.create_sweep, thorough=form.get("thorough") == "1",
+                                         tag=(tag.group(1), tag.group(2)) if tag else None, note=note),
+                                 store.utcnow(), dt.timedelta(hours=hours))
+        return self._headers(RedirectResponse(f"{PREFIX}/sweeps/{created['id']}", 303))
+
+    async def sweep(self, request: Request, session: accounts.Session) -> Response:
+        view = "answered" if request.query_params.get("show") == "answered" else "missing"
+        page, size = self._page_and_size(request)
+        found = await self._db(self._sweep, request.path_params["sweep_id"], view == "answered", page, size)
+        if found is None:
+            return self.render("error.html", 404, message="No such sweep.", session=session)
+        exported = self._export(request, f"sweep-{view}", found["devices"])
+        if exported is not None:
+            return exported
+        return self.render("sweep.html", session=session, view=view, links=self._links(request, found["devices"]),
+                           **found)
+
+    def _sweep(self, conn: Connection, sweep_id: str, answered: bool, page: int, size: int) -> dict[str, Any] | None:
+        sw = queries.sweep(conn, sweep_id)
+        if sw is None:
+            return None
+        now = store.utcnow()
+
+        def counts() -> dict[str, Any]:
+            coverage = queries.sweep_coverage(conn, sw, now)
+            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id),
+                    "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"]))}
+
+        return {"sw": sw, **self.recent.get(("sweep", sw.id), counts),
+                "devices": queries.sweep_devices_page(conn, sw, answered, now, page, size)}
+
+    async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
+                    error: str | None = None, status: int = 200) -> Response:
+        data = await self._db(self._admin)
+        return self.render("admin.html", status, session=session, shown=shown, error=error,
+                           policy_keys=store.POLICY_KEYS, **data)
+
+    def _admin(self, conn: Connection) -> dict[str, Any]:
+        now = store.utcnow()
+        return {"secrets": queries.secrets_page(conn, 1, 500).rows,
+                "policy": json.dumps(store.get_policy(conn), indent=2, sort_keys=True),
+                "revoked": queries.devices_page(conn, Filters(revoked=True), now, 1, 500).rows}
+
+    async def admin_secret(self, request: Request, session: accounts.Session) -> Response:
+        form: FormData = request.state.form
+        site = str(form.get("site", "")).strip() or None
+        if site is not None and _TAG.match(f"site={site}") is None:
+            return await self.admin(request, session, error=f"{site!r} is not a site name", status=400)
+        note = str(form.get("note", "")).strip()[:255] or None
+        _, value = await self._db(partial(store.create_secret, site=site, note=note), store.utcnow())
+        return await self.admin(request, session, shown=value)
+
+    async def admin_revoke_secret(self, request: Request, session: accounts.Session) -> Response:
+        await self._db(store.revoke_secret, str(request.state.form.get("id", "")), store.utcnow())
+        return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
+
+    async def admin_policy(self, request: Request, session: accounts.Session) -> Response:
+        form: FormData = request.state.form
+        try:
+            await self._db(store.set_policy, str(form.get("key", "")), str(form.get("value", "")), store.utcnow())
+        except ConfigError as exc:
+            return await self.admin(request, session, error=str(exc), status=400)
+        return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
+
+    async def admin_readmit(self, request: Request, session: accounts.Session) -> Response:
+        await self._db(store.readmit_device, str(request.state.form.get("device_id", "")))
+        return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
+
+    async def endpoint_data(self, request: Request, session: accounts.Session) -> Response:
+        fleet = await self._db(queries.catalog_versions)
+        exported = self._export(request, "endpoint-versions", Page(fleet, 1, False, ("instance", "version", "devices")))
+        if exported is not None:
+            return exported
+        rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
+        return self.render("endpoints.html", session=session, rows=rows)
+
+    async def sites(self, request: Request, session: accounts.Session) -> Response:
+        return self.render("sites.html", session=session)
+
+    def routes(self) -> Mount:
+        p = self.page
+        return Mount(PREFIX, routes=[
+            Route("/", p(self.overview), methods=["GET"]),
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", p(self.logout), methods=["POST"]),
+            Route("/devices", p(self.devices), methods=["GET"]),
+            Route("/devices/{device_id}", p(self.device), methods=["GET"]),
+            Route("/devices/{device_id}/report", p(self.device_report), methods=["GET"]),
+            Route("/sweeps", p(self.sweeps), methods=["GET"]),
+            Route("/sweeps", p(self.sweep_create, admin=True), methods=["POST"]),
+            Route("/sweeps/{sweep_id}", p(self.sweep), methods=["GET"]),
+            Route("/sites", p(self.sites), methods=["GET"]),
+            Route("/endpoints", p(self.endpoint_data), methods=["GET"]),
+            Route("/admin", p(self.admin), methods=["GET"]),
+            Route("/admin/secrets", p(self.admin_secret, admin=True), methods=["POST"]),
+            Route("/admin/secrets/revoke", p(self.admin_revoke_secret, admin=True), methods=["POST"]),
+            Route("/admin/policy", p(self.admin_policy, admin=True), methods=["POST"]),
+            Route("/admin/readmit", p(self.admin_readmit, admin=True), methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ])
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a dashboard path only (never another site)."""
+    if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return PREFIX + "/"
+
+
+def mount(settings: Settings, engine: Engine) -> Mount:
+    """The dashboard's routes, for ``create_app``."""
+    return Dashboard(settings, engine).routes()
+
