@@ -210,6 +210,8 @@ def case_workloads(report: dict[str, Any], down: tuple[str, ...], sites: Sites, 
     outage = report.get("outage")
     if not isinstance(outage, dict):
         return None, "no outage section in netcheck's report"
+    if not isinstance(outage.get("sites"), list) or not isinstance(outage.get("cases"), list):
+        return None, "netcheck's outage has no sites and cases (a schema-1 report predicts for one site only)"
     mapping, why = map_sites(outage, sites, told)
     if any(lab not in mapping for lab in down):
         return None, "; ".join(why[lab] for lab in down if lab in why)
