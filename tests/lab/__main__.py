@@ -208,6 +208,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.scenarios:
         s = sc.load(path)
         knobs = f"vpn {s.vpn.mode}, proxy {s.proxy.mode}, identity {s.identity.mode}"
+        if s.sites.two:
+            knobs += f", sites {s.sites.office!r} and {s.sites.dc!r}"
         print(f"{path}: ok ({s.name}: {knobs}, phases {', '.join(s.outage_phases())})")
     return 0
 

@@ -73,6 +73,8 @@ def run_scenario(
             with other:
                 timings[f"bring_up_{case[0]}_s"] = other.timings["bring_up_s"]
                 _measure_case(other, case, truth, timings, progress)
+                if artifacts:
+                    shutil.copytree(other.logs, artifacts / scenario.name / f"logs-{case[0]}", dirs_exist_ok=True)
     finally:
         timings["total_s"] = round(time.monotonic() - t0, 2)
     return build_result(scenario, world.run_id, nc, truth, timings)

@@ -214,7 +214,7 @@ def squid_conf(
     resolver = A.ISP_RESOLVER_V4 if cloud else SITE_SERVICES[LAB_SITE[where]]["dns"][0]
     localnet = [A.CORP_V4_INTERNAL, A.CORP_V6_AGGREGATE, A.DC_V6_AGGREGATE]
     if where == "dc":
-        localnet.append("100.64.0.0/10")
+        localnet.append("100.64.0.0/10")  # a CGNAT-numbered tunnel (vpn.cgnat)
     lines = [
         f"http_port {v4}:{A.PROXY_PORT}{bump}",
         f"http_port [{v6}]:{A.PROXY_PORT}{bump}",

@@ -160,6 +160,10 @@ def test_world_comes_up_fast(world: World) -> None:
 
 @pytest.mark.lab
 def test_no_namespace_routes_outside_the_lab(world: World) -> None:
+    _assert_routes_inside_the_lab(world)
+
+
+def _assert_routes_inside_the_lab(world: World) -> None:
     for ns in world.ns.values():
         for family in ("-4", "-6"):
             out = subprocess.run(
@@ -367,6 +371,7 @@ def test_two_sites_failover_and_cuts(tmp_path: Path) -> None:
     with it; the client fails over to the DC's gateway (new peer, new address); both down black-holes."""
     _require_lab()
     with World(_scenario(tmp_path, TWO_SITE_TOML)) as w:
+        _assert_routes_inside_the_lab(w)
         assert w.vpn is not None and w.vpn.gateway == "office"
         adfs = laptop(w, "curl", "-4", "-sS", "-D", "-", "-o", "/dev/null", f"https://{A.ADFS_NAME}/adfs/ls/")
         assert _header(adfs, "X-Lab-Server") == "lab-dc", adfs.stdout + adfs.stderr

@@ -263,7 +263,7 @@ class World:
             cmds += self._addr(A.CORP_DC, "a", "dc0")
             cmds += [
                 f"route add {net} via {A.CORP_DC.v4_b}"
-                for net in (A.DC_V4_SITE, A.DC_VPN_NET.v4_net, A.DC_VPN_NET_CGNAT.v4_net)
+                for net in (A.DC_V4_SITE, self._vpn_net("dc").v4_net)
             ]
             cmds += [f"-6 route add {A.DC_V6_AGGREGATE} via {A.CORP_DC.v6_b}"]
         ip_batch(self.ns["corp"], cmds)
@@ -291,12 +291,12 @@ class World:
         cmds += [f"route add default via {A.DC_INET.v4_a}", f"-6 route add default via {A.DC_INET.v6_a}"]
         cmds += [
             f"route add {net} via {A.CORP_DC.v4_a}"
-            for net in (A.OFFICE_V4_SITE, A.VPN_NET.v4_net, A.VPN_NET_CGNAT.v4_net)
+            for net in (A.OFFICE_V4_SITE, self._vpn_net("office").v4_net)
         ]
         cmds += [f"-6 route add {A.CORP_V6_AGGREGATE} via {A.CORP_DC.v6_a}"]
         ip_batch(self.ns["dc"], cmds)
-        nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in (A.CORP_V4_INTERNAL, A.VPN_NET_CGNAT.v4_net,
-                                                                             A.DC_VPN_NET_CGNAT.v4_net)]
+        nets = dict.fromkeys([A.CORP_V4_INTERNAL, self._vpn_net("office").v4_net, self._vpn_net("dc").v4_net])
+        nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in nets]
         allow = [f"-p udp --dport {A.WG_PORT}"]
         self._iptables(
             "dc", nat4=nat4, filter4=_stateful_inbound("wan0", allow), filter6=_stateful_inbound("wan0", allow)
