@@ -1,7 +1,7 @@
 """Command line of the lab (run as root from the repository root).
 
 python -m tests.lab run SCENARIO.toml [--json] [--artifacts DIR]
-python -m tests.lab shell SCENARIO.toml [--site-down] [--vpn stays|drops]
+python -m tests.lab shell SCENARIO.toml [--site-down | --down office|dc ...] [--vpn stays|drops]
 python -m tests.lab matrix [--dir DIR] [--jobs N] [--json] [--artifacts DIR]
 python -m tests.lab matrix --generated all|N [--seed S] [--jobs N]   (the all-pairs scenarios)
 python -m tests.lab generate --out DIR [--seed S] [--subset N]   (write them)
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shell", help="bring a scenario up and open a shell in the laptop")
     p.add_argument("scenario", type=Path)
     p.add_argument("--site-down", action="store_true", help="take the site down before the shell starts")
+    p.add_argument(
+        "--down",
+        action="append",
+        choices=sc.SITES,
+        default=[],
+        help="a two-site world: take this site down (repeat for both; implies --site-down)",
+    )
     p.add_argument("--vpn", choices=("stays", "drops"), default="stays", help="with --site-down: what the VPN does")
     p.set_defaults(func=cmd_shell)
 
@@ -201,6 +208,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.scenarios:
         s = sc.load(path)
         knobs = f"vpn {s.vpn.mode}, proxy {s.proxy.mode}, identity {s.identity.mode}"
+        if s.sites.two:
+            knobs += f", sites {s.sites.office!r} and {s.sites.dc!r}"
         print(f"{path}: ok ({s.name}: {knobs}, phases {', '.join(s.outage_phases())})")
     return 0
 
@@ -231,10 +240,13 @@ def cmd_cleanup(_args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     scenario = sc.load(args.scenario)
+    if args.down and not scenario.sites.two:
+        raise LabError(f"{args.scenario}: --down needs a two-site scenario ([sites] dc = 'NAME')")
+    args.site_down = args.site_down or bool(args.down)
     _preflight()
     with World(scenario) as world:
         if args.site_down:
-            world.site_down()
+            world.site_down(tuple(args.down) or ("office",))
             if args.vpn == "drops":
                 world.vpn_drop()
         rc_file = world.dir / "shellrc"
@@ -271,7 +283,7 @@ lab_site_up() {{ ip -n {world.ns["inet"]} link set corp0 up; ip -n {world.ns["co
 
 def _banner(world: World, site_down: bool) -> str:
     ns = world.ns
-    down = " - the site is DOWN" if site_down else ""
+    down = f" - DOWN: {', '.join(sorted(world.down))}" if site_down else ""
     return f"""
 lab: scenario {world.scenario.name} is up (run {world.run_id}, {world.timings["bring_up_s"]:.1f}s){down}
 lab: namespaces: {", ".join(ns.values())}

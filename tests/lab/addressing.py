@@ -3,6 +3,10 @@ ranges inside lab namespaces are used; see docs/lab.md for the picture.
 
     laptop --wifi-- home --home-- inet --site-- corp
        \\___________________office_______________/   (laptop.location = "office")
+
+A two-site world (a ``[dc]`` table in the scenario) adds the datacentre:
+
+    inet --dc-- dc --wan-- corp        laptop --branch-- dc   (laptop.location = "branch")
 """
 
 from __future__ import annotations
@@ -55,6 +59,30 @@ VPN_NET_CGNAT = LinkNet(
     "100.64.66.0/24", "100.64.66.1", "100.64.66.2", "2001:db8:c066::/64", "2001:db8:c066::1", "2001:db8:c066::2"
 )
 
+# --- the datacentre (two-site worlds) ----------------------------------------
+DC_INET = LinkNet(
+    "198.51.100.4/30", "198.51.100.5", "198.51.100.6", "2001:db8:ff03::/64", "2001:db8:ff03::1", "2001:db8:ff03::2"
+)
+#: The private WAN link between the office and the datacentre (a = the office).
+CORP_DC = LinkNet(
+    "10.99.0.0/30", "10.99.0.1", "10.99.0.2", "2001:db8:ff10::/64", "2001:db8:ff10::1", "2001:db8:ff10::2"
+)
+#: A branch office LAN whose only link is the datacentre (a = the datacentre).
+BRANCH_LAN = LinkNet(
+    "10.30.0.0/24", "10.30.0.1", "10.30.0.100", "2001:db8:d001::/64", "2001:db8:d001::1", "2001:db8:d001::100"
+)
+#: The datacentre gateway's tunnel pool: a failover-capable client gets an address from the gateway it uses.
+DC_VPN_NET = LinkNet(
+    "10.67.0.0/24", "10.67.0.1", "10.67.0.2", "2001:db8:d066::/64", "2001:db8:d066::1", "2001:db8:d066::2"
+)
+DC_VPN_NET_CGNAT = LinkNet(
+    "100.64.67.0/24", "100.64.67.1", "100.64.67.2", "2001:db8:d066::/64", "2001:db8:d066::1", "2001:db8:d066::2"
+)
+#: What each site owns in a two-site world (the single-site world keeps CORP_V4_INTERNAL for the office).
+OFFICE_V4_SITE = "10.20.0.0/16"
+DC_V4_SITE = "10.30.0.0/16"
+DC_V6_AGGREGATE = "2001:db8:d000::/40"
+
 #: Prefixes each site owns, routed to it by the internet core.
 HOME_V6_AGGREGATE = "2001:db8:a000::/40"
 CORP_V6_AGGREGATE = "2001:db8:c000::/40"
@@ -81,6 +109,11 @@ CORP_DNS_V4, CORP_DNS_V6 = "10.20.1.53", "2001:db8:c0ff::53"
 CORP_PROXY_V4, CORP_PROXY_V6 = "10.20.1.31", "2001:db8:c0ff::31"
 CORP_WEB_V4, CORP_WEB_V6 = "10.20.1.80", "2001:db8:c0ff::80"
 CORP_ADFS_V4, CORP_ADFS_V6 = "10.20.1.43", "2001:db8:c0ff::43"
+# --- the datacentre's services (in `dc`, on its loopback) ----------------------
+DC_DNS_V4, DC_DNS_V6 = "10.30.1.53", "2001:db8:d0ff::53"
+DC_PROXY_V4, DC_PROXY_V6 = "10.30.1.31", "2001:db8:d0ff::31"
+DC_WEB_V4, DC_WEB_V6 = "10.30.1.80", "2001:db8:d0ff::80"
+DC_ADFS_V4, DC_ADFS_V6 = "10.30.1.43", "2001:db8:d0ff::43"
 PROXY_PORT = 3128
 WG_PORT = 51820
 WG_FWMARK = 51820
@@ -96,6 +129,7 @@ PAC_NAME = f"pac.{CORP_DOMAIN}"
 ADFS_NAME = f"adfs.{CORP_DOMAIN}"
 INTRANET_NAME = f"intranet.{CORP_DOMAIN}"
 VPN_NAME = f"vpn.{CORP_DOMAIN}"
+VPN2_NAME = f"vpn2.{CORP_DOMAIN}"  # the datacentre's gateway
 PAC_URL = f"http://{PAC_NAME}/proxy.pac"
 
 # --- beyond the site: services on the internet that are not Microsoft's ------

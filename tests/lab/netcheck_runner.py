@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 import shutil
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import addressing as A
+from .scenario import DOWN_SETS, SITES, Sites, split_phase
+from .services import SITE_SERVICES
 from .world import LAPTOP_UID, World
 
 #: netcheck's per-workload status -> the lab's truth vocabulary.
@@ -143,7 +146,96 @@ def _possible(row: dict[str, Any], key: str) -> list[str]:
     return [str(v) for v in values if v in TRUTH_VALUES] if isinstance(values, list) else []
 
 
-def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str, tuple[str | None, str]]]:
+#: The lab's two-site down-sets are read from ``outage.cases``; see :func:`case_workloads`.
+Rows = dict[Any, dict[str, Any]]
+
+
+def lab_site_addresses(site: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses that make a lab site recognisable in netcheck's inferred sites: its public address and
+    its services (resolver, proxy, web/PAC, AD FS, and the VPN gateway's public address)."""
+    public = A.CORP_INET if site == "office" else A.DC_INET
+    texts = [public.v4_b, public.v6_b, *(a for pair in SITE_SERVICES[site].values() for a in pair)]
+    return [ipaddress.ip_address(a) for a in texts]
+
+
+def _holds(nc_site: dict[str, Any], addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+    nets = []
+    for text in nc_site.get("networks") or []:
+        try:
+            nets.append(ipaddress.ip_network(str(text), strict=False))
+        except ValueError:
+            continue
+    return any(a in n for a in addresses for n in nets if a.version == n.version)
+
+
+def map_sites(outage: dict[str, Any], sites: Sites, told: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """Each lab site's netcheck site (by name), and why a lab site has none.
+
+    Told: the netcheck site with ``told`` true and the name the scenario's profile gave the lab site.
+    Inferred: the one unnamed netcheck site (``told`` not true) whose ``networks`` hold the lab site's
+    addresses and none of the other lab site's (a netcheck site holding both does not tell the two apart).
+    """
+    nc_sites = [x for x in outage.get("sites") or [] if isinstance(x, dict) and isinstance(x.get("name"), str)]
+    found: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for lab in SITES:
+        if told:
+            hits = [x for x in nc_sites if x.get("told") is True and x["name"] == sites.name(lab)]
+            miss = f"netcheck's outage.sites has no told site named {sites.name(lab)!r}"
+        else:
+            mine = lab_site_addresses(lab)
+            other = [a for o in SITES if o != lab for a in lab_site_addresses(o)]
+            holding = [x for x in nc_sites if x.get("told") is not True and _holds(x, mine)]
+            hits = [x for x in holding if not _holds(x, other)]
+            miss = (
+                f"netcheck's site {holding[0]['name']!r} holds both the office's and the dc's addresses"
+                if holding
+                else f"no unnamed (inferred) site in netcheck's outage.sites holds the {lab}'s addresses"
+            )
+        if len(hits) == 1:
+            found[lab] = hits[0]["name"]
+        else:
+            why[lab] = miss if not hits else f"several netcheck sites match the {lab}: {[x['name'] for x in hits]}"
+    return found, why
+
+
+def case_workloads(report: dict[str, Any], down: tuple[str, ...], sites: Sites, told: bool) -> tuple[Rows | None, str]:
+    """netcheck's prediction rows (by workload id) for the lab sites ``down``, and where they came from
+    (or None and why there are none: a miss).
+
+    The case of ``outage.cases`` whose ``down`` is exactly the mapped netcheck sites. For every lab site
+    down, ``outage.workloads`` (the all-sites-down case) also answers when netcheck's sites are exactly
+    the two lab sites.
+    """
+    outage = report.get("outage")
+    if not isinstance(outage, dict):
+        return None, "no outage section in netcheck's report"
+    if not isinstance(outage.get("sites"), list) or not isinstance(outage.get("cases"), list):
+        return None, "netcheck's outage has no sites and cases (a schema-1 report predicts for one site only)"
+    mapping, why = map_sites(outage, sites, told)
+    if any(lab not in mapping for lab in down):
+        return None, "; ".join(why[lab] for lab in down if lab in why)
+    want = {mapping[lab] for lab in down}
+    if len(want) != len(down):
+        return None, f"netcheck maps {' and '.join(down)} to one site ({sorted(want)[0]!r})"
+    cases = [c for c in outage.get("cases") or [] if isinstance(c, dict) and isinstance(c.get("down"), list)]
+    for case in cases:
+        if set(case["down"]) == want:
+            return _by_id(case), f"outage.cases[down={sorted(want)}]"
+    all_sites = {x.get("name") for x in outage.get("sites") or [] if isinstance(x, dict)}
+    if set(down) == set(SITES) and all_sites == want and isinstance(outage.get("workloads"), list):
+        return _by_id(outage), "outage.workloads (all sites down)"
+    seen = [sorted(c["down"]) for c in cases]
+    return None, f"netcheck predicts no case with exactly {sorted(want)} down (its cases: {seen})"
+
+
+def _by_id(section: dict[str, Any]) -> Rows:
+    return {w.get("id"): w for w in section.get("workloads") or [] if isinstance(w, dict)}
+
+
+def predictions(
+    run: NetcheckRun, phases: tuple[str, ...], sites: Sites | None = None, told: bool = False
+) -> dict[str, dict[str, tuple[str | None, str]]]:
     """Per workload and phase: (predicted truth value, where it came from).
 
     Site up: netcheck's status. Site down: only ``outage``, with the key of that
@@ -151,32 +243,42 @@ def predictions(run: NetcheckRun, phases: tuple[str, ...]) -> dict[str, dict[str
     already in the "dropped" state). Nothing is substituted: a workload missing
     from ``outage``, or a behaviour missing from its row, is (None, why), a miss.
     An "uncertain" prediction reads ``uncertain:works|fails`` (the fates it allows).
+    A two-site phase (``dc_down.vpn_stays``) reads its case (:func:`case_workloads`); a case netcheck
+    does not predict is a miss for every workload, with the reason.
     """
     out: dict[str, dict[str, tuple[str | None, str]]] = {}
     if run.report is None:
         return out
     site_up = {w.get("id"): w.get("status") for w in run.report.get("workloads", []) if isinstance(w, dict)}
     outage = run.report.get("outage")
-    outage_rows = (
-        {w.get("id"): w for w in outage.get("workloads", []) if isinstance(w, dict)} if isinstance(outage, dict) else {}
-    )
-    for wid in dict.fromkeys([*site_up, *outage_rows]):
+    outage_rows = _by_id(outage) if isinstance(outage, dict) else {}
+    by_prefix: dict[str, tuple[Rows | None, str]] = {"": (outage_rows, "outage")}
+    for phase in phases:
+        prefix, _ = split_phase(phase)
+        if prefix and prefix not in by_prefix:
+            by_prefix[prefix] = case_workloads(run.report, DOWN_SETS[prefix], sites or Sites(), told)
+    case_ids = [wid for rows, _ in by_prefix.values() for wid in rows or {}]
+    for wid in dict.fromkeys([*site_up, *outage_rows, *case_ids]):
         status = site_up.get(wid)
         row: dict[str, tuple[str | None, str]] = {
             "site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status" if wid in site_up else "not in workloads")
         }
         for phase in phases:
-            o = outage_rows.get(wid)
-            key = "if_vpn_stays" if phase == "vpn_stays" else "if_vpn_drops"
+            prefix, behaviour = split_phase(phase)
+            rows, source = by_prefix[prefix]
+            o = (rows or {}).get(wid)
+            key = "if_vpn_stays" if behaviour == "vpn_stays" else "if_vpn_drops"
             if not isinstance(outage, dict):
                 row[phase] = (None, "no outage section in netcheck's report")
+            elif rows is None:
+                row[phase] = (None, source)
             elif o is None:
-                row[phase] = (None, "not in netcheck's outage section")
+                row[phase] = (None, "not in netcheck's outage section" if not prefix else f"not in {source}")
             elif o.get(key) == "uncertain" and _possible(o, key):
-                row[phase] = ("uncertain:" + "|".join(_possible(o, key)), "outage")
+                row[phase] = ("uncertain:" + "|".join(_possible(o, key)), source)
             elif o.get(key) not in TRUTH_VALUES:
-                row[phase] = (None, f"outage row has no valid {key}")
+                row[phase] = (None, f"outage row has no valid {key}" + (f" ({source})" if prefix else ""))
             else:
-                row[phase] = (str(o[key]), "outage")
+                row[phase] = (str(o[key]), source)
         out[str(wid)] = row
     return out

@@ -25,6 +25,8 @@ from .world import World
 log = logging.getLogger("lab")
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+#: The two-site scenarios (a datacentre beside the office): a separate command, see docs/lab.md.
+TWO_SITE_DIR = SCENARIO_DIR / "two-site"
 #: Set when a matrix is interrupted: running scenarios stop at their next step.
 ABORT = threading.Event()
 Progress = Callable[[str], None]
@@ -62,17 +64,38 @@ def run_scenario(
             else:
                 nc = _timed(timings, "netcheck_s", lambda: run_netcheck(world, netcheck))
             progress(f"{scenario.name}: netcheck {nc.status} {nc.message}".rstrip())
-            world.site_down()
-            for phase in scenario.outage_phases():
-                if phase == "vpn_drops":
-                    world.vpn_drop()
-                truth[phase] = _timed(timings, f"truth_{phase}_s", lambda: measure(world))
-                progress(f"{scenario.name}: measured {phase}")
+            cases = scenario.down_cases()
+            _measure_case(world, cases[0], truth, timings, progress)
             if artifacts:
                 _save_artifacts(world, nc, artifacts)
+        for case in cases[1:]:  # a two-site world: each further down-set in a fresh world
+            other = World(scenario)
+            with other:
+                timings[f"bring_up_{case[0]}_s"] = other.timings["bring_up_s"]
+                _measure_case(other, case, truth, timings, progress)
+                if artifacts:
+                    shutil.copytree(other.logs, artifacts / scenario.name / f"logs-{case[0]}", dirs_exist_ok=True)
     finally:
         timings["total_s"] = round(time.monotonic() - t0, 2)
     return build_result(scenario, world.run_id, nc, truth, timings)
+
+
+def _measure_case(
+    world: World,
+    case: tuple[str, tuple[str, ...]],
+    truth: dict[str, dict[str, WorkloadTruth]],
+    timings: dict[str, float],
+    progress: Progress,
+) -> None:
+    """Take the case's sites down, then measure each VPN behaviour (the tunnel stays, then it drops)."""
+    prefix, down = case
+    _timed(timings, f"down_{prefix or 'site'}_s", lambda: world.site_down(down))
+    for behaviour in world.scenario.behaviours():
+        phase = f"{prefix}.{behaviour}" if prefix else behaviour
+        if behaviour == "vpn_drops":
+            world.vpn_drop()
+        truth[phase] = _timed(timings, f"truth_{phase}_s", lambda: measure(world))
+        progress(f"{world.scenario.name}: measured {phase}")
 
 
 def _timed(timings: dict[str, float], key: str, fn: Callable[[], Any]) -> Any:
@@ -103,7 +126,7 @@ def build_result(
     truth: dict[str, dict[str, WorkloadTruth]],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    preds = predictions(nc, scenario.outage_phases())
+    preds = predictions(nc, scenario.outage_phases(), scenario.sites, scenario.netcheck.site_profile)
     rows = []
     problems = []
     for phase, results in truth.items():
@@ -258,7 +281,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     outage prediction that was wrong or missing, ``~`` a site-up status that
     differs, ``!`` a truth the scenario did not expect.
     """
-    phases = [p for p in sc.PHASES if any(r["phase"] == p for res in results for r in res.get("rows", []))]
+    phases = list(dict.fromkeys(r["phase"] for res in results for r in res.get("rows", [])))
     header = ("scenario", "workload", *phases)
     lines: list[tuple[str, ...]] = [header]
     for res in results:

@@ -21,8 +21,13 @@ CATEGORIES = ("Optimize", "Allow", "Default")
 FAMILIES = ("ipv4", "ipv6")
 LINKS = ("wifi", "home", "site", "office")
 
-#: Phases in which ground truth is measured.
+#: Phases in which ground truth is measured (a single-site world; "the site" is the office).
 PHASES = ("site_up", "no_vpn", "vpn_stays", "vpn_drops")
+#: The lab's sites in a two-site world, and the sets that can be down (each alone, then both).
+SITES = ("office", "dc")
+DOWN_SETS: dict[str, tuple[str, ...]] = {"office_down": ("office",), "dc_down": ("dc",), "both_down": ("office", "dc")}
+#: The office's name in the site profile netcheck is told (the single-site world's name, kept).
+OFFICE_NAME = "Contoso site (lab)"
 
 
 class ScenarioError(Exception):
@@ -42,7 +47,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Laptop:
-    location: str = "home"  # home | office
+    location: str = "home"  # home | office | branch (a branch LAN whose only link is the datacentre)
     ipv6: bool = True
 
 
@@ -55,6 +60,7 @@ class Vpn:
     exclude_families: tuple[str, ...] = FAMILIES
     on_site_down: tuple[str, ...] = ("stays", "drops")
     cgnat: bool = False  # tunnel addresses in 100.64.0.0/10 instead of 10.66.0.0/24
+    failover: bool = False  # the client fails over to the datacentre's gateway when the office's is gone
 
     @property
     def enabled(self) -> bool:
@@ -77,7 +83,8 @@ class Proxy:
     tls_inspection: bool = False
     inspection_bypass: tuple[str | int, ...] = ()
     pac_unreachable: str = "direct"  # direct | fail | cached
-    where: str = "site"  # site | cloud: where the proxy and its PAC file live
+    where: str = "site"  # site | dc | cloud: where the proxy lives
+    pac_where: str = ""  # site | dc: where the PAC file lives ("" = with the proxy; a cloud proxy's is in the cloud)
 
     @property
     def name(self) -> str:
@@ -87,16 +94,37 @@ class Proxy:
     def pac_url(self) -> str:
         return A.CLOUD_PAC_URL if self.where == "cloud" else A.PAC_URL
 
+    @property
+    def pac_site(self) -> str:
+        """Where the PAC file is: site, dc or cloud."""
+        return self.pac_where or self.where
+
 
 @dataclass(frozen=True)
 class Identity:
     mode: str = "managed"  # managed | federated
     adfs_public: bool = False
-    provider: str = "site"  # site (AD FS at the site) | cloud (a cloud identity provider on the internet)
+    provider: str = "site"  # site (AD FS at the office) | dc (AD FS in the datacentre) | cloud (on the internet)
 
     @property
     def federation_host(self) -> str:
         return A.CLOUD_IDP_NAME if self.provider == "cloud" else A.ADFS_NAME
+
+
+@dataclass(frozen=True)
+class Sites:
+    """A two-site world when ``dc`` is set: the names netcheck's site profile gives the office and the DC."""
+
+    office: str = OFFICE_NAME
+    dc: str = ""
+    down: tuple[str, ...] = tuple(DOWN_SETS)  # which down-sets are measured
+
+    @property
+    def two(self) -> bool:
+        return bool(self.dc)
+
+    def name(self, site: str) -> str:
+        return self.office if site == "office" else self.dc
 
 
 @dataclass(frozen=True)
@@ -122,15 +150,35 @@ class Scenario:
     links: Mapping[str, Link] = field(default_factory=dict)
     netcheck: NetcheckOptions = NetcheckOptions()
     expect: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    sites: Sites = Sites()
 
     def link(self, name: str) -> Link:
         return self.links.get(name, Link())
 
-    def outage_phases(self) -> tuple[str, ...]:
-        """The site-down phases this scenario measures, in order."""
+    def behaviours(self) -> tuple[str, ...]:
+        """What the VPN does when a site goes down: ``no_vpn``, or ``vpn_stays`` / ``vpn_drops``."""
         if not self.vpn.enabled:
             return ("no_vpn",)
         return tuple(f"vpn_{b}" for b in self.vpn.on_site_down)
+
+    def down_cases(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(phase prefix, lab sites down) per case: one case, the office, in a single-site world."""
+        if not self.sites.two:
+            return (("", ("office",)),)
+        return tuple((d, DOWN_SETS[d]) for d in self.sites.down)
+
+    def outage_phases(self) -> tuple[str, ...]:
+        """The site-down phases this scenario measures, in order (``dc_down.vpn_stays`` in a two-site world)."""
+        return tuple(
+            f"{prefix}.{b}" if prefix else b for prefix, _ in self.down_cases() for b in self.behaviours()
+        )
+
+
+def split_phase(phase: str) -> tuple[str, str]:
+    """(down-set prefix, behaviour): ``dc_down.vpn_stays`` -> (``dc_down``, ``vpn_stays``); a single-site
+    phase has no prefix (``vpn_stays`` -> ("", ``vpn_stays``))."""
+    prefix, _, behaviour = phase.rpartition(".")
+    return prefix, behaviour
 
 
 def without_profile(s: Scenario) -> Scenario:
@@ -228,6 +276,7 @@ def load(path: Path) -> Scenario:
         links=_links(root.table("links")),
         netcheck=_netcheck(root.table("netcheck")),
         expect=_expect(root.table("expect")),
+        sites=_sites(root.table("sites")),
     )
     root.finish()
     _check_consistency(scenario)
@@ -235,7 +284,7 @@ def load(path: Path) -> Scenario:
 
 
 def _laptop(t: _Table) -> Laptop:
-    result = Laptop(location=t.choice("location", ("home", "office"), "home"), ipv6=t.get("ipv6", bool, True))
+    result = Laptop(location=t.choice("location", ("home", "office", "branch"), "home"), ipv6=t.get("ipv6", bool, True))
     t.finish()
     return result
 
@@ -249,15 +298,16 @@ def _vpn(t: _Table) -> Vpn:
         exclude_families=t.str_list("exclude_families", FAMILIES, FAMILIES),
         on_site_down=t.str_list("on_site_down", ("stays", "drops"), ("stays", "drops")),
         cgnat=t.get("cgnat", bool, False),
+        failover=t.get("failover", bool, False),
     )
     t.finish()
     return result
 
 
 def _dns(t: _Table) -> Dns:
-    servers = t.str_list("servers", ("home",), ("home", "corp"))
+    servers = t.str_list("servers", ("home",), ("home", "corp", "dc"))
     if not servers or len(set(servers)) != len(servers):
-        raise t._err("servers", "must list 'home' and/or 'corp' once each")
+        raise t._err("servers", "must list 'home', 'corp' and/or 'dc' once each")
     t.finish()
     return Dns(servers=servers)
 
@@ -269,7 +319,8 @@ def _proxy(t: _Table) -> Proxy:
         tls_inspection=t.get("tls_inspection", bool, False),
         inspection_bypass=t.selector_list("inspection_bypass"),
         pac_unreachable=t.choice("pac_unreachable", ("direct", "fail", "cached"), "direct"),
-        where=t.choice("where", ("site", "cloud"), "site"),
+        where=t.choice("where", ("site", "dc", "cloud"), "site"),
+        pac_where=t.choice("pac_where", ("", "site", "dc"), ""),
     )
     t.finish()
     return result
@@ -279,7 +330,7 @@ def _identity(t: _Table) -> Identity:
     result = Identity(
         mode=t.choice("mode", ("managed", "federated"), "managed"),
         adfs_public=t.get("adfs_public", bool, False),
-        provider=t.choice("provider", ("site", "cloud"), "site"),
+        provider=t.choice("provider", ("site", "dc", "cloud"), "site"),
     )
     t.finish()
     return result
@@ -325,11 +376,31 @@ def _netcheck(t: _Table) -> NetcheckOptions:
     return result
 
 
+def _sites(t: _Table) -> Sites:
+    down = t.str_list("down", tuple(DOWN_SETS), tuple(DOWN_SETS))
+    result = Sites(office=t.get("office", str, OFFICE_NAME), dc=t.get("dc", str, ""), down=down)
+    if not down or len(set(down)) != len(down):
+        raise t._err("down", f"list some of {', '.join(DOWN_SETS)} once each")
+    t.finish()
+    return result
+
+
 def _expect(t: _Table) -> dict[str, dict[str, str]]:
+    """``[expect.PHASE]`` tables; a two-site phase is ``[expect.office_down.vpn_stays]`` (a nested table)."""
+    flat = dict(t.data)
+    for prefix in DOWN_SETS:
+        nested = flat.pop(prefix, None)
+        if isinstance(nested, Mapping):
+            flat |= {f"{prefix}.{behaviour}": value for behaviour, value in nested.items()}
+        elif nested is not None:
+            raise t._err(prefix, f"must be a table of VPN behaviours ([expect.{prefix}.vpn_stays])")
+    t = _Table(flat, t.where, t.src)
     expect: dict[str, dict[str, str]] = {}
     for phase in list(t.data):
-        if phase not in PHASES:
-            raise t._err(phase, f"unknown phase (one of {', '.join(PHASES)})")
+        prefix, behaviour = split_phase(phase)
+        if behaviour not in PHASES or (prefix and (prefix not in DOWN_SETS or behaviour == "site_up")):
+            known = [*PHASES, *(f"{d}.{b}" for d in DOWN_SETS for b in PHASES[1:])]
+            raise t._err(phase, f"unknown phase (one of {', '.join(known)})")
         pt = t.table(phase)
         values: dict[str, str] = {}
         for workload in list(pt.data):
@@ -354,16 +425,34 @@ def _check_consistency(s: Scenario) -> None:
         fail("vpn.exclude", "a split tunnel needs at least one excluded category or set")
     if s.vpn.enabled and not s.vpn.families:
         fail("vpn.families", "a tunnel must carry at least one address family")
-    if not s.vpn.enabled and s.laptop.location == "home" and "corp" in s.dns.servers:
-        fail("dns.servers", "the corporate resolver is only reachable through a VPN or at the office")
+    if not s.vpn.enabled and s.laptop.location == "home" and {"corp", "dc"} & set(s.dns.servers):
+        fail("dns.servers", "the corporate resolver is only reachable through a VPN or on a corporate LAN")
     if s.proxy.mode == "none" and (s.proxy.direct or s.proxy.tls_inspection):
         fail("proxy.mode", "proxy.direct / tls_inspection need a proxy (explicit or pac)")
-    if s.proxy.mode != "none" and s.proxy.where == "site" and not s.vpn.enabled and s.laptop.location == "home":
-        fail("proxy.mode", "the site's proxy is only reachable through a VPN or at the office")
+    if s.proxy.mode != "none" and s.proxy.where != "cloud" and not s.vpn.enabled and s.laptop.location == "home":
+        fail("proxy.mode", "the site's proxy is only reachable through a VPN or on a corporate LAN")
+    if s.proxy.pac_where and (s.proxy.where == "cloud" or s.proxy.mode != "pac"):
+        fail("proxy.pac_where", "only with proxy.mode = 'pac' and a proxy at the site or the dc")
     if s.identity.mode == "managed" and s.identity.adfs_public:
         fail("identity.adfs_public", "only meaningful with identity.mode = 'federated'")
-    if s.identity.provider == "cloud" and (s.identity.mode != "federated" or s.identity.adfs_public):
-        fail("identity.provider", "'cloud' needs identity.mode = 'federated' (and no adfs_public)")
+    if s.identity.provider != "site" and (s.identity.mode != "federated" or s.identity.adfs_public):
+        fail("identity.provider", f"{s.identity.provider!r} needs identity.mode = 'federated' (and no adfs_public)")
+    uses_dc = {
+        "identity.provider": s.identity.provider == "dc",
+        "proxy.where": s.proxy.where == "dc" or s.proxy.pac_where == "dc",
+        "dns.servers": "dc" in s.dns.servers,
+        "vpn.failover": s.vpn.failover,
+        "laptop.location": s.laptop.location == "branch",
+    }
+    for key, used in uses_dc.items():
+        if used and not s.sites.two:
+            fail(key, "needs the datacentre: a [sites] table with dc = 'NAME'")
+    if s.vpn.failover and not s.vpn.enabled:
+        fail("vpn.failover", "needs a VPN")
+    if not s.sites.two and s.sites.down != tuple(DOWN_SETS):
+        fail("sites.down", "needs the datacentre: sites.dc = 'NAME'")
+    if s.laptop.location == "branch" and s.vpn.enabled:
+        fail("laptop.location", "a branch laptop is on the corporate network: vpn.mode must be 'none'")
     if not s.laptop.ipv6 and "ipv6" in s.vpn.families and s.vpn.enabled:
         pass  # the tunnel may still carry IPv6 (laptop gets IPv6 only inside it)
     for phase in s.expect:

@@ -10,11 +10,25 @@ import base64
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import addressing as A
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
+#: Each lab site's service addresses (DNS, proxy, web/PAC, AD FS), (IPv4, IPv6).
+SITE_SERVICES = {
+    "office": {"dns": (A.CORP_DNS_V4, A.CORP_DNS_V6), "proxy": (A.CORP_PROXY_V4, A.CORP_PROXY_V6),
+               "web": (A.CORP_WEB_V4, A.CORP_WEB_V6), "adfs": (A.CORP_ADFS_V4, A.CORP_ADFS_V6)},
+    "dc": {"dns": (A.DC_DNS_V4, A.DC_DNS_V6), "proxy": (A.DC_PROXY_V4, A.DC_PROXY_V6),
+           "web": (A.DC_WEB_V4, A.DC_WEB_V6), "adfs": (A.DC_ADFS_V4, A.DC_ADFS_V6)},
+}
+#: The scenario's word for where a thing is (``site`` is the office) -> the lab site.
+LAB_SITE = {"site": "office", "dc": "dc"}
 
 DNSMASQ_COMMON = (
     "--keep-in-foreground",
@@ -42,14 +56,20 @@ def dnsmasq_argv(listen: Sequence[str], upstream: Sequence[str], extra: Sequence
     ]
 
 
-def corp_dns_extra() -> list[str]:
-    """The corporate resolver's internal zone (answers only inside the site)."""
+def corp_dns_extra(adfs_at: str = "site", proxy_at: str = "site", pac_at: str = "site") -> list[str]:
+    """The corporate resolvers' internal zone (answers only inside the sites; the datacentre's resolver
+    serves the same, replicated zone). ``*_at``: site (the office) or dc; anything else (cloud) = the office."""
+
+    def at(where: str, service: str) -> tuple[str, str]:
+        return SITE_SERVICES[LAB_SITE.get(where, "office")][service]
+
     records = {
-        A.PROXY_NAME: (A.CORP_PROXY_V4, A.CORP_PROXY_V6),
-        A.PAC_NAME: (A.CORP_WEB_V4, A.CORP_WEB_V6),
+        A.PROXY_NAME: at(proxy_at, "proxy"),
+        A.PAC_NAME: at(pac_at, "web"),
         A.INTRANET_NAME: (A.CORP_WEB_V4, A.CORP_WEB_V6),
-        A.ADFS_NAME: (A.CORP_ADFS_V4, A.CORP_ADFS_V6),
+        A.ADFS_NAME: at(adfs_at, "adfs"),
         f"dns.{A.CORP_DOMAIN}": (A.CORP_DNS_V4, A.CORP_DNS_V6),
+        f"dns2.{A.CORP_DOMAIN}": (A.DC_DNS_V4, A.DC_DNS_V6),
     }
     return [f"--local=/{A.CORP_DOMAIN}/", *(f"--host-record={n},{v4},{v6}" for n, (v4, v6) in records.items())]
 
@@ -137,6 +157,39 @@ def site_profile(pac_unreachable: str, vpn_mode: str = "none", vpn_exclude: Sequ
     return "\n".join(lines) + "\n"
 
 
+def two_site_profile(s: Scenario) -> str:
+    """netcheck's site profile (TOML) for a two-site world: one ``[[site]]`` per lab site, each naming the
+    systems it hosts in this scenario. The office's table carries the laptops' VPN profile and, with
+    ``vpn.failover``, ``vpn_failover``: the gateways (at another site) the client fails over to."""
+    hosts = {"office": {"networks": [A.OFFICE_V4_SITE, A.CORP_INET.v4_net, A.CORP_V6_AGGREGATE, A.CORP_INET.v6_net],
+                        "vpn_gateways": [A.VPN_NAME, A.CORP_INET.v4_b] if s.vpn.enabled else []},
+             "dc": {"networks": [A.DC_V4_SITE, A.DC_INET.v4_net, A.DC_V6_AGGREGATE, A.DC_INET.v6_net],
+                    "vpn_gateways": [A.VPN2_NAME, A.DC_INET.v4_b] if s.vpn.failover else []}}
+    named = {"corp": "office", "dc": "dc"}
+    for server in s.dns.servers:
+        if server in named:
+            hosts[named[server]].setdefault("dns_servers", []).extend(SITE_SERVICES[named[server]]["dns"])
+    if s.proxy.mode != "none" and s.proxy.where in LAB_SITE:
+        hosts[LAB_SITE[s.proxy.where]]["proxies"] = [f"{A.PROXY_NAME}:{A.PROXY_PORT}"]
+    if s.proxy.mode == "pac" and s.proxy.pac_site in LAB_SITE:
+        hosts[LAB_SITE[s.proxy.pac_site]]["pac_hosts"] = [A.PAC_NAME]
+    if s.identity.mode == "federated" and s.identity.provider in LAB_SITE:
+        hosts[LAB_SITE[s.identity.provider]]["federation_hosts"] = [A.ADFS_NAME]
+    out = []
+    for site in ("office", "dc"):
+        out += ["[[site]]", f"name = {json.dumps(s.sites.name(site))}"]
+        out += [f"{key} = {json.dumps(value)}" for key, value in hosts[site].items() if value]
+        out.append(f'pac_unreachable = "{s.proxy.pac_unreachable}"')
+        if site == "office" and s.vpn.mode in ("none", "full", "split"):
+            out.append(f'vpn_mode = "{s.vpn.mode}"')
+        if site == "office" and s.vpn.mode == "split" and s.vpn.exclude:
+            out.append(f"vpn_exclude = {json.dumps(list(s.vpn.exclude))}")
+        if site == "office" and s.vpn.failover:
+            out.append(f"vpn_failover = {json.dumps([A.VPN2_NAME])}")
+        out.append("")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------
 # squid
 
@@ -149,14 +202,19 @@ def squid_conf(
     inspection_ca: Path,
     public_ca: Path,
     ssl_db: Path,
-    cloud: bool = False,
+    where: str = "site",
 ) -> str:
-    """squid.conf for the site's explicit proxy (or, ``cloud``, a cloud proxy in `inet` that serves anyone),
-    optionally bumping TLS."""
+    """squid.conf for the site's explicit proxy (``where``: site = the office, dc = the datacentre, cloud =
+    a cloud proxy in `inet` that serves anyone), optionally bumping TLS."""
+    cloud = where == "cloud"
     bump = ""
     if tls_inspection:
         bump = f" ssl-bump tls-cert={inspection_ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB"
-    v4, v6 = (A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6) if cloud else (A.CORP_PROXY_V4, A.CORP_PROXY_V6)
+    v4, v6 = (A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6) if cloud else SITE_SERVICES[LAB_SITE[where]]["proxy"]
+    resolver = A.ISP_RESOLVER_V4 if cloud else SITE_SERVICES[LAB_SITE[where]]["dns"][0]
+    localnet = [A.CORP_V4_INTERNAL, A.CORP_V6_AGGREGATE, A.DC_V6_AGGREGATE]
+    if where == "dc":
+        localnet.append("100.64.0.0/10")  # a CGNAT-numbered tunnel (vpn.cgnat)
     lines = [
         f"http_port {v4}:{A.PROXY_PORT}{bump}",
         f"http_port [{v6}]:{A.PROXY_PORT}{bump}",
@@ -173,12 +231,8 @@ def squid_conf(
         "connect_timeout 5 seconds",
         "forward_max_tries 4",
         f"visible_hostname {A.CLOUD_PROXY_NAME if cloud else A.PROXY_NAME}",
-        f"dns_nameservers {A.ISP_RESOLVER_V4 if cloud else A.CORP_DNS_V4}",
-        *(
-            ["acl localnet src all"]
-            if cloud
-            else [f"acl localnet src {A.CORP_V4_INTERNAL}", f"acl localnet src {A.CORP_V6_AGGREGATE}"]
-        ),
+        f"dns_nameservers {resolver}",
+        *(["acl localnet src all"] if cloud else [f"acl localnet src {net}" for net in localnet]),
         "acl SSL_ports port 443",
         "acl Safe_ports port 80 443",
         "acl CONNECT method CONNECT",

@@ -48,7 +48,7 @@ MEDIA_LIMITS = {
     "jitter_ms": float(POLICY["teams_media"]["jitter_ms"]),
 }
 #: curl's remote_ip when it talked to the site's proxy.
-PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
+PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.DC_PROXY_V4, A.DC_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
 #: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used).
 CONNECT_SAMPLES = 3
 

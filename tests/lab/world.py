@@ -3,10 +3,12 @@
     with World(scenario) as world:       # namespaces, links, servers, VPN
         world.laptop_run([...])           # run a tool on the laptop
         world.site_down()                 # cut the corporate site off the internet
+        world.site_down(("office", "dc"))  # a two-site world: cut these sites off
         world.vpn_drop()                  # the VPN client gives up
 
 Namespaces are ``ncl<run id>-<role>`` with roles ``inet``, ``home``,
-``corp`` and ``laptop``; see docs/lab.md for the topology and address plan.
+``corp`` and ``laptop``, and ``dc`` in a two-site world; see docs/lab.md for
+the topology and address plan.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class VpnClient:
     proc: Proc
     ifname: str
     families: tuple[str, ...]
+    gateway: str = "office"  # office | dc: the gateway the client is connected to
     rules: list[str] = field(default_factory=list)  # "ip -4 rule ..." commands to delete
     routes: list[str] = field(default_factory=list)  # "route ..." commands to delete
 
@@ -84,7 +87,8 @@ class World:
         self.scenario = scenario
         self.python = python or sys.executable
         self.run_id = secrets.token_hex(3)
-        self.ns = {role: f"{NS_PREFIX}{self.run_id}-{role}" for role in ("inet", "home", "corp", "laptop")}
+        roles = ("inet", "home", "corp", "laptop", *(("dc",) if scenario.sites.two else ()))
+        self.ns = {role: f"{NS_PREFIX}{self.run_id}-{role}" for role in roles}
         self.janitor = Janitor.create(self.run_id)
         base = Path(tempfile.mkdtemp(prefix=f"{NS_PREFIX}{self.run_id}-", dir=work_root))
         self.janitor.add_path(base)
@@ -98,10 +102,10 @@ class World:
         self.pki: Pki | None = None
         self.vpn: VpnClient | None = None
         self.location = scenario.laptop.location
-        self.site_is_down = False
+        self.down: set[str] = set()  # the lab sites that are down
         self.pac_text = ""
         self.timings: dict[str, float] = {}
-        self._wg_keys = {"laptop": services.wg_keypair(), "corp": services.wg_keypair()}
+        self._wg_keys = {role: services.wg_keypair() for role in ("laptop", "corp", "dc")}
         atexit.register(self.close)
         install_signal_handlers(lambda: None)
 
@@ -136,6 +140,8 @@ class World:
         self._inet()
         self._home()
         self._corp()
+        if s.sites.two:
+            self._dc()
         self._laptop_uplink(self.location)
         procs = self._start_servers()
         self._wait_ready(procs)
@@ -143,6 +149,10 @@ class World:
         self._resolv_conf(self._dns_servers())
         if s.vpn.enabled and self.location == "home":
             self.vpn_up()
+
+    @property
+    def site_is_down(self) -> bool:
+        return bool(self.down)
 
     def _prepare_files(self) -> None:
         s = self.scenario
@@ -157,6 +167,8 @@ class World:
         for path in [self.user_home, *self.user_home.rglob("*")]:
             os.chown(path, LAPTOP_UID, LAPTOP_GID)
         extra = {A.VPN_NAME: {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_INET.v6_b]}}
+        if s.sites.two:
+            extra[A.VPN2_NAME] = {"A": [A.DC_INET.v4_b], "AAAA": [A.DC_INET.v6_b]}
         if s.identity.mode == "federated" and s.identity.adfs_public:
             extra[A.ADFS_NAME] = {"A": [A.CORP_INET.v4_b], "AAAA": [A.CORP_ADFS_V6]}
         extra[A.CLOUD_IDP_NAME] = {"A": [A.CLOUD_IDP_V4], "AAAA": [A.CLOUD_IDP_V6]}
@@ -204,6 +216,10 @@ class World:
         self._veth("inet", "corp0", "corp", "wan0")
         self._veth("home", "lan0", "laptop", "eth0")
         self._veth("corp", "lan0", "laptop", "eth1")
+        if self.scenario.sites.two:
+            self._veth("inet", "dc0", "dc", "wan0")
+            self._veth("corp", "dc0", "dc", "corp0")  # the private WAN link
+            self._veth("dc", "lan0", "laptop", "eth2")  # the branch LAN
 
     def _addr(self, net: A.LinkNet, side: str, dev: str, v6: bool = True) -> list[str]:
         v4 = net.v4_a if side == "a" else net.v4_b
@@ -225,6 +241,8 @@ class World:
             f"-6 route add {A.HOME_V6_AGGREGATE} via {A.HOME_INET.v6_b}",
             f"-6 route add {A.CORP_V6_AGGREGATE} via {A.CORP_INET.v6_b}",
         ]
+        if self.scenario.sites.two:
+            cmds += self._addr(A.DC_INET, "a", "dc0") + [f"-6 route add {A.DC_V6_AGGREGATE} via {A.DC_INET.v6_b}"]
         ip_batch(self.ns["inet"], cmds)
 
     def _home(self) -> None:
@@ -241,6 +259,13 @@ class World:
         for v6 in (A.CORP_DNS_V6, A.CORP_PROXY_V6, A.CORP_WEB_V6, A.CORP_ADFS_V6):
             cmds.append(f"address add {v6}/128 dev lo")
         cmds += [f"route add default via {A.CORP_INET.v4_a}", f"-6 route add default via {A.CORP_INET.v6_a}"]
+        if s.sites.two:  # the datacentre, its branch and its tunnel pools, over the private WAN link
+            cmds += self._addr(A.CORP_DC, "a", "dc0")
+            cmds += [
+                f"route add {net} via {A.CORP_DC.v4_b}"
+                for net in (A.DC_V4_SITE, self._vpn_net("dc").v4_net)
+            ]
+            cmds += [f"-6 route add {A.DC_V6_AGGREGATE} via {A.CORP_DC.v6_b}"]
         ip_batch(self.ns["corp"], cmds)
         public = s.identity.mode == "federated" and s.identity.adfs_public
         nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in (A.CORP_V4_INTERNAL, s.vpn.net.v4_net)]
@@ -253,6 +278,28 @@ class World:
             allow6.append(f"-d {A.CORP_ADFS_V6} -p tcp --dport 443")
         self._iptables(
             "corp", nat4=nat4, filter4=_stateful_inbound("wan0", allow4), filter6=_stateful_inbound("wan0", allow6)
+        )
+
+    def _dc(self) -> None:
+        """The datacentre: its own internet link, the WAN link to the office, a branch LAN, its services."""
+        cmds = self._addr(A.DC_INET, "b", "wan0") + self._addr(A.CORP_DC, "b", "corp0")
+        cmds += self._addr(A.BRANCH_LAN, "a", "lan0")
+        for v4 in (A.DC_DNS_V4, A.DC_PROXY_V4, A.DC_WEB_V4, A.DC_ADFS_V4):
+            cmds.append(f"address add {v4}/32 dev lo")
+        for v6 in (A.DC_DNS_V6, A.DC_PROXY_V6, A.DC_WEB_V6, A.DC_ADFS_V6):
+            cmds.append(f"address add {v6}/128 dev lo")
+        cmds += [f"route add default via {A.DC_INET.v4_a}", f"-6 route add default via {A.DC_INET.v6_a}"]
+        cmds += [
+            f"route add {net} via {A.CORP_DC.v4_a}"
+            for net in (A.OFFICE_V4_SITE, self._vpn_net("office").v4_net)
+        ]
+        cmds += [f"-6 route add {A.CORP_V6_AGGREGATE} via {A.CORP_DC.v6_a}"]
+        ip_batch(self.ns["dc"], cmds)
+        nets = dict.fromkeys([A.CORP_V4_INTERNAL, self._vpn_net("office").v4_net, self._vpn_net("dc").v4_net])
+        nat4 = [f"-A POSTROUTING -s {net} -o wan0 -j MASQUERADE" for net in nets]
+        allow = [f"-p udp --dport {A.WG_PORT}"]
+        self._iptables(
+            "dc", nat4=nat4, filter4=_stateful_inbound("wan0", allow), filter6=_stateful_inbound("wan0", allow)
         )
 
     def _iptables(
@@ -272,11 +319,17 @@ class World:
     # ------------------------------------------------------------------
     # laptop uplink and DNS
     def _laptop_uplink(self, location: str) -> None:
-        """Attach the laptop to the home LAN or the office LAN (the other is down)."""
+        """Attach the laptop to the home, office or branch LAN (the others are down)."""
         ipv6 = self.scenario.laptop.ipv6
-        up_if, down_if, net = ("eth0", "eth1", A.HOME_LAN) if location == "home" else ("eth1", "eth0", A.OFFICE_LAN)
+        uplinks = {"home": ("eth0", A.HOME_LAN), "office": ("eth1", A.OFFICE_LAN), "branch": ("eth2", A.BRANCH_LAN)}
+        if not self.scenario.sites.two:
+            del uplinks["branch"]
+        up_if, net = uplinks[location]
         laptop = self.ns["laptop"]
-        cmds = [f"link set {down_if} down", f"address flush dev {down_if}"]
+        cmds = []
+        for dev, _ in uplinks.values():
+            if dev != up_if:
+                cmds += [f"link set {dev} down", f"address flush dev {dev}"]
         cmds += self._addr(net, "b", up_if, v6=ipv6)
         cmds += [f"route replace default via {net.v4_a} dev {up_if}"]
         if ipv6:
@@ -289,19 +342,22 @@ class World:
     def _dns_servers(self) -> list[str]:
         """The laptop's resolvers right now.
 
-        At the office DHCP hands out the corporate resolver; at home the home
-        router's, unless a VPN client is active, which installs the scenario's
-        ``dns.servers`` (and keeps them while the tunnel "stays").
+        At the office DHCP hands out the corporate resolver (in a two-site
+        world, the corporate resolvers of ``dns.servers``, the office's if it
+        names none); at a branch the same, the datacentre's if none; at home
+        the home router's, unless a VPN client is active, which installs the
+        scenario's ``dns.servers`` (and keeps them while the tunnel "stays").
         """
-        if self.location == "office":
-            return [A.CORP_DNS_V4]
+        named = {"corp": A.CORP_DNS_V4, "dc": A.DC_DNS_V4, "home": A.HOME_LAN.v4_a}
+        if self.location != "home":
+            corporate = [n for n in self.scenario.dns.servers if n != "home"] if self.scenario.sites.two else []
+            return [named[n] for n in corporate or ["corp" if self.location == "office" else "dc"]]
         if self.vpn is None:
             return [A.HOME_LAN.v4_a]
-        named = {"corp": A.CORP_DNS_V4, "home": A.HOME_LAN.v4_a}
         return [named[n] for n in self.scenario.dns.servers]
 
     def _resolv_conf(self, servers: list[str]) -> None:
-        search = [A.CORP_DOMAIN] if A.CORP_DNS_V4 in servers else []
+        search = [A.CORP_DOMAIN] if {A.CORP_DNS_V4, A.DC_DNS_V4} & set(servers) else []
         path = Path("/etc/netns") / self.ns["laptop"] / "resolv.conf"
         path.write_text(services.resolv_conf(servers, search))
         path.chmod(0o644)
@@ -369,10 +425,13 @@ class World:
             ready=False,
         )
         # corp: resolver, web (PAC, intranet, AD FS), proxy, VPN server
+        zone = services.corp_dns_extra(
+            adfs_at=s.identity.provider, proxy_at=s.proxy.where, pac_at=s.proxy.pac_site
+        )
         start(
             "corp-dns",
             "corp",
-            services.dnsmasq_argv([A.CORP_DNS_V4, A.CORP_DNS_V6], [A.AUTH_DNS_V4], services.corp_dns_extra()),
+            services.dnsmasq_argv([A.CORP_DNS_V4, A.CORP_DNS_V6], [A.AUTH_DNS_V4], zone),
             ready=False,
         )
         site_conf = self._web_config(
@@ -387,10 +446,27 @@ class World:
             self.pki.adfs_key,
         )
         start("site-web", "corp", [*py, "tests.lab.servers.web", "--config", str(site_conf)])
+        if s.sites.two:  # the datacentre: the same corp.example zone (replicated), its own web server (PAC, AD FS)
+            start("dc-dns", "dc", services.dnsmasq_argv([A.DC_DNS_V4, A.DC_DNS_V6], [A.AUTH_DNS_V4], zone), ready=False)
+            dc_conf = self._web_config(
+                "dc",
+                [
+                    (A.DC_WEB_V4, 80, False),
+                    (A.DC_WEB_V6, 80, False),
+                    (A.DC_ADFS_V4, 443, True),
+                    (A.DC_ADFS_V6, 443, True),
+                ],
+                self.pki.adfs_cert,
+                self.pki.adfs_key,
+                server_role="site",
+            )
+            start("dc-web", "dc", [*py, "tests.lab.servers.web", "--config", str(dc_conf)])
         if s.proxy.mode != "none":
             started.append((self._start_squid(), None))
         if s.vpn.enabled:
             started.append((self._start_wg("corp"), None))
+        if s.vpn.failover:
+            started.append((self._start_wg("dc"), None))
         return started
 
     def _server_env(self) -> dict[str, str]:
@@ -399,10 +475,12 @@ class World:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
 
-    def _web_config(self, role: str, listeners: list[tuple[str, int, bool]], cert: Path, key: Path) -> Path:
+    def _web_config(
+        self, role: str, listeners: list[tuple[str, int, bool]], cert: Path, key: Path, server_role: str = ""
+    ) -> Path:
         s = self.scenario
         config = {
-            "role": role,
+            "role": server_role or role,
             "name": f"lab-{role}",
             "listeners": [{"host": h, "port": p, "tls": t} for h, p, t in listeners],
             "cert": str(cert),
@@ -439,7 +517,7 @@ class World:
             inspection_ca=insp_key,
             public_ca=self.pki.public_ca,
             ssl_db=ssl_db,
-            cloud=s.proxy.where == "cloud",
+            where=s.proxy.where,
         )
         (squid_dir / "squid.conf").write_text(conf)
         for path in [squid_dir, *squid_dir.rglob("*")]:
@@ -447,12 +525,11 @@ class World:
         return self.janitor.start(
             "squid",
             ["squid", "-N", "-f", str(squid_dir / "squid.conf")],
-            ns=self.ns["inet" if s.proxy.where == "cloud" else "corp"],
+            ns=self.ns[{"cloud": "inet", "site": "corp", "dc": "dc"}[s.proxy.where]],
             log_dir=self.logs,
         )
 
     def _start_wg(self, role: str) -> Proc:
-        s = self.scenario
         ifname = f"wg{self.run_id}{role[0]}"
         env = dict(os.environ, WG_PROCESS_FOREGROUND="1", LOG_LEVEL="error")
         proc = self.janitor.start(
@@ -467,7 +544,8 @@ class World:
         key_file.write_text(priv + "\n")
         key_file.chmod(0o600)
         ns = self.ns[role]
-        if role == "corp":
+        if role in ("corp", "dc"):
+            net = self._vpn_net("office" if role == "corp" else "dc")
             peer_pub = self._wg_keys["laptop"][1]
             run(
                 [
@@ -481,15 +559,15 @@ class World:
                     "peer",
                     peer_pub,
                     "allowed-ips",
-                    f"{s.vpn.net.v4_b}/32,{s.vpn.net.v6_b}/128",
+                    f"{net.v4_b}/32,{net.v6_b}/128",
                 ],
                 ns=ns,
             )
             ip_batch(
                 ns,
                 [
-                    f"address add {s.vpn.net.v4_a}/24 dev {ifname}",
-                    f"address add {s.vpn.net.v6_a}/64 dev {ifname} nodad",
+                    f"address add {net.v4_a}/24 dev {ifname}",
+                    f"address add {net.v6_a}/64 dev {ifname} nodad",
                     f"link set {ifname} up",
                 ],
             )
@@ -506,9 +584,13 @@ class World:
             "home-dns": ("home", A.HOME_LAN.v4_a, 53, "udp"),
             "corp-dns": ("corp", A.CORP_DNS_V4, 53, "udp"),
             "site-web": ("corp", A.CORP_WEB_V4, 80, "tcp"),
-            "squid": ("inet", A.CLOUD_PROXY_V4, A.PROXY_PORT, "tcp")
-            if self.scenario.proxy.where == "cloud"
-            else ("corp", A.CORP_PROXY_V4, A.PROXY_PORT, "tcp"),
+            "squid": {
+                "cloud": ("inet", A.CLOUD_PROXY_V4, A.PROXY_PORT, "tcp"),
+                "site": ("corp", A.CORP_PROXY_V4, A.PROXY_PORT, "tcp"),
+                "dc": ("dc", A.DC_PROXY_V4, A.PROXY_PORT, "tcp"),
+            }[self.scenario.proxy.where],
+            "dc-dns": ("dc", A.DC_DNS_V4, 53, "udp"),
+            "dc-web": ("dc", A.DC_WEB_V4, 80, "tcp"),
         }
 
         def ready(proc: Proc, ready_file: Path | None) -> bool:
@@ -559,45 +641,56 @@ class World:
 
     # ------------------------------------------------------------------
     # the laptop's VPN client (wg-quick style policy routing)
+    def _vpn_net(self, gateway: str) -> A.LinkNet:
+        """The tunnel pool of the office's gateway or the datacentre's."""
+        if gateway == "dc":
+            return A.DC_VPN_NET_CGNAT if self.scenario.vpn.cgnat else A.DC_VPN_NET
+        return self.scenario.vpn.net
+
+    def _vpn_aggregates6(self) -> list[str]:
+        return [A.CORP_V6_AGGREGATE] + ([A.DC_V6_AGGREGATE] if self.scenario.sites.two else [])
+
+    def _vpn_allowed(self) -> list[str]:
+        fams = self.scenario.vpn.families
+        if self.scenario.vpn.mode == "selective":
+            return [A.CORP_V4_INTERNAL] + (self._vpn_aggregates6() if "ipv6" in fams else [])
+        return (["0.0.0.0/0"] if "ipv4" in fams else []) + (["::/0"] if "ipv6" in fams else [])
+
+    def _wg_peer(self, gateway: str) -> list[str]:
+        """``wg set`` arguments for the peer at ``gateway`` (office or dc)."""
+        role, public = ("corp", A.CORP_INET) if gateway == "office" else ("dc", A.DC_INET)
+        return [
+            "peer",
+            self._wg_keys[role][1],
+            "endpoint",
+            f"{public.v4_b}:{A.WG_PORT}",
+            "allowed-ips",
+            ",".join(self._vpn_allowed()),
+            "persistent-keepalive",
+            "25",
+        ]
+
     def vpn_up(self) -> None:
+        """Bring the laptop's VPN client up, to the office's gateway (the datacentre's when the office is down
+        and the client can fail over)."""
         s = self.scenario
+        gateway = "dc" if s.vpn.failover and "office" in self.down and "dc" not in self.down else "office"
         proc = self._start_wg("laptop")
         ifname = f"wg{self.run_id}l"
         ns = self.ns["laptop"]
         fams = s.vpn.families
         key_file = self.dir / "wg-laptop.key"
-        if s.vpn.mode == "selective":
-            allowed = [A.CORP_V4_INTERNAL] + ([A.CORP_V6_AGGREGATE] if "ipv6" in fams else [])
-        else:
-            allowed = (["0.0.0.0/0"] if "ipv4" in fams else []) + (["::/0"] if "ipv6" in fams else [])
-        run(
-            [
-                "wg",
-                "set",
-                ifname,
-                "private-key",
-                str(key_file),
-                "fwmark",
-                str(A.WG_FWMARK),
-                "peer",
-                self._wg_keys["corp"][1],
-                "endpoint",
-                f"{A.CORP_INET.v4_b}:{A.WG_PORT}",
-                "allowed-ips",
-                ",".join(allowed),
-                "persistent-keepalive",
-                "25",
-            ],
-            ns=ns,
-        )
-        cmds = [f"address add {s.vpn.net.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
+        run(["wg", "set", ifname, "private-key", str(key_file), "fwmark", str(A.WG_FWMARK), *self._wg_peer(gateway)],
+            ns=ns)
+        net = self._vpn_net(gateway)
+        cmds = [f"address add {net.v4_b}/32 dev {ifname}", f"link set {ifname} mtu 1420 up"]
         if "ipv6" in fams:
-            cmds.insert(1, f"address add {s.vpn.net.v6_b}/128 dev {ifname} nodad")
-        client = VpnClient(proc=proc, ifname=ifname, families=fams)
+            cmds.insert(1, f"address add {net.v6_b}/128 dev {ifname} nodad")
+        client = VpnClient(proc=proc, ifname=ifname, families=fams, gateway=gateway)
         if s.vpn.mode == "selective":
             cmds += [f"route add {A.CORP_V4_INTERNAL} dev {ifname}"]
             if "ipv6" in fams:
-                cmds += [f"-6 route add {A.CORP_V6_AGGREGATE} dev {ifname}"]
+                cmds += [f"-6 route add {agg} dev {ifname}" for agg in self._vpn_aggregates6()]
         else:
             for fam in fams:
                 f = "-4" if fam == "ipv4" else "-6"
@@ -615,7 +708,7 @@ class World:
         ip_batch(ns, cmds)
         self.vpn = client
         self._resolv_conf(self._dns_servers())
-        if not self.site_is_down:
+        if gateway not in self.down:
             self._wait_tunnel()
 
     def _exclusion_routes(self) -> list[str]:
@@ -636,8 +729,11 @@ class World:
         return routes
 
     def _wait_tunnel(self) -> None:
+        assert self.vpn is not None
+        target = A.DC_DNS_V4 if self.vpn.gateway == "dc" else A.CORP_DNS_V4
+
         def ping() -> bool:
-            return run(["ping", "-c", "1", "-W", "1", A.CORP_DNS_V4], ns=self.ns["laptop"], check=False).ok
+            return run(["ping", "-c", "1", "-W", "1", target], ns=self.ns["laptop"], check=False).ok
 
         wait_until(ping, 10, "the VPN tunnel to pass traffic", interval=0.1)
 
@@ -652,13 +748,47 @@ class World:
 
     # ------------------------------------------------------------------
     # the outage
-    def site_down(self) -> None:
-        """Cut the corporate site off the internet (its VPN, DNS, proxy, PAC, AD FS with it)."""
-        run(["ip", "-n", self.ns["inet"], "link", "set", "corp0", "down"])
-        run(["ip", "-n", self.ns["corp"], "link", "set", "wan0", "down"])
-        self.site_is_down = True
-        if self.location == "office":
+    def site_down(self, down: Sequence[str] = ("office",)) -> None:
+        """Cut sites off (the office alone in a single-site world): every link of each, so its VPN gateway,
+        DNS, proxy, PAC and AD FS are gone for everyone, the other site included.
+
+        A laptop on the office LAN goes home when the office is down; a branch laptop stays at the branch
+        (with nothing left when the datacentre is down). A VPN client that can fail over (``vpn.failover``)
+        moves to the datacentre's gateway when the office's is gone and the datacentre is not.
+        """
+        cut = {"office": [("inet", "corp0"), ("corp", "wan0")], "dc": [("inet", "dc0"), ("dc", "wan0"), ("dc", "lan0")]}
+        if self.scenario.sites.two:
+            cut["office"] += [("corp", "dc0"), ("dc", "corp0")]
+            cut["dc"] += [("dc", "corp0"), ("corp", "dc0")]
+        for site in down:
+            for role, dev in cut[site]:
+                run(["ip", "-n", self.ns[role], "link", "set", dev, "down"])
+        self.down |= set(down)
+        if "office" in down and self.location == "office":
             self.relocate_home()
+        elif self.vpn is not None and self.vpn.gateway in self.down and self.scenario.vpn.failover:
+            if "dc" not in self.down:
+                self.vpn_failover()
+
+    def vpn_failover(self) -> None:
+        """The lab's model of a failover-capable VPN client: the office's gateway is gone, so the client
+        replaces its peer with the datacentre's gateway and takes an address from that gateway's pool.
+        The tunnel interface, its routes, policy rules, exclusions and DNS settings stay."""
+        assert self.vpn is not None
+        ifname, ns = self.vpn.ifname, self.ns["laptop"]
+        run(["wg", "set", ifname, "peer", self._wg_keys["corp"][1], "remove"], ns=ns)
+        run(["wg", "set", ifname, *self._wg_peer("dc")], ns=ns)
+        old, new = self._vpn_net("office"), self._vpn_net("dc")
+        cmds = [f"address add {new.v4_b}/32 dev {ifname}", f"address del {old.v4_b}/32 dev {ifname}"]
+        if "ipv6" in self.vpn.families:  # add before delete: the last address going would flush the routes
+            cmds = [
+                f"-6 address add {new.v6_b}/128 dev {ifname} nodad",
+                *cmds,
+                f"-6 address del {old.v6_b}/128 dev {ifname}",
+            ]
+        ip_batch(ns, cmds)
+        self.vpn.gateway = "dc"
+        self._wait_tunnel()
 
     def relocate_home(self) -> None:
         """The person takes the laptop home (the office LAN is gone with the site)."""
@@ -673,8 +803,12 @@ class World:
         """netcheck's site profile for this world (written on first use)."""
         path = self.dir / "site-profile.toml"
         if not path.exists():
-            vpn = self.scenario.vpn
-            path.write_text(services.site_profile(self.scenario.proxy.pac_unreachable, vpn.mode, vpn.exclude))
+            s = self.scenario
+            if s.sites.two:
+                text = services.two_site_profile(s)
+            else:
+                text = services.site_profile(s.proxy.pac_unreachable, s.vpn.mode, s.vpn.exclude)
+            path.write_text(text)
             path.chmod(0o644)
         return path
 
