@@ -11,7 +11,7 @@ Example (every key optional)::
     pac_hosts = ["pac.contoso.example"]
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
-    vpn_failover = ["Dublin DC"]     # sites whose VPN gateways the client fails over to, in order
+    vpn_failover = ["Dublin DC"]     # sites (or their VPN gateways) the client fails over to, in order
     pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy);
                                      # omit: the prediction names it as an assumption (AT RISK at best)
     # The VPN profile laptops use away from the office, for predictions made on site:
@@ -119,12 +119,18 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
         if twice:
             raise ConfigError(f"{where}: two site profiles are named {twice!r}; give each site its own name")
         canonical = {p.name.casefold(): p.name for p in profiles}
+        # a failover entry names a site, or a VPN gateway that a site's profile lists (as the VPN
+        # client's own configuration names it)
         for p in profiles:
-            unknown = [n for n in p.vpn_failover if n.casefold() not in canonical]
+            for g in p.vpn_gateways:
+                canonical.setdefault(g.casefold().split(":")[0], p.name)
+        for p in profiles:
+            unknown = [n for n in p.vpn_failover if n.casefold().split(":")[0] not in canonical]
             if unknown:
-                raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which no profile "
-                                  "is named")
-        profiles = [replace(p, vpn_failover=tuple(canonical[n.casefold()] for n in p.vpn_failover))
+                raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which is neither "
+                                  "a site profile's name nor a VPN gateway a profile lists")
+        profiles = [replace(p, vpn_failover=tuple(dict.fromkeys(canonical[n.casefold().split(":")[0]]
+                                                                for n in p.vpn_failover)))
                     for p in profiles]
     return tuple(profiles)
 

@@ -17,7 +17,13 @@ from netcheck.errors import ConfigError
 from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
 from netcheck.platform import Interface
 from netcheck.proxy import ProxySettings
-from netcheck.site_profile import SiteProfile, load_site_profile, select_site_profile, site_profile_from_mapping
+from netcheck.site_profile import (
+    SiteProfile,
+    load_site_profile,
+    load_site_profiles,
+    select_site_profile,
+    site_profile_from_mapping,
+)
 
 FULL: dict[str, Any] = {
     "name": "Paris HQ", "networks": ["10.20.0.0/16", "203.0.113.0/28", "2001:db8:20::/48"],
@@ -219,3 +225,15 @@ def test_perform_check_predicts_with_the_chosen_profile_and_a_file_still_wins(
     path.write_text(_toml({"name": "from the file"}), encoding="utf-8")
     perform_check(CheckOptions(site_profile=path, site_profiles=ALL, site_tag="lab", deadline_s=5))
     assert outage_profiles[-1].name == "from the file"
+
+
+def test_vpn_failover_may_name_a_site_or_a_gateway_another_site_lists(tmp_path: Path) -> None:
+    path = tmp_path / "sites.toml"
+    path.write_text('[[site]]\nname = "Paris"\nvpn_gateways = ["vpn.corp.example"]\n'
+                    'vpn_failover = ["vpn2.corp.example:443"]\n\n'
+                    '[[site]]\nname = "Dublin DC"\nvpn_gateways = ["vpn2.corp.example"]\n')
+    paris, dublin = load_site_profiles(path)
+    assert paris.vpn_failover == ("Dublin DC",)
+    path.write_text('[[site]]\nname = "Paris"\nvpn_failover = ["vpn9.corp.example"]\n\n[[site]]\nname = "Dublin"\n')
+    with pytest.raises(ConfigError, match="neither a site profile's name nor a VPN gateway"):
+        load_site_profiles(path)
