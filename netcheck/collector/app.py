@@ -49,7 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from netcheck import __version__
-from netcheck.collector import store
+from netcheck.collector import compact, store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
@@ -259,6 +259,7 @@ class _Api:
             report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
             tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
             report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
+            outage_verdict=compact.outage_verdict(report),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
@@ -281,16 +282,20 @@ class _Api:
         return await self._db(store.prune_all, self.engine, cutoff)
 
     async def prune_forever(self) -> None:
-        """Each collector process prunes now and then; a failure waits for the next turn."""
+        """Each collector process prunes now and then, then compacts what arrived since
+        (``store.compact_all``); a failure waits for the next turn."""
         while True:
             await anyio.sleep(self.settings.prune_interval_s * random.uniform(0.5, 1.5))
             try:
                 deleted = await self.prune()
+                compacted = await self._db(store.compact_all, self.engine, self.settings.full_history)
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not delete expired reports: %s", str(exc).splitlines()[0][:300])
+                log.warning("could not prune or compact reports: %s", str(exc).splitlines()[0][:300])
                 continue
             if deleted:
                 log.info("deleted %d report(s) older than %d days", deleted, self.settings.retention_days)
+            if compacted:
+                log.info("compacted %d report(s)", compacted)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:

@@ -75,6 +75,10 @@ class Settings:
     #: seconds between two deletions of expired reports by each collector process (randomised
     #: by +-50 % so that processes and hosts do not all start at once)
     prune_interval_s: float = 3600.0
+    #: each device's newest reports kept with their full detail; older ones are reduced to their
+    #: verdict, facts and failed probes (``netcheck.collector.compact``) by the pass that runs
+    #: after each pruning. A device's latest report is always complete.
+    full_history: int = 3
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -94,6 +98,8 @@ class Settings:
             raise ConfigError("retention_days must be 0 (keep forever) or a number of days")
         if self.prune_interval_s <= 0:
             raise ConfigError("prune_interval_s must be positive")
+        if self.full_history < 1:
+            raise ConfigError("full_history must be at least 1 (a device's latest report is always complete)")
         if self.db_pool_size < 1:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:

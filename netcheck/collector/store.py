@@ -17,12 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck import fleet_policy
-from netcheck.collector import auth
+from netcheck.collector import auth, compact
 from netcheck.collector.db import (
     device_tags,
     device_tokens,
@@ -220,6 +219,8 @@ class Incoming:
     workloads: tuple[tuple[str, str, int | None, float | None], ...]
     #: ``encode_report`` of the report's canonical JSON
     report_lz4: bytes
+    #: ``outage.verdict``, when the report has an outage assessment
+    outage_verdict: str | None
     body_sha256: str
     measured_at: dt.datetime
     sent_at: dt.datetime
@@ -240,7 +241,12 @@ class _IngestSql:
 
 
 _REPORT_FIELDS = ("device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
-                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4")
+                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4",
+                  "outage_verdict")
+#: the device's site tag, copied onto each report as it arrives (for the dashboard's per-site queries)
+_SITE = (sa.select(device_tags.c.value)
+         .where(device_tags.c.device_id == sa.bindparam("device_id"), device_tags.c.key == "site")
+         .scalar_subquery())
 
 
 @functools.cache
@@ -248,7 +254,7 @@ def _ingest_sql(dialect: str) -> _IngestSql:
     newer = sa.or_(devices.c.last_seq.is_(None), devices.c.last_seq <= sa.bindparam("b_seq"))
     return _IngestSql(
         insert_report=dialect_insert(dialect, reports)
-        .values({name: sa.bindparam(name) for name in _REPORT_FIELDS})
+        .values({**{name: sa.bindparam(name) for name in _REPORT_FIELDS}, "site": _SITE})
         .on_conflict_do_nothing(index_elements=[reports.c.device_id, reports.c.report_id])
         .returning(reports.c.id),
         existing=sa.select(reports.c.body_sha256).where(reports.c.device_id == sa.bindparam("b_device"),
@@ -276,6 +282,7 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
         "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
         "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
+        "outage_verdict": item.outage_verdict,
     })
     if not inserted:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
@@ -301,14 +308,15 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
 
 
 def encode_report(canonical_json: bytes) -> bytes:
-    """How a report is stored: its canonical JSON in one LZ4 frame (a real report: 237 -> 29 KiB)."""
-    return bytes(lz4.frame.compress(canonical_json))
+    """How ingest stores a report: its canonical JSON in one LZ4 frame (``compact.FORM_LZ4``; a
+    real report: 237 -> 29 KiB). The compaction pass rewrites it later (``compact_all``)."""
+    return compact.encode(canonical_json, compact.FORM_LZ4)
 
 
-def decode_report(stored: bytes) -> dict[str, Any]:
-    """A stored report (``reports.report_lz4``) as the report the agent sent."""
-    report: dict[str, Any] = json.loads(lz4.frame.decompress(stored))
-    return report
+def decode_report(stored: bytes, form: str = compact.FORM_LZ4) -> dict[str, Any]:
+    """A stored report (``reports.report_lz4`` in ``reports.form``) as the report the agent sent,
+    or its reduction for an older one (``compact.FORM_REDUCED``)."""
+    return compact.decode(stored, form)
 
 
 def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, int | None, float | None], ...]:
@@ -352,6 +360,52 @@ def prune_all(engine: Engine, received_before: dt.datetime) -> int:
             deleted = prune_reports(conn, received_before)
         total += deleted
         if deleted < PRUNE_BATCH:
+            return total
+
+
+# --- compaction ------------------------------------------------------------------------------
+
+#: reports rewritten per transaction by the compaction pass
+COMPACT_BATCH = 200
+
+
+def compact_reports(conn: Connection, full_history: int, limit: int = COMPACT_BATCH) -> int:
+    """Rewrite up to ``limit`` stored reports into their lasting form; returns how many.
+
+    A device's newest ``full_history`` reports (by arrival), and always the one the fleet view
+    shows (``devices.last_report_pk``), keep their full detail (``compact.FORM_FULL``, zlib);
+    older ones are reduced (``compact.FORM_REDUCED``). Ingest writes ``compact.FORM_LZ4``, cheap to
+    write and larger, which this turns into one or the other. Each row is updated only if its form
+    is still the one read, so collector processes compacting at once never undo each other.
+    """
+    rank = sa.func.row_number().over(partition_by=reports.c.device_id, order_by=reports.c.id.desc())
+    ranked = sa.select(reports.c.id, reports.c.form, rank.label("rank")).subquery()
+    latest = sa.select(devices.c.id).where(devices.c.last_report_pk == ranked.c.id)
+    keep_full = sa.or_(ranked.c.rank <= full_history, latest.exists())
+    todo = (sa.select(ranked.c.id, ranked.c.form, keep_full.label("keep_full"))
+            .where(sa.or_(ranked.c.form == compact.FORM_LZ4,
+                          sa.and_(ranked.c.form == compact.FORM_FULL, ~keep_full)))
+            .order_by(ranked.c.id).limit(limit))
+    done = 0
+    for row in conn.execute(todo).all():
+        blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == row.id)).scalar_one()
+        if row.keep_full:
+            form, new = compact.FORM_FULL, compact.recompress(blob, row.form)
+        else:
+            form, new = compact.FORM_REDUCED, compact.reduce_blob(blob, row.form)
+        done += conn.execute(sa.update(reports).where(reports.c.id == row.id, reports.c.form == row.form)
+                             .values(form=form, report_lz4=new)).rowcount
+    return done
+
+
+def compact_all(engine: Engine, full_history: int) -> int:
+    """``compact_reports`` until nothing is left, a short transaction per batch; returns how many."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            done = compact_reports(conn, full_history)
+        total += done
+        if done < COMPACT_BATCH:
             return total
 
 
