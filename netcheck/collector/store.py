@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -351,41 +351,50 @@ def prune_reports(conn: Connection, received_before: dt.datetime, limit: int = P
     return int(conn.execute(sa.delete(reports).where(reports.c.id.in_(ids))).rowcount)
 
 
-def prune_all(engine: Engine, received_before: dt.datetime) -> int:
-    """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
-    never held up for long); returns how many reports were deleted."""
+def _in_batches(engine: Engine, step: Callable[[Connection], int], batch: int) -> int:
+    """``step`` in a transaction of its own until it does less than ``batch``; returns the sum."""
     total = 0
     while True:
         with engine.begin() as conn:
-            deleted = prune_reports(conn, received_before)
-        total += deleted
-        if deleted < PRUNE_BATCH:
+            done = step(conn)
+        total += done
+        if done < batch:
             return total
+
+
+def prune_all(engine: Engine, received_before: dt.datetime) -> int:
+    """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
+    never held up for long); returns how many reports were deleted."""
+    return _in_batches(engine, lambda conn: prune_reports(conn, received_before), PRUNE_BATCH)
 
 
 # --- compaction ------------------------------------------------------------------------------
 
-#: reports rewritten per transaction by the compaction pass
-COMPACT_BATCH = 200
+#: devices whose new reports are compacted per transaction
+COMPACT_DEVICES = 50
 
 
-def compact_reports(conn: Connection, full_history: int, limit: int = COMPACT_BATCH) -> int:
-    """Rewrite up to ``limit`` stored reports into their lasting form; returns how many.
+def compact_reports(conn: Connection, full_history: int, devices_per_batch: int = COMPACT_DEVICES) -> int:
+    """Rewrite the stored reports of up to ``devices_per_batch`` devices that received reports
+    since the last pass into their lasting form; returns how many reports were rewritten.
 
     A device's newest ``full_history`` reports (by arrival), and always the one the fleet view
     shows (``devices.last_report_pk``), keep their full detail (``compact.FORM_FULL``, zlib);
     older ones are reduced (``compact.FORM_REDUCED``). Ingest writes ``compact.FORM_LZ4``, cheap to
-    write and larger, which this turns into one or the other. Each row is updated only if its form
-    is still the one read, so collector processes compacting at once never undo each other.
+    write and larger, which this turns into one or the other: only a device with such a report
+    (found through a partial index that holds those alone) can have a report to rewrite. Each row
+    is updated only if its form is still the one read, so processes compacting at once never undo
+    each other.
     """
+    fresh = (sa.select(reports.c.device_id).where(reports.c.form == compact.FORM_LZ4).distinct()
+             .limit(devices_per_batch))
     rank = sa.func.row_number().over(partition_by=reports.c.device_id, order_by=reports.c.id.desc())
-    ranked = sa.select(reports.c.id, reports.c.form, rank.label("rank")).subquery()
+    ranked = (sa.select(reports.c.id, reports.c.form, rank.label("rank"))
+              .where(reports.c.device_id.in_(fresh), reports.c.form != compact.FORM_REDUCED).subquery())
     latest = sa.select(devices.c.id).where(devices.c.last_report_pk == ranked.c.id)
     keep_full = sa.or_(ranked.c.rank <= full_history, latest.exists())
     todo = (sa.select(ranked.c.id, ranked.c.form, keep_full.label("keep_full"))
-            .where(sa.or_(ranked.c.form == compact.FORM_LZ4,
-                          sa.and_(ranked.c.form == compact.FORM_FULL, ~keep_full)))
-            .order_by(ranked.c.id).limit(limit))
+            .where(sa.or_(ranked.c.form == compact.FORM_LZ4, ~keep_full)).order_by(ranked.c.id))
     done = 0
     for row in conn.execute(todo).all():
         blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == row.id)).scalar_one()
@@ -399,14 +408,9 @@ def compact_reports(conn: Connection, full_history: int, limit: int = COMPACT_BA
 
 
 def compact_all(engine: Engine, full_history: int) -> int:
-    """``compact_reports`` until nothing is left, a short transaction per batch; returns how many."""
-    total = 0
-    while True:
-        with engine.begin() as conn:
-            done = compact_reports(conn, full_history)
-        total += done
-        if done < COMPACT_BATCH:
-            return total
+    """``compact_reports`` until no device is left with a report to rewrite, a short transaction
+    per batch of devices; returns how many reports were rewritten."""
+    return _in_batches(engine, lambda conn: compact_reports(conn, full_history), 1)
 
 
 # --- sweeps ----------------------------------------------------------------------------------

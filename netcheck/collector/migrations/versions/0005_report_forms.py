@@ -5,7 +5,8 @@ ingest writes it (every existing row), ``zlib`` once the compaction pass recompr
 ``reduced`` for a report older than its device's newest ``full_history`` ones, kept without
 the detail of its successful probes. ``site`` is the device's ``site`` tag when the report
 arrived (filled from the current tags for existing rows), ``outage_verdict`` the report's
-``outage.verdict`` (left empty for existing rows: filling it would decode every report).
+``outage.verdict`` (left empty for existing rows: filling it would decode every report). A
+partial index holds the ``lz4`` rows alone: the ones compaction has yet to rewrite.
 
 The downgrade turns every blob back into an LZ4 frame of its JSON; a reduced report stays
 reduced (its dropped detail is gone).
@@ -37,6 +38,8 @@ def upgrade() -> None:
     op.execute("UPDATE reports SET site = (SELECT value FROM device_tags WHERE device_tags.device_id = "
                "reports.device_id AND device_tags.key = 'site')")
     op.create_index("ix_reports_site_received_at", "reports", ["site", "received_at"])
+    op.create_index("ix_reports_lz4_device_id", "reports", ["device_id"], sqlite_where=sa.text("form = 'lz4'"),
+                    postgresql_where=sa.text("form = 'lz4'"))
 
 
 def downgrade() -> None:
@@ -51,6 +54,7 @@ def downgrade() -> None:
         bind.execute(sa.update(table).where(table.c.id == sa.bindparam("b_id"))
                      .values(report_lz4=sa.bindparam("b_blob"), form="lz4"),
                      [{"b_id": r[0], "b_blob": lz4.frame.compress(zlib.decompress(r[1]))} for r in rows])
+    op.drop_index("ix_reports_lz4_device_id", table_name="reports")
     op.drop_index("ix_reports_site_received_at", table_name="reports")
     with op.batch_alter_table("reports") as batch:
         batch.drop_column("outage_verdict")
