@@ -36,6 +36,7 @@ import platform
 import secrets
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,7 +83,12 @@ def environment(argv: list[str]) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"command": shlex.join([sys.executable, *argv]),
+    bindir = pg_bindir()
+    postgres = None
+    if bindir is not None:
+        postgres = subprocess.run([str(Path(bindir) / "postgres"), "--version"], capture_output=True, text=True,
+                                  check=False).stdout.strip()
+    return {"command": shlex.join([sys.executable, *argv]), "postgresql": postgres,
             "python": f"{platform.python_implementation()} {platform.python_version()} "
                       f"({' '.join(platform.python_build())}, {platform.python_compiler()})",
             "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(), "libraries": versions,
