@@ -18,7 +18,8 @@ A database that cannot be reached, is locked past the timeout or refuses writes 
 tracebacks go to the log, not to the client.
 
 Besides requests, each process deletes the reports past the retention period now and then
-(``prune_forever``), in short transactions of its own.
+(``prune_forever``), then compacts what arrived since (``store.compact_all``), in short transactions
+of its own.
 """
 
 from __future__ import annotations
