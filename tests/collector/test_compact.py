@@ -16,6 +16,7 @@ from netcheck.collector.db import make_engine
 from netcheck.collector.validate import canonical
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.harness import CollectorProcess
+from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 
 ROOT = Path(__file__).resolve().parent.parent
 STORED = [ROOT / "fixtures" / "report-sample.json", ROOT / "fixtures" / "report-outage-sample.json",
@@ -69,6 +70,27 @@ def test_every_form_keeps_the_verdict_and_facts(name: str, report: dict[str, Any
     assert summary["probes_total"] == len(probes) and sum(summary["dropped"].values()) == len(probes) - len(failed)
     assert compact.reduce_report(reduced) == reduced
     assert compact.outage_verdict(reduced) == compact.outage_verdict(report)
+
+
+@needs_sandbox
+@pytest.mark.parametrize("how", ["refusing-resolver", "silent-resolver"])
+def test_real_checks_keep_their_verdict_and_facts_in_every_form(how: str, tmp_path: Path) -> None:
+    """Reports made by the real ``netcheck check --json`` (offline in a network sandbox: every probe
+    fails, each with its reason), through every stored form."""
+    if how == "refusing-resolver":
+        argv = ["-m", "netcheck", "check", "--no-progress", "--json", "--deadline", "60"]
+    else:
+        argv = ["tests/hostile/child.py", "silent-dns", "check", "--no-progress", "--json", "--deadline", "4"]
+    proc = run_sandboxed(argv, tmp_path)
+    report = json.loads(proc.stdout)
+    assert report["probes"] and proc.returncode == 2, proc.stderr
+    raw = canonical(report)
+    blob = compact.encode(raw, compact.FORM_LZ4)
+    assert compact.decode(compact.recompress(blob, compact.FORM_LZ4), compact.FORM_FULL) == report
+    reduced = compact.decode(compact.reduce_blob(blob, compact.FORM_LZ4), compact.FORM_REDUCED)
+    assert reduced == {**report, compact.REDUCED_KEY: reduced[compact.REDUCED_KEY]}  # nothing succeeded: all kept
+    for fact in FACTS:
+        assert reduced.get(fact) == report.get(fact), fact
 
 
 def test_forms_are_smaller() -> None:
