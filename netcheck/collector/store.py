@@ -219,8 +219,6 @@ class Incoming:
     workloads: tuple[tuple[str, str, int | None, float | None], ...]
     #: ``encode_report`` of the report's canonical JSON
     report_lz4: bytes
-    #: ``outage.verdict``, when the report has an outage assessment
-    outage_verdict: str | None
     body_sha256: str
     measured_at: dt.datetime
     sent_at: dt.datetime
@@ -228,6 +226,8 @@ class Incoming:
     dropped: int
     spool_full: bool
     sweep_id: str | None
+    #: ``outage.verdict``, when the report has an outage assessment
+    outage_verdict: str | None = None
 
 
 @dataclass(frozen=True)
