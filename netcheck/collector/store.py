@@ -370,13 +370,16 @@ def prune_all(engine: Engine, received_before: dt.datetime) -> int:
 
 # --- compaction ------------------------------------------------------------------------------
 
-#: devices whose new reports are compacted per transaction
+#: devices looked at, and reports rewritten at most, per transaction: rewriting one costs about
+#: 7 ms of CPU, so a transaction (which on SQLite holds the write lock uploads wait for) stays short
 COMPACT_DEVICES = 50
+COMPACT_ROWS = 20
 
 
-def compact_reports(conn: Connection, full_history: int, devices_per_batch: int = COMPACT_DEVICES) -> int:
-    """Rewrite the stored reports of up to ``devices_per_batch`` devices that received reports
-    since the last pass into their lasting form; returns how many reports were rewritten.
+def compact_reports(conn: Connection, full_history: int, devices_per_batch: int = COMPACT_DEVICES,
+                    limit: int = COMPACT_ROWS) -> int:
+    """Rewrite up to ``limit`` stored reports of up to ``devices_per_batch`` devices that received
+    reports since the last pass into their lasting form; returns how many were rewritten.
 
     A device's newest ``full_history`` reports (by arrival), and always the one the fleet view
     shows (``devices.last_report_pk``), keep their full detail (``compact.FORM_FULL``, zlib);
@@ -394,7 +397,7 @@ def compact_reports(conn: Connection, full_history: int, devices_per_batch: int 
     latest = sa.select(devices.c.id).where(devices.c.last_report_pk == ranked.c.id)
     keep_full = sa.or_(ranked.c.rank <= full_history, latest.exists())
     todo = (sa.select(ranked.c.id, ranked.c.form, keep_full.label("keep_full"))
-            .where(sa.or_(ranked.c.form == compact.FORM_LZ4, ~keep_full)).order_by(ranked.c.id))
+            .where(sa.or_(ranked.c.form == compact.FORM_LZ4, ~keep_full)).order_by(ranked.c.id).limit(limit))
     done = 0
     for row in conn.execute(todo).all():
         blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == row.id)).scalar_one()
