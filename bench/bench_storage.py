@@ -124,7 +124,7 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
             "SELECT form, count(*) AS n, sum(length(report_lz4)) AS bytes FROM reports GROUP BY form")}
         latest = conn.exec_driver_sql(
             "SELECT r.form, r.report_lz4 FROM devices d JOIN reports r ON r.id = d.last_report_pk").all()
-    complete = all(r.form == compact.FORM_FULL and compact.REDUCED_KEY not in store.decode_report(r.report_lz4, r.form)
+    complete = all(r.form == compact.FORM_FULL and compact.REDUCED_KEY not in store.decode_report(r.report_lz4)
                    for r in latest)
     total = sum(n for n, _ in forms.values())
     # space freed by rewritten rows is reused by later ones; reclaim it to measure what is held

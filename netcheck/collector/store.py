@@ -313,10 +313,10 @@ def encode_report(canonical_json: bytes) -> bytes:
     return compact.encode(canonical_json, compact.FORM_LZ4)
 
 
-def decode_report(stored: bytes, form: str = compact.FORM_LZ4) -> dict[str, Any]:
-    """A stored report (``reports.report_lz4`` in ``reports.form``) as the report the agent sent,
-    or its reduction for an older one (``compact.FORM_REDUCED``)."""
-    return compact.decode(stored, form)
+def decode_report(stored: bytes) -> dict[str, Any]:
+    """A stored report (``reports.report_lz4``, in any ``reports.form``) as the report the agent
+    sent, or its reduction for an older one (``compact.FORM_REDUCED``: see ``compact.REDUCED_KEY``)."""
+    return compact.decode(stored)
 
 
 def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, int | None, float | None], ...]:
@@ -402,9 +402,9 @@ def compact_reports(conn: Connection, full_history: int, devices_per_batch: int 
     for row in conn.execute(todo).all():
         blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == row.id)).scalar_one()
         if row.keep_full:
-            form, new = compact.FORM_FULL, compact.recompress(blob, row.form)
+            form, new = compact.FORM_FULL, compact.recompress(blob)
         else:
-            form, new = compact.FORM_REDUCED, compact.reduce_blob(blob, row.form)
+            form, new = compact.FORM_REDUCED, compact.reduce_blob(blob)
         done += conn.execute(sa.update(reports).where(reports.c.id == row.id, reports.c.form == row.form)
                              .values(form=form, report_lz4=new)).rowcount
     return done

@@ -55,10 +55,10 @@ def _reports() -> list[tuple[str, dict[str, Any]]]:
 def test_every_form_keeps_the_verdict_and_facts(name: str, report: dict[str, Any]) -> None:
     raw = canonical(report)
     for form in (compact.FORM_LZ4, compact.FORM_FULL):
-        assert compact.decode(compact.encode(raw, form), form) == report, form
+        assert compact.decode(compact.encode(raw, form)) == report, form
     full = compact.encode(raw, compact.FORM_LZ4)
-    assert compact.decode(compact.recompress(full, compact.FORM_LZ4), compact.FORM_FULL) == report
-    reduced = compact.decode(compact.reduce_blob(full, compact.FORM_LZ4), compact.FORM_REDUCED)
+    assert compact.decode(compact.recompress(full)) == report
+    reduced = compact.decode(compact.reduce_blob(full))
     assert {k: v for k, v in reduced.items() if k not in ("probes", compact.REDUCED_KEY)} == \
         {k: v for k, v in report.items() if k != "probes"}
     for fact in FACTS:
@@ -86,8 +86,8 @@ def test_real_checks_keep_their_verdict_and_facts_in_every_form(how: str, tmp_pa
     assert report["probes"] and proc.returncode == 2, proc.stderr
     raw = canonical(report)
     blob = compact.encode(raw, compact.FORM_LZ4)
-    assert compact.decode(compact.recompress(blob, compact.FORM_LZ4), compact.FORM_FULL) == report
-    reduced = compact.decode(compact.reduce_blob(blob, compact.FORM_LZ4), compact.FORM_REDUCED)
+    assert compact.decode(compact.recompress(blob)) == report
+    reduced = compact.decode(compact.reduce_blob(blob))
     assert reduced == {**report, compact.REDUCED_KEY: reduced[compact.REDUCED_KEY]}  # nothing succeeded: all kept
     for fact in FACTS:
         assert reduced.get(fact) == report.get(fact), fact
@@ -98,7 +98,7 @@ def test_forms_are_smaller() -> None:
     raw = canonical(lab)
     lz4 = compact.encode(raw, compact.FORM_LZ4)
     assert len(compact.encode(raw, compact.FORM_FULL)) < len(lz4) * 0.7
-    assert len(compact.reduce_blob(lz4, compact.FORM_LZ4)) < 4096
+    assert len(compact.reduce_blob(lz4)) < 4096
 
 
 def _forms(database_url: str, device_id: str) -> list[tuple[str, str, bytes, str | None, str | None]]:
@@ -138,14 +138,14 @@ def test_compaction_keeps_the_newest_reports_whole_and_reduces_the_rest(
     # the newest two by arrival (5, 4) are whole; so is 5, the device's latest by sequence
     assert [form for _, form, *_ in after] == ["reduced", "reduced", "reduced", "zlib", "zlib"]
     for report, (_, form, blob, *_) in zip(sent, after, strict=True):
-        decoded = store.decode_report(blob, form)
+        decoded = store.decode_report(blob)
         if form == compact.FORM_FULL:
             assert decoded == report
         else:
             assert decoded == compact.reduce_report(report)
             assert decoded["verdict"] == report["verdict"] and decoded["outage"] == report["outage"]
     ((_, form, blob, site, _),) = _forms(fleet.database_url, other.device_id)
-    assert form == "zlib" and site is None and store.decode_report(blob, form) == lone
+    assert form == "zlib" and site is None and store.decode_report(blob) == lone
 
 
 def test_a_compacted_latest_report_is_left_as_it_is(
@@ -165,4 +165,4 @@ def test_a_compacted_latest_report_is_left_as_it_is(
     finally:
         engine.dispose()
     ((_, form, blob, *_),) = _forms(fleet.database_url, device.device_id)
-    assert store.decode_report(blob, form) == report
+    assert store.decode_report(blob) == report
