@@ -80,14 +80,16 @@ def day_report(base: dict[str, Any], day: dt.datetime, rng: random.Random, impai
     return report
 
 
-def _database_bytes(engine: Any) -> int:
+def _database_bytes(engine: Any) -> dict[str, int]:
+    """Bytes the reports take: the whole file for SQLite; per table (with its indexes and TOAST)
+    for PostgreSQL."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
             free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
-            return int((pages - free) * conn.exec_driver_sql("PRAGMA page_size").scalar_one())
-        return int(conn.exec_driver_sql(
-            "SELECT pg_total_relation_size('reports') + pg_total_relation_size('report_workloads')").scalar_one())
+            return {"database": int((pages - free) * conn.exec_driver_sql("PRAGMA page_size").scalar_one())}
+        return {table: int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{table}')").scalar_one())
+                for table in ("reports", "report_workloads")}
 
 
 def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
@@ -136,13 +138,15 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
             raw.commit()
             raw.autocommit = True
             raw.execute("VACUUM FULL reports")
-    db_bytes = _database_bytes(engine)
+    sizes = _database_bytes(engine)
+    db_bytes = sum(sizes.values())
     engine.dispose()
     return {"reports": total, "every_latest_complete": complete and len(latest) == args.devices,
             "blob_bytes_per_report": round(sum(b for _, b in forms.values()) / total),
             "by_form": {f: {"reports": n, "bytes_each": round(b / n)} for f, (n, b) in forms.items()},
             "database_bytes_per_report": round(db_bytes / total),
             "database_kib_per_report": round(db_bytes / total / 1024, 2),
+            "bytes_per_report_by_table": {k: round(v / total) for k, v in sizes.items()},
             "collector_cpu_ms_per_report": {"ingest_encode_and_store": round(ingest_s / total * 1000, 2),
                                             "compaction": round(compact_s / total * 1000, 2)}}
 
