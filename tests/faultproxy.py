@@ -26,6 +26,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -77,6 +78,12 @@ class HttpRequest:
     fault: str = "forward"
     response_status: int | None = None
     response_body: bytes = b""
+
+    @property
+    def content(self) -> bytes:
+        """The body with its ``Content-Encoding: gzip`` (as the agent sends uploads) undone."""
+        encoding = {k.lower(): v for k, v in self.headers.items()}.get("content-encoding", "")
+        return zlib.decompress(self.body, 16 + zlib.MAX_WBITS) if encoding.lower() == "gzip" else self.body
 
 
 def http_response(status: int, body: bytes | str = b"", *, content_type: str = "application/json",

@@ -18,9 +18,9 @@ A database that cannot be reached, is locked past the timeout or refuses writes 
 tracebacks go to the log, not to the client.
 
 Besides requests, each process deletes the reports past the retention period now and then
-(``prune_forever``), in short transactions of its own, and, when an app registration is
-configured, takes its turn for the lease that lets one process poll Microsoft service health
-(``health.poll_forever``).
+(``prune_forever``), then compacts what arrived since (``store.compact_all``), in short
+transactions of its own, and, when an app registration is configured, takes its turn for the
+lease that lets one process poll Microsoft service health (``health.poll_forever``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from netcheck import __version__
-from netcheck.collector import health, store
+from netcheck.collector import compact, health, store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
@@ -262,6 +262,7 @@ class _Api:
             report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
             tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
             report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
+            outage_verdict=compact.outage_verdict(report),
             measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
             sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
@@ -285,16 +286,20 @@ class _Api:
         return await self._db(store.prune_all, self.engine, cutoff)
 
     async def prune_forever(self) -> None:
-        """Each collector process prunes now and then; a failure waits for the next turn."""
+        """Each collector process prunes now and then, then compacts what arrived since
+        (``store.compact_all``); a failure waits for the next turn."""
         while True:
             await anyio.sleep(self.settings.prune_interval_s * random.uniform(0.5, 1.5))
             try:
                 deleted = await self.prune()
+                compacted = await self._db(store.compact_all, self.engine, self.settings.full_history)
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not delete expired reports: %s", str(exc).splitlines()[0][:300])
+                log.warning("could not prune or compact reports: %s", str(exc).splitlines()[0][:300])
                 continue
             if deleted:
                 log.info("deleted %d report(s) older than %d days", deleted, self.settings.retention_days)
+            if compacted:
+                log.info("compacted %d report(s)", compacted)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:

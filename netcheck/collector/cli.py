@@ -337,6 +337,21 @@ def prune(older_than: str | None, database_url: str | None) -> None:
                "(each device's latest report is kept).")
 
 
+@admin.command("compact")
+@click.option("--full-history", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Reports of each device kept with their full detail (default: NETCHECK_FULL_HISTORY, 3).")
+@_database_option
+def compact_command(full_history: int | None, database_url: str | None) -> None:
+    """Compact stored reports now (`netcheck serve` also does it after each pruning): each device's newest
+    reports and its latest one keep their full detail, older ones are reduced."""
+    with _errors():
+        settings = Settings.from_env(database_url=database_url)
+    keep = full_history or settings.full_history
+    with _engine(database_url) as engine:
+        total = store.compact_all(engine, keep)
+    click.echo(f"Compacted {total} report(s) (each device's newest {keep} and its latest kept whole).")
+
+
 @admin.group("policy")
 def policy_group() -> None:
     """What agents are told to use (GET /api/v1/policy)."""

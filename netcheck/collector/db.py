@@ -138,11 +138,20 @@ reports = sa.Table(
     sa.Column("exit_code", sa.SmallInteger, nullable=False),
     sa.Column("tool_version", sa.String(200), nullable=False),
     sa.Column("sweep_id", sa.String(64)),
-    #: the report's canonical JSON as one LZ4 frame (``store.encode_report`` / ``decode_report``)
+    #: the stored report, in the form ``form`` names (``netcheck.collector.compact``; ingest writes
+    #: an LZ4 frame of its canonical JSON, compaction rewrites it): ``store.decode_report``
     sa.Column("report_lz4", sa.LargeBinary, nullable=False),
+    sa.Column("form", sa.String(8), nullable=False, server_default="lz4"),
+    #: the device's site tag when the report arrived, and the report's ``outage.verdict``
+    sa.Column("site", sa.String(128)),
+    sa.Column("outage_verdict", sa.String(16)),
     sa.UniqueConstraint("device_id", "report_id"),
     sa.Index(None, "device_id", "received_at"),
     sa.Index(None, "received_at"),
+    sa.Index(None, "site", "received_at"),
+    #: the reports compaction has not rewritten yet (a few: those since its last pass)
+    sa.Index("ix_reports_lz4_device_id", "device_id", sqlite_where=sa.text("form = 'lz4'"),
+             postgresql_where=sa.text("form = 'lz4'")),
 )
 
 report_workloads = sa.Table(

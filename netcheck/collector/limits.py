@@ -114,8 +114,9 @@ def gunzip_bounded(data: bytes, max_body: int) -> bytes:
         out = decomp.decompress(data, max_body + 1)
     except zlib.error as exc:
         raise ApiError("invalid_encoding", f"body is not valid gzip: {exc}") from exc
-    if len(out) > max_body:
-        raise too_large(max_body, close=False)  # the wire body was read whole: keep the connection
+    if len(out) > max_body:  # the wire body was read whole: the connection is kept
+        raise ApiError("body_too_large", f"the gzip body inflates to more than {max_body} bytes (a "
+                       "decompression bomb, or a report over the limit); nothing was stored", status=413)
     if not decomp.eof:
         raise ApiError("invalid_encoding", "gzip body is truncated")
     if decomp.unused_data:

@@ -93,6 +93,10 @@ class Settings:
     #: seconds the dashboard reuses a fleet-wide count (the overview's, a sweep's coverage) before
     #: counting again: the pages stay fast at 100,000 devices; 0 counts on every view
     ui_cache_s: float = 10.0
+    #: each device's newest reports kept with their full detail; older ones are reduced to their
+    #: verdict, facts and failed probes (``netcheck.collector.compact``) by the pass that runs
+    #: after each pruning. A device's latest report is always complete.
+    full_history: int = 3
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -122,6 +126,8 @@ class Settings:
                 raise ConfigError(f"{name} must be an https:// URL")
         if not 1 <= self.health_interval_s <= 86400:
             raise ConfigError("health_interval_s must be between 1 and 86400 seconds")
+        if self.full_history < 1:
+            raise ConfigError("full_history must be at least 1 (a device's latest report is always complete)")
         if self.db_pool_size < 1:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:

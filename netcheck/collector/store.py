@@ -13,16 +13,15 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck import fleet_policy
-from netcheck.collector import auth
+from netcheck.collector import auth, compact
 from netcheck.collector.db import (
     device_catalogs,
     device_tags,
@@ -233,6 +232,8 @@ class Incoming:
     findings: tuple[tuple[str, str, str | None, str, str], ...] = ()
     #: the endpoint data the report was tested against: (instance, version)
     catalog: tuple[str, str] | None = None
+    #: ``outage.verdict``, when the report has an outage assessment
+    outage_verdict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,12 @@ class _IngestSql:
 
 
 _REPORT_FIELDS = ("device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
-                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4")
+                  "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4",
+                  "outage_verdict")
+#: the device's site tag, copied onto each report as it arrives (for the dashboard's per-site queries)
+_SITE = (sa.select(device_tags.c.value)
+         .where(device_tags.c.device_id == sa.bindparam("device_id"), device_tags.c.key == "site")
+         .scalar_subquery())
 
 
 @functools.cache
@@ -256,7 +262,7 @@ def _ingest_sql(dialect: str) -> _IngestSql:
     newer = sa.or_(devices.c.last_seq.is_(None), devices.c.last_seq <= sa.bindparam("b_seq"))
     return _IngestSql(
         insert_report=dialect_insert(dialect, reports)
-        .values({name: sa.bindparam(name) for name in _REPORT_FIELDS})
+        .values({**{name: sa.bindparam(name) for name in _REPORT_FIELDS}, "site": _SITE})
         .on_conflict_do_nothing(index_elements=[reports.c.device_id, reports.c.report_id])
         .returning(reports.c.id),
         existing=sa.select(reports.c.body_sha256).where(reports.c.device_id == sa.bindparam("b_device"),
@@ -296,6 +302,7 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
         "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
         "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
+        "outage_verdict": item.outage_verdict,
     })
     if not inserted:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
@@ -329,14 +336,15 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
 
 
 def encode_report(canonical_json: bytes) -> bytes:
-    """How a report is stored: its canonical JSON in one LZ4 frame (a real report: 237 -> 29 KiB)."""
-    return bytes(lz4.frame.compress(canonical_json))
+    """How ingest stores a report: its canonical JSON in one LZ4 frame (``compact.FORM_LZ4``; a
+    real report: 237 -> 29 KiB). The compaction pass rewrites it later (``compact_all``)."""
+    return compact.encode(canonical_json, compact.FORM_LZ4)
 
 
 def decode_report(stored: bytes) -> dict[str, Any]:
-    """A stored report (``reports.report_lz4``) as the report the agent sent."""
-    report: dict[str, Any] = json.loads(lz4.frame.decompress(stored))
-    return report
+    """A stored report (``reports.report_lz4``, in any ``reports.form``) as the report the agent
+    sent, or its reduction for an older one (``compact.FORM_REDUCED``: see ``compact.REDUCED_KEY``)."""
+    return compact.decode(stored)
 
 
 def workload_rows(workloads: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str, int | None, float | None], ...]:
@@ -384,16 +392,69 @@ def prune_reports(conn: Connection, received_before: dt.datetime, limit: int = P
     return int(conn.execute(sa.delete(reports).where(reports.c.id.in_(ids))).rowcount)
 
 
-def prune_all(engine: Engine, received_before: dt.datetime) -> int:
-    """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
-    never held up for long); returns how many reports were deleted."""
+def _in_batches(engine: Engine, step: Callable[[Connection], int], batch: int) -> int:
+    """``step`` in a transaction of its own until it does less than ``batch``; returns the sum."""
     total = 0
     while True:
         with engine.begin() as conn:
-            deleted = prune_reports(conn, received_before)
-        total += deleted
-        if deleted < PRUNE_BATCH:
+            done = step(conn)
+        total += done
+        if done < batch:
             return total
+
+
+def prune_all(engine: Engine, received_before: dt.datetime) -> int:
+    """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
+    never held up for long); returns how many reports were deleted."""
+    return _in_batches(engine, lambda conn: prune_reports(conn, received_before), PRUNE_BATCH)
+
+
+# --- compaction ------------------------------------------------------------------------------
+
+#: devices looked at, and reports rewritten at most, per transaction: rewriting one costs about
+#: 7 ms of CPU, so a transaction (which on SQLite holds the write lock uploads wait for) stays short
+COMPACT_DEVICES = 50
+COMPACT_ROWS = 20
+
+
+def compact_reports(conn: Connection, full_history: int, devices_per_batch: int = COMPACT_DEVICES,
+                    limit: int = COMPACT_ROWS) -> int:
+    """Rewrite up to ``limit`` stored reports of up to ``devices_per_batch`` devices that received
+    reports since the last pass into their lasting form; returns how many were rewritten.
+
+    A device's newest ``full_history`` reports (by arrival), and always the one the fleet view
+    shows (``devices.last_report_pk``), keep their full detail (``compact.FORM_FULL``, zlib);
+    older ones are reduced (``compact.FORM_REDUCED``). Ingest writes ``compact.FORM_LZ4``, cheap to
+    write and larger, which this turns into one or the other: only a device with such a report
+    (found through a partial index that holds those alone) can have a report to rewrite. Each row
+    is updated only if its form is still the one read, so processes compacting at once never undo
+    each other.
+    """
+    fresh = (sa.select(reports.c.device_id).where(reports.c.form == compact.FORM_LZ4).distinct()
+             .limit(devices_per_batch))
+    rank = sa.func.row_number().over(partition_by=reports.c.device_id, order_by=reports.c.id.desc())
+    ranked = (sa.select(reports.c.id, reports.c.form, rank.label("rank"))
+              .where(reports.c.device_id.in_(fresh), reports.c.form != compact.FORM_REDUCED).subquery())
+    latest = sa.select(devices.c.id).where(devices.c.last_report_pk == ranked.c.id)
+    keep_full = sa.or_(ranked.c.rank <= full_history, latest.exists())
+    todo = (sa.select(ranked.c.id, ranked.c.form, keep_full.label("keep_full"))
+            .where(sa.or_(ranked.c.form == compact.FORM_LZ4, ~keep_full)).order_by(ranked.c.id).limit(limit))
+    done = 0
+    for row in conn.execute(todo).all():
+        blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == row.id)).scalar_one()
+        if row.keep_full:
+            form, new = compact.FORM_FULL, compact.recompress(blob)
+        else:
+            form, new = compact.FORM_REDUCED, compact.reduce_blob(blob)
+        done += conn.execute(sa.update(reports).where(reports.c.id == row.id, reports.c.form == row.form)
+                             .values(form=form, report_lz4=new)).rowcount
+    return done
+
+
+def compact_all(engine: Engine, full_history: int) -> int:
+    """``compact_reports`` until no device is left with a report to rewrite, a short transaction
+    per batch of devices; returns how many reports were rewritten."""
+    return _in_batches(engine, lambda conn: compact_reports(conn, full_history), 1)
 
 
 # --- sweeps ----------------------------------------------------------------------------------

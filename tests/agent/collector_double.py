@@ -13,6 +13,7 @@ import json
 import secrets
 import threading
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +33,11 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    #: the body as sent, its Content-Encoding (gzip) undone
     body: bytes
     status: int = 0
+    #: the body's size on the wire
+    wire_size: int = 0
 
 
 class CollectorDouble:
@@ -52,6 +56,8 @@ class CollectorDouble:
             "schedule": {"interval_s": 3600, "jitter_s": 300}, "deadline_s": 30,
             "thresholds": {}, "site_profiles": [], "endpoints_url": None}
         self.sweeps: list[dict[str, Any]] = []
+        #: False: answer gzipped bodies 415 unsupported_encoding, as a collector with NETCHECK_ACCEPT_GZIP=0
+        self.accept_gzip = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -120,9 +126,16 @@ class CollectorDouble:
 
             def _common(self) -> bytes | None:
                 n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
+                wire = self.rfile.read(n) if n else b""
+                body = wire
+                if self.headers.get("Content-Encoding") == "gzip":
+                    if not double.accept_gzip:
+                        self._error(415, "unsupported_encoding")
+                        return None
+                    body = zlib.decompress(wire, 16 + zlib.MAX_WBITS)
                 with double.lock:
-                    double.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+                    double.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body,
+                                            wire_size=len(wire)))
                     canned = double.canned.popleft() if double.canned else None
                 if canned is not None:
                     self._send(canned.status, raw=canned.body, content_type=canned.content_type,

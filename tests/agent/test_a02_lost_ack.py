@@ -49,7 +49,7 @@ def test_a2_lost_acks_are_resent_with_the_same_id_and_stored_once(real: Callable
     rows = sql(collector.database_url, "SELECT report_id, count(*) AS n FROM reports GROUP BY report_id")
     by_id: dict[str, list[HttpRequest]] = {}
     for req in uploads:
-        by_id.setdefault(json.loads(req.body)["report"]["report_id"], []).append(req)
+        by_id.setdefault(json.loads(req.content)["report"]["report_id"], []).append(req)
     lost = {rid for rid, reqs in by_id.items() if any(r.fault == "dropresponse" for r in reqs)}
     statuses = {rid: [json.loads(r.response_body)["status"] for r in reqs] for rid, reqs in by_id.items()}
     duplicate_acks = sum(s.count("duplicate") for s in statuses.values())
@@ -61,7 +61,7 @@ def test_a2_lost_acks_are_resent_with_the_same_id_and_stored_once(real: Callable
     assert sorted(r.report_id for r in rows) == sorted(ids)
     assert all(r.n == 1 for r in rows)  # 0 duplicates in the database
     for rid, reqs in by_id.items():
-        reports = {json.dumps(json.loads(r.body)["report"], sort_keys=True) for r in reqs}
+        reports = {json.dumps(json.loads(r.content)["report"], sort_keys=True) for r in reqs}
         assert len(reports) == 1  # every resend carried the same report
         assert statuses[rid][0] == "stored" and set(statuses[rid][1:]) <= {"duplicate"}
     for rid in lost:

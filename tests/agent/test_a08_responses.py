@@ -48,7 +48,7 @@ class Env:
 
     def uploads(self, report_id: str) -> list[HttpRequest]:
         return [r for r in self.proxy.requests
-                if r.path == "/api/v1/reports" and json.loads(r.body)["report"]["report_id"] == report_id]
+                if r.path == "/api/v1/reports" and json.loads(r.content)["report"]["report_id"] == report_id]
 
     def rows(self) -> list[str]:
         return [r.report_id for r in sql(self.collector.database_url, "SELECT report_id FROM reports")]
@@ -168,7 +168,7 @@ def _quarantined(env: Env, name: str, make: Callable[[], dict[str, object]], fau
         got = env.rig.uploader.drain(Deadline.after(10))
     assert got.quarantined == 1 and got.stored == 1, (name, got)
     assert env.rig.spool.counters().quarantined == before + 1
-    attempts = [r for r in env.uploads(str(victim["report_id"])) if json.loads(r.body)["report"] == victim]
+    attempts = [r for r in env.uploads(str(victim["report_id"])) if json.loads(r.content)["report"] == victim]
     assert len(attempts) == 1, name  # exactly one attempt
     aside = [p.name for p in env.rig.spool.quarantined() if p.name.startswith(f"{seq:012d}-")]
     assert len(aside) == 1 and f".http{expect_status}" in aside[0], (name, aside)  # kept, with the reason

@@ -105,11 +105,11 @@ def test_a16_nothing_the_agent_sends_names_the_host_or_the_user(real: Callable[.
         rig.uploader.drain(Deadline.after(30))
         wire = proxy.all_received()
         requests = list(proxy.requests)
-    enroll = json.loads(next(r.body for r in requests if r.path == "/api/v1/enroll"))
+    enroll = json.loads(next(r.content for r in requests if r.path == "/api/v1/enroll"))
     assert set(enroll) == {"secret", "device"}
     assert set(enroll["device"]) == {"hardware_id", "name", "os", "agent_version", "tags"}
     assert enroll["device"]["name"] is None
-    uploads = [json.loads(r.body) for r in requests if r.path == "/api/v1/reports"]
+    uploads = [json.loads(r.content) for r in requests if r.path == "/api/v1/reports"]
     assert len(uploads) == 3
     for body in uploads:
         assert set(body) == {"report", "agent", "sweep_id"}

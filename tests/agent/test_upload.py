@@ -12,6 +12,7 @@ from netcheck.agent.enrollment import enroll
 from netcheck.agent.spool import Spool
 from netcheck.agent.transport import Timeouts
 from netcheck.agent.upload import UploadStatus, spool_and_upload
+from netcheck.collector.store import decode_report
 from tests.agent.collector_double import Canned, CollectorDouble
 from tests.agent.conftest import Real
 from tests.agent.helpers import fake_report
@@ -33,6 +34,32 @@ def test_uploaded_to_the_real_collector(real: Callable[..., Real]) -> None:
     assert [r.report_id for r in sql(collector.database_url, "SELECT report_id FROM reports")] == \
         [report["report_id"]]
     assert not Spool().pending()
+
+
+def test_uploads_are_gzipped_and_stored_as_sent(real: Callable[..., Real], double: CollectorDouble) -> None:
+    """The agent sends the report gzipped; the real collector stores exactly the report (its
+    canonical JSON); the wire body is a fraction of it."""
+    collector = real()
+    _enrolled(collector.url, collector.secret)
+    report = fake_report()
+    assert spool_and_upload(report, deadline_s=20).status is UploadStatus.UPLOADED
+    (row,) = sql(collector.database_url, "SELECT report_lz4 FROM reports")
+    assert decode_report(row.report_lz4) == report
+    # what went on the wire, seen by the double
+    _enrolled(double.url, double.secret)
+    assert spool_and_upload(fake_report(), deadline_s=20).status is UploadStatus.UPLOADED
+    (sent,) = [r for r in double.seen if r.path == "/api/v1/reports"]
+    assert sent.headers["Content-Encoding"] == "gzip" and sent.wire_size < len(sent.body) / 2
+
+
+def test_a_collector_that_refuses_gzip_gets_the_upload_plain(real: Callable[..., Real]) -> None:
+    collector = real(env={"NETCHECK_ACCEPT_GZIP": "0"})
+    _enrolled(collector.url, collector.secret)
+    first, second = fake_report(), fake_report()
+    assert spool_and_upload(first, deadline_s=20).status is UploadStatus.UPLOADED
+    assert spool_and_upload(second, deadline_s=20).status is UploadStatus.UPLOADED
+    assert sorted(r.report_id for r in sql(collector.database_url, "SELECT report_id FROM reports")) == \
+        sorted([first["report_id"], second["report_id"]])
 
 
 def test_collector_down_keeps_the_report(double: CollectorDouble) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.collector.conftest import Fleet, sample_report, upload
+from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.harness import CollectorProcess
 
 MIB = 1024 * 1024
@@ -150,7 +150,9 @@ def test_a_gzip_bomb_gets_413_with_bounded_memory(fleet: Fleet) -> None:
             **device.auth, "Content-Type": "application/json", "Content-Encoding": "gzip"})
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "body_too_large"
+        assert "gzip body inflates to more than" in response.json()["error"]["message"]
     assert _rss_kib(pid) - before < 100 * 1024
+    assert not sql(fleet.collector.database_url, "SELECT 1 FROM reports WHERE device_id = :d", d=device.device_id)
 
 
 def test_bad_encodings_and_media_types_are_refused(fleet: Fleet) -> None:

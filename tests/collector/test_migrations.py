@@ -114,3 +114,33 @@ def test_0003_compresses_the_stored_reports_and_its_downgrade_restores_them(new_
             assert conn.execute(sa.text("SELECT count(*) FROM report_workloads")).scalar_one() == len(texts)
     finally:
         engine.dispose()
+
+
+def test_0005_fills_the_site_and_its_downgrade_turns_every_form_back_into_lz4(
+        new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    real = json.loads(REAL.read_text("utf-8"))
+    try:
+        migrate(engine, "0004")
+        with engine.begin() as conn:
+            _device(conn)
+            conn.execute(sa.text("INSERT INTO device_tags (device_id, key, value) VALUES ('dev', 'site', 'hq')"))
+            now = dt.datetime.now(dt.UTC)
+            conn.execute(sa.text(
+                "INSERT INTO reports (device_id, report_id, body_sha256, measured_at, received_at, sent_at, skew_s, "
+                "seq, dropped, spool_full, verdict, exit_code, tool_version, report_lz4) VALUES ('dev', :r, 'x', :t, "
+                ":t, :t, 0, :s, 0, false, 'READY', 0, '1', :b)"),
+                [{"r": f"r{i}", "t": now, "s": i, "b": store.encode_report(json.dumps(real).encode())}
+                 for i in range(3)])
+        assert migrate(engine, "0005") == "0005"
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT DISTINCT form, site FROM reports")).all() == [("lz4", "hq")]
+        assert store.compact_all(engine, 1) == 3
+        assert migrate(engine, "0004", downgrade=True) == "0004"
+        with engine.connect() as conn:
+            blobs = [bytes(b) for (b,) in conn.execute(sa.text("SELECT report_lz4 FROM reports ORDER BY id"))]
+        decoded = [store.decode_report(b) for b in blobs]
+        assert decoded[-1] == real  # the latest, complete
+        assert decoded[0]["verdict"] == real["verdict"] and "_reduced" in decoded[0]  # reduced stays reduced
+    finally:
+        engine.dispose()

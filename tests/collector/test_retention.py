@@ -96,3 +96,30 @@ def test_every_collector_process_prunes_on_its_own(fleet_with: Callable[..., Fle
     assert _left(fleet, device) == ids[2:]
     # and uploads carry on meanwhile
     assert fleet.post(device, upload(sample_report(), seq=4)).status_code == 200
+
+
+def _forms(fleet: Fleet, device: Device) -> list[str]:
+    return [r.form for r in sql(fleet.database_url, "SELECT form FROM reports WHERE device_id = :d ORDER BY id",
+                                d=device.device_id)]
+
+
+def test_every_collector_process_compacts_after_pruning(fleet_with: Callable[..., Fleet]) -> None:
+    fleet = fleet_with({"NETCHECK_FULL_HISTORY": "1", "NETCHECK_PRUNE_INTERVAL_S": "0.5"})
+    device = fleet.enroll()
+    _reports(fleet, device, 3)
+    deadline = time.monotonic() + 30
+    while _forms(fleet, device) != ["reduced", "reduced", "zlib"] and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert _forms(fleet, device) == ["reduced", "reduced", "zlib"]
+
+
+def test_admin_compact(fleet_with: Callable[..., Fleet]) -> None:
+    fleet = fleet_with()
+    device = fleet.enroll()
+    _reports(fleet, device, 4)
+    result = netcheck("admin", "compact", "--full-history", "2", database_url=fleet.database_url)
+    assert "Compacted 4 report(s)" in result.stdout
+    assert _forms(fleet, device) == ["reduced", "reduced", "zlib", "zlib"]
+    assert "Compacted 0 report(s)" in netcheck("admin", "compact", database_url=fleet.database_url).stdout
+    bad = netcheck("admin", "compact", "--full-history", "0", database_url=fleet.database_url, check=False)
+    assert bad.returncode == 4 and "Traceback" not in bad.stderr
