@@ -13,6 +13,12 @@ The model, per VPN behaviour when the site is lost:
 A system that lives at the site (its address is in the site's networks, or a
 private address reached through the tunnel or on the office LAN) is down in
 both cases.
+
+Where the person is when a site is lost (several sites): a laptop on a site's network stays
+where it is when a *different* site is lost, and reasons over the paths seen on that network
+(``SiteFacts.office``); the person goes home when their *own* site is lost (the paths as from
+home). A site whose internet goes out through another (``internet_via``, or the laptop's public
+address, seen by STUN, in that site's networks) loses the internet where it stands with that site.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class CauseKind(StrEnum):
     HOME_LINK = "home_link"
     #: The answer hangs on something netcheck cannot read.
     ASSUMPTION = "assumption"
+    #: The internet exit of where the laptop stands (a branch's breakout) is at a site that is down.
+    INTERNET_VIA = "internet_via_site"
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class ProxyPath:
     proxy_route: Route | None = None
     pac_url: str | None = None
     pac_route: Route | None = None
+    #: With a PAC file: the proxy "host:port" the manual settings choose when it cannot be fetched (None:
+    #: DIRECT), and its route (see ``ProxyDecision.without_pac``).
+    without_pac: str | None = None
+    without_pac_route: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,14 @@ class SiteFacts:
     #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
     #: that go direct now; None when nothing does (see ``home_link_assumption``).
     home_link_slow: bool | None = None
+    #: On a site's network: the site (a profile's name; None: the one site, or not known).
+    site_here: str | None = None
+    #: The laptop's public address as a server on the internet saw it (STUN's mapped address) on a path
+    #: that does not enter the VPN; None: not seen.
+    public_egress: str | None = None
+    #: On a site's network: the paths as seen there (the other fields are as from home), used while the
+    #: site the laptop is on stays up. None: not gathered (the laptop is taken home in every case).
+    office: FactsPatch | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +278,15 @@ def no_route(route: Route) -> str:
     return f"no route from this laptop{why}: this address is not usable, even with the site up"
 
 
+def listing(items: Sequence[str], word: str = "and") -> str:
+    """"a", "a and b", "a, b and c" (``word``: "and" or "or")."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1]
+
+
+def _site_words(site: str) -> str:
+    return "the site no profile names" if site == UNNAMED else site
+
+
 def internal_hosts(facts: SiteFacts) -> frozenset[str]:
     """Hosts with an internal address among their addresses: a site system, whichever address is used."""
     return facts.internal_hosts | {d.host for d in facts.dependencies if any(is_internal(r.address) for r in d.routes)}
@@ -300,20 +329,62 @@ class _Model:
 
     def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate],
                  sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None):
-        self.facts, self.profile, self.current = facts, profile, current
-        self.internal_hosts = internal_hosts(facts)
+        self.profile, self.current = profile, current
         self.sites = tuple(sites) if sites else (profile,)
         self.single = len(self.sites) == 1
         self.fallback = fallback_site(self.sites)
         self.down = frozenset(all_site_names(self.sites) if down is None else down)
+        #: The site whose network the laptop is on (None: not on one).
+        self.here = (facts.site_here or self.fallback) if facts.on_site else None
+        #: The laptop stays where it is (its site is up, the loss is elsewhere): the paths seen there.
+        self.staying = facts.office is not None and self.here not in self.down
+        if self.staying and facts.office is not None:
+            facts = facts.office(facts, profile)[0]
+        #: The person works from home: the laptop's own site is down (or no office paths were gathered).
+        self.from_home = facts.on_site and not self.staying
+        self.facts = facts
+        self.internal_hosts = internal_hosts(facts)
         self.mapped = any(s.networks for s in self.sites)
         self.tunnel_sites = vpn_sites(self.sites, self.fallback)
         self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
-        #: How the evidence names what is down: "the site" (one), "a site that is down" (several).
-        self.the = "the site" if self.single else "a site that is down"
+        self.exit = self.internet_exit()
+        #: How the evidence names what is down: "the site" (one), the sites down by name (several).
+        #: (The unnamed site is named only when it alone is down: whether it holds anything is not known here,
+        #: and a case that takes every site down reads the same whether it is counted or not.)
+        named_down = sorted(self.down - {UNNAMED}) or sorted(self.down)
+        self.the = ("the site" if self.single else listing([_site_words(s) for s in named_down], "or")
+                    if named_down else "any site")
 
     def label(self, site: str | None) -> str:
         return "the site" if self.single or site is None else site
+
+    def named(self, *sites: str | None) -> str:
+        """The sites something is at, by name ("the site" with one; ``the`` when none is known)."""
+        known = sorted({_site_words(s) for s in sites if s is not None})
+        return "the site" if self.single else listing(known, "or") if known else self.the
+
+    def internet_exit(self) -> str | None:
+        """The site this laptop's direct internet traffic goes out through where it stands (None: a link of
+        its own, or not known): its site's ``internet_via``, else the site whose networks hold the public
+        address a server on the internet saw. From home: the home connection (None)."""
+        if self.from_home:
+            return None
+        here = next((s for s in self.sites if s.name == self.here), None) if self.staying else None
+        if here is not None and here.internet_via:
+            return here.internet_via
+        egress = self.facts.public_egress
+        return next((s.name for s in self.sites if egress and s.holds_address(egress)), None)
+
+    def whereabouts(self) -> str | None:
+        """The evidence line that says where the person is in this case (None: not on a site's network)."""
+        if self.here is None or self.single:
+            return None
+        if self.staying:
+            exit_words = f"; its internet goes out through {self.exit}" if self.exit and self.exit != self.here else ""
+            return (f"you stay at {self.here}, which is up: the paths are those seen on its network{exit_words} "
+                    "(a laptop stays where it is when another site is lost)")
+        return (f"{self.here}, where you are, is down: you work from home, over the paths as they would be from "
+                "home (a person goes home when their own site is lost)")
 
     def site_of(self, route: Route, host: str | None = None, role: str = "service") -> str | None:
         """The site this destination lives at (so it is down with it), or None.
@@ -348,8 +419,12 @@ class _Model:
             kind = CauseKind.SIGN_IN if role == "federation" else {
                 "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
             return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
-        if route.kind == "unreachable" and not self.facts.on_site:
-            return _Reach(False, f"{route.address}: {no_route(route)}, so it is no way around the site",
+        via = next((s.internet_via for s in self.sites if s.name == owner), None) if role == "proxy" else None
+        if via is not None and via in self.down:
+            return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "
+                                 "down", CauseKind.INTERNET_VIA, via)
+        if route.kind == "unreachable" and not self.from_home:
+            return _Reach(False, f"{route.address}: {no_route(route)}, so it is no way around {self.the}",
                           CauseKind.NO_ROUTE)
         if route.kind == "vpn":
             gateway = self.tunnel_sites[0]
@@ -364,13 +439,17 @@ class _Model:
                 return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
                                      f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
             return _Reach(True, f"{where}: the VPN drops, so it goes direct")
-        if self.facts.on_site and route.kind == "unreachable":  # as from home: an internal address, no VPN
+        if self.from_home and route.kind == "unreachable":  # as from home: an internal address, no VPN
             return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "
                                  "without the VPN", CauseKind.NO_ROUTE, owner)
-        if self.facts.on_site and not self.facts.vpn_interfaces:
+        if self.from_home and not self.facts.vpn_interfaces:
             return _Reach(True, f"{where}: from home this goes direct through the home connection")
         if route.kind == "unreachable":
             return _Reach(False, f"{route.address}: {no_route(route)}", CauseKind.NO_ROUTE)
+        if (self.exit in self.down and owner is None and route.kind in ("physical", "virtual", "unknown")
+                and not is_internal(route.address)):
+            return _Reach(False, f"{where}: to the internet, which from {self.here or 'where this laptop is'} "
+                                 f"goes out through {self.exit}, which is down", CauseKind.INTERNET_VIA, self.exit)
         if route.kind == "unknown":
             return _Reach(True, f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
                                 f"assumed direct, not depending on {self.the}")
@@ -396,11 +475,14 @@ class _Model:
             return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
                                 "home network's own resolver takes over"), []
         if fates[0] is False and any(fates):
-            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.the}; lookups wait for it "
-                                "to time out, then the next resolver answers (slower, but it works)"), []
+            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.named(reached[0].site)}; "
+                                "lookups wait for it to time out, then the next resolver answers (slower, but it "
+                                "works)"), []
         if not any(fates):
-            why = f"DNS: every resolver ({names}) is at {self.the} or reached through it"
-            return Fate.FAILS, why, [Cause(CauseKind.DNS, r.address, x.site, why)
+            why = (f"DNS: every resolver ({names}) is at "
+                   f"{self.named(*(x.site for x in reached))} or reached through it")
+            return Fate.FAILS, why, [Cause(CauseKind.INTERNET_VIA if x.kind is CauseKind.INTERNET_VIA
+                                           else CauseKind.DNS, r.address, x.site, why)
                                      for r, x in zip(resolvers, reached, strict=True)]
         return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer", []
 
@@ -408,31 +490,34 @@ class _Model:
         """(fate, the chain of evidence, the links of it that break) for one dependency."""
         why: list[str] = []
         p = dep.proxy
-        via_proxy = p.proxy is not None
+        proxy_name, proxy_route = p.proxy, p.proxy_route
+        pac_lost: list[Cause] = []
         if p.source == "pac" and p.pac_route is not None:
             pac = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
             if not pac.ok:
                 why.append(f"PAC file {p.pac_url}: {pac.reason}")
-                if self.profile.pac_unreachable is None:
-                    why.append("without its PAC file the browser is assumed to go direct (not stated: see the "
-                               "assumptions)")
-                    via_proxy = False
-                elif self.profile.pac_unreachable == "cached":
+                if self.profile.pac_unreachable == "cached":
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
                     return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", pac.site, w) for w in why[-2:]]
-                else:
-                    why.append("without its PAC file the browser goes direct")
-                    via_proxy = False
-        if via_proxy and p.proxy_route is not None:
-            proxy = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
-            why.append(f"{dep.host} goes through the proxy {p.proxy}: {proxy.reason}")
+                else:  # "direct": no PAC file, so the manual settings (or DIRECT), as browsers do
+                    instead = (f"the manual proxy settings ({p.without_pac})" if p.without_pac
+                               else "DIRECT (no manual proxy settings)")
+                    stated = self.profile.pac_unreachable is not None
+                    why.append(f"without its PAC file the browser {'uses' if stated else 'is assumed to use'} "
+                               f"{instead}" + ("" if stated else " (not stated: see the assumptions)"))
+                    proxy_name, proxy_route = p.without_pac, p.without_pac_route
+                    pac_lost = [Cause(CauseKind.PAC, p.pac_url or "", pac.site, why[-2])]
+        if proxy_name is not None and proxy_route is not None:
+            proxy = self.reach(proxy_route, behaviour, (proxy_name or "").rsplit(":", 1)[0], role="proxy")
+            why.append(f"{dep.host} goes through the proxy {proxy_name}: {proxy.reason}")
             if proxy.ok:
                 return Fate.WORKS, why, []
-            return Fate.FAILS, why, [Cause(CauseKind.PROXY, p.proxy or "", proxy.site, why[-1])]
+            kind = CauseKind.INTERNET_VIA if proxy.kind is CauseKind.INTERNET_VIA else CauseKind.PROXY
+            return Fate.FAILS, why, [*pac_lost, Cause(kind, proxy_name, proxy.site, why[-1])]
         if not dep.routes:
-            why.append(f"{dep.host}: did not resolve even with the site up")
+            why.append(f"{dep.host}: did not resolve even with {'the site' if self.single else 'every site'} up")
             return Fate.FAILS, why, [Cause(CauseKind.UNRESOLVED, dep.host, None, why[-1])]
         reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
         why.extend(f"{dep.host} {x.reason}" for x in reach)
@@ -450,7 +535,8 @@ class _Model:
         evidence: list[str] = []
         for behaviour in BEHAVIOURS:
             fate, dns_why, broken = self.dns(behaviour)
-            lines = [dns_why]
+            place = self.whereabouts()
+            lines = [place, dns_why] if place else [dns_why]
             for dep in deps:
                 f, why, cause = self.path(dep, behaviour)
                 fate = worst((fate, f))
@@ -460,7 +546,8 @@ class _Model:
             tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
             if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
-                lines.append(f"measured now, on a path the site does not change: {now.value}")
+                lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
+                             f"does not change: {now.value}")
                 broken.append(Cause(CauseKind.MEASURED, wid, None, lines[-1]))
             elif self.facts.on_site and self.facts.home_link_slow and fate is Fate.WORKS:
                 fate = Fate.DEGRADED
@@ -484,7 +571,8 @@ class _Model:
         out: list[SiteSystem] = []
         if self.facts.vpn_interfaces:
             out.append(SiteSystem("vpn", ", ".join(self.facts.vpn_interfaces),
-                                  "a VPN tunnel to the site carries part of the traffic", self.tunnel_sites[0]))
+                                  f"a VPN tunnel to {self.label(self.tunnel_sites[0])} carries part of the traffic",
+                                  self.tunnel_sites[0]))
         for r in self.facts.resolvers:
             site = self.site_of(r.route, role="dns")
             if site is not None:
@@ -507,7 +595,8 @@ class _Model:
                 owned = [(r, s) for r in d.routes if (s := self.site_of(r, d.host, d.role)) is not None]
                 if owned:
                     seen.add(d.host)
-                    out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site",
+                    out.append(SiteSystem("federation", d.host,
+                                          f"sign-in is federated to a server at {self.label(owned[0][1])}",
                                           owned[0][1], owned[0][0].address))
         return tuple(out)
 
@@ -520,7 +609,8 @@ def _unique(causes: Iterable[Cause]) -> tuple[Cause, ...]:
     return tuple(out.values())
 
 
-_PAC_WORLDS = (("direct", "goes direct"), ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
+_PAC_WORLDS = (("direct", "falls back to its manual proxy settings (or DIRECT)"),
+               ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
 
 
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
@@ -622,7 +712,7 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
     model = _Model(facts, profile, current, sites, down)
     rows = {}
     for wid in workloads:
-        deps = [d for d in facts.dependencies if d.workload == wid]
+        deps = [d for d in model.facts.dependencies if d.workload == wid]  # the office's, while staying there
         if deps:
             rows[wid] = model.workload(wid, deps)
     return rows
@@ -703,11 +793,14 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
             if len(_behaviours(*change(facts, profile))) > len(behaviours):
                 behaviours = _behaviours(*change(facts, profile))
     notes = []
-    if facts.on_site:
+    if model.staying:
+        notes.append(f"You are on the network of {model.here}, which stays up in this case: this prediction is made "
+                     "from the paths seen there (a laptop stays where it is when another site is lost).")
+    elif facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
     return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes),
-                            facts.dependencies, down=tuple(sorted(model.down)))
+                            model.facts.dependencies, down=tuple(sorted(model.down)))
 
 
 def outage_severity(fate: Fate) -> Severity:
@@ -823,6 +916,13 @@ def _fix_vpn_only(c: _FixContext) -> str:
             "the system so it does not depend on the tunnel.")
 
 
+def _fix_internet_via(c: _FixContext) -> str:
+    through = ", ".join(dict.fromkeys(x.site or "another site" for x in c.causes))
+    return (f"{c.workload} reaches the internet from where this laptop is only through {through}: give this office "
+            "a local internet breakout (its own link, at least for Microsoft 365's Optimize and Allow endpoints), "
+            "or a second way out through another site.")
+
+
 def _fix_assumption(c: _FixContext) -> str:
     return ("State what netcheck cannot read in the site profile (--site-profile or the collector's policy) where "
             "it has a key, or remove the dependency: " + "; ".join(x.subject for x in c.causes) + ".")
@@ -836,6 +936,7 @@ _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
     CauseKind.PAC: lambda c: _FIXES["pac"],
     CauseKind.PROXY: lambda c: _FIXES["proxy"],
     CauseKind.SIGN_IN: lambda c: _FIXES["federation"],
+    CauseKind.INTERNET_VIA: _fix_internet_via,
     CauseKind.ASSUMPTION: _fix_assumption,
     CauseKind.MEASURED: lambda c: "This is already impaired from here, independently of the site: see the other "
                                   "findings.",
@@ -877,25 +978,24 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     uncertain = [wid for wid in core if fates.get(wid) is Fate.UNCERTAIN]
     verdict = outage_verdict(prediction, core)
 
-    def listing(ids: Sequence[str]) -> str:
-        words = [_short(names, i) for i in ids]
-        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    def workloads_listed(ids: Sequence[str]) -> str:
+        return listing([_short(names, i) for i in ids])
 
     only_if_stays = len(prediction.behaviours) == 2 and all(
         w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
-        summary = f"If {went}, you would lose {listing(failed)}"
+        summary = f"If {went}, you would lose {workloads_listed(failed)}"
         summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
                     if only_if_stays else ".")
     elif degraded:
-        summary = f"If {went}, you could keep working, but {listing(degraded)} would be impaired."
+        summary = f"If {went}, you could keep working, but {workloads_listed(degraded)} would be impaired."
     elif not uncertain:
         summary = f"If {went}, you could keep working from where you are."
     else:
         summary = f"If {went}, you might not be able to keep working."
     if uncertain:
         asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
-        summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
+        summary += (f" Whether you keep {workloads_listed(uncertain)} depends on {'; '.join(asked)}, which netcheck "
                     "cannot read from this laptop.")
     fixes: list[str] = []
     if tunneled_optimize:

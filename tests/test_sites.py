@@ -336,3 +336,128 @@ def test_from_home_without_a_vpn_an_internal_system_of_a_site_that_is_up_is_stil
     causes = next(w for w in predict(home, replace(PARIS, vpn_mode="none"), W, sites=sites, down=()).workloads
                   if w.id == "identity").causes
     assert kinds(causes) == [(CauseKind.NO_ROUTE, "adfs.corp.example", "Dublin DC")]
+
+
+# --- a branch office whose internet goes out through a datacentre ----------------------------------------------------
+
+LYON = SiteProfile(name="Lyon branch", networks=(ipaddress.ip_network("10.50.0.0/16"),), internet_via="Dublin DC",
+                   from_file=True)
+DUBLIN_EXIT = replace(DUBLIN, networks=(*DUBLIN.networks, ipaddress.ip_network("203.0.113.0/28")))
+LYON_DNS = Resolver("10.50.0.53", direct("10.50.0.53"))
+
+
+def at_the_branch(**changes: object) -> SiteFacts:
+    """On Lyon's network: the paths seen there (office), and as from home (a tunnel to Dublin's gateway)."""
+    from netcheck.outage import FactsPatch
+
+    office = FactsPatch(vpn_interfaces=(), resolvers=(LYON_DNS,), dependencies=(
+        EXCHANGE, LOGIN, replace(ADFS, routes=(direct("10.30.0.20"),))))
+    home = SiteFacts(True, ("wg0",), (HOME_DNS,), (EXCHANGE, LOGIN, ADFS), site_here="Lyon branch", office=office,
+                     home_link_slow=False)
+    return replace(home, **changes)  # type: ignore[arg-type]
+
+
+def workload(p: object, wid: str) -> object:
+    return next(w for w in p.workloads if w.id == wid)  # type: ignore[attr-defined]
+
+
+def test_a_branch_laptop_loses_the_internet_where_it_stands_when_the_datacentre_it_goes_out_through_is_lost() -> None:
+    sites = (LYON, DUBLIN)
+    dc = predict(at_the_branch(), LYON, W, sites=sites, down={"Dublin DC"})
+    assert fates(dc, "exchange") == (Fate.FAILS, Fate.FAILS)
+    exchange = workload(dc, "exchange")
+    assert kinds(exchange.causes) == [(CauseKind.INTERNET_VIA, "outlook.office365.com", "Dublin DC")]  # type: ignore[attr-defined]
+    assert any("you stay at Lyon branch, which is up" in e and "goes out through Dublin DC" in e
+               for e in exchange.evidence)  # type: ignore[attr-defined]
+    assert {c.kind for c in workload(dc, "identity").causes} == {  # type: ignore[attr-defined]
+        CauseKind.INTERNET_VIA, CauseKind.SIGN_IN}
+    section = assess_outage(dc, NAMES, list(W), several_sites=True)
+    fix = next(f for f in section.findings if f.code == "outage.exchange").remediation
+    assert "local internet breakout" in fix and "Dublin DC" in fix
+
+
+def test_a_branch_laptop_goes_home_when_its_own_site_is_lost_and_both_lost_is_both() -> None:
+    sites = (LYON, DUBLIN)
+    own = predict(at_the_branch(), LYON, W, sites=sites, down={"Lyon branch"})
+    assert fates(own, "exchange") == (Fate.WORKS, Fate.WORKS)  # from home, direct through the home connection
+    assert fates(own, "identity") == (Fate.WORKS, Fate.WORKS)  # AD FS through the tunnel to Dublin, which is up
+    assert any("Lyon branch, where you are, is down: you work from home" in e
+               for e in workload(own, "exchange").evidence)  # type: ignore[attr-defined]
+    both = predict(at_the_branch(), LYON, W, sites=sites, down={"Lyon branch", "Dublin DC"})
+    assert fates(both, "exchange") == (Fate.WORKS, Fate.WORKS)  # at home the internet is the home connection
+    assert fates(both, "identity") == (Fate.FAILS, Fate.FAILS)
+    assert {c.kind for c in workload(both, "identity").causes} == {CauseKind.SIGN_IN}  # type: ignore[attr-defined]
+    nothing = predict(at_the_branch(), LYON, W, sites=sites, down=())
+    assert all(fates(nothing, w) == (Fate.WORKS, Fate.WORKS) for w in ("exchange", "identity"))
+
+
+def test_the_public_address_in_a_sites_networks_says_the_internet_goes_out_through_it() -> None:
+    lyon = replace(LYON, internet_via=None)
+    sites = (lyon, DUBLIN_EXIT)
+    seen = at_the_branch(public_egress="203.0.113.5")
+    assert fates(predict(seen, lyon, W, sites=sites, down={"Dublin DC"}), "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert fates(predict(at_the_branch(), lyon, W, sites=sites, down={"Dublin DC"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)  # its own breakout: nothing says otherwise
+    # a laptop on an office network no profile names, whose public address is Dublin's
+    elsewhere = SiteFacts(False, (), (HOME_DNS,), (EXCHANGE,), public_egress="203.0.113.5")
+    p = predict(elsewhere, lyon, W, sites=sites, down={"Dublin DC"})
+    assert kinds(workload(p, "exchange").causes) == [  # type: ignore[attr-defined]
+        (CauseKind.INTERNET_VIA, "outlook.office365.com", "Dublin DC")]
+    assert fates(predict(elsewhere, lyon, W, sites=sites, down={"Lyon branch"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)
+
+
+def test_a_proxy_at_a_branch_goes_out_through_the_datacentre() -> None:
+    proxy = ProxyPath(source="os", proxy="10.50.0.8:3128", proxy_route=direct("10.50.0.8"))
+    f = SiteFacts(False, (), (HOME_DNS,), (replace(EXCHANGE, proxy=proxy),))
+    p = predict(f, LYON, W, sites=(LYON, DUBLIN), down={"Dublin DC"})
+    assert kinds(workload(p, "exchange").causes) == [  # type: ignore[attr-defined]
+        (CauseKind.INTERNET_VIA, "10.50.0.8:3128", "Dublin DC")]
+
+
+def test_internet_via_is_checked_when_the_profiles_load(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from netcheck.errors import ConfigError
+    from netcheck.site_profile import load_site_profiles
+
+    path = Path(str(tmp_path)) / "sites.toml"
+    path.write_text('[[site]]\nname = "Lyon branch"\ninternet_via = "dublin dc"\n[[site]]\nname = "Dublin DC"\n')
+    assert load_site_profiles(path)[0].internet_via == "Dublin DC"
+    path.write_text('[[site]]\nname = "Lyon branch"\ninternet_via = "Paris"\n[[site]]\nname = "Dublin DC"\n')
+    with pytest.raises(ConfigError, match="internet_via names 'Paris', which no profile is named"):
+        load_site_profiles(path)
+    path.write_text('[site]\nname = "Lyon"\ninternet_via = "Lyon"\n')
+    with pytest.raises(ConfigError, match="internet_via names the site itself"):
+        load_site_profiles(path)
+
+
+# --- the PAC file gone: the manual proxy settings, else DIRECT --------------------------------------------------------
+
+DC = SiteProfile(name="Dublin DC", networks=(ipaddress.ip_network("10.30.0.0/16"),), pac_unreachable="direct",
+                 from_file=True)
+
+
+def pac_gone(without_pac: str | None) -> Dependency:
+    proxy = ProxyPath(source="pac", proxy=None, pac_url="http://pac.corp.example/p.pac",
+                      pac_route=direct("10.30.0.9"), without_pac=without_pac,
+                      without_pac_route=direct("10.30.0.8") if without_pac else None)
+    return replace(EXCHANGE, proxy=proxy)
+
+
+def test_without_its_pac_file_the_browser_uses_the_manual_proxy_which_is_at_the_lost_site_too() -> None:
+    p = predict(facts(pac_gone("10.30.0.8:3128"), vpn=False), DC, W)
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    w = workload(p, "exchange")
+    assert kinds(w.causes) == [(CauseKind.PAC, "http://pac.corp.example/p.pac", "Dublin DC"),  # type: ignore[attr-defined]
+                               (CauseKind.PROXY, "10.30.0.8:3128", "Dublin DC")]
+    assert any("the browser uses the manual proxy settings (10.30.0.8:3128)" in e
+               for e in w.evidence)  # type: ignore[attr-defined]
+
+
+def test_without_its_pac_file_and_no_manual_proxy_the_browser_goes_direct() -> None:
+    p = predict(facts(pac_gone(None), vpn=False), DC, W)
+    assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)
+    assert any("DIRECT (no manual proxy settings)" in e for e in workload(p, "exchange").evidence)  # type: ignore[attr-defined]
