@@ -272,10 +272,11 @@ def is_internal(address: str) -> bool:
     return any(ip.version == n.version and ip in n for n in _INTERNAL)
 
 
-def no_route(route: Route) -> str:
-    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop)."""
+def no_route(route: Route, up: str = "the site") -> str:
+    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop); ``up``:
+    what is up even so ("the site", or "every site")."""
     why = f" ({route.note})" if route.note else ""
-    return f"no route from this laptop{why}: this address is not usable, even with the site up"
+    return f"no route from this laptop{why}: this address is not usable, even with {up} up"
 
 
 def listing(items: Sequence[str], word: str = "and") -> str:
@@ -351,6 +352,7 @@ class _Model:
         #: How the evidence names what is down: "the site" (one), the sites down by name (several).
         #: (The unnamed site is named only when it alone is down: whether it holds anything is not known here,
         #: and a case that takes every site down reads the same whether it is counted or not.)
+        self.every = "the site" if self.single else "every site"
         named_down = sorted(self.down - {UNNAMED}) or sorted(self.down)
         self.the = ("the site" if self.single else listing([_site_words(s) for s in named_down], "or")
                     if named_down else "any site")
@@ -424,7 +426,7 @@ class _Model:
             return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "
                                  "down", CauseKind.INTERNET_VIA, via)
         if route.kind == "unreachable" and not self.from_home:
-            return _Reach(False, f"{route.address}: {no_route(route)}, so it is no way around {self.the}",
+            return _Reach(False, f"{route.address}: {no_route(route, self.every)}, so it is no way around {self.the}",
                           CauseKind.NO_ROUTE)
         if route.kind == "vpn":
             gateway = self.tunnel_sites[0]
@@ -445,7 +447,7 @@ class _Model:
         if self.from_home and not self.facts.vpn_interfaces:
             return _Reach(True, f"{where}: from home this goes direct through the home connection")
         if route.kind == "unreachable":
-            return _Reach(False, f"{route.address}: {no_route(route)}", CauseKind.NO_ROUTE)
+            return _Reach(False, f"{route.address}: {no_route(route, self.every)}", CauseKind.NO_ROUTE)
         if (self.exit in self.down and owner is None and route.kind in ("physical", "virtual", "unknown")
                 and not is_internal(route.address)):
             return _Reach(False, f"{where}: to the internet, which from {self.here or 'where this laptop is'} "
@@ -517,7 +519,7 @@ class _Model:
             kind = CauseKind.INTERNET_VIA if proxy.kind is CauseKind.INTERNET_VIA else CauseKind.PROXY
             return Fate.FAILS, why, [*pac_lost, Cause(kind, proxy_name, proxy.site, why[-1])]
         if not dep.routes:
-            why.append(f"{dep.host}: did not resolve even with {'the site' if self.single else 'every site'} up")
+            why.append(f"{dep.host}: did not resolve even with {self.every} up")
             return Fate.FAILS, why, [Cause(CauseKind.UNRESOLVED, dep.host, None, why[-1])]
         reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
         why.extend(f"{dep.host} {x.reason}" for x in reach)
@@ -661,8 +663,9 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
     if not public:
         return None
     names = ", ".join(public)
-    return Assumption(f"whether {names} (on a public address) is at the site or a cloud service", "networks",
-                      (("if it is at the site", lambda f, p: (replace(f, public_site_systems=True), p)),
+    at = "at one of your sites" if sites and len(sites) > 1 else "at the site"
+    return Assumption(f"whether {names} (on a public address) is {at} or a cloud service", "networks",
+                      ((f"if it is {at}", lambda f, p: (replace(f, public_site_systems=True), p)),
                        ("if it is a cloud service", lambda f, p: (replace(f, public_site_systems=False), p))))
 
 
@@ -873,16 +876,23 @@ class OutageSection:
     asked: bool = False
 
 
+#: The fix for each kind of site system; ``{place}``: "the site" (one site), else the sites by name.
 _FIXES = {
-    "dns": ("Microsoft 365 names must resolve without the site: let the VPN client fall back to the local "
-            "network's resolver, or give laptops a resolver that does not depend on the site."),
-    "pac": ("The PAC file is served from the site: host it where it does not depend on the site (or deploy it "
+    "dns": ("Microsoft 365 names must resolve without {place}: let the VPN client fall back to the local "
+            "network's resolver, or give laptops a resolver that does not depend on {place}."),
+    "pac": ("The PAC file is served from {place}: host it where it does not depend on {place} (or deploy it "
             "with the laptop), and make sure clients go direct when it cannot be fetched."),
-    "proxy": ("Microsoft 365 goes through a proxy at the site: send Optimize and Allow endpoints direct "
+    "proxy": ("Microsoft 365 goes through a proxy at {place}: send Optimize and Allow endpoints direct "
               "(PAC \"DIRECT\" or proxy bypass), as Microsoft recommends."),
-    "federation": ("Sign-in is federated to a server at the site (AD FS): enable password hash sync as a "
-                   "backup sign-in method so people can sign in when the site is down."),
+    "federation": ("Sign-in is federated to a server at {place} (AD FS): enable password hash sync as a "
+                   "backup sign-in method so people can sign in when {place} is down."),
 }
+
+
+def _places(sites: Iterable[str | None], several: bool) -> str:
+    """How a fix names where something is: "the site" with one site, else the sites by name."""
+    named = list(dict.fromkeys(_site_words(s) for s in sites if s))
+    return listing(named, "or") if several and named else "a site that is down" if several else "the site"
 
 
 _FATE_WORDS = {Fate.FAILS: "stops working", Fate.DEGRADED: "is impaired",
@@ -898,14 +908,19 @@ class _FixContext:
     workload: str  # the workload's short name
     tunneled: Sequence[str]  # its Microsoft 365 prefixes that enter the VPN
     causes: Sequence[Cause]  # the causes of the kind being remedied
+    several: bool = False  # several sites are known: name them
+
+    @property
+    def place(self) -> str:
+        return _places((c.site for c in self.causes), self.several)
 
 
 def _fix_tunnel(c: _FixContext) -> str:
     if c.tunneled:
         shown = ", ".join(c.tunneled[:12]) + (f" and {len(c.tunneled) - 12} more" if len(c.tunneled) > 12 else "")
         return (f"Exclude the Microsoft 365 prefixes of {c.workload} from the VPN tunnel (current endpoint data): "
-                f"{shown}; or let the VPN client disconnect when the site is unreachable.")
-    return (f"{c.workload} goes through the VPN to the site: let the VPN client disconnect when the site is "
+                f"{shown}; or let the VPN client disconnect when {c.place} is unreachable.")
+    return (f"{c.workload} goes through the VPN to {c.place}: let the VPN client disconnect when {c.place} is "
             "unreachable, or send this traffic direct.")
 
 
@@ -932,14 +947,14 @@ def _fix_assumption(c: _FixContext) -> str:
 _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
     CauseKind.TUNNEL: _fix_tunnel,
     CauseKind.VPN_ONLY: _fix_vpn_only,
-    CauseKind.DNS: lambda c: _FIXES["dns"],
-    CauseKind.PAC: lambda c: _FIXES["pac"],
-    CauseKind.PROXY: lambda c: _FIXES["proxy"],
-    CauseKind.SIGN_IN: lambda c: _FIXES["federation"],
+    CauseKind.DNS: lambda c: _FIXES["dns"].format(place=c.place),
+    CauseKind.PAC: lambda c: _FIXES["pac"].format(place=c.place),
+    CauseKind.PROXY: lambda c: _FIXES["proxy"].format(place=c.place),
+    CauseKind.SIGN_IN: lambda c: _FIXES["federation"].format(place=c.place),
     CauseKind.INTERNET_VIA: _fix_internet_via,
     CauseKind.ASSUMPTION: _fix_assumption,
-    CauseKind.MEASURED: lambda c: "This is already impaired from here, independently of the site: see the other "
-                                  "findings.",
+    CauseKind.MEASURED: lambda c: (f"This is already impaired from here, independently of "
+                                   f"{'any site' if c.several else 'the site'}: see the other findings."),
     CauseKind.HOSTED: lambda c: "",
     CauseKind.NO_ROUTE: lambda c: "",
     CauseKind.UNRESOLVED: lambda c: "",
@@ -947,11 +962,14 @@ _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
 }
 
 
-def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str]) -> str:
+def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str],
+             several: bool = False) -> str:
     """The remedy for one workload, looked up by the kinds of what breaks it."""
-    fixes = [_REMEDIES[kind](_FixContext(_short(names, wid), tunneled, [c for c in causes if c.kind is kind]))
+    fixes = [_REMEDIES[kind](_FixContext(_short(names, wid), tunneled, [c for c in causes if c.kind is kind],
+                                         several))
              for kind in _REMEDIES if any(c.kind is kind for c in causes)]
-    return " ".join(dict.fromkeys(f for f in fixes if f)) or "Remove this workload's dependency on the site."
+    return (" ".join(dict.fromkeys(f for f in fixes if f))
+            or f"Remove this workload's dependency on {_places((c.site for c in causes), several)}.")
 
 
 def outage_verdict(prediction: OutagePrediction, core: Sequence[str]) -> Verdict:
@@ -981,11 +999,13 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     def workloads_listed(ids: Sequence[str]) -> str:
         return listing([_short(names, i) for i in ids])
 
+    #: The site(s) the tunnel goes to, by name with several sites.
+    vpn_to = _places((x.site for x in prediction.site_systems if x.kind == "vpn"), True) if several_sites else None
     only_if_stays = len(prediction.behaviours) == 2 and all(
         w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
         summary = f"If {went}, you would lose {workloads_listed(failed)}"
-        summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
+        summary += (f" (if the VPN stays connected to {vpn_to or 'the dead site'}; if it drops, they keep working)."
                     if only_if_stays else ".")
     elif degraded:
         summary = f"If {went}, you could keep working, but {workloads_listed(degraded)} would be impaired."
@@ -1002,7 +1022,9 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
                      "endpoint data): " + ", ".join(tunneled_optimize))
     kinds = {s.kind for s in prediction.site_systems}
-    fixes.extend(_FIXES[k] for k in ("dns", "pac", "proxy", "federation") if k in kinds)
+    fixes.extend(_FIXES[k].format(place=_places((x.site for x in prediction.site_systems if x.kind == k),
+                                                several_sites))
+                 for k in ("dns", "pac", "proxy", "federation") if k in kinds)
     findings: list[Finding] = []
     for w in prediction.workloads:
         fate = prediction.fate(w.id)
@@ -1010,7 +1032,8 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
             continue
         texts = tuple(dict.fromkeys(c.text for c in w.causes))
         both = {w.if_vpn_stays, w.if_vpn_drops}
-        when = (" if the VPN stays connected to the site" if len(prediction.behaviours) == 2 and len(both) == 2
+        when = (f" if the VPN stays connected to {vpn_to or 'the site'}"
+                if len(prediction.behaviours) == 2 and len(both) == 2
                 else "")
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
@@ -1018,7 +1041,7 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                    f"{_FATE_WORDS[fate]}{when}"),
             detail=(texts[0] + (f" (and {len(texts) - 1} more)" if len(texts) > 1 else "") + "."
                     if texts else "It depends on the site."),
-            remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),
+            remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ()), several_sites),
             workload=w.id, principle=3, evidence=texts))
     for row in split_tunnel:
         if row.ipv4 == "split_out" and row.ipv6 in ("tunneled", "selective"):

@@ -461,3 +461,21 @@ def test_without_its_pac_file_and_no_manual_proxy_the_browser_goes_direct() -> N
     p = predict(facts(pac_gone(None), vpn=False), DC, W)
     assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)
     assert any("DIRECT (no manual proxy settings)" in e for e in workload(p, "exchange").evidence)  # type: ignore[attr-defined]
+
+
+# --- with several sites the evidence and the fixes name the sites -----------------------------------------------------
+
+def test_with_several_sites_evidence_and_fixes_name_the_site_and_one_site_keeps_its_words() -> None:
+    gone = Dependency("exchange", "service", "outlook.office365.com",
+                      (Route("2001:db8::10", None, "unreachable", "no IPv6 route"),))
+    f = facts(gone, ADFS, resolvers=(PARIS_DNS, HOME_DNS), vpn=True)
+    several = predict(f, PARIS, W, sites=(PARIS, DUBLIN), down={"Dublin DC"})
+    text = " ".join(workload(several, "exchange").evidence)  # type: ignore[attr-defined]
+    assert "so it is no way around Dublin DC" in text and "the site" not in text
+    section = assess_outage(several, NAMES, list(W), several_sites=True)
+    fix = next(x for x in section.findings if x.code == "outage.identity").remediation
+    assert "Sign-in is federated to a server at Dublin DC (AD FS)" in fix and "when Dublin DC is down" in fix
+    one = predict(f, PARIS, W)
+    assert "so it is no way around the site" in " ".join(workload(one, "exchange").evidence)  # type: ignore[attr-defined]
+    fix = next(x for x in assess_outage(one, NAMES, list(W)).findings if x.code == "outage.identity").remediation
+    assert "a server at the site (AD FS)" in fix
