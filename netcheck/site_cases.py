@@ -97,7 +97,7 @@ def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str,
 
 def make_case(model: ModelInput, down: Sequence[str], prediction: OutagePrediction, baseline: OutagePrediction,
               names: Mapping[str, str], core: Sequence[str]) -> OutageCase:
-    shown = [s for s in down if s != UNNAMED or any(x.site == UNNAMED for x in prediction.site_systems)]
+    shown = [s for s in down if s != UNNAMED or any(x.site == UNNAMED for x in prediction.site_systems)] or down
     return OutageCase(tuple(down), outage_verdict(prediction, core), prediction,
                       case_answer(shown, prediction, baseline, names, core))
 

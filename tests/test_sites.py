@@ -352,7 +352,8 @@ def at_the_branch(**changes: object) -> SiteFacts:
 
     office = FactsPatch(vpn_interfaces=(), resolvers=(LYON_DNS,), dependencies=(
         EXCHANGE, LOGIN, replace(ADFS, routes=(direct("10.30.0.20"),))))
-    home = SiteFacts(True, ("wg0",), (HOME_DNS,), (EXCHANGE, LOGIN, ADFS), site_here="Lyon branch", office=office,
+    router = Resolver("the home router", Route("the home router", "home connection", "physical"))  # as_from_home's
+    home = SiteFacts(True, ("wg0",), (router,), (EXCHANGE, LOGIN, ADFS), site_here="Lyon branch", office=office,
                      home_link_slow=False)
     return replace(home, **changes)  # type: ignore[arg-type]
 
@@ -479,3 +480,44 @@ def test_with_several_sites_evidence_and_fixes_name_the_site_and_one_site_keeps_
     assert "so it is no way around the site" in " ".join(workload(one, "exchange").evidence)  # type: ignore[attr-defined]
     fix = next(x for x in assess_outage(one, NAMES, list(W)).findings if x.code == "outage.identity").remediation
     assert "a server at the site (AD FS)" in fix
+
+
+# --- the report carries the branch, the public address, the office paths and the manual proxy ----------------------
+
+def test_what_if_recomputes_the_branch_and_the_pac_fallback_from_the_report_alone() -> None:
+    import json
+
+    import jsonschema
+
+    from netcheck.outage import ModelInput
+    from netcheck.render.json import SCHEMA_PATH, report_to_dict
+    from netcheck.site_cases import known_sites, site_cases
+    from netcheck.what_if import model_from_dict, what_if
+    from tests.sample_report import sample_report
+
+    lyon = replace(LYON, pac_unreachable="direct")
+    sites = (lyon, DUBLIN_EXIT)
+    branch = at_the_branch(public_egress="203.0.113.5")
+    assert branch.office is not None and branch.office.dependencies is not None
+    office = replace(branch.office, dependencies=(*branch.office.dependencies, replace(
+        pac_gone("10.30.0.8:3128"), workload="teams_media", host="teams.microsoft.com")))
+    branch = replace(branch, office=office)
+    model = ModelInput(branch, lyon, sites, W)
+    everything = predict(branch, lyon, W, sites=sites)
+    views = known_sites(model, everything)
+    section = replace(assess_outage(everything, NAMES, list(W), several_sites=True), sites=views, model=model,
+                      cases=site_cases(model, views, NAMES, list(W), everything))
+    data = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=section))))
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
+    facts = data["outage"]["facts"]
+    assert (facts["site_here"], facts["public_egress"]) == ("Lyon branch", "203.0.113.5")
+    assert facts["profiles"][0]["internet_via"] == "Dublin DC"
+    assert model_from_dict(facts) == model
+    for case in data["outage"]["cases"]:
+        assert [(r["id"], r["stays"], r["drops"], r["causes"]) for r in what_if(data, case["down"])] == [
+            (w["id"], w["if_vpn_stays"], w["if_vpn_drops"], w["causes"]) for w in case["workloads"]]
+    rows = {r["id"]: r for r in what_if(data, ["Dublin DC"])}
+    assert rows["exchange"]["stays"] == "fails"
+    assert {c["kind"] for c in rows["exchange"]["causes"]} == {"internet_via_site"}
+    assert {c["kind"] for c in rows["teams_media"]["causes"]} == {"pac", "proxy"}  # the manual proxy is in Dublin
+    assert {r["id"]: r["stays"] for r in what_if(data, ["Lyon branch"])}["exchange"] == "works"  # gone home
