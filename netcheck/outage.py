@@ -318,10 +318,11 @@ def fallback_site(sites: Sequence[SiteProfile]) -> str:
 
 
 def all_site_names(sites: Sequence[SiteProfile]) -> tuple[str, ...]:
-    """Every site a case can take down: the profiles, the sites they fail over to, and the unnamed site."""
+    """Every site a case can take down: the profiles, the sites they fail over to or reach the internet
+    through, and the unnamed site."""
     fallback = fallback_site(sites)
     return tuple(dict.fromkeys((*(s.name for s in sites), *(n for s in sites for n in s.vpn_failover),
-                                fallback)))
+                                *(s.internet_via for s in sites if s.internet_via), fallback)))
 
 
 class _Model:

@@ -521,3 +521,21 @@ def test_what_if_recomputes_the_branch_and_the_pac_fallback_from_the_report_alon
     assert {c["kind"] for c in rows["exchange"]["causes"]} == {"internet_via_site"}
     assert {c["kind"] for c in rows["teams_media"]["causes"]} == {"pac", "proxy"}  # the manual proxy is in Dublin
     assert {r["id"]: r["stays"] for r in what_if(data, ["Lyon branch"])}["exchange"] == "works"  # gone home
+
+
+def test_one_site_on_its_network_the_prediction_is_as_from_home_with_or_without_the_office_paths() -> None:
+    """With one site, losing it is losing the laptop's own site: the office paths change nothing."""
+    with_office = at_the_branch(site_here=None)
+    without = replace(with_office, office=None)
+    assert predict(with_office, LYON, W) == predict(without, LYON, W)
+    assert predict(with_office, PARIS, W, sites=(PARIS,)) == predict(without, PARIS, W, sites=(PARIS,))
+
+
+def test_one_profile_whose_internet_goes_through_a_site_it_does_not_describe() -> None:
+    from netcheck.site_cases import site_down_names
+
+    assert site_down_names(["dublin dc"], (LYON,)) == ("Dublin DC",)
+    p = predict(at_the_branch(site_here=None), LYON, W, down={"Dublin DC"})
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert fates(predict(at_the_branch(site_here=None), LYON, W, down={"Lyon branch"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)
