@@ -539,3 +539,15 @@ def test_one_profile_whose_internet_goes_through_a_site_it_does_not_describe() -
     assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
     assert fates(predict(at_the_branch(site_here=None), LYON, W, down={"Lyon branch"}), "exchange") == (
         Fate.WORKS, Fate.WORKS)
+
+
+def test_the_collectors_policy_takes_every_site_profile_key_and_checks_the_names() -> None:
+    from netcheck.fleet_policy import DEFAULTS, SCHEMA, document_problem
+    from netcheck.site_profile import _KEYS
+
+    assert set(SCHEMA["properties"]["site_profiles"]["items"]["properties"]) == _KEYS
+    lyon = {"name": "Lyon branch", "networks": ["10.50.0.0/16"], "internet_via": "Dublin DC"}
+    dublin = {"name": "Dublin DC", "vpn_gateways": ["vpn.dublin.example"], "vpn_failover": []}
+    assert document_problem({**DEFAULTS, "site_profiles": [lyon, dublin]}) is None
+    assert "internet_via names 'Paris'" in str(document_problem(
+        {**DEFAULTS, "site_profiles": [{**lyon, "internet_via": "Paris"}, dublin]}))
