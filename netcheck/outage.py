@@ -379,8 +379,9 @@ class _Model:
         return next((s.name for s in self.sites if egress and s.holds_address(egress)), None)
 
     def whereabouts(self) -> str | None:
-        """The evidence line that says where the person is in this case (None: not on a site's network)."""
-        if self.here is None or self.single:
+        """The evidence line that says where the person is in this case (None: not on a site's network, one
+        site, or the paths seen there were not gathered, so the person is taken home in every case)."""
+        if self.here is None or self.single or self.facts.office is None:
             return None
         if self.staying:
             exit_words = f"; its internet goes out through {self.exit}" if self.exit and self.exit != self.here else ""

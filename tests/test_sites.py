@@ -551,3 +551,10 @@ def test_the_collectors_policy_takes_every_site_profile_key_and_checks_the_names
     assert document_problem({**DEFAULTS, "site_profiles": [lyon, dublin]}) is None
     assert "internet_via names 'Paris'" in str(document_problem(
         {**DEFAULTS, "site_profiles": [{**lyon, "internet_via": "Paris"}, dublin]}))
+
+
+def test_without_office_paths_an_on_site_laptop_is_taken_home_and_its_site_is_not_said_down() -> None:
+    p = predict(at_the_branch(office=None), LYON, W, sites=(LYON, DUBLIN), down={"Dublin DC"})
+    assert not any("where you are, is down" in e or "you stay at" in e
+                   for w in p.workloads for e in w.evidence)
+    assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)  # as from home: the home connection
