@@ -558,3 +558,66 @@ def test_without_office_paths_an_on_site_laptop_is_taken_home_and_its_site_is_no
     assert not any("where you are, is down" in e or "you stay at" in e
                    for w in p.workloads for e in w.evidence)
     assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)  # as from home: the home connection
+
+
+# --- gathering: the office paths, the public address and the manual proxy (a laptop double, no network) -------------
+
+class _BranchLaptop:
+    """A laptop on Lyon's network: every address leaves by eth0; a PAC file and a manual proxy in Dublin."""
+
+    def __init__(self, relay_kind: str = "physical") -> None:
+        self.relay_kind = relay_kind
+
+    def interfaces(self) -> tuple[object, ...]:
+        from netcheck.platform import Interface
+
+        return (Interface("eth0", "physical", None, (), ("10.50.1.20/16",), True),)
+
+    def proxy_settings(self) -> object:
+        from netcheck.proxy import ProxySettings
+
+        return ProxySettings(source="os", proxies={"https": "http://10.30.0.8:3128"},
+                             pac_url="http://10.30.0.9/p.pac")
+
+    def dns_servers(self) -> tuple[str, ...]:
+        return ("10.50.0.53",)
+
+    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+        from netcheck.platform.base import Egress
+
+        return {a: Egress(a, "eth0", "10.50.1.20", None, self.relay_kind if a == "198.18.4.1" else "physical",
+                          None, "double") for a in addresses}
+
+
+def _gather(laptop: _BranchLaptop) -> SiteFacts:
+    from netcheck.catalog import load_catalog
+    from netcheck.deadline import Deadline
+    from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
+    from netcheck.pac import PacFetch
+    from netcheck.site_facts import gather
+
+    catalog = load_catalog("Worldwide")
+    exchange = catalog.key_hosts("contoso")["exchange"][0]
+    results = [ProbeResult(ProbeKind.DNS, Target(exchange, 443), Outcome.OK, detail={"ipv4": ["198.18.0.10"]}),
+               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK,
+                           detail={"mapped_address": "203.0.113.5"})]
+    pac = PacFetch("http://10.30.0.9/p.pac", Outcome.OK, 'function FindProxyForURL(u, h) { return "DIRECT"; }',
+                   host="10.30.0.9")
+    return gather(results, catalog, "contoso", laptop, replace(LYON, pac_unreachable="direct"),  # type: ignore[arg-type]
+                  Deadline.after(20), pac=pac).facts
+
+
+def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the_manual_proxy() -> None:
+    f = _gather(_BranchLaptop())
+    assert f.on_site and f.public_egress == "203.0.113.5"
+    assert f.office is not None and f.office.vpn_interfaces == () and f.office.dependencies is not None
+    office = next(d for d in f.office.dependencies if d.workload == "exchange" and d.routes)
+    assert office.routes == (Route("198.18.0.10", "eth0", "physical"),)
+    assert (office.proxy.source, office.proxy.proxy, office.proxy.without_pac) == ("pac", None, "10.30.0.8:3128")
+    assert office.proxy.without_pac_route == Route("10.30.0.8", "eth0", "physical")
+    sites = (replace(LYON, internet_via=None, pac_unreachable="direct"), DUBLIN_EXIT)
+    p = predict(f, sites[0], W, sites=sites, down={"Dublin DC"})
+    ex = next(w for w in p.workloads if w.id == "exchange")
+    assert ex.if_vpn_drops is Fate.FAILS and {c.kind for c in ex.causes} >= {CauseKind.PAC, CauseKind.PROXY}
+    # through the VPN, the relay's address is the VPN's exit: not the laptop's own
+    assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
