@@ -372,11 +372,15 @@ class _Model:
         address a server on the internet saw. From home: the home connection (None)."""
         if self.from_home:
             return None
-        here = next((s for s in self.sites if s.name == self.here), None) if self.staying else None
-        if here is not None and here.internet_via:
-            return here.internet_via
+        stated = self.via(self.here) if self.staying else None
+        if stated:
+            return stated
         egress = self.facts.public_egress
         return next((s.name for s in self.sites if egress and s.holds_address(egress)), None)
+
+    def via(self, site: str | None) -> str | None:
+        """The site ``site``'s internet goes out through (its profile's ``internet_via``), or None."""
+        return next((s.internet_via for s in self.sites if s.name == site), None) if site else None
 
     def whereabouts(self) -> str | None:
         """The evidence line that says where the person is in this case (None: not on a site's network, one
@@ -423,7 +427,7 @@ class _Model:
             kind = CauseKind.SIGN_IN if role == "federation" else {
                 "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
             return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
-        via = next((s.internet_via for s in self.sites if s.name == owner), None) if role == "proxy" else None
+        via = self.via(owner) if role == "proxy" else None
         if via is not None and via in self.down:
             return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "
                                  "down", CauseKind.INTERNET_VIA, via)
@@ -435,6 +439,10 @@ class _Model:
             if self.tunnel_up:
                 up = next(s for s in self.tunnel_sites if s not in self.down)
                 how = "" if up == gateway else f" (it fails over to the gateway at {up})"
+                via = self.via(up)
+                if via is not None and via in self.down and owner is None and not is_internal(route.address):
+                    return _Reach(False, f"{where}: through the VPN to {up}{how}, whose internet goes out through "
+                                         f"{via}, which is down", CauseKind.INTERNET_VIA, via)
                 return _Reach(True, f"{where}: through the VPN, which stays up{how}")
             if behaviour == "stays":
                 return _Reach(False, f"{where}: leaves through the VPN to {self.label(gateway)}, which is down",

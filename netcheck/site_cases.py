@@ -115,7 +115,7 @@ _PLAIN: Mapping[CauseKind, str] = {
     CauseKind.PAC: "the proxy settings file is {place}",
     CauseKind.PROXY: "the proxy {subject} is {place}",
     CauseKind.HOSTED: "{subject} is {place}",
-    CauseKind.INTERNET_VIA: "your office reaches the internet only through {site}",
+    CauseKind.INTERNET_VIA: "your way to the internet goes out through {site}",
 }
 
 

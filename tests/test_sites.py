@@ -621,3 +621,24 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
     assert ex.if_vpn_drops is Fate.FAILS and {c.kind for c in ex.causes} >= {CauseKind.PAC, CauseKind.PROXY}
     # through the VPN, the relay's address is the VPN's exit: not the laptop's own
     assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
+
+
+def test_a_full_tunnel_to_a_site_whose_internet_goes_through_another_loses_the_internet_with_it() -> None:
+    """From home through the tunnel to Dublin, whose internet goes out through Paris: losing Paris loses it."""
+    from netcheck.outage import ModelInput
+    from netcheck.site_cases import known_sites, site_cases
+
+    dublin = replace(DUBLIN, internet_via="Paris")
+    paris = replace(PARIS, vpn_gateways=())
+    sites = (dublin, paris)
+    home = facts(replace(EXCHANGE, routes=(tunnel("198.18.0.10"),)), ADFS)
+    p = predict(home, dublin, W, sites=sites, down={"Paris"})
+    ex = workload(p, "exchange")
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert kinds(ex.causes) == [(CauseKind.INTERNET_VIA, "outlook.office365.com", "Paris")]  # type: ignore[attr-defined]
+    assert fates(p, "identity") == (Fate.WORKS, Fate.WORKS)  # AD FS is in Dublin, inside: no internet needed
+    model = ModelInput(home, dublin, sites, W)
+    everything = predict(home, dublin, W, sites=sites)
+    answers = [c.answer for c in site_cases(model, known_sites(model, everything), NAMES, list(W), everything)]
+    assert "If Paris went down: you would lose Exchange Online (your way to the internet goes out through Paris)." \
+        in answers
