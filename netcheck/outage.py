@@ -943,9 +943,9 @@ def _fix_vpn_only(c: _FixContext) -> str:
 
 def _fix_internet_via(c: _FixContext) -> str:
     through = ", ".join(dict.fromkeys(x.site or "another site" for x in c.causes))
-    return (f"{c.workload} reaches the internet from where this laptop is only through {through}: give this office "
-            "a local internet breakout (its own link, at least for Microsoft 365's Optimize and Allow endpoints), "
-            "or a second way out through another site.")
+    return (f"{c.workload} reaches the internet only through {through}: give the branch (or the VPN's site) whose "
+            f"internet goes out through {through} a local internet breakout (its own link, at least for Microsoft "
+            "365's Optimize and Allow endpoints), or a second way out through another site.")
 
 
 def _fix_assumption(c: _FixContext) -> str:
