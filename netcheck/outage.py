@@ -561,7 +561,7 @@ class _Model:
                 lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
                              f"does not change: {now.value}")
                 broken.append(Cause(CauseKind.MEASURED, wid, None, lines[-1]))
-            elif self.facts.on_site and self.facts.home_link_slow and fate is Fate.WORKS:
+            elif self.from_home and self.facts.home_link_slow and fate is Fate.WORKS:
                 fate = Fate.DEGRADED
                 lines.append("from home, over an impaired home connection")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))

@@ -642,3 +642,12 @@ def test_a_full_tunnel_to_a_site_whose_internet_goes_through_another_loses_the_i
     answers = [c.answer for c in site_cases(model, known_sites(model, everything), NAMES, list(W), everything)]
     assert "If Paris went down: you would lose Exchange Online (your way to the internet goes out through Paris)." \
         in answers
+
+
+def test_staying_at_the_branch_the_home_connection_does_not_matter() -> None:
+    sites = (LYON, DUBLIN)
+    for slow in (True, None):  # impaired, or unknown (then hedged)
+        stay = predict(at_the_branch(home_link_slow=slow), LYON, W, sites=sites, down=())
+        assert fates(stay, "exchange") == (Fate.WORKS, Fate.WORKS), slow
+    home = predict(at_the_branch(home_link_slow=True), LYON, W, sites=sites, down={"Lyon branch"})
+    assert fates(home, "exchange") == (Fate.DEGRADED, Fate.DEGRADED)  # from home, over the impaired connection
