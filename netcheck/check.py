@@ -218,12 +218,19 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
 
 def choose_site_profile(options: CheckOptions, interfaces: Sequence[Interface],
                         results: Sequence[ProbeResult]) -> SiteProfile | None:
-    """Of ``options.site_profiles``, the one for this laptop: by its own addresses (loopback aside)
-    or the public address the Teams relay saw (STUN), else by the device's site tag."""
-    own = [a.split("/")[0] for i in interfaces if i.kind != "loopback" for a in i.addresses]
+    """Of ``options.site_profiles``, the one for this laptop: by its own addresses (loopback aside),
+    else the public address the Teams relay saw (STUN), else by the device's site tag."""
     public = [str(r.detail["mapped_address"]) for r in results
               if r.kind is ProbeKind.STUN and r.detail.get("mapped_address")]
-    return select_site_profile(options.site_profiles, [*own, *public], options.site_tag)
+    # its own addresses first: a branch whose internet goes out through a datacentre has the datacentre's
+    # public address, and is still the branch
+    return (select_site_profile(options.site_profiles, own_addresses(interfaces))
+            or select_site_profile(options.site_profiles, public, options.site_tag))
+
+
+def own_addresses(interfaces: Sequence[Interface]) -> list[str]:
+    """The laptop's own addresses (loopback aside), without their prefix lengths."""
+    return [a.split("/")[0] for i in interfaces if i.kind != "loopback" for a in i.addresses]
 
 
 def _validate_name(name: str | None, flag: str) -> str | None:
@@ -270,6 +277,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
                       pac=pac.fetch, proxy_settings=proxies,
                       interfaces=found)
+    if gathered.facts.on_site and sites:  # which of several sites the laptop stands in (its own addresses)
+        here = select_site_profile(sites, own_addresses(found))
+        gathered = replace(gathered, facts=replace(gathered.facts, site_here=here.name if here else None))
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads

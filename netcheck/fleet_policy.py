@@ -55,6 +55,10 @@ SCHEMA: dict[str, Any] = {
                 "networks": {"type": "array", "maxItems": 1024, "items": _PREFIX},
                 "vpn_gateways": _HOSTS, "dns_servers": _HOSTS, "proxies": _HOSTS, "pac_hosts": _HOSTS,
                 "federation_hosts": _HOSTS,
+                # other profiles' names (checked by netcheck.site_profile.check_site_names)
+                "vpn_failover": {"type": "array", "maxItems": 256,
+                                 "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+                "internet_via": {"anyOf": [{"type": "null"}, {"type": "string", "minLength": 1, "maxLength": 200}]},
                 "vpn_on_site_down": {"enum": [None, "stays", "drops"]},
                 "pac_unreachable": {"enum": ["direct", "fail", "cached"]},
                 "vpn_mode": {"enum": [None, "none", "full", "split"]},

@@ -13,6 +13,12 @@ The model, per VPN behaviour when the site is lost:
 A system that lives at the site (its address is in the site's networks, or a
 private address reached through the tunnel or on the office LAN) is down in
 both cases.
+
+Where the person is when a site is lost (several sites): a laptop on a site's network stays
+where it is when a *different* site is lost, and reasons over the paths seen on that network
+(``SiteFacts.office``); the person goes home when their *own* site is lost (the paths as from
+home). A site whose internet goes out through another (``internet_via``, or the laptop's public
+address, seen by STUN, in that site's networks) loses the internet where it stands with that site.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class CauseKind(StrEnum):
     HOME_LINK = "home_link"
     #: The answer hangs on something netcheck cannot read.
     ASSUMPTION = "assumption"
+    #: The internet exit of where the laptop stands (a branch's breakout) is at a site that is down.
+    INTERNET_VIA = "internet_via_site"
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class ProxyPath:
     proxy_route: Route | None = None
     pac_url: str | None = None
     pac_route: Route | None = None
+    #: With a PAC file: the proxy "host:port" the manual settings choose when it cannot be fetched (None:
+    #: DIRECT), and its route (see ``ProxyDecision.without_pac``).
+    without_pac: str | None = None
+    without_pac_route: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,14 @@ class SiteFacts:
     #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
     #: that go direct now; None when nothing does (see ``home_link_assumption``).
     home_link_slow: bool | None = None
+    #: On a site's network: the site (a profile's name; None: the one site, or not known).
+    site_here: str | None = None
+    #: The laptop's public address as a server on the internet saw it (STUN's mapped address) on a path
+    #: that does not enter the VPN; None: not seen.
+    public_egress: str | None = None
+    #: On a site's network: the paths as seen there (the other fields are as from home), used while the
+    #: site the laptop is on stays up. None: not gathered (the laptop is taken home in every case).
+    office: FactsPatch | None = None
 
 
 @dataclass(frozen=True)
@@ -252,10 +272,20 @@ def is_internal(address: str) -> bool:
     return any(ip.version == n.version and ip in n for n in _INTERNAL)
 
 
-def no_route(route: Route) -> str:
-    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop)."""
+def no_route(route: Route, up: str = "the site") -> str:
+    """Evidence text for an address the laptop has no route to (e.g. IPv6 on an IPv4-only laptop); ``up``:
+    what is up even so ("the site", or "every site")."""
     why = f" ({route.note})" if route.note else ""
-    return f"no route from this laptop{why}: this address is not usable, even with the site up"
+    return f"no route from this laptop{why}: this address is not usable, even with {up} up"
+
+
+def listing(items: Sequence[str], word: str = "and") -> str:
+    """"a", "a and b", "a, b and c" (``word``: "and" or "or")."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1]
+
+
+def _site_words(site: str) -> str:
+    return "the site no profile names" if site == UNNAMED else site
 
 
 def internal_hosts(facts: SiteFacts) -> frozenset[str]:
@@ -288,10 +318,11 @@ def fallback_site(sites: Sequence[SiteProfile]) -> str:
 
 
 def all_site_names(sites: Sequence[SiteProfile]) -> tuple[str, ...]:
-    """Every site a case can take down: the profiles, the sites they fail over to, and the unnamed site."""
+    """Every site a case can take down: the profiles, the sites they fail over to or reach the internet
+    through, and the unnamed site."""
     fallback = fallback_site(sites)
     return tuple(dict.fromkeys((*(s.name for s in sites), *(n for s in sites for n in s.vpn_failover),
-                                fallback)))
+                                *(s.internet_via for s in sites if s.internet_via), fallback)))
 
 
 class _Model:
@@ -300,20 +331,68 @@ class _Model:
 
     def __init__(self, facts: SiteFacts, profile: SiteProfile, current: Mapping[str, Fate],
                  sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None):
-        self.facts, self.profile, self.current = facts, profile, current
-        self.internal_hosts = internal_hosts(facts)
+        self.profile, self.current = profile, current
         self.sites = tuple(sites) if sites else (profile,)
         self.single = len(self.sites) == 1
         self.fallback = fallback_site(self.sites)
         self.down = frozenset(all_site_names(self.sites) if down is None else down)
+        #: The site whose network the laptop is on (None: not on one).
+        self.here = (facts.site_here or self.fallback) if facts.on_site else None
+        #: The laptop stays where it is (its site is up, the loss is elsewhere): the paths seen there.
+        self.staying = facts.office is not None and self.here not in self.down
+        if self.staying and facts.office is not None:
+            facts = facts.office(facts, profile)[0]
+        #: The person works from home: the laptop's own site is down (or no office paths were gathered).
+        self.from_home = facts.on_site and not self.staying
+        self.facts = facts
+        self.internal_hosts = internal_hosts(facts)
         self.mapped = any(s.networks for s in self.sites)
         self.tunnel_sites = vpn_sites(self.sites, self.fallback)
         self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
-        #: How the evidence names what is down: "the site" (one), "a site that is down" (several).
-        self.the = "the site" if self.single else "a site that is down"
+        self.exit = self.internet_exit()
+        #: How the evidence names what is down: "the site" (one), the sites down by name (several).
+        #: (The unnamed site is named only when it alone is down: whether it holds anything is not known here,
+        #: and a case that takes every site down reads the same whether it is counted or not.)
+        self.every = "the site" if self.single else "every site"
+        named_down = sorted(self.down - {UNNAMED}) or sorted(self.down)
+        self.the = ("the site" if self.single else listing([_site_words(s) for s in named_down], "or")
+                    if named_down else "any site")
 
     def label(self, site: str | None) -> str:
         return "the site" if self.single or site is None else site
+
+    def named(self, *sites: str | None) -> str:
+        """The sites something is at, by name ("the site" with one; ``the`` when none is known)."""
+        known = sorted({_site_words(s) for s in sites if s is not None})
+        return "the site" if self.single else listing(known, "or") if known else self.the
+
+    def internet_exit(self) -> str | None:
+        """The site this laptop's direct internet traffic goes out through where it stands (None: a link of
+        its own, or not known): its site's ``internet_via``, else the site whose networks hold the public
+        address a server on the internet saw. From home: the home connection (None)."""
+        if self.from_home:
+            return None
+        stated = self.via(self.here) if self.staying else None
+        if stated:
+            return stated
+        egress = self.facts.public_egress
+        return next((s.name for s in self.sites if egress and s.holds_address(egress)), None)
+
+    def via(self, site: str | None) -> str | None:
+        """The site ``site``'s internet goes out through (its profile's ``internet_via``), or None."""
+        return next((s.internet_via for s in self.sites if s.name == site), None) if site else None
+
+    def whereabouts(self) -> str | None:
+        """The evidence line that says where the person is in this case (None: not on a site's network, one
+        site, or the paths seen there were not gathered, so the person is taken home in every case)."""
+        if self.here is None or self.single or self.facts.office is None:
+            return None
+        if self.staying:
+            exit_words = f"; its internet goes out through {self.exit}" if self.exit and self.exit != self.here else ""
+            return (f"you stay at {self.here}, which is up: the paths are those seen on its network{exit_words} "
+                    "(a laptop stays where it is when another site is lost)")
+        return (f"{self.here}, where you are, is down: you work from home, over the paths as they would be from "
+                "home (a person goes home when their own site is lost)")
 
     def site_of(self, route: Route, host: str | None = None, role: str = "service") -> str | None:
         """The site this destination lives at (so it is down with it), or None.
@@ -348,14 +427,22 @@ class _Model:
             kind = CauseKind.SIGN_IN if role == "federation" else {
                 "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
             return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
-        if route.kind == "unreachable" and not self.facts.on_site:
-            return _Reach(False, f"{route.address}: {no_route(route)}, so it is no way around the site",
+        via = self.via(owner) if role == "proxy" else None
+        if via is not None and via in self.down:
+            return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "
+                                 "down", CauseKind.INTERNET_VIA, via)
+        if route.kind == "unreachable" and not self.from_home:
+            return _Reach(False, f"{route.address}: {no_route(route, self.every)}, so it is no way around {self.the}",
                           CauseKind.NO_ROUTE)
         if route.kind == "vpn":
             gateway = self.tunnel_sites[0]
             if self.tunnel_up:
                 up = next(s for s in self.tunnel_sites if s not in self.down)
                 how = "" if up == gateway else f" (it fails over to the gateway at {up})"
+                via = self.via(up)
+                if via is not None and via in self.down and owner is None and not is_internal(route.address):
+                    return _Reach(False, f"{where}: through the VPN to {up}{how}, whose internet goes out through "
+                                         f"{via}, which is down", CauseKind.INTERNET_VIA, via)
                 return _Reach(True, f"{where}: through the VPN, which stays up{how}")
             if behaviour == "stays":
                 return _Reach(False, f"{where}: leaves through the VPN to {self.label(gateway)}, which is down",
@@ -364,13 +451,17 @@ class _Model:
                 return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
                                      f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
             return _Reach(True, f"{where}: the VPN drops, so it goes direct")
-        if self.facts.on_site and route.kind == "unreachable":  # as from home: an internal address, no VPN
+        if self.from_home and route.kind == "unreachable":  # as from home: an internal address, no VPN
             return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "
                                  "without the VPN", CauseKind.NO_ROUTE, owner)
-        if self.facts.on_site and not self.facts.vpn_interfaces:
+        if self.from_home and not self.facts.vpn_interfaces:
             return _Reach(True, f"{where}: from home this goes direct through the home connection")
         if route.kind == "unreachable":
-            return _Reach(False, f"{route.address}: {no_route(route)}", CauseKind.NO_ROUTE)
+            return _Reach(False, f"{route.address}: {no_route(route, self.every)}", CauseKind.NO_ROUTE)
+        if (self.exit in self.down and owner is None and route.kind in ("physical", "virtual", "unknown")
+                and not is_internal(route.address)):
+            return _Reach(False, f"{where}: to the internet, which from {self.here or 'where this laptop is'} "
+                                 f"goes out through {self.exit}, which is down", CauseKind.INTERNET_VIA, self.exit)
         if route.kind == "unknown":
             return _Reach(True, f"{route.address}: the route could not be read ({route.note or 'no answer'}); "
                                 f"assumed direct, not depending on {self.the}")
@@ -396,11 +487,14 @@ class _Model:
             return Fate.WORKS, (f"DNS: the VPN's resolvers ({', '.join(site_ones)}) go with the tunnel and the "
                                 "home network's own resolver takes over"), []
         if fates[0] is False and any(fates):
-            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.the}; lookups wait for it "
-                                "to time out, then the next resolver answers (slower, but it works)"), []
+            return Fate.WORKS, (f"DNS: the first resolver ({site_ones[0]}) is at {self.named(reached[0].site)}; "
+                                "lookups wait for it to time out, then the next resolver answers (slower, but it "
+                                "works)"), []
         if not any(fates):
-            why = f"DNS: every resolver ({names}) is at {self.the} or reached through it"
-            return Fate.FAILS, why, [Cause(CauseKind.DNS, r.address, x.site, why)
+            why = (f"DNS: every resolver ({names}) is at "
+                   f"{self.named(*(x.site for x in reached))} or reached through it")
+            return Fate.FAILS, why, [Cause(CauseKind.INTERNET_VIA if x.kind is CauseKind.INTERNET_VIA
+                                           else CauseKind.DNS, r.address, x.site, why)
                                      for r, x in zip(resolvers, reached, strict=True)]
         return Fate.WORKS, f"DNS: {', '.join(site_ones)} unreachable, the others answer", []
 
@@ -408,31 +502,34 @@ class _Model:
         """(fate, the chain of evidence, the links of it that break) for one dependency."""
         why: list[str] = []
         p = dep.proxy
-        via_proxy = p.proxy is not None
+        proxy_name, proxy_route = p.proxy, p.proxy_route
+        pac_lost: list[Cause] = []
         if p.source == "pac" and p.pac_route is not None:
             pac = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
             if not pac.ok:
                 why.append(f"PAC file {p.pac_url}: {pac.reason}")
-                if self.profile.pac_unreachable is None:
-                    why.append("without its PAC file the browser is assumed to go direct (not stated: see the "
-                               "assumptions)")
-                    via_proxy = False
-                elif self.profile.pac_unreachable == "cached":
+                if self.profile.pac_unreachable == "cached":
                     why.append("the OS keeps using the copy of the PAC file it fetched earlier")
                 elif self.profile.pac_unreachable == "fail":
                     why.append("without its PAC file the browser does not connect (fail-closed)")
                     return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", pac.site, w) for w in why[-2:]]
-                else:
-                    why.append("without its PAC file the browser goes direct")
-                    via_proxy = False
-        if via_proxy and p.proxy_route is not None:
-            proxy = self.reach(p.proxy_route, behaviour, (p.proxy or "").rsplit(":", 1)[0], role="proxy")
-            why.append(f"{dep.host} goes through the proxy {p.proxy}: {proxy.reason}")
+                else:  # "direct": no PAC file, so the manual settings (or DIRECT), as browsers do
+                    instead = (f"the manual proxy settings ({p.without_pac})" if p.without_pac
+                               else "DIRECT (no manual proxy settings)")
+                    stated = self.profile.pac_unreachable is not None
+                    why.append(f"without its PAC file the browser {'uses' if stated else 'is assumed to use'} "
+                               f"{instead}" + ("" if stated else " (not stated: see the assumptions)"))
+                    proxy_name, proxy_route = p.without_pac, p.without_pac_route
+                    pac_lost = [Cause(CauseKind.PAC, p.pac_url or "", pac.site, why[-2])]
+        if proxy_name is not None and proxy_route is not None:
+            proxy = self.reach(proxy_route, behaviour, (proxy_name or "").rsplit(":", 1)[0], role="proxy")
+            why.append(f"{dep.host} goes through the proxy {proxy_name}: {proxy.reason}")
             if proxy.ok:
                 return Fate.WORKS, why, []
-            return Fate.FAILS, why, [Cause(CauseKind.PROXY, p.proxy or "", proxy.site, why[-1])]
+            kind = CauseKind.INTERNET_VIA if proxy.kind is CauseKind.INTERNET_VIA else CauseKind.PROXY
+            return Fate.FAILS, why, [*pac_lost, Cause(kind, proxy_name, proxy.site, why[-1])]
         if not dep.routes:
-            why.append(f"{dep.host}: did not resolve even with the site up")
+            why.append(f"{dep.host}: did not resolve even with {self.every} up")
             return Fate.FAILS, why, [Cause(CauseKind.UNRESOLVED, dep.host, None, why[-1])]
         reach = [self.reach(r, behaviour, dep.host, dep.role) for r in dep.routes]
         why.extend(f"{dep.host} {x.reason}" for x in reach)
@@ -450,7 +547,8 @@ class _Model:
         evidence: list[str] = []
         for behaviour in BEHAVIOURS:
             fate, dns_why, broken = self.dns(behaviour)
-            lines = [dns_why]
+            place = self.whereabouts()
+            lines = [place, dns_why] if place else [dns_why]
             for dep in deps:
                 f, why, cause = self.path(dep, behaviour)
                 fate = worst((fate, f))
@@ -460,9 +558,10 @@ class _Model:
             tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
             if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
-                lines.append(f"measured now, on a path the site does not change: {now.value}")
+                lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
+                             f"does not change: {now.value}")
                 broken.append(Cause(CauseKind.MEASURED, wid, None, lines[-1]))
-            elif self.facts.on_site and self.facts.home_link_slow and fate is Fate.WORKS:
+            elif self.from_home and self.facts.home_link_slow and fate is Fate.WORKS:
                 fate = Fate.DEGRADED
                 lines.append("from home, over an impaired home connection")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
@@ -484,7 +583,8 @@ class _Model:
         out: list[SiteSystem] = []
         if self.facts.vpn_interfaces:
             out.append(SiteSystem("vpn", ", ".join(self.facts.vpn_interfaces),
-                                  "a VPN tunnel to the site carries part of the traffic", self.tunnel_sites[0]))
+                                  f"a VPN tunnel to {self.label(self.tunnel_sites[0])} carries part of the traffic",
+                                  self.tunnel_sites[0]))
         for r in self.facts.resolvers:
             site = self.site_of(r.route, role="dns")
             if site is not None:
@@ -507,7 +607,8 @@ class _Model:
                 owned = [(r, s) for r in d.routes if (s := self.site_of(r, d.host, d.role)) is not None]
                 if owned:
                     seen.add(d.host)
-                    out.append(SiteSystem("federation", d.host, "sign-in is federated to a server at the site",
+                    out.append(SiteSystem("federation", d.host,
+                                          f"sign-in is federated to a server at {self.label(owned[0][1])}",
                                           owned[0][1], owned[0][0].address))
         return tuple(out)
 
@@ -520,7 +621,8 @@ def _unique(causes: Iterable[Cause]) -> tuple[Cause, ...]:
     return tuple(out.values())
 
 
-_PAC_WORLDS = (("direct", "goes direct"), ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
+_PAC_WORLDS = (("direct", "falls back to its manual proxy settings (or DIRECT)"),
+               ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
 
 
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
@@ -571,8 +673,9 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
     if not public:
         return None
     names = ", ".join(public)
-    return Assumption(f"whether {names} (on a public address) is at the site or a cloud service", "networks",
-                      (("if it is at the site", lambda f, p: (replace(f, public_site_systems=True), p)),
+    at = "at one of your sites" if sites and len(sites) > 1 else "at the site"
+    return Assumption(f"whether {names} (on a public address) is {at} or a cloud service", "networks",
+                      ((f"if it is {at}", lambda f, p: (replace(f, public_site_systems=True), p)),
                        ("if it is a cloud service", lambda f, p: (replace(f, public_site_systems=False), p))))
 
 
@@ -622,7 +725,7 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
     model = _Model(facts, profile, current, sites, down)
     rows = {}
     for wid in workloads:
-        deps = [d for d in facts.dependencies if d.workload == wid]
+        deps = [d for d in model.facts.dependencies if d.workload == wid]  # the office's, while staying there
         if deps:
             rows[wid] = model.workload(wid, deps)
     return rows
@@ -703,11 +806,14 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
             if len(_behaviours(*change(facts, profile))) > len(behaviours):
                 behaviours = _behaviours(*change(facts, profile))
     notes = []
-    if facts.on_site:
+    if model.staying:
+        notes.append(f"You are on the network of {model.here}, which stays up in this case: this prediction is made "
+                     "from the paths seen there (a laptop stays where it is when another site is lost).")
+    elif facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
     return OutagePrediction(tuple(rows), model.site_systems(), behaviours, facts.on_site, tuple(notes),
-                            facts.dependencies, down=tuple(sorted(model.down)))
+                            model.facts.dependencies, down=tuple(sorted(model.down)))
 
 
 def outage_severity(fate: Fate) -> Severity:
@@ -780,16 +886,23 @@ class OutageSection:
     asked: bool = False
 
 
+#: The fix for each kind of site system; ``{place}``: "the site" (one site), else the sites by name.
 _FIXES = {
-    "dns": ("Microsoft 365 names must resolve without the site: let the VPN client fall back to the local "
-            "network's resolver, or give laptops a resolver that does not depend on the site."),
-    "pac": ("The PAC file is served from the site: host it where it does not depend on the site (or deploy it "
+    "dns": ("Microsoft 365 names must resolve without {place}: let the VPN client fall back to the local "
+            "network's resolver, or give laptops a resolver that does not depend on {place}."),
+    "pac": ("The PAC file is served from {place}: host it where it does not depend on {place} (or deploy it "
             "with the laptop), and make sure clients go direct when it cannot be fetched."),
-    "proxy": ("Microsoft 365 goes through a proxy at the site: send Optimize and Allow endpoints direct "
+    "proxy": ("Microsoft 365 goes through a proxy at {place}: send Optimize and Allow endpoints direct "
               "(PAC \"DIRECT\" or proxy bypass), as Microsoft recommends."),
-    "federation": ("Sign-in is federated to a server at the site (AD FS): enable password hash sync as a "
-                   "backup sign-in method so people can sign in when the site is down."),
+    "federation": ("Sign-in is federated to a server at {place} (AD FS): enable password hash sync as a "
+                   "backup sign-in method so people can sign in when {place} is down."),
 }
+
+
+def _places(sites: Iterable[str | None], several: bool) -> str:
+    """How a fix names where something is: "the site" with one site, else the sites by name."""
+    named = list(dict.fromkeys(_site_words(s) for s in sites if s))
+    return listing(named, "or") if several and named else "a site that is down" if several else "the site"
 
 
 _FATE_WORDS = {Fate.FAILS: "stops working", Fate.DEGRADED: "is impaired",
@@ -805,14 +918,19 @@ class _FixContext:
     workload: str  # the workload's short name
     tunneled: Sequence[str]  # its Microsoft 365 prefixes that enter the VPN
     causes: Sequence[Cause]  # the causes of the kind being remedied
+    several: bool = False  # several sites are known: name them
+
+    @property
+    def place(self) -> str:
+        return _places((c.site for c in self.causes), self.several)
 
 
 def _fix_tunnel(c: _FixContext) -> str:
     if c.tunneled:
         shown = ", ".join(c.tunneled[:12]) + (f" and {len(c.tunneled) - 12} more" if len(c.tunneled) > 12 else "")
         return (f"Exclude the Microsoft 365 prefixes of {c.workload} from the VPN tunnel (current endpoint data): "
-                f"{shown}; or let the VPN client disconnect when the site is unreachable.")
-    return (f"{c.workload} goes through the VPN to the site: let the VPN client disconnect when the site is "
+                f"{shown}; or let the VPN client disconnect when {c.place} is unreachable.")
+    return (f"{c.workload} goes through the VPN to {c.place}: let the VPN client disconnect when {c.place} is "
             "unreachable, or send this traffic direct.")
 
 
@@ -821,6 +939,13 @@ def _fix_vpn_only(c: _FixContext) -> str:
     return (f"{c.workload} needs a system reachable only through the VPN, whose gateway is at {gateways}: give the "
             "VPN client a gateway at another site to fail over to (site profile key vpn_failover), or publish "
             "the system so it does not depend on the tunnel.")
+
+
+def _fix_internet_via(c: _FixContext) -> str:
+    through = ", ".join(dict.fromkeys(x.site or "another site" for x in c.causes))
+    return (f"{c.workload} reaches the internet only through {through}: give the branch (or the VPN's site) whose "
+            f"internet goes out through {through} a local internet breakout (its own link, at least for Microsoft "
+            "365's Optimize and Allow endpoints), or a second way out through another site.")
 
 
 def _fix_assumption(c: _FixContext) -> str:
@@ -832,13 +957,14 @@ def _fix_assumption(c: _FixContext) -> str:
 _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
     CauseKind.TUNNEL: _fix_tunnel,
     CauseKind.VPN_ONLY: _fix_vpn_only,
-    CauseKind.DNS: lambda c: _FIXES["dns"],
-    CauseKind.PAC: lambda c: _FIXES["pac"],
-    CauseKind.PROXY: lambda c: _FIXES["proxy"],
-    CauseKind.SIGN_IN: lambda c: _FIXES["federation"],
+    CauseKind.DNS: lambda c: _FIXES["dns"].format(place=c.place),
+    CauseKind.PAC: lambda c: _FIXES["pac"].format(place=c.place),
+    CauseKind.PROXY: lambda c: _FIXES["proxy"].format(place=c.place),
+    CauseKind.SIGN_IN: lambda c: _FIXES["federation"].format(place=c.place),
+    CauseKind.INTERNET_VIA: _fix_internet_via,
     CauseKind.ASSUMPTION: _fix_assumption,
-    CauseKind.MEASURED: lambda c: "This is already impaired from here, independently of the site: see the other "
-                                  "findings.",
+    CauseKind.MEASURED: lambda c: (f"This is already impaired from here, independently of "
+                                   f"{'any site' if c.several else 'the site'}: see the other findings."),
     CauseKind.HOSTED: lambda c: "",
     CauseKind.NO_ROUTE: lambda c: "",
     CauseKind.UNRESOLVED: lambda c: "",
@@ -846,11 +972,14 @@ _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
 }
 
 
-def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str]) -> str:
+def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str],
+             several: bool = False) -> str:
     """The remedy for one workload, looked up by the kinds of what breaks it."""
-    fixes = [_REMEDIES[kind](_FixContext(_short(names, wid), tunneled, [c for c in causes if c.kind is kind]))
+    fixes = [_REMEDIES[kind](_FixContext(_short(names, wid), tunneled, [c for c in causes if c.kind is kind],
+                                         several))
              for kind in _REMEDIES if any(c.kind is kind for c in causes)]
-    return " ".join(dict.fromkeys(f for f in fixes if f)) or "Remove this workload's dependency on the site."
+    return (" ".join(dict.fromkeys(f for f in fixes if f))
+            or f"Remove this workload's dependency on {_places((c.site for c in causes), several)}.")
 
 
 def outage_verdict(prediction: OutagePrediction, core: Sequence[str]) -> Verdict:
@@ -877,32 +1006,35 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
     uncertain = [wid for wid in core if fates.get(wid) is Fate.UNCERTAIN]
     verdict = outage_verdict(prediction, core)
 
-    def listing(ids: Sequence[str]) -> str:
-        words = [_short(names, i) for i in ids]
-        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    def workloads_listed(ids: Sequence[str]) -> str:
+        return listing([_short(names, i) for i in ids])
 
+    #: The site(s) the tunnel goes to, by name with several sites.
+    vpn_to = _places((x.site for x in prediction.site_systems if x.kind == "vpn"), True) if several_sites else None
     only_if_stays = len(prediction.behaviours) == 2 and all(
         w.if_vpn_drops is not Fate.FAILS for w in prediction.workloads if w.id in failed)
     if failed:
-        summary = f"If {went}, you would lose {listing(failed)}"
-        summary += (" (if the VPN stays connected to the dead site; if it drops, they keep working)."
+        summary = f"If {went}, you would lose {workloads_listed(failed)}"
+        summary += (f" (if the VPN stays connected to {vpn_to or 'the dead site'}; if it drops, they keep working)."
                     if only_if_stays else ".")
     elif degraded:
-        summary = f"If {went}, you could keep working, but {listing(degraded)} would be impaired."
+        summary = f"If {went}, you could keep working, but {workloads_listed(degraded)} would be impaired."
     elif not uncertain:
         summary = f"If {went}, you could keep working from where you are."
     else:
         summary = f"If {went}, you might not be able to keep working."
     if uncertain:
         asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
-        summary += (f" Whether you keep {listing(uncertain)} depends on {'; '.join(asked)}, which netcheck "
+        summary += (f" Whether you keep {workloads_listed(uncertain)} depends on {'; '.join(asked)}, which netcheck "
                     "cannot read from this laptop.")
     fixes: list[str] = []
     if tunneled_optimize:
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "
                      "endpoint data): " + ", ".join(tunneled_optimize))
     kinds = {s.kind for s in prediction.site_systems}
-    fixes.extend(_FIXES[k] for k in ("dns", "pac", "proxy", "federation") if k in kinds)
+    fixes.extend(_FIXES[k].format(place=_places((x.site for x in prediction.site_systems if x.kind == k),
+                                                several_sites))
+                 for k in ("dns", "pac", "proxy", "federation") if k in kinds)
     findings: list[Finding] = []
     for w in prediction.workloads:
         fate = prediction.fate(w.id)
@@ -910,7 +1042,8 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
             continue
         texts = tuple(dict.fromkeys(c.text for c in w.causes))
         both = {w.if_vpn_stays, w.if_vpn_drops}
-        when = (" if the VPN stays connected to the site" if len(prediction.behaviours) == 2 and len(both) == 2
+        when = (f" if the VPN stays connected to {vpn_to or 'the site'}"
+                if len(prediction.behaviours) == 2 and len(both) == 2
                 else "")
         findings.append(Finding(
             code=f"outage.{w.id}", severity=outage_severity(fate),
@@ -918,7 +1051,7 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
                    f"{_FATE_WORDS[fate]}{when}"),
             detail=(texts[0] + (f" (and {len(texts) - 1} more)" if len(texts) > 1 else "") + "."
                     if texts else "It depends on the site."),
-            remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ())),
+            remediation=_fix_for(w.id, w.causes, names, tunneled_by_workload.get(w.id, ()), several_sites),
             workload=w.id, principle=3, evidence=texts))
     for row in split_tunnel:
         if row.ipv4 == "split_out" and row.ipv6 in ("tunneled", "selective"):

@@ -29,6 +29,7 @@ from netcheck.outage import (
     SiteView,
     all_site_names,
     fallback_site,
+    listing,
     outage_verdict,
     predict,
     worst,
@@ -96,7 +97,7 @@ def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str,
 
 def make_case(model: ModelInput, down: Sequence[str], prediction: OutagePrediction, baseline: OutagePrediction,
               names: Mapping[str, str], core: Sequence[str]) -> OutageCase:
-    shown = [s for s in down if s != UNNAMED or any(x.site == UNNAMED for x in prediction.site_systems)]
+    shown = [s for s in down if s != UNNAMED or any(x.site == UNNAMED for x in prediction.site_systems)] or down
     return OutageCase(tuple(down), outage_verdict(prediction, core), prediction,
                       case_answer(shown, prediction, baseline, names, core))
 
@@ -114,6 +115,7 @@ _PLAIN: Mapping[CauseKind, str] = {
     CauseKind.PAC: "the proxy settings file is {place}",
     CauseKind.PROXY: "the proxy {subject} is {place}",
     CauseKind.HOSTED: "{subject} is {place}",
+    CauseKind.INTERNET_VIA: "your way to the internet goes out through {site}",
 }
 
 
@@ -146,17 +148,13 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
             changed[fate].append(f"{short} ({why})" if why else short)
     parts = []
     if changed[Fate.FAILS]:
-        parts.append(f"you would lose {_listing(changed[Fate.FAILS])}")
+        parts.append(f"you would lose {listing(changed[Fate.FAILS])}")
     if changed[Fate.DEGRADED]:
-        parts.append(f"{_listing(changed[Fate.DEGRADED])} would be slow or unreliable")
+        parts.append(f"{listing(changed[Fate.DEGRADED])} would be slow or unreliable")
     if changed[Fate.UNCERTAIN]:
-        parts.append(f"you might lose {_listing(changed[Fate.UNCERTAIN])} (it depends on something netcheck "
+        parts.append(f"you might lose {listing(changed[Fate.UNCERTAIN])} (it depends on something netcheck "
                      "cannot read from this laptop)")
     return f"{head}: " + ("; ".join(parts) if parts else "nothing changes for you") + "."
-
-
-def _listing(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def settings_profile(sites: Sequence[SiteProfile], chosen: SiteProfile | None) -> SiteProfile:

@@ -19,6 +19,7 @@ from netcheck.models import Category, ProbeKind, ProbeResult
 from netcheck.outage import (
     Assumption,
     Dependency,
+    FactsPatch,
     ProxyPath,
     Resolver,
     Route,
@@ -29,7 +30,7 @@ from netcheck.outage import (
 from netcheck.pac import PacFetch
 from netcheck.platform.base import Interface, Platform
 from netcheck.proxy import ProxySettings
-from netcheck.proxy_decision import decide_all, url_for
+from netcheck.proxy_decision import decide_all, endpoint, url_for
 from netcheck.site_decisions import (
     SPLIT_OUT,
     as_from_home,
@@ -128,7 +129,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     proxied = [h for hosts in key_hosts.values() for h in hosts] + ([federation] if federation else [])
     proxy_paths = _proxy_paths(settings, proxied, pac, deadline, profile)
     proxy_hosts = {h: _resolve(h, deadline) for h in {*(_host(x[0]) for x in proxy_paths.values() if x[0]),
-                                                     *(x[1] for x in proxy_paths.values() if x[1])}}
+                                                     *(x[1] for x in proxy_paths.values() if x[1]),
+                                                     *(_host(x[4]) for x in proxy_paths.values() if x[4])}}
     ranges = [(s, n) for s in catalog.sets if s.category is not Category.DEFAULT and s.required for n in s.ips]
     optimize = [(s, n) for s, n in ranges if s.category is Category.OPTIMIZE]
     samples = [representative(n) for _, n in ranges]
@@ -139,11 +141,15 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     def routes(addrs: Iterable[str]) -> tuple[Route, ...]:
         return tuple(route_of(egress[a]) for a in addrs if a in egress)
 
+    def first_route(host: str | None) -> Route | None:
+        return next(iter(routes(proxy_hosts.get(host, []) if host else [])), None)
+
     def proxy_path(host: str) -> ProxyPath:
-        proxy, pac_host, source, pac_url = proxy_paths.get(host, (None, None, "none", None))
-        p_route = next(iter(routes(proxy_hosts.get(_host(proxy), []) if proxy else [])), None)
-        pac_route = next(iter(routes(proxy_hosts.get(pac_host, []) if pac_host else [])), None)
-        return ProxyPath(source=source, proxy=proxy, proxy_route=p_route, pac_url=pac_url, pac_route=pac_route)
+        proxy, pac_host, source, pac_url, manual = proxy_paths.get(host, (None, None, "none", None, None))
+        return ProxyPath(source=source, proxy=proxy, proxy_route=first_route(_host(proxy) if proxy else None),
+                         pac_url=pac_url, pac_route=first_route(pac_host),
+                         without_pac=manual if pac_url else None,
+                         without_pac_route=first_route(_host(manual)) if manual and pac_url else None)
 
     deps: list[Dependency] = []
     for wid, hosts in key_hosts.items():
@@ -163,11 +169,17 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     split_rows, tunneled = split_tunnel(catalog, optimize, egress, bool(vpn))
     on_site = is_on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
     resolver_facts = tuple(Resolver(a, route_of(egress[a])) for a in resolvers if a in egress)
+    relay_routes = routes(wanted.get(relay, [])) if relay else ()
+    mapped = stun[0].detail.get("mapped_address") if stun else None
+    #: The public address a server saw, when that path did not enter the VPN (else it is the VPN's exit).
+    public_egress = str(mapped) if mapped and relay_routes and all(r.kind != "vpn" for r in relay_routes) else None
+    office_paths: FactsPatch | None = None  # on a site's network: the paths seen there
     if on_site:
+        office_paths = FactsPatch(vpn_interfaces=(), resolvers=resolver_facts, dependencies=tuple(deps))
         if pac is not None and pac.ok:  # the PAC file as it answers a laptop at home
             proxy_paths.update(_proxy_paths(settings, proxied, pac, deadline, profile,
                                             my_ip=own_address(interfaces)))
-            new = {_host(p) for p, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
+            new = {_host(p) for p, _, _, _, _ in proxy_paths.values() if p} - set(proxy_hosts)
             proxy_hosts.update({h: _resolve(h, deadline) for h in new})
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
             if extra:
@@ -182,7 +194,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
-                      dependencies=tuple(deps), identity=identity, internal_hosts=internal)
+                      dependencies=tuple(deps), identity=identity, internal_hosts=internal,
+                      public_egress=public_egress, office=office_paths)
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:
         e = egress.get(representative(n))
@@ -195,15 +208,17 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
 
 def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | None, deadline: Deadline,
                  profile: SiteProfile, my_ip: str | None = None
-                 ) -> dict[str, tuple[str | None, str | None, str, str | None]]:
-    """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL) for ``https://host/``,
-    as :func:`netcheck.proxy_decision.decide` decides it."""
+                 ) -> dict[str, tuple[str | None, str | None, str, str | None, str | None]]:
+    """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL, the manual settings' proxy
+    "host:port" without the PAC file or None) for ``https://host/``, as
+    :func:`netcheck.proxy_decision.decide` decides it."""
     urls = {h: url_for("https", h) for h in hosts}
     decided = decide_all(list(urls.values()), settings, pac, deadline, my_ip, profile.pac_unreachable)
-    out: dict[str, tuple[str | None, str | None, str, str | None]] = {}
+    out: dict[str, tuple[str | None, str | None, str, str | None, str | None]] = {}
     for h, url in urls.items():
         d = decided[url]
-        out[h] = (d.endpoint, urlsplit(d.pac_url).hostname if d.pac_url else None, d.source, d.pac_url)
+        out[h] = (d.endpoint, urlsplit(d.pac_url).hostname if d.pac_url else None, d.source, d.pac_url,
+                  endpoint(d.without_pac) if d.without_pac else None)
     return out
 
 

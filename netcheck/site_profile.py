@@ -12,8 +12,12 @@ Example (every key optional)::
     federation_hosts = ["adfs.contoso.example"]
     vpn_on_site_down = "stays"       # "stays" (always-on, black-holes) or "drops"; omit: predict both
     vpn_failover = ["Dublin DC"]     # sites (or their VPN gateways) the client fails over to, in order
-    pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct", "fail" or "cached" (old copy);
-                                     # omit: the prediction names it as an assumption (AT RISK at best)
+    internet_via = "Dublin DC"       # this site reaches the internet only through that site (a branch office
+                                     # without its own breakout); omit: its own link, or what the laptop's
+                                     # public address (STUN) says
+    pac_unreachable = "direct"       # when the PAC file cannot be fetched: "direct" (no PAC: the laptop's manual
+                                     # proxy settings, or DIRECT if it has none, as browsers do), "fail" or
+                                     # "cached" (old copy); omit: the prediction names it as an assumption
     # The VPN profile laptops use away from the office, for predictions made on site:
     vpn_mode = "split"               # "none", "full" or "split"
     vpn_exclude = ["Optimize", "203.0.113.0/24"]  # categories, endpoint-set ids or prefixes sent direct
@@ -22,7 +26,12 @@ Several sites: a file with several ``[[site]]`` tables (each with the keys above
 ``name``), or the collector's policy's ``site_profiles`` (a list of objects with the same
 keys). Each is a site the outage prediction can take down, alone or with the others; the
 laptop's settings (vpn_on_site_down, pac_unreachable, vpn_mode, vpn_exclude) come from the
-profile :func:`select_site_profile` picks, else the first.
+profile :func:`select_site_profile` picks, else the first. ``vpn_failover`` and ``internet_via``
+name other profiles.
+
+A laptop on a site's network stays where it is when a *different* site is lost (losing the site
+its internet goes out through, ``internet_via``, then costs it the internet where it stands);
+the person goes home when their *own* site is lost.
 
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.outage``).
@@ -41,7 +50,7 @@ from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
-         "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover"}
+         "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover", "internet_via"}
 _CATEGORIES = ("Optimize", "Allow", "Default")
 
 
@@ -61,6 +70,8 @@ class SiteProfile:
     vpn_exclude: tuple[str | int, ...] = ()
     #: The sites (by name) whose VPN gateways the client fails over to when this site's are gone, in order.
     vpn_failover: tuple[str, ...] = ()
+    #: The site (by name) this site's internet traffic goes out through (a branch without its own breakout).
+    internet_via: str | None = None
     #: IT stated it (a file or the collector's policy); False for the inferred default
     from_file: bool = False
 
@@ -106,13 +117,13 @@ def load_site_profiles(path: Path) -> tuple[SiteProfile, ...]:
         raise ConfigError(f"{path}: a site profile has one [site] table, or several [[site]] tables, and nothing "
                           "else")
     if isinstance(site, dict):
-        return (site_profile_from_mapping(site, str(path)),)
+        return check_site_names([site_profile_from_mapping(site, str(path))], str(path))
     return check_site_names([site_profile_from_mapping(s, f"{path}: [[site]] {i + 1}")
                              for i, s in enumerate(site)], str(path))
 
 
 def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteProfile, ...]:
-    """Several profiles: each names its site, no two alike, and a failover names one of them."""
+    """Several profiles: each names its site, no two alike; a failover or ``internet_via`` names another."""
     if len(profiles) > 1:
         names = [p.name.casefold() for p in profiles]
         twice = next((p.name for p, n in zip(profiles, names, strict=True) if names.count(n) > 1), None)
@@ -121,17 +132,28 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
         canonical = {p.name.casefold(): p.name for p in profiles}
         # a failover entry names a site, or a VPN gateway that a site's profile lists (as the VPN
         # client's own configuration names it)
+        gateways: dict[str, str] = {}
         for p in profiles:
             for g in p.vpn_gateways:
-                canonical.setdefault(g.casefold().split(":")[0], p.name)
+                gateways.setdefault(g.casefold().split(":")[0], p.name)
         for p in profiles:
-            unknown = [n for n in p.vpn_failover if n.casefold().split(":")[0] not in canonical]
+            unknown = [n for n in p.vpn_failover if n.casefold() not in canonical
+                       and n.casefold().split(":")[0] not in gateways]
             if unknown:
                 raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which is neither "
                                   "a site profile's name nor a VPN gateway a profile lists")
-        profiles = [replace(p, vpn_failover=tuple(dict.fromkeys(canonical[n.casefold().split(":")[0]]
-                                                                for n in p.vpn_failover)))
+            if p.internet_via and p.internet_via.casefold() not in canonical:
+                raise ConfigError(f"{where}: [site] {p.name!r} internet_via names {p.internet_via!r}, which no "
+                                  "profile is named")
+        profiles = [replace(p, vpn_failover=tuple(dict.fromkeys(
+                                canonical.get(n.casefold()) or gateways[n.casefold().split(":")[0]]
+                                for n in p.vpn_failover)),
+                            internet_via=canonical[p.internet_via.casefold()] if p.internet_via else None)
                     for p in profiles]
+    for p in profiles:
+        if p.internet_via and p.internet_via.casefold() == p.name.casefold():
+            raise ConfigError(f"{where}: [site] {p.name!r} internet_via names the site itself; omit it for a site "
+                              "with its own internet link")
     return tuple(profiles)
 
 
@@ -158,6 +180,9 @@ def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
     pac = site.get("pac_unreachable")
     if pac not in (None, "direct", "fail", "cached"):
         raise ConfigError(f"{where}: [site] pac_unreachable must be \"direct\", \"fail\" or \"cached\"")
+    via = site.get("internet_via")
+    if via is not None and (not isinstance(via, str) or not via.strip()):
+        raise ConfigError(f"{where}: [site] internet_via must be the name of another site")
     mode = site.get("vpn_mode")
     if mode not in (None, "none", "full", "split"):
         raise ConfigError(f"{where}: [site] vpn_mode must be \"none\", \"full\" or \"split\"")
@@ -186,7 +211,8 @@ def site_profile_from_mapping(site: object, where: str) -> SiteProfile:
         proxies=_strings(site, "proxies", where), pac_hosts=_strings(site, "pac_hosts", where),
         federation_hosts=_strings(site, "federation_hosts", where),
         vpn_failover=tuple(n.strip() for n in _strings(site, "vpn_failover", where)),
-        vpn_on_site_down=behaviour, pac_unreachable=pac, from_file=True)
+        internet_via=via.strip() if via else None, vpn_on_site_down=behaviour, pac_unreachable=pac,
+        from_file=True)
 
 
 def select_site_profile(profiles: Sequence[SiteProfile], addresses: Iterable[str],

@@ -28,7 +28,6 @@ from netcheck.outage import (
     Resolver,
     Route,
     SiteFacts,
-    World,
     fallback_site,
     vpn_sites,
 )
@@ -44,7 +43,8 @@ def _profile(p: SiteProfile) -> dict[str, Any]:
     return {"name": p.name, "told": p.from_file, "networks": [str(n) for n in p.networks],
             "vpn_gateways": list(p.vpn_gateways), "dns_servers": list(p.dns_servers), "proxies": list(p.proxies),
             "pac_hosts": list(p.pac_hosts), "federation_hosts": list(p.federation_hosts),
-            "vpn_failover": list(p.vpn_failover), "vpn_on_site_down": p.vpn_on_site_down,
+            "vpn_failover": list(p.vpn_failover), "internet_via": p.internet_via,
+            "vpn_on_site_down": p.vpn_on_site_down,
             "pac_unreachable": p.pac_unreachable, "vpn_mode": p.vpn_mode}
 
 
@@ -59,7 +59,9 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
 
     def proxy(p: ProxyPath) -> dict[str, Any]:
         return {"source": p.source, "proxy": p.proxy, "proxy_route": route(p.proxy_route) if p.proxy_route else None,
-                "pac_url": p.pac_url, "pac_route": route(p.pac_route) if p.pac_route else None}
+                "pac_url": p.pac_url, "pac_route": route(p.pac_route) if p.pac_route else None,
+                "without_pac": p.without_pac,
+                "without_pac_route": route(p.without_pac_route) if p.without_pac_route else None}
 
     def resolvers(items: tuple[Resolver, ...]) -> list[dict[str, Any]]:
         return [{"address": r.address, "route": route(r.route)} for r in items]
@@ -81,7 +83,8 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "vpn_sites": list(vpn_sites(model.sites or (model.profile,), fallback_site(model.sites or (model.profile,)))),
         "identity": f.identity,
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
-        "home_link_slow": f.home_link_slow, "resolvers": resolvers(f.resolvers),
+        "home_link_slow": f.home_link_slow, "site_here": f.site_here, "public_egress": f.public_egress,
+        "office": patch(f.office) if f.office is not None else None, "resolvers": resolvers(f.resolvers),
         "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
         "measured_now": {w: str(fate) for w, fate in model.current.items()},
@@ -107,7 +110,8 @@ def _profile_from(d: Mapping[str, Any]) -> SiteProfile:
         vpn_gateways=tuple(d.get("vpn_gateways", [])), dns_servers=tuple(d.get("dns_servers", [])),
         proxies=tuple(d.get("proxies", [])), pac_hosts=tuple(d.get("pac_hosts", [])),
         federation_hosts=tuple(d.get("federation_hosts", [])), vpn_failover=tuple(d.get("vpn_failover", [])),
-        vpn_on_site_down=d.get("vpn_on_site_down"), pac_unreachable=d.get("pac_unreachable"),
+        internet_via=d.get("internet_via"), vpn_on_site_down=d.get("vpn_on_site_down"),
+        pac_unreachable=d.get("pac_unreachable"),
         vpn_mode=d.get("vpn_mode"), from_file=bool(d.get("told", False)))
 
 
@@ -117,7 +121,8 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
         def proxy(p: Mapping[str, Any]) -> ProxyPath:
             return ProxyPath(str(p["source"]), p.get("proxy"),
                              _route_from(p["proxy_route"]) if p.get("proxy_route") else None, p.get("pac_url"),
-                             _route_from(p["pac_route"]) if p.get("pac_route") else None)
+                             _route_from(p["pac_route"]) if p.get("pac_route") else None, p.get("without_pac"),
+                             _route_from(p["without_pac_route"]) if p.get("without_pac_route") else None)
 
         def resolvers(items: Any) -> tuple[Resolver, ...]:
             return tuple(Resolver(str(r["address"]), _route_from(r["route"])) for r in items)
@@ -127,7 +132,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
                                     tuple(_route_from(r) for r in d["routes"]), proxy(d["proxy"]),
                                     bool(d.get("resolved", True))) for d in items)
 
-        def patch(p: Mapping[str, Any]) -> World:
+        def patch(p: Mapping[str, Any]) -> FactsPatch:
             return FactsPatch(
                 vpn_interfaces=None if p.get("vpn_interfaces") is None else tuple(p["vpn_interfaces"]),
                 resolvers=None if p.get("resolvers") is None else resolvers(p["resolvers"]),
@@ -138,7 +143,9 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             on_site=bool(data["on_site"]), vpn_interfaces=tuple(data["vpn_interfaces"]),
             resolvers=resolvers(data["resolvers"]), dependencies=dependencies(data["dependencies"]),
             identity=str(data.get("identity", "unknown")), internal_hosts=frozenset(data.get("internal_hosts", [])),
-            public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"))
+            public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"),
+            site_here=data.get("site_here"), public_egress=data.get("public_egress"),
+            office=patch(data["office"]) if data.get("office") else None)
         assumptions = tuple(Assumption(str(a["question"]), str(a.get("settle", "")),
                                        tuple((str(w["label"]), patch(w["patch"])) for w in a["worlds"]))
                             for a in data.get("assumptions", []))

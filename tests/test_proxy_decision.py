@@ -243,17 +243,19 @@ def test_find_pac_tries_automatic_detection_before_the_configured_url(tmp_path: 
 
 
 def test_the_outage_facts_use_the_decision(tmp_path: Path) -> None:
-    """site_facts' adapter: "host:port" with the scheme's default port, the decision's source and PAC host."""
+    """site_facts' adapter: "host:port" with the scheme's default port, the decision's source and PAC host, and
+    the manual settings' proxy for when the PAC file is gone."""
     from netcheck.site_facts import _proxy_paths
     from netcheck.site_profile import SiteProfile
 
     hosts = ["outlook.office365.com", "intranet"]
     got = _proxy_paths(WININET, hosts, None, Deadline.after(5), SiteProfile())
-    assert got["outlook.office365.com"] == ("proxy.corp.example:80", "pac.corp.example", "os", PAC)
-    assert got["intranet"] == (None, "pac.corp.example", "none", PAC)
+    assert got["outlook.office365.com"] == ("proxy.corp.example:80", "pac.corp.example", "os", PAC,
+                                             "proxy.corp.example:80")
+    assert got["intranet"] == (None, "pac.corp.example", "none", PAC, None)
     path = tmp_path / "proxy.pac"
     path.write_text(REAL_PAC)
     settings = ProxySettings(source="gsettings", pac_url=path.as_uri())
     got = _proxy_paths(settings, hosts, fetch_pac(path.as_uri(), Deadline.after(5)), Deadline.after(20), SiteProfile())
-    assert got["outlook.office365.com"] == ("192.0.2.8:3128", None, "pac", path.as_uri())
-    assert got["intranet"] == (None, None, "pac", path.as_uri())
+    assert got["outlook.office365.com"] == ("192.0.2.8:3128", None, "pac", path.as_uri(), None)
+    assert got["intranet"] == (None, None, "pac", path.as_uri(), None)

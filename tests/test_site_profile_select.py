@@ -176,6 +176,15 @@ def test_a_check_chooses_by_interface_address_then_stun_public_address_then_tag(
     assert choose_site_profile(CheckOptions(site_profiles=(loop,)), home, []) is None  # loopback never counts
 
 
+def test_a_branch_whose_internet_goes_out_through_the_datacentre_is_chosen_by_its_own_address() -> None:
+    """The public address the relay saw is the datacentre's; the laptop's own address is the branch's."""
+    dc = SiteProfile(name="Dublin DC", networks=(ipaddress.ip_network("203.0.113.0/28"),), from_file=True)
+    branch = SiteProfile(name="Lyon branch", networks=(ipaddress.ip_network("10.50.0.0/16"),),
+                         internet_via="Dublin DC", from_file=True)
+    at_branch = [_iface("eth0", "physical", "10.50.1.20/16")]
+    assert choose_site_profile(CheckOptions(site_profiles=(dc, branch)), at_branch, [_stun("203.0.113.5")]) is branch
+
+
 class _Laptop:
     """Just what ``perform_check`` asks of the platform before the outage prediction."""
 

@@ -336,3 +336,318 @@ def test_from_home_without_a_vpn_an_internal_system_of_a_site_that_is_up_is_stil
     causes = next(w for w in predict(home, replace(PARIS, vpn_mode="none"), W, sites=sites, down=()).workloads
                   if w.id == "identity").causes
     assert kinds(causes) == [(CauseKind.NO_ROUTE, "adfs.corp.example", "Dublin DC")]
+
+
+# --- a branch office whose internet goes out through a datacentre ----------------------------------------------------
+
+LYON = SiteProfile(name="Lyon branch", networks=(ipaddress.ip_network("10.50.0.0/16"),), internet_via="Dublin DC",
+                   from_file=True)
+DUBLIN_EXIT = replace(DUBLIN, networks=(*DUBLIN.networks, ipaddress.ip_network("203.0.113.0/28")))
+LYON_DNS = Resolver("10.50.0.53", direct("10.50.0.53"))
+
+
+def at_the_branch(**changes: object) -> SiteFacts:
+    """On Lyon's network: the paths seen there (office), and as from home (a tunnel to Dublin's gateway)."""
+    from netcheck.outage import FactsPatch
+
+    office = FactsPatch(vpn_interfaces=(), resolvers=(LYON_DNS,), dependencies=(
+        EXCHANGE, LOGIN, replace(ADFS, routes=(direct("10.30.0.20"),))))
+    router = Resolver("the home router", Route("the home router", "home connection", "physical"))  # as_from_home's
+    home = SiteFacts(True, ("wg0",), (router,), (EXCHANGE, LOGIN, ADFS), site_here="Lyon branch", office=office,
+                     home_link_slow=False)
+    return replace(home, **changes)  # type: ignore[arg-type]
+
+
+def workload(p: object, wid: str) -> object:
+    return next(w for w in p.workloads if w.id == wid)  # type: ignore[attr-defined]
+
+
+def test_a_branch_laptop_loses_the_internet_where_it_stands_when_the_datacentre_it_goes_out_through_is_lost() -> None:
+    sites = (LYON, DUBLIN)
+    dc = predict(at_the_branch(), LYON, W, sites=sites, down={"Dublin DC"})
+    assert fates(dc, "exchange") == (Fate.FAILS, Fate.FAILS)
+    exchange = workload(dc, "exchange")
+    assert kinds(exchange.causes) == [(CauseKind.INTERNET_VIA, "outlook.office365.com", "Dublin DC")]  # type: ignore[attr-defined]
+    assert any("you stay at Lyon branch, which is up" in e and "goes out through Dublin DC" in e
+               for e in exchange.evidence)  # type: ignore[attr-defined]
+    assert {c.kind for c in workload(dc, "identity").causes} == {  # type: ignore[attr-defined]
+        CauseKind.INTERNET_VIA, CauseKind.SIGN_IN}
+    section = assess_outage(dc, NAMES, list(W), several_sites=True)
+    fix = next(f for f in section.findings if f.code == "outage.exchange").remediation
+    assert "local internet breakout" in fix and "Dublin DC" in fix
+
+
+def test_a_branch_laptop_goes_home_when_its_own_site_is_lost_and_both_lost_is_both() -> None:
+    sites = (LYON, DUBLIN)
+    own = predict(at_the_branch(), LYON, W, sites=sites, down={"Lyon branch"})
+    assert fates(own, "exchange") == (Fate.WORKS, Fate.WORKS)  # from home, direct through the home connection
+    assert fates(own, "identity") == (Fate.WORKS, Fate.WORKS)  # AD FS through the tunnel to Dublin, which is up
+    assert any("Lyon branch, where you are, is down: you work from home" in e
+               for e in workload(own, "exchange").evidence)  # type: ignore[attr-defined]
+    both = predict(at_the_branch(), LYON, W, sites=sites, down={"Lyon branch", "Dublin DC"})
+    assert fates(both, "exchange") == (Fate.WORKS, Fate.WORKS)  # at home the internet is the home connection
+    assert fates(both, "identity") == (Fate.FAILS, Fate.FAILS)
+    assert {c.kind for c in workload(both, "identity").causes} == {CauseKind.SIGN_IN}  # type: ignore[attr-defined]
+    nothing = predict(at_the_branch(), LYON, W, sites=sites, down=())
+    assert all(fates(nothing, w) == (Fate.WORKS, Fate.WORKS) for w in ("exchange", "identity"))
+
+
+def test_the_public_address_in_a_sites_networks_says_the_internet_goes_out_through_it() -> None:
+    lyon = replace(LYON, internet_via=None)
+    sites = (lyon, DUBLIN_EXIT)
+    seen = at_the_branch(public_egress="203.0.113.5")
+    assert fates(predict(seen, lyon, W, sites=sites, down={"Dublin DC"}), "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert fates(predict(at_the_branch(), lyon, W, sites=sites, down={"Dublin DC"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)  # its own breakout: nothing says otherwise
+    # a laptop on an office network no profile names, whose public address is Dublin's
+    elsewhere = SiteFacts(False, (), (HOME_DNS,), (EXCHANGE,), public_egress="203.0.113.5")
+    p = predict(elsewhere, lyon, W, sites=sites, down={"Dublin DC"})
+    assert kinds(workload(p, "exchange").causes) == [  # type: ignore[attr-defined]
+        (CauseKind.INTERNET_VIA, "outlook.office365.com", "Dublin DC")]
+    assert fates(predict(elsewhere, lyon, W, sites=sites, down={"Lyon branch"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)
+
+
+def test_a_proxy_at_a_branch_goes_out_through_the_datacentre() -> None:
+    proxy = ProxyPath(source="os", proxy="10.50.0.8:3128", proxy_route=direct("10.50.0.8"))
+    f = SiteFacts(False, (), (HOME_DNS,), (replace(EXCHANGE, proxy=proxy),))
+    p = predict(f, LYON, W, sites=(LYON, DUBLIN), down={"Dublin DC"})
+    assert kinds(workload(p, "exchange").causes) == [  # type: ignore[attr-defined]
+        (CauseKind.INTERNET_VIA, "10.50.0.8:3128", "Dublin DC")]
+
+
+def test_internet_via_is_checked_when_the_profiles_load(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from netcheck.errors import ConfigError
+    from netcheck.site_profile import load_site_profiles
+
+    path = Path(str(tmp_path)) / "sites.toml"
+    path.write_text('[[site]]\nname = "Lyon branch"\ninternet_via = "dublin dc"\n[[site]]\nname = "Dublin DC"\n')
+    assert load_site_profiles(path)[0].internet_via == "Dublin DC"
+    path.write_text('[[site]]\nname = "Lyon branch"\ninternet_via = "Paris"\n[[site]]\nname = "Dublin DC"\n')
+    with pytest.raises(ConfigError, match="internet_via names 'Paris', which no profile is named"):
+        load_site_profiles(path)
+    path.write_text('[site]\nname = "Lyon"\ninternet_via = "Lyon"\n')
+    with pytest.raises(ConfigError, match="internet_via names the site itself"):
+        load_site_profiles(path)
+
+
+# --- the PAC file gone: the manual proxy settings, else DIRECT --------------------------------------------------------
+
+DC = SiteProfile(name="Dublin DC", networks=(ipaddress.ip_network("10.30.0.0/16"),), pac_unreachable="direct",
+                 from_file=True)
+
+
+def pac_gone(without_pac: str | None) -> Dependency:
+    proxy = ProxyPath(source="pac", proxy=None, pac_url="http://pac.corp.example/p.pac",
+                      pac_route=direct("10.30.0.9"), without_pac=without_pac,
+                      without_pac_route=direct("10.30.0.8") if without_pac else None)
+    return replace(EXCHANGE, proxy=proxy)
+
+
+def test_without_its_pac_file_the_browser_uses_the_manual_proxy_which_is_at_the_lost_site_too() -> None:
+    p = predict(facts(pac_gone("10.30.0.8:3128"), vpn=False), DC, W)
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    w = workload(p, "exchange")
+    assert kinds(w.causes) == [(CauseKind.PAC, "http://pac.corp.example/p.pac", "Dublin DC"),  # type: ignore[attr-defined]
+                               (CauseKind.PROXY, "10.30.0.8:3128", "Dublin DC")]
+    assert any("the browser uses the manual proxy settings (10.30.0.8:3128)" in e
+               for e in w.evidence)  # type: ignore[attr-defined]
+
+
+def test_without_its_pac_file_and_no_manual_proxy_the_browser_goes_direct() -> None:
+    p = predict(facts(pac_gone(None), vpn=False), DC, W)
+    assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)
+    assert any("DIRECT (no manual proxy settings)" in e for e in workload(p, "exchange").evidence)  # type: ignore[attr-defined]
+
+
+# --- with several sites the evidence and the fixes name the sites -----------------------------------------------------
+
+def test_with_several_sites_evidence_and_fixes_name_the_site_and_one_site_keeps_its_words() -> None:
+    gone = Dependency("exchange", "service", "outlook.office365.com",
+                      (Route("2001:db8::10", None, "unreachable", "no IPv6 route"),))
+    f = facts(gone, ADFS, resolvers=(PARIS_DNS, HOME_DNS), vpn=True)
+    several = predict(f, PARIS, W, sites=(PARIS, DUBLIN), down={"Dublin DC"})
+    text = " ".join(workload(several, "exchange").evidence)  # type: ignore[attr-defined]
+    assert "so it is no way around Dublin DC" in text and "the site" not in text
+    section = assess_outage(several, NAMES, list(W), several_sites=True)
+    fix = next(x for x in section.findings if x.code == "outage.identity").remediation
+    assert "Sign-in is federated to a server at Dublin DC (AD FS)" in fix and "when Dublin DC is down" in fix
+    one = predict(f, PARIS, W)
+    assert "so it is no way around the site" in " ".join(workload(one, "exchange").evidence)  # type: ignore[attr-defined]
+    fix = next(x for x in assess_outage(one, NAMES, list(W)).findings if x.code == "outage.identity").remediation
+    assert "a server at the site (AD FS)" in fix
+
+
+# --- the report carries the branch, the public address, the office paths and the manual proxy ----------------------
+
+def test_what_if_recomputes_the_branch_and_the_pac_fallback_from_the_report_alone() -> None:
+    import json
+
+    import jsonschema
+
+    from netcheck.outage import ModelInput
+    from netcheck.render.json import SCHEMA_PATH, report_to_dict
+    from netcheck.site_cases import known_sites, site_cases
+    from netcheck.what_if import model_from_dict, what_if
+    from tests.sample_report import sample_report
+
+    lyon = replace(LYON, pac_unreachable="direct")
+    sites = (lyon, DUBLIN_EXIT)
+    branch = at_the_branch(public_egress="203.0.113.5")
+    assert branch.office is not None and branch.office.dependencies is not None
+    office = replace(branch.office, dependencies=(*branch.office.dependencies, replace(
+        pac_gone("10.30.0.8:3128"), workload="teams_media", host="teams.microsoft.com")))
+    branch = replace(branch, office=office)
+    model = ModelInput(branch, lyon, sites, W)
+    everything = predict(branch, lyon, W, sites=sites)
+    views = known_sites(model, everything)
+    section = replace(assess_outage(everything, NAMES, list(W), several_sites=True), sites=views, model=model,
+                      cases=site_cases(model, views, NAMES, list(W), everything))
+    data = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=section))))
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
+    facts = data["outage"]["facts"]
+    assert (facts["site_here"], facts["public_egress"]) == ("Lyon branch", "203.0.113.5")
+    assert facts["profiles"][0]["internet_via"] == "Dublin DC"
+    assert model_from_dict(facts) == model
+    for case in data["outage"]["cases"]:
+        assert [(r["id"], r["stays"], r["drops"], r["causes"]) for r in what_if(data, case["down"])] == [
+            (w["id"], w["if_vpn_stays"], w["if_vpn_drops"], w["causes"]) for w in case["workloads"]]
+    rows = {r["id"]: r for r in what_if(data, ["Dublin DC"])}
+    assert rows["exchange"]["stays"] == "fails"
+    assert {c["kind"] for c in rows["exchange"]["causes"]} == {"internet_via_site"}
+    assert {c["kind"] for c in rows["teams_media"]["causes"]} == {"pac", "proxy"}  # the manual proxy is in Dublin
+    assert {r["id"]: r["stays"] for r in what_if(data, ["Lyon branch"])}["exchange"] == "works"  # gone home
+
+
+def test_one_site_on_its_network_the_prediction_is_as_from_home_with_or_without_the_office_paths() -> None:
+    """With one site, losing it is losing the laptop's own site: the office paths change nothing."""
+    with_office = at_the_branch(site_here=None)
+    without = replace(with_office, office=None)
+    assert predict(with_office, LYON, W) == predict(without, LYON, W)
+    assert predict(with_office, PARIS, W, sites=(PARIS,)) == predict(without, PARIS, W, sites=(PARIS,))
+
+
+def test_one_profile_whose_internet_goes_through_a_site_it_does_not_describe() -> None:
+    from netcheck.site_cases import site_down_names
+
+    assert site_down_names(["dublin dc"], (LYON,)) == ("Dublin DC",)
+    p = predict(at_the_branch(site_here=None), LYON, W, down={"Dublin DC"})
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert fates(predict(at_the_branch(site_here=None), LYON, W, down={"Lyon branch"}), "exchange") == (
+        Fate.WORKS, Fate.WORKS)
+
+
+def test_the_collectors_policy_takes_every_site_profile_key_and_checks_the_names() -> None:
+    from netcheck.fleet_policy import DEFAULTS, SCHEMA, document_problem
+    from netcheck.site_profile import _KEYS
+
+    assert set(SCHEMA["properties"]["site_profiles"]["items"]["properties"]) == _KEYS
+    lyon = {"name": "Lyon branch", "networks": ["10.50.0.0/16"], "internet_via": "Dublin DC"}
+    dublin = {"name": "Dublin DC", "vpn_gateways": ["vpn.dublin.example"], "vpn_failover": []}
+    assert document_problem({**DEFAULTS, "site_profiles": [lyon, dublin]}) is None
+    assert "internet_via names 'Paris'" in str(document_problem(
+        {**DEFAULTS, "site_profiles": [{**lyon, "internet_via": "Paris"}, dublin]}))
+
+
+def test_without_office_paths_an_on_site_laptop_is_taken_home_and_its_site_is_not_said_down() -> None:
+    p = predict(at_the_branch(office=None), LYON, W, sites=(LYON, DUBLIN), down={"Dublin DC"})
+    assert not any("where you are, is down" in e or "you stay at" in e
+                   for w in p.workloads for e in w.evidence)
+    assert fates(p, "exchange") == (Fate.WORKS, Fate.WORKS)  # as from home: the home connection
+
+
+# --- gathering: the office paths, the public address and the manual proxy (a laptop double, no network) -------------
+
+class _BranchLaptop:
+    """A laptop on Lyon's network: every address leaves by eth0; a PAC file and a manual proxy in Dublin."""
+
+    def __init__(self, relay_kind: str = "physical") -> None:
+        self.relay_kind = relay_kind
+
+    def interfaces(self) -> tuple[object, ...]:
+        from netcheck.platform import Interface
+
+        return (Interface("eth0", "physical", None, (), ("10.50.1.20/16",), True),)
+
+    def proxy_settings(self) -> object:
+        from netcheck.proxy import ProxySettings
+
+        return ProxySettings(source="os", proxies={"https": "http://10.30.0.8:3128"},
+                             pac_url="http://10.30.0.9/p.pac")
+
+    def dns_servers(self) -> tuple[str, ...]:
+        return ("10.50.0.53",)
+
+    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+        from netcheck.platform.base import Egress
+
+        return {a: Egress(a, "eth0", "10.50.1.20", None, self.relay_kind if a == "198.18.4.1" else "physical",
+                          None, "double") for a in addresses}
+
+
+def _gather(laptop: _BranchLaptop) -> SiteFacts:
+    from netcheck.catalog import load_catalog
+    from netcheck.deadline import Deadline
+    from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
+    from netcheck.pac import PacFetch
+    from netcheck.site_facts import gather
+
+    catalog = load_catalog("Worldwide")
+    exchange = catalog.key_hosts("contoso")["exchange"][0]
+    results = [ProbeResult(ProbeKind.DNS, Target(exchange, 443), Outcome.OK, detail={"ipv4": ["198.18.0.10"]}),
+               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK,
+                           detail={"mapped_address": "203.0.113.5"})]
+    pac = PacFetch("http://10.30.0.9/p.pac", Outcome.OK, 'function FindProxyForURL(u, h) { return "DIRECT"; }',
+                   host="10.30.0.9")
+    return gather(results, catalog, "contoso", laptop, replace(LYON, pac_unreachable="direct"),  # type: ignore[arg-type]
+                  Deadline.after(20), pac=pac).facts
+
+
+def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the_manual_proxy() -> None:
+    f = _gather(_BranchLaptop())
+    assert f.on_site and f.public_egress == "203.0.113.5"
+    assert f.office is not None and f.office.vpn_interfaces == () and f.office.dependencies is not None
+    office = next(d for d in f.office.dependencies if d.workload == "exchange" and d.routes)
+    assert office.routes == (Route("198.18.0.10", "eth0", "physical"),)
+    assert (office.proxy.source, office.proxy.proxy, office.proxy.without_pac) == ("pac", None, "10.30.0.8:3128")
+    assert office.proxy.without_pac_route == Route("10.30.0.8", "eth0", "physical")
+    sites = (replace(LYON, internet_via=None, pac_unreachable="direct"), DUBLIN_EXIT)
+    p = predict(f, sites[0], W, sites=sites, down={"Dublin DC"})
+    ex = next(w for w in p.workloads if w.id == "exchange")
+    assert ex.if_vpn_drops is Fate.FAILS and {c.kind for c in ex.causes} >= {CauseKind.PAC, CauseKind.PROXY}
+    # through the VPN, the relay's address is the VPN's exit: not the laptop's own
+    assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
+
+
+def test_a_full_tunnel_to_a_site_whose_internet_goes_through_another_loses_the_internet_with_it() -> None:
+    """From home through the tunnel to Dublin, whose internet goes out through Paris: losing Paris loses it."""
+    from netcheck.outage import ModelInput
+    from netcheck.site_cases import known_sites, site_cases
+
+    dublin = replace(DUBLIN, internet_via="Paris")
+    paris = replace(PARIS, vpn_gateways=())
+    sites = (dublin, paris)
+    home = facts(replace(EXCHANGE, routes=(tunnel("198.18.0.10"),)), ADFS)
+    p = predict(home, dublin, W, sites=sites, down={"Paris"})
+    ex = workload(p, "exchange")
+    assert fates(p, "exchange") == (Fate.FAILS, Fate.FAILS)
+    assert kinds(ex.causes) == [(CauseKind.INTERNET_VIA, "outlook.office365.com", "Paris")]  # type: ignore[attr-defined]
+    assert fates(p, "identity") == (Fate.WORKS, Fate.WORKS)  # AD FS is in Dublin, inside: no internet needed
+    model = ModelInput(home, dublin, sites, W)
+    everything = predict(home, dublin, W, sites=sites)
+    answers = [c.answer for c in site_cases(model, known_sites(model, everything), NAMES, list(W), everything)]
+    assert "If Paris went down: you would lose Exchange Online (your way to the internet goes out through Paris)." \
+        in answers
+
+
+def test_staying_at_the_branch_the_home_connection_does_not_matter() -> None:
+    sites = (LYON, DUBLIN)
+    for slow in (True, None):  # impaired, or unknown (then hedged)
+        stay = predict(at_the_branch(home_link_slow=slow), LYON, W, sites=sites, down=())
+        assert fates(stay, "exchange") == (Fate.WORKS, Fate.WORKS), slow
+    home = predict(at_the_branch(home_link_slow=True), LYON, W, sites=sites, down={"Lyon branch"})
+    assert fates(home, "exchange") == (Fate.DEGRADED, Fate.DEGRADED)  # from home, over the impaired connection
