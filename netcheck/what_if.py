@@ -87,7 +87,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "office": patch(f.office) if f.office is not None else None, "resolvers": resolvers(f.resolvers),
         "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
-        "measured_now": {w: str(fate) for w, fate in model.current.items()},
+        "measured_now": [{"id": w, "fate": str(fate)} for w, fate in model.current.items()],
         "settings": _profile(model.profile),
         "profiles": [_profile(p) for p in model.sites],
         "assumptions": [{"question": a.question, "settle": a.settle,
@@ -151,7 +151,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
                             for a in data.get("assumptions", []))
         return ModelInput(facts, _profile_from(data["settings"]),
                           tuple(_profile_from(p) for p in data.get("profiles", [])), tuple(data["workloads"]),
-                          {str(w): Fate(v) for w, v in data.get("measured_now", {}).items()}, assumptions)
+                          {str(m["id"]): Fate(m["fate"]) for m in data.get("measured_now", [])}, assumptions)
     except (KeyError, TypeError, ValueError) as exc:
         raise FactsError(f"outage.facts is not in the shape netcheck writes: {exc!r}") from exc
 

@@ -35,14 +35,20 @@ from netcheck.agent.schedule import Schedule
 from netcheck.agent.transport import CollectorClient, Timeouts
 from netcheck.agent.uploader import Uploader
 from netcheck.deadline import Deadline
-from netcheck.render.json import SCHEMA_PATH, report_to_dict
+from netcheck.render.json import ACCEPTED_VERSIONS, report_to_dict, schema_path
 from tests.agent.conftest import Real, Rig
 from tests.agent.helpers import FakeClock, fake_report
 from tests.faultproxy import FaultProxy, Forward, HttpRequest, RequestFault, Respond, http_response
 from tests.sample_report import sample_report
 
-SCHEMA = json.loads(SCHEMA_PATH.read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+#: every schema version the collector accepts (an older agent's reports are held to theirs)
+SCHEMAS = {v: json.loads(schema_path(v).read_text()) for v in ACCEPTED_VERSIONS}
+_VALIDATORS = {v: jsonschema.Draft202012Validator(s, format_checker=jsonschema.FormatChecker())
+               for v, s in SCHEMAS.items()}
+
+
+def _validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    return _VALIDATORS[doc["schema_version"]]
 
 
 def _private_words() -> set[str]:
@@ -63,8 +69,9 @@ def _objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]
             yield from _objects(value, f"{path}/{i}")
 
 
-def test_a16_every_object_in_the_schema_is_closed() -> None:
-    objects = list(_objects(SCHEMA))
+@pytest.mark.parametrize("version", ACCEPTED_VERSIONS)
+def test_a16_every_object_in_the_schema_is_closed(version: int) -> None:
+    objects = list(_objects(SCHEMAS[version]))
     assert len(objects) >= 8
     for path, obj in objects:
         # `facts` is closed too: only lower-case names (patternProperties), at most 64 of them
@@ -76,19 +83,19 @@ def test_a16_every_object_in_the_schema_is_closed() -> None:
 @pytest.mark.parametrize("where", ["top", "tool", "host", "catalog", "workload", "finding", "probe", "phases"])
 def test_a16_a_field_outside_the_allow_list_is_rejected(where: str) -> None:
     report = fake_report()
-    assert not list(VALIDATOR.iter_errors(report))
+    assert not list(_validator(report).iter_errors(report))
     bad = copy.deepcopy(report)
     target = {"top": bad, "tool": bad["tool"], "host": bad["host"], "catalog": bad["catalog"],
               "workload": bad["workloads"][0], "finding": bad["findings"][0], "probe": bad["probes"][0],
               "phases": bad["probes"][0]["phases"]}[where]
     target["username"] = "alice"
-    errors = list(VALIDATOR.iter_errors(bad))
+    errors = list(_validator(bad).iter_errors(bad))
     assert errors and any("username" in e.message for e in errors)
 
 
 def test_a16_reports_rendered_by_netcheck_validate_and_carry_no_private_names() -> None:
     doc = report_to_dict(sample_report())
-    VALIDATOR.validate(doc)
+    _validator(doc).validate(doc)
     text = json.dumps(doc)
     for word in _private_words():
         assert word not in text
@@ -114,7 +121,7 @@ def test_a16_nothing_the_agent_sends_names_the_host_or_the_user(real: Callable[.
     for body in uploads:
         assert set(body) == {"report", "agent", "sweep_id"}
         assert set(body["agent"]) == {"seq", "dropped", "spool_full", "sent_at"}
-        VALIDATOR.validate(body["report"])
+        _validator(body["report"]).validate(body["report"])
     for word in _private_words():
         assert word.encode() not in wire, f"{word!r} left the laptop"
 
