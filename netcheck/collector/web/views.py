@@ -35,6 +35,7 @@ from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
 from netcheck.collector.web import accounts, charts, endpoints, queries
 from netcheck.collector.web.queries import Filters, Page
+from netcheck.collector.web.sites import SitePages
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
 
@@ -383,9 +384,6 @@ class Dashboard:
         rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
         return self.render("endpoints.html", session=session, rows=rows)
 
-    async def sites(self, request: Request, session: accounts.Session) -> Response:
-        return self.render("sites.html", session=session)
-
     def routes(self) -> Mount:
         p = self.page
         return Mount(PREFIX, routes=[
@@ -399,7 +397,7 @@ class Dashboard:
             Route("/sweeps", p(self.sweeps), methods=["GET"]),
             Route("/sweeps", p(self.sweep_create, admin=True), methods=["POST"]),
             Route("/sweeps/{sweep_id}", p(self.sweep), methods=["GET"]),
-            Route("/sites", p(self.sites), methods=["GET"]),
+            *SitePages(self).routes(),  # web/sites.py: blast radius, what-if
             Route("/endpoints", p(self.endpoint_data), methods=["GET"]),
             Route("/admin", p(self.admin), methods=["GET"]),
             Route("/admin/secrets", p(self.admin_secret, admin=True), methods=["POST"]),
