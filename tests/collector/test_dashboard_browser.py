@@ -156,3 +156,61 @@ def test_hostile_report_renders_as_text(page: Any, backend: str, fleet: Fleet) -
     assert frame.locator("script, img").count() == 0
     _shot(page, backend, "hostile-device")
     assert all(u.startswith(fleet.collector.url) for u in page.requests_seen), page.requests_seen
+
+
+def test_a_sites_blast_radius_and_a_what_if(page: Any, backend: str, tmp_path: Path,
+                                            start_collector: Callable[..., CollectorProcess],
+                                            fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """Real agents upload two-site reports (Paris, Dublin DC: tests/test_sites.py's, made by the real
+    report code); IT opens Paris's blast radius, runs a what-if of both sites, follows a cause to
+    its devices. A hostile site name stays text."""
+    import uuid
+
+    from tests.collector.test_dashboard_sites import HOSTILE, report
+
+    proc = start_collector()
+    fleet = fleet_factory(proc)
+    rigs = [make_rig(tmp_path / f"agent{i}", proc.url, fleet.secret) for i in range(3)]
+
+    def two_sites(i: int, rig: Rig) -> Callable[[], int]:
+        def check(request: CheckRequest) -> dict[str, Any]:
+            return {**report(unnamed=i == 0), "report_id": str(uuid.uuid4())}
+
+        agent = build_agent(run_check=check, spool=rig.spool, client=rig.client, uploader=rig.uploader,
+                            schedule=Schedule())
+        return lambda: run_once(agent, upload_deadline_s=30).upload.stored
+
+    agents = [two_sites(i, rig) for i, rig in enumerate(rigs)]
+    try:
+        assert [run() for run in agents] == [1, 1, 1]
+        assert fleet.post(fleet.enroll(), upload(report(rename=HOSTILE))).status_code == 200
+        name, password = add_user(proc.database_url, "read-only")
+        _sign_in(page, proc.url, name, password)
+        page.click("header >> text=Sites")
+        page.wait_for_url("**/ui/sites")
+        assert "4 devices with prediction facts" in page.inner_text("main")
+        assert HOSTILE in page.inner_text("main") and page.evaluate("window.pwned") is None
+        assert page.locator("script, img").count() == 0
+        assert "10.40.0.8:3128" in page.inner_text("main")  # the system no profile claims
+        _shot(page, backend, "sites")
+
+        page.click("table.sites >> text=Paris")  # Paris's blast radius
+        page.wait_for_url("**/ui/sites/whatif?down=Paris")
+        assert "What if Paris went down?" in page.inner_text("h1")
+        assert "Sign-in (identity)" in page.inner_text("table.whatif-result")
+
+        page.check("input[value='Dublin DC']")
+        page.click("text=Predict")
+        page.wait_for_url("**/ui/sites/whatif?*")
+        assert "down=Paris" in page.url and "down=Dublin+DC" in page.url  # a link for a ticket
+        assert page.inner_text("h1") == "What if Dublin DC and Paris went down?"
+        assert "sign_in_server" in page.inner_text("main") and "password hash sync" in page.inner_text("main")
+        _shot(page, backend, "whatif")
+
+        page.locator("a[href*='kind=sign_in_server']").first.click()
+        page.wait_for_url("**/ui/sites/devices?*")
+        assert page.locator("tbody tr").count() == 3
+        assert all(u.startswith(proc.url) for u in page.requests_seen), page.requests_seen
+    finally:
+        for rig in rigs:
+            rig.client.close()

@@ -85,6 +85,10 @@ def test_blast_radius_what_if_and_the_devices_behind_a_number(
     assert sorted(d["device_id"] for d in listed["site-devices"]) == sorted(d.device_id for d in two)
     none = ui.get("/ui/sites/devices", params=[("down", "Paris"), ("workload", "exchange"), ("format", "json")])
     assert none.json()["site-devices"] == []  # impaired already, not by Paris
+    for behind in ([("kind", "measured_now")], [("fate", "degraded"), ("behaviour", "drops")]):
+        got = ui.get("/ui/sites/devices", params=[("down", "Paris"), ("workload", "exchange"), *behind,
+                                                  ("format", "json")]).json()["site-devices"]
+        assert len(got) == 3, behind  # but the what-if's numbers of it link to its devices
 
     # a new latest report is read on the next view; revoked devices leave the counts
     assert fleet.post(two[0], upload(sample_report(), seq=2)).status_code == 200

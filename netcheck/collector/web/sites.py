@@ -265,18 +265,26 @@ def blast_radius(sites: Sites, fleet: Fleet, names: Iterable[str]) -> list[dict[
     return out
 
 
-def matching_digests(sites: Sites, fleet: Fleet, down: frozenset[str], workload: str, kind: str | None,
-                     behaviour: str | None) -> list[str]:
-    """The fact sets in which ``workload`` is lost with these sites down (in ``behaviour``, or either),
-    with a cause of ``kind`` when given."""
+def matching_digests(sites: Sites, fleet: Fleet, down: frozenset[str], workload: str, *, kind: str | None = None,
+                     behaviour: str | None = None, fate: str | None = None) -> list[str]:
+    """The fact sets behind one number of the what-if, for ``workload`` with the sites ``down``: its
+    ``fate`` (in ``behaviour``, or either); else a cause of ``kind``; else it is lost (worse than
+    with every site up)."""
+    behaviours = (behaviour,) if behaviour in BEHAVIOURS else BEHAVIOURS
     out = []
     for s in fleet.sets:
         base = {str(r["id"]): r for r in sites.predict(s, frozenset())}
         for r in sites.predict(s, down):
             if r["id"] != workload:
                 continue
-            lost = any(_worse(r, base, b) for b in ((behaviour,) if behaviour in BEHAVIOURS else BEHAVIOURS))
-            if lost and (kind is None or any(c["kind"] == kind for c in r["causes"])):
+            if fate is not None:
+                found = any(str(r[b]) == fate for b in behaviours)
+            elif kind is not None:
+                found = any(c["kind"] == kind and (c["behaviour"] in behaviours or not c["behaviour"])
+                            for c in r["causes"])
+            else:
+                found = any(_worse(r, base, b) for b in behaviours)
+            if found:
                 out.append(s.digest)
     return out
 
@@ -346,12 +354,14 @@ class SitePages:
     async def devices(self, request: Any, session: Any) -> Any:
         q = request.query_params
         workload, kind, behaviour = q.get("workload", ""), q.get("kind") or None, q.get("behaviour") or None
+        fate = q.get("fate") if q.get("fate") in FATES else None
         page, size = self.ui._page_and_size(request)
 
         def read(conn: Connection) -> dict[str, Any]:
             fleet, known = self._fleet(conn)
             down, unknown = self._down(request, known)
-            digests = matching_digests(self.sites, fleet, down, workload, kind, behaviour) if down else []
+            digests = (matching_digests(self.sites, fleet, down, workload, kind=kind, behaviour=behaviour, fate=fate)
+                       if down else [])
             return {"down": down, "unknown": unknown, "result": devices_page(conn, digests, page, size)}
 
         data = await self.ui._db(read)
@@ -359,7 +369,7 @@ class SitePages:
         if exported is not None:
             return exported
         return self.ui.render("site_devices.html", session=session, workload=workload, kind=kind,
-                              behaviour=behaviour, links=self.ui._links(request, data["result"]),
+                              behaviour=behaviour, fate=fate, links=self.ui._links(request, data["result"]),
                               workload_name=workload_names().get(workload, workload),
                               query_down=_query_down(data["down"]), **data)
 
