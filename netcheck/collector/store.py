@@ -15,14 +15,14 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck import fleet_policy
-from netcheck.collector import auth
+from netcheck.collector import auth, site_facts
 from netcheck.collector.db import (
     device_catalogs,
     device_tags,
@@ -233,6 +233,9 @@ class Incoming:
     findings: tuple[tuple[str, str, str | None, str, str], ...] = ()
     #: the endpoint data the report was tested against: (instance, version)
     catalog: tuple[str, str] | None = None
+    #: the report's prediction facts for the Sites pages (``site_facts.entry``); False: not computed
+    #: (the pages read the report back)
+    facts_entry: site_facts.Entry | Literal[False] = False
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,8 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
                                                "version": item.catalog[1], "report_pk": pk})
     execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
                                           "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
+    if item.facts_entry is not False:
+        site_facts.record(conn, device_id, pk, item.facts_entry, now)
     if item.sweep_id is not None:
         target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
                             sa.literal(now, type_=sweeps.c.created_at.type))

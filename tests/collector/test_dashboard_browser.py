@@ -2,7 +2,8 @@
 sign in, start a sweep, let real agents (enrollment, sweep polling, spool, uploader; the
 measurement itself is injected) answer against the real collector, watch coverage move, export
 CSV, sign out. A hostile report renders as text (no element it carries reaches the DOM). Every
-request the browser makes goes to the collector on loopback. Screenshots of each main page go to
+request the browser makes goes to the collector on loopback. Screenshots of each main page (the
+sites and a what-if included) go to
 ``build/screenshots/`` (``NETCHECK_SCREENSHOTS`` overrides): CI keeps them as artefacts.
 """
 

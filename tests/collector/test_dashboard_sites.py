@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.collector.conftest import Fleet, sample_report, upload
+from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.dashboard import add_user, sign_in
 from tests.collector.harness import CollectorProcess
 from tests.test_sites import two_site_report
@@ -61,6 +61,10 @@ def test_blast_radius_what_if_and_the_devices_behind_a_number(
         assert fleet.post(d, upload(report(unnamed=i == 0))).status_code == 200
     old = fleet.enroll(name="old-agent")
     assert fleet.post(old, upload(sample_report())).status_code == 200  # schema v1: no facts
+    # ingest kept the facts: each device points at its digest, each distinct set once
+    assert [tuple(r) for r in sql(proc.database_url, "SELECT count(*), count(digest), count(DISTINCT digest) "
+                                                     "FROM site_facts")] == [(4, 3, 2)]
+    assert sql(proc.database_url, "SELECT count(*) FROM site_fact_sets")[0][0] == 2
     ui = signed_in(proc, client)
 
     page = ui.get("/ui/sites")
@@ -90,7 +94,12 @@ def test_blast_radius_what_if_and_the_devices_behind_a_number(
                                                   ("format", "json")]).json()["site-devices"]
         assert len(got) == 3, behind  # but the what-if's numbers of it link to its devices
 
-    # a new latest report is read on the next view; revoked devices leave the counts
+    # reports stored before the table (migration 0008) are read back by the page
+    sql(proc.database_url, "DELETE FROM site_facts")
+    assert "3 devices with prediction facts; 1 whose latest report has none" in ui.get("/ui/sites").text
+    assert sql(proc.database_url, "SELECT count(*) FROM site_facts")[0][0] == 4
+
+    # a new latest report replaces the device's facts
     assert fleet.post(two[0], upload(sample_report(), seq=2)).status_code == 200
     assert "2 devices with prediction facts; 2 whose latest report has none" in ui.get("/ui/sites").text
     assert "10.40.0.8:3128" not in ui.get("/ui/sites").text
