@@ -215,3 +215,39 @@ def test_a_sites_blast_radius_and_a_what_if(page: Any, backend: str, tmp_path: P
     finally:
         for rig in rigs:
             rig.client.close()
+
+
+def test_a_microsoft_incident_beside_the_fleets_failures(page: Any, backend: str, fleet: Fleet) -> None:
+    """An Exchange incident as the poller stores it (``health.store_snapshot``, Graph's JSON parsed by
+    the real parser) while devices fail Exchange: the overview and the device page name it, the
+    timeline draws it. The Graph round trip itself is tests/agent/test_service_health_flow.py's."""
+    import datetime as dt
+
+    from netcheck.collector import health, store
+    from netcheck.collector.db import make_engine
+    from tests.collector.conftest import sample_report
+    from tests.graph_double import issue
+
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:00Z")
+    engine = make_engine(fleet.database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            found = health.parse_issue(issue(f"EX{fleet.secret_id[-6:].upper()}", "Exchange Online",
+                                             "Users can't access email", start=start,
+                                             status="serviceInterruption"))
+            health.store_snapshot(conn, health.Snapshot((), (found,)), store.utcnow())
+    finally:
+        engine.dispose()
+    failing = sample_report()
+    failing["workloads"][0]["status"] = "failed"
+    failing["measured_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    device = fleet.enroll()
+    assert fleet.post(device, upload(failing)).status_code == 200
+    name, password = add_user(fleet.database_url, "read-only")
+    _sign_in(page, fleet.collector.url, name, password)
+    marked = f"Exchange Online: Microsoft incident {found.id} active"
+    assert marked in page.inner_text("main")
+    assert page.locator(f"svg text:text-is('{found.id} Exchange Online')").count() == 1
+    _shot(page, backend, "overview-incident")
+    page.goto(f"{fleet.collector.url}/ui/devices/{device.device_id}")
+    assert marked in page.inner_text(".incidents")

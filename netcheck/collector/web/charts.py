@@ -56,7 +56,9 @@ def spans(items: Sequence[Mapping[str, Any]], start: float, end: float, lane: fl
         x0 = max(start, float(item["start"]))
         x1 = end if item.get("end") is None else min(end, float(item["end"]))
         x = WIDTH * (x0 - start) / span
-        bars.append({"x": round(x, 1), "y": round(i * lane, 1), "w": round(max(2.0, WIDTH * (x1 - x0) / span), 1),
-                     "h": round(lane - 3, 1), "label": item["label"], "title": item["title"],
-                     "series": item.get("series", "")})
+        w = max(2.0, WIDTH * (x1 - x0) / span)
+        right = x + w > WIDTH / 2  # the label on the side with room
+        bars.append({"x": round(x, 1), "y": round(i * lane, 1), "w": round(w, 1), "h": round(lane - 3, 1),
+                     "label": item["label"], "title": item["title"], "series": item.get("series", ""),
+                     "tx": round(x - 3 if right else x + w + 3, 1), "anchor": "end" if right else "start"})
     return {"width": WIDTH, "height": round(max(1, len(items)) * lane, 1), "bars": bars}

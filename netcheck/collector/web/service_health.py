@@ -1,6 +1,7 @@
 """Microsoft service health on the dashboard (issue 15): failures that coincide with an active
 Microsoft incident or advisory for the affected service are marked, and the incidents of the
-trend's 30 days are drawn as a timeline under the fleet's failure curve (same x axis).
+trend's 30 days are drawn as a timeline under the fleet's failure curve (reports AT RISK or NOT
+READY per day; same x axis).
 
 Reads ``netcheck.collector.health`` (the polled issues) and summary rows only: a device's mark
 comes from its latest report's ``report_workloads`` rows and the issues active when it was measured.
@@ -35,7 +36,7 @@ def _epoch(text: str | None) -> float | None:
 def overview(conn: Connection, now: dt.datetime, trend: Sequence[Mapping[str, Any]],
              workloads: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
     """The overview's block: the workloads failing now (latest reports) that have an active issue,
-    the poller's status, and the failure curve (devices NOT READY per day) over the trend's days
+    the poller's status, and the failure curve (reports AT RISK or NOT READY per day) over the trend's days
     with the issues of those days under it."""
     marked = []
     for wid, issues in sorted(health.incidents_by_workload(conn, now).items()):
@@ -46,7 +47,7 @@ def overview(conn: Connection, now: dt.datetime, trend: Sequence[Mapping[str, An
     first = dt.datetime.fromisoformat(str(trend[0]["day"])).replace(tzinfo=dt.UTC) if trend else now
     start, end = first.timestamp(), now.timestamp()
     timeline = health.issue_timeline(conn, first, now)
-    failures = [(i * 86400.0, int(r["NOT_READY"])) for i, r in enumerate(trend)]
+    failures = [(i * 86400.0, int(r["NOT_READY"]) + int(r["AT_RISK"])) for i, r in enumerate(trend)]
     top = max([y for _, y in failures] + [1])
     curve = charts.line(failures + [(end - start, failures[-1][1])] if failures else [], top)
     lanes = charts.spans([{"start": _epoch(i["start"]) or start, "end": _epoch(i["end"]),
