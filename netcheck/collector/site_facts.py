@@ -18,6 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from netcheck.collector.db import dialect_insert, execute_hot, site_fact_sets, site_facts
@@ -53,3 +54,9 @@ def record(conn: Connection, device_id: str, report_pk: int, found: Entry, now: 
         execute_hot(conn, put_set, {"digest": found[0], "body": found[1], "created_at": now})
     execute_hot(conn, point, {"device_id": device_id, "report_pk": report_pk,
                               "digest": None if found is None else found[0]})
+
+
+def prune(conn: Connection) -> int:
+    """Forget the sets of facts no device points at any more; how many."""
+    used = sa.select(site_facts.c.digest).where(site_facts.c.digest == site_fact_sets.c.digest).exists()
+    return int(conn.execute(sa.delete(site_fact_sets).where(~used)).rowcount or 0)

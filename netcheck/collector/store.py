@@ -391,13 +391,16 @@ def prune_reports(conn: Connection, received_before: dt.datetime, limit: int = P
 
 def prune_all(engine: Engine, received_before: dt.datetime) -> int:
     """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
-    never held up for long); returns how many reports were deleted."""
+    never held up for long), then the sets of prediction facts no device uses; returns how many
+    reports were deleted."""
     total = 0
     while True:
         with engine.begin() as conn:
             deleted = prune_reports(conn, received_before)
         total += deleted
         if deleted < PRUNE_BATCH:
+            with engine.begin() as conn:
+                site_facts.prune(conn)
             return total
 
 

@@ -4,6 +4,7 @@ behind a number, the systems no profile claims, and hostile site names."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.collector.conftest import Fleet, sample_report, sql, upload
-from tests.collector.dashboard import add_user, sign_in
+from tests.collector.dashboard import add_user, admin_cli, sign_in
 from tests.collector.harness import CollectorProcess
 from tests.test_sites import two_site_report
 
@@ -99,10 +100,27 @@ def test_blast_radius_what_if_and_the_devices_behind_a_number(
     assert "3 devices with prediction facts; 1 whose latest report has none" in ui.get("/ui/sites").text
     assert sql(proc.database_url, "SELECT count(*) FROM site_facts")[0][0] == 4
 
+    # a site only the policy's profiles name is listed too
+    done = admin_cli(proc.database_url, "policy", "set", "site_profiles",
+                     json.dumps([{"name": "Lyon", "networks": ["10.50.0.0/16"]}]))
+    assert done.returncode == 0, done.stderr
+    lyon = ui.get("/ui/sites").text.split('href="/ui/sites/whatif?down=Lyon"', 1)[1]
+    assert cells(lyon)[:5] == ["yes", "0", "0", "0", "nothing"]
+
     # a new latest report replaces the device's facts
     assert fleet.post(two[0], upload(sample_report(), seq=2)).status_code == 200
     assert "2 devices with prediction facts; 2 whose latest report has none" in ui.get("/ui/sites").text
     assert "10.40.0.8:3128" not in ui.get("/ui/sites").text
+    # retention's prune forgets the sets of facts no device uses any more
+    from netcheck.collector import store
+    from netcheck.collector.db import make_engine
+
+    engine = make_engine(proc.database_url, pool_size=1)
+    try:
+        store.prune_all(engine, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    finally:
+        engine.dispose()
+    assert sql(proc.database_url, "SELECT count(*) FROM site_fact_sets")[0][0] == 1
 
 
 def test_hostile_site_names_are_text(fleet: Fleet, client: list[httpx.Client]) -> None:
