@@ -7,7 +7,9 @@ For each database it makes a private PostgreSQL cluster (fsync off while loading
 is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
 (verdicts, per-workload rows, findings, tags: 20 sites, 8 departments; a sweep that 60 % of them
 answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite); the full report
-blob is stored only for each device's newest report, as the pages need only those. Then it runs
+blob is stored only for each device's newest report, as the pages need only those: a two-site report
+(Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ, with the ``site_facts`` rows
+ingest would have written, for the Sites pages. Then it runs
 ``netcheck serve`` on the database, signs in, and requests each page ``--repeat`` times, one at a
 time, on loopback: the times printed are the server's answer time as the client sees it (loopback
 adds well under a millisecond): the first view ("cold": the overview and a sweep's counts are then
@@ -40,12 +42,11 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from netcheck.collector import store  # noqa: E402
+from netcheck.collector import site_facts, store  # noqa: E402
 from netcheck.collector.db import make_engine, migrate  # noqa: E402
 from netcheck.collector.web import accounts  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
 
-SAMPLE = ROOT / "tests" / "fixtures" / "report-sample.json"
 VERDICTS = (("READY", 0, 0.70), ("AT_RISK", 1, 0.18), ("NOT_READY", 2, 0.08), ("UNKNOWN", 3, 0.04))
 WORKLOADS = ("exchange", "sharepoint", "teams", "teams_media", "identity", "office")
 STATUS = {"READY": "ok", "AT_RISK": "degraded", "NOT_READY": "failed", "UNKNOWN": "not_tested"}
@@ -71,12 +72,25 @@ def _pick(rng: random.Random) -> tuple[str, int]:
     return VERDICTS[-1][0], VERDICTS[-1][1]
 
 
-def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+def _fact_variants(count: int) -> list[dict[str, Any]]:
+    """``count`` two-site reports (Paris, Dublin DC: tests/test_sites.py's) whose facts differ (the home
+    router's address), as a fleet's laptops differ."""
+    from tests.test_sites import two_site_report
+
+    text = json.dumps(two_site_report())
+    return [json.loads(text.replace("192.168.1.1", f"192.168.{k // 250}.{k % 250 + 1}")) for k in range(count)]
+
+
+def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
+             ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """(table, rows) in insertion order; rows are tuples in the table's column order used by ``load``."""
     rng = random.Random(13)
-    blob = store.encode_report(SAMPLE.read_bytes())
+    variants = _fact_variants(fact_sets)
+    blobs = [store.encode_report(json.dumps(v).encode()) for v in variants]
+    entries = [site_facts.entry(v) for v in variants]
     secret_id = "sec_bench"
     yield "enroll_secrets", [(secret_id, "0" * 64, None, "bench", now, None)]
+    yield "site_fact_sets", [(e[0], e[1], now) for e in entries if e is not None]
     ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(devices)]
     sweep_id = str(uuid.uuid4())
     sweep_start = now - dt.timedelta(hours=6)
@@ -85,6 +99,7 @@ def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, l
     chunk = max(1, 200_000 // max(1, days))
     for start in range(0, devices, chunk):
         dev_rows, tag_rows, rep_rows, wl_rows, f_rows, cat_rows, sw_rows = [], [], [], [], [], [], []
+        sf_rows = []
         for i in range(start, min(devices, start + chunk)):
             did = ids[i]
             stale = rng.random() < 0.03
@@ -96,7 +111,7 @@ def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, l
                 at = now - dt.timedelta(days=d, minutes=rng.randint(0, 600))
                 newest = d == last_day
                 rep_rows.append((pk, did, str(uuid.uuid4()), "0" * 64, at, at, at, 0.1, days - d, 0, False,
-                                 verdict, code, "0.9.0", None, blob if newest else b""))
+                                 verdict, code, "0.9.0", None, blobs[i % len(blobs)] if newest else b""))
                 for w in WORKLOADS:
                     wl_rows.append((pk, w, did, STATUS[verdict] if w == "teams_media" else "ok", 80, 20.0))
                 if verdict != "READY":
@@ -109,6 +124,8 @@ def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, l
                              latest[1], 0, None))
             tag_rows += [(did, "site", f"site{i % 20:02d}"), (did, "dept", f"dept{i % 8}")]
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
+            found = entries[i % len(entries)]
+            sf_rows.append((did, latest[0], None if found is None else found[0]))
             if not stale and rng.random() < 0.6:
                 sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300))))
         yield "devices", dev_rows
@@ -118,6 +135,7 @@ def generate(devices: int, days: int, now: dt.datetime) -> Iterator[tuple[str, l
         yield "report_findings", f_rows
         yield "device_catalogs", cat_rows
         yield "sweep_responses", sw_rows
+        yield "site_facts", sf_rows
 
 
 COLUMNS = {
@@ -132,10 +150,12 @@ COLUMNS = {
     "report_findings": ("report_pk", "code", "device_id", "severity", "workload_id", "title", "remediation"),
     "device_catalogs": ("device_id", "instance", "version", "report_pk"),
     "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at"),
+    "site_fact_sets": ("digest", "body", "created_at"),
+    "site_facts": ("device_id", "report_pk", "digest"),
 }
 
 
-def load(url: str, devices: int, days: int, now: dt.datetime) -> tuple[int, str]:
+def load(url: str, devices: int, days: int, now: dt.datetime, fact_sets: int = 200) -> tuple[int, str]:
     """Fill the database; returns (reports, sweep id)."""
     engine = make_engine(url, pool_size=1, max_overflow=0, timeout_s=60)
     migrate(engine)
@@ -143,7 +163,7 @@ def load(url: str, devices: int, days: int, now: dt.datetime) -> tuple[int, str]
     sweep_id = ""
     try:
         with engine.begin() as conn:
-            for table, rows in generate(devices, days, now):
+            for table, rows in generate(devices, days, now, fact_sets):
                 if not rows:
                     continue
                 if table == "sweeps":
@@ -188,7 +208,10 @@ def measure(url: str, sweep_id: str, repeat: int) -> list[tuple[str, list[float]
                  f"/ui/devices/{some}", f"/ui/devices/{some}/report", "/ui/sweeps", f"/ui/sweeps/{sweep_id}",
                  f"/ui/sweeps/{sweep_id}?show=answered", "/ui/admin", "/ui/endpoints",
                  "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv",
-                 f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/devices/{some}?format=json"]
+                 f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/devices/{some}?format=json",
+                 "/ui/sites", "/ui/sites/whatif?down=Paris&down=Dublin+DC",
+                 "/ui/sites/devices?down=Paris&workload=identity",
+                 "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
         for path in pages:
             times = []
             size = 0
@@ -212,6 +235,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--fact-sets", type=int, default=200,
+                        help="distinct sets of prediction facts among the devices (the Sites pages' cost)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
@@ -229,7 +254,7 @@ def main() -> None:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-dash-')}/collector.db"
         try:
             t0 = time.perf_counter()
-            reports, sweep_id = load(url, args.devices, args.days, now)
+            reports, sweep_id = load(url, args.devices, args.days, now, args.fact_sets)
             loaded = time.perf_counter() - t0
             print(f"\n{db}: {args.devices} devices, {reports} reports loaded in {loaded:.0f} s "
                   f"(load average {environment()['loadavg']})")

@@ -972,6 +972,12 @@ _REMEDIES: Mapping[CauseKind, Callable[[_FixContext], str]] = {
 }
 
 
+def remedy(kind: CauseKind, workload: str, causes: Sequence[Cause] = ()) -> str:
+    """The remedy for one kind of cause of ``workload`` (its short name), as the report offers it ("" if
+    that kind has none of its own); for the dashboard, which counts causes by kind across a fleet."""
+    return _REMEDIES[kind](_FixContext(workload, (), causes))
+
+
 def _fix_for(wid: str, causes: Sequence[Cause], names: Mapping[str, str], tunneled: Sequence[str],
              several: bool = False) -> str:
     """The remedy for one workload, looked up by the kinds of what breaks it."""

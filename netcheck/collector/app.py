@@ -51,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from netcheck import __version__
-from netcheck.collector import compact, health, store
+from netcheck.collector import compact, health, site_facts, store
 from netcheck.collector.auth import bearer_token
 from netcheck.collector.db import head_revision, make_engine, relax_durability
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, read_body
@@ -268,6 +268,7 @@ class _Api:
             seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
             sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
             catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
+            facts_entry=site_facts.entry(report),
         )
 
     def _store(self, device_id: str, item: store.Incoming) -> str:

@@ -518,3 +518,23 @@ def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) 
                 raw.execute(f"PRAGMA busy_timeout={busy_ms}")
     assert now is not None
     return now
+
+#: the Sites page's cache (netcheck.collector.web.sites; migration 0008): per device, the latest
+#: report whose site prediction facts were read, and the digest of those facts (None: the report
+#: carries none, schema v1 or no prediction)
+site_facts = sa.Table(
+    "site_facts", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("report_pk", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.String(64)),
+    sa.Index(None, "digest"),
+)
+
+#: each distinct set of facts once (laptops of one site and setup share them): ``outage.facts`` and
+#: ``outage.sites`` as JSON, read by ``what_if``
+site_fact_sets = sa.Table(
+    "site_fact_sets", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -15,13 +15,13 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck import fleet_policy
-from netcheck.collector import auth, compact
+from netcheck.collector import auth, compact, site_facts
 from netcheck.collector.db import (
     device_catalogs,
     device_tags,
@@ -234,6 +234,9 @@ class Incoming:
     catalog: tuple[str, str] | None = None
     #: ``outage.verdict``, when the report has an outage assessment
     outage_verdict: str | None = None
+    #: the report's prediction facts for the Sites pages (``site_facts.entry``); False: not computed
+    #: (the pages read the report back)
+    facts_entry: site_facts.Entry | Literal[False] = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,8 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
                                                "version": item.catalog[1], "report_pk": pk})
     execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
                                           "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
+    if item.facts_entry is not False:
+        site_facts.record(conn, device_id, pk, item.facts_entry, now)
     if item.sweep_id is not None:
         target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
                             sa.literal(now, type_=sweeps.c.created_at.type))
@@ -405,8 +410,12 @@ def _in_batches(engine: Engine, step: Callable[[Connection], int], batch: int) -
 
 def prune_all(engine: Engine, received_before: dt.datetime) -> int:
     """``prune_reports`` until nothing is left to delete, a transaction per batch (uploads are
-    never held up for long); returns how many reports were deleted."""
-    return _in_batches(engine, lambda conn: prune_reports(conn, received_before), PRUNE_BATCH)
+    never held up for long), then the sets of prediction facts no device uses; returns how many
+    reports were deleted."""
+    total = _in_batches(engine, lambda conn: prune_reports(conn, received_before), PRUNE_BATCH)
+    with engine.begin() as conn:
+        site_facts.prune(conn)
+    return total
 
 
 # --- compaction ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Must show (issue 15): a simulated Exchange incident is published on a loopback Graph, the real
 collector (``netcheck serve``) polls it, an enrolled agent whose Exchange check fails (its front
 door refuses connections on loopback) gets the incident with its policy, and the agent's text,
-HTML and JSON reports name it; the collector's store has the report, and the query the dashboard
-will call (``health.active_issues``) names the incident at that time.
+HTML and JSON reports name it; the collector's store has the report, and the dashboard's overview
+and the device's page (signed in over HTTP) name the incident beside the failure.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from netcheck.render.text import render_text
 from tests.agent.conftest import Real, Rig
 from tests.agent.test_loop import _admin
 from tests.collector.conftest import sql
+from tests.collector.dashboard import add_user, sign_in
 from tests.graph_double import CLIENT_ID, TENANT, GraphDouble, issue
 from tests.servers import V4, closed_port
 
@@ -136,7 +137,6 @@ def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange
     assert incident[0]["title"] == named and incident[0]["workload"] == "exchange"
     assert "TM000001" not in json.dumps(doc)  # resolved long ago: not shown
 
-    # the dashboard's half will call this at the failure's time (issue 15; the dashboard is issue 13's)
     engine = make_engine(collector.database_url, pool_size=1)
     try:
         with engine.begin() as conn:
@@ -144,5 +144,19 @@ def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange
             assert [i["id"] for i in health.active_issues(conn, at, ("Exchange Online",))] == ["EX123456"]
     finally:
         engine.dispose()
+
+    # the dashboard names it too: the overview marks the fleet's Exchange failures, the device's page its
+    # own, and the incident is on the timeline under the failure curve
+    marked = "Exchange Online: Microsoft incident EX123456 active"
+    ui, _ = sign_in(collector.url, *add_user(collector.database_url, "read-only"))
+    try:
+        overview = ui.get("/ui/")
+        assert overview.status_code == 200
+        assert marked in overview.text and "1 devices fail</a>" in " ".join(overview.text.split())
+        assert "EX123456 Exchange Online</text>" in overview.text and "TM000001" not in overview.text
+        device_id = sql(collector.database_url, "SELECT id FROM devices")[0][0]
+        assert marked in ui.get(f"/ui/devices/{device_id}").text
+    finally:
+        ui.close()
     log = collector.proc.stderr_path.read_text("utf-8", "replace")
     assert graph.secret not in log

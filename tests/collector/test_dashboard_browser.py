@@ -2,7 +2,8 @@
 sign in, start a sweep, let real agents (enrollment, sweep polling, spool, uploader; the
 measurement itself is injected) answer against the real collector, watch coverage move, export
 CSV, sign out. A hostile report renders as text (no element it carries reaches the DOM). Every
-request the browser makes goes to the collector on loopback. Screenshots of each main page go to
+request the browser makes goes to the collector on loopback. Screenshots of each main page (the
+sites and a what-if included) go to
 ``build/screenshots/`` (``NETCHECK_SCREENSHOTS`` overrides): CI keeps them as artefacts.
 """
 
@@ -156,3 +157,97 @@ def test_hostile_report_renders_as_text(page: Any, backend: str, fleet: Fleet) -
     assert frame.locator("script, img").count() == 0
     _shot(page, backend, "hostile-device")
     assert all(u.startswith(fleet.collector.url) for u in page.requests_seen), page.requests_seen
+
+
+def test_a_sites_blast_radius_and_a_what_if(page: Any, backend: str, tmp_path: Path,
+                                            start_collector: Callable[..., CollectorProcess],
+                                            fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """Real agents upload two-site reports (Paris, Dublin DC: tests/test_sites.py's, made by the real
+    report code); IT opens Paris's blast radius, runs a what-if of both sites, follows a cause to
+    its devices. A hostile site name stays text."""
+    import uuid
+
+    from tests.collector.test_dashboard_sites import HOSTILE, report
+
+    proc = start_collector()
+    fleet = fleet_factory(proc)
+    rigs = [make_rig(tmp_path / f"agent{i}", proc.url, fleet.secret) for i in range(3)]
+
+    def two_sites(i: int, rig: Rig) -> Callable[[], int]:
+        def check(request: CheckRequest) -> dict[str, Any]:
+            return {**report(unnamed=i == 0), "report_id": str(uuid.uuid4())}
+
+        agent = build_agent(run_check=check, spool=rig.spool, client=rig.client, uploader=rig.uploader,
+                            schedule=Schedule())
+        return lambda: run_once(agent, upload_deadline_s=30).upload.stored
+
+    agents = [two_sites(i, rig) for i, rig in enumerate(rigs)]
+    try:
+        assert [run() for run in agents] == [1, 1, 1]
+        assert fleet.post(fleet.enroll(), upload(report(rename=HOSTILE))).status_code == 200
+        name, password = add_user(proc.database_url, "read-only")
+        _sign_in(page, proc.url, name, password)
+        page.click("header >> text=Sites")
+        page.wait_for_url("**/ui/sites")
+        assert "4 devices with prediction facts" in page.inner_text("main")
+        assert HOSTILE in page.inner_text("main") and page.evaluate("window.pwned") is None
+        assert page.locator("script, img").count() == 0
+        assert "10.40.0.8:3128" in page.inner_text("main")  # the system no profile claims
+        _shot(page, backend, "sites")
+
+        page.click("table.sites >> text=Paris")  # Paris's blast radius
+        page.wait_for_url("**/ui/sites/whatif?down=Paris")
+        assert "What if Paris went down?" in page.inner_text("h1")
+        assert "Sign-in (identity)" in page.inner_text("table.whatif-result")
+
+        page.check("input[value='Dublin DC']")
+        page.click("text=Predict")
+        page.wait_for_url("**/ui/sites/whatif?*")
+        assert "down=Paris" in page.url and "down=Dublin+DC" in page.url  # a link for a ticket
+        assert page.inner_text("h1") == "What if Dublin DC and Paris went down?"
+        assert "sign_in_server" in page.inner_text("main") and "password hash sync" in page.inner_text("main")
+        _shot(page, backend, "whatif")
+
+        page.locator("a[href*='kind=sign_in_server']").first.click()
+        page.wait_for_url("**/ui/sites/devices?*")
+        assert page.locator("tbody tr").count() == 3
+        assert all(u.startswith(proc.url) for u in page.requests_seen), page.requests_seen
+    finally:
+        for rig in rigs:
+            rig.client.close()
+
+
+def test_a_microsoft_incident_beside_the_fleets_failures(page: Any, backend: str, fleet: Fleet) -> None:
+    """An Exchange incident as the poller stores it (``health.store_snapshot``, Graph's JSON parsed by
+    the real parser) while devices fail Exchange: the overview and the device page name it, the
+    timeline draws it. The Graph round trip itself is tests/agent/test_service_health_flow.py's."""
+    import datetime as dt
+
+    from netcheck.collector import health, store
+    from netcheck.collector.db import make_engine
+    from tests.collector.conftest import sample_report
+    from tests.graph_double import issue
+
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:00Z")
+    engine = make_engine(fleet.database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            found = health.parse_issue(issue(f"EX{fleet.secret_id[-6:].upper()}", "Exchange Online",
+                                             "Users can't access email", start=start,
+                                             status="serviceInterruption"))
+            health.store_snapshot(conn, health.Snapshot((), (found,)), store.utcnow())
+    finally:
+        engine.dispose()
+    failing = sample_report()
+    failing["workloads"][0]["status"] = "failed"
+    failing["measured_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    device = fleet.enroll()
+    assert fleet.post(device, upload(failing)).status_code == 200
+    name, password = add_user(fleet.database_url, "read-only")
+    _sign_in(page, fleet.collector.url, name, password)
+    marked = f"Exchange Online: Microsoft incident {found.id} active"
+    assert marked in page.inner_text("main")
+    assert page.locator(f"svg text:text-is('{found.id} Exchange Online')").count() == 1
+    _shot(page, backend, "overview-incident")
+    page.goto(f"{fleet.collector.url}/ui/devices/{device.device_id}")
+    assert marked in page.inner_text(".incidents")

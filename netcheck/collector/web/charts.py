@@ -45,3 +45,20 @@ def line(points: Sequence[tuple[float, int]], top: int) -> dict[str, Any]:
     span = max([p[0] for p in points] + [1.0])
     coords = " ".join(f"{WIDTH * x / span:.1f},{HEIGHT - HEIGHT * min(y, top) / top:.1f}" for x, y in points)
     return {"width": WIDTH, "height": HEIGHT, "points": coords, "top": top, "hours": round(span / 3600, 1)}
+
+
+def spans(items: Sequence[Mapping[str, Any]], start: float, end: float, lane: float = 14.0) -> dict[str, Any]:
+    """One bar per item (``start``/``end`` in seconds since the epoch, ``end`` None: still going),
+    one lane each, on the same x axis as a chart of [start, end]: for a timeline beside a curve."""
+    span = max(1.0, end - start)
+    bars = []
+    for i, item in enumerate(items):
+        x0 = max(start, float(item["start"]))
+        x1 = end if item.get("end") is None else min(end, float(item["end"]))
+        x = WIDTH * (x0 - start) / span
+        w = max(2.0, WIDTH * (x1 - x0) / span)
+        right = x + w > WIDTH / 2  # the label on the side with room
+        bars.append({"x": round(x, 1), "y": round(i * lane, 1), "w": round(w, 1), "h": round(lane - 3, 1),
+                     "label": item["label"], "title": item["title"], "series": item.get("series", ""),
+                     "tx": round(x - 3 if right else x + w + 3, 1), "anchor": "end" if right else "start"})
+    return {"width": WIDTH, "height": round(max(1, len(items)) * lane, 1), "bars": bars}

@@ -33,8 +33,9 @@ from starlette.staticfiles import StaticFiles
 from netcheck.collector import store
 from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
-from netcheck.collector.web import accounts, charts, endpoints, queries
+from netcheck.collector.web import accounts, charts, endpoints, queries, service_health
 from netcheck.collector.web.queries import Filters, Page
+from netcheck.collector.web.sites import SitePages
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
 
@@ -232,10 +233,12 @@ class Dashboard:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
         trend = self.trend.trend(conn, now)
+        workloads = queries.workload_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend,
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
-                "workloads": queries.workload_counts(conn), "tags": queries.tag_counts(conn),
-                "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn)}
+                "workloads": workloads, "tags": queries.tag_counts(conn),
+                "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
+                "health": service_health.overview(conn, now, trend, workloads)}
 
     def _filters(self, request: Request) -> Filters:
         q = request.query_params
@@ -267,7 +270,8 @@ class Dashboard:
         exported = self._export(request, "history", history)
         if exported is not None:
             return exported
-        return self.render("device.html", session=session, d=info, history=history,
+        marks = await self._db(service_health.device_marks, device_id)
+        return self.render("device.html", session=session, d=info, history=history, marks=marks,
                            links=self._links(request, history), report=request.query_params.get("report"))
 
     def _device(self, conn: Connection, device_id: str, page: int, size: int) -> tuple[Any, Page] | None:
@@ -388,9 +392,6 @@ class Dashboard:
         rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
         return self.render("endpoints.html", session=session, rows=rows)
 
-    async def sites(self, request: Request, session: accounts.Session) -> Response:
-        return self.render("sites.html", session=session)
-
     def routes(self) -> Mount:
         p = self.page
         return Mount(PREFIX, routes=[
@@ -404,7 +405,7 @@ class Dashboard:
             Route("/sweeps", p(self.sweeps), methods=["GET"]),
             Route("/sweeps", p(self.sweep_create, admin=True), methods=["POST"]),
             Route("/sweeps/{sweep_id}", p(self.sweep), methods=["GET"]),
-            Route("/sites", p(self.sites), methods=["GET"]),
+            *SitePages(self).routes(),  # web/sites.py: blast radius, what-if
             Route("/endpoints", p(self.endpoint_data), methods=["GET"]),
             Route("/admin", p(self.admin), methods=["GET"]),
             Route("/admin/secrets", p(self.admin_secret, admin=True), methods=["POST"]),

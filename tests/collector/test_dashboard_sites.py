@@ -1,0 +1,134 @@
+"""The Sites pages over HTTP on a real collector (SQLite and PostgreSQL): each site's blast radius from
+several-site reports (tests/test_sites.py's, made by the real report code), the what-if, the devices
+behind a number, the systems no profile claims, and hostile site names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.collector.conftest import Fleet, sample_report, sql, upload
+from tests.collector.dashboard import add_user, admin_cli, sign_in
+from tests.collector.harness import CollectorProcess
+from tests.test_sites import two_site_report
+
+HOSTILE = '<script>window.pwned=1</script><img src=/x onerror="x()">&"\''
+UNNAMED_SITE = {"name": "unnamed site", "told": False, "networks": ["10.40.0.8/32"],
+                "systems": [{"kind": "proxy", "name": "10.40.0.8:3128"}]}
+
+
+def report(rename: str | None = None, unnamed: bool = False) -> dict[str, Any]:
+    """The two-site report (Paris, Dublin DC) as the collector stores it, Dublin DC renamed if asked."""
+    text = json.dumps(two_site_report())
+    if rename is not None:
+        text = text.replace('"Dublin DC"', json.dumps(rename))
+    data: dict[str, Any] = json.loads(text)
+    if unnamed:
+        data["outage"]["sites"].append(UNNAMED_SITE)
+    return data
+
+
+@pytest.fixture
+def client() -> Iterator[list[httpx.Client]]:
+    opened: list[httpx.Client] = []
+    yield opened
+    for c in opened:
+        c.close()
+
+
+def signed_in(proc: CollectorProcess, opened: list[httpx.Client]) -> httpx.Client:
+    c, _ = sign_in(proc.url, *add_user(proc.database_url, "read-only"))
+    opened.append(c)
+    return c
+
+
+def cells(html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)]
+
+
+def test_blast_radius_what_if_and_the_devices_behind_a_number(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet],
+        client: list[httpx.Client]) -> None:
+    proc = start_collector()
+    fleet = fleet_factory(proc)
+    two = [fleet.enroll(name=f"laptop-{i}") for i in range(3)]
+    for i, d in enumerate(two):
+        assert fleet.post(d, upload(report(unnamed=i == 0))).status_code == 200
+    old = fleet.enroll(name="old-agent")
+    assert fleet.post(old, upload(sample_report())).status_code == 200  # schema v1: no facts
+    # ingest kept the facts: each device points at its digest, each distinct set once
+    assert [tuple(r) for r in sql(proc.database_url, "SELECT count(*), count(digest), count(DISTINCT digest) "
+                                                     "FROM site_facts")] == [(4, 3, 2)]
+    assert sql(proc.database_url, "SELECT count(*) FROM site_fact_sets")[0][0] == 2
+    ui = signed_in(proc, client)
+
+    page = ui.get("/ui/sites")
+    assert page.status_code == 200
+    assert "3 devices with prediction facts; 1 whose latest report has none" in page.text
+    row = cells(page.text.split('href="/ui/sites/whatif?down=Paris"', 1)[1])[:5]
+    # Paris: known to 3, all 3 lose sign-in (the VPN goes through Paris) in both VPN behaviours;
+    # Exchange is impaired now whatever the site, so it is not Paris's loss
+    assert row == ["yes", "3", "3", "3", "Sign-in: 3 / 3"], row
+    assert "10.40.0.8:3128" in page.text and "10.40.0.8/32" in page.text  # the system no profile claims
+
+    whatif = ui.get("/ui/sites/whatif", params=[("down", "Dublin DC")])
+    assert whatif.status_code == 200
+    assert "3 would lose something if the VPN tunnel stays" in " ".join(whatif.text.split())
+    assert "sign_in_server" in whatif.text and "password hash sync" in whatif.text  # the remedy, by kind
+    both = ui.get("/ui/sites/whatif", params=[("down", "Paris"), ("down", "Dublin DC")])
+    assert "What if Dublin DC and Paris went down?" in both.text
+    assert ui.get("/ui/sites/whatif", params={"down": "Atlantis"}).status_code == 400
+
+    listed = ui.get("/ui/sites/devices", params=[("down", "Paris"), ("workload", "identity"),
+                                                 ("kind", "vpn_tunnel"), ("format", "json")]).json()
+    assert sorted(d["device_id"] for d in listed["site-devices"]) == sorted(d.device_id for d in two)
+    none = ui.get("/ui/sites/devices", params=[("down", "Paris"), ("workload", "exchange"), ("format", "json")])
+    assert none.json()["site-devices"] == []  # impaired already, not by Paris
+    for behind in ([("kind", "measured_now")], [("fate", "degraded"), ("behaviour", "drops")]):
+        got = ui.get("/ui/sites/devices", params=[("down", "Paris"), ("workload", "exchange"), *behind,
+                                                  ("format", "json")]).json()["site-devices"]
+        assert len(got) == 3, behind  # but the what-if's numbers of it link to its devices
+
+    # reports stored before the table (migration 0008) are read back by the page
+    sql(proc.database_url, "DELETE FROM site_facts")
+    assert "3 devices with prediction facts; 1 whose latest report has none" in ui.get("/ui/sites").text
+    assert sql(proc.database_url, "SELECT count(*) FROM site_facts")[0][0] == 4
+
+    # a site only the policy's profiles name is listed too
+    done = admin_cli(proc.database_url, "policy", "set", "site_profiles",
+                     json.dumps([{"name": "Lyon", "networks": ["10.50.0.0/16"]}]))
+    assert done.returncode == 0, done.stderr
+    lyon = ui.get("/ui/sites").text.split('href="/ui/sites/whatif?down=Lyon"', 1)[1]
+    assert cells(lyon)[:5] == ["yes", "0", "0", "0", "nothing"]
+
+    # a new latest report replaces the device's facts
+    assert fleet.post(two[0], upload(sample_report(), seq=2)).status_code == 200
+    assert "2 devices with prediction facts; 2 whose latest report has none" in ui.get("/ui/sites").text
+    assert "10.40.0.8:3128" not in ui.get("/ui/sites").text
+    # retention's prune forgets the sets of facts no device uses any more
+    from netcheck.collector import store
+    from netcheck.collector.db import make_engine
+
+    engine = make_engine(proc.database_url, pool_size=1)
+    try:
+        store.prune_all(engine, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    finally:
+        engine.dispose()
+    assert sql(proc.database_url, "SELECT count(*) FROM site_fact_sets")[0][0] == 1
+
+
+def test_hostile_site_names_are_text(fleet: Fleet, client: list[httpx.Client]) -> None:
+    device = fleet.enroll()
+    assert fleet.post(device, upload(report(rename=HOSTILE))).status_code == 200
+    ui = signed_in(fleet.collector, client)
+    for got in (ui.get("/ui/sites"), ui.get("/ui/sites/whatif", params={"down": HOSTILE}),
+                ui.get("/ui/sites/devices", params={"down": HOSTILE, "workload": "identity"})):
+        assert got.status_code == 200, got.text[:500]
+        assert "<script>window.pwned" not in got.text and "<img src=/x" not in got.text
+        assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in got.text
