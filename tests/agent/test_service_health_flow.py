@@ -72,15 +72,20 @@ def teams_front_door() -> Iterator[int]:
     sock.close()
 
 
-def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange(
-        real: Callable[..., Real], rigs: Callable[..., Rig], graph: GraphDouble, teams_front_door: int,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def publish_exchange_incident(graph: GraphDouble) -> str:
+    """An active Exchange incident (since 40 minutes ago) and a long-resolved Teams one on the Graph
+    double; returns the line an agent's report names the Exchange one with."""
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=40)).replace(second=0, microsecond=0)
-    since = start.strftime("%H:%M")
     graph.issues = [issue("EX123456", "Exchange Online", "Users can't access email",
                           start=start.isoformat().replace("+00:00", "Z"), status="serviceInterruption"),
                     issue("TM000001", "Microsoft Teams", "Old chat delays", resolved=True, status="serviceRestored",
                           start="2026-11-01T09:00:00Z", end="2026-11-01T10:00:00Z")]
+    return f"Exchange Online: incident EX123456, 'Users can't access email', since {start:%H:%M} UTC"
+
+
+def polling_collector(real: Callable[..., Real], graph: GraphDouble, tmp_path: Path) -> Real:
+    """A real collector (``netcheck serve``) that polls the Graph double (its files in ``tmp_path``),
+    once it has stored the active Exchange incident."""
     collector = real(env={
         "NETCHECK_GRAPH_TENANT": TENANT, "NETCHECK_GRAPH_CLIENT_ID": CLIENT_ID,
         "NETCHECK_GRAPH_CLIENT_SECRET_FILE": str(tmp_path / "graph-secret"),
@@ -94,6 +99,50 @@ def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange
     status = json.loads(_admin(collector.database_url, "health-status", "--json"))
     assert status["state"] == "ok" and status["active_incidents"] == 1, status
     assert [i["id"] for i in status["issues"]] == ["EX123456"]
+    return collector
+
+
+def assert_stored_report_names_incident(collector: Real, named: str) -> None:
+    """The collector's one stored report carries the incident finding, and its store finds the incident
+    active when the report was measured."""
+    stored = sql(collector.database_url, "SELECT report_lz4 FROM reports")
+    doc = decode_report(bytes(stored[0][0]))
+    incident = [f for f in doc["findings"] if f["code"] == "service_health.incident"]
+    assert incident[0]["title"] == named and incident[0]["workload"] == "exchange"
+    assert "TM000001" not in json.dumps(doc)  # resolved long ago: not shown
+
+    engine = make_engine(collector.database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            at = dt.datetime.fromisoformat(doc["measured_at"].replace("Z", "+00:00"))
+            assert [i["id"] for i in health.active_issues(conn, at, ("Exchange Online",))] == ["EX123456"]
+    finally:
+        engine.dispose()
+
+
+def assert_dashboard_names_incident(collector: Real, graph: GraphDouble) -> None:
+    """The overview marks the fleet's Exchange failures, the device's page its own, and the incident is
+    on the timeline under the failure curve (signed in over HTTP as a read-only user)."""
+    marked = "Exchange Online: Microsoft incident EX123456 active"
+    ui, _ = sign_in(collector.url, *add_user(collector.database_url, "read-only"))
+    try:
+        overview = ui.get("/ui/")
+        assert overview.status_code == 200
+        assert marked in overview.text and "1 devices fail</a>" in " ".join(overview.text.split())
+        assert "EX123456 Exchange Online</text>" in overview.text and "TM000001" not in overview.text
+        device_id = sql(collector.database_url, "SELECT id FROM devices")[0][0]
+        assert marked in ui.get(f"/ui/devices/{device_id}").text
+    finally:
+        ui.close()
+    log = collector.proc.stderr_path.read_text("utf-8", "replace")
+    assert graph.secret not in log  # the Graph client secret never reaches the collector's log
+
+
+def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange(
+        real: Callable[..., Real], rigs: Callable[..., Rig], graph: GraphDouble, teams_front_door: int,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    named = publish_exchange_incident(graph)
+    collector = polling_collector(real, graph, tmp_path)
 
     # the agent's check: Exchange's front door refuses connections, Teams' answers (real TCP probes
     # on loopback); everything else of perform_check (assessment, service health, report) is real
@@ -123,7 +172,6 @@ def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange
     assert agent.shared.policy["service_health"]["issues"][0]["id"] == "EX123456"  # came with the policy
 
     report = reports[0]
-    named = f"Exchange Online: incident EX123456, 'Users can't access email', since {since} UTC"
     statuses = {w.id: str(w.status) for w in report.assessment.workloads}
     assert statuses["exchange"] == "failed" and statuses["teams"] == "ok"
     text = render_text(report, width=200)
@@ -131,32 +179,5 @@ def test_an_exchange_incident_reaches_the_report_of_an_agent_that_fails_exchange
     assert "Microsoft reports an incident for Exchange Online (EX123456): this is not your network." in text
     page = render_html(report_to_dict(report))
     assert "EX123456" in page and "Users can&#x27;t access email" in page and "not your network" in page
-    stored = sql(collector.database_url, "SELECT report_lz4 FROM reports")
-    doc = decode_report(bytes(stored[0][0]))
-    incident = [f for f in doc["findings"] if f["code"] == "service_health.incident"]
-    assert incident[0]["title"] == named and incident[0]["workload"] == "exchange"
-    assert "TM000001" not in json.dumps(doc)  # resolved long ago: not shown
-
-    engine = make_engine(collector.database_url, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            at = dt.datetime.fromisoformat(doc["measured_at"].replace("Z", "+00:00"))
-            assert [i["id"] for i in health.active_issues(conn, at, ("Exchange Online",))] == ["EX123456"]
-    finally:
-        engine.dispose()
-
-    # the dashboard names it too: the overview marks the fleet's Exchange failures, the device's page its
-    # own, and the incident is on the timeline under the failure curve
-    marked = "Exchange Online: Microsoft incident EX123456 active"
-    ui, _ = sign_in(collector.url, *add_user(collector.database_url, "read-only"))
-    try:
-        overview = ui.get("/ui/")
-        assert overview.status_code == 200
-        assert marked in overview.text and "1 devices fail</a>" in " ".join(overview.text.split())
-        assert "EX123456 Exchange Online</text>" in overview.text and "TM000001" not in overview.text
-        device_id = sql(collector.database_url, "SELECT id FROM devices")[0][0]
-        assert marked in ui.get(f"/ui/devices/{device_id}").text
-    finally:
-        ui.close()
-    log = collector.proc.stderr_path.read_text("utf-8", "replace")
-    assert graph.secret not in log
+    assert_stored_report_names_incident(collector, named)
+    assert_dashboard_names_incident(collector, graph)

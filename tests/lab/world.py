@@ -770,6 +770,26 @@ class World:
             if "dc" not in self.down:
                 self.vpn_failover()
 
+    def service_down(self, service_area: str) -> None:
+        """Microsoft's side of one service area (``Exchange``) refuses everyone: the inet namespace rejects
+        TCP with a reset, and anything else with ICMP, to the lab prefixes of that area's endpoint sets (those
+        shared with another area's sets stay up) and to the addresses the lab's DNS gives that area's names
+        (a name without published prefixes lives on the shared CDN range)."""
+        area = [s for s in self.catalog.sets if s.service_area == service_area]
+        if not area:
+            raise LabError(f"no endpoint set has the service area {service_area!r}")
+        others = [s.id for s in self.catalog.sets if s.service_area != service_area]
+        targets = self.catalog.prefixes([s.id for s in area], keep=others)
+        for name in dict.fromkeys(self.catalog.concretize(u) for s in area for u in s.urls):
+            targets += [a for family in self.catalog.addresses(name) for a in family]
+        filter4: list[str] = []
+        filter6: list[str] = []
+        for target in dict.fromkeys(targets):
+            rules, icmp = (filter6, "icmp6-port-unreachable") if ":" in target else (filter4, "icmp-port-unreachable")
+            rules += [f"-A INPUT -d {target} -p tcp -j REJECT --reject-with tcp-reset",
+                      f"-A INPUT -d {target} -j REJECT --reject-with {icmp}"]
+        self._iptables("inet", filter4=filter4, filter6=filter6)
+
     def vpn_failover(self) -> None:
         """The lab's model of a failover-capable VPN client: the office's gateway is gone, so the client
         replaces its peer with the datacentre's gateway and takes an address from that gateway's pool.
