@@ -128,7 +128,7 @@ def assert_dashboard_names_incident(collector: Real, graph: GraphDouble) -> None
     try:
         overview = ui.get("/ui/")
         assert overview.status_code == 200
-        assert marked in overview.text and "1 devices fail</a>" in " ".join(overview.text.split())
+        assert marked in overview.text and "1 device fails</a>" in " ".join(overview.text.split())
         assert "EX123456 Exchange Online</text>" in overview.text and "TM000001" not in overview.text
         device_id = sql(collector.database_url, "SELECT id FROM devices")[0][0]
         assert marked in ui.get(f"/ui/devices/{device_id}").text
