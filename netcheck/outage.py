@@ -9,7 +9,9 @@ The model, per VPN behaviour when the site is lost:
 - ``stays``: the tunnel stays up with its routes (always-on VPN) but leads
   nowhere: whatever is routed into it is black-holed.
 - ``drops``: the tunnel goes away; its routes and DNS settings go with it and
-  traffic takes the local network's default path and resolver.
+  traffic takes the local network's default path and resolver. With several sites this is so
+  in every case, even when the gateway's own site is up (the client disconnected): what is
+  reachable only through the tunnel is then out of reach.
 A system that lives at the site (its address is in the site's networks, or a
 private address reached through the tunnel or on the office LAN) is down in
 both cases.
@@ -353,16 +355,18 @@ class _Model:
                           CauseKind.NO_ROUTE)
         if route.kind == "vpn":
             gateway = self.tunnel_sites[0]
-            if self.tunnel_up:
+            if self.tunnel_up and behaviour == "stays":
                 up = next(s for s in self.tunnel_sites if s not in self.down)
                 how = "" if up == gateway else f" (it fails over to the gateway at {up})"
                 return _Reach(True, f"{where}: through the VPN, which stays up{how}")
             if behaviour == "stays":
                 return _Reach(False, f"{where}: leaves through the VPN to {self.label(gateway)}, which is down",
                               CauseKind.TUNNEL, gateway)
-            if owner is not None and is_internal(route.address):
-                return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
-                                     f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
+            if owner is not None and (is_internal(route.address) or (host and host in self.internal_hosts)):
+                # A host with an internal address is in the organisation's internal DNS: once the tunnel
+                # drops with its resolvers, none of its addresses is reached (nor its name resolved).
+                return _Reach(False, f"{where}: a system of {owner} with an internal address, reachable only "
+                                     f"through the VPN, which is gone", CauseKind.VPN_ONLY, gateway)
             return _Reach(True, f"{where}: the VPN drops, so it goes direct")
         if self.facts.on_site and route.kind == "unreachable":  # as from home: an internal address, no VPN
             return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "
@@ -388,7 +392,7 @@ class _Model:
         if all(fates):
             return Fate.WORKS, f"DNS ({names}) does not depend on {self.the}", []
         site_ones = [r.address for r, ok in zip(resolvers, fates, strict=True) if not ok]
-        if behaviour == "drops" and not self.tunnel_up and all(
+        if behaviour == "drops" and all(
                 self.site_of(r.route, role="dns") is not None for r, ok in zip(resolvers, fates, strict=True)
                 if not ok):
             if any(fates):
@@ -458,7 +462,7 @@ class _Model:
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
             tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
-            if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
+            if now is not Fate.WORKS and (not tunneled or (self.tunnel_up and behaviour == "stays")):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path the site does not change: {now.value}")
                 broken.append(Cause(CauseKind.MEASURED, wid, None, lines[-1]))
