@@ -10,7 +10,11 @@ a rule that holds in real organisations, not in one lab:
 - an IPv6 unique local address (fc00::/7) by its /48, the prefix RFC 4193 gives one site;
 - a public address of a system reached through the tunnel by its /24 (IPv4) or /48 (IPv6): the
   smallest block routed on the internet, and the usual site assignment;
-- the addresses of one host (IPv4 and IPv6) are one site, so the networks they fall in are joined.
+- the addresses of one host (IPv4 and IPv6) are one site, so the networks they fall in are joined;
+- one group of IPv4 networks only and one of IPv6 networks only, left unjoined, are taken as one
+  site (a dual-stack site whose systems were seen in one family each). This errs towards fewer
+  sites: losing the joined site loses both, the cautious answer. With more such groups on either
+  side they stay apart, since nothing tells which pairs with which.
 
 Each group is an inferred site, named after its first network ("unnamed site 10.20.0.0/16"), not told
 (``from_file`` False), with its networks. One group (or none): nothing is inferred, and netcheck
@@ -98,6 +102,10 @@ def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
         groups = [g for g in groups if g not in joined]
         if merged:
             groups.append(merged)
+    v4 = [g for g in groups if all(":" not in n for n in g)]
+    v6 = [g for g in groups if all(":" in n for n in g)]
+    if len(v4) == 1 and len(v6) == 1:  # one site's two families, no dual-stack host to join them
+        groups = [g for g in groups if g not in (v4[0], v6[0])] + [v4[0] + v6[0]]
     if len(groups) < 2:
         return ()
     out = []

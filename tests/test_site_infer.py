@@ -73,6 +73,18 @@ def test_systems_fall_into_one_inferred_site_per_network_and_a_hosts_addresses_j
     assert len(with_proxy) == 2 and nets(with_proxy[1])[0] == "10.30.0.0/16"  # the proxy joins the DC
 
 
+def test_one_ipv4_only_and_one_ipv6_only_group_are_one_dual_stack_site() -> None:
+    v6_dns = Resolver("2001:db8:c0ff::53", tunnel("2001:db8:c0ff::53"))
+    one = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN))
+    assert infer_sites(one) == ()  # the office's two resolvers: one site, nothing inferred
+    two = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN, ADFS))
+    sites = infer_sites(two)  # AD FS joins the DC's families; the office's two resolvers pair up
+    assert [nets(s) for s in sites] == [["10.30.0.0/16", "2001:db8:d0ff::/48"], ["10.20.0.0/16", "2001:db8:c0ff::/48"]]
+    other = Resolver("10.40.0.53", tunnel("10.40.0.53"))
+    three = SiteFacts(False, ("wg0",), (OFFICE_DNS, other, v6_dns), (EXCHANGE, LOGIN))
+    assert len(infer_sites(three)) == 3  # two IPv4 groups: which one the IPv6 one belongs to is unknown
+
+
 def test_one_group_or_none_infers_nothing_and_a_home_resolver_is_no_site() -> None:
     assert infer_sites(lab_like(EXCHANGE, LOGIN)) == ()  # only the office's resolver
     assert infer_sites(SiteFacts(False, (), (HOME_DNS,), (EXCHANGE, LOGIN))) == ()
