@@ -149,6 +149,9 @@ class SiteFacts:
     #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
     #: that go direct now; None when nothing does (see ``home_link_assumption``).
     home_link_slow: bool | None = None
+    #: Every address of the proxy and PAC hosts (host, addresses): their routes carry one address each,
+    #: and the others tell which networks are one site's (see netcheck.site_infer).
+    host_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from netcheck.outage import (
     ModelInput,
     OutagePrediction,
     SiteFacts,
+    _host_of,
+    _url_host,
     is_internal,
     predict,
 )
@@ -79,12 +81,13 @@ def _systems(facts: SiteFacts) -> list[list[tuple[str, bool]]]:
 
     for resolver in facts.resolvers:
         add(f"dns {resolver.address}", resolver.route.address, resolver.route.kind)
+    others = dict(facts.host_addresses)
     for d in facts.dependencies:
         p = d.proxy
-        if p.proxy and p.proxy_route:
-            add(f"proxy {p.proxy}", p.proxy_route.address, p.proxy_route.kind)
-        if p.pac_url and p.pac_route:
-            add(f"pac {p.pac_url}", p.pac_route.address, p.pac_route.kind)
+        for host, route in ((_host_of(p.proxy), p.proxy_route), (_url_host(p.pac_url), p.pac_route)):
+            if host and route:  # the host's other addresses are reached the way its route is
+                for address in dict.fromkeys((route.address, *others.get(host, ()))):
+                    add(host, address, route.kind)
         internal = any(is_internal(r.address) for r in d.routes)
         for r in d.routes:
             if d.role == "federation" or internal:

@@ -82,6 +82,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "identity": f.identity,
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
         "home_link_slow": f.home_link_slow, "resolvers": resolvers(f.resolvers),
+        "host_addresses": {h: list(a) for h, a in f.host_addresses},
         "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
         "measured_now": {w: str(fate) for w, fate in model.current.items()},
@@ -138,7 +139,8 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             on_site=bool(data["on_site"]), vpn_interfaces=tuple(data["vpn_interfaces"]),
             resolvers=resolvers(data["resolvers"]), dependencies=dependencies(data["dependencies"]),
             identity=str(data.get("identity", "unknown")), internal_hosts=frozenset(data.get("internal_hosts", [])),
-            public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"))
+            public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"),
+            host_addresses=tuple((str(h), tuple(map(str, a))) for h, a in data.get("host_addresses", {}).items()))
         assumptions = tuple(Assumption(str(a["question"]), str(a.get("settle", "")),
                                        tuple((str(w["label"]), patch(w["patch"])) for w in a["worlds"]))
                             for a in data.get("assumptions", []))

@@ -85,6 +85,16 @@ def test_one_ipv4_only_and_one_ipv6_only_group_are_one_dual_stack_site() -> None
     assert len(infer_sites(three)) == 3  # two IPv4 groups: which one the IPv6 one belongs to is unknown
 
 
+def test_a_proxy_hosts_other_addresses_join_its_networks() -> None:
+    """The proxy is reached on its IPv6 address; its IPv4 one (host_addresses) puts both in one site, so the
+    office's lone IPv4 resolver is not paired with the datacentre's IPv6 network."""
+    proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128", proxy_route=tunnel("2001:db8:d0ff::31"))
+    base = SiteFacts(False, ("wg0",), (OFFICE_DNS, HOME_DNS), (replace(EXCHANGE, proxy=proxy), LOGIN))
+    assert infer_sites(base) == ()  # no address tells the proxy's network from the resolver's site apart
+    facts = replace(base, host_addresses=(("proxy.corp.example", ("10.30.1.31", "2001:db8:d0ff::31")),))
+    assert [nets(s) for s in infer_sites(facts)] == [["10.20.0.0/16"], ["10.30.0.0/16", "2001:db8:d0ff::/48"]]
+
+
 def test_one_group_or_none_infers_nothing_and_a_home_resolver_is_no_site() -> None:
     assert infer_sites(lab_like(EXCHANGE, LOGIN)) == ()  # only the office's resolver
     assert infer_sites(SiteFacts(False, (), (HOME_DNS,), (EXCHANGE, LOGIN))) == ()
