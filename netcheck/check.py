@@ -36,7 +36,7 @@ from netcheck.models import (
     Status,
     Target,
 )
-from netcheck.outage import Fate, ModelInput, OutageSection, assess_outage, predict
+from netcheck.outage import Fate, ModelInput, OutageSection, assess_outage
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
@@ -51,8 +51,9 @@ from netcheck.runner import (
     sample_addresses,
 )
 from netcheck.service_health import ServiceHealth, annotate
-from netcheck.site_cases import known_sites, one_case, settings_profile, site_cases, site_down_names
+from netcheck.site_cases import known_sites, one_case, predict_case, settings_profile, site_cases, site_down_names
 from netcheck.site_facts import gather
+from netcheck.site_infer import infer_sites
 from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
 from netcheck.verdict import AssessContext, assess, combine, setting_findings
 
@@ -287,9 +288,11 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
     current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
                if r.status in (Status.FAILED, Status.DEGRADED)}
+    if not sites and not profile.from_file:
+        sites = infer_sites(gathered.facts)  # several groups of site systems: inferred sites (else none)
     model = ModelInput(gathered.facts, profile, sites, tuple(w.id for w in workloads), current,
                        gathered.assumptions)
-    prediction = predict(gathered.facts, profile, model.workloads, current, gathered.assumptions, sites=sites)
+    prediction = predict_case(model, None)
     if left_out:
         prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))
     network["vpn"] = bool(gathered.facts.vpn_interfaces)

@@ -9,7 +9,9 @@ The model, per VPN behaviour when the site is lost:
 - ``stays``: the tunnel stays up with its routes (always-on VPN) but leads
   nowhere: whatever is routed into it is black-holed.
 - ``drops``: the tunnel goes away; its routes and DNS settings go with it and
-  traffic takes the local network's default path and resolver.
+  traffic takes the local network's default path and resolver. This is what the VPN client
+  does when its gateway's site is lost: while a gateway it can reach is up (its own, or one
+  it fails over to), the tunnel stays in both behaviours.
 A system that lives at the site (its address is in the site's networks, or a
 private address reached through the tunnel or on the office LAN) is down in
 both cases.
@@ -167,6 +169,9 @@ class SiteFacts:
     #: On a site's network: the paths as seen there (the other fields are as from home), used while the
     #: site the laptop is on stays up. None: not gathered (the laptop is taken home in every case).
     office: FactsPatch | None = None
+    #: Every address of the proxy and PAC hosts (host, addresses): their routes carry one address each,
+    #: and the others tell which networks are one site's (see netcheck.site_infer).
+    host_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -447,9 +452,11 @@ class _Model:
             if behaviour == "stays":
                 return _Reach(False, f"{where}: leaves through the VPN to {self.label(gateway)}, which is down",
                               CauseKind.TUNNEL, gateway)
-            if owner is not None and is_internal(route.address):
-                return _Reach(False, f"{where}: an internal address of {owner}, reachable only through the VPN, "
-                                     f"which drops with {gateway}", CauseKind.VPN_ONLY, gateway)
+            if owner is not None and (is_internal(route.address) or (host and host in self.internal_hosts)):
+                # A host with an internal address is in the organisation's internal DNS: once the tunnel
+                # drops with its resolvers, none of its addresses is reached (nor its name resolved).
+                return _Reach(False, f"{where}: a system of {owner} with an internal address, reachable only "
+                                     f"through the VPN, which is gone", CauseKind.VPN_ONLY, gateway)
             return _Reach(True, f"{where}: the VPN drops, so it goes direct")
         if self.from_home and route.kind == "unreachable":  # as from home: an internal address, no VPN
             return _Reach(False, f"{where}: an internal address of {owner or 'a site'}, out of reach from home "

@@ -7,10 +7,9 @@ Sign-in (the sign-in server adfs.corp.example is in Paris)."
 
 Sites are the profiles IT gave (told) plus, when there are several, the "unnamed site":
 the systems no profile claims but that the laptop reaches through the VPN or at internal
-addresses. They are grouped into one unnamed site, not by network: from a laptop two
-internal networks cannot be told apart as one site or two, so losing the unnamed site
-loses them all (the cautious answer). Its networks are the systems' own addresses, so a
-reader can match them to a site and write its profile.
+addresses. With profiles they are grouped into one unnamed site; without any profile they
+are grouped by network into inferred sites (:mod:`netcheck.site_infer`), whose cases are
+hedged where the answer hangs on what the laptop cannot read (where the VPN concentrator is).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from netcheck.outage import (
     predict,
     worst,
 )
+from netcheck.site_infer import inferred, predict_inferred
 from netcheck.site_profile import SiteProfile
 
 #: A profile's keys that name systems, and the kind of system each names.
@@ -48,7 +48,7 @@ def known_sites(model: ModelInput, prediction: OutagePrediction) -> tuple[SiteVi
     views: dict[str, SiteView] = {}
     for s in sites:
         named = tuple((kind, h) for key, kind in _SYSTEM_KEYS for h in getattr(s, key))
-        views[s.name] = SiteView(s.name, s.from_file or bool(s.networks or named),
+        views[s.name] = SiteView(s.name, s.from_file or (bool(s.networks or named) and not inferred(sites)),
                                  tuple(str(n) for n in s.networks), named)
     for name in all_site_names(sites):
         if name not in views and name != fallback_site(sites):
@@ -74,10 +74,12 @@ def _host_prefix(address: str | None) -> str | None:
         return None
 
 
-def predict_case(model: ModelInput, down: Collection[str]) -> OutagePrediction:
-    """The prediction if the sites ``down`` went down together."""
+def predict_case(model: ModelInput, down: Collection[str] | None) -> OutagePrediction:
+    """The prediction if the sites ``down`` went down together (None: every site)."""
+    if inferred(model.sites):
+        return predict_inferred(model, down)
     return predict(model.facts, model.profile, model.workloads, model.current, model.assumptions,
-                   sites=model.sites, down=frozenset(down))
+                   sites=model.sites, down=None if down is None else frozenset(down))
 
 
 def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str, str], core: Sequence[str],
@@ -89,9 +91,7 @@ def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str,
     out = [make_case(model, down, predict_case(model, down), baseline, names, core) for down in downs]
     if len(sites) > 1:
         every = tuple(s.name for s in sites)  # with the predict default: every site down, named or not
-        out.append(make_case(model, every, everything or predict(
-            model.facts, model.profile, model.workloads, model.current, model.assumptions, sites=model.sites),
-            baseline, names, core))
+        out.append(make_case(model, every, everything or predict_case(model, None), baseline, names, core))
     return tuple(out)
 
 
@@ -137,13 +137,15 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
     for wid in core:
         if not any(w.id == wid for w in prediction.workloads):
             continue
-        fate, before = prediction.fate(wid), baseline.fate(wid)
-        if fate.rank > before.rank and fate in changed:
+        row = next(w for w in prediction.workloads if w.id == wid)
+        # Per VPN behaviour against the same behaviour with every site up: a loss the VPN dropping causes
+        # whichever site is down is not this case's.
+        worse = [b for b in prediction.behaviours if _fate(prediction, wid, b).rank > _fate(baseline, wid, b).rank]
+        fate = worst(_fate(prediction, wid, b) for b in worse)
+        if worse and fate in changed:
             short = names.get(wid, wid).split(" (")[0]
             why = _why(prediction, wid)
-            row = next(w for w in prediction.workloads if w.id == wid)
-            if (len(prediction.behaviours) == 2 and row.if_vpn_stays is fate
-                    and worst((row.if_vpn_drops, before)) is not fate):
+            if len(prediction.behaviours) == 2 and row.if_vpn_stays is fate and row.if_vpn_drops.rank < fate.rank:
                 why = "; ".join(x for x in (why, "if your VPN stays connected") if x)
             changed[fate].append(f"{short} ({why})" if why else short)
     parts = []
@@ -155,6 +157,11 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
         parts.append(f"you might lose {listing(changed[Fate.UNCERTAIN])} (it depends on something netcheck "
                      "cannot read from this laptop)")
     return f"{head}: " + ("; ".join(parts) if parts else "nothing changes for you") + "."
+
+
+def _fate(prediction: OutagePrediction, wid: str, behaviour: str) -> Fate:
+    row = next((w for w in prediction.workloads if w.id == wid), None)
+    return getattr(row, f"if_vpn_{behaviour}") if row else Fate.WORKS
 
 
 def settings_profile(sites: Sequence[SiteProfile], chosen: SiteProfile | None) -> SiteProfile:

@@ -195,7 +195,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
                       dependencies=tuple(deps), identity=identity, internal_hosts=internal,
-                      public_egress=public_egress, office=office_paths)
+                      public_egress=public_egress, office=office_paths,
+                      host_addresses=tuple((h, tuple(a)) for h, a in sorted(proxy_hosts.items()) if h))
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:
         e = egress.get(representative(n))

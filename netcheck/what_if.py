@@ -85,6 +85,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
         "home_link_slow": f.home_link_slow, "site_here": f.site_here, "public_egress": f.public_egress,
         "office": patch(f.office) if f.office is not None else None, "resolvers": resolvers(f.resolvers),
+        "host_addresses": [{"host": h, "addresses": list(a)} for h, a in f.host_addresses],
         "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
         "measured_now": [{"id": w, "fate": str(fate)} for w, fate in model.current.items()],
@@ -145,7 +146,9 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             identity=str(data.get("identity", "unknown")), internal_hosts=frozenset(data.get("internal_hosts", [])),
             public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"),
             site_here=data.get("site_here"), public_egress=data.get("public_egress"),
-            office=patch(data["office"]) if data.get("office") else None)
+            office=patch(data["office"]) if data.get("office") else None,
+            host_addresses=tuple((str(e["host"]), tuple(map(str, e["addresses"])))
+                                 for e in data.get("host_addresses", [])))
         assumptions = tuple(Assumption(str(a["question"]), str(a.get("settle", "")),
                                        tuple((str(w["label"]), patch(w["patch"])) for w in a["worlds"]))
                             for a in data.get("assumptions", []))

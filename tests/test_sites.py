@@ -111,6 +111,7 @@ def test_each_site_alone_and_both_together() -> None:
     both = predict(f, PARIS, W, sites=sites)  # None: every site down
     assert fates(both, "identity") == (Fate.FAILS, Fate.FAILS) and both.down == ("Dublin DC", "Paris", "unnamed site")
     nothing = predict(f, PARIS, W, sites=sites, down=())
+    # nothing down: the VPN's gateway is up, so the tunnel stays whatever the client does when it is lost
     assert all(fates(nothing, w) == (Fate.WORKS, Fate.WORKS) for w in ("exchange", "identity"))
 
 
@@ -118,7 +119,7 @@ def test_vpn_failover_keeps_the_tunnel_through_the_second_site() -> None:
     paris = replace(PARIS, vpn_failover=("Dublin DC",))
     f, sites = two_sites(), (paris, DUBLIN)
     p = predict(f, paris, W, sites=sites, down={"Paris"})
-    assert fates(p, "identity") == (Fate.WORKS, Fate.WORKS)
+    assert fates(p, "identity") == (Fate.WORKS, Fate.WORKS)  # the tunnel fails over in both behaviours
     assert any("fails over to the gateway at Dublin DC" in e for w in p.workloads for e in w.evidence)
     assert fates(predict(f, paris, W, sites=sites, down={"Dublin DC"}), "identity") == (Fate.FAILS, Fate.FAILS)
     lost = predict(f, paris, W, sites=sites, down={"Paris", "Dublin DC"})
@@ -138,6 +139,7 @@ def test_a_system_no_profile_claims_is_at_the_unnamed_site() -> None:
     assert fates(unnamed, "exchange") == (Fate.FAILS, Fate.FAILS)
     assert kinds(next(w for w in unnamed.workloads if w.id == "exchange").causes) == [
         (CauseKind.PROXY, "10.40.0.8:3128", UNNAMED)]
+    # Paris's tunnel stays up (its gateway's site is up): through it, in both behaviours
     assert fates(predict(f, PARIS, W, sites=sites, down={"Dublin DC"}), "exchange") == (Fate.WORKS, Fate.WORKS)
     # through Paris's tunnel: losing Paris loses the way to it
     assert fates(predict(f, PARIS, W, sites=sites, down={"Paris"}), "exchange") == (Fate.FAILS, Fate.FAILS)

@@ -1,0 +1,184 @@
+"""Sites inferred without a site profile, and the prediction over them, hedged where it must be (pure).
+
+Without a profile netcheck still sees the systems the laptop depends on at a site: resolvers, proxies,
+PAC servers and federation (AD FS) hosts reached through the VPN, and any destination at an internal
+address reached through the VPN or on the office LAN. :func:`infer_sites` groups them by network, with
+a rule that holds in real organisations, not in one lab:
+
+- an internal IPv4 address (RFC 1918, RFC 6598) by its /16: organisations number a site, or a
+  datacentre, out of one /16 of 10.0.0.0/8 far more often than they split a /16 across sites;
+- an IPv6 unique local address (fc00::/7) by its /48, the prefix RFC 4193 gives one site;
+- a public address of a system reached through the tunnel by its /24 (IPv4) or /48 (IPv6): the
+  smallest block routed on the internet, and the usual site assignment;
+- the addresses of one host (IPv4 and IPv6) are one site, so the networks they fall in are joined;
+- one group of IPv4 networks only and one of IPv6 networks only, left unjoined, are taken as one
+  site (a dual-stack site whose systems were seen in one family each). This errs towards fewer
+  sites: losing the joined site loses both, the cautious answer. With more such groups on either
+  side they stay apart, since nothing tells which pairs with which.
+
+Each group is an inferred site, named after its first network ("unnamed site 10.20.0.0/16"), not told
+(``from_file`` False), with its networks. One group (or none): nothing is inferred, and netcheck
+reasons about "the corporate site" as it always has.
+
+What the laptop cannot read: which site hosts the VPN concentrator (the gateway's address is not among
+the facts). :func:`predict_inferred` therefore evaluates every answer (the gateway at each inferred
+site, or at none of them) and where they disagree the fate is ``uncertain`` with the fates it could
+have and the assumption named; the fix is a site profile (``vpn_gateways``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
+
+from netcheck.outage import (
+    Cause,
+    CauseKind,
+    Fate,
+    ModelInput,
+    OutagePrediction,
+    SiteFacts,
+    _host_of,
+    _url_host,
+    is_internal,
+    predict,
+)
+from netcheck.site_profile import SiteProfile
+
+#: The name of every inferred site starts with this.
+PREFIX = "unnamed site "
+
+#: A stand-in gateway name for a world where a site hosts the VPN concentrator.
+_GATEWAY = "the VPN concentrator (assumed)"
+
+QUESTION = "which of your sites hosts the VPN concentrator"
+
+
+def group_network(address: str, tunneled: bool) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The network an address is grouped by (see the module docstring), or None: not a site's."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return None
+    if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return None
+    if is_internal(address):
+        return ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 48}", strict=False)
+    if tunneled:
+        return ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False)
+    return None
+
+
+def _systems(facts: SiteFacts) -> list[list[tuple[str, bool]]]:
+    """Per system (host), its addresses and whether each is reached through the tunnel."""
+    out: dict[str, list[tuple[str, bool]]] = {}
+
+    def add(key: str, address: str, kind: str) -> None:
+        tunneled = kind == "vpn" or (facts.on_site and kind not in ("loopback", "unreachable"))
+        if kind == "vpn" or is_internal(address) and (tunneled or facts.on_site):
+            out.setdefault(key, []).append((address, tunneled))
+
+    for resolver in facts.resolvers:
+        add(f"dns {resolver.address}", resolver.route.address, resolver.route.kind)
+    others = dict(facts.host_addresses)
+    for d in facts.dependencies:
+        p = d.proxy
+        for host, route in ((_host_of(p.proxy), p.proxy_route), (_url_host(p.pac_url), p.pac_route)):
+            if host and route:  # the host's other addresses are reached the way its route is
+                for address in dict.fromkeys((route.address, *others.get(host, ()))):
+                    add(host, address, route.kind)
+        internal = any(is_internal(r.address) for r in d.routes)
+        for r in d.routes:
+            if d.role == "federation" or internal:
+                add(d.host, r.address, r.kind)
+    return list(out.values())
+
+
+def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
+    """The inferred sites, when the systems fall in two or more groups; else ()."""
+    groups: list[list[str]] = []  # each: networks, in the order seen
+    for addresses in _systems(facts):
+        nets = [str(n) for a, tunneled in addresses if (n := group_network(a, tunneled)) is not None]
+        joined = [g for g in groups if set(g) & set(nets)]
+        merged = list(dict.fromkeys(n for g in [*joined, nets] for n in g))
+        groups = [g for g in groups if g not in joined]
+        if merged:
+            groups.append(merged)
+    v4 = [g for g in groups if all(":" not in n for n in g)]
+    v6 = [g for g in groups if all(":" in n for n in g)]
+    if len(v4) == 1 and len(v6) == 1:  # one site's two families, no dual-stack host to join them
+        groups = [g for g in groups if g not in (v4[0], v6[0])] + [v4[0] + v6[0]]
+    if len(groups) < 2:
+        return ()
+    out = []
+    for nets in groups:
+        first = next((n for n in nets if ":" not in n), nets[0])
+        out.append(SiteProfile(name=PREFIX + first,
+                               networks=tuple(ipaddress.ip_network(n) for n in dict.fromkeys((first, *nets)))))
+    return tuple(out)
+
+
+def inferred(sites: Sequence[SiteProfile]) -> bool:
+    """Are these sites inferred ones (several, none told)?"""
+    return len(sites) > 1 and all(not s.from_file and s.name.startswith(PREFIX) for s in sites)
+
+
+def gateway_worlds(sites: Sequence[SiteProfile]) -> list[tuple[str, tuple[SiteProfile, ...]]]:
+    """The answers to :data:`QUESTION`: the concentrator at each site, or at none of them."""
+    worlds = [(f"if it is at {s.name}",
+               tuple(replace(x, vpn_gateways=(_GATEWAY,)) if x is s else x for x in sites)) for s in sites]
+    return [*worlds, ("if it is at none of them", tuple(sites))]
+
+
+def predict_inferred(model: ModelInput, down: Collection[str] | None) -> OutagePrediction:
+    """The prediction for the inferred sites ``down`` (None: all of them), hedged over where the VPN
+    concentrator is when the laptop uses a VPN."""
+    names = frozenset(s.name for s in model.sites) if down is None else frozenset(down)
+
+    def one(sites: tuple[SiteProfile, ...]) -> OutagePrediction:
+        return predict(model.facts, model.profile, model.workloads, model.current, model.assumptions,
+                       sites=sites, down=names)
+
+    if not model.facts.vpn_interfaces:
+        return one(model.sites)
+    worlds = [(label, one(sites)) for label, sites in gateway_worlds(model.sites)]
+    return merge_worlds(worlds, QUESTION, "vpn_gateways")
+
+
+def merge_worlds(worlds: Sequence[tuple[str, OutagePrediction]], question: str, settle: str) -> OutagePrediction:
+    """One prediction from the predictions of each answer to ``question``: a fate the answers disagree on
+    is UNCERTAIN, with the fates possible and the question named (the first world is the base)."""
+    base = worlds[0][1]
+    asked = (f"{question} (netcheck cannot read it from this laptop; IT can state it in the site profile: "
+             f"{settle})")
+    rows = []
+    for row in base.workloads:
+        others = [(label, next(w for w in p.workloads if w.id == row.id)) for label, p in worlds]
+        possible = dict(row.possible)
+        fates = {"stays": row.if_vpn_stays, "drops": row.if_vpn_drops}
+        for b in fates:
+            seen = _fates(getattr(w, f"if_vpn_{b}") if getattr(w, f"if_vpn_{b}") is not Fate.UNCERTAIN
+                          else w.possible.get(b, ()) for _, w in others)
+            if len(seen) > 1:
+                possible[b] = tuple(sorted(seen, key=lambda f: f.rank))
+                fates[b] = Fate.UNCERTAIN
+        if possible == dict(row.possible):
+            rows.append(row)
+            continue
+        hang = Cause(CauseKind.ASSUMPTION, asked, None, f"it hangs on {asked}")
+        lines = [f"[assumption] {label}: {w.if_vpn_stays.value} if the VPN stays, {w.if_vpn_drops.value} if it "
+                 "drops" for label, w in others]
+        by = {b: (*row.causes_by.get(b, ()), replace(hang, behaviour=b)) for b in possible}
+        rows.append(replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"],
+                            evidence=(*row.evidence, f"[assumption] this hangs on {asked}", *lines),
+                            causes=(*row.causes, hang), causes_by={**row.causes_by, **by}, possible=possible,
+                            assumptions=(*row.assumptions, question)))
+    return replace(base, workloads=tuple(rows))
+
+
+def _fates(items: Iterable[Fate | tuple[Fate, ...]]) -> set[Fate]:
+    out: set[Fate] = set()
+    for f in items:
+        out |= set(f) if isinstance(f, tuple) else {f}
+    return out

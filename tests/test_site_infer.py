@@ -1,0 +1,206 @@
+"""Sites inferred without a profile (grouping by network) and the hedged prediction over them; and the
+two-site told fixes (a dual-stack internal host, a VPN that drops while its site is up). No network."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import replace
+
+from netcheck.outage import (
+    CauseKind,
+    Dependency,
+    Fate,
+    ModelInput,
+    ProxyPath,
+    Resolver,
+    Route,
+    SiteFacts,
+    predict,
+)
+from netcheck.site_cases import known_sites, predict_case, site_cases
+from netcheck.site_infer import QUESTION, group_network, infer_sites, inferred
+from netcheck.site_profile import SiteProfile
+
+W = ("exchange", "identity")
+NAMES = {"exchange": "Exchange Online (Outlook)", "identity": "Sign-in"}
+HOME_DNS = Resolver("192.168.1.1", Route("192.168.1.1", "eth0", "physical"))
+
+
+def tunnel(addr: str) -> Route:
+    return Route(addr, "wg0", "vpn")
+
+
+def direct(addr: str) -> Route:
+    return Route(addr, "eth0", "physical")
+
+
+OFFICE_DNS = Resolver("10.20.1.53", tunnel("10.20.1.53"))
+EXCHANGE = Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),))
+LOGIN = Dependency("identity", "service", "login.microsoftonline.com", (direct("198.18.2.1"),))
+#: AD FS in the datacentre, dual stack, both families through the office's tunnel.
+ADFS = Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.30.1.43"), tunnel("2001:db8:d0ff::43")))
+
+
+def lab_like(*deps: Dependency, vpn: bool = True) -> SiteFacts:
+    return SiteFacts(False, ("wg0",) if vpn else (), (OFFICE_DNS, HOME_DNS), deps or (EXCHANGE, LOGIN, ADFS))
+
+
+def nets(site: SiteProfile) -> list[str]:
+    return [str(n) for n in site.networks]
+
+
+# --- the grouping rule ---------------------------------------------------------------------------------------------
+
+def test_internal_v4_by_16_ula_by_48_public_through_the_tunnel_by_24_and_nothing_direct() -> None:
+    assert str(group_network("10.20.1.53", tunneled=True)) == "10.20.0.0/16"
+    assert str(group_network("172.16.9.1", tunneled=False)) == "172.16.0.0/16"
+    assert str(group_network("fd12:3456:789a:1::5", tunneled=True)) == "fd12:3456:789a::/48"
+    assert str(group_network("203.0.113.7", tunneled=True)) == "203.0.113.0/24"
+    assert str(group_network("2001:db8:d0ff::43", tunneled=True)) == "2001:db8:d0ff::/48"
+    assert group_network("203.0.113.7", tunneled=False) is None  # public and direct: not a site's
+    assert group_network("127.0.0.1", tunneled=True) is None and group_network("not an address", True) is None
+
+
+def test_systems_fall_into_one_inferred_site_per_network_and_a_hosts_addresses_join() -> None:
+    sites = infer_sites(lab_like())
+    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"]
+    assert nets(sites[0]) == ["10.20.0.0/16"]
+    assert nets(sites[1]) == ["10.30.0.0/16", "2001:db8:d0ff::/48"]  # AD FS's two families: one site
+    assert all(not s.from_file for s in sites) and inferred(sites)
+    proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128", proxy_route=tunnel("10.30.1.31"))
+    with_proxy = infer_sites(lab_like(replace(EXCHANGE, proxy=proxy), LOGIN, ADFS))
+    assert len(with_proxy) == 2 and nets(with_proxy[1])[0] == "10.30.0.0/16"  # the proxy joins the DC
+
+
+def test_one_ipv4_only_and_one_ipv6_only_group_are_one_dual_stack_site() -> None:
+    v6_dns = Resolver("2001:db8:c0ff::53", tunnel("2001:db8:c0ff::53"))
+    one = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN))
+    assert infer_sites(one) == ()  # the office's two resolvers: one site, nothing inferred
+    two = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN, ADFS))
+    sites = infer_sites(two)  # AD FS joins the DC's families; the office's two resolvers pair up
+    assert [nets(s) for s in sites] == [["10.30.0.0/16", "2001:db8:d0ff::/48"], ["10.20.0.0/16", "2001:db8:c0ff::/48"]]
+    other = Resolver("10.40.0.53", tunnel("10.40.0.53"))
+    three = SiteFacts(False, ("wg0",), (OFFICE_DNS, other, v6_dns), (EXCHANGE, LOGIN))
+    assert len(infer_sites(three)) == 3  # two IPv4 groups: which one the IPv6 one belongs to is unknown
+
+
+def test_a_proxy_hosts_other_addresses_join_its_networks() -> None:
+    """The proxy is reached on its IPv6 address; its IPv4 one (host_addresses) puts both in one site, so the
+    office's lone IPv4 resolver is not paired with the datacentre's IPv6 network."""
+    proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128", proxy_route=tunnel("2001:db8:d0ff::31"))
+    base = SiteFacts(False, ("wg0",), (OFFICE_DNS, HOME_DNS), (replace(EXCHANGE, proxy=proxy), LOGIN))
+    assert infer_sites(base) == ()  # no address tells the proxy's network from the resolver's site apart
+    facts = replace(base, host_addresses=(("proxy.corp.example", ("10.30.1.31", "2001:db8:d0ff::31")),))
+    assert [nets(s) for s in infer_sites(facts)] == [["10.20.0.0/16"], ["10.30.0.0/16", "2001:db8:d0ff::/48"]]
+
+
+def test_one_group_or_none_infers_nothing_and_a_home_resolver_is_no_site() -> None:
+    assert infer_sites(lab_like(EXCHANGE, LOGIN)) == ()  # only the office's resolver
+    assert infer_sites(SiteFacts(False, (), (HOME_DNS,), (EXCHANGE, LOGIN))) == ()
+    told = (SiteProfile(name="Paris", from_file=True), SiteProfile(name="unnamed site 10.0.0.0/16"))
+    assert not inferred(told)
+
+
+# --- the hedged prediction -----------------------------------------------------------------------------------------
+
+def model() -> ModelInput:
+    facts = lab_like()
+    return ModelInput(facts, SiteProfile(), infer_sites(facts), W)
+
+
+def row(p: object, wid: str) -> object:
+    return next(w for w in p.workloads if w.id == wid)  # type: ignore[attr-defined]
+
+
+def test_where_the_vpn_concentrator_is_cannot_be_read_so_the_office_case_is_uncertain() -> None:
+    m = model()
+    office, dc = (s.name for s in m.sites)
+    p = predict_case(m, {office})
+    ident = row(p, "identity")
+    # stays: black-holed if the concentrator is at the office, through it otherwise
+    assert ident.if_vpn_stays is Fate.UNCERTAIN and ident.possible["stays"] == (Fate.WORKS, Fate.FAILS)
+    assert QUESTION in ident.assumptions
+    assert any(c.kind is CauseKind.ASSUMPTION and "vpn_gateways" in c.subject for c in ident.causes_by["stays"])
+    # drops: if the concentrator is at the office the tunnel is gone and AD FS (an internal address at the
+    # DC) is out of reach; at the DC the tunnel stays (its gateway's site is up) and AD FS works
+    assert ident.if_vpn_drops is Fate.UNCERTAIN and ident.possible["drops"] == (Fate.WORKS, Fate.FAILS)
+    assert row(p, "exchange").if_vpn_stays is Fate.WORKS  # nothing it needs hangs on the concentrator
+    lost = row(predict_case(m, {dc}), "identity")
+    assert (lost.if_vpn_stays, lost.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)  # AD FS is there, whatever
+
+
+def test_every_inferred_site_down_still_hedges_a_concentrator_at_none_of_them() -> None:
+    every = predict_case(model(), None)
+    assert row(every, "identity").if_vpn_stays is Fate.FAILS  # AD FS is down in every answer
+    assert row(every, "exchange").if_vpn_stays is Fate.WORKS  # the home resolver answers
+    assert every.down == tuple(sorted(s.name for s in model().sites))
+
+
+def test_without_a_vpn_nothing_hangs_on_the_concentrator() -> None:
+    facts = SiteFacts(True, (), (Resolver("10.20.1.53", direct("10.20.1.53")),),
+                      (EXCHANGE, LOGIN, Dependency("identity", "federation", "adfs.corp.example",
+                                                   (direct("10.30.1.43"),))))
+    m = ModelInput(facts, SiteProfile(), infer_sites(facts), W)
+    assert len(m.sites) == 2
+    assert all(QUESTION not in w.assumptions for w in predict_case(m, {m.sites[0].name}).workloads)
+
+
+def test_cases_views_and_what_if_for_inferred_sites() -> None:
+    from netcheck.outage import assess_outage
+    from netcheck.render.json import report_to_dict
+    from netcheck.what_if import what_if
+    from tests.sample_report import sample_report
+
+    m = model()
+    everything = predict_case(m, None)
+    views = known_sites(m, everything)
+    assert [(v.name, v.told) for v in views] == [(s.name, False) for s in m.sites]
+    assert views[1].networks[:2] == ("10.30.0.0/16", "2001:db8:d0ff::/48")
+    cases = site_cases(m, views, NAMES, list(W), everything)
+    assert [c.down for c in cases] == [(m.sites[0].name,), (m.sites[1].name,), tuple(s.name for s in m.sites)]
+    assert "you might lose Sign-in" in cases[0].answer
+    section = replace(assess_outage(everything, NAMES, list(W), several_sites=True), sites=views, model=m,
+                      cases=cases)
+    data = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=section))))
+    for case in data["outage"]["cases"]:
+        rows = what_if(data, case["down"])
+        assert [(r["id"], r["stays"], r["drops"]) for r in rows] == [
+            (w["id"], w["if_vpn_stays"], w["if_vpn_drops"]) for w in case["workloads"]]
+
+
+# --- the told misses of the two-site lab ---------------------------------------------------------------------------
+
+PARIS = SiteProfile(name="Paris", networks=(ipaddress.ip_network("10.20.0.0/16"),),
+                    vpn_gateways=("vpn.paris.example",), from_file=True)
+DUBLIN = SiteProfile(name="Dublin DC", networks=(ipaddress.ip_network("10.30.0.0/16"),
+                                                 ipaddress.ip_network("2001:db8:d0ff::/48")), from_file=True)
+
+
+def test_a_dual_stack_internal_host_is_out_of_reach_in_both_families_once_the_vpn_drops() -> None:
+    """dc-adfs, office down, VPN drops: AD FS's IPv6 address is not internal, but the host is (its IPv4
+    one is): its name is in the organisation's DNS, which went with the tunnel."""
+    p = predict(lab_like(), PARIS, W, sites=(PARIS, DUBLIN), down={"Paris"})
+    ident = row(p, "identity")
+    assert ident.if_vpn_drops is Fate.FAILS
+    assert {(c.kind, c.subject) for c in ident.causes_by["drops"]} == {(CauseKind.VPN_ONLY, "adfs.corp.example")}
+
+
+def test_a_proxy_with_an_internal_address_is_out_of_reach_once_the_vpn_drops() -> None:
+    """dc-proxy-office-vpn, office down, VPN drops: the DC's proxy, reached on its IPv6 address through the
+    office's tunnel, is a host with an internal address too."""
+    proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128",
+                      proxy_route=tunnel("2001:db8:d0ff::31"))
+    dep = Dependency("exchange", "service", "outlook.office365.com", (tunnel("198.18.0.10"),), proxy)
+    facts = SiteFacts(False, ("wg0",), (OFFICE_DNS, HOME_DNS), (dep, LOGIN),
+                      internal_hosts=frozenset({"proxy.corp.example"}))
+    p = predict(facts, PARIS, W, sites=(PARIS, DUBLIN), down={"Paris"})
+    assert row(p, "exchange").if_vpn_drops is Fate.FAILS
+
+
+def test_the_tunnel_stays_in_both_behaviours_while_its_gateways_site_is_up() -> None:
+    """The VPN behaviours say what the client does when its gateway's site is lost. Dublin DC down,
+    Paris (the gateway) up: the tunnel is there in both, and AD FS at Paris's internal address works."""
+    adfs = Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.20.1.43"),))
+    p = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, DUBLIN), down={"Dublin DC"})
+    assert (row(p, "identity").if_vpn_stays, row(p, "identity").if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
