@@ -9,7 +9,10 @@ a rule that holds in real organisations, not in one lab:
   datacentre, out of one /16 of 10.0.0.0/8 far more often than they split a /16 across sites;
 - an IPv6 unique local address (fc00::/7) by its /48, the prefix RFC 4193 gives one site;
 - a public address of a system reached through the tunnel by its /24 (IPv4) or /48 (IPv6): the
-  smallest block routed on the internet, and the usual site assignment;
+  smallest block routed on the internet, and the usual site assignment; a group of public
+  addresses alone is a site only if a resolver reached through the tunnel is in it (a federation
+  host or proxy on the internet may be a cloud service: that stays an assumption, see
+  ``netcheck.outage.public_systems_assumption``);
 - the addresses of one host (IPv4 and IPv6) are one site, so the networks they fall in are joined;
 - one group of IPv4 networks only and one of IPv6 networks only, left unjoined, are taken as one
   site (a dual-stack site whose systems were seen in one family each). This errs towards fewer
@@ -70,8 +73,9 @@ def group_network(address: str, tunneled: bool) -> ipaddress.IPv4Network | ipadd
     return None
 
 
-def _systems(facts: SiteFacts) -> list[list[tuple[str, bool]]]:
-    """Per system (host), its addresses and whether each is reached through the tunnel."""
+def _systems(facts: SiteFacts) -> dict[str, list[tuple[str, bool]]]:
+    """Per system (``dns ADDRESS`` for a resolver, else its host), its addresses and whether each is
+    reached through the tunnel."""
     out: dict[str, list[tuple[str, bool]]] = {}
 
     def add(key: str, address: str, kind: str) -> None:
@@ -92,14 +96,17 @@ def _systems(facts: SiteFacts) -> list[list[tuple[str, bool]]]:
         for r in d.routes:
             if d.role == "federation" or internal:
                 add(d.host, r.address, r.kind)
-    return list(out.values())
+    return out
 
 
 def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
     """The inferred sites, when the systems fall in two or more groups; else ()."""
     groups: list[list[str]] = []  # each: networks, in the order seen
-    for addresses in _systems(facts):
+    resolver_nets: set[str] = set()  # networks of resolvers reached through the tunnel: the organisation's
+    for key, addresses in _systems(facts).items():
         nets = [str(n) for a, tunneled in addresses if (n := group_network(a, tunneled)) is not None]
+        if key.startswith("dns "):
+            resolver_nets.update(nets)
         joined = [g for g in groups if set(g) & set(nets)]
         merged = list(dict.fromkeys(n for g in [*joined, nets] for n in g))
         groups = [g for g in groups if g not in joined]
@@ -109,6 +116,11 @@ def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
     v6 = [g for g in groups if all(":" in n for n in g)]
     if len(v4) == 1 and len(v6) == 1:  # one site's two families, no dual-stack host to join them
         groups = [g for g in groups if g not in (v4[0], v6[0])] + [v4[0] + v6[0]]
+    # Public addresses alone do not make a site, unless a resolver the VPN hands out is there: a
+    # federation host or proxy on the internet reached through the tunnel may be the site's or a cloud
+    # service's, which the laptop cannot tell; it stays under the assumption that says so
+    # (netcheck.outage.public_systems_assumption).
+    groups = [g for g in groups if any(is_internal(n.split("/")[0]) or n in resolver_nets for n in g)]
     if len(groups) < 2:
         return ()
     out = []

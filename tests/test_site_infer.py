@@ -73,6 +73,18 @@ def test_systems_fall_into_one_inferred_site_per_network_and_a_hosts_addresses_j
     assert len(with_proxy) == 2 and nets(with_proxy[1])[0] == "10.30.0.0/16"  # the proxy joins the DC
 
 
+def test_public_addresses_alone_are_no_site_a_cloud_idp_stays_an_assumption() -> None:
+    """cloud-idp-split without a profile: the federation host is on the internet (reached through the
+    tunnel), which may be the site's or a cloud service's. It is no inferred site of its own; with one
+    internal group left, nothing is inferred and the public-systems assumption hedges it as before."""
+    idp = Dependency("identity", "federation", "sts.cloudidp.example",
+                     (tunnel("198.19.255.43"), tunnel("2001:db8:fc1d::43")))
+    assert infer_sites(lab_like(EXCHANGE, LOGIN, idp)) == ()
+    # beside two internal sites it is still no site of its own
+    sites = infer_sites(lab_like(EXCHANGE, LOGIN, ADFS, idp))
+    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"]
+
+
 def test_one_ipv4_only_and_one_ipv6_only_group_are_one_dual_stack_site() -> None:
     v6_dns = Resolver("2001:db8:c0ff::53", tunnel("2001:db8:c0ff::53"))
     one = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN))
