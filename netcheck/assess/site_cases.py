@@ -1,7 +1,7 @@
 """Several sites: which site's loss cuts this laptop off from what (pure).
 
 A case is a set of sites that are down. :func:`site_cases` predicts each site alone and
-all of them together, from the same facts (:func:`netcheck.outage.predict`), and
+all of them together, from the same facts (:func:`netcheck.assess.outage.predict`), and
 :func:`case_answer` says it plainly for the employee: "If Paris went down: you would lose
 Sign-in (the sign-in server adfs.corp.example is in Paris)."
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 
-from netcheck.errors import ConfigError
-from netcheck.outage import (
+from netcheck.assess.outage import (
     UNNAMED,
     CauseKind,
     Fate,
@@ -34,6 +33,7 @@ from netcheck.outage import (
     predict,
     worst,
 )
+from netcheck.errors import ConfigError
 from netcheck.site_profile import SiteProfile
 
 #: A profile's keys that name systems, and the kind of system each names.
