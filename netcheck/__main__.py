@@ -2,8 +2,8 @@
 
 import sys
 
-if sys.argv[1:] == ["--pac-sandbox-child"]:  # netcheck.pac.CHILD_ARG: a frozen build's PAC child
-    from netcheck.pac import serve
+if sys.argv[1:] == ["--pac-sandbox-child"]:  # netcheck.proxy.pac.CHILD_ARG: a frozen build's PAC child
+    from netcheck.proxy.pac import serve
 
     raise SystemExit(serve(sys.stdin, sys.stdout))
 

@@ -16,12 +16,26 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from netcheck import __version__
-from netcheck.catalog import Catalog, TargetPlan
+from netcheck.assess.outage import Fate, ModelInput, OutageSection, assess_outage
+from netcheck.assess.report import Report
+from netcheck.assess.service_health import STATUS_PROBE_S, ServiceHealth, StatusSite, annotate
+from netcheck.assess.site_cases import (
+    known_sites,
+    one_case,
+    predict_case,
+    settings_profile,
+    site_cases,
+    site_down_names,
+)
+from netcheck.assess.site_infer import infer_sites
+from netcheck.assess.verdict import AssessContext, assess, combine, setting_findings
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
 from netcheck.files import PEM_BUNDLE_LIMIT, read_user_file
+from netcheck.m365.catalog import Catalog, TargetPlan
 from netcheck.models import (
     Assessment,
     CatalogInfo,
@@ -32,16 +46,14 @@ from netcheck.models import (
     ProbeKind,
     ProbeResult,
     ProbeSpec,
-    Report,
     Status,
     Target,
 )
-from netcheck.outage import Fate, ModelInput, OutageSection, assess_outage
 from netcheck.platform import Interface, Platform
 from netcheck.platform import current as current_platform
 from netcheck.policy import Policy, load_policy
-from netcheck.proxy import ProxySettings, from_environment, unusable_proxy_settings
-from netcheck.proxy_decision import PacLookup, decide, evaluate_pac, find_pac, pac_facts, url_for
+from netcheck.proxy.decision import PacLookup, decide, evaluate_pac, find_pac, pac_facts, url_for
+from netcheck.proxy.settings import ProxySettings, from_environment, unusable_proxy_settings
 from netcheck.runner import (
     MediaProbe,
     RunSettings,
@@ -50,12 +62,8 @@ from netcheck.runner import (
     run_plan,
     sample_addresses,
 )
-from netcheck.service_health import ServiceHealth, annotate
-from netcheck.site_cases import known_sites, one_case, predict_case, settings_profile, site_cases, site_down_names
 from netcheck.site_facts import gather
-from netcheck.site_infer import infer_sites
 from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
-from netcheck.verdict import AssessContext, assess, combine, setting_findings
 
 OnResult = Callable[[ProbeResult], None]
 OnPlan = Callable[[int], None]
@@ -84,7 +92,7 @@ class CheckOptions:
     site_down: tuple[str, ...] = ()
     policy: Policy = field(default_factory=load_policy)
     #: Microsoft's service health from the collector's policy (None: none; the report then points
-    #: to Microsoft's status page): see netcheck.service_health
+    #: to Microsoft's status page): see netcheck.assess.service_health
     service_health: ServiceHealth | None = None
 
 
@@ -122,7 +130,7 @@ def _validate_tenant(tenant: str | None) -> str | None:
 
 def select_catalog(options: CheckOptions) -> tuple[Catalog, str | None]:
     """The endpoint data a check uses, and a note when it fell back. Never touches the network."""
-    from netcheck import webservice
+    from netcheck.m365 import webservice
 
     return webservice.current_catalog(options.instance, options.endpoints_file)
 
@@ -206,7 +214,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
                                              else (), deadline, pac, proxies, network, now, down)
     assessment = combine(now, outage)
     if families:  # is it us or Microsoft?
-        assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health, spec, deadline)
+        assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health,
+                              lambda url: probe_status_site(url, spec, deadline.sooner(STATUS_PROBE_S)))
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(
@@ -360,3 +369,16 @@ def _ordered(results: list[ProbeResult], plan: TargetPlan) -> list[ProbeResult]:
 
 
 __all__ = ["CheckOptions", "choose_site_profile", "perform_check", "host_info"]
+
+
+def probe_status_site(url: str, spec: ProbeSpec, deadline: Deadline) -> StatusSite:
+    """One HTTPS GET of Microsoft's status page (:func:`netcheck.assess.service_health.annotate` asks
+    for it), as the check's HTTP probe does it (the laptop's proxy and trust store), within ``deadline``."""
+    from netcheck.probes.http import probe_http
+
+    if deadline.remaining() <= 0.2:
+        return StatusSite(url)
+    parts = urlsplit(url)
+    target = Target(host=parts.hostname or "", port=parts.port or 443, scheme="https")
+    result = asyncio.run(probe_http(target, spec, deadline))
+    return StatusSite(url, result.reachable, "" if result.reachable else (result.reason or str(result.outcome))[:200])

@@ -1,18 +1,16 @@
-"""The data netcheck passes around: targets, probe results, findings, reports.
+"""The data netcheck passes around: targets, probe specs and results, findings, media figures.
 
-Pure data: this module imports nothing that touches the network or the OS, so
-decisions and renderers built on it can be tested without either.
+Pure data, the bottom layer: this module imports nothing from netcheck, so decisions and
+renderers built on it can be tested without the network or the OS. The report that gathers
+it all with the assessment is :class:`netcheck.assess.report.Report`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # annotations only: the outage model builds on this module
-    from netcheck.outage import OutageSection
 
 #: A JSON-serialisable detail value.
 DetailValue = str | int | float | bool | None | list[str] | list[int] | list[float]
@@ -237,25 +235,6 @@ class InterfaceInfo:
 
 
 @dataclass(frozen=True)
-class Report:
-    """Everything one check produced. Rendered to text, JSON and HTML."""
-
-    report_id: str
-    measured_at: str
-    duration_s: float
-    tool_version: str
-    catalog: CatalogInfo
-    tenant: str | None
-    host: HostInfo
-    deadline_s: float
-    probes: tuple[ProbeResult, ...]
-    assessment: Assessment
-    network: Detail = field(default_factory=dict)
-    outage: OutageSection | None = None
-    interfaces: tuple[InterfaceInfo, ...] = ()
-
-
-@dataclass(frozen=True)
 class ProbeSpec:
     """How to probe (as opposed to what: that is the :class:`Target`).
 
@@ -276,7 +255,7 @@ class ProbeSpec:
     proxy: str | None = None
     #: Read proxy settings from the environment (HTTPS_PROXY, NO_PROXY, ...).
     trust_env: bool = True
-    #: Per URL (``netcheck.proxy_decision.url_for``), the proxy URL the laptop's settings or PAC file
+    #: Per URL (``netcheck.proxy.decision.url_for``), the proxy URL the laptop's settings or PAC file
     #: choose (None: DIRECT) and where that was decided ("environment", "os", "pac", "none").
     #: URLs not listed are decided from the settings alone (no PAC file) when ``trust_env``.
     proxy_map: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
@@ -284,3 +263,58 @@ class ProbeSpec:
     whoami_name: str | None = None
     #: Per-attempt timeout cap for a single network operation (seconds).
     step_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class MediaStats:
+    """What one sampling window measured.
+
+    ``samples_ms`` are round-trip times in order of arrival; ``sent`` counts the
+    requests whose fate is known (answered, or unanswered for longer than the
+    grace period).
+    """
+
+    sent: int
+    received: int
+    samples_ms: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sent < 0 or self.received < 0 or self.received > self.sent:
+            raise ValueError(f"impossible counts: sent {self.sent}, received {self.received}")
+        if len(self.samples_ms) != self.received:
+            raise ValueError(f"{self.received} answers but {len(self.samples_ms)} samples")
+
+    @property
+    def rtt_ms(self) -> float | None:
+        return median_ms(self.samples_ms)
+
+    @property
+    def jitter_ms(self) -> float | None:
+        return interarrival_jitter(self.samples_ms) if self.samples_ms else None
+
+    @property
+    def loss_pct(self) -> float | None:
+        return loss_pct(self.sent, self.received)
+
+
+def median_ms(samples: Sequence[float]) -> float | None:
+    """The median, or None without samples."""
+    return float(statistics.median(samples)) if samples else None
+
+
+def interarrival_jitter(transits: Sequence[float]) -> float:
+    """RFC 3550 interarrival jitter over transit times in order of arrival.
+
+    Fewer than two samples give 0.0 (the estimator's starting value).
+    """
+    jitter = 0.0
+    for previous, current in zip(transits, transits[1:], strict=False):
+        jitter += (abs(current - previous) - jitter) / 16.0
+    return jitter
+
+
+def loss_pct(sent: int, received: int) -> float | None:
+    """Percentage of requests never answered, or None when nothing was sent."""
+    if sent <= 0:
+        return None
+    return 100.0 * (sent - received) / sent

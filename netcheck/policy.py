@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from netcheck.catalog import data_dir
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
+from netcheck.m365.catalog import data_dir
 
 Schema = Mapping[str, Any]
 

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netcheck.catalog import MediaTarget, Network, TargetPlan
 from netcheck.deadline import Deadline
+from netcheck.m365.catalog import MediaTarget, Network, TargetPlan
 from netcheck.models import Category, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 
 if TYPE_CHECKING:

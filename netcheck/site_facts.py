@@ -3,7 +3,7 @@
 Thin and impure: asks the platform where traffic leaves, reads the proxy and PAC
 settings, and reuses the probe results (DNS answers, the realm answer). The decisions
 (on the office network or not, routes as from home, split-tunnel classes) are in
-:mod:`netcheck.site_decisions`, the prediction in :mod:`netcheck.outage` (both pure).
+:mod:`netcheck.assess.site_decisions`, the prediction in :mod:`netcheck.assess.outage` (both pure).
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from netcheck.catalog import Catalog
-from netcheck.deadline import Deadline
-from netcheck.models import Category, ProbeKind, ProbeResult
-from netcheck.outage import (
+from netcheck.assess.outage import (
     Assumption,
     Dependency,
     FactsPatch,
@@ -27,11 +24,7 @@ from netcheck.outage import (
     SplitTunnelRow,
     is_internal,
 )
-from netcheck.pac import PacFetch
-from netcheck.platform.base import Interface, Platform
-from netcheck.proxy import ProxySettings
-from netcheck.proxy_decision import decide_all, endpoint, url_for
-from netcheck.site_decisions import (
+from netcheck.assess.site_decisions import (
     SPLIT_OUT,
     as_from_home,
     home_assumptions,
@@ -41,6 +34,13 @@ from netcheck.site_decisions import (
     route_of,
     split_tunnel,
 )
+from netcheck.deadline import Deadline
+from netcheck.m365.catalog import Catalog
+from netcheck.models import Category, ProbeKind, ProbeResult
+from netcheck.platform.base import Interface, Platform
+from netcheck.proxy.decision import decide_all, endpoint, url_for
+from netcheck.proxy.pac import PacFetch
+from netcheck.proxy.settings import ProxySettings
 from netcheck.site_profile import SiteProfile
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _lookup(host: str, results: Iterable[ProbeResult]) -> ProbeResult | None:
 def _resolve(host: str, deadline: Deadline) -> list[str]:
     """The OS's answer for ``host`` (one address per family), as applications would get it,
     within the check's deadline."""
-    from netcheck.pac import resolve_within
+    from netcheck.proxy.pac import resolve_within
 
     if not host:
         return []
@@ -212,7 +212,7 @@ def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | 
                  ) -> dict[str, tuple[str | None, str | None, str, str | None, str | None]]:
     """host -> (proxy "host:port" or None, PAC host or None, source, PAC URL, the manual settings' proxy
     "host:port" without the PAC file or None) for ``https://host/``, as
-    :func:`netcheck.proxy_decision.decide` decides it."""
+    :func:`netcheck.proxy.decision.decide` decides it."""
     urls = {h: url_for("https", h) for h in hosts}
     decided = decide_all(list(urls.values()), settings, pac, deadline, my_ip, profile.pac_unreachable)
     out: dict[str, tuple[str | None, str | None, str, str | None, str | None]] = {}

@@ -34,7 +34,7 @@ its internet goes out through, ``internet_via``, then costs it the internet wher
 the person goes home when their *own* site is lost.
 
 Without a profile netcheck infers the site's systems from the laptop's own
-configuration (see ``netcheck.outage``).
+configuration (see ``netcheck.assess.outage``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from netcheck.catalog import Network
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
+from netcheck.m365.catalog import Network
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
          "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover", "internet_via"}
@@ -64,7 +64,7 @@ class SiteProfile:
     pac_hosts: tuple[str, ...] = ()
     federation_hosts: tuple[str, ...] = ()
     vpn_on_site_down: str | None = None
-    #: None: not stated, so the prediction names it as an assumption (see netcheck.outage.pac_assumption)
+    #: None: not stated, so the prediction names it as an assumption (see netcheck.assess.outage.pac_assumption)
     pac_unreachable: str | None = None
     vpn_mode: str | None = None
     vpn_exclude: tuple[str | int, ...] = ()

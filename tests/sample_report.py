@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netcheck.assess.report import Report
 from netcheck.models import (
     Assessment,
     CatalogInfo,
@@ -11,7 +12,6 @@ from netcheck.models import (
     Outcome,
     ProbeKind,
     ProbeResult,
-    Report,
     Severity,
     Status,
     Target,

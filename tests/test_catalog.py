@@ -1,4 +1,4 @@
-"""The endpoint-data loader (netcheck/catalog.py) on Microsoft's real data and on
+"""The endpoint-data loader (netcheck/m365/catalog.py) on Microsoft's real data and on
 malformed files.
 
 Malformed inputs are tests/testdata/catalog/invalid-*.json, each paired below
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from netcheck.catalog import (
+from netcheck.errors import CatalogError
+from netcheck.m365.catalog import (
     INSTANCES,
     PortRange,
     bundled_path,
@@ -26,7 +27,6 @@ from netcheck.catalog import (
     read_endpoint_file,
     sets_to_json,
 )
-from netcheck.errors import CatalogError
 from netcheck.models import Category
 
 TESTDATA = Path(__file__).parent / "testdata" / "catalog"

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from netcheck.catalog import data_dir, load_versions, read_endpoint_file
 from netcheck.cli import cli, main
-from netcheck.endpoint_diff import ChangeKind, compress_ports, diff_sets
+from netcheck.m365.catalog import data_dir, load_versions, read_endpoint_file
+from netcheck.m365.diff import ChangeKind, compress_ports, diff_sets
 from netcheck.models import Category
 from tests.webservice_double import WebServiceDouble
 

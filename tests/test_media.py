@@ -8,15 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netcheck.media import (
-    MediaStats,
-    MediaThresholds,
-    assess_media,
-    interarrival_jitter,
-    loss_pct,
-    median_ms,
-    stats_from_detail,
-)
+from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
+from netcheck.models import MediaStats, interarrival_jitter, loss_pct, median_ms
 
 MARKS = MediaThresholds(rtt_ms=100.0, loss_pct=1.0, jitter_ms=30.0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from netcheck.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
+from netcheck.assess.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
 from netcheck.site_profile import SiteProfile
 
 HOME_DNS = Resolver("192.168.1.1", Route("192.168.1.1", "eth0", "physical"))
@@ -182,8 +182,8 @@ NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio an
 
 
 def test_assessment_names_what_is_lost_and_the_prefixes_to_exclude() -> None:
+    from netcheck.assess.outage import assess_outage
     from netcheck.models import Verdict
-    from netcheck.outage import assess_outage
 
     f = facts(Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),)),
               Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
@@ -200,8 +200,8 @@ def test_assessment_names_what_is_lost_and_the_prefixes_to_exclude() -> None:
 
 
 def test_assessment_of_a_site_independent_laptop_is_ready() -> None:
+    from netcheck.assess.outage import assess_outage
     from netcheck.models import Verdict
-    from netcheck.outage import assess_outage
 
     f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),)), vpn=False)
     section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
@@ -210,7 +210,7 @@ def test_assessment_of_a_site_independent_laptop_is_ready() -> None:
 
 
 def test_federation_at_the_site_recommends_password_hash_sync() -> None:
-    from netcheck.outage import assess_outage
+    from netcheck.assess.outage import assess_outage
 
     f = facts(Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.10.0.20"),)))
     section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
@@ -250,8 +250,8 @@ def test_a_route_that_could_not_be_read_is_named_as_an_assumption() -> None:
 
 
 def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
+    from netcheck.assess.site_decisions import route_of as _route
     from netcheck.platform.linux import parse_route_get_batch
-    from netcheck.site_decisions import route_of as _route
 
     stderr = "RTNETLINK answers: Network is unreachable\nCommand failed -:2\n"
     stdout = '[{"dst":"198.18.0.10","dev":"wg0","prefsrc":"10.66.0.2","flags":[],"uid":65534,"cache":[]}]'
@@ -262,7 +262,7 @@ def test_the_egress_of_a_family_without_route_stays_unreachable() -> None:
 
 
 def test_split_classes_of_a_family_without_route() -> None:
-    from netcheck.site_decisions import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
+    from netcheck.assess.site_decisions import NO_ROUTE, SELECTIVE, SPLIT_OUT, TUNNELED, classify_split
 
     assert classify_split(["unreachable", "unreachable"]) == NO_ROUTE
     assert classify_split(["vpn", "unreachable"]) == TUNNELED
@@ -271,11 +271,11 @@ def test_split_classes_of_a_family_without_route() -> None:
 
 
 def test_no_ipv6_bypass_finding_on_a_laptop_without_ipv6() -> None:
-    from netcheck.catalog import load_catalog
-    from netcheck.outage import SplitTunnelRow, assess_outage
+    from netcheck.assess.outage import SplitTunnelRow, assess_outage
+    from netcheck.assess.site_decisions import representative
+    from netcheck.assess.site_decisions import split_tunnel as _split_tunnel
+    from netcheck.m365.catalog import load_catalog
     from netcheck.platform.base import Egress
-    from netcheck.site_decisions import representative
-    from netcheck.site_decisions import split_tunnel as _split_tunnel
 
     catalog = load_catalog("Worldwide")
     optimize = [(s, n) for s in catalog.sets if s.category.value == "Optimize" and s.required for n in s.ips]
@@ -326,8 +326,8 @@ def test_a_pac_that_does_not_depend_on_the_site_is_no_assumption() -> None:
 
 
 def test_uncertain_is_at_risk_at_best_with_the_assumption_in_the_summary() -> None:
+    from netcheck.assess.outage import assess_outage
     from netcheck.models import Severity, Verdict
-    from netcheck.outage import assess_outage
 
     f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), PAC_AT_SITE))
     section = assess_outage(predict(f, SiteProfile(), W), NAMES, list(W))
@@ -340,7 +340,7 @@ def test_uncertain_is_at_risk_at_best_with_the_assumption_in_the_summary() -> No
 
 def test_caller_assumptions_cross_with_the_pac_one() -> None:
     """On the office network the home VPN profile is unknown: each world is evaluated, and they disagree."""
-    from netcheck.outage import Assumption
+    from netcheck.assess.outage import Assumption
 
     home_dns = (Resolver("the home router", Route("the home router", "home connection", "physical")),)
     office = facts(Dependency("identity", "service", "login", (direct("198.18.2.1"),)), vpn=False, on_site=True,
@@ -361,7 +361,7 @@ def test_caller_assumptions_cross_with_the_pac_one() -> None:
 
 def test_shared_address_space_is_internal() -> None:
     """A resolver at 100.64.0.1 reached through the VPN (a VPN using RFC 6598 space) goes with the tunnel."""
-    from netcheck.outage import is_internal
+    from netcheck.assess.outage import is_internal
 
     assert is_internal("100.64.0.1") and is_internal("100.127.255.254") and not is_internal("100.128.0.1")
     vpn_dns = Resolver("100.64.0.1", tunnel("100.64.0.1"))
@@ -372,8 +372,8 @@ def test_shared_address_space_is_internal() -> None:
 
 
 def test_pac_evaluated_as_from_home_with_the_laptops_own_non_vpn_address() -> None:
+    from netcheck.assess.site_decisions import own_address
     from netcheck.platform.base import Interface
-    from netcheck.site_decisions import own_address
 
     def iface(name: str, kind: str, *addresses: str, up: bool = True) -> Interface:
         return Interface(name, kind, None, (), addresses, up)

@@ -1,4 +1,4 @@
-"""The one proxy decision (netcheck.proxy_decision): a table of pure cases, one per rule, including
+"""The one proxy decision (netcheck.proxy.decision): a table of pure cases, one per rule, including
 each rule on which the four former deciders disagreed; then the PAC file fetched and evaluated for
 real (a file on disk, netcheck's sandboxed evaluator), and the adapters that call it."""
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from netcheck import proxy_decision as pd
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome
-from netcheck.pac import PacDecision, PacFetch, fetch_pac, split_result
-from netcheck.proxy import ProxySettings, from_environment
-from netcheck.proxy_decision import PacLookup, PacState, ProxyDecision, decide
+from netcheck.proxy import decision as pd
+from netcheck.proxy.decision import PacLookup, PacState, ProxyDecision, decide
+from netcheck.proxy.pac import PacDecision, PacFetch, fetch_pac, split_result
+from netcheck.proxy.settings import ProxySettings, from_environment
 
 PAC = "http://pac.corp.example/proxy.pac"
 URL = "https://outlook.office365.com/"
@@ -218,7 +218,7 @@ def test_decide_all_with_a_real_pac_file(tmp_path: Path) -> None:
 def test_find_pac_tries_automatic_detection_before_the_configured_url(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Rule 1, as WinINET and Chromium order it (the old code fetched the configured URL and skipped WPAD)."""
-    import netcheck.pac
+    import netcheck.proxy.pac
 
     configured = tmp_path / "configured.pac"
     configured.write_text('function FindProxyForURL(u, h) { return "PROXY 192.0.2.1:1"; }')
@@ -230,7 +230,7 @@ def test_find_pac_tries_automatic_detection_before_the_configured_url(tmp_path: 
         asked.append(tuple(candidates))  # DNS WPAD names: never looked up from a test
         return (fetch_pac(wpad.as_uri(), deadline),) if wpad.exists() else ()
 
-    monkeypatch.setattr(netcheck.pac, "discover_wpad", discover)
+    monkeypatch.setattr(netcheck.proxy.pac, "discover_wpad", discover)
     both = ProxySettings(source="WinINET", pac_url=configured.as_uri(), auto_detect=True)
     found = pd.find_pac(both, lambda: ("corp.example",), Deadline.after(10))
     assert asked == [("http://wpad.corp.example/wpad.dat",)]

@@ -85,7 +85,7 @@ def test_schema_rejects_detail_values_that_are_objects() -> None:
 def test_every_split_tunnel_class_and_route_kind_the_code_emits_is_allowed_by_the_schema() -> None:
     """The prediction's vocabulary and the schema's enums cannot drift apart (a report with a class the
     schema lacks is refused by every collector: that happened with "no_route")."""
-    from netcheck import site_decisions as site_facts
+    from netcheck.assess import site_decisions as site_facts
     from netcheck.platform import base
 
     schema = json.loads(SCHEMA_PATH.read_text())

@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from netcheck.catalog import data_dir, load_workload_map
-from netcheck.deadline import Deadline
-from netcheck.models import Assessment, Finding, ProbeSpec, Severity, Status, Verdict, WorkloadResult
-from netcheck.service_health import (
+from netcheck.assess.service_health import (
     STALE_AFTER,
     Issue,
     ServiceHealth,
@@ -22,8 +19,11 @@ from netcheck.service_health import (
     annotate,
     from_policy,
     health_findings,
-    probe_status_site,
 )
+from netcheck.check import probe_status_site
+from netcheck.deadline import Deadline
+from netcheck.m365.catalog import data_dir, load_workload_map
+from netcheck.models import Assessment, Finding, ProbeSpec, Severity, Status, Verdict, WorkloadResult
 from tests.servers import V4, StreamServer, closed_port, http_answer
 
 NOW = dt.datetime(2026, 12, 6, 15, 0, tzinfo=dt.UTC)
@@ -112,16 +112,20 @@ def _assessment(*workloads: WorkloadResult) -> Assessment:
     return Assessment(Verdict.NOT_READY, "Right now, from here, you cannot use Exchange Online.", workloads, (other,))
 
 
+def _never(url: str) -> StatusSite:
+    raise AssertionError(f"the status page {url} was looked at")
+
+
 def test_annotate_adds_the_incident_first_and_to_the_summary_and_keeps_the_verdict() -> None:
     before = _assessment(*rows(exchange=Status.FAILED))
-    after = annotate(before, WORKLOADS, "Worldwide", fresh(EXCHANGE_DOWN), ProbeSpec(), Deadline.after(5), NOW)
+    after = annotate(before, WORKLOADS, "Worldwide", fresh(EXCHANGE_DOWN), _never, NOW)
     assert after.verdict is before.verdict and after.workloads == before.workloads
     assert [f.code for f in after.findings] == ["service_health.incident", "reach.exchange"]
     assert after.findings[1].remediation == "If it still fails once Microsoft's incident (above) is over: r"
     assert after.summary == ("Right now, from here, you cannot use Exchange Online. Microsoft reports an incident "
                              "for Exchange Online (EX123456): this is not your network.")
     healthy = _assessment(*rows())
-    assert annotate(healthy, WORKLOADS, "Worldwide", None, ProbeSpec(), Deadline.after(5), NOW) is healthy
+    assert annotate(healthy, WORKLOADS, "Worldwide", None, _never, NOW) is healthy
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +148,7 @@ def test_the_status_page_probe_against_a_loopback_stand_in(ca: trustme.CA, roots
         url = f"https://{V4}:{server.port}/"
         assert probe_status_site(url, spec, Deadline.after(3)) == StatusSite(url, True, "")
         after = annotate(_assessment(*rows(exchange=Status.FAILED)), replace(WORKLOADS, status_site={"Worldwide": url}),
-                         "Worldwide", None, spec, Deadline.after(5), NOW)
+                         "Worldwide", None, lambda u: probe_status_site(u, spec, Deadline.after(3)), NOW)
     assert [f.code for f in after.findings] == ["reach.exchange", "service_health.status_site"]
     assert after.findings[0].remediation == "r"  # no incident known: the fix stands
     assert after.findings[1].title == f"Is it Microsoft? See Microsoft's status page, {url}"
@@ -164,7 +168,7 @@ def test_netcheck_check_reads_the_policy_the_agent_last_received(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from netcheck.agent.loop import POLICY_FILE
     from netcheck.agent.spool import Spool
-    from netcheck.service_health import agent_policy_path, last_service_health
+    from netcheck.assess.service_health import agent_policy_path, last_service_health
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert agent_policy_path() == Spool().root / POLICY_FILE

@@ -7,17 +7,17 @@ import ipaddress
 import subprocess
 import sys
 
-from netcheck.catalog import load_catalog
-from netcheck.models import Category
-from netcheck.outage import Dependency, ProxyPath, Resolver, Route
-from netcheck.platform.base import Egress, Interface
-from netcheck.site_decisions import (
+from netcheck.assess.outage import Dependency, ProxyPath, Resolver, Route
+from netcheck.assess.site_decisions import (
     HOME_UPLINK,
     VPN_PROFILE,
     as_from_home,
     excluded_networks,
     is_on_site,
 )
+from netcheck.m365.catalog import load_catalog
+from netcheck.models import Category
+from netcheck.platform.base import Egress, Interface
 from netcheck.site_profile import SiteProfile
 
 OFFICE = SiteProfile(name="Paris", networks=(ipaddress.ip_network("10.20.0.0/16"),))
@@ -78,7 +78,7 @@ def test_as_from_home_routes_what_the_office_saw_as_the_vpn_profile_would() -> N
 
 
 def test_the_decisions_import_nothing_that_does_io() -> None:
-    code = ("import sys, netcheck.site_decisions; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+    code = ("import sys, netcheck.assess.site_decisions; print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'socket', 'subprocess', 'httpx', 'dns', 'psutil', 'asyncio'} or m == 'netcheck.site_facts'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

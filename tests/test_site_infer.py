@@ -7,7 +7,7 @@ import ipaddress
 import json
 from dataclasses import replace
 
-from netcheck.outage import (
+from netcheck.assess.outage import (
     CauseKind,
     Dependency,
     Fate,
@@ -18,8 +18,8 @@ from netcheck.outage import (
     SiteFacts,
     predict,
 )
-from netcheck.site_cases import known_sites, predict_case, site_cases
-from netcheck.site_infer import QUESTION, group_network, infer_sites, inferred
+from netcheck.assess.site_cases import known_sites, predict_case, site_cases
+from netcheck.assess.site_infer import QUESTION, group_network, infer_sites, inferred
 from netcheck.site_profile import SiteProfile
 
 W = ("exchange", "identity")
@@ -159,9 +159,9 @@ def test_without_a_vpn_nothing_hangs_on_the_concentrator() -> None:
 
 
 def test_cases_views_and_what_if_for_inferred_sites() -> None:
-    from netcheck.outage import assess_outage
+    from netcheck.assess.outage import assess_outage
+    from netcheck.assess.what_if import what_if
     from netcheck.render.json import report_to_dict
-    from netcheck.what_if import what_if
     from tests.sample_report import sample_report
 
     m = model()

@@ -16,7 +16,7 @@ from netcheck.check import CheckOptions, choose_site_profile, perform_check
 from netcheck.errors import ConfigError
 from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
 from netcheck.platform import Interface
-from netcheck.proxy import ProxySettings
+from netcheck.proxy.settings import ProxySettings
 from netcheck.site_profile import (
     SiteProfile,
     load_site_profile,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from netcheck.outage import (
+from netcheck.assess.outage import (
     Cause,
     CauseKind,
     Dependency,
@@ -129,8 +129,8 @@ def test_vpn_failover_keeps_the_tunnel_through_the_second_site() -> None:
 
 
 def test_a_system_no_profile_claims_is_at_the_unnamed_site() -> None:
-    from netcheck.outage import UNNAMED, ModelInput
-    from netcheck.site_cases import known_sites
+    from netcheck.assess.outage import UNNAMED, ModelInput
+    from netcheck.assess.site_cases import known_sites
 
     proxy = ProxyPath(source="environment", proxy="10.40.0.8:3128", proxy_route=tunnel("10.40.0.8"))
     f = facts(replace(EXCHANGE, proxy=proxy), LOGIN, resolvers=(HOME_DNS,))
@@ -157,8 +157,8 @@ def test_one_site_is_the_prediction_netcheck_always_made() -> None:
 
 
 def test_cases_answer_per_site_in_plain_words() -> None:
-    from netcheck.outage import ModelInput
-    from netcheck.site_cases import known_sites, site_cases
+    from netcheck.assess.outage import ModelInput
+    from netcheck.assess.site_cases import known_sites, site_cases
 
     f, sites = two_sites(), (PARIS, DUBLIN)
     model = ModelInput(f, PARIS, sites, W)
@@ -177,8 +177,8 @@ def test_cases_answer_per_site_in_plain_words() -> None:
 # --- the report carries the facts: schema v2, what_if ----------------------------------------------------------------
 
 def two_site_section() -> object:
-    from netcheck.outage import ModelInput
-    from netcheck.site_cases import known_sites, settings_profile, site_cases
+    from netcheck.assess.outage import ModelInput
+    from netcheck.assess.site_cases import known_sites, settings_profile, site_cases
 
     sites = (PARIS, DUBLIN)
     profile = settings_profile(sites, PARIS)
@@ -229,7 +229,7 @@ def test_what_if_recomputes_any_case_from_the_report_alone() -> None:
 
     import pytest
 
-    from netcheck.what_if import FactsError, what_if
+    from netcheck.assess.what_if import FactsError, what_if
 
     data = json.loads(json.dumps(two_site_report()))  # as the collector stores it
     outage = data["outage"]
@@ -275,12 +275,12 @@ def test_what_if_hedges_an_on_site_laptop_as_the_laptop_did() -> None:
     """On the office network the VPN profile used from home is unknown: the answers travel as fact patches."""
     import json
 
-    from netcheck.catalog import load_catalog
-    from netcheck.outage import ModelInput
+    from netcheck.assess.outage import ModelInput
+    from netcheck.assess.site_cases import known_sites, site_cases
+    from netcheck.assess.site_decisions import as_from_home, home_assumptions
+    from netcheck.assess.what_if import what_if
+    from netcheck.m365.catalog import load_catalog
     from netcheck.render.json import report_to_dict
-    from netcheck.site_cases import known_sites, site_cases
-    from netcheck.site_decisions import as_from_home, home_assumptions
-    from netcheck.what_if import what_if
     from tests.sample_report import sample_report
 
     catalog = load_catalog("Worldwide")
@@ -316,7 +316,7 @@ def test_the_schema_allows_exactly_the_cause_kinds_the_model_emits() -> None:
 
     schema = json.loads(SCHEMA_PATH.read_text())
     assert set(schema["$defs"]["cause"]["properties"]["kind"]["enum"]) == {str(k) for k in CauseKind}
-    from netcheck.outage import _REMEDIES
+    from netcheck.assess.outage import _REMEDIES
 
     assert set(_REMEDIES) == set(CauseKind)  # every kind has its remedy (or says it has none)
 
@@ -324,7 +324,7 @@ def test_the_schema_allows_exactly_the_cause_kinds_the_model_emits() -> None:
 def test_from_home_without_a_vpn_an_internal_system_of_a_site_that_is_up_is_still_out_of_reach() -> None:
     """Predicted on the office network for a home without VPN: AD FS in Dublin is internal, so losing Paris
     does not cost sign-in (it was never reachable from home), and the answer says so against the baseline."""
-    from netcheck.site_decisions import HOME_UPLINK
+    from netcheck.assess.site_decisions import HOME_UPLINK
 
     adfs = Dependency("identity", "federation", "adfs.corp.example",
                       (Route("10.30.0.20", HOME_UPLINK, "unreachable"),))
@@ -350,7 +350,7 @@ LYON_DNS = Resolver("10.50.0.53", direct("10.50.0.53"))
 
 def at_the_branch(**changes: object) -> SiteFacts:
     """On Lyon's network: the paths seen there (office), and as from home (a tunnel to Dublin's gateway)."""
-    from netcheck.outage import FactsPatch
+    from netcheck.assess.outage import FactsPatch
 
     office = FactsPatch(vpn_interfaces=(), resolvers=(LYON_DNS,), dependencies=(
         EXCHANGE, LOGIN, replace(ADFS, routes=(direct("10.30.0.20"),))))
@@ -491,10 +491,10 @@ def test_what_if_recomputes_the_branch_and_the_pac_fallback_from_the_report_alon
 
     import jsonschema
 
-    from netcheck.outage import ModelInput
+    from netcheck.assess.outage import ModelInput
+    from netcheck.assess.site_cases import known_sites, site_cases
+    from netcheck.assess.what_if import model_from_dict, what_if
     from netcheck.render.json import SCHEMA_PATH, report_to_dict
-    from netcheck.site_cases import known_sites, site_cases
-    from netcheck.what_if import model_from_dict, what_if
     from tests.sample_report import sample_report
 
     lyon = replace(LYON, pac_unreachable="direct")
@@ -534,7 +534,7 @@ def test_one_site_on_its_network_the_prediction_is_as_from_home_with_or_without_
 
 
 def test_one_profile_whose_internet_goes_through_a_site_it_does_not_describe() -> None:
-    from netcheck.site_cases import site_down_names
+    from netcheck.assess.site_cases import site_down_names
 
     assert site_down_names(["dublin dc"], (LYON,)) == ("Dublin DC",)
     p = predict(at_the_branch(site_here=None), LYON, W, down={"Dublin DC"})
@@ -576,7 +576,7 @@ class _BranchLaptop:
         return (Interface("eth0", "physical", None, (), ("10.50.1.20/16",), True),)
 
     def proxy_settings(self) -> object:
-        from netcheck.proxy import ProxySettings
+        from netcheck.proxy.settings import ProxySettings
 
         return ProxySettings(source="os", proxies={"https": "http://10.30.0.8:3128"},
                              pac_url="http://10.30.0.9/p.pac")
@@ -592,10 +592,10 @@ class _BranchLaptop:
 
 
 def _gather(laptop: _BranchLaptop) -> SiteFacts:
-    from netcheck.catalog import load_catalog
     from netcheck.deadline import Deadline
+    from netcheck.m365.catalog import load_catalog
     from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
-    from netcheck.pac import PacFetch
+    from netcheck.proxy.pac import PacFetch
     from netcheck.site_facts import gather
 
     catalog = load_catalog("Worldwide")
@@ -627,8 +627,8 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
 
 def test_a_full_tunnel_to_a_site_whose_internet_goes_through_another_loses_the_internet_with_it() -> None:
     """From home through the tunnel to Dublin, whose internet goes out through Paris: losing Paris loses it."""
-    from netcheck.outage import ModelInput
-    from netcheck.site_cases import known_sites, site_cases
+    from netcheck.assess.outage import ModelInput
+    from netcheck.assess.site_cases import known_sites, site_cases
 
     dublin = replace(DUBLIN, internet_via="Paris")
     paris = replace(PARIS, vpn_gateways=())

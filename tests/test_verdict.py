@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from netcheck.catalog import NotTestable, Workload
+from netcheck.assess.verdict import AssessContext, assess
+from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
     Category,
     Outcome,
@@ -18,7 +19,6 @@ from netcheck.models import (
     Verdict,
 )
 from netcheck.policy import Policy, exchange_score
-from netcheck.verdict import AssessContext, assess
 
 WORKLOADS = (
     Workload("exchange", "Exchange Online (Outlook)", ("Exchange",)),

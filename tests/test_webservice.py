@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netcheck.catalog import data_dir, load_versions
 from netcheck.errors import ConfigError
-from netcheck.webservice import (
+from netcheck.m365.catalog import data_dir, load_versions
+from netcheck.m365.webservice import (
     BACKOFF,
     DEFAULT_BASE_URL,
     EndpointCache,

@@ -33,7 +33,7 @@ from netcheck.agent.transport import CollectorClient, Disposition, Exchange
 from netcheck.deadline import Deadline
 from netcheck.errors import CollectorRejected, CollectorUnreachable, ConfigError
 from netcheck.paths import atomic_write
-from netcheck.proxy_choice import proxy_choice
+from netcheck.proxy.decision import proxy_choice
 
 log = logging.getLogger(__name__)
 

@@ -365,7 +365,7 @@ def refresh_endpoints(policy: Mapping[str, Any], instance: str) -> str | None:
     url = policy.get("endpoints_url")
     if not isinstance(url, str) or not url:
         return None
-    from netcheck.webservice import Updater, make_client, resolve_base_url
+    from netcheck.m365.webservice import Updater, make_client, resolve_base_url
 
     try:
         with make_client() as client:
@@ -393,7 +393,7 @@ def check_options(request: CheckRequest) -> CheckOptions:
         log.warning("ignoring what cannot be used in the collector's policy (defaults kept): %s%s",
                     "; ".join(problems[:30]), more)
     site = request.tags.get("site")
-    from netcheck.service_health import from_policy
+    from netcheck.assess.service_health import from_policy
 
     return CheckOptions(instance=pol["instance"], tenant=pol["tenant"] or None, deadline_s=request.deadline_s,
                         thorough=request.thorough, policy=local, user=_user_domain(pol.get("user_domain")),

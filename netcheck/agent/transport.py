@@ -39,8 +39,8 @@ from netcheck.agent.schedule import parse_retry_after
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
 from netcheck.files import PEM_BUNDLE_LIMIT, read_user_text
-from netcheck.proxy import redact
-from netcheck.proxy_choice import ProxyChoice
+from netcheck.proxy.decision import ProxyChoice
+from netcheck.proxy.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ ROUTE_TTL_S = 600.0
 class CollectorClient:
     """HTTP to one collector (base URL), with the device token when there is one.
 
-    ``chooser``: how to pick the proxy for the collector (``netcheck.proxy_choice``: the
+    ``chooser``: how to pick the proxy for the collector (``netcheck.proxy.decision``: the
     laptop's PAC file or proxy settings, as its browser would). Its answer is kept for
     ``ROUTE_TTL_S`` and asked again after any transport failure (the laptop may have moved
     between office and home). Without a chooser the environment's ``HTTPS_PROXY`` applies.

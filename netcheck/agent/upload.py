@@ -21,7 +21,7 @@ from netcheck.agent.transport import CollectorClient, Disposition, Timeouts
 from netcheck.agent.uploader import DrainResult, Uploader, drain_with_retries
 from netcheck.deadline import Deadline
 from netcheck.errors import CollectorError, ConfigError
-from netcheck.proxy_choice import proxy_choice
+from netcheck.proxy.decision import proxy_choice
 
 log = logging.getLogger(__name__)
 

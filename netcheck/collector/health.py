@@ -546,7 +546,7 @@ def issue_timeline(conn: Connection, since: dt.datetime, until: dt.datetime,
 def workload_services() -> dict[str, tuple[str, ...]]:
     """netcheck's workloads (``report_workloads.workload_id``) -> the services of Microsoft's
     service health behind each (``health_services`` in ``endpoints/workloads.toml``)."""
-    from netcheck.catalog import data_dir, load_workload_map
+    from netcheck.m365.catalog import data_dir, load_workload_map
 
     return {w.id: w.health_services for w in load_workload_map(data_dir() / "workloads.toml").workloads}
 

@@ -15,8 +15,8 @@ import click
 from netcheck.errors import NetcheckError
 
 if TYPE_CHECKING:
+    from netcheck.assess.report import Report
     from netcheck.check import CheckOptions
-    from netcheck.models import Report
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -69,9 +69,9 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
     Exit codes: 0 ready, 1 at risk, 2 not ready, 3 could not assess (no network),
     4 usage or configuration error, 5 internal error (a crash log is written).
     """
+    from netcheck.assess.service_health import last_service_health
     from netcheck.check import CheckOptions, perform_check
     from netcheck.render.json import render_json
-    from netcheck.service_health import last_service_health
 
     # What is loaded by now (modules, click's objects) outlives the check: the cyclic garbage
     # collector need not scan it again and again while probing (~35 ms of CPU). Unfrozen

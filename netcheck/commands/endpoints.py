@@ -1,7 +1,7 @@
 """`netcheck endpoints update|show|diff`: Microsoft's endpoint data.
 
 The commands parse, wire and render; the client and cache live in
-:mod:`netcheck.webservice`, the comparison in :mod:`netcheck.endpoint_diff`.
+:mod:`netcheck.m365.webservice`, the comparison in :mod:`netcheck.m365.diff`.
 Renderers here return strings. Exit codes: 0 when data is usable (updated or a
 fallback), 4 for usage and configuration errors.
 """
@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from netcheck.catalog import (
+from netcheck.errors import NetcheckError
+from netcheck.m365.catalog import (
     INSTANCES,
     Catalog,
     EndpointSet,
@@ -31,8 +32,7 @@ from netcheck.catalog import (
     read_endpoint_file,
     sets_to_json,
 )
-from netcheck.endpoint_diff import diff_sets, diff_to_json, render_diff_text
-from netcheck.errors import NetcheckError
+from netcheck.m365.diff import diff_sets, diff_to_json, render_diff_text
 from netcheck.models import Category
 
 SOURCE_LABELS = {"bundled": "bundled snapshot", "cache": "cached update", "file": "file"}
@@ -93,7 +93,7 @@ def update(instance: str, base_url: str | None, force: bool) -> None:
     Asks for the version at most once an hour, downloads only when it is newer,
     and backs off an hour after HTTP 429. Offline, it says which data stays in use.
     """
-    from netcheck import webservice  # httpx is imported only when needed
+    from netcheck.m365 import webservice  # httpx is imported only when needed
 
     try:
         url = webservice.resolve_base_url(base_url)
@@ -116,7 +116,7 @@ def update(instance: str, base_url: str | None, force: bool) -> None:
 def show(instance: str, categories: tuple[str, ...], workload_ids: tuple[str, ...],
          tenant: str | None, as_json: bool) -> None:
     """Show the endpoint sets in use, optionally filtered."""
-    from netcheck.webservice import current_catalog
+    from netcheck.m365.webservice import current_catalog
 
     cats = _split(categories, [c.value for c in Category], "--category")
     tenant = check_tenant(tenant)
@@ -169,7 +169,7 @@ class DiffSide:
 
 def load_side(arg: str) -> DiffSide:
     """One side of a diff: a file in the web-service format, or an instance's current data."""
-    from netcheck.webservice import current_catalog, file_version
+    from netcheck.m365.webservice import current_catalog, file_version
 
     path = Path(arg)
     if path.exists():

@@ -3,7 +3,7 @@
 Every per-OS module runs its tools through :func:`run_tool`, so "the tool is
 missing", "it timed out" and "it failed" are values the caller turns into an
 :class:`~netcheck.platform.base.Egress` or a
-:class:`~netcheck.proxy.ProxySettings` with an ``error``, never exceptions.
+:class:`~netcheck.proxy.settings.ProxySettings` with an ``error``, never exceptions.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from netcheck.proxy import ProxySettings
+from netcheck.proxy.settings import ProxySettings
 
 #: Interface kinds.
 PHYSICAL, VPN, VIRTUAL, LOOPBACK = "physical", "vpn", "virtual", "loopback"
@@ -120,7 +120,7 @@ class Platform(Protocol):
     def proxy_settings(self) -> ProxySettings:
         """The proxy settings this laptop's programs follow: the environment's proxies first, then
         the OS's own (read by each OS module: ``reg query``/``netsh winhttp``, ``scutil --proxy``,
-        ``gsettings``/``kreadconfig``). Which proxy a URL takes is :mod:`netcheck.proxy_decision`'s."""
+        ``gsettings``/``kreadconfig``). Which proxy a URL takes is :mod:`netcheck.proxy.decision`'s."""
         ...
 
     def dns_servers(self) -> tuple[str, ...]: ...

@@ -25,7 +25,7 @@ from netcheck.platform.base import (
     batch_egress,
 )
 from netcheck.platform.portable import PortablePlatform, source_address
-from netcheck.proxy import TOOL_TIMEOUT, ProxySettings, clean_proxy_url
+from netcheck.proxy.settings import TOOL_TIMEOUT, ProxySettings, clean_proxy_url
 
 METHOD = "route -n get"
 _PARALLEL = 8

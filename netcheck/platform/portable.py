@@ -27,7 +27,7 @@ from netcheck.platform.base import (
     normalize_address,
 )
 from netcheck.platform.classify import classify_all
-from netcheck.proxy import ProxySettings, combine, from_environment
+from netcheck.proxy.settings import ProxySettings, combine, from_environment
 
 METHOD = "udp-connect"
 _PROBE_PORT = 9  # discard; nothing is sent

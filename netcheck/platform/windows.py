@@ -31,7 +31,7 @@ from netcheck.platform.base import (
     normalize_address,
 )
 from netcheck.platform.portable import PortablePlatform
-from netcheck.proxy import TOOL_TIMEOUT, ProxySettings, clean_proxy_url, split_list
+from netcheck.proxy.settings import TOOL_TIMEOUT, ProxySettings, clean_proxy_url, split_list
 
 METHOD = "Find-NetRoute"
 _PS = ("powershell", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")

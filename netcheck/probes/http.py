@@ -7,7 +7,7 @@ Redirects are not followed and each probe uses a fresh connection (keep-alive
 off), so every probe measures a real connect and TLS handshake.
 
 Proxy: ``spec.proxy`` if set, else the check's decision for this URL (``spec.proxy_map``:
-the PAC file or the settings, :mod:`netcheck.proxy_decision`), else, when ``spec.trust_env``,
+the PAC file or the settings, :mod:`netcheck.proxy.decision`), else, when ``spec.trust_env``,
 what the environment / OS settings alone say for it (``HTTPS_PROXY``, ``HTTP_PROXY``,
 ``ALL_PROXY``, ``NO_PROXY``; the registry on Windows, System Configuration on macOS).
 Going direct with ``target.address`` set, the probe connects to that address
@@ -31,8 +31,8 @@ from netcheck.probes import trust
 from netcheck.probes._errors import Classified, classify, ms, too_late
 from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
-from netcheck.proxy import PAC_ENV, ProxySettings, redact
-from netcheck.proxy_decision import decide, url_for
+from netcheck.proxy.decision import decide, url_for
+from netcheck.proxy.settings import PAC_ENV, ProxySettings, redact
 
 #: Words in a ``Server`` header that name a proxy / secure web gateway product.
 PROXY_SERVERS: tuple[str, ...] = (
@@ -98,7 +98,7 @@ def choose_proxy(spec: ProbeSpec, scheme: str, host: str, port: int | None = Non
     """(proxy URL or None, where it came from: "configured", "environment", "os", "pac" or None).
 
     ``spec.proxy`` wins; else ``spec.proxy_map`` holds the check's decision for this URL (the
-    PAC file included); else, when ``spec.trust_env``, :func:`netcheck.proxy_decision.decide`
+    PAC file included); else, when ``spec.trust_env``, :func:`netcheck.proxy.decision.decide`
     from the settings alone.
     """
     if spec.proxy:

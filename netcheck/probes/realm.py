@@ -32,7 +32,7 @@ from netcheck.probes._errors import classify, too_late
 from netcheck.probes._http1 import Exchange, Proxy, decoded
 from netcheck.probes.http import _timed_out, choose_proxy, phases, proxy_hop, request_headers
 from netcheck.probes.tcp import family_of
-from netcheck.proxy import redact
+from netcheck.proxy.settings import redact
 
 _MAX_BODY = 64 * 1024
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

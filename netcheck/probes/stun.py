@@ -8,14 +8,14 @@ XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from older servers).
 The probe tries the ports in order (3478 first) and samples the first one that
 answers: it sends a request every ``interval_s`` for ``window_s``, matches the
 answers by transaction id and reports RTT, jitter and loss (computed by
-:mod:`netcheck.media`). A round trip runs from just before ``send`` to the
+:mod:`netcheck.assess.media`). A round trip runs from just before ``send`` to the
 kernel's time stamp of the answer's arrival (``SO_TIMESTAMPNS`` /
 ``SO_TIMESTAMP``, see :mod:`netcheck.probes._timing`), not to when the busy
 event loop got round to reading it; where the OS has no such stamp, the
 loop's clock is used. ``rtt_source`` says which (``kernel``, ``wall``, ``mixed``).
 A port that stays silent for ``answer_wait_s`` (or refuses with ICMP) is
 given up for the next. Judging the figures against Microsoft's pass marks is
-:func:`netcheck.media.assess_media`, not this module.
+:func:`netcheck.assess.media.assess_media`, not this module.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from netcheck.deadline import Deadline
-from netcheck.media import MediaStats
-from netcheck.models import Outcome, Phase, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.models import MediaStats, Outcome, Phase, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes._errors import classify, ms, too_late
 from netcheck.probes._timing import Stamp, UdpChannel, elapsed_ms, rtt_source
 

@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netcheck.models import ProbeResult, Report
+from netcheck.assess.report import Report
+from netcheck.models import ProbeResult
 
 if TYPE_CHECKING:
-    from netcheck.outage import OutageSection, WorkloadOutage
+    from netcheck.assess.outage import OutageSection, WorkloadOutage
 
 SCHEMA_VERSION = 2
 #: The versions the collector accepts (their schema files are all in netcheck/schema/).
@@ -84,8 +85,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
 
 
 def outage_to_dict(section: OutageSection) -> dict[str, Any]:
-    from netcheck.outage import address_sites
-    from netcheck.what_if import facts_to_dict
+    from netcheck.assess.outage import address_sites
+    from netcheck.assess.what_if import facts_to_dict
 
     p = section.prediction
     return {

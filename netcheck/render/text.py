@@ -9,7 +9,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from netcheck.models import Report, Severity, Status, Verdict
+from netcheck.assess.report import Report
+from netcheck.models import Severity, Status, Verdict
 
 _VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.AT_RISK: "bold yellow",
                   Verdict.NOT_READY: "bold red", Verdict.UNKNOWN: "bold magenta"}

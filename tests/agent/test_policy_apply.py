@@ -116,8 +116,8 @@ def test_the_policy_set_on_a_real_collector_reaches_the_check(real: Callable[...
 
 def test_with_an_endpoints_url_the_agent_refreshes_its_endpoint_data_before_a_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from netcheck.catalog import data_dir
-    from netcheck.webservice import EndpointCache
+    from netcheck.m365.catalog import data_dir
+    from netcheck.m365.webservice import EndpointCache
     from tests.servers import closed_port
     from tests.webservice_double import WebServiceDouble
 

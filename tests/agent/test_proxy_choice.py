@@ -21,8 +21,8 @@ import pytest
 
 from netcheck.agent.transport import CollectorClient
 from netcheck.deadline import Deadline
-from netcheck.proxy import PAC_ENV
-from netcheck.proxy_choice import ProxyChoice, proxy_choice
+from netcheck.proxy.decision import ProxyChoice, proxy_choice
+from netcheck.proxy.settings import PAC_ENV
 from tests.agent.conftest import Real, Rig
 from tests.agent.helpers import fake_report
 from tests.servers import Connection, StreamServer, closed_port

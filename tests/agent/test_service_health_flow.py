@@ -21,14 +21,15 @@ import trustme
 import netcheck.check as check_module
 from netcheck.agent.loop import build_agent, default_run_check, run_once
 from netcheck.agent.schedule import Schedule
+from netcheck.assess.report import Report
 from netcheck.collector import health
 from netcheck.collector.db import make_engine
 from netcheck.collector.store import decode_report
 from netcheck.deadline import Deadline
-from netcheck.models import Category, ProbeResult, ProbeSpec, Report, Target
+from netcheck.models import Category, ProbeResult, ProbeSpec, Target
 from netcheck.platform import Interface
 from netcheck.probes.tcp import probe_tcp
-from netcheck.proxy import ProxySettings
+from netcheck.proxy.settings import ProxySettings
 from netcheck.render.html import render_html
 from netcheck.render.json import report_to_dict
 from netcheck.render.text import render_text

@@ -11,7 +11,7 @@ from netcheck.agent.transport import CollectorClient, Disposition, classify_resp
 from netcheck.agent.uploader import is_ack
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
-from netcheck.proxy_choice import ProxyChoice
+from netcheck.proxy.decision import ProxyChoice
 from tests.agent.collector_double import CollectorDouble
 
 

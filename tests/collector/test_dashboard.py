@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from netcheck.catalog import load_versions
 from netcheck.collector.web import accounts, queries
-from netcheck.webservice import EndpointCache
+from netcheck.m365.catalog import load_versions
+from netcheck.m365.webservice import EndpointCache
 from tests.collector.conftest import Fleet, sample_report, upload
 from tests.collector.dashboard import PAYLOAD, add_user, admin_cli, csrf_of, hostile_report, sign_in
 from tests.collector.harness import CollectorProcess
@@ -181,7 +181,7 @@ def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
     client, _ = signed_in(fleet, "read-only")
     page = client.get("/ui/endpoints")
     assert page.status_code == 200
-    assert "2603:1063:4000::/38" in page.text  # the new Optimize prefix, from endpoint_diff
+    assert "2603:1063:4000::/38" in page.text  # the new Optimize prefix, from netcheck.m365.diff
     assert "does not hold version 2025010100" in page.text
     rows = client.get("/ui/endpoints", params={"format": "json"}).json()["endpoint-versions"]
     assert sorted((r["version"], r["devices"]) for r in rows) == [("2025010100", 1), (bundled, 2)]

@@ -225,7 +225,7 @@ def _shared_with(policy: dict[str, Any]) -> Shared:
 def test_hostile_local_policy_toml_is_one_error_naming_the_file_and_key(tmp_path: Any) -> None:
     from pathlib import Path
 
-    from netcheck.catalog import data_dir
+    from netcheck.m365.catalog import data_dir
 
     bundled = (data_dir() / "policy.toml").read_text("utf-8")
     path = Path(tmp_path) / "policy.toml"

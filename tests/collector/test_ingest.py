@@ -184,7 +184,7 @@ def test_policy_has_sensible_defaults_and_follows_the_admin(
 
 def test_a_version_2_report_with_sites_and_facts_is_stored_and_what_if_works_on_what_comes_back(
         fleet: Fleet) -> None:
-    from netcheck.what_if import what_if
+    from netcheck.assess.what_if import what_if
     from tests.test_sites import two_site_report
 
     device = fleet.enroll()

@@ -14,7 +14,7 @@ import pytest
 
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome
-from netcheck.pac import discover_wpad, fetch_pac
+from netcheck.proxy.pac import discover_wpad, fetch_pac
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 
 PAC = b"function FindProxyForURL(url, host) { return 'DIRECT'; }"
@@ -94,7 +94,7 @@ sys.path.insert(0, ".")
 from tests.hostile.child import silent_dns
 silent_dns()
 from netcheck.deadline import Deadline
-from netcheck.pac import resolve_within
+from netcheck.proxy.pac import resolve_within
 from netcheck.site_facts import _resolve
 print(json.dumps({"site_facts": _resolve("relay.example.net", Deadline.after(2.0)),
                   "outcome": str(resolve_within("proxy.example.net", 2.0)[1])}))

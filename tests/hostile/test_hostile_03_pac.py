@@ -69,7 +69,7 @@ def test_hostile_pac_evaluator_that_cannot_start_is_a_pac_error(tmp_path: Path,
     """The lab found it: a standard user who may not run the interpreter got a crash, not a finding."""
     import sys
 
-    from netcheck.pac import PacError, evaluate_each
+    from netcheck.proxy.pac import PacError, evaluate_each
 
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     with pytest.raises(PacError, match="the PAC evaluator cannot start"):

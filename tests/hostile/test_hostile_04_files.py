@@ -13,7 +13,7 @@ from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_json, load_user_toml, read_user_file
 from netcheck.models import Outcome
-from netcheck.pac import fetch_pac
+from netcheck.proxy.pac import fetch_pac
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 
 

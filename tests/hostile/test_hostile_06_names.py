@@ -12,7 +12,7 @@ import pytest
 
 from netcheck.models import ProbeResult
 from netcheck.names import ascii_host, host_problem
-from netcheck.proxy import from_environment, unusable_proxy_settings, usable_proxy_url
+from netcheck.proxy.settings import from_environment, unusable_proxy_settings, usable_proxy_url
 from netcheck.render.json import render_json
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
 from tests.sample_report import sample_report

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from netcheck.catalog import load_catalog
 from netcheck.check import _tenant_from_onedrive
+from netcheck.m365.catalog import load_catalog
 from netcheck.platform.macos import MacPlatform, parse_onedrive_plist
 from netcheck.platform.windows import ONEDRIVE_ACCOUNTS_KEY, WindowsPlatform, parse_onedrive_accounts
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed

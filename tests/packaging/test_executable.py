@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from netcheck import __version__
-from netcheck.pac import CHILD_ARG, child_argv
+from netcheck.proxy.pac import CHILD_ARG, child_argv
 from tests.lab.netns import require_root
 from tests.packaging.conftest import ROOT, record, run
 from tests.test_offline import empty_netns  # noqa: F401 - the fixture (a namespace with nothing up)
@@ -62,7 +62,7 @@ def test_every_agent_module_is_inside(agent_exe: Path) -> None:
 
 
 def test_pac_child_runs_frozen(agent_exe: Path, tmp_path: Path) -> None:
-    """What netcheck.pac starts when frozen (child_argv), fed the request the parent sends."""
+    """What netcheck.proxy.pac starts when frozen (child_argv), fed the request the parent sends."""
     request = {"pac": PAC, "urls": ["https://in.example/", "https://out.example/"], "my_ip": "10.0.0.5",
                "resolve": {"in.example": ["10.1.2.3"], "out.example": ["192.0.2.1"]}}
     out = run([str(agent_exe), CHILD_ARG], input=json.dumps(request), env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
@@ -81,7 +81,7 @@ def test_the_entry_point_is_the_pac_child_unfrozen_too(tmp_path: Path) -> None:
 
 
 def test_child_argv_in_a_frozen_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert child_argv() == [sys.executable, "-m", "netcheck.pac"]
+    assert child_argv() == [sys.executable, "-m", "netcheck.proxy.pac"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/opt/netcheck/netcheck")
     assert child_argv() == ["/opt/netcheck/netcheck", CHILD_ARG]

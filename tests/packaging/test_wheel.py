@@ -74,7 +74,7 @@ def test_wheel_installs_from_the_wheelhouse_alone_and_runs(dist: Dist, fresh_ven
     shown = run([str(netcheck), "endpoints", "show"], env=env, cwd=tmp_path)
     assert "Worldwide endpoint data" in shown.stdout and "bundled snapshot" in shown.stdout
     # the data comes from the installed package, not from this checkout
-    where = run([str(fresh_venv / "bin" / "python"), "-c", "import netcheck.catalog as c; print(c.data_dir())"],
+    where = run([str(fresh_venv / "bin" / "python"), "-c", "import netcheck.m365.catalog as c; print(c.data_dir())"],
                 env=env, cwd=tmp_path)
     assert where.stdout.strip().startswith(str(fresh_venv)), where.stdout
     # without the collector extra, the collector's commands say what to install

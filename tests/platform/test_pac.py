@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from netcheck import pac
-from netcheck.catalog import load_catalog
 from netcheck.deadline import Deadline
+from netcheck.m365.catalog import load_catalog
 from netcheck.models import Outcome
+from netcheck.proxy import pac
 
 CORP_PAC = """
 // A typical corporate PAC: local names and Microsoft 365's Optimize names direct,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from plat_support import FIXTURES, MISSING, Replay, ok, read_fixture
 
-from netcheck import proxy as p
 from netcheck.platform import linux, macos, windows
 from netcheck.platform._run import ToolResult, default_runner
+from netcheck.proxy import settings as p
 
 # --- environment and combining ---------------------------------------------------------
 
@@ -303,10 +303,10 @@ def _kioslaverc(rel: str) -> dict[str, str]:
 
 
 def test_decisions_from_captured_settings() -> None:
-    """The readers' output is what netcheck.proxy_decision decides from: the PAC file first, the manual
+    """The readers' output is what netcheck.proxy.decision decides from: the PAC file first, the manual
     settings (with their own bypass style) when it is gone, DIRECT when a PAC answer fails."""
-    from netcheck.pac import PacDecision
-    from netcheck.proxy_decision import PacState, decide
+    from netcheck.proxy.decision import PacState, decide
+    from netcheck.proxy.pac import PacDecision
 
     url = "https://outlook.office365.com/"
     gone = PacState("http://pac.corp.example/proxy.pac", problem="the PAC file could not be fetched")

@@ -10,7 +10,7 @@ from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
 from netcheck.probes.http import choose_proxy, judge, looks_like_proxy, probe_http
-from netcheck.proxy import redact
+from netcheck.proxy.settings import redact
 from tests.probes.conftest import Servers, run
 from tests.servers import V4, V6, Pki, StreamServer, closed_port, http_answer
 

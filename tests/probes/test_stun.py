@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netcheck.assess.media import stats_from_detail
 from netcheck.deadline import Deadline
-from netcheck.media import interarrival_jitter, stats_from_detail
-from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
+from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target, interarrival_jitter
 from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
 from tests.probes.test_timing import BLOCK_S, busy_loop, run_without_add_reader

@@ -1,5 +1,5 @@
 """The "Endpoint data" page's work: for the versions the fleet tested against, what changed in the
-data the collector has now (``endpoint_diff``, Optimize first), as ``netcheck endpoints diff`` says it.
+data the collector has now (:mod:`netcheck.m365.diff`, Optimize first), as ``netcheck endpoints diff`` says it.
 
 The collector can diff a fleet version only against data it holds: the bundled snapshot and the
 cache of ``netcheck endpoints update`` (on the collector's host). Any other old version is named,
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from netcheck.catalog import Catalog, load_catalog
-from netcheck.endpoint_diff import diff_sets, render_diff_text
 from netcheck.errors import NetcheckError
-from netcheck.webservice import select_data
+from netcheck.m365.catalog import Catalog, load_catalog
+from netcheck.m365.diff import diff_sets, render_diff_text
+from netcheck.m365.webservice import select_data
 
 
 def changes(fleet: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The Sites pages under ``/ui/sites``: each site's blast radius and the what-if over the fleet.
 
 Both come from each device's latest report and the function the agent itself uses
-(:func:`netcheck.what_if.what_if` over the report's ``outage.facts``), so the dashboard and the
+(:func:`netcheck.assess.what_if.what_if` over the report's ``outage.facts``), so the dashboard and the
 laptop never disagree.
 
 Cost. A report is stored as one compressed blob; a page never decompresses the fleet's. Ingest
@@ -28,13 +28,13 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from netcheck.assess.outage import UNNAMED, Cause, CauseKind, Fate, remedy
+from netcheck.assess.what_if import FactsError, what_if
 from netcheck.collector import store
 from netcheck.collector.db import devices, reports, site_fact_sets, site_facts
 from netcheck.collector.site_facts import entry as site_facts_entry
 from netcheck.collector.site_facts import record
 from netcheck.collector.web.queries import Page, _limit, _page
-from netcheck.outage import UNNAMED, Cause, CauseKind, Fate, remedy
-from netcheck.what_if import FactsError, what_if
 
 #: latest reports read back per page view (each a decompression and a JSON parse: about 3 ms)
 REFRESH_BATCH = 500
@@ -50,7 +50,7 @@ _KINDS = frozenset(str(k) for k in CauseKind)
 @cache
 def workload_names() -> dict[str, str]:
     """Workload id -> its short name (``endpoints/workloads.toml``)."""
-    from netcheck.catalog import data_dir, load_workload_map
+    from netcheck.m365.catalog import data_dir, load_workload_map
 
     return {w.id: w.name.split(" (")[0] for w in load_workload_map(data_dir() / "workloads.toml").workloads}
 

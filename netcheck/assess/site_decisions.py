@@ -13,9 +13,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from netcheck.catalog import Catalog, EndpointSet, Network
-from netcheck.models import Category
-from netcheck.outage import (
+from netcheck.assess.outage import (
     Assumption,
     Dependency,
     FactsPatch,
@@ -26,6 +24,8 @@ from netcheck.outage import (
     World,
     is_internal,
 )
+from netcheck.m365.catalog import Catalog, EndpointSet, Network
+from netcheck.models import Category
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface
 from netcheck.site_profile import SiteProfile
 

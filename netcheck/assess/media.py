@@ -16,11 +16,9 @@ short window slightly understates it (after n samples it has reached
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netcheck.models import Detail
+from netcheck.models import Detail, MediaStats
 
 
 @dataclass(frozen=True)
@@ -37,61 +35,6 @@ class MediaThresholds:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"teams_media {name} must be a positive number, not {value!r}")
-
-
-@dataclass(frozen=True)
-class MediaStats:
-    """What one sampling window measured.
-
-    ``samples_ms`` are round-trip times in order of arrival; ``sent`` counts the
-    requests whose fate is known (answered, or unanswered for longer than the
-    grace period).
-    """
-
-    sent: int
-    received: int
-    samples_ms: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.sent < 0 or self.received < 0 or self.received > self.sent:
-            raise ValueError(f"impossible counts: sent {self.sent}, received {self.received}")
-        if len(self.samples_ms) != self.received:
-            raise ValueError(f"{self.received} answers but {len(self.samples_ms)} samples")
-
-    @property
-    def rtt_ms(self) -> float | None:
-        return median_ms(self.samples_ms)
-
-    @property
-    def jitter_ms(self) -> float | None:
-        return interarrival_jitter(self.samples_ms) if self.samples_ms else None
-
-    @property
-    def loss_pct(self) -> float | None:
-        return loss_pct(self.sent, self.received)
-
-
-def median_ms(samples: Sequence[float]) -> float | None:
-    """The median, or None without samples."""
-    return float(statistics.median(samples)) if samples else None
-
-
-def interarrival_jitter(transits: Sequence[float]) -> float:
-    """RFC 3550 interarrival jitter over transit times in order of arrival.
-
-    Fewer than two samples give 0.0 (the estimator's starting value).
-    """
-    jitter = 0.0
-    for previous, current in zip(transits, transits[1:], strict=False):
-        jitter += (abs(current - previous) - jitter) / 16.0
-    return jitter
-
-
-def loss_pct(sent: int, received: int) -> float | None:
-    """Percentage of requests never answered, or None when nothing was sent."""
-    if sent <= 0:
-        return None
-    return 100.0 * (sent - received) / sent
 
 
 def assess_media(stats: MediaStats, thresholds: MediaThresholds) -> tuple[bool, tuple[str, ...]]:

@@ -3,9 +3,9 @@ where that was decided, and what happens when the PAC file is gone.
 
 Probes (:func:`netcheck.probes.http.choose_proxy`, used by the realm probe too), the facts the
 outage prediction reasons over (:mod:`netcheck.site_facts`), the check's own proxy map
-(:mod:`netcheck.check`) and the agent's uploads (:mod:`netcheck.proxy_choice`) all call
+(:mod:`netcheck.check`) and the agent's uploads (:func:`proxy_choice`) all call
 :func:`decide`. It is pure: the PAC file is fetched (:func:`find_pac`) and evaluated
-(:func:`evaluate_pac`) first, once for every URL, in the sandboxed child of :mod:`netcheck.pac`.
+(:func:`evaluate_pac`) first, once for every URL, in the sandboxed child of :mod:`netcheck.proxy.pac`.
 
 The rules are the browsers' (Chromium's, which follows WinINET's; libcurl's for the environment):
 
@@ -26,7 +26,7 @@ The rules are the browsers' (Chromium's, which follows WinINET's; libcurl's for 
    manual settings, never to a PAC file's answer. ``NO_PROXY`` entries match the host and its
    subdomains (``corp.example`` and ``.corp.example`` both cover ``a.corp.example`` and
    ``corp.example``), ``*`` matches everything, CIDR blocks match IP literals, ``host:port``
-   matches that port only (:meth:`netcheck.proxy.ProxySettings.bypasses`).
+   matches that port only (:meth:`netcheck.proxy.settings.ProxySettings.bypasses`).
 6. A proxy given without a port uses the scheme's default: 80 for ``http``, 443 for ``https``,
    1080 for SOCKS (Chromium, WinINET, Python; libcurl alone assumes 1080 for every scheme).
 
@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from netcheck.proxy import DEFAULT_PORTS, ProxySettings, clean_proxy_url, usable_proxy_url
+from netcheck.proxy.settings import DEFAULT_PORTS, ProxySettings, clean_proxy_url, usable_proxy_url
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from netcheck.deadline import Deadline
     from netcheck.models import DetailValue
-    from netcheck.pac import PacDecision, PacFetch
     from netcheck.platform import Platform
+    from netcheck.proxy.pac import PacDecision, PacFetch
 
 #: Where a decision was made.
 SOURCES = ("none", "environment", "os", "pac")
@@ -216,8 +216,8 @@ def find_pac(settings: ProxySettings, search_domains: Callable[[], Sequence[str]
     A configured PAC file that cannot be fetched is returned as fetched (its failure is the finding);
     never raises for a network failure.
     """
-    from netcheck.pac import discover_wpad, fetch_pac
-    from netcheck.proxy import wpad_urls
+    from netcheck.proxy.pac import discover_wpad, fetch_pac
+    from netcheck.proxy.settings import wpad_urls
 
     tried: tuple[PacFetch, ...] = ()
     if settings.auto_detect:
@@ -239,7 +239,7 @@ def evaluate_pac(fetch: PacFetch | None, urls: Sequence[str], deadline: Deadline
     if not fetch.ok or fetch.text is None:
         return PacState(fetch.url, problem=f"the PAC file {fetch.url} could not be fetched "
                                            f"({fetch.error or fetch.outcome})")
-    from netcheck.pac import PacError, evaluate_each
+    from netcheck.proxy.pac import PacError, evaluate_each
 
     try:
         answers = evaluate_each(fetch.text, list(urls), my_ip=my_ip, deadline=deadline.sooner(5.0))
@@ -293,3 +293,20 @@ def pac_facts(lookup: PacLookup, pac: PacState | None, decisions: Mapping[str, P
         out["pac_bad_results"] = bad[:50]
         out["pac_fallback"] = _NO_PROXY
     return out
+
+
+@dataclass(frozen=True)
+class ProxyChoice:
+    """:func:`decide_now` shaped for :mod:`netcheck.agent.transport`: how the agent reaches its collector."""
+
+    #: the proxy URL to use (``http://proxy.example:3128``), or None to go direct
+    proxy: str | None
+    #: where that choice came from, in plain words (for the agent's log)
+    how: str
+
+
+def proxy_choice(url: str, deadline: Deadline, plat: Platform | None = None) -> ProxyChoice:
+    """The proxy (or none) this laptop's settings choose for ``url``: the decision a browser on the
+    laptop makes. Never raises for a network or PAC failure; takes at most ``deadline``."""
+    decision = decide_now(url, deadline, plat)
+    return ProxyChoice(decision.proxy, decision.why)

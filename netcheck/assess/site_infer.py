@@ -12,7 +12,7 @@ a rule that holds in real organisations, not in one lab:
   smallest block routed on the internet, and the usual site assignment; a group of public
   addresses alone is a site only if a resolver reached through the tunnel is in it (a federation
   host or proxy on the internet may be a cloud service: that stays an assumption, see
-  ``netcheck.outage.public_systems_assumption``);
+  ``netcheck.assess.outage.public_systems_assumption``);
 - the addresses of one host (IPv4 and IPv6) are one site, so the networks they fall in are joined;
 - one group of IPv4 networks only and one of IPv6 networks only, left unjoined, are taken as one
   site (a dual-stack site whose systems were seen in one family each). This errs towards fewer
@@ -35,7 +35,7 @@ import ipaddress
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 
-from netcheck.outage import (
+from netcheck.assess.outage import (
     Cause,
     CauseKind,
     Fate,
@@ -119,7 +119,7 @@ def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
     # Public addresses alone do not make a site, unless a resolver the VPN hands out is there: a
     # federation host or proxy on the internet reached through the tunnel may be the site's or a cloud
     # service's, which the laptop cannot tell; it stays under the assumption that says so
-    # (netcheck.outage.public_systems_assumption).
+    # (netcheck.assess.outage.public_systems_assumption).
     groups = [g for g in groups if any(is_internal(n.split("/")[0]) or n in resolver_nets for n in g)]
     if len(groups) < 2:
         return ()

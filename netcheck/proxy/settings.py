@@ -7,7 +7,7 @@ netcheck's own override for a PAC URL), the OS's own settings in
 GNOME ``gsettings`` and KDE ``kioslaverc``), each behind ``Platform.proxy_settings()``.
 Nothing here raises for odd input: a value no client can use is evidence, not an error.
 
-Which proxy a URL goes through is decided in one place, :mod:`netcheck.proxy_decision`.
+Which proxy a URL goes through is decided in one place, :mod:`netcheck.proxy.decision`.
 Credentials that appear in a proxy URL are dropped, never recorded.
 """
 
@@ -75,7 +75,7 @@ class ProxySettings:
     def proxy_for(self, url: str) -> str | None:
         """The explicit proxy this source sends ``url`` to, or None for direct.
 
-        PAC and auto-detection are not evaluated here (see :mod:`netcheck.pac`).
+        PAC and auto-detection are not evaluated here (see :mod:`netcheck.proxy.pac`).
         """
         if not self.proxies:
             return None

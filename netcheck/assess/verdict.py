@@ -12,8 +12,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netcheck.catalog import Network, NotTestable, Workload
-from netcheck.media import MediaThresholds, assess_media, stats_from_detail
+from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
+from netcheck.assess.outage import OutageSection
+from netcheck.m365.catalog import Network, NotTestable, Workload
 from netcheck.models import (
     Assessment,
     Category,
@@ -26,7 +27,6 @@ from netcheck.models import (
     Verdict,
     WorkloadResult,
 )
-from netcheck.outage import OutageSection
 from netcheck.policy import Policy, exchange_score
 
 

@@ -18,16 +18,14 @@ pure; :func:`annotate` adds the probe.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from netcheck.catalog import WorkloadMap
-from netcheck.deadline import Deadline
-from netcheck.models import Assessment, Finding, ProbeSpec, Severity, Status, Target, WorkloadResult
+from netcheck.m365.catalog import WorkloadMap
+from netcheck.models import Assessment, Finding, Severity, Status, WorkloadResult
 
 #: older service health than this (the collector's last good poll) is not trusted to say "no incident"
 STALE_AFTER = dt.timedelta(hours=2)
@@ -232,23 +230,11 @@ def health_findings(rows: Sequence[WorkloadResult], services: Mapping[str, tuple
         evidence=(f"{host}: {state}" + (f" ({site.reason})" if site.reason else ""),)),)
 
 
-def probe_status_site(url: str, spec: ProbeSpec, deadline: Deadline) -> StatusSite:
-    """One HTTPS GET of the status page, as the check's HTTP probe does it (the laptop's proxy
-    and trust store), within ``deadline``."""
-    from netcheck.probes.http import probe_http
-
-    if deadline.remaining() <= 0.2:
-        return StatusSite(url)
-    parts = urlsplit(url)
-    target = Target(host=parts.hostname or "", port=parts.port or 443, scheme="https")
-    result = asyncio.run(probe_http(target, spec, deadline))
-    return StatusSite(url, result.reachable, "" if result.reachable else (result.reason or str(result.outcome))[:200])
-
-
 def annotate(assessment: Assessment, workloads: WorkloadMap, instance: str, health: ServiceHealth | None,
-             spec: ProbeSpec, deadline: Deadline, now: dt.datetime | None = None) -> Assessment:
+             look: Callable[[str], StatusSite], now: dt.datetime | None = None) -> Assessment:
     """``assessment`` with the service-health findings (the verdict unchanged). Probes the status
-    page only when a workload fails or degrades and there is no recent word from the collector."""
+    page (``look(url)``, the check's HTTP probe) only when a workload fails or degrades and there is
+    no recent word from the collector."""
     now = now or dt.datetime.now(dt.UTC)
     services = {w.id: w.health_services for w in workloads.workloads}
     fresh = _fresh(health, now)
@@ -256,7 +242,7 @@ def annotate(assessment: Assessment, workloads: WorkloadMap, instance: str, heal
     troubled = _troubled(assessment.workloads)
     url = workloads.status_site.get(instance)
     if troubled and fresh is None and url:
-        site = probe_status_site(url, spec, deadline.sooner(STATUS_PROBE_S))
+        site = look(url)
     found = health_findings(assessment.workloads, services, health, site, now)
     if not found:
         return assessment

@@ -28,8 +28,8 @@ _KNOWN_KEYS = {"id", "serviceArea", "serviceAreaDisplayName", "urls", "ips", "tc
 
 def data_dir() -> Path:
     """Where the bundled endpoint data lives (inside the wheel, or the source tree)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "endpoints", here.parent / "endpoints"):
+    package = Path(__file__).resolve().parent.parent  # netcheck/
+    for candidate in (package / "endpoints", package.parent / "endpoints"):
         if (candidate / "workloads.toml").is_file():
             return candidate
     raise CatalogError("netcheck's bundled endpoint data is missing; reinstall netcheck")
@@ -192,7 +192,7 @@ class Workload:
     #: federated to is one of its dependencies (role "federation").
     sign_in: bool = False
     #: the services of Microsoft's service health (Graph's ``service`` names) that carry this
-    #: workload: their incidents are shown when it fails (netcheck.service_health)
+    #: workload: their incidents are shown when it fails (netcheck.assess.service_health)
     health_services: tuple[str, ...] = ()
 
 
@@ -452,22 +452,29 @@ def bundled_path(instance: str) -> Path:
     return data_dir() / f"{canonical_instance(instance).lower()}.json"
 
 
+def bundled_version(instance: str) -> str:
+    """The version of the snapshot shipped with netcheck for ``instance``, else "unknown"."""
+    return load_versions(data_dir()).get(canonical_instance(instance), "unknown")
+
+
+def make_catalog(instance: str, sets: tuple[EndpointSet, ...], version: str, source: str) -> Catalog:
+    """The one place a :class:`Catalog` is assembled: endpoint sets from any source (the bundled
+    snapshot, the cache, a file the user names) with the bundled workload map."""
+    workloads = load_workload_map(data_dir() / "workloads.toml")
+    return Catalog(canonical_instance(instance), version, source, sets, workloads)
+
+
 def load_catalog(instance: str = "Worldwide", path: Path | None = None, version: str | None = None,
                  source: str | None = None) -> Catalog:
     """Load an instance's endpoint data.
 
-    ``path`` overrides the bundled snapshot (a cached update or a file the user
-    names); ``version`` and ``source`` describe where it came from.
+    ``path`` overrides the bundled snapshot (a file the user names); ``version`` and
+    ``source`` describe where it came from.
     """
-    instance = canonical_instance(instance)
-    directory = data_dir()
-    workloads = load_workload_map(directory / "workloads.toml")
     if path is None:
-        path = bundled_path(instance)
-        version = version or load_versions(directory).get(instance, "unknown")
-        source = source or "bundled"
-    sets = read_endpoint_file(path)
-    return Catalog(instance, version or "unknown", source or "file", sets, workloads)
+        return make_catalog(instance, read_endpoint_file(bundled_path(instance)),
+                            version or bundled_version(instance), source or "bundled")
+    return make_catalog(instance, read_endpoint_file(path), version or "unknown", source or "file")
 
 
 def sets_to_json(sets: Sequence[EndpointSet]) -> list[dict[str, Any]]:

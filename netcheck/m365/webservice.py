@@ -17,6 +17,13 @@ Two entry points:
     ``warning`` is None when all is well, or one sentence saying why the cache
     was ignored (or why a file's version is unknown); callers show it.
 
+Loading the endpoint data is one straight path down into :mod:`netcheck.m365.catalog`, which
+never calls back: ``current_catalog`` takes the file (``catalog.load_catalog(path=...)``), else
+``select_data`` asks ``EndpointCache.load`` (meta file and SHA-256 checked here, the JSON parsed by
+``catalog.parse_endpoint_sets``) and compares it with ``catalog.bundled_version``, falling back to
+``catalog.load_catalog()`` (the bundled snapshot). Every branch ends in ``catalog.make_catalog``,
+the one place a Catalog is assembled.
+
 Files, per user (directories from :mod:`netcheck.paths`)::
 
     config_dir()/client-request-id                the machine's GUID (0600)
@@ -51,17 +58,16 @@ if TYPE_CHECKING:
     import httpx
 
 from netcheck import __version__
-from netcheck.catalog import (
-    Catalog,
-    canonical_instance,
-    data_dir,
-    load_catalog,
-    load_versions,
-    load_workload_map,
-    parse_endpoint_sets,
-)
 from netcheck.deadline import Deadline
 from netcheck.errors import CatalogError, ConfigError
+from netcheck.m365.catalog import (
+    Catalog,
+    bundled_version,
+    canonical_instance,
+    load_catalog,
+    make_catalog,
+    parse_endpoint_sets,
+)
 from netcheck.paths import atomic_write, cache_dir, config_dir
 
 DEFAULT_BASE_URL = "https://endpoints.office.com"
@@ -253,11 +259,11 @@ class EndpointCache:
             if hashlib.sha256(data).hexdigest() != meta.sha256:
                 raise CatalogError(f"{data_path} does not match {meta_path.name} "
                                    "(an interrupted or outside change)")
-            sets = parse_endpoint_sets(_json(data, str(data_path)), str(data_path))
-            workloads = load_workload_map(data_dir() / "workloads.toml")
+            catalog = make_catalog(instance, parse_endpoint_sets(_json(data, str(data_path)), str(data_path)),
+                                   meta.version, "cache")
         except CatalogError as exc:
             return None, None, str(exc)
-        return Catalog(instance, meta.version, "cache", sets, workloads), meta.fetched_at, None
+        return catalog, meta.fetched_at, None
 
     def _read_meta(self, instance: str) -> CacheMeta:
         path = self.meta_path(instance)
@@ -338,8 +344,7 @@ def select_data(instance: str, cache: EndpointCache | None = None
     instance = canonical_instance(instance)
     cache = cache or EndpointCache()
     cached, fetched_at, problem = cache.load(instance)
-    bundled_version = load_versions(data_dir()).get(instance, "unknown")
-    if cached is not None and not is_newer(bundled_version, cached.version):
+    if cached is not None and not is_newer(bundled_version(instance), cached.version):
         return cached, DataInUse("cache", cached.version, fetched_at), None
     if cached is not None:
         why = f"newer than the cached version {cached.version}"

@@ -3,12 +3,12 @@ set of sites recomputed from them, without the laptop and without a network (pur
 
 The collector (dashboard) calls :func:`what_if` on a stored report::
 
-    from netcheck.what_if import what_if
+    from netcheck.assess.what_if import what_if
     rows = what_if(report, {"Paris"})   # [{"id", "stays", "drops", "causes": [...]}, ...]
 
 What the facts hang on that the agent could not read (on the office network: the VPN profile used
 from home, whether the VPN client keeps the home router's resolver) travels as ``assumptions``, each
-answer a patch of the facts (:class:`netcheck.outage.FactsPatch`), so what_if hedges exactly as the
+answer a patch of the facts (:class:`netcheck.assess.outage.FactsPatch`), so what_if hedges exactly as the
 laptop did. An assumption whose answers are not patches (a caller's own functions) is left out.
 """
 
@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from netcheck.outage import (
+from netcheck.assess.outage import (
     Assumption,
     Dependency,
     FactsPatch,
@@ -31,7 +31,7 @@ from netcheck.outage import (
     fallback_site,
     vpn_sites,
 )
-from netcheck.site_cases import predict_case
+from netcheck.assess.site_cases import predict_case
 from netcheck.site_profile import SiteProfile
 
 

@@ -1,14 +1,14 @@
 """Several sites: which site's loss cuts this laptop off from what (pure).
 
 A case is a set of sites that are down. :func:`site_cases` predicts each site alone and
-all of them together, from the same facts (:func:`netcheck.outage.predict`), and
+all of them together, from the same facts (:func:`netcheck.assess.outage.predict`), and
 :func:`case_answer` says it plainly for the employee: "If Paris went down: you would lose
 Sign-in (the sign-in server adfs.corp.example is in Paris)."
 
 Sites are the profiles IT gave (told) plus, when there are several, the "unnamed site":
 the systems no profile claims but that the laptop reaches through the VPN or at internal
 addresses. With profiles they are grouped into one unnamed site; without any profile they
-are grouped by network into inferred sites (:mod:`netcheck.site_infer`), whose cases are
+are grouped by network into inferred sites (:mod:`netcheck.assess.site_infer`), whose cases are
 hedged where the answer hangs on what the laptop cannot read (where the VPN concentrator is).
 """
 
@@ -17,8 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 
-from netcheck.errors import ConfigError
-from netcheck.outage import (
+from netcheck.assess.outage import (
     UNNAMED,
     CauseKind,
     Fate,
@@ -33,7 +32,8 @@ from netcheck.outage import (
     predict,
     worst,
 )
-from netcheck.site_infer import inferred, predict_inferred
+from netcheck.assess.site_infer import inferred, predict_inferred
+from netcheck.errors import ConfigError
 from netcheck.site_profile import SiteProfile
 
 #: A profile's keys that name systems, and the kind of system each names.

@@ -273,7 +273,7 @@ class _Cutter:
 
 
 def discover_wpad(candidates: Iterable[str], deadline: Deadline) -> tuple[PacFetch, ...]:
-    """Try DNS WPAD URLs in order (see :func:`netcheck.proxy.wpad_urls`); stop at the
+    """Try DNS WPAD URLs in order (see :func:`netcheck.proxy.settings.wpad_urls`); stop at the
     first that serves a PAC. Every attempt is returned, the hit last."""
     tried: list[PacFetch] = []
     for url in candidates:
@@ -394,7 +394,7 @@ def child_argv() -> list[str]:
     """
     if getattr(sys, "frozen", False):
         return [sys.executable, CHILD_ARG]
-    return [sys.executable, "-m", "netcheck.pac"]
+    return [sys.executable, "-m", "netcheck.proxy.pac"]
 
 
 def _run_child(request: Mapping[str, Any], per_url_timeout: float, load_timeout: float,
@@ -403,7 +403,8 @@ def _run_child(request: Mapping[str, Any], per_url_timeout: float, load_timeout:
     try:
         proc = subprocess.Popen(
             child_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=_child_env(), cwd=os.path.dirname(os.path.dirname(__file__)))
+            stderr=subprocess.DEVNULL, env=_child_env(),
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # where `netcheck` imports from
     except OSError as exc:  # the interpreter cannot be started (permissions, resources): not a crash
         raise PacError(f"the PAC evaluator cannot start: {exc.strerror or exc}") from exc
     lines: queue.Queue[str | None] = queue.Queue()

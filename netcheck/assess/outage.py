@@ -170,7 +170,7 @@ class SiteFacts:
     #: site the laptop is on stays up. None: not gathered (the laptop is taken home in every case).
     office: FactsPatch | None = None
     #: Every address of the proxy and PAC hosts (host, addresses): their routes carry one address each,
-    #: and the others tell which networks are one site's (see netcheck.site_infer).
+    #: and the others tell which networks are one site's (see netcheck.assess.site_infer).
     host_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
@@ -208,7 +208,7 @@ class Assumption:
 
 @dataclass(frozen=True)
 class FactsPatch:
-    """One answer to an assumption, as data (so the report can carry it, see netcheck.what_if): the facts
+    """One answer to an assumption, as data (so the report can carry it, see netcheck.assess.what_if): the facts
     it replaces (None: kept as they are), and a resolver a VPN client drops when it sets its own. A
     patch is a ``World``."""
 
@@ -841,7 +841,7 @@ class SplitTunnelRow:
 @dataclass(frozen=True)
 class ModelInput:
     """Everything a prediction is computed from: with it, any case (set of sites down) can be recomputed
-    without the laptop (see :mod:`netcheck.what_if`)."""
+    without the laptop (see :mod:`netcheck.assess.what_if`)."""
 
     facts: SiteFacts
     #: The laptop's settings (VPN behaviour, PAC fallback, VPN profile from home).
@@ -850,7 +850,7 @@ class ModelInput:
     sites: tuple[SiteProfile, ...]
     workloads: tuple[str, ...]
     current: Mapping[str, Fate] = field(default_factory=dict)
-    #: What the facts hang on that could not be read (not carried in the report: see netcheck.what_if).
+    #: What the facts hang on that could not be read (not carried in the report: see netcheck.assess.what_if).
     assumptions: tuple[Assumption, ...] = ()
 
 

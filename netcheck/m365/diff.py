@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from netcheck.catalog import EndpointSet, Network, PortRange
+from netcheck.m365.catalog import EndpointSet, Network, PortRange
 from netcheck.models import Category
 
 

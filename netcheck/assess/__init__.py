@@ -1,0 +1,1 @@
+"""Assessment: pure decisions on measured facts (verdict, media, causes, prediction, remediation)."""

@@ -1,0 +1,1 @@
+"""Microsoft's data: the endpoint catalog, the web service that updates it (fetch, cache, updater), the diff."""
