@@ -4,7 +4,11 @@ against a loopback HTTPS server standing in for Microsoft's status site."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import ssl
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -206,3 +210,21 @@ def test_titles_reach_the_report_as_one_printable_line() -> None:
     assert got is not None
     issue = got.issues[0]
     assert (issue.service, issue.title, issue.feature) == ("Exchange Online", "Mail [31mdown [0m now", None)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run as another user")
+def test_an_agent_directory_this_user_cannot_enter_means_no_service_health(tmp_path: Path) -> None:
+    """`netcheck check` by a user who cannot enter the agent's directory (another account's, or a service's):
+    no service health, not a crash (it was exit 5 as the standard user of the packaged executable)."""
+    private = tmp_path / "agent"
+    private.mkdir(mode=0o700)
+    (private / "policy.json").write_text("{}")
+    os.chmod(tmp_path, 0o755)
+    code = ("import sys; from pathlib import Path; from netcheck.assess.service_health import last_service_health; "
+            "print(last_service_health(Path(sys.argv[1])))")
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                          str(private / "policy.json")], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "None"

@@ -118,11 +118,11 @@ def last_service_health(path: Path | None = None) -> ServiceHealth | None:
     from netcheck.fleet_policy import usable_policy
 
     path = path or agent_policy_path()
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         doc = load_user_json(path, limit=4 * 1024 * 1024, what="the agent's copy of the collector's policy")
-    except NetcheckError:
+    except (NetcheckError, OSError):  # e.g. the agent's directory is not this user's: there is none to use
         return None
     return from_policy(usable_policy(doc)[0].get("service_health"))
 
