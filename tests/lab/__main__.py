@@ -196,7 +196,7 @@ def _summary_line(matrix: dict[str, Any]) -> str:
             parts.append(
                 f"{kind} {k['accuracy']:.1%} over {k['rows']} rows of {k['scenarios']} scenarios "
                 f"({k['hedged']} right only as 'uncertain'; {k['strict']:.1%} counting those as misses; "
-                f"{k['modelled']} on a modelled truth)"
+                f"{k['modelled']} on a modelled truth, {k.get('pac_measured', 0)} measured by a real PAC client)"
             )
     if s.get("site_up_agreement") is not None:
         parts.append(f"site-up status agrees with truth on {s['site_up_agreement']:.1%}")

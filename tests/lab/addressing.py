@@ -144,6 +144,8 @@ CLOUD_PROXY_V4, CLOUD_PROXY_V6 = "198.19.255.31", "2001:db8:fc1d::31"
 CLOUD_PAC_NAME = f"pac.{CLOUD_DOMAIN}"
 CLOUD_PAC_V4, CLOUD_PAC_V6 = "198.19.255.80", "2001:db8:fc1d::80"
 CLOUD_PAC_URL = f"https://{CLOUD_PAC_NAME}/contoso.pac"
+#: The site's own PAC file (for its proxy) hosted on the internet, on the same PAC host (`proxy.pac_where`).
+SITE_PAC_INTERNET_URL = f"https://{CLOUD_PAC_NAME}/contoso-site.pac"
 
 #: Teams media (STUN/TURN) ports on the relay.
 STUN_PORTS = (3478, 3479, 3480, 3481)

@@ -155,6 +155,7 @@ def build_result(
                 "match": match,
                 "hedged": hedged,
                 "truth_modelled": wt.modelled,
+                "truth_pac_client": wt.pac_client,
             }
             rows.append(row)
             if wt.truth not in sc.TRUTH_VALUES:
@@ -263,6 +264,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "strict": round(sum(r["match"] and not r.get("hedged") for r in rows) / len(rows), 3) if rows else None,
             # rows whose truth is the lab's model of a client (PAC file unreachable), not a measurement
             "modelled": sum(1 for r in rows if r.get("truth_modelled")),
+            # rows whose truth rests on what a real PAC client (Chromium) did without its PAC file: measured
+            "pac_measured": sum(1 for r in rows if r.get("truth_pac_client")),
         }
     site_up = _counted([r for res in results for r in res["rows"]], phase_up=True)
     if site_up:

@@ -84,7 +84,9 @@ class Proxy:
     inspection_bypass: tuple[str | int, ...] = ()
     pac_unreachable: str = "direct"  # direct | fail | cached
     where: str = "site"  # site | dc | cloud: where the proxy lives
-    pac_where: str = ""  # site | dc: where the PAC file lives ("" = with the proxy; a cloud proxy's is in the cloud)
+    #: site | dc | cloud: where the PAC file lives ("" = with the proxy; a cloud proxy's is in the cloud). cloud
+    #: with a proxy at a site: the site's PAC file hosted on the internet (it outlives the site, its proxy not).
+    pac_where: str = ""
 
     @property
     def name(self) -> str:
@@ -92,7 +94,9 @@ class Proxy:
 
     @property
     def pac_url(self) -> str:
-        return A.CLOUD_PAC_URL if self.where == "cloud" else A.PAC_URL
+        if self.where == "cloud":
+            return A.CLOUD_PAC_URL
+        return A.SITE_PAC_INTERNET_URL if self.pac_where == "cloud" else A.PAC_URL
 
     @property
     def pac_site(self) -> str:
@@ -320,7 +324,7 @@ def _proxy(t: _Table) -> Proxy:
         inspection_bypass=t.selector_list("inspection_bypass"),
         pac_unreachable=t.choice("pac_unreachable", ("direct", "fail", "cached"), "direct"),
         where=t.choice("where", ("site", "dc", "cloud"), "site"),
-        pac_where=t.choice("pac_where", ("", "site", "dc"), ""),
+        pac_where=t.choice("pac_where", ("", "site", "dc", "cloud"), ""),
     )
     t.finish()
     return result

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -116,6 +117,22 @@ function FindProxyForURL(url, host) {{
     return "PROXY {proxy}:{A.PROXY_PORT}";
 }}
 """
+
+
+def chromium_policy(roots_pem: bytes, mandatory_pac_url: str = "") -> str:
+    """Chromium's managed policy (JSON) for the laptop: the machine's roots trusted, as an enterprise
+    pushes its CAs (``CACertificates``), and with ``mandatory_pac_url`` the PAC made mandatory
+    (``ProxySettings``: ``ProxyPacMandatory``), so that Chromium fails closed when it cannot be fetched."""
+    certs = x509.load_pem_x509_certificates(roots_pem)
+    der = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certs]
+    policy: dict[str, object] = {"CACertificates": der}
+    if mandatory_pac_url:
+        policy["ProxySettings"] = {
+            "ProxyMode": "pac_script",
+            "ProxyPacUrl": mandatory_pac_url,
+            "ProxyPacMandatory": True,
+        }
+    return json.dumps(policy, indent=2) + "\n"
 
 
 def no_proxy(direct_patterns: Sequence[str], tenant: str) -> str:

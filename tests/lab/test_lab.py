@@ -720,7 +720,7 @@ def test_every_row_counts_in_both_figures() -> None:
     }
     crashed = NetcheckRun("error", "netcheck printed no JSON report (exit 1): Traceback")
     summary = summarise([result(NetcheckRun("ok", report=good), True), result(crashed, False)])
-    told = {"scenarios": 1, "rows": 2, "accuracy": 1.0, "hedged": 0, "strict": 1.0, "modelled": 0}
+    told = {"scenarios": 1, "rows": 2, "accuracy": 1.0, "hedged": 0, "strict": 1.0, "modelled": 0, "pac_measured": 0}
     assert summary["told"] == told
     assert summary["inferred"] == told | {"accuracy": 0.0, "strict": 0.0}
     assert (summary["outage_accuracy"], summary["outage_predictions"], summary["misses"]) == (0.5, 4, 2)

@@ -2,7 +2,10 @@
 
 Measured only with tools that share no code with netcheck: ``curl`` (with
 the laptop's proxy environment, or the proxy its PAC file picks, evaluated
-by Debian's pacparser), ``kdig`` and a small independent STUN client.
+by Debian's pacparser), ``kdig``, a small independent STUN client, and, when
+the PAC file cannot be fetched, a real PAC client: Debian's headless Chromium
+(``tools/pacbrowser.py``), whose own choice (DIRECT, or fail closed under the
+managed policy ``ProxyPacMandatory``) is the truth.
 Everything runs inside the laptop's namespace as the laptop's unprivileged
 user, with its routes, its resolv.conf and its trust store.
 
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import addressing as A
-from .world import REPO_ROOT, SYSTEM_PYTHON, World
+from .world import CHROMIUM_POLICY_FILE, REPO_ROOT, SYSTEM_PYTHON, World
 
 CURL_TIMEOUT = 10
 #: Microsoft's thresholds, from the one place they live (the lab reads the file, never imports netcheck).
@@ -51,6 +54,11 @@ MEDIA_LIMITS = {
 PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.DC_PROXY_V4, A.DC_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
 #: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used).
 CONNECT_SAMPLES = 3
+#: Seconds Chromium may take per URL, PAC decision included: it gives up on a black-holed PAC host after
+#: about 30 s (measured), then goes DIRECT or fails closed.
+BROWSER_TIMEOUT = 40
+#: Chromium's error when the managed policy makes the PAC mandatory and it cannot be fetched.
+PAC_MANDATORY_FAILED = "ERR_MANDATORY_PROXY_CONFIGURATION_FAILED"
 
 
 def slow(workload: str, connect_ms: float) -> str | None:
@@ -96,8 +104,18 @@ class WorkloadTruth:
         """The truth rests on the lab's model of a client (see Route.modelled), not on a measurement."""
         return any(c.detail.get("modelled") for c in self.checks)
 
+    @property
+    def pac_client(self) -> str:
+        """The real PAC client whose behaviour (the PAC file unreachable) this truth rests on, or ""."""
+        return next((str(c.detail["pac_client"]) for c in self.checks if c.detail.get("pac_client")), "")
+
     def to_json(self) -> dict[str, Any]:
-        return {"truth": self.truth, "modelled": self.modelled, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "truth": self.truth,
+            "modelled": self.modelled,
+            "pac_client": self.pac_client,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 @dataclass
@@ -112,6 +130,9 @@ class Route:
     #: The route is the scenario's model of a client's behaviour, not measured (the PAC file could not be
     #: fetched: what the OS does then is ``proxy.pac_unreachable``). Counted apart (docs/lab.md).
     modelled: str = ""
+    #: Measured, not modelled: what Chromium did with this URL when the PAC file could not be fetched
+    #: (tools/pacbrowser.py's result). The check is Chromium's own load.
+    browser: dict[str, Any] | None = None
 
 
 def http_urls(world: World) -> dict[str, list[str]]:
@@ -140,10 +161,18 @@ def dns_names(world: World) -> dict[str, str]:
     }
 
 
+def federation_url(host: str) -> str:
+    """The federation server's sign-in page that the identity truth loads."""
+    return f"https://{host}/adfs/ls/"
+
+
 def measure(world: World) -> dict[str, WorkloadTruth]:
     """Measure every workload now, in parallel."""
+    s = world.scenario
     urls = http_urls(world)
-    routes = proxy_routes(world, [u for group in urls.values() for u in group])
+    # the federation page is routed with the rest, so that a PAC client is launched once per phase
+    federation = [federation_url(s.identity.federation_host)] if s.identity.mode == "federated" else []
+    routes = proxy_routes(world, [*(u for group in urls.values() for u in group), *federation])
     with ThreadPoolExecutor(max_workers=12) as pool:
         http = {
             w: [pool.submit(fetch, world, u, routes[u], quality=w) for u in us]
@@ -206,13 +235,9 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
         modelled = ""
         if fetched.ok:
             source = "PAC fetched now"
-        elif s.proxy.pac_unreachable == "direct":
-            why = "PAC unreachable: falls back to DIRECT (modelled: proxy.pac_unreachable)"
-            return {u: Route([None], why, modelled=why) for u in urls}
-        elif s.proxy.pac_unreachable == "fail":
-            why = "PAC unreachable: fails closed (modelled: proxy.pac_unreachable)"
-            return {u: Route([], why, modelled=why) for u in urls}
-        else:
+        elif s.proxy.pac_unreachable in ("direct", "fail"):  # a real PAC client shows these: measured
+            return browser_routes(world, urls)
+        else:  # no client here keeps a cached PAC file across a failed fetch: the lab's model
             pac_path.write_text(world.pac_text)
             pac_path.chmod(0o644)
             source = modelled = "PAC unreachable: using the cached copy (modelled: proxy.pac_unreachable)"
@@ -229,6 +254,44 @@ def proxy_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
         )
         for u in urls
     }
+
+
+def browser_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
+    """What a real PAC client does with each URL when the PAC file cannot be fetched: Debian's headless
+    Chromium, launched once with the PAC URL (and, for ``pac_unreachable = "fail"``, the managed policy
+    that makes the PAC mandatory, put in place by the World), loads them all."""
+    s = world.scenario
+    mandatory = s.proxy.pac_unreachable == "fail"
+    argv = [world.python, str(world.tool("pacbrowser.py")), "--pac-url", s.proxy.pac_url]
+    res = world.laptop_run([*argv, "--timeout", str(BROWSER_TIMEOUT), *urls], timeout=BROWSER_TIMEOUT + 90)
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        data = {"error": (res.stderr or res.stdout).strip()[-300:] or "no output"}
+    policy = (data.get("policy") or {}).get(CHROMIUM_POLICY_FILE, {}).get("ProxySettings", {})
+    if "error" not in data and mandatory and policy.get("ProxyPacMandatory") is not True:
+        data = {"error": f"Chromium's managed policy is not in place (read: {data.get('policy')})"}
+    if "error" in data:  # the tool failed: a lab problem, never "fails"
+        return {u: Route([], "PAC unreachable: Chromium", tool_error=f"pacbrowser: {data['error']}") for u in urls}
+    client = f"chromium {data['browser']}" + (" (ProxyPacMandatory)" if mandatory else "")
+    routes = {}
+    for u in urls:
+        seen = dict(data["results"].get(u) or {"ok": False, "error": "not loaded"}, pac_client=client)
+        if seen.get("ok"):
+            ip = str(seen.get("remote_ip"))
+            proxies: list[str | None] = [f"http://{_host(ip)}:{A.PROXY_PORT}" if ip in PROXY_ADDRESSES else None]
+            what = "went through the proxy" if proxies[0] else "went DIRECT"
+        elif seen.get("error") == PAC_MANDATORY_FAILED:
+            proxies, what = [], "failed closed"
+        else:
+            proxies, what = [], f"got no answer ({seen.get('error')})"
+        reason = f"PAC unreachable: {client} {what} (measured)"
+        routes[u] = Route(proxies, reason, from_pac=True, browser=seen)
+    return routes
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def evaluate_pac(world: World, pac_path: Path, urls: Sequence[str]) -> dict[str, str]:
@@ -274,6 +337,8 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
     host = urllib.parse.urlsplit(url).hostname
     if route.tool_error:
         return Check(f"https {host}", False, {"url": url, "route": route.reason, "tool_error": route.tool_error})
+    if route.browser is not None:
+        return _browser_check(world, url, route, quality)
     if not route.proxies:
         detail = {"url": url, "route": route.reason, "error": "no usable route"}
         return Check(f"https {host}", False, detail | ({"modelled": route.modelled} if route.modelled else {}))
@@ -314,6 +379,29 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
         detail["quality"] = _quality(world, url, route, attempts[-1], quality)
         degraded = bool(detail["quality"]["degraded_by"])
     return Check(f"https {host}", ok, detail, degraded=degraded)
+
+
+def _browser_check(world: World, url: str, route: Route, quality: str | None) -> Check:
+    """The check is Chromium's own load (see browser_routes): ok if the lab server answered it. A URL that
+    answered is sampled for quality with curl along the route Chromium took."""
+    seen = route.browser or {}
+    ok = bool(seen.get("ok")) and bool(seen.get("x-lab-server")) and int(seen.get("status") or 0) < 500
+    attempt: dict[str, Any] = {
+        "ok": ok,
+        "via": (route.proxies[0] or "DIRECT") if route.proxies else "none",
+        "http_code": seen.get("status"),
+        "remote_ip": seen.get("remote_ip"),
+        "egress": seen.get("x-lab-client"),
+    }
+    if not ok:
+        attempt["error"] = seen.get("error") or "answer did not come from the lab server"
+    detail: dict[str, Any] = {"url": url, "route": route.reason, "attempts": [attempt]}
+    detail["pac_client"] = seen["pac_client"]
+    degraded = False
+    if ok and quality:
+        detail["quality"] = _quality(world, url, route, attempt, quality)
+        degraded = bool(detail["quality"]["degraded_by"])
+    return Check(f"https {urllib.parse.urlsplit(url).hostname}", ok, detail, degraded=degraded)
 
 
 def _connect_ms(attempt: dict[str, Any]) -> float | None:
@@ -397,8 +485,9 @@ def identity_checks(world: World, realm_url: str, routes: dict[str, Route]) -> l
     realm.detail["account_type"] = body.get("account_type")
     if str(body.get("account_type", "")).lower() == "federated":
         adfs = urllib.parse.urlsplit(body.get("federation_active_auth_url", "")).hostname or ""
-        ls_url = f"https://{adfs}/adfs/ls/"
-        checks.append(fetch(world, ls_url, proxy_routes(world, [ls_url])[ls_url]))
+        ls_url = federation_url(adfs)
+        route = routes.get(ls_url) or proxy_routes(world, [ls_url])[ls_url]
+        checks.append(fetch(world, ls_url, route))
     return checks
 
 

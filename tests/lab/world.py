@@ -64,6 +64,10 @@ LAPTOP_GID = 65534
 #: handshakes must not queue behind one Python process.
 FRONTDOOR_WORKERS = 2
 
+#: The laptop's managed Chromium policy (``ip netns exec`` bind-mounts /etc/netns/<laptop>/chromium over
+#: /etc/chromium, so each run has its own; only PAC scenarios write one).
+CHROMIUM_POLICY_FILE = "netcheck-lab.json"
+
 #: Which namespace carries each link's delay element, and on which interface.
 LINK_HOST = {"wifi": ("home", "lan0"), "home": ("home", "wan0"), "site": ("corp", "wan0"), "office": ("corp", "lan0")}
 
@@ -136,6 +140,7 @@ class World:
         log.info("building %s (run %s)", s.name, self.run_id)
         self._prepare_files()
         self._namespaces()
+        self._chromium_policy()
         self._links()
         self._inet()
         self._home()
@@ -182,9 +187,23 @@ class World:
         # the truth tools run as the laptop's user, who may not be able to read the checkout
         tools = self.dir / "tools"
         tools.mkdir(mode=0o755)
-        for name in ("stunclient.py", "pacfind.py"):
+        for name in ("stunclient.py", "pacfind.py", "pacbrowser.py"):
             shutil.copy(TOOLS_DIR / name, tools / name)
             (tools / name).chmod(0o644)
+
+    def _chromium_policy(self) -> None:
+        """The laptop's Chromium, the PAC client of the truth (tools/pacbrowser.py): trusts the machine's
+        roots, and makes the PAC mandatory when the scenario's client fails closed without it."""
+        s = self.scenario
+        if s.proxy.mode != "pac":
+            return
+        assert self.pki is not None
+        managed = Path("/etc/netns") / self.ns["laptop"] / "chromium" / "policies" / "managed"
+        managed.mkdir(mode=0o755, parents=True, exist_ok=True)
+        mandatory = s.proxy.pac_url if s.proxy.pac_unreachable == "fail" else ""
+        path = managed / CHROMIUM_POLICY_FILE
+        path.write_text(services.chromium_policy(self.pki.machine_roots.read_bytes(), mandatory))
+        path.chmod(0o644)
 
     def _namespaces(self) -> None:
         for role, ns in self.ns.items():
@@ -492,7 +511,7 @@ class World:
                 "brand": "Contoso",
             },
             "pac_file": str(self.dir / "proxy.pac"),
-            "cloud_pac_host": A.CLOUD_PAC_NAME if s.proxy.where == "cloud" else None,
+            "cloud_pac_host": A.CLOUD_PAC_NAME if s.proxy.pac_site == "cloud" else None,
         }
         path = self.dir / f"{role}.json"
         path.write_text(json.dumps(config))
