@@ -21,6 +21,7 @@ TOOLS = {
     "ping": "iputils-ping",
     "setpriv": "util-linux",
     "sysctl": "procps",
+    "chromium": "chromium",  # the PAC client the truth measures when the PAC file cannot be fetched
 }
 CERTGEN = Path("/usr/lib/squid/security_file_certgen")
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -33,6 +34,8 @@ def missing_tools() -> list[str]:
         missing.append(f"{CERTGEN} (Debian package squid-openssl)")
     if importlib.util.find_spec("netfilterqueue") is None:
         missing.append("Python module netfilterqueue (pip package NetfilterQueue, needs libnetfilter-queue-dev)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("Python module playwright (pip install -e '.[test]'), to drive Chromium as the PAC client")
     if (
         not SYSTEM_PYTHON.exists()
         or subprocess.run([str(SYSTEM_PYTHON), "-c", "import pacparser"], capture_output=True, check=False).returncode

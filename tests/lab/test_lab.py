@@ -40,7 +40,7 @@ from tests.lab.netcheck_runner import NetcheckRun, case_workloads, find_netcheck
 from tests.lab.netns import NETNS_RUN, STATE_ROOT, require_root
 from tests.lab.preflight import missing_tools
 from tests.lab.runner import TWO_SITE_DIR, build_result, format_table, run_matrix, scenario_files, summarise
-from tests.lab.truth import WorkloadTruth
+from tests.lab.truth import PAC_MANDATORY_FAILED, WorkloadTruth, browser_routes, proxy_routes
 from tests.lab.world import ENDPOINTS_FILE, REPO_ROOT, SYSTEM_PYTHON, World
 
 WORLD_TOML = """
@@ -79,6 +79,20 @@ direct = ["Optimize"]
 [identity]
 mode = "federated"
 provider = "dc"
+"""
+
+PAC_TOML = """
+name = "pac-client-selftest"
+description = "A PAC file at the site that fails closed: the lab's test of its PAC client (Chromium)."
+[vpn]
+mode = "split"
+exclude = ["Optimize"]
+[dns]
+servers = ["corp", "home"]
+[proxy]
+mode = "pac"
+direct = ["Optimize"]
+pac_unreachable = "fail"
 """
 
 ALLOWED_NETS = [
@@ -552,6 +566,32 @@ def test_stun_truth_client_tries_every_address_and_records_no_route(tmp_path: Pa
     assert by_address["2001:db8:f006::fa"]["received"] == 0
     assert "unreachable" in by_address["2001:db8:f006::fa"]["error"].lower()
     assert by_address["127.0.0.1"]["received"] == 5 and by_address["127.0.0.1"]["family"] == 4
+
+
+@pytest.mark.lab
+def test_pac_client_truth_is_measured_by_chromium(tmp_path: Path) -> None:
+    """With the PAC file gone, the truth is what Chromium does (issue 9): fail closed under the managed policy
+    that makes the PAC mandatory, DIRECT (leaving by the home router) without it. At site up the PAC file
+    is fetched and evaluated, and no browser is involved."""
+    _require_lab()
+    urls = ["https://outlook.office365.com/owa/", "https://www.office.com/"]
+    with World(_scenario(tmp_path, PAC_TOML, "pac.toml")) as w:
+        up = proxy_routes(w, urls)
+        assert all(r.browser is None and r.from_pac and not r.modelled for r in up.values()), up
+        w.site_down()
+        w.vpn_drop()
+        closed = browser_routes(w, urls)
+        for route in closed.values():
+            assert route.browser is not None and route.browser["error"] == PAC_MANDATORY_FAILED, route
+            assert route.proxies == [] and "ProxyPacMandatory" in route.browser["pac_client"], route
+        proxy = dataclasses.replace(w.scenario.proxy, pac_unreachable="direct")
+        w.scenario = dataclasses.replace(w.scenario, proxy=proxy)
+        w._chromium_policy()  # the same laptop, its PAC no longer mandatory
+        direct = browser_routes(w, urls)
+        for route in direct.values():
+            assert route.browser is not None and route.browser["ok"] and route.proxies == [None], route
+            assert route.browser["x-lab-client"] in (A.HOME_INET.v4_b, A.HOME_LAN.v6_b), route
+            assert route.browser["x-lab-server"] and not route.tool_error, route
 
 
 @pytest.mark.lab

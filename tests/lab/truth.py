@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import addressing as A
+from .netns import LabError
 from .world import CHROMIUM_POLICY_FILE, REPO_ROOT, SYSTEM_PYTHON, World
 
 CURL_TIMEOUT = 10
@@ -263,9 +264,11 @@ def browser_routes(world: World, urls: Sequence[str]) -> dict[str, Route]:
     s = world.scenario
     mandatory = s.proxy.pac_unreachable == "fail"
     argv = [world.python, str(world.tool("pacbrowser.py")), "--pac-url", s.proxy.pac_url]
-    res = world.laptop_run([*argv, "--timeout", str(BROWSER_TIMEOUT), *urls], timeout=BROWSER_TIMEOUT + 90)
     try:
+        res = world.laptop_run([*argv, "--timeout", str(BROWSER_TIMEOUT), *urls], timeout=BROWSER_TIMEOUT + 90)
         data = json.loads(res.stdout)
+    except LabError as exc:  # it hung past its own deadline
+        data = {"error": str(exc)[-300:]}
     except ValueError:
         data = {"error": (res.stderr or res.stdout).strip()[-300:] or "no output"}
     policy = (data.get("policy") or {}).get(CHROMIUM_POLICY_FILE, {}).get("ProxySettings", {})
@@ -338,7 +341,7 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
     if route.tool_error:
         return Check(f"https {host}", False, {"url": url, "route": route.reason, "tool_error": route.tool_error})
     if route.browser is not None:
-        return _browser_check(world, url, route, quality)
+        return _browser_check(world, url, route, keep_body, quality)
     if not route.proxies:
         detail = {"url": url, "route": route.reason, "error": "no usable route"}
         return Check(f"https {host}", False, detail | ({"modelled": route.modelled} if route.modelled else {}))
@@ -381,7 +384,7 @@ def fetch(world: World, url: str, route: Route, keep_body: bool = False, quality
     return Check(f"https {host}", ok, detail, degraded=degraded)
 
 
-def _browser_check(world: World, url: str, route: Route, quality: str | None) -> Check:
+def _browser_check(world: World, url: str, route: Route, keep_body: bool, quality: str | None) -> Check:
     """The check is Chromium's own load (see browser_routes): ok if the lab server answered it. A URL that
     answered is sampled for quality with curl along the route Chromium took."""
     seen = route.browser or {}
@@ -397,6 +400,8 @@ def _browser_check(world: World, url: str, route: Route, quality: str | None) ->
         attempt["error"] = seen.get("error") or "answer did not come from the lab server"
     detail: dict[str, Any] = {"url": url, "route": route.reason, "attempts": [attempt]}
     detail["pac_client"] = seen["pac_client"]
+    if keep_body and ok:
+        detail["body"] = seen.get("body") or ""
     degraded = False
     if ok and quality:
         detail["quality"] = _quality(world, url, route, attempt, quality)

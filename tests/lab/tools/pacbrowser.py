@@ -14,8 +14,8 @@ for the response headers. Prints a JSON object: ``browser`` (Chromium's
 version), ``policy`` (the managed policy files Chromium could read) and
 ``results``, per URL: ``ok`` (headers came back), ``status``, ``remote_ip``
 (the address Chromium talked to: the server's, or the proxy's), the lab
-servers' ``x-lab-server`` / ``x-lab-client`` headers, and ``error`` (Chromium's
-``net::ERR_...`` code, or ``timeout``). Any failure of the tool itself prints
+servers' ``x-lab-server`` / ``x-lab-client`` headers, the start of the
+``body``, and ``error`` (Chromium's ``net::ERR_...`` code, or ``timeout``). Any failure of the tool itself prints
 ``{"error": ...}`` and exits 1.
 """
 
@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,32 @@ ARGS = (
     "--disable-default-apps", "--disable-extensions", "--no-default-browser-check",
     "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate",
 )
+#: Enough of a page for the lab's small JSON answers (the user realm).
+BODY_CHARS = 4000
 NET_ERROR = re.compile(r"net::(ERR_[A-Z_]+)")
+START = time.monotonic()
 
 
 async def load(context: Any, url: str, timeout_s: float) -> dict[str, Any]:
     page = await context.new_page()
     try:
-        return await _navigate(page, url, timeout_s)
+        result = await _navigate(page, url, timeout_s)
     finally:
-        await page.close()
+        await _bounded(page.close(), 5)
+    _log(f"{url}: {result.get('error') or result.get('status')}")
+    return result
+
+
+async def _bounded(step: Any, seconds: float) -> None:
+    """Closing a page or the browser while connections hang must not hang the tool."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except Exception as exc:  # recorded on stderr; the results are already in
+        _log(f"close: {type(exc).__name__}")
+
+
+def _log(text: str) -> None:
+    print(f"pacbrowser {time.monotonic() - START:6.1f}s {text}", file=sys.stderr, flush=True)
 
 
 async def _navigate(page: Any, url: str, timeout_s: float) -> dict[str, Any]:
@@ -63,13 +81,18 @@ async def _navigate(page: Any, url: str, timeout_s: float) -> dict[str, Any]:
         return {"url": url, "ok": False, "error": "no response"}
     headers = await response.all_headers()
     server = await response.server_addr()
+    try:
+        body = (await response.text())[:BODY_CHARS]
+    except Exception as exc:  # the body did not come: the headers still say who answered
+        body = f"(no body: {str(exc)[:100]})"
     return {
         "url": url,
         "ok": True,
         "status": response.status,
-        "remote_ip": (server or {}).get("ipAddress"),
+        "remote_ip": str((server or {}).get("ipAddress") or "").strip("[]") or None,  # IPv6 comes bracketed
         "x-lab-server": headers.get("x-lab-server"),
         "x-lab-client": headers.get("x-lab-client"),
+        "body": body,
     }
 
 
@@ -80,12 +103,18 @@ async def run(pac_url: str, urls: list[str], timeout_s: float, binary: str) -> d
         browser = await pw.chromium.launch(
             executable_path=binary, args=[*ARGS, f"--proxy-pac-url={pac_url}"], timeout=60_000
         )
+        _log(f"chromium {browser.version} up")
         try:
             context = await browser.new_context()
-            results = await asyncio.gather(*(load(context, u, timeout_s) for u in urls))
+            tasks = {asyncio.create_task(load(context, u, timeout_s)): u for u in urls}
+            done, pending = await asyncio.wait(tasks, timeout=timeout_s + 15)  # the tool's own deadline
+            for task in pending:
+                task.cancel()
+            results = [t.result() for t in done]
+            results += [{"url": tasks[t], "ok": False, "error": "timeout (the tool's deadline)"} for t in pending]
             version = browser.version
         finally:
-            await browser.close()
+            await _bounded(browser.close(), 10)
     policy = {p.name: json.loads(p.read_text()) for p in sorted(POLICY_DIR.glob("*.json"))}
     return {"browser": version, "pac_url": pac_url, "policy": policy, "results": {r["url"]: r for r in results}}
 
