@@ -81,20 +81,6 @@ mode = "federated"
 provider = "dc"
 """
 
-PAC_TOML = """
-name = "pac-client-selftest"
-description = "A PAC file at the site that fails closed: the lab's test of its PAC client (Chromium)."
-[vpn]
-mode = "split"
-exclude = ["Optimize"]
-[dns]
-servers = ["corp", "home"]
-[proxy]
-mode = "pac"
-direct = ["Optimize"]
-pac_unreachable = "fail"
-"""
-
 ALLOWED_NETS = [
     ipaddress.ip_network(n)
     for n in (
@@ -569,13 +555,13 @@ def test_stun_truth_client_tries_every_address_and_records_no_route(tmp_path: Pa
 
 
 @pytest.mark.lab
-def test_pac_client_truth_is_measured_by_chromium(tmp_path: Path) -> None:
+def test_pac_client_truth_is_measured_by_chromium() -> None:
     """With the PAC file gone, the truth is what Chromium does (issue 9): fail closed under the managed policy
     that makes the PAC mandatory, DIRECT (leaving by the home router) without it. At site up the PAC file
     is fetched and evaluated, and no browser is involved."""
     _require_lab()
     urls = ["https://outlook.office365.com/owa/", "https://www.office.com/"]
-    with World(_scenario(tmp_path, PAC_TOML, "pac.toml")) as w:
+    with World(sc.load(REPO_ROOT / "tests" / "lab" / "scenarios" / "pac-fail-closed.toml")) as w:
         up = proxy_routes(w, urls)
         assert all(r.browser is None and r.from_pac and not r.modelled for r in up.values()), up
         w.site_down()
