@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -188,8 +189,11 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
 
     timeout = httpx.Timeout(deadline.step(10.0), connect=deadline.step(5.0))
     cutter = _Cutter(deadline)
+    # verified against the machine's store (honours SSL_CERT_FILE / SSL_CERT_DIR), as the OS and browsers fetch
+    # a PAC file: not only the public roots, so an HTTPS PAC file on an enterprise-issued certificate loads
+    machine = ssl.create_default_context()
     try:
-        with cutter, httpx.Client(trust_env=False, timeout=timeout, follow_redirects=True,
+        with cutter, httpx.Client(trust_env=False, verify=machine, timeout=timeout, follow_redirects=True,
                                   transport=transport) as client, \
                 client.stream("GET", url, extensions={"trace": cutter.trace}) as resp:
             stream = resp.extensions.get("network_stream")

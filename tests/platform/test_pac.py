@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 
 from netcheck.deadline import Deadline
 from netcheck.m365.catalog import load_catalog
@@ -83,6 +85,26 @@ def server() -> Iterator[str]:
         httpd.server_close()
 
 
+@pytest.fixture()
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The same server over HTTPS, on a certificate from its own CA: (base URL, that CA's PEM file)."""
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", ca_file
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,6 +123,19 @@ def test_fetch_a_pac_and_where_it_is_hosted(server: str) -> None:
     assert moved.ok and moved.text == CORP_PAC
     by_name = pac.fetch_pac(server.replace("127.0.0.1", "localhost") + "/proxy.pac", Deadline.after(10))
     assert by_name.host == "localhost" and by_name.address in ("127.0.0.1", "::1")
+
+
+def test_fetch_https_pac_with_the_machine_store(tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTPS PAC file is verified against the machine's store, as the OS fetches it (issue 9: a PAC file
+    on the internet failed with "unable to get local issuer certificate", and netcheck assumed DIRECT)."""
+    url, ca_file = tls_server
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    got = pac.fetch_pac(f"{url}/proxy.pac", Deadline.after(10))
+    assert got.ok and got.text == CORP_PAC, got.error
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusted = pac.fetch_pac(f"{url}/proxy.pac", Deadline.after(10))
+    assert not untrusted.ok and "certificate" in (untrusted.error or "").lower()
 
 
 def test_fetch_failures_are_outcomes(server: str) -> None:
