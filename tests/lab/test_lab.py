@@ -2,8 +2,9 @@
 
 (a) Build a world and check with independent tools that it is what it
     claims: DNS answers, TLS from the lab CA, the 25 ms link delay, the
-    WireGuard tunnel, squid (with TLS inspection), the site going down, and
-    that nothing is left behind afterwards.
+    WireGuard tunnel, squid (with TLS inspection), the site going down, the
+    PAC client the truth measures (Chromium), and that nothing is left behind
+    afterwards.
 (b) Run every scenario in tests/lab/scenarios and check each produced
     ground truth for every workload, as its author expected. The two-site
     set (tests/lab/scenarios/two-site) is a separate command
