@@ -286,7 +286,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 
     A cell reads ``TRUTH nc:PREDICTION``; ``=`` marks agreement, ``X`` an
     outage prediction that was wrong or missing, ``~`` a site-up status that
-    differs, ``!`` a truth the scenario did not expect.
+    differs, ``!`` a truth the scenario did not expect; ``*`` after the truth: the lab's model of the PAC
+    client (a cached PAC file), ``+``: measured with a real PAC client (Chromium).
     """
     phases = list(dict.fromkeys(r["phase"] for res in results for r in res.get("rows", [])))
     header = ("scenario", "workload", *phases)
@@ -315,7 +316,9 @@ def _cell(row: dict[str, Any]) -> str:
     else:
         mark = "~" if row["phase"] == "site_up" else "X"
     lab = "!" if row["expected"] and row["expected"] != row["truth"] else ""
-    return f"{row['truth']}{lab} {mark} nc:{pred}"
+    # how the PAC client's behaviour without its PAC file was known: * modelled, + measured (Chromium)
+    how = "*" if row.get("truth_modelled") else ("+" if row.get("truth_pac_client") else "")
+    return f"{row['truth']}{how}{lab} {mark} nc:{pred}"
 
 
 def _unsupported(nc: dict[str, Any]) -> str:

@@ -913,3 +913,6 @@ def test_table_marks() -> None:
     assert "works = nc:works" in line and "fails X nc:works" in line and "works!   nc:n/a" in line
     rows[2]["match"] = False  # netcheck ran but predicted nothing: a miss
     assert "works! X nc:n/a" in format_table([{"scenario": "s", "rows": rows, "lab_problems": []}]).splitlines()[2]
+    rows[1]["truth_modelled"], rows[2]["truth_pac_client"] = True, "chromium 156"  # how the PAC truth was known
+    line = format_table([{"scenario": "s", "rows": rows, "lab_problems": []}]).splitlines()[2]
+    assert "fails* X nc:works" in line and "works+! X nc:n/a" in line
