@@ -2,9 +2,10 @@
 the parts of Microsoft Entra ID's v2.0 endpoints that a confidential web app uses:
 
 - ``/<tenant>/v2.0/.well-known/openid-configuration``: discovery;
-- ``/<tenant>/oauth2/v2.0/authorize``: approves ``user`` at once (no login form), redirecting to the
-  ``redirect_uri`` with ``code`` and ``state`` (or ``error=access_denied`` when ``deny``); it insists
-  on response_type=code, the client id, a nonce and an S256 code challenge;
+- ``/<tenant>/oauth2/v2.0/authorize``: approves ``user`` at once (or, ``interactive``, when its page's
+  "Accept" is pressed), redirecting to the ``redirect_uri`` with ``code`` and ``state`` (or
+  ``error=access_denied`` when ``deny``); it insists on response_type=code, the client id, a nonce
+  and an S256 code challenge;
 - ``/<tenant>/oauth2/v2.0/token``: redeems a code once, for the client id and secret it was made
   for, the same redirect URI and a ``code_verifier`` whose S256 is the challenge; answers an
   RS256 id token (``iss``, ``aud``, ``tid``, ``oid``, ``preferred_username``, ``roles``,
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -73,7 +75,9 @@ class User:
 class OidcProvider:
     """Use as a context manager; ``authority`` is what the collector's ``oidc_authority`` is set to."""
 
-    def __init__(self, ca: trustme.CA, client_id: str, client_secret: str, tenant: str | None = None) -> None:
+    def __init__(self, ca: trustme.CA, client_id: str, client_secret: str, tenant: str | None = None,
+                 host: str = "127.0.0.1") -> None:
+        """``host="::1"`` puts it on another site than a collector on 127.0.0.1, as Entra ID is for a browser."""
         self.ca = ca
         self.client_id = client_id
         self.client_secret = client_secret
@@ -81,10 +85,14 @@ class OidcProvider:
         self.keys = [_Key.new()]
         self.user = User()
         self.deny = False
+        #: show a page with an "Accept" button instead of approving at once (as Entra ID shows its sign-in
+        #: page): the redirect back is then a navigation the provider's page starts, as in real life
+        self.interactive = False
         self.claims: dict[str, Any] = {}
         self.signing = "RS256"
         self.paths: list[str] = []
         self._codes: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         provider = self
 
@@ -99,12 +107,14 @@ class OidcProvider:
                 length = int(self.headers.get("Content-Length") or 0)
                 provider._handle(self, self.rfile.read(length).decode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.getaddrinfo(host, 0)[0][0]})
+        self._server = server_class((host, 0), Handler)
         self._server.daemon_threads = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
+        ca.issue_cert(host).configure_cert(context)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.origin = f"https://127.0.0.1:{self._server.server_address[1]}"
+        shown = f"[{host}]" if ":" in host else host
+        self.origin = f"https://{shown}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-provider", daemon=True)
 
     def __enter__(self) -> OidcProvider:
@@ -153,17 +163,21 @@ class OidcProvider:
                   f"{base}/discovery/v2.0/keys": self._jwks,
                   f"{base}/oauth2/v2.0/authorize": self._authorize,
                   f"{base}/oauth2/v2.0/logout": self._logout}
+        form = {k: v[0] for k, v in parse_qs(body or "").items()}
         if parts.path == f"{base}/oauth2/v2.0/token" and body is not None:
-            status, headers, payload = self._token({k: v[0] for k, v in parse_qs(body).items()})
+            status, headers, payload = self._token(form)
+        elif parts.path == f"{base}/oauth2/v2.0/authorize" and body is not None:  # "Accept" pressed
+            status, headers, payload = self._approve(self._pending.pop(form.get("ticket", ""), {}))
         elif parts.path in routes and body is None:
             status, headers, payload = routes[parts.path](query)
         else:
             status, headers, payload = 404, {}, {"error": "not_found"}
-        data = json.dumps(payload).encode() if payload is not None else b""
+        html = isinstance(payload, str)
+        data = payload.encode() if html else json.dumps(payload).encode() if payload is not None else b""
         h.send_response(status)
         for name, value in headers.items():
             h.send_header(name, value)
-        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Type", "text/html; charset=utf-8" if html else "application/json")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
@@ -184,6 +198,16 @@ class OidcProvider:
                 or q.get("code_challenge_method") != "S256" or not q.get("code_challenge") or not q.get("state")
                 or "openid" not in q.get("scope", "").split() or not q.get("redirect_uri")):
             return 400, {}, {"error": "invalid_request", "asked": q}
+        if self.interactive:
+            ticket = secrets.token_urlsafe(16)
+            self._pending[ticket] = q
+            return 200, {}, (f'<!DOCTYPE html><title>Sign in</title><form method="post"><input type="hidden" '
+                             f'name="ticket" value="{ticket}"><button id="approve">Accept</button></form>')
+        return self._approve(q)
+
+    def _approve(self, q: dict[str, str]) -> Answer:
+        if not q:
+            return 400, {}, {"error": "invalid_request"}
         if self.deny:
             answer = {"error": "access_denied", "error_description": "AADSTS50105: the user <b>is</b> not assigned",
                       "state": q["state"]}
