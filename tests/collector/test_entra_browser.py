@@ -3,37 +3,29 @@ local OpenID Connect provider (``tests.oidc_provider``, HTTPS on [::1], so anoth
 "Accept" button, back
 on the page first asked for with a session (its cookie is SameSite=Strict, which a redirect from
 the provider would not carry: the collector's own page moves on), then sign-out. Every request goes
-to the collector or the provider. Screenshots: ``build/screenshots/<backend>-entra-login.png``, ``...-entra-signed-in.png``."""
+to the collector or the provider. Screenshots: ``build/screenshots/<backend>-entra-login.png`` and
+``<backend>-entra-signed-in.png``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from tests.browser import INSTALL_HINT, Browser, find_chromium
+from tests.browser import Browser
 from tests.collector.conftest import check_log
 from tests.collector.harness import CollectorProcess
-from tests.collector.test_dashboard_browser import SHOTS
+from tests.collector.test_dashboard_browser import SHOTS, browser  # noqa: F401 - its Chromium fixture
 from tests.collector.test_entra_sign_in import CLIENT_ID, SECRET, entra_env
 from tests.oidc_provider import OidcProvider, User
 
 pytestmark = pytest.mark.chromium
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip(INSTALL_HINT)
-    with Browser(binary, direct_loopback=True) as chromium:
-        yield chromium
-
-
-def test_sign_in_with_microsoft_in_chromium(browser: Browser, backend: str, new_database: Any, tmp_path: Path) -> None:
+def test_sign_in_with_microsoft_in_chromium(browser: Browser, backend: str,  # noqa: F811 - the fixture
+                                            new_database: Any, tmp_path: Path) -> None:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))

@@ -21,7 +21,7 @@ import trustme
 from netcheck.collector.settings import Settings
 from netcheck.errors import ConfigError
 from tests.collector.conftest import check_log, sql
-from tests.collector.dashboard import csrf_of
+from tests.collector.dashboard import admin_cli, csrf_of
 from tests.collector.harness import CollectorProcess
 from tests.oidc_provider import OidcProvider, User
 
@@ -51,7 +51,7 @@ def idp(ca: trustme.CA) -> Iterator[OidcProvider]:
 def entra_env(idp: OidcProvider, ca_file: Path, **more: str) -> dict[str, str]:
     return {"NETCHECK_OIDC_TENANT": idp.tenant, "NETCHECK_OIDC_CLIENT_ID": CLIENT_ID,
             "NETCHECK_OIDC_CLIENT_SECRET": SECRET, "NETCHECK_OIDC_AUTHORITY": idp.authority,
-            "NETCHECK_OIDC_CA_BUNDLE": str(ca_file), "NETCHECK_LOG_LEVEL": "info",
+            "NETCHECK_OIDC_CA_BUNDLE": str(ca_file),
             "NETCHECK_OIDC_ROLES": f"Netcheck.Admin=admin,Netcheck.ReadOnly=read-only,group:{GROUP}=read-only",
             **more}
 
@@ -63,9 +63,7 @@ def collector(new_database: Any, idp: OidcProvider, ca_file: Path,
     yield proc
     proc.stop()
     check_log(proc)
-    log = proc.log()
-    assert SECRET not in log
-    assert "sign-in with Entra ID failed: the id token was refused: InvalidAudienceError" in log
+    assert SECRET not in proc.log()
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +141,8 @@ def test_sign_in_with_microsoft_opens_a_dashboard_session(browser: httpx.Client,
     assert done.status_code == 401
 
 
-def test_the_role_follows_entra_at_each_sign_in(browser: httpx.Client, idp: OidcProvider) -> None:
+def test_the_role_follows_entra_at_each_sign_in(browser: httpx.Client, idp: OidcProvider,
+                                               collector: CollectorProcess) -> None:
     idp.user = User(preferred_username="bob@contoso.example", roles=["Netcheck.Admin"])
     sign_in(browser)
     signed_in_as(browser, "entra/bob@contoso.example", "admin")
@@ -151,6 +150,10 @@ def test_the_role_follows_entra_at_each_sign_in(browser: httpx.Client, idp: Oidc
     idp.user.groups = [str(uuid.uuid4()), GROUP]
     sign_in(browser)
     signed_in_as(browser, "entra/bob@contoso.example", "read-only")
+    listed = admin_cli(collector.database_url, "user", "list")
+    assert "entra/bob@contoso.example" in listed.stdout and "read-only" in listed.stdout
+    assert admin_cli(collector.database_url, "user", "remove", "entra/bob@contoso.example").returncode == 0
+    assert browser.get("/ui/").status_code == 303  # its session ended with it
 
 
 def test_read_only_cannot_do_admin_actions(browser: httpx.Client, idp: OidcProvider) -> None:
@@ -221,11 +224,13 @@ def test_a_replayed_code_is_refused(browser: httpx.Client) -> None:
     ({}, "none"),
     ({}, "HS256"),  # keyed with the public key
 ], ids=["audience", "issuer", "expired", "not-yet", "nonce", "signature", "unknown-key", "alg-none", "alg-hs256"])
-def test_a_bad_id_token_is_refused(browser: httpx.Client, idp: OidcProvider, claims: dict[str, Any],
-                                   signing: str) -> None:
+def test_a_bad_id_token_is_refused(browser: httpx.Client, idp: OidcProvider, collector: CollectorProcess,
+                                   claims: dict[str, Any], signing: str) -> None:
     with idp.misbehaving(signing=signing, **claims):
         refused(sign_in(browser), 400, "could not be trusted")
     assert browser.get("/ui/").status_code == 303
+    last = collector.log().rstrip().splitlines()[-1]  # why, in one line, without the token
+    assert "sign-in with Entra ID failed: the id token" in last and "eyJ" not in last, last
 
 
 def test_a_token_of_another_tenant_is_refused(browser: httpx.Client, idp: OidcProvider) -> None:
