@@ -248,6 +248,9 @@ def check_oidc(settings: Settings) -> None:
         raise ConfigError("oidc_authority must be an https:// URL, such as "
                           "https://login.microsoftonline.com/{tenant}/v2.0")
     callback = settings.oidc_redirect_uri
+    if callback is None and settings.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(f"the collector listens on all addresses ({settings.host or '*'}): set oidc_redirect_uri "
+                          "(NETCHECK_OIDC_REDIRECT_URI) to the URL users reach it by, + /ui/login/entra/callback")
     if callback is not None and not callback.startswith(("https://", "http://localhost", "http://127.0.0.1")):
         raise ConfigError("oidc_redirect_uri must be https:// (Entra ID accepts http:// for localhost only)")
     if not settings.oidc_role_map():

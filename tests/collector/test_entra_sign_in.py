@@ -6,6 +6,8 @@ algorithm), roles, the provider's own refusal or absence; the roles once signed 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import ssl
 import uuid
@@ -19,6 +21,7 @@ import pytest
 import trustme
 
 from netcheck.collector.settings import Settings
+from netcheck.collector.web import oidc
 from netcheck.errors import ConfigError
 from tests.collector.conftest import check_log, sql
 from tests.collector.dashboard import admin_cli, csrf_of
@@ -213,6 +216,12 @@ def test_a_replayed_code_is_refused(browser: httpx.Client) -> None:
     refused(finish(browser, replay), 502, "could not be trusted")
 
 
+def test_a_long_return_path_returns_to_the_overview(browser: httpx.Client) -> None:
+    begun = browser.get("/ui/login/entra", params={"next": "/ui/devices?name=" + "x" * 600})
+    done = browser.get(browser.get(begun.headers["location"]).headers["location"])
+    assert '<meta http-equiv="refresh" content="0; url=/ui/">' in done.text
+
+
 @pytest.mark.parametrize(("claims", "signing"), [
     ({"aud": str(uuid.uuid4())}, "RS256"),  # another app's token
     ({"iss": f"https://127.0.0.1:1/{uuid.uuid4()}/v2.0"}, "RS256"),  # another issuer
@@ -299,7 +308,8 @@ def test_sign_out_everywhere_and_a_wrong_secret(new_database: Any, idp: OidcProv
     finally:
         proc.stop()
     check_log(proc)
-    assert "invalid_client" in proc.log() and wrong not in proc.log()
+    assert "invalid_client" in proc.log() and "make a new one in Entra ID" in proc.log()
+    assert wrong not in proc.log()
 
 
 def test_an_unreachable_provider_ends_on_a_clear_page(new_database: Any, idp: OidcProvider, ca_file: Path,
@@ -330,6 +340,7 @@ def test_the_secret_is_required_at_start(idp: OidcProvider, ca_file: Path, tmp_p
     ({"oidc_tenant": "contoso.example", "oidc_client_id": "c", "oidc_roles": ""}, "grants no role"),
     ({"oidc_tenant": "contoso.example", "oidc_client_id": "c", "oidc_redirect_uri": "http://example.com/cb"},
      "must be https://"),
+    ({"oidc_tenant": "contoso.example", "oidc_client_id": "c", "host": "0.0.0.0"}, "set oidc_redirect_uri"),
 ])
 def test_settings_are_checked_at_load(changes: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -342,3 +353,37 @@ def test_the_role_map_reads_app_roles_and_groups() -> None:
     assert settings.oidc_role_map() == {"role:Netcheck.Admin": "admin", f"group:{GROUP}": "read-only"}
     assert settings.oidc_issuer_base == "https://login.microsoftonline.com/contoso.example/v2.0"
     assert settings.oidc_callback == "http://127.0.0.1:8443/ui/login/entra/callback"
+
+
+TENANT = str(uuid.uuid4())
+_DOC = {"issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "authorization_endpoint": f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/authorize",
+        "token_endpoint": f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token",
+        "jwks_uri": f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"}
+
+
+@pytest.mark.parametrize(("tenant", "changes", "message"), [
+    (TENANT, {}, None),
+    ("contoso.example", {}, None),  # a domain: discovery names the tenant's id
+    (TENANT, {"issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"}, "multi-tenant"),
+    (TENANT, {"issuer": f"https://login.microsoftonline.com/{uuid.uuid4()}/v2.0"}, "not the configured tenant"),
+    ("contoso.example", {"issuer": f"https://evil.example/{TENANT}/v2.0"}, "not at the configured authority"),
+    (TENANT, {"token_endpoint": "http://login.microsoftonline.com/t"}, "token_endpoint is missing or not an https"),
+    (TENANT, {"jwks_uri": None}, "jwks_uri is missing"),
+])
+def test_discovery_must_be_the_tenants(tenant: str, changes: dict[str, Any], message: str | None) -> None:
+    settings = Settings(oidc_tenant=tenant, oidc_client_id="c")
+    doc = {**_DOC, **changes}
+    if message is None:
+        found = oidc.parse_discovery(doc, settings)
+        assert found.issuer == _DOC["issuer"] and found.end_session_endpoint is None
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            oidc.parse_discovery(doc, settings)
+
+
+def test_pkce_pair_is_s256() -> None:
+    verifier, challenge = oidc.pkce_pair()
+    assert 43 <= len(verifier) <= 128 and re.fullmatch(r"[A-Za-z0-9_-]+", verifier)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    assert challenge == digest and oidc.pkce_pair()[0] != verifier

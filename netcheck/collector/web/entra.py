@@ -38,6 +38,8 @@ from netcheck.collector.web.views import Dashboard, _safe_next
 log = logging.getLogger(__name__)
 
 STATE_FOR = dt.timedelta(minutes=10)
+#: the longest page to return to that is kept (``ui_oidc_states.next``); a longer one returns to the overview
+NEXT_MAX = 512
 _START_AGAIN = "Start the sign-in again from this page."
 
 
@@ -89,8 +91,9 @@ class EntraSignIn:
             return self._failed(request, exc)
         state, nonce, browser = (secrets.token_urlsafe(32) for _ in range(3))
         verifier, challenge = pkce_pair()
-        await self.dashboard._db(begin, state, browser, nonce, verifier,
-                                _safe_next(request.query_params.get("next")), store.utcnow())
+        back = _safe_next(request.query_params.get("next"))
+        back = back if len(back) <= NEXT_MAX else _safe_next(None)
+        await self.dashboard._db(begin, state, browser, nonce, verifier, back, store.utcnow())
         target = authorize_url(found, self.provider.client_id, self.dashboard.settings.oidc_callback, state, nonce,
                                challenge)
         response = self.dashboard._headers(RedirectResponse(target, 303))

@@ -251,6 +251,9 @@ class Provider:
             said = ""
             if isinstance(doc, dict):
                 said = f": {str(doc.get('error', ''))[:80]}: {str(doc.get('error_description', ''))[:200]}"
+                if doc.get("error") == "invalid_client":
+                    said += (" (a wrong or expired client secret: make a new one in Entra ID, App registrations, "
+                             "Certificates & secrets, and put it in oidc_client_secret_file)")
             raise SignInError(_REFUSED, f"{what}: HTTP {response.status_code}{said}", 502)
         if doc is None:
             raise SignInError(unreachable, f"{what}: the answer is not JSON", 502)
