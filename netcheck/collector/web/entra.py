@@ -4,7 +4,7 @@
 ``ui_oidc_states`` (the state as its SHA-256 digest) for ``STATE_FOR``, bound to this browser by a
 random cookie (SameSite=Lax: the identity provider's redirect back is a cross-site navigation,
 which carries no SameSite=Strict cookie), then the browser goes to the authorize endpoint.
-``/ui/login/entra/callback`` takes the state once (a second use finds nothing), checks the
+``/ui/login/entra/callback`` takes the state once (a second use finds nothing; a refused one is spent too), checks the
 browser's cookie and the expiry, redeems the code and opens the same database session as a
 local sign-in. The session cookie is SameSite=Strict, so the browser is not redirected from
 the callback (still the identity provider's cross-site navigation, it would not send the cookie)
@@ -77,11 +77,15 @@ class EntraSignIn:
         tls = dashboard.settings.tls
         self.cookie = "__Host-netcheck_oidc" if tls else "netcheck_oidc"
 
+    def _forget(self, response: Response) -> None:
+        """Drop the browser's sign-in cookie (its sign-in is over, one way or the other)."""
+        response.delete_cookie(self.cookie, path="/", secure=self.dashboard.settings.tls, httponly=True,
+                               samesite="lax")
+
     def _failed(self, request: Request, exc: SignInError) -> Response:
         log.warning("sign-in with Entra ID failed: %s", self.provider.scrub(exc.detail))
         response = self.dashboard.login_page(request, exc.message, exc.status)
-        response.delete_cookie(self.cookie, path="/", secure=self.dashboard.settings.tls, httponly=True,
-                               samesite="lax")
+        self._forget(response)
         return response
 
     async def start(self, request: Request) -> Response:
@@ -128,8 +132,7 @@ class EntraSignIn:
         log.info("%s signed in with Entra ID as %s", who.name, who.role)
         response = self.dashboard.render("signed_in.html", session=None, next=next_path)
         self.dashboard._set_cookie(response, self.dashboard.cookie, cookie, int(accounts.SESSION_FOR.total_seconds()))
-        response.delete_cookie(self.cookie, path="/", secure=self.dashboard.settings.tls, httponly=True,
-                               samesite="lax")
+        self._forget(response)
         return response
 
     @staticmethod
