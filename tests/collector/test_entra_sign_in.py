@@ -7,6 +7,7 @@ algorithm), roles, the provider's own refusal or absence; the roles once signed 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import re
 import ssl
@@ -20,8 +21,9 @@ import httpx
 import pytest
 import trustme
 
+from netcheck.collector.db import make_engine, migrate, ui_oidc_states
 from netcheck.collector.settings import Settings
-from netcheck.collector.web import oidc
+from netcheck.collector.web import entra, oidc
 from netcheck.errors import ConfigError
 from tests.collector.conftest import check_log, sql
 from tests.collector.dashboard import admin_cli, csrf_of
@@ -326,6 +328,22 @@ def test_an_unreachable_provider_ends_on_a_clear_page(new_database: Any, idp: Oi
     assert "ConnectError" in proc.log()
 
 
+def test_a_failed_discovery_is_not_asked_again_at_once(new_database: Any, idp: OidcProvider, ca_file: Path,
+                                                       tmp_path: Path) -> None:
+    proc = CollectorProcess(new_database(), env=entra_env(idp, ca_file, NETCHECK_OIDC_TENANT=str(uuid.uuid4())),
+                            workdir=tmp_path)  # a tenant the provider does not know: 404
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30.0) as client:
+            before = idp.count("/openid-configuration")
+            refused(client.get("/ui/login/entra"), 502, "could not be trusted")
+            refused(client.get("/ui/login/entra"), 502, "could not be trusted")
+            assert idp.count("/openid-configuration") == before + 1
+    finally:
+        proc.stop()
+    check_log(proc)
+    assert "HTTP 404" in proc.log()
+
+
 def test_the_secret_is_required_at_start(idp: OidcProvider, ca_file: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in entra_env(idp, ca_file).items() if k != "NETCHECK_OIDC_CLIENT_SECRET"}
     with pytest.raises(RuntimeError, match="client secret is missing"):
@@ -387,3 +405,22 @@ def test_pkce_pair_is_s256() -> None:
     assert 43 <= len(verifier) <= 128 and re.fullmatch(r"[A-Za-z0-9_-]+", verifier)
     digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     assert challenge == digest and oidc.pkce_pair()[0] != verifier
+
+
+def test_sign_ins_under_way_are_bounded(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/c.db")
+    try:
+        migrate(engine)
+        now = dt.datetime.now(dt.UTC)
+        with engine.begin() as conn:
+            conn.execute(ui_oidc_states.insert(), [
+                {"digest": f"{i:064x}", "browser": "b", "nonce": "n", "verifier": "v", "next": "/ui/",
+                 "expires_at": now + dt.timedelta(minutes=5)} for i in range(entra.MAX_PENDING - 1)])
+            conn.execute(ui_oidc_states.insert(), [{"digest": "old", "browser": "b", "nonce": "n", "verifier": "v",
+                                                    "next": "/ui/", "expires_at": now}])  # expired: dropped
+            assert entra.begin(conn, "s1", "b", "n", "v", "/ui/", now) is None
+            refused = entra.begin(conn, "s2", "b", "n", "v", "/ui/", now)
+            assert refused is not None and refused.status == 503 and "local account" in refused.message
+            assert entra.begin(conn, "s3", "b", "n", "v", "/ui/", now + entra.STATE_FOR) is None  # they expired
+    finally:
+        engine.dispose()

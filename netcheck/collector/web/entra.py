@@ -40,15 +40,23 @@ log = logging.getLogger(__name__)
 STATE_FOR = dt.timedelta(minutes=10)
 #: the longest page to return to that is kept (``ui_oidc_states.next``); a longer one returns to the overview
 NEXT_MAX = 512
+#: sign-ins under way at most (each kept ``STATE_FOR``); then new ones are refused until some end
+MAX_PENDING = 10_000
 _START_AGAIN = "Start the sign-in again from this page."
 
 
 def begin(conn: Connection, state: str, browser: str, nonce: str, verifier: str, next_path: str,
-          now: dt.datetime) -> None:
+          now: dt.datetime) -> SignInError | None:
+    """Keep a new sign-in under way; refused (returned) while ``MAX_PENDING`` are (anyone may start
+    one: the table stays bounded, and local accounts still sign in)."""
     conn.execute(sa.delete(ui_oidc_states).where(ui_oidc_states.c.expires_at <= now))
+    if conn.execute(sa.select(sa.func.count()).select_from(ui_oidc_states)).scalar_one() >= MAX_PENDING:
+        return SignInError("Too many sign-ins with Microsoft are under way just now: try again in a few minutes, "
+                           "or sign in with a local account.", f"{MAX_PENDING} sign-ins under way", 503)
     conn.execute(sa.insert(ui_oidc_states).values(digest=auth.digest(state), browser=auth.digest(browser),
                                                   nonce=nonce, verifier=verifier, next=next_path,
                                                   expires_at=now + STATE_FOR))
+    return None
 
 
 def take(conn: Connection, state: str, browser: str, now: dt.datetime) -> tuple[str, str, str] | SignInError:
@@ -97,7 +105,9 @@ class EntraSignIn:
         verifier, challenge = pkce_pair()
         back = _safe_next(request.query_params.get("next"))
         back = back if len(back) <= NEXT_MAX else _safe_next(None)
-        await self.dashboard._db(begin, state, browser, nonce, verifier, back, store.utcnow())
+        refused = await self.dashboard._db(begin, state, browser, nonce, verifier, back, store.utcnow())
+        if refused is not None:
+            return self._failed(request, refused)
         target = authorize_url(found, self.provider.client_id, self.dashboard.settings.oidc_callback, state, nonce,
                                challenge)
         response = self.dashboard._headers(RedirectResponse(target, 303))

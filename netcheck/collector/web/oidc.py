@@ -2,8 +2,9 @@
 authorization code flow with PKCE (S256) for a confidential client of one tenant.
 
 - :class:`Provider` reads the issuer's discovery document (``/.well-known/openid-configuration``,
-  kept ``DISCOVERY_FOR``) and its keys (JWKS, kept until a token names a key it does not hold: then
-  read again once, which follows Entra's key rotation), redeems a code at the token endpoint with the
+  kept ``DISCOVERY_FOR_S``; after a failure, not asked again for ``RETRY_AFTER_S``) and its keys
+  (JWKS, kept until a token names a key it does not hold: then read again once, which follows
+  Entra's key rotation), redeems a code at the token endpoint with the
   PKCE verifier and the client secret, and validates the id token.
 - The id token must be RS256 (nothing else, so neither ``none`` nor an HMAC keyed with a public key),
   signed by a key of the JWKS, issued by the discovered issuer (which must be the configured tenant's),
@@ -43,6 +44,8 @@ SCOPE = "openid profile"
 #: clock difference tolerated between the identity provider and the collector
 SKEW_S = 120
 DISCOVERY_FOR_S = 24 * 3600.0
+#: after discovery failed, seconds during which sign-ins fail at once without asking again
+RETRY_AFTER_S = 15.0
 #: the largest answer read from the identity provider (discovery, keys, tokens are a few KB)
 MAX_ANSWER = 512 * 1024
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -217,6 +220,7 @@ class Provider:
         self._verify = ssl_context(Path(settings.oidc_ca_bundle) if settings.oidc_ca_bundle else None)
         self._transport = transport
         self._found: tuple[float, Discovery] | None = None
+        self._failed: tuple[float, SignInError] | None = None
         self._keys: dict[str, Any] = {}
 
     def scrub(self, text: str) -> str:
@@ -260,15 +264,22 @@ class Provider:
         return doc
 
     async def discovery(self) -> Discovery:
-        if self._found is not None and time.monotonic() - self._found[0] < DISCOVERY_FOR_S:
+        now = time.monotonic()
+        if self._found is not None and now - self._found[0] < DISCOVERY_FOR_S:
             return self._found[1]
+        if self._failed is not None and now - self._failed[0] < RETRY_AFTER_S:
+            raise self._failed[1]  # anyone may start a sign-in: the provider is not asked on each one
         url = f"{self.settings.oidc_issuer_base.rstrip('/')}/.well-known/openid-configuration"
-        doc = await self._json(httpx.Request("GET", url), f"discovery {url}")
         try:
-            found = parse_discovery(doc, self.settings)
-        except ValueError as exc:
-            raise SignInError(_REFUSED, f"discovery {url}: {exc}", 502) from None
-        self._found = (time.monotonic(), found)
+            doc = await self._json(httpx.Request("GET", url), f"discovery {url}")
+            try:
+                found = parse_discovery(doc, self.settings)
+            except ValueError as exc:
+                raise SignInError(_REFUSED, f"discovery {url}: {exc}", 502) from None
+        except SignInError as exc:
+            self._failed = (time.monotonic(), exc)
+            raise
+        self._found, self._failed = (time.monotonic(), found), None
         return found
 
     async def _read_keys(self, found: Discovery) -> None:
