@@ -32,7 +32,8 @@ def test_sign_in_with_microsoft_in_chromium(browser: Browser, backend: str,  # n
     with OidcProvider(ca, CLIENT_ID, SECRET, host="::1") as idp:  # another site than the collector's
         idp.user = User(preferred_username="it.lead@contoso.example", roles=["Netcheck.ReadOnly"])
         idp.interactive = True
-        proc = CollectorProcess(new_database(), env=entra_env(idp, ca_file), workdir=tmp_path)
+        env = entra_env(idp, ca_file, NETCHECK_OIDC_SIGN_OUT_EVERYWHERE="1")
+        proc = CollectorProcess(new_database(), env=env, workdir=tmp_path)
         page = browser.new_page(ignore_https_errors=True)
         try:
             page.goto(f"{proc.url}/ui/sites")
@@ -45,8 +46,9 @@ def test_sign_in_with_microsoft_in_chromium(browser: Browser, backend: str,  # n
             assert "entra/it.lead@contoso.example (read-only)" in page.inner_text("header")
             page.screenshot(path=str(SHOTS / f"{backend}-entra-signed-in.png"), full_page=True)
             assert idp.count("/authorize") == 2 and idp.count("/token") == 1  # the page, "Accept"
-            page.click("header button[type=submit]")  # sign out
+            page.click("header button[type=submit]")  # sign out, of Microsoft too: through its end-session page
             page.wait_for_url(f"{proc.url}/ui/login")
+            assert idp.count("/logout") == 1
             page.goto(f"{proc.url}/ui/")
             assert "/ui/login" in page.url
             assert all(u.startswith((proc.url, idp.origin)) for u in page.requests_seen), page.requests_seen

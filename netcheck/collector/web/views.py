@@ -227,7 +227,10 @@ class Dashboard:
         cookie = request.cookies.get(self.cookie, "")
         await self._db(accounts.sign_out, cookie)
         elsewhere = await self.entra.sign_out_url(session) if self.entra is not None else None
-        response = self._headers(RedirectResponse(elsewhere or f"{PREFIX}/login", 303))
+        if elsewhere is not None:  # a page that moves on: the CSP's form-action forbids redirecting a form elsewhere
+            response = self.render("signed_out.html", session=None, target=elsewhere)
+        else:
+            response = self._headers(RedirectResponse(f"{PREFIX}/login", 303))
         response.delete_cookie(self.cookie, path="/", secure=self.settings.tls, httponly=True, samesite="strict")
         return response
 
