@@ -41,7 +41,7 @@ BASE_ARGS = (
     "--hide-scrollbars", "--force-device-scale-factor=1",
     "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate",
     # resolve no name: whatever is not loopback can only go to the proxy (the recorder)
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE ::1",
 )
 #: what the dashboard's tests reach directly (their collector); everything else goes to the recorder
 LOOPBACK = "127.0.0.1,[::1],localhost"
@@ -106,8 +106,10 @@ class Browser:
             self._pw.stop()
         self.recorder.__exit__()
 
-    def new_page(self, width: int = 1280, height: int = 900) -> Any:
-        context = self._browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    def new_page(self, width: int = 1280, height: int = 900, *, ignore_https_errors: bool = False) -> Any:
+        """``ignore_https_errors``: accept a loopback server's test certificate (an identity provider's)."""
+        context = self._browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True,
+                                            ignore_https_errors=ignore_https_errors)
         context.set_default_timeout(self.timeout_ms)
         page = context.new_page()
         page.requests_seen = []

@@ -149,6 +149,12 @@ def serve(host: str | None, port: int | None, database_url: str | None, tls_cert
             if not read_secret(settings):
                 raise ConfigError("service health is configured (NETCHECK_GRAPH_CLIENT_ID) but the client secret "
                                   f"is missing: set NETCHECK_GRAPH_CLIENT_SECRET_FILE or {SECRET_ENV}")
+        if settings.entra_sign_in:
+            from netcheck.collector.web import oidc
+
+            if not oidc.Provider(settings).secret:
+                raise ConfigError("sign-in with Entra ID is configured (NETCHECK_OIDC_CLIENT_ID) but the client "
+                                  f"secret is missing: set NETCHECK_OIDC_CLIENT_SECRET_FILE or {oidc.SECRET_ENV}")
         config = uvicorn.Config(
             "netcheck.collector.app:create_app_from_env", factory=True,
             host=settings.host, port=settings.port, workers=settings.workers,

@@ -222,6 +222,10 @@ ui_users = sa.Table(
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("locked_until", UTCDateTime),
     sa.Column("last_login_at", UTCDateTime),
+    #: an Entra ID user's "entra:<tenant id>:<object id>" (its password hash is unusable); None for a
+    #: local account
+    sa.Column("subject", sa.String(128)),
+    sa.Index(None, "subject", unique=True),
 )
 
 #: dashboard sessions: the cookie's SHA-256 digest, never the cookie itself
@@ -232,6 +236,18 @@ ui_sessions = sa.Table(
               index=True),
     sa.Column("csrf", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+#: sign-ins with Entra ID under way: the state's digest, single use, bound to the browser by the
+#: digest of a cookie, with the nonce and PKCE verifier the callback needs
+ui_oidc_states = sa.Table(
+    "ui_oidc_states", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("browser", sa.String(64), nullable=False),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("verifier", sa.String(128), nullable=False),
+    sa.Column("next", sa.String(512), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 

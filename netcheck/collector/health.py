@@ -49,11 +49,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck.agent.transport import ssl_context
-from netcheck.collector import store
+from netcheck.collector import client_secret, store
 from netcheck.collector.db import dialect_insert, health_issues, health_poll, health_services
 from netcheck.collector.settings import Settings
 from netcheck.errors import ConfigError
-from netcheck.files import read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +184,7 @@ def retry_after(value: str | None, now: dt.datetime) -> float:
     return min(max(seconds, 1.0), MAX_RETRY_AFTER_S)
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    line = " ".join(str(text).split())[:400]
-    return line.replace(secret, "[redacted]") if secret else line
+_scrub = client_secret.scrub
 
 
 # --- credentials and Graph -------------------------------------------------------------------------
@@ -195,15 +192,8 @@ def _scrub(text: str, secret: str | None) -> str:
 
 def read_secret(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
     """The app's client secret: the secret file, else ``NETCHECK_GRAPH_CLIENT_SECRET``."""
-    if settings.graph_client_secret_file:
-        text = read_user_text(settings.graph_client_secret_file, limit=64 * 1024,
-                              what="the Graph client secret file (graph_client_secret_file)")
-        secret = text.strip()
-        if not secret:
-            raise ConfigError(f"the Graph client secret file {settings.graph_client_secret_file} is empty")
-        return secret
-    value = (os.environ if environ is None else environ).get(SECRET_ENV, "").strip()
-    return value or None
+    return client_secret.read(settings.graph_client_secret_file, SECRET_ENV,
+                              "the Graph client secret file (graph_client_secret_file)", environ)
 
 
 def _scope(graph_url: str) -> str:

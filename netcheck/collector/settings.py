@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -97,6 +98,27 @@ class Settings:
     #: verdict, facts and failed probes (``netcheck.collector.compact``) by the pass that runs
     #: after each pruning. A device's latest report is always complete.
     full_history: int = 3
+    #: Dashboard sign-in with Microsoft Entra ID (``netcheck.collector.web.oidc``): OpenID Connect,
+    #: authorization code flow with PKCE, for a single-tenant app registration. Off unless tenant and
+    #: client id are set. As for service health, the client secret is never a setting: it is read
+    #: from ``oidc_client_secret_file``, else NETCHECK_OIDC_CLIENT_SECRET.
+    oidc_tenant: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret_file: str | None = None
+    #: the issuer's base URL; ``{tenant}`` is replaced by ``oidc_tenant`` (a national cloud, or a
+    #: loopback provider in tests). Discovery is read from ``<authority>/.well-known/openid-configuration``.
+    oidc_authority: str = "https://login.microsoftonline.com/{tenant}/v2.0"
+    #: the redirect URI registered in Entra ID (default: this collector's own URL + /ui/login/entra/callback;
+    #: set it when users reach the collector through a reverse proxy or another name)
+    oidc_redirect_uri: str | None = None
+    #: Entra app roles (the id token's ``roles``) and group object ids (``group:<id>``, the ``groups``
+    #: claim) granting each netcheck role, as ``value=role`` pairs separated by commas; a user that
+    #: none of them grants is refused
+    oidc_roles: str = "Netcheck.Admin=admin,Netcheck.ReadOnly=read-only"
+    #: trust only this CA bundle (PEM) for the login service, instead of the system's
+    oidc_ca_bundle: str | None = None
+    #: on sign-out, also end the Microsoft session (the provider's end_session_endpoint)
+    oidc_sign_out_everywhere: bool = False
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -128,6 +150,11 @@ class Settings:
             raise ConfigError("health_interval_s must be between 1 and 86400 seconds")
         if self.full_history < 1:
             raise ConfigError("full_history must be at least 1 (a device's latest report is always complete)")
+        if (self.oidc_tenant is None) != (self.oidc_client_id is None):
+            raise ConfigError("sign-in with Entra ID needs both oidc_tenant and oidc_client_id "
+                              "(NETCHECK_OIDC_TENANT, NETCHECK_OIDC_CLIENT_ID), or neither")
+        if self.oidc_tenant is not None:
+            check_oidc(self)
         if self.db_pool_size < 1:
             raise ConfigError("db_pool_size must be at least 1")
         if self.db_timeout_s <= 0:
@@ -148,6 +175,32 @@ class Settings:
     def service_health(self) -> bool:
         """Whether the collector polls Microsoft service health (an app registration is configured)."""
         return self.graph_client_id is not None
+
+    @property
+    def entra_sign_in(self) -> bool:
+        """Whether the dashboard offers "Sign in with Microsoft" (an app registration is configured)."""
+        return self.oidc_client_id is not None
+
+    @property
+    def oidc_issuer_base(self) -> str:
+        return self.oidc_authority.replace("{tenant}", self.oidc_tenant or "")
+
+    @property
+    def oidc_callback(self) -> str:
+        return self.oidc_redirect_uri or f"{self.url}/ui/login/entra/callback"
+
+    def oidc_role_map(self) -> dict[str, str]:
+        """``oidc_roles`` as {"role:<app role>" or "group:<object id>": netcheck role}."""
+        mapping: dict[str, str] = {}
+        for item in self.oidc_roles.split(","):
+            if not item.strip():
+                continue
+            key, sep, role = (part.strip() for part in item.strip().rpartition("="))
+            if not sep or not key or role not in ("admin", "read-only"):
+                raise ConfigError(f"oidc_roles: {item.strip()!r} is not a pair such as Netcheck.Admin=admin, "
+                                  "group:<object id>=read-only (roles: admin, read-only)")
+            mapping[key if key.startswith("group:") else f"role:{key}"] = role
+        return mapping
 
     @property
     def url(self) -> str:
@@ -180,6 +233,28 @@ class Settings:
                 continue
             env[ENV_PREFIX + f.name.upper()] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+
+def check_oidc(settings: Settings) -> None:
+    """The Entra sign-in settings, checked at start-up (a mistake is one line, not a failed sign-in)."""
+    tenant = settings.oidc_tenant or ""
+    if not _TENANT.match(tenant) or tenant.lower() in ("common", "organizations", "consumers"):
+        raise ConfigError(f"oidc_tenant {tenant!r} must be your tenant's id (a GUID) or one of its domains: "
+                          "the dashboard accepts users of one tenant only (not common/organizations/consumers)")
+    if not settings.oidc_authority.startswith("https://"):
+        raise ConfigError("oidc_authority must be an https:// URL, such as "
+                          "https://login.microsoftonline.com/{tenant}/v2.0")
+    callback = settings.oidc_redirect_uri
+    if callback is None and settings.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(f"the collector listens on all addresses ({settings.host or '*'}): set oidc_redirect_uri "
+                          "(NETCHECK_OIDC_REDIRECT_URI) to the URL users reach it by, + /ui/login/entra/callback")
+    if callback is not None and not callback.startswith(("https://", "http://localhost", "http://127.0.0.1")):
+        raise ConfigError("oidc_redirect_uri must be https:// (Entra ID accepts http:// for localhost only)")
+    if not settings.oidc_role_map():
+        raise ConfigError("oidc_roles grants no role: nobody could sign in with Entra ID")
 
 
 def _convert(name: str, annotation: object, raw: str) -> object:

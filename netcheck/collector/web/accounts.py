@@ -5,6 +5,10 @@ tokens, ``collector.auth``), with the session's CSRF token and expiry. After ``M
 wrong passwords in a row an account is locked for ``LOCK_FOR``; a right password during the
 lock is refused too (the lock is not an oracle). An unknown name costs the same argon2 work as a
 known one.
+
+Users who sign in with Entra ID (``web.oidc``) get an account too, found by their tenant and
+object id (``subject``), named ``entra/<their user name>``, with an unusable password hash and
+the role their app roles or groups grant at each sign-in; the lock-out is Entra ID's business.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ MAX_FAILURES = 5
 LOCK_FOR = dt.timedelta(minutes=15)
 SESSION_FOR = dt.timedelta(hours=8)
 MIN_PASSWORD = 12
+#: the password hash of an Entra ID user's account: no password matches it
+EXTERNAL_HASH = "!external"
+EXTERNAL_PREFIX = "entra/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 _HASHER = PasswordHasher()
@@ -45,6 +52,11 @@ class User:
     @property
     def admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def external(self) -> bool:
+        """Signed in with Entra ID (a local account's name cannot hold a slash)."""
+        return self.name.startswith(EXTERNAL_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,7 @@ def list_users(conn: Connection) -> list[dict[str, Any]]:
 
 def sign_in(conn: Connection, name: str, password: str, now: dt.datetime) -> tuple[str, Session] | None:
     """A new session (cookie value, session) for the right name and password, else None."""
-    row = conn.execute(sa.select(ui_users).where(ui_users.c.name == name)).first()
+    row = conn.execute(sa.select(ui_users).where(ui_users.c.name == name, ui_users.c.subject.is_(None))).first()
     if row is None:
         _verify(_DUMMY_HASH, password)
         return None
@@ -100,12 +112,41 @@ def sign_in(conn: Connection, name: str, password: str, now: dt.datetime) -> tup
     if _HASHER.check_needs_rehash(row.password_hash):
         values["password_hash"] = _HASHER.hash(password)
     conn.execute(sa.update(ui_users).where(ui_users.c.id == row.id).values(**values))
+    return _open_session(conn, User(row.id, row.name, row.role), now)
+
+
+def sign_in_external(conn: Connection, subject: str, name: str, role: str, now: dt.datetime) -> tuple[str, Session]:
+    """A new session for a user the identity provider vouched for (``subject``: "entra:<tid>:<oid>"),
+    with the role it grants now; the account is made on the first sign-in. ``name`` is shown only:
+    ``entra/<name>``, or ``entra/<object id>`` if another account has that name."""
+    if role not in ROLES:
+        raise ValueError(role)
+    row = conn.execute(sa.select(ui_users.c.id, ui_users.c.name).where(ui_users.c.subject == subject)).first()
+    wanted = f"{EXTERNAL_PREFIX}{name}"[:64]
+    taken = conn.execute(sa.select(ui_users.c.id).where(ui_users.c.name == wanted)).first()
+    if taken is not None and (row is None or taken.id != row.id):
+        wanted = f"{EXTERNAL_PREFIX}{subject.rpartition(':')[2]}"[:64]
+    if row is None:
+        made = conn.execute(sa.insert(ui_users).values(
+            name=wanted, password_hash=EXTERNAL_HASH, role=role, created_at=now, failed_logins=0,
+            last_login_at=now, subject=subject))
+        key = made.inserted_primary_key
+        assert key is not None
+        user_id = int(key[0])
+    else:
+        user_id = row.id
+        conn.execute(sa.update(ui_users).where(ui_users.c.id == row.id).values(name=wanted, role=role,
+                                                                              last_login_at=now))
+    return _open_session(conn, User(user_id, wanted, role), now)
+
+
+def _open_session(conn: Connection, user: User, now: dt.datetime) -> tuple[str, Session]:
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     conn.execute(sa.delete(ui_sessions).where(ui_sessions.c.expires_at <= now))
-    conn.execute(sa.insert(ui_sessions).values(digest=auth.digest(cookie), user_id=row.id, csrf=csrf,
+    conn.execute(sa.insert(ui_sessions).values(digest=auth.digest(cookie), user_id=user.id, csrf=csrf,
                                                created_at=now, expires_at=now + SESSION_FOR))
-    return cookie, Session(User(row.id, row.name, row.role), csrf)
+    return cookie, Session(user, csrf)
 
 
 def _verify(hashed: str, password: str) -> bool:

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import anyio.to_thread
@@ -38,6 +38,9 @@ from netcheck.collector.web.queries import Filters, Page
 from netcheck.collector.web.sites import SitePages
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
+
+if TYPE_CHECKING:
+    from netcheck.collector.web.entra import EntraSignIn
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
@@ -84,6 +87,11 @@ class Dashboard:
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.trend = queries.TrendCache()
         self.recent = queries.Recent(settings.ui_cache_s)
+        self.entra: EntraSignIn | None = None
+        if settings.entra_sign_in:
+            from netcheck.collector.web.entra import EntraSignIn
+
+            self.entra = EntraSignIn(self)  # web/entra.py: "Sign in with Microsoft"
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -181,9 +189,15 @@ class Dashboard:
     # --- sign-in -----------------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
+        return self.login_page(request)
+
+    def login_page(self, request: Request, error: str | None = None, status: int = 200,
+                   next_path: str | None = None) -> Response:
+        """The sign-in form (a fresh double-submit CSRF cookie), with an error sentence after a failure."""
         token = secrets.token_urlsafe(24)
-        response = self.render("login.html", csrf=token, next=_safe_next(request.query_params.get("next")),
-                               error=None, session=None)
+        response = self.render("login.html", status, csrf=token, error=error, session=None,
+                               next=_safe_next(next_path or request.query_params.get("next")),
+                               entra=self.entra is not None)
         self._set_cookie(response, self.login_cookie, token, 3600)
         return response
 
@@ -196,12 +210,8 @@ class Dashboard:
         name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:1024]
         made = await anyio.to_thread.run_sync(partial(self._sign_in, name, password))
         if made is None:
-            token = secrets.token_urlsafe(24)
-            response = self.render("login.html", 401, csrf=token, next=_safe_next(str(form.get("next", ""))),
-                                   error="Wrong name or password, or the account is locked for a while after "
-                                         "repeated failures.", session=None)
-            self._set_cookie(response, self.login_cookie, token, 3600)
-            return response
+            return self.login_page(request, "Wrong name or password, or the account is locked for a while after "
+                                   "repeated failures.", 401, str(form.get("next", "")))
         response = self._headers(RedirectResponse(_safe_next(str(form.get("next", ""))), 303))
         self._set_cookie(response, self.cookie, made, int(accounts.SESSION_FOR.total_seconds()))
         response.delete_cookie(self.login_cookie, path="/", secure=self.settings.tls, httponly=True,
@@ -216,7 +226,11 @@ class Dashboard:
     async def logout(self, request: Request, session: accounts.Session) -> Response:
         cookie = request.cookies.get(self.cookie, "")
         await self._db(accounts.sign_out, cookie)
-        response = self._headers(RedirectResponse(f"{PREFIX}/login", 303))
+        elsewhere = await self.entra.sign_out_url(session) if self.entra is not None else None
+        if elsewhere is not None:  # a page that moves on: the CSP's form-action forbids redirecting a form elsewhere
+            response = self.render("signed_out.html", session=None, target=elsewhere)
+        else:
+            response = self._headers(RedirectResponse(f"{PREFIX}/login", 303))
         response.delete_cookie(self.cookie, path="/", secure=self.settings.tls, httponly=True, samesite="strict")
         return response
 
@@ -398,6 +412,7 @@ class Dashboard:
             Route("/", p(self.overview), methods=["GET"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
+            *(self.entra.routes() if self.entra is not None else []),
             Route("/logout", p(self.logout), methods=["POST"]),
             Route("/devices", p(self.devices), methods=["GET"]),
             Route("/devices/{device_id}", p(self.device), methods=["GET"]),
