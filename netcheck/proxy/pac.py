@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -156,6 +157,9 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
               transport: Any = None) -> PacFetch:
     """Fetch ``url`` directly (never through a proxy), within ``deadline``.
 
+    An ``https`` PAC URL is verified against the machine's trust store (honouring
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), as the OS's own PAC fetcher does: a PAC file
+    served with the organisation's certificate is fetched, not reported unreachable.
     Network failures are outcomes, never exceptions. ``transport`` is an
     ``httpx`` transport for tests.
     """
@@ -189,8 +193,8 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
     timeout = httpx.Timeout(deadline.step(10.0), connect=deadline.step(5.0))
     cutter = _Cutter(deadline)
     try:
-        with cutter, httpx.Client(trust_env=False, timeout=timeout, follow_redirects=True,
-                                  transport=transport) as client, \
+        with cutter, httpx.Client(trust_env=False, verify=ssl.create_default_context(), timeout=timeout,
+                                  follow_redirects=True, transport=transport) as client, \
                 client.stream("GET", url, extensions={"trace": cutter.trace}) as resp:
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None

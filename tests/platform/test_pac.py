@@ -17,6 +17,7 @@ from netcheck.deadline import Deadline
 from netcheck.m365.catalog import load_catalog
 from netcheck.models import Outcome
 from netcheck.proxy import pac
+from tests.servers import Pki, http_answer, serving
 
 CORP_PAC = """
 // A typical corporate PAC: local names and Microsoft 365's Optimize names direct,
@@ -101,6 +102,22 @@ def test_fetch_a_pac_and_where_it_is_hosted(server: str) -> None:
     assert moved.ok and moved.text == CORP_PAC
     by_name = pac.fetch_pac(server.replace("127.0.0.1", "localhost") + "/proxy.pac", Deadline.after(10))
     assert by_name.host == "localhost" and by_name.address in ("127.0.0.1", "::1")
+
+
+def test_an_https_pac_is_verified_against_the_machines_store(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS fetches an https PAC file trusting the machine's store, which holds the organisation's own
+    root: so does netcheck (found by the lab's generated matrix: a cloud proxy's PAC on the internet)."""
+    pki = Pki(tmp_path)
+    headers = [("Content-Type", "application/x-ns-proxy-autoconfig")]
+    tls = pki.server_context(pki.inspection, "127.0.0.1")
+    with serving(http_answer(200, "OK", headers, CORP_PAC.encode()), tls=tls) as server:
+        url = f"https://127.0.0.1:{server.port}/proxy.pac"
+        unknown = pac.fetch_pac(url, Deadline.after(10))
+        assert not unknown.ok and "CERTIFICATE_VERIFY_FAILED" in (unknown.error or "")
+        monkeypatch.setenv("SSL_CERT_FILE", pki.system_roots)
+        got = pac.fetch_pac(url, Deadline.after(10))
+    assert got.ok and got.text == CORP_PAC
 
 
 def test_fetch_failures_are_outcomes(server: str) -> None:
