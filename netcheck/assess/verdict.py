@@ -170,8 +170,7 @@ def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: P
         elif latency > policy.slow_latency_ms:
             reasons.append(f"slow: median TCP latency {_fmt_ms(latency)}")
             status = max(status, Status.DEGRADED, key=_severity)
-    inspected = [r for h in hosts if h.category is not Category.DEFAULT
-                 for r in h.of(ProbeKind.TLS) if r.outcome is Outcome.TLS_INSPECTED]
+    inspected = [r for h in hosts if h.category is not Category.DEFAULT for r in h.results if _inspected(r)]
     if inspected:
         by = sorted({str(r.detail.get("inspected_by") or "an unknown issuer") for r in inspected})
         reasons.append(f"TLS inspected by {', '.join(by)}")
@@ -183,6 +182,12 @@ def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: P
         status = max(status, Status.DEGRADED, key=_severity)
     ok = sum(1 for h in hosts if h.name not in failures)
     return WorkloadResult(w.id, w.name, status, tuple(reasons), latency, score, ok, len(hosts)), findings
+
+
+def _inspected(r: ProbeResult) -> bool:
+    """TLS inspection seen by this probe: the TLS probe (direct), or the HTTP probe through a proxy's tunnel."""
+    return (r.kind is ProbeKind.TLS and r.outcome is Outcome.TLS_INSPECTED) or (
+        r.kind is ProbeKind.HTTP and r.detail.get("tls_inspected") is True)
 
 
 def _severity(s: Status) -> int:
@@ -228,8 +233,7 @@ def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy
     findings: list[Finding] = []
     inspected: dict[str, list[ProbeResult]] = defaultdict(list)
     for r in results:
-        if r.kind is ProbeKind.TLS and r.outcome is Outcome.TLS_INSPECTED and \
-                r.target.category is not Category.DEFAULT:
+        if _inspected(r) and r.target.category is not Category.DEFAULT:
             inspected[str(r.detail.get("inspected_by") or "an unknown issuer")].append(r)
     for issuer, rs in sorted(inspected.items()):
         findings.append(Finding(
