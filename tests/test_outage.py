@@ -197,6 +197,20 @@ def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops
     assert any("the home connection it falls back to is impaired" in e for e in w.evidence)
 
 
+def test_impaired_now_with_one_family_around_the_tunnel_stays_impaired_over_a_slow_home_connection() -> None:
+    """IPv4 excluded, IPv6 tunneled: once the tunnel black-holes IPv6, Exchange goes on over IPv4 and the home
+    connection. If that is what is slow, Exchange stays impaired (found by the generated matrix)."""
+    exchange = Dependency("exchange", "service", "o", (direct("198.18.0.10"), tunnel("2001:db8:f000::10")))
+    slow = {"exchange": Fate.DEGRADED}
+    w = predict(facts(exchange), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.possible["stays"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    w = predict(replace(facts(exchange), home_link_slow=True), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.DEGRADED, Fate.DEGRADED)
+    assert any("over the home connection, which is impaired too" in e for e in w.evidence)
+    w = predict(replace(facts(exchange), home_link_slow=False), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
+
+
 NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio and video", "identity": "Sign-in"}
 
 

@@ -580,6 +580,12 @@ class _Model:
                 lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
                              "too (measured on the paths that go direct now)")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
+            elif (now is Fate.DEGRADED and fate is Fate.WORKS and self.facts.home_link_slow
+                  and any(r.kind != "vpn" for d in deps for r in d.routes)):
+                fate = Fate.DEGRADED  # the tunnel black-holes its part: what is left goes over the home connection
+                lines.append("impaired now; with the tunnel black-holed, what is left goes around it over the home "
+                             "connection, which is impaired too")
+                broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             fates[behaviour] = fate
             causes[behaviour] = tuple(replace(c, behaviour=behaviour) for c in dict.fromkeys(broken))
             evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
