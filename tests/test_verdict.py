@@ -146,6 +146,18 @@ def test_tls_inspection_seen_through_a_proxy_degrades() -> None:
     assert status(assess(healthy(), ctx(), POLICY).workloads, "identity") is Status.OK
 
 
+def test_sign_in_fails_now_when_its_federation_server_does_not_resolve() -> None:
+    """The realm answer points at AD FS, whose name only the site's resolver knows: signing in stops there
+    (found by the lab's generated matrix: netcheck said 'degraded', curl could not resolve AD FS)."""
+    signin = Workload("identity", "Sign-in", (), only_listed=True, sign_in=True)
+    workloads = tuple(signin if w.id == "identity" else w for w in WORKLOADS)
+    a = assess(healthy(), ctx(workloads=workloads, federation_unresolved=("adfs.corp.example",)), POLICY)
+    assert status(a.workloads, "identity") is Status.FAILED and a.verdict is Verdict.NOT_READY
+    f = next(f for f in a.findings if f.code == "reach.identity.federation")
+    assert f.evidence == ("adfs.corp.example",) and "adfs.corp.example" in f.title
+    assert status(assess(healthy(), ctx(workloads=workloads), POLICY).workloads, "identity") is Status.OK
+
+
 def test_optimize_through_proxy_is_a_principle_4_finding() -> None:
     results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
     results += host("outlook.office365.com", "exchange", via_proxy=True)
