@@ -212,6 +212,10 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         profile = settings_profile(sites, chosen) if len(sites) > 1 else chosen or SiteProfile()
         outage, interfaces = _predict_outage(results, catalog, tenant, plat, found, profile, sites if len(sites) > 1
                                              else (), deadline, pac, proxies, network, now, down)
+    if outage is not None and outage.model is not None:  # the realm answer named a server that does not resolve
+        unresolved = tuple(d.host for d in outage.model.facts.dependencies if d.role == "federation" and not d.routes)
+        if unresolved:
+            now = assess(results, replace(ctx, federation_unresolved=unresolved), policy)
     assessment = combine(now, outage)
     if families:  # is it us or Microsoft?
         assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health,

@@ -153,6 +153,25 @@ def test_proxy_reached_through_the_vpn_is_at_the_site_when_any_of_its_addresses_
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.UNCERTAIN)
 
 
+def test_on_the_office_lan_a_proxy_and_pac_with_an_internal_address_are_the_sites_on_any_address() -> None:
+    """Seen from the office LAN, the site's proxy and PAC host answer on public-looking IPv6 first; their names
+    also have internal IPv4 addresses, so they are the site's and go down with it (the generated matrix
+    found teams 'works or degraded' once the laptop went home, where the cached PAC's proxy is gone)."""
+    proxy = ProxyPath(source="pac", proxy="proxy.corp.example:3128",
+                      proxy_route=Route("2001:db8:c0ff::31", "home connection", "physical"),
+                      pac_url="http://pac.corp.example/proxy.pac",
+                      pac_route=Route("2001:db8:c0ff::80", "home connection", "physical"))
+    dep = Dependency("teams", "service", "teams.microsoft.com", (direct("198.18.5.1"),), proxy)
+    office = replace(facts(dep, vpn=False, on_site=True), home_link_slow=False,
+                     internal_hosts=frozenset({"proxy.corp.example", "pac.corp.example"}))
+    for pac_unreachable, fate in (("cached", Fate.FAILS), ("fail", Fate.FAILS), ("direct", Fate.WORKS)):
+        w = predict(office, SiteProfile(vpn_mode="none", pac_unreachable=pac_unreachable), ("teams",)).workloads[0]
+        assert w.if_vpn_drops is fate, pac_unreachable
+    assert {"pac", "proxy"} <= {s.kind for s in predict(office, SiteProfile(vpn_mode="none"), ("teams",)).site_systems}
+    w = predict(office, SiteProfile(vpn_mode="none"), ("teams",)).workloads[0]
+    assert w.if_vpn_drops is Fate.UNCERTAIN and Fate.FAILS in w.possible["drops"]
+
+
 def test_media_quality_measured_now_carries_over_when_the_path_does_not_change() -> None:
     f = facts(Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),)), vpn=False)
     p = predict(f, SiteProfile(), W, current={"teams_media": Fate.DEGRADED})
@@ -176,6 +195,20 @@ def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops
              if x.id == "teams_media")
     assert w.if_vpn_drops is Fate.DEGRADED
     assert any("the home connection it falls back to is impaired" in e for e in w.evidence)
+
+
+def test_impaired_now_with_one_family_around_the_tunnel_stays_impaired_over_a_slow_home_connection() -> None:
+    """IPv4 excluded, IPv6 tunneled: once the tunnel black-holes IPv6, Exchange goes on over IPv4 and the home
+    connection. If that is what is slow, Exchange stays impaired (found by the generated matrix)."""
+    exchange = Dependency("exchange", "service", "o", (direct("198.18.0.10"), tunnel("2001:db8:f000::10")))
+    slow = {"exchange": Fate.DEGRADED}
+    w = predict(facts(exchange), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.possible["stays"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    w = predict(replace(facts(exchange), home_link_slow=True), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.DEGRADED, Fate.DEGRADED)
+    assert any("over the home connection, which is impaired too" in e for e in w.evidence)
+    w = predict(replace(facts(exchange), home_link_slow=False), SiteProfile(), W, current=slow).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
 
 
 NAMES = {"exchange": "Exchange Online (Outlook)", "teams_media": "Teams audio and video", "identity": "Sign-in"}

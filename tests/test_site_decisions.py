@@ -7,12 +7,13 @@ import ipaddress
 import subprocess
 import sys
 
-from netcheck.assess.outage import Dependency, ProxyPath, Resolver, Route
+from netcheck.assess.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
 from netcheck.assess.site_decisions import (
     HOME_UPLINK,
     VPN_PROFILE,
     as_from_home,
     excluded_networks,
+    home_assumptions,
     is_on_site,
 )
 from netcheck.m365.catalog import load_catalog
@@ -75,6 +76,30 @@ def test_as_from_home_routes_what_the_office_saw_as_the_vpn_profile_would() -> N
     split = SiteProfile(vpn_mode="split", vpn_exclude=("Optimize",))
     deps, _, _ = as_from_home([adfs, media], dns, catalog, split)
     assert [d.routes[0].kind for d in deps] == ["vpn", "physical"]  # the site through the tunnel, Teams direct
+
+
+def test_from_the_office_the_families_a_stated_tunnel_carries_are_an_assumption() -> None:
+    """A told profile says "split, excluding Optimize" but no key says whether the tunnel carries IPv6: with
+    an IPv4-only tunnel, IPv6 goes around it and sign-in keeps working if the VPN stays (the generated
+    matrix found "fails" where the truth was "works")."""
+    catalog = load_catalog("Worldwide")
+    login = next(n for s in catalog.sets if s.id == 56 for n in s.ips if n.version == 6)
+    login_v4 = next(n for s in catalog.sets if s.id == 56 for n in s.ips if n.version == 4)
+    routes = (Route(str(login_v4.network_address + 1), "eth0", "physical"),
+              Route(str(login.network_address + 1), "eth0", "physical"))
+    office = ([Dependency("identity", "service", "login.microsoftonline.com", routes)],
+              (Resolver("10.20.0.53", Route("10.20.0.53", "eth0", "physical")),))
+    split = SiteProfile(vpn_mode="split", vpn_exclude=("Optimize",))
+    deps, dns, vpn = as_from_home(*office, catalog, split)
+    facts = SiteFacts(True, vpn, dns, tuple(deps), home_link_slow=False)
+    assumptions = home_assumptions(office, catalog, split, dns[-1])
+    assert assumptions[0].question == "the families the VPN tunnel from home carries and excludes"
+    w = predict(facts, split, ("identity",), {}, assumptions).workloads[0]
+    assert (w.if_vpn_stays, w.possible["stays"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.FAILS))
+    v4_only, _, _ = as_from_home(*office, catalog, split, ("ipv4",))
+    assert [r.kind for r in v4_only[0].routes] == ["vpn", "physical"]
+    full = SiteProfile(vpn_mode="none")
+    assert home_assumptions(office, catalog, full, dns[-1])[0].question != assumptions[0].question
 
 
 def test_the_decisions_import_nothing_that_does_io() -> None:

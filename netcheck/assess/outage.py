@@ -405,18 +405,20 @@ class _Model:
         A profile that lists its address or names it claims it. Otherwise a federation server (AD FS)
         is taken to be on premises unless a profile lists networks and none holds it. Without networks,
         a resolver, proxy or PAC server reached through the VPN is taken to be a site's own. An internal
-        address reached through the VPN, or on the office LAN, is at a site. What no profile claims is
+        address reached through the VPN, or on the office LAN, is at a site; so is a host with an internal
+        address among its addresses (its public IPv6 address is the same system). What no profile claims is
         at the one site (one known) or the unnamed site (several).
         """
         for site in self.sites:
             if site.holds_address(route.address) or (host and site.names_host(host)):
                 return site.name
+        # a host with an internal address among its addresses is a site's, whichever of them is used
+        internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
         if not self.mapped and (role == "federation" or (role in ("dns", "proxy", "pac") and route.kind == "vpn")):
-            internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
             return self.fallback if internal or self.facts.public_site_systems else None
-        if route.kind == "vpn" and is_internal(route.address):
+        if route.kind == "vpn" and internal:
             return self.fallback
-        if self.facts.on_site and is_internal(route.address) and route.kind != "loopback":
+        if self.facts.on_site and internal and route.kind != "loopback":
             return self.fallback
         return None
 
@@ -578,6 +580,12 @@ class _Model:
                 lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
                              "too (measured on the paths that go direct now)")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
+            elif (now is Fate.DEGRADED and fate is Fate.WORKS and self.facts.home_link_slow
+                  and any(r.kind != "vpn" for d in deps for r in d.routes)):
+                fate = Fate.DEGRADED  # the tunnel black-holes its part: what is left goes over the home connection
+                lines.append("impaired now; with the tunnel black-holed, what is left goes around it over the home "
+                             "connection, which is impaired too")
+                broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             fates[behaviour] = fate
             causes[behaviour] = tuple(replace(c, behaviour=behaviour) for c in dict.fromkeys(broken))
             evidence.extend(f"[VPN {behaviour}] {line}" if self.facts.vpn_interfaces else line for line in lines)
@@ -605,7 +613,7 @@ class _Model:
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}", pac_site,
                                       p.pac_route.address))
-            proxy_site = self.site_of(p.proxy_route, p.proxy, "proxy") if p.proxy_route else None
+            proxy_site = self.site_of(p.proxy_route, _host_of(p.proxy), "proxy") if p.proxy_route else None
             if p.proxy and p.proxy_route and p.proxy not in seen and proxy_site is not None:
                 seen.add(p.proxy)
                 out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}", proxy_site,

@@ -75,18 +75,42 @@ HOME_VPNS: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (
 )
 
 
+BOTH: tuple[str, ...] = ("ipv4", "ipv6")
+
+
+def tunnel_families(mode: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """How a tunnel of ``mode`` may treat the two families, which no site profile key states and the office
+    network cannot show (label, families it carries, families its exclusions cover): both; IPv4 only (IPv6
+    goes around it, as with many VPN clients); for a split tunnel, IPv4-only exclusions (IPv6 stays in)."""
+    if mode == "none":
+        return (("", BOTH, BOTH),)
+    out: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        ("", BOTH, BOTH), ("an IPv4-only tunnel (IPv6 goes around it)", ("ipv4",), BOTH)]
+    if mode == "split":
+        out.append(("exclusions for IPv4 only", BOTH, ("ipv4",)))
+    return tuple(out)
+
+
 def home_assumptions(office: tuple[list[Dependency], tuple[Resolver, ...]], catalog: Catalog,
                      profile: SiteProfile, home_router: Resolver) -> tuple[Assumption, ...]:
     """On the office network, what the prediction "as from home" hangs on: the VPN profile used from home
-    (unless the profile states ``vpn_mode``), and whether the VPN client keeps the home router's resolver.
+    (unless the profile states ``vpn_mode``) and the families its tunnel and exclusions cover (no profile
+    key states them), and whether the VPN client keeps the home router's resolver.
     Each answer is a :class:`FactsPatch` (data: the report carries it)."""
     out: tuple[Assumption, ...] = ()
-    if profile.vpn_mode is None:  # the VPN profile used from home cannot be read here
-        worlds: list[tuple[str, World]] = []
-        for label, mode, exclude in HOME_VPNS:
-            deps, dns, vpn = as_from_home(*office, catalog, replace(profile, vpn_mode=mode, vpn_exclude=exclude))
-            worlds.append((label, FactsPatch(vpn_interfaces=vpn, resolvers=dns, dependencies=tuple(deps))))
-        out = (Assumption("the VPN profile used away from the office", "vpn_mode", tuple(worlds)),)
+    stated = profile.vpn_mode is not None
+    worlds: list[tuple[str, World]] = []
+    for label, mode, exclude in (((f"with the stated {profile.vpn_mode} tunnel", profile.vpn_mode,
+                                   profile.vpn_exclude),) if profile.vpn_mode is not None else HOME_VPNS):
+        for how, families, excluded in tunnel_families(mode):
+            deps, dns, vpn = as_from_home(*office, catalog, replace(profile, vpn_mode=mode, vpn_exclude=exclude),
+                                          families, excluded)
+            worlds.append((f"{label}, {how}" if how else label,
+                           FactsPatch(vpn_interfaces=vpn, resolvers=dns, dependencies=tuple(deps))))
+    if len(worlds) > 1:  # the VPN profile used from home cannot be read here
+        out = (Assumption("the families the VPN tunnel from home carries and excludes" if stated
+                          else "the VPN profile used away from the office", "" if stated else "vpn_mode",
+                          tuple(worlds)),)
     return (*out, Assumption(
         "whether the VPN client also keeps the home network's resolver", "",
         (("with the home router's resolver as well", FactsPatch()),
@@ -106,9 +130,11 @@ def excluded_networks(catalog: Catalog, exclude: Sequence[str | int]) -> tuple[N
     return tuple(out)
 
 
-def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalog: Catalog, profile: SiteProfile
-                  ) -> tuple[list[Dependency], tuple[Resolver, ...], tuple[str, ...]]:
-    """Re-route what was observed at the office as it would go from home with the VPN profile."""
+def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalog: Catalog, profile: SiteProfile,
+                 families: Sequence[str] = BOTH, exclude_families: Sequence[str] = BOTH,
+                 ) -> tuple[list[Dependency], tuple[Resolver, ...], tuple[str, ...]]:
+    """Re-route what was observed at the office as it would go from home with the VPN profile, whose tunnel
+    carries ``families`` and whose exclusions cover ``exclude_families``."""
     mode = profile.vpn_mode or "none"
     excluded = excluded_networks(catalog, profile.vpn_exclude) if mode == "split" else ()
 
@@ -118,9 +144,10 @@ def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalo
         except ValueError:
             return route
         at_site = is_internal(route.address) or profile.holds_address(route.address)
-        if mode == "none":
+        family = "ipv6" if ip.version == 6 else "ipv4"
+        if mode == "none" or family not in families:  # no tunnel for it: the home connection, never the site
             return Route(route.address, HOME_UPLINK, "unreachable" if at_site else "physical")
-        if not at_site and any(ip.version == n.version and ip in n for n in excluded):
+        if not at_site and family in exclude_families and any(ip.version == n.version and ip in n for n in excluded):
             return Route(route.address, HOME_UPLINK, "physical")
         return Route(route.address, VPN_PROFILE, "vpn")
 

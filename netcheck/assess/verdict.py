@@ -10,7 +10,7 @@ import ipaddress
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
 from netcheck.assess.outage import OutageSection
@@ -42,6 +42,8 @@ class AssessContext:
     offline_reason: str = ""
     #: Findings about the laptop's settings (PAC file, proxy variables): see :func:`setting_findings`.
     settings: tuple[Finding, ...] = ()
+    #: Federation servers sign-in is federated to (the realm answer) whose names do not resolve from here.
+    federation_unresolved: tuple[str, ...] = ()
 
 
 _DNS_FAIL = {Outcome.NXDOMAIN, Outcome.NO_ANSWER, Outcome.SERVFAIL, Outcome.DNS_REFUSED,
@@ -170,8 +172,7 @@ def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: P
         elif latency > policy.slow_latency_ms:
             reasons.append(f"slow: median TCP latency {_fmt_ms(latency)}")
             status = max(status, Status.DEGRADED, key=_severity)
-    inspected = [r for h in hosts if h.category is not Category.DEFAULT
-                 for r in h.of(ProbeKind.TLS) if r.outcome is Outcome.TLS_INSPECTED]
+    inspected = [r for h in hosts if h.category is not Category.DEFAULT for r in h.results if _inspected(r)]
     if inspected:
         by = sorted({str(r.detail.get("inspected_by") or "an unknown issuer") for r in inspected})
         reasons.append(f"TLS inspected by {', '.join(by)}")
@@ -183,6 +184,12 @@ def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: P
         status = max(status, Status.DEGRADED, key=_severity)
     ok = sum(1 for h in hosts if h.name not in failures)
     return WorkloadResult(w.id, w.name, status, tuple(reasons), latency, score, ok, len(hosts)), findings
+
+
+def _inspected(r: ProbeResult) -> bool:
+    """TLS inspection seen by this probe: the TLS probe (direct), or the HTTP probe through a proxy's tunnel."""
+    return (r.kind is ProbeKind.TLS and r.outcome is Outcome.TLS_INSPECTED) or (
+        r.kind is ProbeKind.HTTP and r.detail.get("tls_inspected") is True)
 
 
 def _severity(s: Status) -> int:
@@ -224,12 +231,29 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
     return WorkloadResult(w.id, w.name, status, (reason,), None, None, 0, len(results)), [finding]
 
 
+def _federation_unresolved(rows: list[WorkloadResult], sign_in: Workload, hosts: tuple[str, ...]
+                           ) -> tuple[list[WorkloadResult], Finding]:
+    """Sign-in fails now when it is federated to a server whose name does not resolve from here: the realm
+    answer is only the first step of signing in."""
+    names = ", ".join(hosts)
+    reason = f"sign-in is federated to {names}, whose name does not resolve from here"
+    failed = [replace(r, status=Status.FAILED, reasons=(*r.reasons, reason)) if r.id == sign_in.id else r
+              for r in rows]
+    return failed, Finding(
+        code=f"reach.{sign_in.id}.federation", severity=Severity.CRITICAL,
+        title=f"{sign_in.name}: the federation server {names} cannot be found from here",
+        detail=(f"Sign-in is federated to {names} (the realm answer), and this network's resolvers do not know "
+                "the name: signing in stops there."),
+        remediation=("IT: publish the federation server's name where this network can resolve it (or give this "
+                     "network a resolver that knows it), or enable password hash sync as a backup sign-in method."),
+        workload=sign_in.id, principle=None, evidence=hosts)
+
+
 def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> list[Finding]:
     findings: list[Finding] = []
     inspected: dict[str, list[ProbeResult]] = defaultdict(list)
     for r in results:
-        if r.kind is ProbeKind.TLS and r.outcome is Outcome.TLS_INSPECTED and \
-                r.target.category is not Category.DEFAULT:
+        if _inspected(r) and r.target.category is not Category.DEFAULT:
             inspected[str(r.detail.get("inspected_by") or "an unknown issuer")].append(r)
     for issuer, rs in sorted(inspected.items()):
         findings.append(Finding(
@@ -396,6 +420,10 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
                                 (Status.OK, Status.DEGRADED), policy)
         rows.append(row)
         findings.extend(fs)
+    sign_in = next((w for w in ctx.workloads if w.sign_in), None)
+    if sign_in is not None and ctx.federation_unresolved:
+        rows, finding = _federation_unresolved(rows, sign_in, ctx.federation_unresolved)
+        findings.append(finding)
     order = [w.id for w in ctx.workloads]
     rows.sort(key=lambda r: order.index(r.id))
     findings.extend(_network_findings(results, ctx, policy))

@@ -207,6 +207,8 @@ class Exchange:
     response: Response | None = None
     received: int = 0
     body: bytearray = field(default_factory=bytearray)
+    #: The certificate (DER) the server presented in the last handshake.
+    peer_der: bytes | None = None
 
     def tls_pending(self) -> bool:
         """A TLS handshake started and has not completed."""
@@ -270,6 +272,8 @@ class Exchange:
                                    ssl_handshake_timeout=timeout + 10.0)  # ours (above) must fire first
         self.tls_s = time.perf_counter() - start
         self.tls_done = True
+        ssl_object = writer.get_extra_info("ssl_object")
+        self.peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     async def _connect_tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str,
                               proxy: Proxy, timeout: float) -> None:

@@ -31,6 +31,7 @@ from netcheck.probes import trust
 from netcheck.probes._errors import Classified, classify, ms, too_late
 from netcheck.probes._http1 import ACCEPT_ENCODING, Exchange, Proxy, authority
 from netcheck.probes.tcp import family_of
+from netcheck.probes.tls import cert_facts_of
 from netcheck.proxy.decision import decide, url_for
 from netcheck.proxy.settings import PAC_ENV, ProxySettings, redact
 
@@ -149,28 +150,44 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
         "status": None, "server": None, "proxy": redact(proxy) if proxy else None,
         "proxy_source": proxy_source, "via_proxy": proxy is not None}
     family = family_of(direct_address)
+    via, cannot = proxy_hop(proxy, proxy_source)
+    # Through a plain-HTTP proxy's CONNECT tunnel, the TLS probe (which goes direct) cannot see what the
+    # proxy does to TLS: the chain is checked against the public roots first, as the TLS probe does.
+    inspect = scheme == "https" and via is not None and via.scheme == "http"
     try:
         verify = trust.http_context(spec)
+        first = trust.public_context(spec) if inspect else verify
     except (OSError, ssl.SSLError) as exc:
         return ProbeResult(kind, target, Outcome.ERROR, f"cannot load a trust store ({exc})", {}, detail, family)
-    via, cannot = proxy_hop(proxy, proxy_source)
     if cannot is not None:
         return ProbeResult(kind, target, *cannot, {}, detail, family)
     headers = request_headers(target.host, port, scheme)
-    ex = Exchange()
-    try:
-        async with asyncio.timeout_at(deadline.at):
-            await ex.get(scheme=scheme, host=target.host, port=port, target="/", headers=headers,
-                         ssl_context=verify, timeout=deadline.step(spec.step_timeout_s),
-                         connect_to=direct_address, proxy=via, body_limit=MAX_BODY)
-    except TimeoutError:
-        if ex.response is None:  # what timed out depends on how far the exchange got
-            outcome, reason = _timed_out(ex, proxy is not None)
-            return _result(target, outcome, reason, ex, detail, family)
-    except Exception as exc:
-        if ex.response is None:
-            outcome, reason = classify(exc, at_proxy=proxy is not None and not ex.connected)
-            return _result(target, outcome, reason, ex, detail, family)
+
+    async def exchange(context: ssl.SSLContext) -> tuple[Exchange, Exception | None]:
+        ex = Exchange()
+        try:
+            async with asyncio.timeout_at(deadline.at):
+                await ex.get(scheme=scheme, host=target.host, port=port, target="/", headers=headers,
+                             ssl_context=context, timeout=deadline.step(spec.step_timeout_s),
+                             connect_to=direct_address, proxy=via, body_limit=MAX_BODY)
+        except Exception as exc:  # noqa: BLE001 - judged below, by how far the exchange got
+            return ex, exc
+        return ex, None
+
+    ex, error = await exchange(first)
+    if inspect and ex.response is None and isinstance(error, ssl.SSLCertVerificationError) \
+            and classify(error)[0] is Outcome.TLS_UNTRUSTED:
+        ex, error = await exchange(verify)  # a root added on this machine signed it: the proxy inspects TLS
+        if ex.response is not None:
+            facts = cert_facts_of(ex.peer_der)
+            detail["tls_inspected"] = True
+            detail["inspected_by"] = facts.issuer_org or facts.issuer_cn or "an unknown issuer"
+    if ex.response is None and isinstance(error, TimeoutError):  # what timed out depends on how far it got
+        outcome, reason = _timed_out(ex, proxy is not None)
+        return _result(target, outcome, reason, ex, detail, family)
+    if ex.response is None and error is not None:
+        outcome, reason = classify(error, at_proxy=proxy is not None and not ex.connected)
+        return _result(target, outcome, reason, ex, detail, family)
     # The response head arrived: that is the answer, however the body went.
     response = ex.response
     assert response is not None
@@ -181,6 +198,8 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline) -> Pro
     outcome, reason = judge(response.status, response.reason, response.headers)
     if proxy is not None and outcome is Outcome.OK:
         reason += f" through the proxy {redact(proxy)}"
+        if detail.get("tls_inspected"):
+            reason += f", which inspects TLS (certificate from {detail['inspected_by']}, a root added on this machine)"
     return _result(target, outcome, reason, ex, detail, family)
 
 

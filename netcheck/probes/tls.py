@@ -207,8 +207,10 @@ async def _handshake(host: str, family: socket.AddressFamily,
         transport.abort()
 
 
-def _facts(der: bytes | None) -> CertFacts:
+def cert_facts_of(der: bytes | None) -> CertFacts:
+    """The facts of a certificate (DER) a handshake saw; empty when there was none or it cannot be read."""
     return CertFacts() if der is None else _parsed(der)
+
 
 
 @functools.lru_cache(maxsize=32)
@@ -279,10 +281,10 @@ async def _verify(target: Target, sock_family: socket.AddressFamily,
         outcome, reason = classify(public_exc)
         if outcome is not Outcome.TLS_UNTRUSTED:  # name mismatch, expired, ...: the same anywhere
             seen = await _unverified(target.host, sock_family, sockaddr, deadline, cap)
-            facts = _facts(seen.der)
+            facts = cert_facts_of(seen.der)
             return result(outcome, _named(public_exc, reason, facts, target.host), facts, None, seen)
     else:
-        facts = _facts(hs.der)
+        facts = cert_facts_of(hs.der)
         return result(Outcome.OK, f"{hs.protocol}; the certificate from {facts.issuer or 'an unknown issuer'} "
                                   "is publicly trusted",
                       facts, "public", hs)
@@ -293,12 +295,12 @@ async def _verify(target: Target, sock_family: socket.AddressFamily,
     except ssl.SSLCertVerificationError as system_exc:
         outcome, reason = classify(system_exc)
         seen = await _unverified(target.host, sock_family, sockaddr, deadline, cap)
-        facts = _facts(seen.der)
+        facts = cert_facts_of(seen.der)
         if outcome is Outcome.TLS_UNTRUSTED:
             reason = (f"the certificate from {facts.issuer or 'an unknown issuer'} is trusted neither by "
                       "the public roots nor by this machine")
         return result(outcome, _named(system_exc, reason, facts, target.host), facts, None, seen)
-    facts = _facts(second.der)
+    facts = cert_facts_of(second.der)
     inspected_by = facts.issuer_org or facts.issuer_cn or "an unknown issuer"
     return result(Outcome.TLS_INSPECTED,
                   f"inspected by {inspected_by}: the certificate is signed by a root added on this machine, "

@@ -157,6 +157,9 @@ def fetch_pac(url: str, deadline: Deadline, *, max_bytes: int = MAX_PAC_BYTES,
               transport: Any = None) -> PacFetch:
     """Fetch ``url`` directly (never through a proxy), within ``deadline``.
 
+    An ``https`` PAC URL is verified against the machine's trust store (honouring
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), as the OS's own PAC fetcher does: a PAC file
+    served with the organisation's certificate is fetched, not reported unreachable.
     Network failures are outcomes, never exceptions. ``transport`` is an
     ``httpx`` transport for tests.
     """

@@ -229,9 +229,8 @@ def squid_conf(
         bump = f" ssl-bump tls-cert={inspection_ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB"
     v4, v6 = (A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6) if cloud else SITE_SERVICES[LAB_SITE[where]]["proxy"]
     resolver = A.ISP_RESOLVER_V4 if cloud else SITE_SERVICES[LAB_SITE[where]]["dns"][0]
-    localnet = [A.CORP_V4_INTERNAL, A.CORP_V6_AGGREGATE, A.DC_V6_AGGREGATE]
-    if where == "dc":
-        localnet.append("100.64.0.0/10")  # a CGNAT-numbered tunnel (vpn.cgnat)
+    # the site's own networks, and its VPN pool when that is CGNAT-numbered (vpn.cgnat), wherever the proxy is
+    localnet = [A.CORP_V4_INTERNAL, A.CORP_V6_AGGREGATE, A.DC_V6_AGGREGATE, "100.64.0.0/10"]
     lines = [
         f"http_port {v4}:{A.PROXY_PORT}{bump}",
         f"http_port [{v6}]:{A.PROXY_PORT}{bump}",

@@ -107,6 +107,7 @@ class Servers:
     http_403_via: StreamServer
     http_403_plain: StreamServer
     https_200: StreamServer
+    https_inspected: StreamServer
     https_untrusted: StreamServer
     https_wrong_name: StreamServer
     proxy: StreamServer
@@ -147,6 +148,7 @@ def srv(pki: Pki) -> Iterator[Servers]:
                                                                       ("Via", "1.1 gw.corp.example")])),
             http_403_plain=start(servers.http_answer(403, "Forbidden", [("Server", "nginx")], b"forbidden")),
             https_200=start(ok, public),
+            https_inspected=start(ok, inspected),
             https_untrusted=start(ok, untrusted),
             https_wrong_name=start(ok, wrong),
             proxy=start(servers.forward_proxy({"web.test": V4, "tls.test": V4})),

@@ -12,7 +12,7 @@ from netcheck.probes import PROBES
 from netcheck.probes.http import choose_proxy, judge, looks_like_proxy, probe_http
 from netcheck.proxy.settings import redact
 from tests.probes.conftest import Servers, run
-from tests.servers import V4, V6, Pki, StreamServer, closed_port, http_answer
+from tests.servers import INSPECTION_ORG, V4, V6, Pki, StreamServer, closed_port, http_answer
 
 
 def get(server_port: int, spec: ProbeSpec | None = None, *, host: str = "web.test", scheme: str = "http",
@@ -172,6 +172,23 @@ def test_connect_tunnel_for_https(srv: Servers, pki: Pki) -> None:
     assert r.outcome is Outcome.OK and r.detail["via_proxy"] is True
     assert srv.proxy.requests[-1].startswith(f"CONNECT tls.test:{srv.https_200.port} HTTP/1.1")
     assert "tls" in r.phases
+
+
+def test_tls_inspection_seen_through_a_proxy(srv: Servers, pki: Pki) -> None:
+    """Through a proxy's CONNECT tunnel, a chain only a root added on this machine verifies is TLS inspection
+    (the TLS probe goes direct and cannot see it); a publicly trusted chain is not."""
+    spec = ProbeSpec(proxy=f"http://{V4}:{srv.proxy.port}", public_roots=pki.public_roots,
+                     system_roots=pki.system_roots)
+    r = get(srv.https_inspected.port, spec, host="tls.test", scheme="https")
+    assert r.outcome is Outcome.OK and r.detail["tls_inspected"] is True
+    assert r.detail["inspected_by"] == INSPECTION_ORG and "inspects TLS" in r.reason
+    clean = get(srv.https_200.port, spec, host="tls.test", scheme="https")
+    assert clean.outcome is Outcome.OK and "tls_inspected" not in clean.detail
+    untrusted = get(srv.https_untrusted.port, spec, host="tls.test", scheme="https")
+    assert untrusted.outcome is Outcome.TLS_UNTRUSTED and "tls_inspected" not in untrusted.detail
+    direct = get(srv.https_inspected.port, ProbeSpec(public_roots=pki.public_roots, system_roots=pki.system_roots),
+                 host="tls.test", scheme="https")
+    assert direct.outcome is Outcome.OK and "tls_inspected" not in direct.detail  # the TLS probe's job
 
 
 def test_proxy_that_wants_credentials(srv: Servers) -> None:
