@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass
 
 RDTYPE_A = 1
+RDTYPE_NS = 2
 RDTYPE_CNAME = 5
 RDTYPE_AAAA = 28
 _CLASS_IN = 1
@@ -36,6 +37,14 @@ _MAX_CHAIN = 16
 
 class Unreadable(ValueError):
     """A reply to the question that this module does not read (dnspython will)."""
+
+
+class NameNotFound(Exception):
+    """The DNS server answered that the name does not exist (NXDOMAIN)."""
+
+
+class Unanswered(Exception):
+    """No answer to the question in the time it had (the DNS probe's timeout, without dnspython)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,9 @@ def _labels(name: str) -> list[bytes] | None:
 
 
 def query(qid: int, name: str, rdtype: int) -> bytes | None:
-    """The query for ``name`` (recursion desired, no EDNS), or None when this module cannot encode it."""
-    labels = _labels(name)
+    """The query for ``name`` (recursion desired, no EDNS; ``"."`` is the root), or None when this
+    module cannot encode it."""
+    labels = [] if name == "." else _labels(name)
     if labels is None:
         return None
     qname = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
