@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 RESOLV_CONF = "/etc/resolv.conf"
 #: The port the OS's nameservers are asked on (resolv.conf cannot name another).
 OS_PORT = 53
-#: Seconds one nameserver has to answer a question (dnspython's default, resolv.conf's ``timeout:``).
-DEFAULT_TIMEOUT_S = 2.0
 
 _RCODE_OF = {Outcome.NXDOMAIN: "NXDOMAIN", Outcome.SERVFAIL: "SERVFAIL",
              Outcome.DNS_REFUSED: "REFUSED", Outcome.NO_ANSWER: "NOERROR", Outcome.OK: "NOERROR"}
@@ -78,8 +76,6 @@ class Nameservers:
     shown: tuple[str, ...]
     #: The plain-DNS servers (address, port): where the refusal check knocks; empty when any is not.
     plain: tuple[tuple[str, int], ...]
-    #: Seconds each nameserver has to answer a question.
-    timeout: float
     #: The one plain-DNS nameserver :mod:`~netcheck.probes._dnswire` asks; None: dnspython asks them all.
     only: tuple[str, int] | None
     #: The configuration of dnspython's resolver (see :func:`dnspython_resolver`): ``(nameservers, port)``,
@@ -91,24 +87,14 @@ def _shown(address: str, port: int) -> str:
     return nameserver_text(f"Do53:{address}@{port}")
 
 
-def read_resolv_conf(text: str) -> tuple[list[str], float]:
-    """The ``nameserver`` entries and the ``timeout:`` option of resolv.conf text, read as dnspython reads them."""
+def read_resolv_conf(text: str) -> list[str]:
+    """The ``nameserver`` entries of resolv.conf text, read as dnspython reads them."""
     servers: list[str] = []
-    timeout = DEFAULT_TIMEOUT_S
     for line in text.splitlines():
         tokens = line.split()
-        if not line or line[0] in "#;" or len(tokens) < 2:
-            continue
-        if tokens[0] == "nameserver":
+        if line and line[0] not in "#;" and len(tokens) >= 2 and tokens[0] == "nameserver":
             servers.append(tokens[1])
-        elif tokens[0] == "options":
-            for opt in tokens[1:]:
-                if opt != "rotate" and opt != "edns0" and "timeout" in opt:
-                    try:
-                        timeout = int(opt.split(":")[1])
-                    except (ValueError, IndexError):
-                        pass
-    return servers, timeout
+    return servers
 
 
 def _plain_address(text: str) -> bool:
@@ -135,17 +121,17 @@ def _nameservers(nameservers: tuple[str, ...], port: int) -> Nameservers:
         for ns in nameservers:
             ipaddress.ip_address(ns)  # names would be looked up through the OS: refuse them
         plain = tuple((ns, port) for ns in nameservers)
-        return Nameservers(tuple(_shown(a, p) for a, p in plain), plain, DEFAULT_TIMEOUT_S,
-                           plain[0] if len(plain) == 1 else None, (nameservers, port))
+        return Nameservers(tuple(_shown(a, p) for a, p in plain), plain, plain[0] if len(plain) == 1 else None,
+                           (nameservers, port))
     if os.name == "posix":  # Windows: the registry, read by dnspython
         try:
             with open(RESOLV_CONF, encoding="utf-8") as f:
-                servers, timeout = read_resolv_conf(f.read())
+                servers = read_resolv_conf(f.read())
         except (OSError, UnicodeDecodeError):
-            servers, timeout = [], DEFAULT_TIMEOUT_S
+            servers = []
         if len(servers) == 1 and _plain_address(servers[0]):
             only = (servers[0], port)
-            return Nameservers((_shown(*only),), (only,), timeout, only, ((), port))
+            return Nameservers((_shown(*only),), (only,), only, ((), port))
     # several nameservers, none, or one dnspython must read: dnspython's configuration
     return _of(dnspython_resolver((), port), ((), port))
 
@@ -157,7 +143,7 @@ def _of(resolver: dns.asyncresolver.Resolver, source: tuple[tuple[str, ...], int
                   for ns in resolver.nameservers if isinstance(ns, str | dns.nameserver.Do53Nameserver))
     if len(plain) != len(resolver.nameservers):
         plain = ()  # DNS over HTTPS or TLS: no refusal to see
-    return Nameservers(tuple(nameserver_text(ns) for ns in resolver.nameservers), plain, resolver.timeout,
+    return Nameservers(tuple(nameserver_text(ns) for ns in resolver.nameservers), plain,
                        plain[0] if len(resolver.nameservers) == 1 and plain else None, source)
 
 
@@ -203,21 +189,54 @@ def _from_dnspython(exc: Exception) -> _Result:
     return found
 
 
-async def _ask(servers: Nameservers, name: str, rdtype: int, lifetime: float) -> _Result:
-    """One question: over UDP by :mod:`~netcheck.probes._dnswire` to the only nameserver (the
-    common case, NOERROR or NXDOMAIN), else (several nameservers; no usable answer in the time per
-    server; another rcode, a truncated reply) by dnspython's resolver, with what is left of ``lifetime``."""
-    if servers.only is not None:
+async def _ask_directly(server: tuple[str, int], name: str, rdtype: int, lifetime: float) -> _Result | None:
+    """The question over UDP by :mod:`~netcheck.probes._dnswire` to the one nameserver (the common
+    case: NOERROR or NXDOMAIN), sent again as it is (:class:`~netcheck.probes._dnswire.Question`) while
+    unanswered, on the check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`, from
+    the answer times measured so far), doubling after each retry, at most :data:`_ASKS` times.
+
+    An answer to a question sent once feeds the timer (one sent again is no sample: Karn's rule);
+    each retry counts as a loss. None when dnspython must answer: a name this module cannot
+    encode, a reply it does not read (another rcode, truncated), an error on the socket.
+    """
+    pace = _pace.current()
+    question = _dnswire.Question.open(server[0], server[1], name, rdtype)
+    if question is None:
+        return None
+    try:
         start = time.perf_counter()
-        reply = await _dnswire.ask(servers.only[0], servers.only[1], name, rdtype, min(lifetime, servers.timeout))
-        if reply is not None and reply.rcode == _dnswire.NXDOMAIN:
-            return _dnswire.NameNotFound(f"{name} does not exist")
-        if reply is not None:
+        end = start + lifetime
+        sent = [start]
+        question.send()
+        while True:
+            retry_at = sent[-1] + pace.dns_retry_s() * 2 ** (len(sent) - 1)
+            can_retry = len(sent) < _ASKS and retry_at < end
+            until = min(retry_at, time.perf_counter() + _RECHECK_S) if can_retry else end
+            try:
+                reply = await question.reply(max(0.0, until - time.perf_counter()))
+            except TimeoutError:
+                now = time.perf_counter()
+                if now >= end:
+                    return _dnswire.Unanswered(f"no answer from {server[0]}")
+                if can_retry and now >= retry_at:
+                    pace.dns_lost()
+                    question.send()
+                    sent.append(now)
+                continue
+            if len(sent) == 1:
+                pace.dns_answered(time.perf_counter() - start)
+            if reply.rcode == _dnswire.NXDOMAIN:
+                return _dnswire.NameNotFound(f"{name} does not exist")
             return _Answered(sorted(reply.addresses, key=ipaddress.ip_address), list(reply.cnames), reply.ttl,
-                             servers.only[0])
-        lifetime -= time.perf_counter() - start
-        if lifetime <= 0:
-            return _dnswire.Unanswered(f"no answer from {servers.only[0]}")
+                             server[0])
+    except (OSError, _dnswire.Unreadable):
+        return None
+    finally:
+        question.close()
+
+
+async def _ask(servers: Nameservers, name: str, rdtype: int, lifetime: float) -> _Result:
+    """One question, by dnspython's resolver (it asks each nameserver in turn)."""
     import dns.rdatatype
 
     try:
@@ -229,13 +248,23 @@ async def _ask(servers: Nameservers, name: str, rdtype: int, lifetime: float) ->
 
 
 async def _resolve(servers: Nameservers, name: str, rdtype: int, lifetime: float) -> _Result:
-    """One question, asked again while unanswered: the first answer (or DNS error) wins.
+    """One question: directly to the only nameserver (:func:`_ask_directly`), else (several
+    nameservers, or what only dnspython reads) by dnspython with what is left of ``lifetime``,
+    asked again while unanswered: the first answer (or DNS error) wins.
 
-    The check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`,
-    from the answer times measured so far) decides when to ask again, doubling
-    after each retry; earlier questions stay open, so a late answer still counts.
-    Each answer's time feeds the timer; each retry counts as a loss.
+    The check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`)
+    decides when dnspython asks again, doubling after each retry; earlier questions stay
+    open, so a late answer still counts. Each answer's time feeds the timer; each retry
+    counts as a loss.
     """
+    if servers.only is not None:
+        start = time.perf_counter()
+        direct = await _ask_directly(servers.only, name, rdtype, lifetime)
+        if direct is not None:
+            return direct
+        lifetime -= time.perf_counter() - start
+        if lifetime <= 0:
+            return _dnswire.Unanswered(f"no answer from {servers.only[0]}")
     pace = _pace.current()
     loop = asyncio.get_running_loop()
     end = time.perf_counter() + lifetime
