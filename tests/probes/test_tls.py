@@ -17,7 +17,18 @@ from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
 from netcheck.probes.tls import MAX_NAMES, cert_facts, probe_tls
 from tests.probes.conftest import NAMES, Servers, eventually, run
-from tests.servers import INSPECTION_ORG, PUBLIC_ORG, UNTRUSTED_ORG, V4, V6, Pki, StreamServer, closed_port, tls_only
+from tests.servers import (
+    INSPECTION_ORG,
+    PUBLIC_ORG,
+    UNTRUSTED_ORG,
+    V4,
+    V6,
+    Connection,
+    Pki,
+    StreamServer,
+    closed_port,
+    tls_only,
+)
 
 
 def spec_of(pki: Pki, **kw: object) -> ProbeSpec:
@@ -102,6 +113,15 @@ def test_server_that_does_not_speak_tls(srv: Servers, pki: Pki) -> None:
     r = probe(srv.not_tls, spec_of(pki))
     assert r.outcome is Outcome.TLS_ERROR
     assert "connect" in r.phases
+
+
+def test_a_server_that_hangs_up_during_the_handshake(pki: Pki) -> None:
+    def hang_up(c: Connection) -> None:
+        c.sock.recv(1)  # the ClientHello's first byte; then the connection closes
+
+    with StreamServer(hang_up) as server:
+        r = probe(server, spec_of(pki))
+    assert r.outcome is Outcome.CONNECTION_RESET and "tls" not in r.phases and "connect" in r.phases
 
 
 def test_refused(pki: Pki) -> None:
