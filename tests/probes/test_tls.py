@@ -175,6 +175,16 @@ def test_unreadable_trust_store(srv: Servers, tmp_path: Path) -> None:
     assert r.outcome is Outcome.ERROR and "trust store" in r.reason
 
 
+def test_the_machine_store_is_read_only_when_the_public_roots_reject(srv: Servers, pki: Pki,
+                                                                      tmp_path: Path) -> None:
+    """Loading the OS store costs ~25 ms of CPU: a publicly trusted server does not need it."""
+    missing = str(tmp_path / "missing.pem")
+    assert probe(srv.tls_public, ProbeSpec(public_roots=pki.public_roots, system_roots=missing)).outcome \
+        is Outcome.OK
+    r = probe(srv.tls_inspected, ProbeSpec(public_roots=pki.public_roots, system_roots=missing))
+    assert r.outcome is Outcome.ERROR and "trust store" in r.reason
+
+
 def test_ipv6(need_ipv6: None, pki: Pki) -> None:
     ctx = pki.server_context(pki.public, "tls.test")
     with StreamServer(tls_only, V6, ctx) as server:
