@@ -23,7 +23,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
@@ -400,22 +400,31 @@ async def _lookup(kind: ProbeKind, target: Target, spec: ProbeSpec, deadline: De
     except Exception as exc:  # no configuration, malformed address
         return failure(kind, target, exc)
     start = time.perf_counter()
-    if await asyncio.shield(_refused(nameservers)):
-        servers = list(nameservers.shown)
-        return ProbeResult(kind, target, Outcome.NO_RESOLVER,
-                           f"the DNS server ({', '.join(servers)}) refused: nothing listens on its port",
-                           {"resolve": ms(time.perf_counter() - start)}, {"nameservers": servers, "rcode": None})
+    servers = list(nameservers.shown)
+    # The refusal check runs beside the questions, not before them: a listening server's answer
+    # to it takes a round trip (through a forwarder, more), which every first lookup waited for.
+    refused = asyncio.shield(_refused(nameservers))
+    lookup = asyncio.ensure_future(asyncio.gather(
+        _resolve(nameservers, target.host, _dnswire.RDTYPE_A, lifetime),
+        _resolve(nameservers, target.host, _dnswire.RDTYPE_AAAA, lifetime)))
     try:
         async with asyncio.timeout_at(deadline.at):
-            results = await asyncio.gather(
-                _resolve(nameservers, target.host, _dnswire.RDTYPE_A, lifetime),
-                _resolve(nameservers, target.host, _dnswire.RDTYPE_AAAA, lifetime))
+            racing: list[asyncio.Future[Any]] = [refused, lookup]
+            done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            if refused in done and refused.result() and not lookup.done():
+                return ProbeResult(kind, target, Outcome.NO_RESOLVER,
+                                   f"the DNS server ({', '.join(servers)}) refused: nothing listens on its port",
+                                   {"resolve": ms(time.perf_counter() - start)},
+                                   {"nameservers": servers, "rcode": None})
+            results = await lookup
     except TimeoutError:
-        servers = list(nameservers.shown)
         return ProbeResult(kind, target, Outcome.DNS_TIMEOUT,
                            f"the DNS server ({', '.join(servers)}) did not answer in time",
                            {"resolve": ms(time.perf_counter() - start)},
                            {"nameservers": servers, "rcode": None})
+    finally:
+        lookup.cancel()
+        refused.cancel()  # the shield only: the check's one refusal task goes on
     return _summary(kind, target, (results[0], results[1]), nameservers, time.perf_counter() - start)
 
 
