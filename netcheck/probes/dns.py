@@ -195,8 +195,8 @@ async def _ask_directly(server: tuple[str, int], name: str, rdtype: int, lifetim
     unanswered, on the check's DNS retry timer (:meth:`~netcheck.probes._pace.Pace.dns_retry_s`, from
     the answer times measured so far), doubling after each retry, at most :data:`_ASKS` times.
 
-    An answer to a question sent once feeds the timer (one sent again is no sample: Karn's rule);
-    each retry counts as a loss. None when dnspython must answer: a name this module cannot
+    Each answer feeds the timer with its time since the question was first sent (an upper bound
+    when a retry was answered); each retry counts as a loss. None when dnspython must answer: a name this module cannot
     encode, a reply it does not read (another rcode, truncated), an error on the socket.
     """
     pace = _pace.current()
@@ -223,8 +223,9 @@ async def _ask_directly(server: tuple[str, int], name: str, rdtype: int, lifetim
                     question.send()
                     sent.append(now)
                 continue
-            if len(sent) == 1:
-                pace.dns_answered(time.perf_counter() - start)
+            # From the first send even when the answer followed a retry (Karn's rule would take no
+            # sample: answers slower than the timer, a forwarder's upstream ones, would never teach it)
+            pace.dns_answered(time.perf_counter() - start)
             if reply.rcode == _dnswire.NXDOMAIN:
                 return _dnswire.NameNotFound(f"{name} does not exist")
             return _Answered(sorted(reply.addresses, key=ipaddress.ip_address), list(reply.cnames), reply.ttl,
