@@ -179,6 +179,8 @@ class DnsServer(_Stoppable):
         self.zone = zone
         self.port = 0
         self.queries: list[tuple[str, str, str]] = []
+        #: (name, type, source port, query ID) of every question received over UDP.
+        self.udp_senders: list[tuple[str, str, int, int]] = []
 
     def __enter__(self) -> DnsServer:
         fam = _family(self.host)
@@ -213,7 +215,7 @@ class DnsServer(_Stoppable):
                 if sock is self.udp:
                     with contextlib.suppress(OSError):
                         data, addr = self.udp.recvfrom(65535)
-                        reply = self.answer(data, addr[0], "udp")
+                        reply = self.answer(data, addr[0], "udp", addr[1])
                         if reply is not None:
                             self.udp.sendto(reply, addr)
                 elif sock is self.tcp:
@@ -243,7 +245,7 @@ class DnsServer(_Stoppable):
             self._untrack(conn)
             conn.close()
 
-    def answer(self, wire: bytes, client: str, transport: str) -> bytes | None:
+    def answer(self, wire: bytes, client: str, transport: str, port: int | None = None) -> bytes | None:
         """The reply to one query, or None to stay silent."""
         try:
             query = dns.message.from_wire(wire)
@@ -253,6 +255,8 @@ class DnsServer(_Stoppable):
         qname = question.name.to_text().lower()
         rdtype = question.rdtype
         self.queries.append((qname, dns.rdatatype.to_text(rdtype), transport))
+        if port is not None:
+            self.udp_senders.append((qname, dns.rdatatype.to_text(rdtype), port, query.id))
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
         name = qname

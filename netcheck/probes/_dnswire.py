@@ -9,7 +9,7 @@ checks the reply answers it, and follows the CNAME chain to the addresses.
 Anything else (another rcode, a truncated reply, a malformed one, an error on
 the socket) is left to dnspython by the caller (:mod:`netcheck.probes.dns`).
 
-:func:`query` and :func:`parse` are pure; :func:`ask` does the I/O.
+:func:`query` and :func:`parse` are pure; :class:`Question` does the I/O.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass
 
 RDTYPE_A = 1
+RDTYPE_NS = 2
 RDTYPE_CNAME = 5
 RDTYPE_AAAA = 28
 _CLASS_IN = 1
@@ -36,6 +37,14 @@ _MAX_CHAIN = 16
 
 class Unreadable(ValueError):
     """A reply to the question that this module does not read (dnspython will)."""
+
+
+class NameNotFound(Exception):
+    """The DNS server answered that the name does not exist (NXDOMAIN)."""
+
+
+class Unanswered(Exception):
+    """No answer to the question in the time it had (the DNS probe's timeout, without dnspython)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,9 @@ def _labels(name: str) -> list[bytes] | None:
 
 
 def query(qid: int, name: str, rdtype: int) -> bytes | None:
-    """The query for ``name`` (recursion desired, no EDNS), or None when this module cannot encode it."""
-    labels = _labels(name)
+    """The query for ``name`` (recursion desired, no EDNS; ``"."`` is the root), or None when this
+    module cannot encode it."""
+    labels = [] if name == "." else _labels(name)
     if labels is None:
         return None
     qname = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
@@ -148,27 +158,47 @@ def parse(wire: bytes, qid: int, name: str, rdtype: int) -> Reply | None:
     return Reply(NOERROR, tuple(cnames), tuple(a for a, _ in found), min(t for _, t in found))
 
 
-async def ask(address: str, port: int, name: str, rdtype: int, timeout: float) -> Reply | None:
-    """Ask ``address`` once over UDP; the :class:`Reply`, or None (no usable answer in ``timeout``,
-    or the socket reported an error): the caller asks dnspython instead.
+class Question:
+    """One question to one nameserver over a connected UDP socket (it hears only that server, and its ICMP errors).
+
+    :meth:`send` sends the question again as it is, with the same ID from the same port, as stub
+    resolvers retransmit: a forwarder takes that for a retry and forwards it again, where a new ID
+    or port is another client asking the same, whom dnsmasq (2.86 and later, in many home routers)
+    makes wait for the first client's answer, forwarding it again only after 2 s.
     """
-    qid = secrets.randbits(16)
-    wire = query(qid, name, rdtype)
-    if wire is None:
-        return None
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect((address, port))  # a connected socket hears only this server, and its ICMP errors
-        sock.send(wire)
+
+    def __init__(self, sock: socket.socket, qid: int, wire: bytes, name: str, rdtype: int) -> None:
+        self._sock, self._qid, self._wire, self._name, self._rdtype = sock, qid, wire, name, rdtype
+
+    @classmethod
+    def open(cls, address: str, port: int, name: str, rdtype: int) -> Question | None:
+        """None when this module cannot encode the name or the socket cannot reach ``address``."""
+        qid = secrets.randbits(16)
+        wire = query(qid, name, rdtype)
+        if wire is None:
+            return None
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((address, port))
+        except OSError:
+            sock.close()
+            return None
+        return cls(sock, qid, wire, name, rdtype)
+
+    def send(self) -> None:
+        """Send the question (again). Raises OSError."""
+        self._sock.send(self._wire)
+
+    async def reply(self, timeout: float) -> Reply:
+        """The reply to the question. Raises TimeoutError after ``timeout`` seconds, :class:`Unreadable`
+        for a reply this module does not read and OSError for what the socket reported (both dnspython's)."""
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while True:
-                reply = parse(await loop.sock_recv(sock, 65535), qid, name, rdtype)
+                reply = parse(await loop.sock_recv(self._sock, 65535), self._qid, self._name, self._rdtype)
                 if reply is not None:
                     return reply
-    except (OSError, TimeoutError, Unreadable):
-        return None
-    finally:
-        sock.close()
+
+    def close(self) -> None:
+        self._sock.close()

@@ -11,11 +11,13 @@ first) that matches any exception in that chain decides.
     -------------------------------------  ---------------------------------------
     ssl.SSLCertVerificationError           TLS_UNTRUSTED (chain) / TLS_ERROR (name,
                                            expiry, other)
-    dns NXDOMAIN / NoAnswer                NXDOMAIN / NO_ANSWER
+    dns NXDOMAIN (dnspython's, _dnswire's)  NXDOMAIN
+    dns NoAnswer                           NO_ANSWER
     dns NoResolverConfiguration            NO_RESOLVER
     dns NoNameservers                      SERVFAIL / DNS_REFUSED / NETWORK_UNREACHABLE
                                            / NO_RESOLVER, from what each server said
     dns Timeout (lifetime expired)         DNS_TIMEOUT
+    _dnswire.Unanswered                    DNS_TIMEOUT
     _http1.ProxyError (CONNECT refused)    HTTP_PROXY_AUTH (407) / HTTP_PROXY_BLOCKED
                                            / HTTP_NO_RESPONSE (5xx)
     _http1.ProtocolError                   HTTP_NO_RESPONSE
@@ -28,6 +30,9 @@ first) that matches any exception in that chain decides.
     TimeoutError                           TIMEOUT
     anything else                          ERROR
 
+dnspython's rules are in the table only once dnspython is imported (the DNS
+probe imports it only when it needs it): before, none of its exceptions exists.
+
 ``at_proxy=True`` says the failure happened while reaching a proxy: a failure to
 connect then becomes PROXY_UNREACHABLE.
 """
@@ -35,15 +40,15 @@ connect then becomes PROXY_UNREACHABLE.
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import dns.exception
-import dns.resolver
-
 from netcheck.models import Detail, Outcome, ProbeKind, ProbeResult, Target
+from netcheck.probes._dnswire import NameNotFound, Unanswered
 from netcheck.probes._http1 import ProtocolError, ProxyError
 
 Classified = tuple[Outcome, str]
@@ -221,15 +226,33 @@ def _const(outcome: Outcome, reason: str) -> Callable[[BaseException], Classifie
 _Rule = tuple[type[BaseException] | tuple[type[BaseException], ...],
               Callable[[BaseException], Classified | None]]
 
-#: The table, most specific first.
-RULES: tuple[_Rule, ...] = (
-    (ssl.SSLCertVerificationError, _cert_verify),
-    (dns.resolver.NXDOMAIN, _const(Outcome.NXDOMAIN, "the name does not exist (NXDOMAIN)")),
-    (dns.resolver.NoAnswer, _const(Outcome.NO_ANSWER, "the name exists but has no address records")),
-    (dns.resolver.NoResolverConfiguration,
-     _const(Outcome.NO_RESOLVER, "this machine has no DNS servers configured")),
-    (dns.resolver.NoNameservers, _no_nameservers),
-    (dns.exception.Timeout, _dns_timeout),
+_NXDOMAIN = _const(Outcome.NXDOMAIN, "the name does not exist (NXDOMAIN)")
+
+
+def _invalid(e: BaseException) -> Classified:
+    return Outcome.ERROR, f"invalid input ({e})"
+
+
+@functools.cache
+def _dnspython_rules() -> tuple[tuple[_Rule, ...], tuple[_Rule, ...]]:
+    """dnspython's rules: (before the rest of the table, at its end)."""
+    import dns.exception
+    import dns.resolver
+
+    return (
+        (dns.resolver.NXDOMAIN, _NXDOMAIN),
+        (dns.resolver.NoAnswer, _const(Outcome.NO_ANSWER, "the name exists but has no address records")),
+        (dns.resolver.NoResolverConfiguration,
+         _const(Outcome.NO_RESOLVER, "this machine has no DNS servers configured")),
+        (dns.resolver.NoNameservers, _no_nameservers),
+        (dns.exception.Timeout, _dns_timeout),
+    ), (((dns.exception.SyntaxError, dns.exception.FormError), _invalid),)
+
+
+_FIRST: tuple[_Rule, ...] = ((ssl.SSLCertVerificationError, _cert_verify),)
+_REST: tuple[_Rule, ...] = (
+    (NameNotFound, _NXDOMAIN),
+    (Unanswered, _dns_timeout),
     (ProxyError, _proxy_error),
     (ProtocolError,
      _const(Outcome.HTTP_NO_RESPONSE, "the server closed the connection without a valid HTTP response")),
@@ -237,16 +260,23 @@ RULES: tuple[_Rule, ...] = (
     (OSError, _oserror),
     (ssl.SSLError, _tls_error),
     (TimeoutError, _const(Outcome.TIMEOUT, "no answer before the check's deadline")),
-    ((dns.exception.SyntaxError, dns.exception.FormError, ValueError),
-     lambda e: (Outcome.ERROR, f"invalid input ({e})")),
 )
+_LAST: tuple[_Rule, ...] = ((ValueError, _invalid),)
+
+
+def rules() -> tuple[_Rule, ...]:
+    """The table, most specific first."""
+    if "dns.exception" not in sys.modules:
+        return _FIRST + _REST + _LAST
+    dns_first, dns_last = _dnspython_rules()
+    return _FIRST + dns_first + _REST + dns_last + _LAST
 
 
 def classify(exc: BaseException, *, at_proxy: bool = False) -> Classified:
     """The outcome and a plain-language reason for a failed network operation."""
     chain = list(_chain(exc))
     result: Classified | None = None
-    for types, rule in RULES:
+    for types, rule in rules():
         for e in chain:
             if isinstance(e, types):
                 result = rule(e)

@@ -11,8 +11,17 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from netcheck.probes import _dnswire
-from netcheck.probes._dnswire import NOERROR, NXDOMAIN, RDTYPE_A, RDTYPE_AAAA, Reply, Unreadable, parse, query
+from netcheck.probes._dnswire import (
+    NOERROR,
+    NXDOMAIN,
+    RDTYPE_A,
+    RDTYPE_AAAA,
+    Question,
+    Reply,
+    Unreadable,
+    parse,
+    query,
+)
 from tests.servers import V4, DnsServer, closed_port
 
 
@@ -90,15 +99,45 @@ def test_truncated_and_malformed_replies_are_left_to_dnspython() -> None:
 
 
 def test_asking_a_real_nameserver(dns_server: DnsServer) -> None:
-    """Over UDP to the loopback nameserver: the answers this module reads, None for the rest."""
-    async def ask(name: str, rdtype: int, timeout: float = 5.0) -> Reply | None:
-        return await _dnswire.ask(V4, dns_server.port, name, rdtype, timeout)
+    """Over UDP to the loopback nameserver: the answers this module reads; the rest raise for dnspython."""
+    async def ask(name: str, rdtype: int, timeout: float = 5.0, port: int = dns_server.port) -> Reply:
+        question = Question.open(V4, port, name, rdtype)
+        assert question is not None
+        try:
+            question.send()
+            return await question.reply(timeout)
+        finally:
+            question.close()
 
     www = asyncio.run(ask("www.test", RDTYPE_A))
-    assert www is not None and www.cnames == ("edge.test", "a.test") and www.ttl == 300
+    assert www.cnames == ("edge.test", "a.test") and www.ttl == 300
     assert sorted(www.addresses) == ["198.18.0.10", "198.18.0.11"]  # an RRset has no order
     assert asyncio.run(ask("nothing.test", RDTYPE_AAAA)) == Reply(NXDOMAIN)
-    assert asyncio.run(ask("servfail.test", RDTYPE_A)) is None  # dnspython's to read
-    assert asyncio.run(ask("tcp.test", RDTYPE_A)) is None  # truncated: dnspython retries over TCP
-    assert asyncio.run(ask("silent.test", RDTYPE_A, timeout=0.2)) is None
-    assert asyncio.run(_dnswire.ask(V4, closed_port(), "a.test", RDTYPE_A, 5.0)) is None  # port unreachable
+    with pytest.raises(Unreadable):
+        asyncio.run(ask("servfail.test", RDTYPE_A))  # dnspython's to read
+    with pytest.raises(Unreadable):
+        asyncio.run(ask("tcp.test", RDTYPE_A))  # truncated: dnspython retries over TCP
+    with pytest.raises(TimeoutError):
+        asyncio.run(ask("silent.test", RDTYPE_A, timeout=0.2))
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(ask("a.test", RDTYPE_A, port=closed_port()))  # port unreachable
+    assert Question.open(V4, dns_server.port, "bücher.example", RDTYPE_A) is None  # dnspython encodes IDNs
+
+
+def test_a_question_sent_again_is_the_same_datagram() -> None:
+    async def twice(dns_server: DnsServer) -> Reply:
+        question = Question.open(V4, dns_server.port, "lossy.test", RDTYPE_A)  # the first query is dropped
+        assert question is not None
+        try:
+            question.send()
+            with pytest.raises(TimeoutError):
+                await question.reply(0.2)
+            question.send()
+            return await question.reply(5.0)
+        finally:
+            question.close()
+
+    with DnsServer() as dns_server:  # its own: the shared one drops only the first query of each name
+        assert asyncio.run(twice(dns_server)).addresses == ("198.18.0.40",)
+    senders = [(p, i) for n, t, p, i in dns_server.udp_senders if (n, t) == ("lossy.test.", "A")]
+    assert len(senders) == 2 and senders[0] == senders[1]

@@ -6,13 +6,15 @@ import errno
 import socket
 import ssl
 
+import dns.exception
 import dns.message
 import dns.resolver
 import httpx
 import pytest
 
 from netcheck.models import Outcome
-from netcheck.probes._errors import RULES, classify, nameserver_text
+from netcheck.probes._dnswire import NameNotFound, Unanswered
+from netcheck.probes._errors import classify, nameserver_text, rules
 from netcheck.probes._http1 import ProtocolError, ProxyError
 
 
@@ -56,6 +58,8 @@ CASES: list[tuple[str, BaseException, Outcome]] = [
     ("closed ns", no_nameservers(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), Outcome.NO_RESOLVER),
     ("broken ns", no_nameservers(EOFError()), Outcome.NO_RESOLVER),
     ("lifetime", dns.resolver.LifetimeTimeout(timeout=2.0, errors=[]), Outcome.DNS_TIMEOUT),
+    ("nxdomain without dnspython", NameNotFound("a.test does not exist"), Outcome.NXDOMAIN),
+    ("no answer without dnspython", Unanswered("no answer from 10.0.0.1"), Outcome.DNS_TIMEOUT),
     ("proxy 407", ProxyError("407 Proxy Authentication Required"), Outcome.HTTP_PROXY_AUTH),
     ("proxy 403", ProxyError("403 Forbidden"), Outcome.HTTP_PROXY_BLOCKED),
     ("proxy 502", ProxyError("502 Bad Gateway"), Outcome.HTTP_NO_RESPONSE),
@@ -76,6 +80,7 @@ CASES: list[tuple[str, BaseException, Outcome]] = [
     ("tls eof", ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), Outcome.TLS_ERROR),
     ("timeout", TimeoutError(), Outcome.TIMEOUT),
     ("bad input", ValueError("bad address"), Outcome.ERROR),
+    ("bad name", dns.exception.SyntaxError("empty label"), Outcome.ERROR),
     ("unknown", RuntimeError("boom"), Outcome.ERROR),
 ]
 
@@ -155,11 +160,11 @@ def test_answers_from_proxy_stay_what_they_are() -> None:
 def test_every_rule_is_exercised() -> None:
     covered = set()
     for _, exc, _ in CASES:
-        for i, (types, rule) in enumerate(RULES):
+        for i, (types, rule) in enumerate(rules()):
             if isinstance(exc, types) and rule(exc) is not None:  # the rule that decides
                 covered.add(i)
                 break
-    assert covered == set(range(len(RULES)))
+    assert covered == set(range(len(rules())))
 
 
 @pytest.mark.parametrize(("text", "shown"), [

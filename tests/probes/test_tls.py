@@ -17,7 +17,18 @@ from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
 from netcheck.probes.tls import MAX_NAMES, cert_facts, probe_tls
 from tests.probes.conftest import NAMES, Servers, eventually, run
-from tests.servers import INSPECTION_ORG, PUBLIC_ORG, UNTRUSTED_ORG, V4, V6, Pki, StreamServer, closed_port, tls_only
+from tests.servers import (
+    INSPECTION_ORG,
+    PUBLIC_ORG,
+    UNTRUSTED_ORG,
+    V4,
+    V6,
+    Connection,
+    Pki,
+    StreamServer,
+    closed_port,
+    tls_only,
+)
 
 
 def spec_of(pki: Pki, **kw: object) -> ProbeSpec:
@@ -104,6 +115,15 @@ def test_server_that_does_not_speak_tls(srv: Servers, pki: Pki) -> None:
     assert "connect" in r.phases
 
 
+def test_a_server_that_hangs_up_during_the_handshake(pki: Pki) -> None:
+    def hang_up(c: Connection) -> None:
+        c.sock.recv(1)  # the ClientHello's first byte; then the connection closes
+
+    with StreamServer(hang_up) as server:
+        r = probe(server, spec_of(pki))
+    assert r.outcome is Outcome.CONNECTION_RESET and "tls" not in r.phases and "connect" in r.phases
+
+
 def test_refused(pki: Pki) -> None:
     r = run(probe_tls(Target("tls.test", port=closed_port(), address=V4), spec_of(pki), Deadline.after(5)))
     assert r.outcome is Outcome.CONNECT_REFUSED
@@ -152,6 +172,16 @@ def test_machine_store_honours_ssl_cert_file(srv: Servers, pki: Pki, monkeypatch
 
 def test_unreadable_trust_store(srv: Servers, tmp_path: Path) -> None:
     r = probe(srv.tls_public, ProbeSpec(public_roots=str(tmp_path / "missing.pem")))
+    assert r.outcome is Outcome.ERROR and "trust store" in r.reason
+
+
+def test_the_machine_store_is_read_only_when_the_public_roots_reject(srv: Servers, pki: Pki,
+                                                                      tmp_path: Path) -> None:
+    """Loading the OS store costs ~25 ms of CPU: a publicly trusted server does not need it."""
+    missing = str(tmp_path / "missing.pem")
+    assert probe(srv.tls_public, ProbeSpec(public_roots=pki.public_roots, system_roots=missing)).outcome \
+        is Outcome.OK
+    r = probe(srv.tls_inspected, ProbeSpec(public_roots=pki.public_roots, system_roots=missing))
     assert r.outcome is Outcome.ERROR and "trust store" in r.reason
 
 
