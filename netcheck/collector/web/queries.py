@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,6 +69,51 @@ def _page(rows: Sequence[Any], page: int, size: int, columns: Sequence[str]) -> 
 
 def _limit(query: Any, page: int, size: int) -> Any:
     return query.limit(size + 1).offset((page - 1) * size)
+
+
+def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
+    the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
+    and what each batch of rows needs added (``finish``: tags, states)."""
+
+    query: Any
+    key: Any
+    key_name: str
+    columns: Sequence[str]
+    finish: Callable[[Connection, list[dict[str, Any]]], None] = _no_finish
+
+    def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
+        result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
+                       self.columns)
+        self.finish(conn, result.rows)
+        return result
+
+
+#: rows an export reads per query (each in its own short transaction)
+EXPORT_BATCH = 2000
+
+
+def export_batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
+                   batch: int = EXPORT_BATCH) -> Iterator[list[dict[str, Any]]]:
+    """The whole list in ``key`` order, ``batch`` rows at a time: keyset pagination (each batch starts
+    after the last key, found through the key's index), so memory stays constant, the first batch
+    comes at once, and no transaction or pooled connection is held while the client downloads."""
+    last = None
+    while True:
+        query = listing.query if last is None else listing.query.where(listing.key > last)
+        with connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query.order_by(listing.key).limit(batch))]
+            listing.finish(conn, rows)
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        last = rows[-1][listing.key_name]
 
 
 # --- overview ----------------------------------------------------------------------------------
@@ -215,8 +261,7 @@ def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
 DEVICE_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict", "revoked_at")
 
 
-def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
-                 size: int = PAGE_SIZE) -> Page:
+def devices_listing(f: Filters, now: dt.datetime) -> Listing:
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
                       devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else devices.c.revoked_at.is_(None))
@@ -239,14 +284,18 @@ def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    rows = conn.execute(_limit(query.order_by(devices.c.name, devices.c.id), page, size)).all()
-    result = _page(rows, page, size, DEVICE_COLUMNS)
-    ids = [r["device_id"] for r in result.rows]
-    # an export: every tag at once rather than a statement with thousands of parameters
-    tags = store.tags_of(conn, ids if len(ids) <= 1000 else None)
-    for r in result.rows:
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags)
+
+
+def _add_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    tags = store.tags_of(conn, [r["device_id"] for r in rows])
+    for r in rows:
         r["tags"] = tags.get(r["device_id"], {})
-    return result
+
+
+def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
+                 size: int = PAGE_SIZE) -> Page:
+    return devices_listing(f, now).page(conn, (devices.c.name, devices.c.id), page, size)
 
 
 def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
@@ -261,10 +310,14 @@ def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
 HISTORY_COLUMNS = ("received_at", "measured_at", "verdict", "tool_version", "sweep_id", "report_id")
 
 
-def history_page(conn: Connection, device_id: str, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def history_listing(device_id: str) -> Listing:
     query = (sa.select(reports.c.id.label("pk"), *(reports.c[c] for c in HISTORY_COLUMNS))
-             .where(reports.c.device_id == device_id).order_by(reports.c.received_at.desc(), reports.c.id.desc()))
-    return _page(conn.execute(_limit(query, page, size)).all(), page, size, HISTORY_COLUMNS)
+             .where(reports.c.device_id == device_id))
+    return Listing(query, reports.c.id, "pk", HISTORY_COLUMNS)
+
+
+def history_page(conn: Connection, device_id: str, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    return history_listing(device_id).page(conn, (reports.c.received_at.desc(), reports.c.id.desc()), page, size)
 
 
 def report_body(conn: Connection, device_id: str, report_pk: int | None) -> dict[str, Any] | None:
@@ -284,14 +337,27 @@ def report_body(conn: Connection, device_id: str, report_pk: int | None) -> dict
 SWEEP_COLUMNS = ("id", "created_at", "expires_at", "tag", "thorough", "note", "answers")
 
 
-def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def _sweep_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        r["tag"] = f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] else None
+
+
+def sweeps_listing() -> Listing:
     answers = (sa.select(sa.func.count()).select_from(sweep_responses)
                .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
-    query = sa.select(sweeps, answers.label("answers")).order_by(sweeps.c.created_at.desc(), sweeps.c.id)
-    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_COLUMNS)
-    for r in result.rows:
-        r["tag"] = f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] else None
-    return result
+    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags)
+
+
+def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    return sweeps_listing().page(conn, (sweeps.c.created_at.desc(), sweeps.c.id), page, size)
+
+
+def known_sites(conn: Connection) -> list[str]:
+    """The sites a sweep can target: the values of the devices' ``site`` tags and the enrollment
+    secrets' sites (which become that tag), sorted."""
+    tagged = sa.select(device_tags.c.value).where(device_tags.c.key == "site").distinct()
+    secret = sa.select(enroll_secrets.c.site).where(enroll_secrets.c.site.is_not(None)).distinct()
+    return sorted({r[0] for r in conn.execute(sa.union(tagged, secret))})
 
 
 def _targeted(sweep: Any) -> list[sa.ColumnElement[bool]]:
@@ -365,27 +431,34 @@ def _not_answered(sw: Any) -> Any:
 SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verdict", "verdict", "received_at")
 
 
-def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
-                       size: int = PAGE_SIZE) -> Page:
+def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
     """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
     if answered:
-        query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
+        query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
                            devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
                  .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
                               .join(reports, reports.c.id == sweep_responses.c.report_pk))
-                 .where(sweep_responses.c.sweep_id == sw.id)
-                 .order_by(sweep_responses.c.device_id))
+                 .where(sweep_responses.c.sweep_id == sw.id))
+        key = sweep_responses.c.device_id
     else:
-        query = _not_answered(sw).order_by(devices.c.id)
+        query, key = _not_answered(sw), devices.c.id
+
+    def states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            seen = r.get("last_seen_at")
+            r["state"] = ("answered" if answered else
+                          "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
+            r.setdefault("verdict", None)
+            r.setdefault("received_at", None)
+
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states)
+
+
+def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
+                       size: int = PAGE_SIZE) -> Page:
     # in primary-key order, a page stops after its rows: no sort of 100,000 devices per view
-    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_DEVICE_COLUMNS)
-    for r in result.rows:
-        seen = r.get("last_seen_at")
-        r["state"] = ("answered" if answered else
-                      "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
-        r.setdefault("verdict", None)
-        r.setdefault("received_at", None)
-    return result
+    listing = sweep_devices_listing(sw, answered, now)
+    return listing.page(conn, (listing.key,), page, size)
 
 
 # --- administration ----------------------------------------------------------------------------
