@@ -24,7 +24,9 @@ from netcheck.collector.db import (
     device_catalogs,
     device_tags,
     devices,
+    dialect_insert,
     enroll_secrets,
+    fleet_days,
     report_findings,
     report_workloads,
     reports,
@@ -128,48 +130,53 @@ def _day_start(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def reports_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
-    """Reports received per UTC day (``YYYY-MM-DD``) and verdict, from ``start`` (a day's start) to ``end``."""
+_DAY_COLUMNS = {"READY": "ready", "AT_RISK": "at_risk", "NOT_READY": "not_ready", "UNKNOWN": "unknown"}
+
+
+def devices_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
+    """Per UTC day (``YYYY-MM-DD``) from ``start`` (a day's start) to ``end``: the devices that
+    reported that day, by the verdict of their last report of the day."""
     day = (sa.func.date(reports.c.received_at) if conn.dialect.name == "sqlite"
            else sa.func.date_trunc("day", reports.c.received_at))
-    rows = conn.execute(sa.select(day.label("day"), reports.c.verdict, sa.func.count())
-                        .where(reports.c.received_at >= start, reports.c.received_at < end)
-                        .group_by(day, reports.c.verdict)).all()
+    last = sa.func.row_number().over(partition_by=(reports.c.device_id, day),
+                                     order_by=(reports.c.received_at.desc(), reports.c.id.desc()))
+    ranked = (sa.select(day.label("day"), reports.c.verdict, last.label("n"))
+              .where(reports.c.received_at >= start, reports.c.received_at < end).subquery())
+    rows = conn.execute(sa.select(ranked.c.day, ranked.c.verdict, sa.func.count()).where(ranked.c.n == 1)
+                        .group_by(ranked.c.day, ranked.c.verdict)).all()
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         out.setdefault(str(r[0])[:10], {})[r[1]] = int(r[2])
     return out
 
 
-class TrendCache:
-    """The 30-day trend without counting 30 days of reports on every page view: a finished day's
-    counts are kept (for ``keep``: a late or pruned report shows within the hour); today's are
-    counted each time (an index range scan of today's reports)."""
+def devices_today(conn: Connection, today: dt.datetime) -> dict[str, int]:
+    """Today's part of the chart: the devices that reported since ``today`` (a day's start), by their
+    latest report's verdict (``devices.last_verdict``: a scan of the devices, not of today's reports)."""
+    rows = conn.execute(sa.select(devices.c.last_verdict, sa.func.count())
+                        .where(devices.c.last_seen_at >= today, devices.c.last_verdict.is_not(None))
+                        .group_by(devices.c.last_verdict)).all()
+    return {r[0]: int(r[1]) for r in rows}
 
-    def __init__(self, keep: dt.timedelta = dt.timedelta(hours=1)) -> None:
-        self.keep = keep
-        self._days: dict[str, tuple[dt.datetime, dict[str, int]]] = {}
-        self._lock = threading.Lock()  # pages are served from several threads
 
-    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
-        with self._lock:
-            return self._trend(conn, now, days)
-
-    def _trend(self, conn: Connection, now: dt.datetime, days: int) -> list[dict[str, Any]]:
-        today = _day_start(now)
-        wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
-        fresh = {d for d, (at, _) in self._days.items() if now - at < self.keep}
-        missing = [d for d in wanted[:-1] if d not in fresh]
-        if missing:
-            start = dt.datetime.fromisoformat(missing[0]).replace(tzinfo=dt.UTC)
-            counted = reports_by_day(conn, start, today)
-            for d in missing:
-                self._days[d] = (now, counted.get(d, {}))
-        for d in [d for d in self._days if d not in wanted]:
-            del self._days[d]
-        current = reports_by_day(conn, today, today + dt.timedelta(days=1)).get(wanted[-1], {})
-        counts = {d: self._days[d][1] for d in wanted[:-1]} | {wanted[-1]: current}
-        return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
+def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+    """The overview's chart: the devices per day and verdict over the last ``days`` UTC days. A finished
+    day is counted once (one window over that day's reports) and kept in ``fleet_days``; today comes
+    from the devices' latest verdicts."""
+    today = _day_start(now)
+    wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+    kept = {r.day: {v: getattr(r, c) for v, c in _DAY_COLUMNS.items()}
+            for r in conn.execute(sa.select(fleet_days).where(fleet_days.c.day.in_(wanted[:-1])))}
+    for d in wanted[:-1]:
+        if d in kept:
+            continue
+        start = dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC)
+        kept[d] = devices_by_day(conn, start, start + dt.timedelta(days=1)).get(d, {})
+        conn.execute(dialect_insert(conn.dialect.name, fleet_days).values(
+            day=d, counted_at=now, **{c: kept[d].get(v, 0) for v, c in _DAY_COLUMNS.items()})
+            .on_conflict_do_nothing())
+    counts = kept | {wanted[-1]: devices_today(conn, today)}
+    return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
 
 
 class Recent:

@@ -84,7 +84,6 @@ class Dashboard:
         self.env = _environment()
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
-        self.trend = queries.TrendCache()
         self.recent = queries.Recent(settings.ui_cache_s)
 
     # --- plumbing ----------------------------------------------------------------------------------
@@ -238,7 +237,7 @@ class Dashboard:
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
-        trend = self.trend.trend(conn, now)
+        trend = queries.fleet_trend(conn, now)
         workloads = queries.workload_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend,
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
