@@ -364,9 +364,39 @@ class Dashboard:
 
     def _admin(self, conn: Connection) -> dict[str, Any]:
         now = store.utcnow()
+        current = store.get_policy(conn)
         return {"secrets": queries.secrets_page(conn, 1, 500).rows,
-                "policy": json.dumps(store.get_policy(conn), indent=2, sort_keys=True),
+                "policy": json.dumps({k: v for k, v in current.items() if k != "site_profiles"}, indent=2,
+                                     sort_keys=True),
+                "profiles": [{"name": p.get("name", ""), "json": json.dumps(p, indent=1, sort_keys=True)}
+                             for p in current["site_profiles"]],
                 "revoked": queries.devices_page(conn, Filters(revoked=True), now, 1, 500).rows}
+
+    async def admin_site_profile(self, request: Request, session: accounts.Session) -> Response:
+        """Add a site profile, replace one (``original``: the name it had), or remove one (``remove``);
+        the whole list is then stored as ``admin policy set site_profiles`` stores it, so it is
+        validated the same way (``fleet_policy.document_problem``: each profile, and the names they give)."""
+        form: FormData = request.state.form
+        original = str(form.get("original", ""))
+        remove = form.get("remove") == "1"
+        if remove:
+            profile = None
+        else:
+            try:
+                profile = json.loads(str(form.get("profile", "")))
+            except ValueError as exc:
+                return await self.admin(request, session, error=f"the site profile is not JSON: {exc}", status=400)
+
+        def change(conn: Connection) -> None:
+            profiles = store.get_policy(conn)["site_profiles"]
+            store.set_policy(conn, "site_profiles", json.dumps(_profiles_with(profiles, original, profile)),
+                             store.utcnow())
+
+        try:
+            await self._db(change)
+        except ConfigError as exc:
+            return await self.admin(request, session, error=str(exc), status=400)
+        return self._headers(RedirectResponse(f"{PREFIX}/admin#site-profiles", 303))
 
     async def admin_secret(self, request: Request, session: accounts.Session) -> Response:
         form: FormData = request.state.form
@@ -421,8 +451,21 @@ class Dashboard:
             Route("/admin/secrets/revoke", p(self.admin_revoke_secret, admin=True), methods=["POST"]),
             Route("/admin/policy", p(self.admin_policy, admin=True), methods=["POST"]),
             Route("/admin/readmit", p(self.admin_readmit, admin=True), methods=["POST"]),
+            Route("/admin/site-profiles", p(self.admin_site_profile, admin=True), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ])
+
+
+def _profiles_with(profiles: list[Any], original: str, profile: Any) -> list[Any]:
+    """The policy's site profiles with the one named ``original`` replaced by ``profile`` (removed
+    when ``profile`` is None; ``profile`` added at the end when no profile is named ``original``)."""
+    def named(p: Any) -> bool:
+        return isinstance(p, dict) and str(p.get("name", "")).casefold() == original.casefold() != ""
+
+    out = [profile if named(p) else p for p in profiles if profile is not None or not named(p)]
+    if profile is not None and not any(named(p) for p in profiles):
+        out.append(profile)
+    return out
 
 
 def _csv_lines(columns: Sequence[str], batches: Iterable[list[dict[str, Any]]]) -> Iterator[str]:
