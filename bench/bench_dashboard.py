@@ -351,8 +351,8 @@ def main() -> None:
 def _existing(url: str) -> tuple[int, str]:
     engine = make_engine(url, pool_size=1, max_overflow=0)
     try:
+        migrate(engine)
         with engine.begin() as conn:
-            migrate(engine)
             reports = int(conn.exec_driver_sql("SELECT count(*) FROM reports").scalar_one())
             sweep_id = conn.exec_driver_sql("SELECT id FROM sweeps WHERE note = 'bench sweep'").scalar_one()
     finally:

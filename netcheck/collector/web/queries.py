@@ -9,6 +9,7 @@ Every function takes an open ``Connection``; lists take a ``Filters`` and a page
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -35,6 +36,7 @@ from netcheck.collector.db import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 VERDICTS = ("READY", "AT_RISK", "NOT_READY", "UNKNOWN")
 #: how IT reads the report's verdicts
 VERDICT_LABELS = {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY", "UNKNOWN": "COULD NOT ASSESS",
@@ -181,27 +183,58 @@ def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> l
 
 class Recent:
     """Values reused for ``keep_s`` seconds (fleet-wide counts: a page view should not recount 100,000
-    devices when the previous view did it a moment ago). Thread-safe; two threads may both count."""
+    devices when the previous view did it a moment ago). Older than that (up to ``STALE_TIMES`` times
+    ``keep_s``), a view still gets the value at once while one background thread counts it afresh on
+    its own connection (``connect``; without one, the view counts): a page view waits for a
+    fleet-wide count only when none was made recently. Thread-safe."""
 
-    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    STALE_TIMES = 10
+
+    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic,
+                 connect: Callable[[], AbstractContextManager[Connection]] | None = None) -> None:
         self.keep_s = keep_s
         self.clock = clock
+        self.connect = connect
         self._values: dict[Hashable, tuple[float, Any]] = {}
+        self._counting: set[Hashable] = set()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+    def get(self, key: Hashable, conn: Connection, make: Callable[[Connection], T]) -> T:
         now = self.clock()
         with self._lock:
             found = self._values.get(key)
-        if found is not None and now - found[0] < self.keep_s:
-            value: T = found[1]
-            return value
-        value = make()
-        if self.keep_s > 0:
-            with self._lock:
-                self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s}
-                self._values[key] = (now, value)
+            if found is not None:
+                kept: T = found[1]
+                if now - found[0] < self.keep_s:
+                    return kept
+                if now - found[0] < self.keep_s * self.STALE_TIMES and self.connect is not None:
+                    if key not in self._counting:
+                        self._counting.add(key)
+                        threading.Thread(target=self._recount, args=(key, make), daemon=True,
+                                         name="netcheck-ui-recount").start()
+                    return kept
+        value = make(conn)
+        self._keep(key, value)
         return value
+
+    def _keep(self, key: Hashable, value: Any) -> None:
+        if self.keep_s <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s * self.STALE_TIMES}
+            self._values[key] = (now, value)
+
+    def _recount(self, key: Hashable, make: Callable[[Connection], Any]) -> None:
+        try:
+            assert self.connect is not None
+            with self.connect() as conn:
+                self._keep(key, make(conn))
+        except Exception:  # a failed recount leaves the old value to age out; the next view counts
+            log.exception("recounting %r for the dashboard failed", key)
+        finally:
+            with self._lock:
+                self._counting.discard(key)
 
 
 def _latest_pks() -> Any:

@@ -84,7 +84,7 @@ class Dashboard:
         self.env = _environment()
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
-        self.recent = queries.Recent(settings.ui_cache_s)
+        self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -229,8 +229,8 @@ class Dashboard:
 
     async def overview(self, request: Request, session: accounts.Session) -> Response:
         stale_days = self._int(request, "stale_days", 7, 1, 3650)
-        data = await self._db(lambda conn: self.recent.get(("overview", stale_days),
-                                                           partial(self._overview, conn, stale_days)))
+        data = await self._db(lambda conn: self.recent.get(("overview", stale_days), conn,
+                                                           partial(self._overview, stale_days=stale_days)))
         return self.render("overview.html", session=session, stale_days=stale_days, cache_s=self.recent.keep_s,
                            **data)
 
@@ -239,7 +239,7 @@ class Dashboard:
         counts = queries.verdict_counts(conn)
         trend = queries.fleet_trend(conn, now)
         workloads = queries.workload_counts(conn)
-        return {"counts": counts, "total": sum(counts.values()), "trend": trend,
+        return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
                 "workloads": workloads, "tags": queries.tag_counts(conn),
                 "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
@@ -348,12 +348,13 @@ class Dashboard:
             return None
         now = store.utcnow()
 
-        def counts() -> dict[str, Any]:
-            coverage = queries.sweep_coverage(conn, sw, now)
-            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id),
-                    "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"]))}
+        def counts(conn: Connection) -> dict[str, Any]:
+            at = store.utcnow()
+            coverage = queries.sweep_coverage(conn, sw, at)
+            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id), "counted_at": at,
+                    "chart": charts.line(queries.sweep_timeline(conn, sw, at), max(1, coverage["targeted"]))}
 
-        return {"sw": sw, **self.recent.get(("sweep", sw.id), counts),
+        return {"sw": sw, **self.recent.get(("sweep", sw.id), conn, counts),
                 "devices": queries.sweep_devices_page(conn, sw, answered, now, page)}
 
     async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
