@@ -1,7 +1,8 @@
 """Dashboard benchmark: every page and export of ``/ui/`` over a simulated fleet.
 
     .venv/bin/python bench/bench_dashboard.py [--db postgresql|sqlite|both] [--devices 10000]
-        [--days 30] [--repeat 15]
+        [--days 30] [--repeat 15] [--live-seconds 20] [--live-rate 333] [--live-agents 600]
+        [--database-url URL]
 
 For each database it makes a private PostgreSQL cluster (fsync off while loading: reads are what
 is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
@@ -10,11 +11,18 @@ answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite);
 blob is stored only for each device's newest report, as the pages need only those: a two-site report
 (Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ, with the ``site_facts`` rows
 ingest would have written, for the Sites pages. Then it runs
-``netcheck serve`` on the database, signs in, and requests each page ``--repeat`` times, one at a
-time, on loopback: the times printed are the server's answer time as the client sees it (loopback
-adds well under a millisecond): the first view ("cold": the overview and a sweep's counts are then
-counted afresh) apart, then p50, p95 and max of the others (within ``NETCHECK_UI_CACHE_S``, 10 s,
-those counts are reused). Not a test: it asserts nothing.
+``netcheck serve --workers 2`` on the database, signs in, and requests each page ``--repeat`` times,
+one at a time, on loopback: the times printed are the server's answer time as the client sees it
+(loopback adds well under a millisecond): the first view ("cold": the overview and a sweep's counts
+are then counted afresh) apart, then p50, p95 and max of the others (those counts are reused, and
+recounted in the background once older than ``NETCHECK_UI_CACHE_S``, 10 s), and the p95 of the
+time to the first bytes (exports are streamed: the first bytes leave long before the last).
+Then ("live") it enrolls ``--live-agents`` devices and posts real reports (bench_ingest's
+open-loop generator: a full worldwide check, gzipped) answering the sweep at ``--live-rate`` per
+second for ``--live-seconds``, while it loads the sweep's page every half second: the page's
+times, the answered count it showed first and last, and the rate the collector kept up.
+``--database-url`` measures a database this bench filled before (the load of 100,000 devices
+takes 10-15 minutes). Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
