@@ -243,6 +243,7 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[st
                  "/ui/sites", "/ui/sites/whatif?down=Paris&down=Dublin+DC",
                  "/ui/sites/devices?down=Paris&workload=identity",
                  "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
+        print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
         for path in pages:
             firsts, fulls, size = [], [], 0
             for _ in range(repeat):
@@ -250,6 +251,9 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[st
                 firsts.append(first)
                 fulls.append(full)
             out.append((path, firsts, fulls, size))
+            warm, warm1 = fulls[1:] or fulls, firsts[1:] or firsts
+            print(f"{path[:62]:62} {fulls[0]:7.1f} {statistics.median(warm):7.1f} {_p95(warm):7.1f} "
+                  f"{max(warm):7.1f} {_p95(warm1):8.1f} {size:10d}", flush=True)
     return out
 
 
@@ -373,11 +377,6 @@ def _run(url: str, sweep_id: str, reports: int, args: argparse.Namespace) -> dic
     with CollectorProcess(url, env=env, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-")),
                           args=("--workers", "2", "--trusted-proxy-header", "X-Forwarded-For")) as proc:
         rows = measure(proc, sweep_id, args.repeat)
-        print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
-        for path, firsts, fulls, size in rows:
-            warm, warm1 = fulls[1:] or fulls, firsts[1:] or firsts
-            print(f"{path[:62]:62} {fulls[0]:7.1f} {statistics.median(warm):7.1f} {_p95(warm):7.1f} "
-                  f"{max(warm):7.1f} {_p95(warm1):8.1f} {size:10d}")
         out: dict[str, Any] = {"reports": reports, "pages": {
             p: {"cold_ms": round(f[0], 1), "p50_ms": round(statistics.median(f[1:] or f), 1),
                 "p95_ms": round(_p95(f[1:] or f), 1), "first_byte_p95_ms": round(_p95(b[1:] or b), 1), "bytes": s}
