@@ -235,7 +235,7 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[st
                  "/ui/devices?tag=site%3Dsite07", "/ui/devices?finding=vpn.optimize_in_tunnel",
                  "/ui/devices?workload=teams_media%3Dfailed", "/ui/devices?stale_days=7",
                  f"/ui/devices/{some_id}", f"/ui/devices/{some_id}/report", "/ui/sweeps", f"/ui/sweeps/{sweep_id}",
-                 f"/ui/sweeps/{sweep_id}?show=answered", f"/ui/sweeps/{sweep_id}?show=answered&page=200",
+                 f"/ui/sweeps/{sweep_id}?show=answered", f"/ui/sweeps/{sweep_id}?show=answered&after=8",
                  "/ui/admin", "/ui/endpoints",
                  "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv", "/ui/devices?format=json",
                  f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/sweeps/{sweep_id}?show=answered&format=csv",

@@ -99,6 +99,7 @@ devices = sa.Table(
     #: set by ``admin revoke-device``: the device cannot enroll again until ``admin readmit-device``
     sa.Column("revoked_at", UTCDateTime),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
+    sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
 
 device_tags = sa.Table(

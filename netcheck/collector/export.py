@@ -30,6 +30,8 @@ def _blank(ch: str) -> bool:
 
 def neutralise(cell: str) -> str:
     """A CSV cell that cannot start a formula in Excel, LibreOffice or Google Sheets."""
+    if cell[:1].isalnum() and cell[0].isascii():  # most cells (ids, names, times): nothing to look at
+        return cell
     for ch in cell:
         if ch in _CONTROL_START:
             return "'" + cell

@@ -160,3 +160,25 @@ def test_site_profiles_are_listed_added_edited_and_removed_as_the_policy_validat
     assert [p["name"] for p in stored()] == ["Paris"]
     assert post(admin, token, original="Paris", remove="1").status_code == 303
     assert stored() == []
+
+
+def test_a_sweeps_device_list_pages_by_keyset(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    tag = f"k{fleet.secret_id[-6:]}"
+    made = sorted(fleet.enroll(tags={"dept": tag}).device_id for _ in range(3))
+    admin, token = signed_in(fleet, "admin", clients)
+    sweep_id = admin.post("/ui/sweeps", data={"csrf": token, "expires": "2h", "tag": f"dept={tag}"}
+                          ).headers["location"].rsplit("/", 1)[1]
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with engine.begin() as conn:
+            sw = queries.sweep(conn, sweep_id)
+            first = queries.sweep_devices_page(conn, sw, False, now, None, size=2)
+            rest = queries.sweep_devices_page(conn, sw, False, now, first.rows[-1]["device_id"], size=2)
+    finally:
+        engine.dispose()
+    assert [r["device_id"] for r in first.rows] == made[:2] and first.more
+    assert [r["device_id"] for r in rest.rows] == made[2:] and not rest.more
+    # the page's own links: a deep page is a URL too
+    page = admin.get(f"/ui/sweeps/{sweep_id}", params={"after": made[0]}).text
+    assert made[0] not in page and made[1] in page and made[2] in page

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -99,7 +99,7 @@ class Listing:
 
 
 #: rows an export reads per query (each in its own short transaction)
-EXPORT_BATCH = 2000
+EXPORT_BATCH = 5000
 
 
 def export_batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
@@ -494,11 +494,14 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
     return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states)
 
 
-def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
+def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,
                        size: int = PAGE_SIZE) -> Page:
-    # in primary-key order, a page stops after its rows: no sort of 100,000 devices per view
+    """A page of the list in device id order, starting after the device ``after`` (keyset: read
+    through the key's index, however deep the page; no sort of 100,000 devices per view)."""
     listing = sweep_devices_listing(sw, answered, now)
-    return listing.page(conn, (listing.key,), page, size)
+    if after is not None:
+        listing = replace(listing, query=listing.query.where(listing.key > after))
+    return listing.page(conn, (listing.key,), 1, size)
 
 
 # --- administration ----------------------------------------------------------------------------

@@ -172,16 +172,24 @@ class Dashboard:
         return self._int(request, "page", 1)
 
     @staticmethod
-    def _links(request: Request, result: Page) -> dict[str, str | None]:
-        params = dict(request.query_params)
+    def _links(request: Request, result: Page, *, after: str | None = None) -> dict[str, str | None]:
+        """Previous and next page, and the exports. ``after``: the list is walked by that key
+        (keyset: the next page starts after the last row's key, through its index, however deep;
+        "previous" goes back to the first page)."""
+        params = {k: v for k, v in request.query_params.items() if k not in ("page", "after")}
 
         def link(**changes: Any) -> str:
             merged = {**params, **{k: str(v) for k, v in changes.items()}}
             return f"{request.url.path}?{urlencode(merged)}"
 
+        if after is not None:
+            deep = "after" in request.query_params
+            return {"prev": link() if deep else None,
+                    "next": link(after=result.rows[-1][after]) if result.more and result.rows else None,
+                    "csv": link(format="csv"), "json": link(format="json")}
         return {"prev": link(page=result.page - 1) if result.page > 1 else None,
                 "next": link(page=result.page + 1) if result.more else None,
-                "csv": link(format="csv", page=1), "json": link(format="json", page=1)}
+                "csv": link(format="csv"), "json": link(format="json")}
 
     # --- sign-in -----------------------------------------------------------------------------------
 
@@ -336,13 +344,13 @@ class Dashboard:
                 assert exported is not None
                 return exported
         found = await self._db(self._sweep, request.path_params["sweep_id"], view == "answered",
-                               self._page_no(request))
+                               request.query_params.get("after") or None)
         if found is None:
             return self.render("error.html", 404, message="No such sweep.", session=session)
-        return self.render("sweep.html", session=session, view=view, links=self._links(request, found["devices"]),
-                           **found)
+        return self.render("sweep.html", session=session, view=view,
+                           links=self._links(request, found["devices"], after="device_id"), **found)
 
-    def _sweep(self, conn: Connection, sweep_id: str, answered: bool, page: int) -> dict[str, Any] | None:
+    def _sweep(self, conn: Connection, sweep_id: str, answered: bool, after: str | None) -> dict[str, Any] | None:
         sw = queries.sweep(conn, sweep_id)
         if sw is None:
             return None
@@ -355,7 +363,7 @@ class Dashboard:
                     "chart": charts.line(queries.sweep_timeline(conn, sw, at), max(1, coverage["targeted"]))}
 
         return {"sw": sw, **self.recent.get(("sweep", sw.id), conn, counts),
-                "devices": queries.sweep_devices_page(conn, sw, answered, now, page)}
+                "devices": queries.sweep_devices_page(conn, sw, answered, now, after)}
 
     async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
                     error: str | None = None, status: int = 200) -> Response:
@@ -425,11 +433,14 @@ class Dashboard:
         return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
 
     async def endpoint_data(self, request: Request, session: accounts.Session) -> Response:
-        fleet = await self._db(queries.catalog_versions)
+        def count(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            fleet = queries.catalog_versions(conn)  # a fleet-wide count, and a diff per version
+            return fleet, endpoints.changes(fleet)
+
+        fleet, rows = await self._db(lambda conn: self.recent.get(("endpoints",), conn, count))
         exported = self._export(request, "endpoint-versions", ("instance", "version", "devices"), lambda: [fleet])
         if exported is not None:
             return exported
-        rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
         return self.render("endpoints.html", session=session, rows=rows)
 
     def routes(self) -> Mount:

@@ -1,7 +1,8 @@
 """The dashboard at fleet scale: ``fleet_days`` (the overview's 30-day chart: per finished UTC
 day, the devices that reported by the verdict of their last report that day, counted once and
-kept) and an index on ``devices (name, id)`` (the devices list's order: a page reads its rows
-from the index instead of sorting every device).
+kept), an index on ``devices (name, id)`` (the devices list's order: a page reads its rows from
+the index instead of sorting every device) and one on ``devices (revoked_at)`` (the revoked
+devices, on the administration page, without reading every device).
 
 Revision ID: 0011
 Revises: 0008 (0009 and 0010 are other branches' work; the lead relinks at merge)
@@ -30,8 +31,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("day", name="pk_fleet_days"),
     )
     op.create_index("ix_devices_name_id", "devices", ["name", "id"])
+    op.create_index("ix_devices_revoked_at", "devices", ["revoked_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_devices_revoked_at", table_name="devices")
     op.drop_index("ix_devices_name_id", table_name="devices")
     op.drop_table("fleet_days")
