@@ -90,6 +90,13 @@ class Listing:
     key_name: str
     columns: Sequence[str]
     finish: Callable[[Connection, list[dict[str, Any]]], None] = _no_finish
+    #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
+    #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
+    twins: Sequence[Any] = ()
+
+    def after(self, last: Any) -> Listing:
+        """The rows after key ``last``."""
+        return replace(self, query=self.query.where(*(k > last for k in (self.key, *self.twins))))
 
     def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
         result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
@@ -109,7 +116,7 @@ def export_batches(connect: Callable[[], AbstractContextManager[Connection]], li
     comes at once, and no transaction or pooled connection is held while the client downloads."""
     last = None
     while True:
-        query = listing.query if last is None else listing.query.where(listing.key > last)
+        query = (listing if last is None else listing.after(last)).query
         with connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query.order_by(listing.key).limit(batch))]
             listing.finish(conn, rows)
@@ -473,13 +480,14 @@ SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verd
 
 def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
     """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
+    twins: tuple[Any, ...] = ()
     if answered:
         query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
                            devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
                  .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
                               .join(reports, reports.c.id == sweep_responses.c.report_pk))
                  .where(sweep_responses.c.sweep_id == sw.id))
-        key = sweep_responses.c.device_id
+        key, twins = sweep_responses.c.device_id, (devices.c.id,)
     else:
         query, key = _not_answered(sw), devices.c.id
 
@@ -491,7 +499,7 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states)
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,
@@ -500,7 +508,7 @@ def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.dateti
     through the key's index, however deep the page; no sort of 100,000 devices per view)."""
     listing = sweep_devices_listing(sw, answered, now)
     if after is not None:
-        listing = replace(listing, query=listing.query.where(listing.key > after))
+        listing = listing.after(after)
     return listing.page(conn, (listing.key,), 1, size)
 
 
