@@ -300,7 +300,9 @@ class SitePages:
         self.sites = Sites()
 
     def _fleet(self, conn: Connection) -> tuple[Fleet, list[dict[str, Any]]]:
-        fleet = self.sites.fleet(conn, store.utcnow())
+        # the devices grouped by fact set: a fleet-wide count, reused and recounted in the
+        # background as the overview's are (NETCHECK_UI_CACHE_S)
+        fleet: Fleet = self.ui.recent.get(("sites",), conn, lambda c: self.sites.fleet(c, store.utcnow()))
         return fleet, known_sites(fleet, store.get_policy(conn))
 
     @staticmethod
