@@ -1,7 +1,8 @@
 """Dashboard benchmark: every page and export of ``/ui/`` over a simulated fleet.
 
     .venv/bin/python bench/bench_dashboard.py [--db postgresql|sqlite|both] [--devices 10000]
-        [--days 30] [--repeat 15]
+        [--days 30] [--repeat 15] [--live-seconds 20] [--live-rate 333] [--live-agents 600]
+        [--database-url URL]
 
 For each database it makes a private PostgreSQL cluster (fsync off while loading: reads are what
 is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
@@ -10,11 +11,18 @@ answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite);
 blob is stored only for each device's newest report, as the pages need only those: a two-site report
 (Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ, with the ``site_facts`` rows
 ingest would have written, for the Sites pages. Then it runs
-``netcheck serve`` on the database, signs in, and requests each page ``--repeat`` times, one at a
-time, on loopback: the times printed are the server's answer time as the client sees it (loopback
-adds well under a millisecond): the first view ("cold": the overview and a sweep's counts are then
-counted afresh) apart, then p50, p95 and max of the others (within ``NETCHECK_UI_CACHE_S``, 10 s,
-those counts are reused). Not a test: it asserts nothing.
+``netcheck serve --workers 2`` on the database, signs in, and requests each page ``--repeat`` times,
+one at a time, on loopback: the times printed are the server's answer time as the client sees it
+(loopback adds well under a millisecond): the first view ("cold": the overview and a sweep's counts
+are then counted afresh) apart, then p50, p95 and max of the others (those counts are reused, and
+recounted in the background once older than ``NETCHECK_UI_CACHE_S``, 10 s), and the p95 of the
+time to the first bytes (exports are streamed: the first bytes leave long before the last).
+Then ("live") it enrolls ``--live-agents`` devices and posts real reports (bench_ingest's
+open-loop generator: a full worldwide check, gzipped) answering the sweep at ``--live-rate`` per
+second for ``--live-seconds``, while it loads the sweep's page every half second: the page's
+times, the answered count it showed first and last, and the rate the collector kept up.
+``--database-url`` measures a database this bench filled before (the load of 100,000 devices
+takes 10-15 minutes). Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -180,6 +189,8 @@ def load(url: str, devices: int, days: int, now: dt.datetime, fact_sets: int = 2
                     conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
                                  [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
             accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
+            if conn.dialect.name == "postgresql":  # COPY gave the ids: move the sequence past them for ingest
+                conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('reports', 'id'), max(id)) FROM reports")
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE" if conn.dialect.name == "postgresql" else "ANALYZE")
     finally:
@@ -191,38 +202,104 @@ def _sqlite(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(v.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(v, dt.datetime) else v for v in row)
 
 
-def measure(url: str, sweep_id: str, repeat: int) -> list[tuple[str, list[float], int]]:
+def _sign_in(client: httpx.Client) -> None:
+    form = client.get("/ui/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    done = client.post("/ui/login", data={"csrf": token.group(1), "name": "bench", "password": PASSWORD})
+    assert done.status_code == 303, done.text
+
+
+def _timed(client: httpx.Client, path: str) -> tuple[float, float, int]:
+    """(ms to the first body bytes, ms to the last, bytes): an export is streamed, so the two differ."""
+    t0 = time.perf_counter()
+    first, size = None, 0
+    with client.stream("GET", path) as got:
+        assert got.status_code == 200, (path, got.status_code, got.read()[:300])
+        for chunk in got.iter_bytes():
+            if first is None:
+                first = time.perf_counter()
+            size += len(chunk)
+    end = time.perf_counter()
+    return ((first or end) - t0) * 1000, (end - t0) * 1000, size
+
+
+def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[str, list[float], list[float], int]]:
+    """Each page ``repeat`` times: (path, ms to first bytes, ms to last, bytes)."""
     out = []
-    with CollectorProcess(url, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-"))) as proc, \
-            httpx.Client(base_url=proc.url, timeout=600) as client:
-        form = client.get("/ui/login").text
-        token = re.search(r'name="csrf" value="([^"]+)"', form)
-        assert token is not None
-        done = client.post("/ui/login", data={"csrf": token.group(1), "name": "bench", "password": PASSWORD})
-        assert done.status_code == 303, done.text
-        devices = client.get("/ui/devices?verdict=NOT_READY&format=json").json()["devices"]
-        some = devices[0]["device_id"]
+    with httpx.Client(base_url=proc.url, timeout=600) as client:
+        _sign_in(client)
+        devices = client.get("/ui/devices?verdict=NOT_READY").text
+        some = re.search(r'href="/ui/devices/([0-9a-f-]{36})"', devices)
+        assert some is not None
+        some_id = some.group(1)
         pages = ["/ui/", "/ui/devices", "/ui/devices?page=40", "/ui/devices?verdict=NOT_READY",
                  "/ui/devices?tag=site%3Dsite07", "/ui/devices?finding=vpn.optimize_in_tunnel",
                  "/ui/devices?workload=teams_media%3Dfailed", "/ui/devices?stale_days=7",
-                 f"/ui/devices/{some}", f"/ui/devices/{some}/report", "/ui/sweeps", f"/ui/sweeps/{sweep_id}",
-                 f"/ui/sweeps/{sweep_id}?show=answered", "/ui/admin", "/ui/endpoints",
-                 "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv",
-                 f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/devices/{some}?format=json",
+                 f"/ui/devices/{some_id}", f"/ui/devices/{some_id}/report", "/ui/sweeps", f"/ui/sweeps/{sweep_id}",
+                 f"/ui/sweeps/{sweep_id}?show=answered", f"/ui/sweeps/{sweep_id}?show=answered&after=8",
+                 "/ui/admin", "/ui/endpoints",
+                 "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv", "/ui/devices?format=json",
+                 f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/sweeps/{sweep_id}?show=answered&format=csv",
+                 f"/ui/devices/{some_id}?format=json",
                  "/ui/sites", "/ui/sites/whatif?down=Paris&down=Dublin+DC",
                  "/ui/sites/devices?down=Paris&workload=identity",
                  "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
+        print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
         for path in pages:
-            times = []
-            size = 0
+            firsts, fulls, size = [], [], 0
             for _ in range(repeat):
-                t0 = time.perf_counter()
-                got = client.get(path)
-                times.append((time.perf_counter() - t0) * 1000)
-                assert got.status_code == 200, (path, got.status_code, got.text[:300])
-                size = len(got.content)
-            out.append((path, times, size))
+                first, full, size = _timed(client, path)
+                firsts.append(first)
+                fulls.append(full)
+            out.append((path, firsts, fulls, size))
+            warm, warm1 = fulls[1:] or fulls, firsts[1:] or firsts
+            print(f"{path[:62]:62} {fulls[0]:7.1f} {statistics.median(warm):7.1f} {_p95(warm):7.1f} "
+                  f"{max(warm):7.1f} {_p95(warm1):8.1f} {size:10d}", flush=True)
     return out
+
+
+def live_sweep(proc: CollectorProcess, url: str, sweep_id: str, seconds: float, rate: float,
+               agents: int) -> dict[str, Any]:
+    """The sweep's page, timed every half second while ``agents`` enrolled devices post real
+    reports answering the sweep at ``rate`` per second (bench_ingest's open-loop generator)."""
+    import asyncio
+    import threading
+
+    import bench_ingest
+
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    with engine.begin() as conn:
+        _, secret = store.create_secret(conn, store.utcnow())
+    engine.dispose()
+    enrolled, _ = asyncio.run(bench_ingest.enroll_all(proc.url, secret, agents))
+    template = bench_ingest.body_template(bench_ingest.realistic_report(), sweep_id)
+    done: dict[str, Any] = {}
+
+    def load() -> None:
+        done["results"] = asyncio.run(bench_ingest.open_loop(proc.url, template, enrolled, seconds, rate, False))
+
+    path = f"/ui/sweeps/{sweep_id}"
+    times: list[float] = []
+    answered: list[int] = []
+    with httpx.Client(base_url=proc.url, timeout=600) as client:
+        _sign_in(client)
+        sender = threading.Thread(target=load)
+        sender.start()
+        while sender.is_alive():
+            t0 = time.perf_counter()
+            got = client.get(path)
+            times.append((time.perf_counter() - t0) * 1000)
+            shown = re.search(r'id="answered">(\d+)<', got.text)
+            answered.append(int(shown.group(1)) if shown else -1)
+            time.sleep(max(0.0, 0.5 - (time.perf_counter() - t0)))
+        sender.join()
+        loadavg = [round(x, 2) for x in os.getloadavg()]
+    summary = done["results"].summary()
+    return {"target_rate": rate, "agents": agents, "seconds": seconds, "ingest": summary, "load_average": loadavg,
+            "page_views": len(times), "page_p50_ms": round(statistics.median(times), 1),
+            "page_p95_ms": round(_p95(times), 1), "page_max_ms": round(max(times), 1),
+            "answered_shown_first": answered[0], "answered_shown_last": answered[-1]}
 
 
 def _p95(values: list[float]) -> float:
@@ -238,12 +315,22 @@ def main() -> None:
     parser.add_argument("--fact-sets", type=int, default=200,
                         help="distinct sets of prediction facts among the devices (the Sites pages' cost)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--database-url", help="measure this database, filled by an earlier run of this "
+                        "bench's load (no loading; --db, --devices and --days are then ignored)")
+    parser.add_argument("--live-seconds", type=float, default=20,
+                        help="how long the sweep page is timed while reports arrive (0: not at all)")
+    parser.add_argument("--live-rate", type=float, default=333, help="reports per second arriving meanwhile")
+    parser.add_argument("--live-agents", type=int, default=600, help="devices enrolled to send them")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {"environment_before": environment(), "devices": args.devices, "days": args.days}
-    for db in (("postgresql", "sqlite") if args.db == "both" else (args.db,)):
+    targets = [("given", args.database_url)] if args.database_url else \
+        [(db, None) for db in (("postgresql", "sqlite") if args.db == "both" else (args.db,))]
+    for db, given in targets:
         cluster = None
-        if db == "postgresql":
+        if given is not None:
+            url = given
+        elif db == "postgresql":
             bindir = pg_bindir()
             if bindir is None:
                 print("PostgreSQL binaries not found; skipping PostgreSQL")
@@ -253,20 +340,15 @@ def main() -> None:
         else:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-dash-')}/collector.db"
         try:
-            t0 = time.perf_counter()
-            reports, sweep_id = load(url, args.devices, args.days, now, args.fact_sets)
-            loaded = time.perf_counter() - t0
-            print(f"\n{db}: {args.devices} devices, {reports} reports loaded in {loaded:.0f} s "
-                  f"(load average {environment()['loadavg']})")
-            rows = measure(url, sweep_id, args.repeat)
-            print(f"{'page':60} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'bytes':>10}")
-            for path, times, size in rows:
-                warm = times[1:] or times
-                print(f"{path[:60]:60} {times[0]:8.1f} {statistics.median(warm):8.1f} {_p95(warm):8.1f} "
-                      f"{max(warm):8.1f} {size:10d}")
-            results[db] = {"reports": reports, "load_s": round(loaded, 1),
-                           "pages": {p: {"cold_ms": round(t[0], 1), "p50_ms": round(statistics.median(t[1:] or t), 1),
-                                         "p95_ms": round(_p95(t[1:] or t), 1), "bytes": s} for p, t, s in rows}}
+            if given is None:
+                t0 = time.perf_counter()
+                reports, sweep_id = load(url, args.devices, args.days, now, args.fact_sets)
+                print(f"\n{db}: {args.devices} devices, {reports} reports loaded in {time.perf_counter() - t0:.0f} s "
+                      f"(load average {environment()['loadavg']})")
+            else:
+                reports, sweep_id = _existing(url)
+                print(f"\n{url.split('@')[-1]}: {reports} reports (load average {environment()['loadavg']})")
+            results[db] = _run(url, sweep_id, reports, args)
         finally:
             if cluster is not None:
                 cluster.close()
@@ -278,6 +360,41 @@ def main() -> None:
         buf = io.StringIO()
         json.dump(results, buf, indent=2)
         print(buf.getvalue())
+
+
+def _existing(url: str) -> tuple[int, str]:
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            reports = int(conn.exec_driver_sql("SELECT count(*) FROM reports").scalar_one())
+            sweep_id = conn.exec_driver_sql("SELECT id FROM sweeps WHERE note = 'bench sweep'").scalar_one()
+    finally:
+        engine.dispose()
+    return reports, str(sweep_id)
+
+
+def _run(url: str, sweep_id: str, reports: int, args: argparse.Namespace) -> dict[str, Any]:
+    env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0"}  # the live phase enrolls its devices at once
+    with CollectorProcess(url, env=env, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-")),
+                          args=("--workers", "2", "--trusted-proxy-header", "X-Forwarded-For")) as proc:
+        rows = measure(proc, sweep_id, args.repeat)
+        out: dict[str, Any] = {"reports": reports, "pages": {
+            p: {"cold_ms": round(f[0], 1), "p50_ms": round(statistics.median(f[1:] or f), 1),
+                "p95_ms": round(_p95(f[1:] or f), 1), "first_byte_p95_ms": round(_p95(b[1:] or b), 1), "bytes": s}
+            for p, b, f, s in rows}}
+        if args.live_seconds > 0:
+            live = live_sweep(proc, url, sweep_id, args.live_seconds, args.live_rate, args.live_agents)
+            ingest = live["ingest"]
+            print(f"\nsweep page while reports arrive (target {args.live_rate:g}/s for {args.live_seconds:g} s, "
+                  f"{args.live_agents} devices): {ingest['reports_per_s']} reports/s stored "
+                  f"({ingest['stored']} of {ingest['sent']}, upload p50 {ingest['p50_ms']} ms, "
+                  f"p99 {ingest['p99_ms']} ms); "
+                  f"page p50 {live['page_p50_ms']} ms, p95 {live['page_p95_ms']} ms, max {live['page_max_ms']} ms over "
+                  f"{live['page_views']} views; answered shown {live['answered_shown_first']} -> "
+                  f"{live['answered_shown_last']}; load average {live['load_average']}")
+            out["live_sweep"] = live
+    return out
 
 
 if __name__ == "__main__":

@@ -103,10 +103,11 @@ def realistic_report() -> dict[str, Any]:
     return report
 
 
-def body_template(report: dict[str, Any]) -> bytes:
-    """An upload as the agent encodes it, with placeholders for what changes from one to the next."""
+def body_template(report: dict[str, Any], sweep_id: str | None = None) -> bytes:
+    """An upload as the agent encodes it (answering ``sweep_id``), with placeholders for what changes
+    from one to the next."""
     envelope = {"report": report, "agent": {"seq": SEQ, "dropped": 0, "spool_full": False, "sent_at": SENT},
-                "sweep_id": None}
+                "sweep_id": sweep_id}
     return encode_upload(envelope)
 
 

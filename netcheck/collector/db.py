@@ -98,6 +98,8 @@ devices = sa.Table(
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
     #: set by ``admin revoke-device``: the device cannot enroll again until ``admin readmit-device``
     sa.Column("revoked_at", UTCDateTime),
+    sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
+    sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
 
 device_tags = sa.Table(
@@ -553,4 +555,17 @@ site_fact_sets = sa.Table(
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: the overview's 30-day chart (netcheck.collector.web.queries.FleetDays; migration 0011): per
+#: finished UTC day (``YYYY-MM-DD``), the devices that reported that day, by the verdict of their
+#: last report of the day; counted once, after the day ends, and kept (retention does not change it)
+fleet_days = sa.Table(
+    "fleet_days", metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("ready", sa.Integer, nullable=False),
+    sa.Column("at_risk", sa.Integer, nullable=False),
+    sa.Column("not_ready", sa.Integer, nullable=False),
+    sa.Column("unknown", sa.Integer, nullable=False),
+    sa.Column("counted_at", UTCDateTime, nullable=False),
 )

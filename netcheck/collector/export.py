@@ -30,6 +30,8 @@ def _blank(ch: str) -> bool:
 
 def neutralise(cell: str) -> str:
     """A CSV cell that cannot start a formula in Excel, LibreOffice or Google Sheets."""
+    if cell[:1].isalnum() and cell[0].isascii():  # most cells (ids, names, times): nothing to look at
+        return cell
     for ch in cell:
         if ch in _CONTROL_START:
             return "'" + cell
@@ -62,11 +64,13 @@ def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps({"devices": list(rows)}, indent=2, ensure_ascii=False) + "\n"
 
 
-def table_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    """Any dashboard table as CSV: one line per row; tags (a mapping) as ``k=v;k=v``; every cell neutralised."""
+def table_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, header: bool = True) -> str:
+    """Any dashboard table as CSV: one line per row (after a header line, unless ``header`` is false:
+    the next part of a streamed table); tags (a mapping) as ``k=v;k=v``; every cell neutralised."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
         cells = []
         for c in columns:

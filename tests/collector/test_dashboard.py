@@ -7,11 +7,16 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+from sqlalchemy.engine import Connection
 
 from netcheck.collector.web import accounts, queries
 from netcheck.m365.catalog import load_versions
@@ -189,17 +194,55 @@ def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
 
 def test_recent_reuses_a_count_for_its_time_only() -> None:
     now = [100.0]
-    recent = queries.Recent(10.0, clock=lambda: now[0])
+    recent = queries.Recent(10.0, clock=lambda: now[0])  # no connection: a stale count is made by the view
     made: list[int] = []
+    no_conn = cast(Connection, None)
 
-    def count() -> int:
+    def count(conn: Connection) -> int:
         made.append(1)
         return len(made)
 
-    assert recent.get("k", count) == 1
+    assert recent.get("k", no_conn, count) == 1
     now[0] += 9.9
-    assert recent.get("k", count) == 1
-    assert recent.get("other", count) == 2
+    assert recent.get("k", no_conn, count) == 1
+    assert recent.get("other", no_conn, count) == 2
     now[0] += 0.2
-    assert recent.get("k", count) == 3
-    assert queries.Recent(0.0).get("k", count) == 4 and queries.Recent(0.0).get("k", count) == 5
+    assert recent.get("k", no_conn, count) == 3
+    zero = queries.Recent(0.0)
+    assert zero.get("k", no_conn, count) == 4 and zero.get("k", no_conn, count) == 5
+
+
+def test_recent_serves_a_stale_count_at_once_while_a_thread_counts_afresh() -> None:
+    now = [100.0]
+    started, release = threading.Event(), threading.Event()
+    connections: list[str] = []
+
+    @contextmanager
+    def connect() -> Iterator[Connection]:
+        connections.append("background")
+        yield cast(Connection, None)
+
+    recent = queries.Recent(10.0, clock=lambda: now[0], connect=connect)
+    values = iter(["first", "second"])
+
+    def count(conn: Connection) -> str:
+        if connections:  # the background recount
+            started.set()
+            release.wait(10)
+        return next(values)
+
+    no_conn = cast(Connection, None)
+    assert recent.get("k", no_conn, count) == "first"
+    now[0] += 15  # stale: still served at once, and one recount starts
+    assert recent.get("k", no_conn, count) == "first"
+    assert started.wait(10)
+    assert recent.get("k", no_conn, count) == "first"  # the recount is still running: no second one
+    release.set()
+    for _ in range(200):
+        if recent.get("k", no_conn, count) == "second":
+            break
+        time.sleep(0.05)
+    assert recent.get("k", no_conn, count) == "second" and connections == ["background"]
+    now[0] += 10 * queries.Recent.STALE_TIMES  # too old to show: the view counts (and the values ran out)
+    with pytest.raises(StopIteration):
+        recent.get("k", no_conn, count)

@@ -251,3 +251,32 @@ def test_a_microsoft_incident_beside_the_fleets_failures(page: Any, backend: str
     _shot(page, backend, "overview-incident")
     page.goto(f"{fleet.collector.url}/ui/devices/{device.device_id}")
     assert marked in page.inner_text(".incidents")
+
+
+def test_site_profiles_and_a_sweep_by_site(page: Any, backend: str, fleet: Fleet) -> None:
+    site = f"lyon{fleet.secret_id[-6:]}"
+    fleet.enroll(tags={"site": site})
+    name, password = add_user(fleet.database_url, "admin")
+    _sign_in(page, fleet.collector.url, name, password)
+    page.click("text=Administration")
+    page.fill("form.profile textarea[name=profile] >> nth=-1",
+              '{"name": "Lyon", "networks": ["10.69.0.0/16"], "vpn_exclude": ["Optimize"]}')
+    page.click("text=Add site profile")
+    assert "vpn_exclude needs vpn_mode" in page.inner_text(".error")  # refused as `admin policy set` refuses it
+    page.fill("form.profile textarea[name=profile] >> nth=-1",
+              '{"name": "Lyon", "networks": ["10.69.0.0/16"], "vpn_mode": "split", "vpn_exclude": ["Optimize"]}')
+    page.click("text=Add site profile")
+    page.wait_for_url("**/ui/admin#site-profiles")
+    assert page.locator("td:text-is('Lyon')").count() == 1
+    _shot(page, backend, "admin-site-profiles")
+    page.locator("tr:has(td:text-is('Lyon')) button:text-is('Remove')").click()
+    page.wait_for_url("**/ui/admin#site-profiles")
+    assert page.locator("td:text-is('Lyon')").count() == 0
+
+    page.click("text=Sweeps")
+    page.select_option("select[name=site]", site)
+    page.fill("input[name=expires]", "2h")
+    page.click("text=Start sweep")
+    page.wait_for_url("**/ui/sweeps/*")
+    assert f"site={site}" in page.inner_text("main")
+    assert page.inner_text("#targeted") == "1"

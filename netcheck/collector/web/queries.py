@@ -9,10 +9,12 @@ Every function takes an open ``Connection``; lists take a ``Filters`` and a page
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -23,7 +25,9 @@ from netcheck.collector.db import (
     device_catalogs,
     device_tags,
     devices,
+    dialect_insert,
     enroll_secrets,
+    fleet_days,
     report_findings,
     report_workloads,
     reports,
@@ -32,6 +36,7 @@ from netcheck.collector.db import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 VERDICTS = ("READY", "AT_RISK", "NOT_READY", "UNKNOWN")
 #: how IT reads the report's verdicts
 VERDICT_LABELS = {"READY": "READY", "AT_RISK": "AT RISK", "NOT_READY": "NOT READY", "UNKNOWN": "COULD NOT ASSESS",
@@ -70,6 +75,58 @@ def _limit(query: Any, page: int, size: int) -> Any:
     return query.limit(size + 1).offset((page - 1) * size)
 
 
+def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
+    the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
+    and what each batch of rows needs added (``finish``: tags, states)."""
+
+    query: Any
+    key: Any
+    key_name: str
+    columns: Sequence[str]
+    finish: Callable[[Connection, list[dict[str, Any]]], None] = _no_finish
+    #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
+    #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
+    twins: Sequence[Any] = ()
+
+    def after(self, last: Any) -> Listing:
+        """The rows after key ``last``."""
+        return replace(self, query=self.query.where(*(k > last for k in (self.key, *self.twins))))
+
+    def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
+        result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
+                       self.columns)
+        self.finish(conn, result.rows)
+        return result
+
+
+#: rows an export reads per query (each in its own short transaction)
+EXPORT_BATCH = 5000
+
+
+def export_batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
+                   batch: int = EXPORT_BATCH) -> Iterator[list[dict[str, Any]]]:
+    """The whole list in ``key`` order, ``batch`` rows at a time: keyset pagination (each batch starts
+    after the last key, found through the key's index), so memory stays constant, the first batch
+    comes at once, and no transaction or pooled connection is held while the client downloads."""
+    last = None
+    while True:
+        query = (listing if last is None else listing.after(last)).query
+        with connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query.order_by(listing.key).limit(batch))]
+            listing.finish(conn, rows)
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        last = rows[-1][listing.key_name]
+
+
 # --- overview ----------------------------------------------------------------------------------
 
 def verdict_counts(conn: Connection) -> dict[str | None, int]:
@@ -82,73 +139,109 @@ def _day_start(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def reports_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
-    """Reports received per UTC day (``YYYY-MM-DD``) and verdict, from ``start`` (a day's start) to ``end``."""
+_DAY_COLUMNS = {"READY": "ready", "AT_RISK": "at_risk", "NOT_READY": "not_ready", "UNKNOWN": "unknown"}
+
+
+def devices_by_day(conn: Connection, start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, int]]:
+    """Per UTC day (``YYYY-MM-DD``) from ``start`` (a day's start) to ``end``: the devices that
+    reported that day, by the verdict of their last report of the day."""
     day = (sa.func.date(reports.c.received_at) if conn.dialect.name == "sqlite"
            else sa.func.date_trunc("day", reports.c.received_at))
-    rows = conn.execute(sa.select(day.label("day"), reports.c.verdict, sa.func.count())
-                        .where(reports.c.received_at >= start, reports.c.received_at < end)
-                        .group_by(day, reports.c.verdict)).all()
+    last = sa.func.row_number().over(partition_by=(reports.c.device_id, day),
+                                     order_by=(reports.c.received_at.desc(), reports.c.id.desc()))
+    ranked = (sa.select(day.label("day"), reports.c.verdict, last.label("n"))
+              .where(reports.c.received_at >= start, reports.c.received_at < end).subquery())
+    rows = conn.execute(sa.select(ranked.c.day, ranked.c.verdict, sa.func.count()).where(ranked.c.n == 1)
+                        .group_by(ranked.c.day, ranked.c.verdict)).all()
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         out.setdefault(str(r[0])[:10], {})[r[1]] = int(r[2])
     return out
 
 
-class TrendCache:
-    """The 30-day trend without counting 30 days of reports on every page view: a finished day's
-    counts are kept (for ``keep``: a late or pruned report shows within the hour); today's are
-    counted each time (an index range scan of today's reports)."""
+def devices_today(conn: Connection, today: dt.datetime) -> dict[str, int]:
+    """Today's part of the chart: the devices that reported since ``today`` (a day's start), by their
+    latest report's verdict (``devices.last_verdict``: a scan of the devices, not of today's reports)."""
+    rows = conn.execute(sa.select(devices.c.last_verdict, sa.func.count())
+                        .where(devices.c.last_seen_at >= today, devices.c.last_verdict.is_not(None))
+                        .group_by(devices.c.last_verdict)).all()
+    return {r[0]: int(r[1]) for r in rows}
 
-    def __init__(self, keep: dt.timedelta = dt.timedelta(hours=1)) -> None:
-        self.keep = keep
-        self._days: dict[str, tuple[dt.datetime, dict[str, int]]] = {}
-        self._lock = threading.Lock()  # pages are served from several threads
 
-    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
-        with self._lock:
-            return self._trend(conn, now, days)
-
-    def _trend(self, conn: Connection, now: dt.datetime, days: int) -> list[dict[str, Any]]:
-        today = _day_start(now)
-        wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
-        fresh = {d for d, (at, _) in self._days.items() if now - at < self.keep}
-        missing = [d for d in wanted[:-1] if d not in fresh]
-        if missing:
-            start = dt.datetime.fromisoformat(missing[0]).replace(tzinfo=dt.UTC)
-            counted = reports_by_day(conn, start, today)
-            for d in missing:
-                self._days[d] = (now, counted.get(d, {}))
-        for d in [d for d in self._days if d not in wanted]:
-            del self._days[d]
-        current = reports_by_day(conn, today, today + dt.timedelta(days=1)).get(wanted[-1], {})
-        counts = {d: self._days[d][1] for d in wanted[:-1]} | {wanted[-1]: current}
-        return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
+def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+    """The overview's chart: the devices per day and verdict over the last ``days`` UTC days. A finished
+    day is counted once (one window over that day's reports) and kept in ``fleet_days``; today comes
+    from the devices' latest verdicts."""
+    today = _day_start(now)
+    wanted = [(today - dt.timedelta(days=days - 1 - i)).date().isoformat() for i in range(days)]
+    kept = {r.day: {v: getattr(r, c) for v, c in _DAY_COLUMNS.items()}
+            for r in conn.execute(sa.select(fleet_days).where(fleet_days.c.day.in_(wanted[:-1])))}
+    for d in wanted[:-1]:
+        if d in kept:
+            continue
+        start = dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC)
+        kept[d] = devices_by_day(conn, start, start + dt.timedelta(days=1)).get(d, {})
+        conn.execute(dialect_insert(conn.dialect.name, fleet_days).values(
+            day=d, counted_at=now, **{c: kept[d].get(v, 0) for v, c in _DAY_COLUMNS.items()})
+            .on_conflict_do_nothing())
+    counts = kept | {wanted[-1]: devices_today(conn, today)}
+    return [{"day": d, **{v: counts[d].get(v, 0) for v in VERDICTS}} for d in wanted]
 
 
 class Recent:
     """Values reused for ``keep_s`` seconds (fleet-wide counts: a page view should not recount 100,000
-    devices when the previous view did it a moment ago). Thread-safe; two threads may both count."""
+    devices when the previous view did it a moment ago). Older than that (up to ``STALE_TIMES`` times
+    ``keep_s``), a view still gets the value at once while one background thread counts it afresh on
+    its own connection (``connect``; without one, the view counts): a page view waits for a
+    fleet-wide count only when none was made recently. Thread-safe."""
 
-    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    STALE_TIMES = 10
+
+    def __init__(self, keep_s: float, clock: Callable[[], float] = time.monotonic,
+                 connect: Callable[[], AbstractContextManager[Connection]] | None = None) -> None:
         self.keep_s = keep_s
         self.clock = clock
+        self.connect = connect
         self._values: dict[Hashable, tuple[float, Any]] = {}
+        self._counting: set[Hashable] = set()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+    def get(self, key: Hashable, conn: Connection, make: Callable[[Connection], T]) -> T:
         now = self.clock()
         with self._lock:
             found = self._values.get(key)
-        if found is not None and now - found[0] < self.keep_s:
-            value: T = found[1]
-            return value
-        value = make()
-        if self.keep_s > 0:
-            with self._lock:
-                self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s}
-                self._values[key] = (now, value)
+            if found is not None:
+                kept: T = found[1]
+                if now - found[0] < self.keep_s:
+                    return kept
+                if now - found[0] < self.keep_s * self.STALE_TIMES and self.connect is not None:
+                    if key not in self._counting:
+                        self._counting.add(key)
+                        threading.Thread(target=self._recount, args=(key, make), daemon=True,
+                                         name="netcheck-ui-recount").start()
+                    return kept
+        value = make(conn)
+        self._keep(key, value)
         return value
+
+    def _keep(self, key: Hashable, value: Any) -> None:
+        if self.keep_s <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            self._values = {k: v for k, v in self._values.items() if now - v[0] < self.keep_s * self.STALE_TIMES}
+            self._values[key] = (now, value)
+
+    def _recount(self, key: Hashable, make: Callable[[Connection], Any]) -> None:
+        try:
+            assert self.connect is not None
+            with self.connect() as conn:
+                self._keep(key, make(conn))
+        except Exception:  # a failed recount leaves the old value to age out; the next view counts
+            log.exception("recounting %r for the dashboard failed", key)
+        finally:
+            with self._lock:
+                self._counting.discard(key)
 
 
 def _latest_pks() -> Any:
@@ -215,8 +308,7 @@ def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
 DEVICE_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict", "revoked_at")
 
 
-def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
-                 size: int = PAGE_SIZE) -> Page:
+def devices_listing(f: Filters, now: dt.datetime) -> Listing:
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
                       devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else devices.c.revoked_at.is_(None))
@@ -239,14 +331,18 @@ def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    rows = conn.execute(_limit(query.order_by(devices.c.name, devices.c.id), page, size)).all()
-    result = _page(rows, page, size, DEVICE_COLUMNS)
-    ids = [r["device_id"] for r in result.rows]
-    # an export: every tag at once rather than a statement with thousands of parameters
-    tags = store.tags_of(conn, ids if len(ids) <= 1000 else None)
-    for r in result.rows:
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags)
+
+
+def _add_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    tags = store.tags_of(conn, [r["device_id"] for r in rows])
+    for r in rows:
         r["tags"] = tags.get(r["device_id"], {})
-    return result
+
+
+def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
+                 size: int = PAGE_SIZE) -> Page:
+    return devices_listing(f, now).page(conn, (devices.c.name, devices.c.id), page, size)
 
 
 def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
@@ -261,10 +357,14 @@ def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
 HISTORY_COLUMNS = ("received_at", "measured_at", "verdict", "tool_version", "sweep_id", "report_id")
 
 
-def history_page(conn: Connection, device_id: str, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def history_listing(device_id: str) -> Listing:
     query = (sa.select(reports.c.id.label("pk"), *(reports.c[c] for c in HISTORY_COLUMNS))
-             .where(reports.c.device_id == device_id).order_by(reports.c.received_at.desc(), reports.c.id.desc()))
-    return _page(conn.execute(_limit(query, page, size)).all(), page, size, HISTORY_COLUMNS)
+             .where(reports.c.device_id == device_id))
+    return Listing(query, reports.c.id, "pk", HISTORY_COLUMNS)
+
+
+def history_page(conn: Connection, device_id: str, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    return history_listing(device_id).page(conn, (reports.c.received_at.desc(), reports.c.id.desc()), page, size)
 
 
 def report_body(conn: Connection, device_id: str, report_pk: int | None) -> dict[str, Any] | None:
@@ -284,14 +384,27 @@ def report_body(conn: Connection, device_id: str, report_pk: int | None) -> dict
 SWEEP_COLUMNS = ("id", "created_at", "expires_at", "tag", "thorough", "note", "answers")
 
 
-def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def _sweep_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        r["tag"] = f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] else None
+
+
+def sweeps_listing() -> Listing:
     answers = (sa.select(sa.func.count()).select_from(sweep_responses)
                .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
-    query = sa.select(sweeps, answers.label("answers")).order_by(sweeps.c.created_at.desc(), sweeps.c.id)
-    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_COLUMNS)
-    for r in result.rows:
-        r["tag"] = f"{r['tag_key']}={r['tag_value']}" if r["tag_key"] else None
-    return result
+    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags)
+
+
+def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    return sweeps_listing().page(conn, (sweeps.c.created_at.desc(), sweeps.c.id), page, size)
+
+
+def known_sites(conn: Connection) -> list[str]:
+    """The sites a sweep can target: the values of the devices' ``site`` tags and the enrollment
+    secrets' sites (which become that tag), sorted."""
+    tagged = sa.select(device_tags.c.value).where(device_tags.c.key == "site").distinct()
+    secret = sa.select(enroll_secrets.c.site).where(enroll_secrets.c.site.is_not(None)).distinct()
+    return sorted({r[0] for r in conn.execute(sa.union(tagged, secret))})
 
 
 def _targeted(sweep: Any) -> list[sa.ColumnElement[bool]]:
@@ -365,27 +478,38 @@ def _not_answered(sw: Any) -> Any:
 SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verdict", "verdict", "received_at")
 
 
-def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, page: int = 1,
-                       size: int = PAGE_SIZE) -> Page:
+def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
     """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
+    twins: tuple[Any, ...] = ()
     if answered:
-        query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
+        query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
                            devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
                  .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
                               .join(reports, reports.c.id == sweep_responses.c.report_pk))
-                 .where(sweep_responses.c.sweep_id == sw.id)
-                 .order_by(sweep_responses.c.device_id))
+                 .where(sweep_responses.c.sweep_id == sw.id))
+        key, twins = sweep_responses.c.device_id, (devices.c.id,)
     else:
-        query = _not_answered(sw).order_by(devices.c.id)
-    # in primary-key order, a page stops after its rows: no sort of 100,000 devices per view
-    result = _page(conn.execute(_limit(query, page, size)).all(), page, size, SWEEP_DEVICE_COLUMNS)
-    for r in result.rows:
-        seen = r.get("last_seen_at")
-        r["state"] = ("answered" if answered else
-                      "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
-        r.setdefault("verdict", None)
-        r.setdefault("received_at", None)
-    return result
+        query, key = _not_answered(sw), devices.c.id
+
+    def states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            seen = r.get("last_seen_at")
+            r["state"] = ("answered" if answered else
+                          "pending" if seen is not None and seen >= now - OFFLINE_AFTER else "offline")
+            r.setdefault("verdict", None)
+            r.setdefault("received_at", None)
+
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins)
+
+
+def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,
+                       size: int = PAGE_SIZE) -> Page:
+    """A page of the list in device id order, starting after the device ``after`` (keyset: read
+    through the key's index, however deep the page; no sort of 100,000 devices per view)."""
+    listing = sweep_devices_listing(sw, answered, now)
+    if after is not None:
+        listing = listing.after(after)
+    return listing.page(conn, (listing.key,), 1, size)
 
 
 # --- administration ----------------------------------------------------------------------------

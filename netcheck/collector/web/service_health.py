@@ -1,6 +1,6 @@
 """Microsoft service health on the dashboard (issue 15): failures that coincide with an active
 Microsoft incident or advisory for the affected service are marked, and the incidents of the
-trend's 30 days are drawn as a timeline under the fleet's failure curve (reports AT RISK or NOT
+trend's 30 days are drawn as a timeline under the fleet's failure curve (devices AT RISK or NOT
 READY per day; same x axis).
 
 Reads ``netcheck.collector.health`` (the polled issues) and summary rows only: a device's mark
@@ -36,7 +36,7 @@ def _epoch(text: str | None) -> float | None:
 def overview(conn: Connection, now: dt.datetime, trend: Sequence[Mapping[str, Any]],
              workloads: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
     """The overview's block: the workloads failing now (latest reports) that have an active issue,
-    the poller's status, and the failure curve (reports AT RISK or NOT READY per day) over the trend's days
+    the poller's status, and the failure curve (devices AT RISK or NOT READY per day) over the trend's days
     with the issues of those days under it."""
     marked = []
     for wid, issues in sorted(health.incidents_by_workload(conn, now).items()):

@@ -34,7 +34,7 @@ from netcheck.collector import store
 from netcheck.collector.db import devices, reports, site_fact_sets, site_facts
 from netcheck.collector.site_facts import entry as site_facts_entry
 from netcheck.collector.site_facts import record
-from netcheck.collector.web.queries import Page, _limit, _page
+from netcheck.collector.web.queries import PAGE_SIZE, Listing
 
 #: latest reports read back per page view (each a decompression and a JSON parse: about 3 ms)
 REFRESH_BATCH = 500
@@ -275,16 +275,13 @@ def matching_digests(sites: Sites, fleet: Fleet, down: frozenset[str], workload:
 DEVICE_COLUMNS = ("device_id", "name", "os", "last_seen_at", "last_verdict")
 
 
-def devices_page(conn: Connection, digests: Collection[str], page: int, size: int) -> Page:
+def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
     """The devices (not revoked) whose latest report has one of these fact sets."""
-    if not digests:
-        return Page([], page, False, DEVICE_COLUMNS)
     joined, current = _read(conn)
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
                        devices.c.last_verdict).select_from(joined)
-             .where(current, site_facts.c.digest.in_(sorted(digests)))
-             .order_by(devices.c.name, devices.c.id))
-    return _page(conn.execute(_limit(query, page, size)).all(), page, size, DEVICE_COLUMNS)
+             .where(current, site_facts.c.digest.in_(sorted(digests)) if digests else sa.false()))
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS)
 
 
 def _query_down(down: Iterable[str]) -> str:
@@ -303,7 +300,9 @@ class SitePages:
         self.sites = Sites()
 
     def _fleet(self, conn: Connection) -> tuple[Fleet, list[dict[str, Any]]]:
-        fleet = self.sites.fleet(conn, store.utcnow())
+        # the devices grouped by fact set: a fleet-wide count, reused and recounted in the
+        # background as the overview's are (NETCHECK_UI_CACHE_S)
+        fleet: Fleet = self.ui.recent.get(("sites",), conn, lambda c: self.sites.fleet(c, store.utcnow()))
         return fleet, known_sites(fleet, store.get_policy(conn))
 
     @staticmethod
@@ -338,17 +337,20 @@ class SitePages:
         q = request.query_params
         workload, kind, behaviour = q.get("workload", ""), q.get("kind") or None, q.get("behaviour") or None
         fate = q.get("fate") if q.get("fate") in FATES else None
-        page, size = self.ui._page_and_size(request)
+        page = self.ui._page_no(request)
 
         def read(conn: Connection) -> dict[str, Any]:
             fleet, known = self._fleet(conn)
             down, unknown = self._down(request, known)
             digests = (matching_digests(self.sites, fleet, down, workload, kind=kind, behaviour=behaviour, fate=fate)
                        if down else [])
-            return {"down": down, "unknown": unknown, "result": devices_page(conn, digests, page, size)}
+            listing = devices_listing(conn, digests)
+            return {"down": down, "unknown": unknown, "listing": listing,
+                    "result": None if request.query_params.get("format") else
+                    listing.page(conn, (devices.c.name, devices.c.id), page, PAGE_SIZE)}
 
         data = await self.ui._db(read)
-        exported = self.ui._export(request, "site-devices", data["result"])
+        exported = self.ui._stream(request, "site-devices", data.pop("listing"))
         if exported is not None:
             return exported
         return self.ui.render("site_devices.html", session=session, workload=workload, kind=kind,

@@ -15,7 +15,8 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,7 +27,7 @@ import jinja2
 from sqlalchemy.engine import Connection, Engine
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -35,7 +36,7 @@ from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
 from netcheck.collector.web import accounts, charts, endpoints, queries, service_health
 from netcheck.collector.web.queries import Filters, Page
-from netcheck.collector.web.sites import SitePages
+from netcheck.collector.web.sites import SitePages, workload_names
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 PREFIX = "/ui"
-EXPORT_MAX = 1_000_000
 _TAG = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,31})=(.{1,128})$")
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
@@ -72,6 +72,8 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = _iso
+    # a workload's name from endpoints/workloads.toml (its id when the catalog does not know it)
+    env.filters["workload"] = lambda wid: workload_names().get(wid, wid)
     env.globals["VERDICT_LABELS"] = queries.VERDICT_LABELS
     env.globals["VERDICTS"] = queries.VERDICTS
     env.globals["prefix"] = PREFIX
@@ -85,8 +87,7 @@ class Dashboard:
         self.env = _environment()
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
-        self.trend = queries.TrendCache()
-        self.recent = queries.Recent(settings.ui_cache_s)
+        self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
             from netcheck.collector.web.entra import EntraSignIn
@@ -95,14 +96,19 @@ class Dashboard:
 
     # --- plumbing ----------------------------------------------------------------------------------
 
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # The pages probe a few rows per device by primary key: on the default cost
+                # (4, for spinning disks) PostgreSQL scans whole tables instead (1.8 million
+                # workload rows at 10,000 devices, bench/bench_dashboard.py)
+                conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            yield conn
+
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         def run() -> T:
-            with self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    # The pages probe a few rows per device by primary key: on the default cost
-                    # (4, for spinning disks) PostgreSQL scans whole tables instead (1.8 million
-                    # workload rows at 10,000 devices, bench/bench_dashboard.py)
-                    conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            with self._connect() as conn:
                 return fn(conn, *args)
 
         return await anyio.to_thread.run_sync(run)
@@ -155,36 +161,43 @@ class Dashboard:
         except ValueError:
             return default
 
-    def _export(self, request: Request, name: str, result: Page) -> Response | None:
+    def _export(self, request: Request, name: str, columns: Sequence[str],
+                batches: Callable[[], Iterable[list[dict[str, Any]]]]) -> Response | None:
+        """``format=csv`` or ``format=json``: the whole list, streamed as ``batches`` yields it (the
+        first bytes leave at once, memory stays one batch), else None (the page)."""
         fmt = request.query_params.get("format")
-        if fmt == "csv":
-            rows = [{k: store.iso(v) if isinstance(v, dt.datetime) else v for k, v in r.items()} for r in result.rows]
-            body, mime = table_csv(result.columns, rows), "text/csv; charset=utf-8"
-        elif fmt == "json":
-            body = json.dumps({name: result.rows}, default=_json_default, ensure_ascii=False, indent=1)
-            mime = "application/json"
-        else:
+        if fmt not in ("csv", "json"):
             return None
-        response = Response(body, media_type=mime,
-                            headers={"Content-Disposition": f'attachment; filename="netcheck-{name}.{fmt}"'})
+        body = _csv_lines(columns, batches()) if fmt == "csv" else _json_lines(name, batches())
+        response = StreamingResponse(body, media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
+                                     headers={"Content-Disposition": f'attachment; filename="netcheck-{name}.{fmt}"'})
         return self._headers(response)
 
-    def _page_and_size(self, request: Request) -> tuple[int, int]:
-        if request.query_params.get("format") in ("csv", "json"):
-            return 1, EXPORT_MAX
-        return self._int(request, "page", 1), queries.PAGE_SIZE
+    def _stream(self, request: Request, name: str, listing: queries.Listing) -> Response | None:
+        return self._export(request, name, listing.columns, lambda: queries.export_batches(self._connect, listing))
+
+    def _page_no(self, request: Request) -> int:
+        return self._int(request, "page", 1)
 
     @staticmethod
-    def _links(request: Request, result: Page) -> dict[str, str | None]:
-        params = dict(request.query_params)
+    def _links(request: Request, result: Page, *, after: str | None = None) -> dict[str, str | None]:
+        """Previous and next page, and the exports. ``after``: the list is walked by that key
+        (keyset: the next page starts after the last row's key, through its index, however deep;
+        "previous" goes back to the first page)."""
+        params = {k: v for k, v in request.query_params.items() if k not in ("page", "after")}
 
         def link(**changes: Any) -> str:
             merged = {**params, **{k: str(v) for k, v in changes.items()}}
             return f"{request.url.path}?{urlencode(merged)}"
 
+        if after is not None:
+            deep = "after" in request.query_params
+            return {"prev": link() if deep else None,
+                    "next": link(after=result.rows[-1][after]) if result.more and result.rows else None,
+                    "csv": link(format="csv"), "json": link(format="json")}
         return {"prev": link(page=result.page - 1) if result.page > 1 else None,
                 "next": link(page=result.page + 1) if result.more else None,
-                "csv": link(format="csv", page=1), "json": link(format="json", page=1)}
+                "csv": link(format="csv"), "json": link(format="json")}
 
     # --- sign-in -----------------------------------------------------------------------------------
 
@@ -238,17 +251,17 @@ class Dashboard:
 
     async def overview(self, request: Request, session: accounts.Session) -> Response:
         stale_days = self._int(request, "stale_days", 7, 1, 3650)
-        data = await self._db(lambda conn: self.recent.get(("overview", stale_days),
-                                                           partial(self._overview, conn, stale_days)))
+        data = await self._db(lambda conn: self.recent.get(("overview", stale_days), conn,
+                                                           partial(self._overview, stale_days=stale_days)))
         return self.render("overview.html", session=session, stale_days=stale_days, cache_s=self.recent.keep_s,
                            **data)
 
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
-        trend = self.trend.trend(conn, now)
+        trend = queries.fleet_trend(conn, now)
         workloads = queries.workload_counts(conn)
-        return {"counts": counts, "total": sum(counts.values()), "trend": trend,
+        return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
                 "workloads": workloads, "tags": queries.tag_counts(conn),
                 "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
@@ -266,33 +279,31 @@ class Dashboard:
 
     async def devices(self, request: Request, session: accounts.Session) -> Response:
         f = self._filters(request)
-        page, size = self._page_and_size(request)
-        result = await self._db(queries.devices_page, f, store.utcnow(), page, size)
-        exported = self._export(request, "devices", result)
+        exported = self._stream(request, "devices", queries.devices_listing(f, store.utcnow()))
         if exported is not None:
             return exported
+        result = await self._db(queries.devices_page, f, store.utcnow(), self._page_no(request))
         return self.render("devices.html", session=session, result=result, f=f, q=request.query_params,
                            links=self._links(request, result))
 
     async def device(self, request: Request, session: accounts.Session) -> Response:
         device_id = request.path_params["device_id"]
-        page, size = self._page_and_size(request)
-        found = await self._db(self._device, device_id, page, size)
+        found = await self._db(self._device, device_id, self._page_no(request))
         if found is None:
             return self.render("error.html", 404, message="No such device.", session=session)
-        info, history = found
-        exported = self._export(request, "history", history)
+        exported = self._stream(request, "history", queries.history_listing(device_id))
         if exported is not None:
             return exported
+        info, history = found
         marks = await self._db(service_health.device_marks, device_id)
         return self.render("device.html", session=session, d=info, history=history, marks=marks,
                            links=self._links(request, history), report=request.query_params.get("report"))
 
-    def _device(self, conn: Connection, device_id: str, page: int, size: int) -> tuple[Any, Page] | None:
+    def _device(self, conn: Connection, device_id: str, page: int) -> tuple[Any, Page] | None:
         info = queries.device(conn, device_id)
         if info is None:
             return None
-        return info, queries.history_page(conn, device_id, page, size)
+        return info, queries.history_page(conn, device_id, page)
 
     async def device_report(self, request: Request, session: accounts.Session) -> Response:
         """The report as the employee sees it (``render_html``), for the device page's sandboxed frame."""
@@ -304,29 +315,31 @@ class Dashboard:
         html = await anyio.to_thread.run_sync(render_html, report)
         return self._headers(HTMLResponse(html), _REPORT_CSP)
 
-    async def sweeps(self, request: Request, session: accounts.Session) -> Response:
-        page, size = self._page_and_size(request)
-        result = await self._db(queries.sweeps_page, page, size)
-        exported = self._export(request, "sweeps", result)
+    async def sweeps(self, request: Request, session: accounts.Session, *, error: str | None = None,
+                     status: int = 200) -> Response:
+        exported = self._stream(request, "sweeps", queries.sweeps_listing())
         if exported is not None:
             return exported
-        return self.render("sweeps.html", session=session, result=result, links=self._links(request, result),
-                           error=None)
+        result = await self._db(queries.sweeps_page, self._page_no(request))
+        sites = await self._db(queries.known_sites) if session.user.admin else []
+        return self.render("sweeps.html", status, session=session, result=result, sites=sites,
+                           links=self._links(request, result), error=error)
 
     async def sweep_create(self, request: Request, session: accounts.Session) -> Response:
         form: FormData = request.state.form
         tag_text = str(form.get("tag", "")).strip()
-        tag = _TAG.match(tag_text)
+        site = str(form.get("site", "")).strip()
+        tag = _TAG.match(f"site={site}" if site else tag_text)
         lifetime = _DURATION.match(str(form.get("expires", "")).strip())
         error = None
-        if tag_text and tag is None:
-            error = f"{tag_text!r} is not a tag such as site=paris"
+        if site and tag_text:
+            error = "choose a site or a tag, not both"
+        elif (site or tag_text) and tag is None:
+            error = f"{site!r} is not a site name" if site else f"{tag_text!r} is not a tag such as site=paris"
         elif lifetime is None or int(lifetime.group(1)) == 0:
             error = "the expiry must be a number of hours or days, such as 48h or 7d"
         if error is not None:
-            result = await self._db(queries.sweeps_page, 1, queries.PAGE_SIZE)
-            return self.render("sweeps.html", 400, session=session, result=result, error=error,
-                               links=self._links(request, result))
+            return await self.sweeps(request, session, error=error, status=400)
         assert lifetime is not None
         hours = int(lifetime.group(1)) * (24 if lifetime.group(2) == "d" else 1)
         note = str(form.get("note", "")).strip()[:255] or None
@@ -337,29 +350,34 @@ class Dashboard:
 
     async def sweep(self, request: Request, session: accounts.Session) -> Response:
         view = "answered" if request.query_params.get("show") == "answered" else "missing"
-        page, size = self._page_and_size(request)
-        found = await self._db(self._sweep, request.path_params["sweep_id"], view == "answered", page, size)
+        if request.query_params.get("format") in ("csv", "json"):
+            sw = await self._db(queries.sweep, request.path_params["sweep_id"])
+            if sw is not None:
+                listing = queries.sweep_devices_listing(sw, view == "answered", store.utcnow())
+                exported = self._stream(request, f"sweep-{view}", listing)
+                assert exported is not None
+                return exported
+        found = await self._db(self._sweep, request.path_params["sweep_id"], view == "answered",
+                               request.query_params.get("after") or None)
         if found is None:
             return self.render("error.html", 404, message="No such sweep.", session=session)
-        exported = self._export(request, f"sweep-{view}", found["devices"])
-        if exported is not None:
-            return exported
-        return self.render("sweep.html", session=session, view=view, links=self._links(request, found["devices"]),
-                           **found)
+        return self.render("sweep.html", session=session, view=view,
+                           links=self._links(request, found["devices"], after="device_id"), **found)
 
-    def _sweep(self, conn: Connection, sweep_id: str, answered: bool, page: int, size: int) -> dict[str, Any] | None:
+    def _sweep(self, conn: Connection, sweep_id: str, answered: bool, after: str | None) -> dict[str, Any] | None:
         sw = queries.sweep(conn, sweep_id)
         if sw is None:
             return None
         now = store.utcnow()
 
-        def counts() -> dict[str, Any]:
-            coverage = queries.sweep_coverage(conn, sw, now)
-            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id),
-                    "chart": charts.line(queries.sweep_timeline(conn, sw, now), max(1, coverage["targeted"]))}
+        def counts(conn: Connection) -> dict[str, Any]:
+            at = store.utcnow()
+            coverage = queries.sweep_coverage(conn, sw, at)
+            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id), "counted_at": at,
+                    "chart": charts.line(queries.sweep_timeline(conn, sw, at), max(1, coverage["targeted"]))}
 
-        return {"sw": sw, **self.recent.get(("sweep", sw.id), counts),
-                "devices": queries.sweep_devices_page(conn, sw, answered, now, page, size)}
+        return {"sw": sw, **self.recent.get(("sweep", sw.id), conn, counts),
+                "devices": queries.sweep_devices_page(conn, sw, answered, now, after)}
 
     async def admin(self, request: Request, session: accounts.Session, *, shown: str | None = None,
                     error: str | None = None, status: int = 200) -> Response:
@@ -369,9 +387,39 @@ class Dashboard:
 
     def _admin(self, conn: Connection) -> dict[str, Any]:
         now = store.utcnow()
+        current = store.get_policy(conn)
         return {"secrets": queries.secrets_page(conn, 1, 500).rows,
-                "policy": json.dumps(store.get_policy(conn), indent=2, sort_keys=True),
+                "policy": json.dumps({k: v for k, v in current.items() if k != "site_profiles"}, indent=2,
+                                     sort_keys=True),
+                "profiles": [{"name": p.get("name", ""), "json": json.dumps(p, indent=1, sort_keys=True)}
+                             for p in current["site_profiles"]],
                 "revoked": queries.devices_page(conn, Filters(revoked=True), now, 1, 500).rows}
+
+    async def admin_site_profile(self, request: Request, session: accounts.Session) -> Response:
+        """Add a site profile, replace one (``original``: the name it had), or remove one (``remove``);
+        the whole list is then stored as ``admin policy set site_profiles`` stores it, so it is
+        validated the same way (``fleet_policy.document_problem``: each profile, and the names they give)."""
+        form: FormData = request.state.form
+        original = str(form.get("original", ""))
+        remove = form.get("remove") == "1"
+        if remove:
+            profile = None
+        else:
+            try:
+                profile = json.loads(str(form.get("profile", "")))
+            except ValueError as exc:
+                return await self.admin(request, session, error=f"the site profile is not JSON: {exc}", status=400)
+
+        def change(conn: Connection) -> None:
+            profiles = store.get_policy(conn)["site_profiles"]
+            store.set_policy(conn, "site_profiles", json.dumps(_profiles_with(profiles, original, profile)),
+                             store.utcnow())
+
+        try:
+            await self._db(change)
+        except ConfigError as exc:
+            return await self.admin(request, session, error=str(exc), status=400)
+        return self._headers(RedirectResponse(f"{PREFIX}/admin#site-profiles", 303))
 
     async def admin_secret(self, request: Request, session: accounts.Session) -> Response:
         form: FormData = request.state.form
@@ -399,11 +447,14 @@ class Dashboard:
         return self._headers(RedirectResponse(f"{PREFIX}/admin", 303))
 
     async def endpoint_data(self, request: Request, session: accounts.Session) -> Response:
-        fleet = await self._db(queries.catalog_versions)
-        exported = self._export(request, "endpoint-versions", Page(fleet, 1, False, ("instance", "version", "devices")))
+        def count(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            fleet = queries.catalog_versions(conn)  # a fleet-wide count, and a diff per version
+            return fleet, endpoints.changes(fleet)
+
+        fleet, rows = await self._db(lambda conn: self.recent.get(("endpoints",), conn, count))
+        exported = self._export(request, "endpoint-versions", ("instance", "version", "devices"), lambda: [fleet])
         if exported is not None:
             return exported
-        rows = await anyio.to_thread.run_sync(endpoints.changes, fleet)
         return self.render("endpoints.html", session=session, rows=rows)
 
     def routes(self) -> Mount:
@@ -427,8 +478,42 @@ class Dashboard:
             Route("/admin/secrets/revoke", p(self.admin_revoke_secret, admin=True), methods=["POST"]),
             Route("/admin/policy", p(self.admin_policy, admin=True), methods=["POST"]),
             Route("/admin/readmit", p(self.admin_readmit, admin=True), methods=["POST"]),
+            Route("/admin/site-profiles", p(self.admin_site_profile, admin=True), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ])
+
+
+def _profiles_with(profiles: list[Any], original: str, profile: Any) -> list[Any]:
+    """The policy's site profiles with the one named ``original`` replaced by ``profile`` (removed
+    when ``profile`` is None; ``profile`` added at the end when no profile is named ``original``)."""
+    def named(p: Any) -> bool:
+        return isinstance(p, dict) and str(p.get("name", "")).casefold() == original.casefold() != ""
+
+    out = [profile if named(p) else p for p in profiles if profile is not None or not named(p)]
+    if profile is not None and not any(named(p) for p in profiles):
+        out.append(profile)
+    return out
+
+
+def _csv_lines(columns: Sequence[str], batches: Iterable[list[dict[str, Any]]]) -> Iterator[str]:
+    yield table_csv(columns, [])
+    for rows in batches:
+        yield table_csv(columns, [_iso_values(r) for r in rows], header=False)
+
+
+def _iso_values(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: store.iso(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+
+def _json_lines(name: str, batches: Iterable[list[dict[str, Any]]]) -> Iterator[str]:
+    """``{"<name>": [row, ...]}``, a row a line."""
+    yield "{" + json.dumps(name) + ": ["
+    first = True
+    for rows in batches:
+        for r in rows:
+            yield ("\n" if first else ",\n") + json.dumps(r, default=_json_default, ensure_ascii=False)
+            first = False
+    yield "\n]}\n"
 
 
 def _safe_next(value: str | None) -> str:

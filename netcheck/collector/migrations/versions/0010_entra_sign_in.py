@@ -3,7 +3,7 @@ for local accounts) and ``ui_oidc_states`` (sign-ins under way: state digest, br
 PKCE verifier; single use, short-lived).
 
 Revision ID: 0010
-Revises: 0008 (at merge: the newest revision before it)
+Revises: 0008
 """
 
 from __future__ import annotations

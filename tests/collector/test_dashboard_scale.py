@@ -1,0 +1,184 @@
+"""The dashboard's fleet-scale paths on a real collector (SQLite and PostgreSQL): exports streamed
+in keyset batches, the 30-day chart counting devices (finished days kept in ``fleet_days``),
+workload names, sweeps by site, and the site profiles on the admin page."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+
+import httpx
+import pytest
+from sqlalchemy.engine import Connection
+
+from netcheck.collector.db import make_engine
+from netcheck.collector.web import queries
+from netcheck.collector.web.queries import Filters
+from tests.collector.conftest import Fleet, sample_report, sql, upload
+from tests.collector.dashboard import add_user, sign_in
+
+
+@pytest.fixture
+def clients() -> Iterator[list[httpx.Client]]:
+    opened: list[httpx.Client] = []
+    yield opened
+    for c in opened:
+        c.close()
+
+
+def signed_in(fleet: Fleet, role: str, opened: list[httpx.Client]) -> tuple[httpx.Client, str]:
+    client, token = sign_in(fleet.collector.url, *add_user(fleet.database_url, role))
+    opened.append(client)
+    return client, token
+
+
+def test_an_export_walks_the_list_in_keyset_batches_each_in_its_own_transaction(fleet: Fleet) -> None:
+    tag = f"x{fleet.secret_id[-6:]}"
+    made = sorted(fleet.enroll(tags={"dept": tag}).device_id for _ in range(5))
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    transactions = []
+
+    def connect() -> AbstractContextManager[Connection]:
+        transactions.append(1)
+        return engine.begin()
+
+    try:
+        listing = queries.devices_listing(Filters(tag=("dept", tag)), dt.datetime.now(dt.UTC))
+        batches = list(queries.export_batches(connect, listing, batch=2))
+    finally:
+        engine.dispose()
+    assert [[r["device_id"] for r in b] for b in batches] == [made[0:2], made[2:4], made[4:5]]
+    assert len(transactions) == 3
+    assert all(r["tags"] == {"dept": tag} for b in batches for r in b)
+
+
+def test_exports_are_streamed_with_a_header_and_every_row(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    tag = f"s{fleet.secret_id[-6:]}"
+    made = {fleet.enroll(tags={"dept": tag}).device_id for _ in range(3)}
+    client, _ = signed_in(fleet, "read-only", clients)
+    with client.stream("GET", "/ui/devices", params={"tag": f"dept={tag}", "format": "csv"}) as got:
+        assert got.status_code == 200
+        assert "content-length" not in got.headers  # streamed (chunked), not built in memory first
+        assert got.headers["content-disposition"] == 'attachment; filename="netcheck-devices.csv"'
+        text = got.read().decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["device_id"] for r in rows} == made
+    assert text.splitlines()[0] == ",".join(queries.DEVICE_COLUMNS)
+    as_json = client.get("/ui/devices", params={"tag": f"dept={tag}", "format": "json"}).json()
+    assert {d["device_id"] for d in as_json["devices"]} == made
+    empty = client.get("/ui/devices", params={"tag": "dept=nobody-at-all", "format": "json"}).json()
+    assert empty == {"devices": []}
+    assert client.get("/ui/devices/no-such-device", params={"format": "csv"}).status_code == 404
+
+
+def test_the_chart_counts_each_device_once_a_day_and_keeps_finished_days(fleet: Fleet) -> None:
+    a, b = fleet.enroll(), fleet.enroll()
+    for device, seq in ((a, 1), (a, 2), (b, 1)):
+        assert fleet.post(device, upload(sample_report(), seq)).status_code == 200
+    pks = [r[0] for r in sql(fleet.database_url, "SELECT id FROM reports WHERE device_id IN (:a, :b) ORDER BY id",
+                             a=a.device_id, b=b.device_id)]
+    day = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
+    # device a: NOT READY in the morning, READY later the same day; device b: AT RISK the next day
+    for pk, at, verdict in zip(pks, (day.replace(hour=9), day.replace(hour=10), day + dt.timedelta(days=1, hours=8)),
+                               ("NOT_READY", "READY", "AT_RISK"), strict=True):
+        sql(fleet.database_url, "UPDATE reports SET received_at = :at, verdict = :v WHERE id = :pk",
+            at=at, v=verdict, pk=pk)
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    now = day + dt.timedelta(days=2, hours=12)
+    try:
+        with engine.begin() as conn:
+            trend = queries.fleet_trend(conn, now, days=3)
+        assert [(r["day"], r["READY"], r["AT_RISK"], r["NOT_READY"]) for r in trend[:2]] == [
+            ("2001-01-01", 1, 0, 0), ("2001-01-02", 0, 1, 0)]  # a once, by its last report of the day
+        sql(fleet.database_url, "DELETE FROM reports WHERE id IN (:x, :y, :z)", x=pks[0], y=pks[1], z=pks[2])
+        with engine.begin() as conn:  # a finished day is counted once, and kept (retention does not change it)
+            assert queries.fleet_trend(conn, now, days=3)[:2] == trend[:2]
+    finally:
+        engine.dispose()
+    assert fleet.count("SELECT count(*) FROM fleet_days WHERE day IN ('2001-01-01', '2001-01-02')") == 2
+
+
+def test_workloads_are_shown_by_name(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    assert fleet.post(fleet.enroll(), upload(sample_report())).status_code == 200
+    client, _ = signed_in(fleet, "read-only", clients)
+    overview = client.get("/ui/").text
+    assert '<td title="exchange">Exchange Online</td>' in overview
+
+
+def test_a_sweep_targets_a_site_chosen_from_the_fleets_sites(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    site = f"lyon{fleet.secret_id[-6:]}"
+    fleet.enroll(tags={"site": site})
+    admin, token = signed_in(fleet, "admin", clients)
+    assert f"<option>{site}</option>" in admin.get("/ui/sweeps").text
+    made = admin.post("/ui/sweeps", data={"csrf": token, "expires": "2h", "site": site})
+    assert made.status_code == 303
+    sweep_id = made.headers["location"].rsplit("/", 1)[1]
+    assert [tuple(r) for r in sql(fleet.database_url, "SELECT tag_key, tag_value FROM sweeps WHERE id = :i",
+                                  i=sweep_id)] == [("site", site)]
+    assert "site=" + site in admin.get(f"/ui/sweeps/{sweep_id}").text
+    both = admin.post("/ui/sweeps", data={"csrf": token, "expires": "2h", "site": site, "tag": "dept=x"})
+    assert both.status_code == 400 and "a site or a tag, not both" in both.text
+
+
+def test_site_profiles_are_listed_added_edited_and_removed_as_the_policy_validates_them(
+        fleet: Fleet, clients: list[httpx.Client]) -> None:
+    admin, token = signed_in(fleet, "admin", clients)
+    reader, reader_token = signed_in(fleet, "read-only", clients)
+
+    def post(client: httpx.Client, csrf: str, **data: str) -> httpx.Response:
+        return client.post("/ui/admin/site-profiles", data={"csrf": csrf, **data})
+
+    def stored() -> list[dict[str, object]]:
+        rows = sql(fleet.database_url, "SELECT value_json FROM policy WHERE key = 'site_profiles'")
+        return json.loads(rows[0][0]) if rows else []
+
+    paris = {"name": "Paris", "networks": ["10.20.0.0/16"], "vpn_gateways": ["vpn.paris.example"]}
+    assert post(reader, reader_token, profile=json.dumps(paris)).status_code == 403
+    assert post(admin, token, profile=json.dumps(paris)).status_code == 303
+    assert post(admin, token, profile=json.dumps({"name": "Dublin", "vpn_failover": ["Paris"]})).status_code == 303
+    assert [p["name"] for p in stored()] == ["Paris", "Dublin"]
+    page = admin.get("/ui/admin").text
+    assert "vpn.paris.example" in page and 'value="Dublin"' in page
+    # the same checks as `admin policy set site_profiles`: a prefix, vpn_exclude without split, a duplicate name
+    for bad, says in (({"name": "Lyon", "networks": ["10.0.0.0/33"]}, "is not an IP prefix"),
+                      ({"name": "Lyon", "vpn_exclude": ["Optimize"]}, "vpn_exclude needs vpn_mode"),
+                      ({"name": "paris"}, "two site profiles are named")):
+        refused = post(admin, token, profile=json.dumps(bad))
+        assert refused.status_code == 400 and says in refused.text, refused.text[-500:]
+    assert post(admin, token, profile="{not json").status_code == 400
+    # edit: renaming Paris breaks Dublin's failover, so it is refused; a change that keeps it is stored
+    renamed = post(admin, token, original="Paris", profile=json.dumps({**paris, "name": "Paris HQ"}))
+    assert renamed.status_code == 400 and "vpn_failover" in renamed.text
+    assert post(admin, token, original="Paris", profile=json.dumps({**paris, "dns_servers": ["10.20.0.53"]})
+                ).status_code == 303
+    assert stored()[0]["dns_servers"] == ["10.20.0.53"]
+    assert post(admin, token, original="Dublin", remove="1").status_code == 303
+    assert [p["name"] for p in stored()] == ["Paris"]
+    assert post(admin, token, original="Paris", remove="1").status_code == 303
+    assert stored() == []
+
+
+def test_a_sweeps_device_list_pages_by_keyset(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    tag = f"k{fleet.secret_id[-6:]}"
+    made = sorted(fleet.enroll(tags={"dept": tag}).device_id for _ in range(3))
+    admin, token = signed_in(fleet, "admin", clients)
+    sweep_id = admin.post("/ui/sweeps", data={"csrf": token, "expires": "2h", "tag": f"dept={tag}"}
+                          ).headers["location"].rsplit("/", 1)[1]
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with engine.begin() as conn:
+            sw = queries.sweep(conn, sweep_id)
+            first = queries.sweep_devices_page(conn, sw, False, now, None, size=2)
+            rest = queries.sweep_devices_page(conn, sw, False, now, first.rows[-1]["device_id"], size=2)
+    finally:
+        engine.dispose()
+    assert [r["device_id"] for r in first.rows] == made[:2] and first.more
+    assert [r["device_id"] for r in rest.rows] == made[2:] and not rest.more
+    # the page's own links: a deep page is a URL too
+    page = admin.get(f"/ui/sweeps/{sweep_id}", params={"after": made[0]}).text
+    assert made[0] not in page and made[1] in page and made[2] in page
