@@ -9,7 +9,9 @@ Order of work for every API request, cheapest refusal first:
    whatever the answer, without waiting for the disk (losing a counter in a crash is harmless);
 4. the body is read with a running count (413) and decompressed with a bound (413);
 5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
-   CPU work, done on the event loop (a thread would only add GIL hand-offs);
+   CPU work, done on the event loop (a thread would only add GIL hand-offs); a report sent in
+   the reduced form (``Content-Type: application/vnd.netcheck.reduced+json``, the agent's usual
+   upload) is checked against the reduced schema and stored as it came;
 6. one durable transaction stores the report, in a worker thread; the acknowledgement is sent
    only after it committed.
 
@@ -60,6 +62,7 @@ from netcheck.collector.settings import Settings
 from netcheck.collector.supervision import follow_master
 from netcheck.collector.validate import ApiError, Validators, parse_timestamp, strict_loads
 from netcheck.collector.web import views as dashboard
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,38 @@ def _json_endpoint(fn: Endpoint) -> Endpoint:
                                            headers={"Retry-After": str(DB_RETRY_AFTER)}))
 
     return endpoint
+
+
+def prepare_upload(validators: Validators, device_id: str, raw: bytes, *, reduced: bool = False) -> store.Incoming:
+    """Parse and check an upload (CPU only: the app runs it on the event loop, not in a thread).
+
+    ``reduced``: the report is in the reduced form (``netcheck.render.reduced``), checked against
+    its schema and stored as it came (``compact.FORM_REDUCED``).
+    """
+    parsed = strict_loads(raw, watch_key="device_id", keep="report")
+    if any(v != device_id for v in parsed.watched):
+        raise ApiError("device_mismatch", "device_id in the body is not the device of this token",
+                       field="device_id", status=403)
+    body = parsed.value
+    validators.envelope.check(body)
+    report = body["report"]
+    (validators.reduced_report if reduced else validators.report).check(report)
+    agent = body["agent"]
+    encoded = parsed.kept
+    assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
+    return store.Incoming(
+        report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
+        tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
+        report_lz4=store.encode_report(encoded, reduced=reduced), body_sha256=hashlib.sha256(encoded).hexdigest(),
+        form=compact.FORM_REDUCED if reduced else compact.FORM_LZ4,
+        outage_verdict=compact.outage_verdict(report),
+        measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
+        sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
+        seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
+        sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
+        catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
+        facts_entry=site_facts.entry(report),
+    )
 
 
 class _Api:
@@ -172,14 +207,20 @@ class _Api:
         raise ApiError("unexpected_query", "this route takes no query parameters")
 
     @staticmethod
-    def require_json(request: Request) -> None:
+    def require_json(request: Request, *, reduced: bool = False) -> bool:
+        """Check the body's media type; True for a reduced report (``REDUCED_CONTENT_TYPE``, where
+        ``reduced`` allows it)."""
         mime, _, params = request.headers.get("content-type", "").partition(";")
-        if mime.strip().lower() != "application/json":
-            raise ApiError("unsupported_media_type", "send the body as application/json", status=415)
+        mime = mime.strip().lower()
+        is_reduced = reduced and mime == REDUCED_CONTENT_TYPE
+        if mime != "application/json" and not is_reduced:
+            also = f" or {REDUCED_CONTENT_TYPE}" if reduced else ""
+            raise ApiError("unsupported_media_type", f"send the body as application/json{also}", status=415)
         for param in params.split(";"):
             name, _, value = param.partition("=")
             if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
                 raise ApiError("unsupported_media_type", "the body must be UTF-8", status=415)
+        return is_reduced
 
     async def body(self, request: Request) -> bytes:
         self.require_json(request)
@@ -244,32 +285,6 @@ class _Api:
                 raise ApiError("device_revoked", "an administrator revoked this device; it cannot enroll again "
                                "until it is re-admitted (netcheck admin readmit-device)", status=403) from None
         raise ApiError("invalid_secret", "the enrollment secret is wrong or revoked", status=401)
-
-    def _prepare(self, device_id: str, raw: bytes) -> store.Incoming:
-        """Parse and check an upload (CPU only: it runs on the event loop, not in a thread)."""
-        parsed = strict_loads(raw, watch_key="device_id", keep="report")
-        if any(v != device_id for v in parsed.watched):
-            raise ApiError("device_mismatch", "device_id in the body is not the device of this token",
-                           field="device_id", status=403)
-        body = parsed.value
-        self.validators.envelope.check(body)
-        report = body["report"]
-        self.validators.report.check(report)
-        agent = body["agent"]
-        encoded = parsed.kept
-        assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
-        return store.Incoming(
-            report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
-            tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
-            report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
-            outage_verdict=compact.outage_verdict(report),
-            measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
-            sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
-            seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
-            sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
-            catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
-            facts_entry=site_facts.entry(report),
-        )
 
     def _store(self, device_id: str, item: store.Incoming) -> str:
         try:
@@ -338,8 +353,9 @@ class _Api:
 
     async def reports(self, request: Request) -> Response:
         device_id = await self.authenticated(request)
-        raw = await self.body(request)
-        item = self._prepare(device_id, raw)
+        reduced = self.require_json(request, reduced=True)
+        raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
+        item = prepare_upload(self.validators, device_id, raw, reduced=reduced)
         status = await self._db(self._store, device_id, item)
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
