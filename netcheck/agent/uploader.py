@@ -17,10 +17,11 @@ before the old one is replaced. The count survives restarts (spool state).
 
 A report goes in the reduced form (``netcheck.render.reduced``: every fact and verdict, the
 probes that failed in full, the successful ones counted; 8 KiB of JSON instead of 237 for the
-lab's report) unless it answers a sweep, or the collector has had no full report from this device
-for ``full_every_s`` (a day): so the collector has each device's full detail at least daily and
-on every sweep, and the cost of an upload to both ends is mostly that of its facts. A collector
-that does not take the reduced form (415 ``unsupported_media_type``) gets full reports.
+lab's report) unless it answers a thorough sweep, or the collector has had no full report from
+this device for ``full_every_s`` (a day): so the collector has each device's full detail at least
+daily and on a thorough sweep (an ordinary sweep wants the fleet's verdicts fast), and the cost
+of an upload to both ends is mostly that of its facts. A collector that does not take the
+reduced form (415 ``unsupported_media_type``) gets full reports.
 
 At most one upload is in flight per device: ``drain`` holds the spool's upload
 lock (a lock file), and returns ``busy`` when another process or thread has it.
@@ -159,11 +160,11 @@ class Uploader:
                 return
 
     def _full_due(self, record: SpoolRecord) -> bool:
-        """Whether this report goes in full: a sweep's answer, or measured ``full_every_s`` or more after
+        """Whether this report goes in full: a thorough sweep's answer, or measured ``full_every_s`` or more after
         the last full report the collector acknowledged (or before it: a clock that went back; or none
         yet). Decided on measurement times, not on the time of sending, so a report resent after a
         lost acknowledgement goes in the same form and the collector sees the same report."""
-        if record.sweep_id is not None or not self.client.reduced_uploads:
+        if record.thorough or not self.client.reduced_uploads:
             return True
         last = self.spool.get_value("last_full_measured_at")
         measured = _measured_at(record)

@@ -140,14 +140,16 @@ def _reports_sent(double: CollectorDouble) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_reports_go_reduced_between_full_ones(double: CollectorDouble, rigs: Callable[..., Rig]) -> None:
-    """The first report goes in full; the next ones measured within a day reduced; one measured a
-    day after the last full one in full again, and so does a sweep's answer."""
+    """The first report goes in full; the next ones measured within a day reduced (an ordinary
+    sweep's answer too); one measured a day after the last full one in full again, and so does a
+    thorough sweep's answer."""
     rig = rigs(double.url, double.secret)
     day = 24 * 3600.0
     t0 = 1_800_000_000.0
-    for measured, sweep in ((t0, None), (t0 + 60, None), (t0 + day - 1, None), (t0 + day, None),
-                            (t0 + day + 60, "sweep-1"), (t0 + day + 120, None)):
-        rig.spool.append(fake_report(measured_at=measured), sweep_id=sweep)
+    for measured, sweep, thorough in ((t0, None, False), (t0 + 60, "sweep-1", False), (t0 + day - 1, None, False),
+                                      (t0 + day, None, False), (t0 + day + 60, "sweep-2", True),
+                                      (t0 + day + 120, None, False)):
+        rig.spool.append(fake_report(measured_at=measured), sweep_id=sweep, thorough=thorough)
     assert rig.uploader.drain(Deadline.after(30)).stored == 6
     sent = _reports_sent(double)
     full = "application/json"
