@@ -12,7 +12,8 @@ Order of work for every API request, cheapest refusal first:
    CPU work, done on the event loop (a thread would only add GIL hand-offs); a report sent in
    the reduced form (``Content-Type: application/vnd.netcheck.reduced+json``, the agent's usual
    upload) is checked against the reduced schema and stored as it came;
-6. one durable transaction stores the report, in a worker thread; the acknowledgement is sent
+6. one durable transaction stores the report, in a worker thread, together with the other
+   uploads waiting at that moment (``_Batcher``: a group commit); the acknowledgement is sent
    only after it committed.
 
 A database that cannot be reached, is locked past the timeout or refuses writes gives 503 with
@@ -71,6 +72,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: seconds an agent should wait after a 503
 DB_RETRY_AFTER = 15
+#: uploads stored in one transaction at most (``_Batcher``)
+STORE_BATCH = 64
 #: see tune_gc()
 GC_THRESHOLDS = (50_000, 20, 100)
 _CREDENTIAL_WORDS = ("token", "auth", "key", "secret", "bearer", "password")
@@ -151,6 +154,59 @@ def prepare_upload(validators: Validators, device_id: str, raw: bytes, *, reduce
     )
 
 
+class _Batcher:
+    """Group commit: uploads waiting for the database are stored together (``_Api._store_batch``).
+
+    An upload that finds a free slot is stored at once, alone; while ``slots`` transactions are
+    running, the uploads that arrive wait, and go together in the next (at most ``limit``). So
+    an idle collector answers as fast as before and a busy one commits (and waits for the disk)
+    once per batch instead of once per report. Each upload still gets its own answer, sent only
+    after the transaction that stored it committed.
+    """
+
+    def __init__(self, run: Callable[[list[tuple[str, store.Incoming]]], Awaitable[list[str | ApiError]]], *,
+                 slots: int, limit: int = STORE_BATCH) -> None:
+        self._run = run
+        self._slots = slots
+        self._limit = limit
+        self._busy = 0
+        self._waiting: list[tuple[str, store.Incoming, asyncio.Future[str | ApiError]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, device_id: str, item: store.Incoming) -> str:
+        """Store one upload; "stored" or "duplicate", or the refusal (``ApiError``) or database error."""
+        done: asyncio.Future[str | ApiError] = asyncio.get_running_loop().create_future()
+        self._waiting.append((device_id, item, done))
+        self._start()
+        result = await done
+        if isinstance(result, ApiError):
+            raise result
+        return result
+
+    def _start(self) -> None:
+        while self._waiting and self._busy < self._slots:
+            batch, self._waiting = self._waiting[:self._limit], self._waiting[self._limit:]
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[tuple[str, store.Incoming, asyncio.Future[str | ApiError]]]) -> None:
+        try:
+            results = await self._run([(device_id, item) for device_id, item, _ in batch])
+        except Exception as exc:  # the database's: every upload of the batch gets it (503)
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (*_, done), result in zip(batch, results, strict=True):
+                if not done.done():  # not a client that went away
+                    done.set_result(result)
+        finally:
+            self._busy -= 1
+            self._start()
+
+
 class _Api:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -163,6 +219,7 @@ class _Api:
         # than time out waiting for the pool.
         pool = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else 8
         self._db_slots = anyio.CapacityLimiter(max(1, pool + settings.db_max_overflow))
+        self.batcher = _Batcher(partial(self._db, self._store_batch), slots=max(1, pool + settings.db_max_overflow - 1))
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
@@ -294,6 +351,30 @@ class _Api:
             raise ApiError("report_id_conflict", "this report id was already stored with a different body",
                            field="report.report_id", status=422) from None
 
+    def _store_batch(self, batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
+        """Store uploads that arrived together in one durable transaction (one commit, one wait for
+        the disk, instead of one each), in device order so that concurrent batches lock devices in
+        the same order. If anything in it fails (a report id reused with another body, a deadlock),
+        nothing of it was stored and each upload is stored on its own, with its own answer."""
+        now = store.utcnow()
+        results: list[str | ApiError] = [""] * len(batch)
+        if len(batch) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    for i in sorted(range(len(batch)), key=lambda i: batch[i][0]):
+                        results[i] = store.ingest(conn, *batch[i], now)
+                return results
+            except (store.ReportConflict, sa.exc.DBAPIError) as exc:
+                if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                    raise
+        out: list[str | ApiError] = []
+        for device_id, item in batch:
+            try:
+                out.append(self._store(device_id, item))
+            except ApiError as refused:
+                out.append(refused)
+        return out
+
     async def prune(self) -> int:
         """Delete the reports past the retention period (``store.prune_all``); returns how many."""
         if not self.settings.retention_days:
@@ -356,7 +437,7 @@ class _Api:
         reduced = self.require_json(request, reduced=True)
         raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
         item = prepare_upload(self.validators, device_id, raw, reduced=reduced)
-        status = await self._db(self._store, device_id, item)
+        status = await self.batcher.submit(device_id, item)
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
     async def policy(self, request: Request) -> Response:
