@@ -40,12 +40,12 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -68,12 +68,14 @@ from netcheck.render.reduced import REDUCED_CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: seconds an agent should wait after a 503
 DB_RETRY_AFTER = 15
-#: uploads stored in one transaction at most (``_Batcher``)
-STORE_BATCH = 64
+#: requests served by one transaction at most (``_Batcher``)
+BATCH_LIMIT = 64
 #: see tune_gc()
 GC_THRESHOLDS = (50_000, 20, 100)
 _CREDENTIAL_WORDS = ("token", "auth", "key", "secret", "bearer", "password")
@@ -154,29 +156,30 @@ def prepare_upload(validators: Validators, device_id: str, raw: bytes, *, reduce
     )
 
 
-class _Batcher:
-    """Group commit: uploads waiting for the database are stored together (``_Api._store_batch``).
+class _Batcher(Generic[Item, R]):
+    """Group commit: requests waiting for the database go to it together, in one transaction
+    (``_Api._gate_batch``: token and rate limits; ``_Api._store_batch``: the reports).
 
-    An upload that finds a free slot is stored at once, alone; while ``slots`` transactions are
-    running, the uploads that arrive wait, and go together in the next (at most ``limit``). So
-    an idle collector answers as fast as before and a busy one commits (and waits for the disk)
-    once per batch instead of once per report. Each upload still gets its own answer, sent only
-    after the transaction that stored it committed.
+    A request that finds a free slot goes at once, alone; while ``slots`` transactions are
+    running, the requests that arrive wait, and go together in the next (at most ``limit``). So
+    an idle collector answers as fast as before and a busy one commits (and, for reports, waits
+    for the disk) once per batch instead of once per request. Each request still gets its own
+    answer (a result, or the ``ApiError`` it is refused with), only after the transaction committed.
     """
 
-    def __init__(self, run: Callable[[list[tuple[str, store.Incoming]]], Awaitable[list[str | ApiError]]], *,
-                 slots: int, limit: int = STORE_BATCH) -> None:
+    def __init__(self, run: Callable[[list[Item]], Awaitable[list[R | ApiError]]], *, slots: int,
+                 limit: int = BATCH_LIMIT) -> None:
         self._run = run
         self._slots = slots
         self._limit = limit
         self._busy = 0
-        self._waiting: list[tuple[str, store.Incoming, asyncio.Future[str | ApiError]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[R | ApiError]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, device_id: str, item: store.Incoming) -> str:
-        """Store one upload; "stored" or "duplicate", or the refusal (``ApiError``) or database error."""
-        done: asyncio.Future[str | ApiError] = asyncio.get_running_loop().create_future()
-        self._waiting.append((device_id, item, done))
+    async def submit(self, item: Item) -> R:
+        """The item's result; raises its refusal (``ApiError``) or the database's error."""
+        done: asyncio.Future[R | ApiError] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, done))
         self._start()
         result = await done
         if isinstance(result, ApiError):
@@ -191,15 +194,15 @@ class _Batcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, batch: list[tuple[str, store.Incoming, asyncio.Future[str | ApiError]]]) -> None:
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[R | ApiError]]]) -> None:
         try:
-            results = await self._run([(device_id, item) for device_id, item, _ in batch])
-        except Exception as exc:  # the database's: every upload of the batch gets it (503)
-            for *_, done in batch:
+            results = await self._run([item for item, _ in batch])
+        except Exception as exc:  # the database's: every request of the batch gets it (503)
+            for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
         else:
-            for (*_, done), result in zip(batch, results, strict=True):
+            for (_, done), result in zip(batch, results, strict=True):
                 if not done.done():  # not a client that went away
                     done.set_result(result)
         finally:
@@ -219,7 +222,11 @@ class _Api:
         # than time out waiting for the pool.
         pool = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else 8
         self._db_slots = anyio.CapacityLimiter(max(1, pool + settings.db_max_overflow))
-        self.batcher = _Batcher(partial(self._db, self._store_batch), slots=max(1, pool + settings.db_max_overflow - 1))
+        slots = max(1, pool + settings.db_max_overflow)
+        self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
+                                                                       slots=max(1, slots // 2))
+        self.stores: _Batcher[tuple[str, store.Incoming], str] = _Batcher(partial(self._db, self._store_batch),
+                                                                          slots=max(1, slots - slots // 2))
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
@@ -285,38 +292,54 @@ class _Api:
 
     # --- gates (run in a worker thread, one committed transaction each) --------------------------
 
-    def _device_gate(self, client: str, token: str | None) -> str:
+    def _gate(self, conn: Connection, client: str, token: str | None, now: dt.datetime) -> str | ApiError:
         """The token's device, after its own rate limit; for a bad token, the address's failures.
 
         The per-address limit counts failed authentications (token guessing, a broken agent)
         and applies to them only: a request with a valid token is limited per device, so an
         office behind one NAT address is never throttled because strangers (or one broken
         laptop) sent bad tokens from it, and a noisy device is throttled by its own limit.
+        A refusal is returned, not raised: the counts it made are committed all the same.
         """
         s = self.settings
-        now = store.utcnow()
         bucket = f"authfail:{client}"
-        with self.engine.begin() as conn:
-            found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
-            if found.device_id is not None:
-                store.mark_used(conn, found, now)
-                verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
-            elif s.rate_address and found.failures >= s.rate_address:
-                verdict = self.limiter.refuse()
-            else:
-                verdict = ALLOWED  # this one gets 401; the failure counts towards the next
-                self.limiter.hit(conn, Limit(bucket, s.rate_address))
+        found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
+        if found.device_id is not None:
+            store.mark_used(conn, found, now)
+            verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
+        elif s.rate_address and found.failures >= s.rate_address:
+            verdict = self.limiter.refuse()
+        else:
+            verdict = ALLOWED  # this one gets 401; the failure counts towards the next
+            self.limiter.hit(conn, Limit(bucket, s.rate_address))
         if verdict.limited:
-            raise ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
-                           headers={"Retry-After": str(verdict.retry_after)})
+            return ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
+                            headers={"Retry-After": str(verdict.retry_after)})
         if found.device_id is None:
-            raise unauthorized()
+            return unauthorized()
         return found.device_id
+
+    def _gate_batch(self, batch: list[tuple[str, str | None]]) -> list[str | ApiError]:
+        """``_gate`` for (client address, token) pairs, in one short transaction committed whatever
+        the answers; if it fails (a deadlock between two batches), one transaction each."""
+        if len(batch) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    now = store.utcnow()
+                    return [self._gate(conn, client, token, now) for client, token in batch]
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+        out: list[str | ApiError] = []
+        for client, token in batch:
+            with self.engine.begin() as conn:
+                out.append(self._gate(conn, client, token, store.utcnow()))
+        return out
 
     async def authenticated(self, request: Request) -> str:
         self.reject_query(request)
         token = bearer_token(request.headers.get("authorization"))
-        return await self._db(self._device_gate, self.client_address(request), token)
+        return await self.gates.submit((self.client_address(request), token))
 
     def _enroll_gate(self, client: str) -> None:
         s = self.settings
@@ -437,7 +460,7 @@ class _Api:
         reduced = self.require_json(request, reduced=True)
         raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
         item = prepare_upload(self.validators, device_id, raw, reduced=reduced)
-        status = await self.batcher.submit(device_id, item)
+        status = await self.stores.submit((device_id, item))
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
     async def policy(self, request: Request) -> Response:

@@ -1,35 +1,29 @@
-"""The collector's group commit (``app._Batcher``): uploads that queue are stored together, and
-each gets its own answer."""
+"""The collector's group commit (``app._Batcher``): requests that queue for the database go
+together, and each gets its own answer."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import pytest
 
-from netcheck.collector import store
 from netcheck.collector.app import _Batcher
 from netcheck.collector.validate import ApiError
-
-_ITEM = store.Incoming(report_id="r", verdict="READY", exit_code=0, tool_version="1", workloads=(), report_lz4=b"",
-                       body_sha256="0" * 64, measured_at=dt.datetime.now(dt.UTC), sent_at=dt.datetime.now(dt.UTC),
-                       seq=1, dropped=0, spool_full=False, sweep_id=None)
 
 
 def test_uploads_that_wait_go_together_and_each_gets_its_answer() -> None:
     batches: list[list[str]] = []
     release = asyncio.Event()
 
-    async def run(batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
-        batches.append([device for device, _ in batch])
+    async def run(batch: list[str]) -> list[str | ApiError]:
+        batches.append(batch)
         await release.wait()
         return [ApiError("report_id_conflict", "no", status=422) if device == "bad" else f"stored:{device}"
-                for device, _ in batch]
+                for device in batch]
 
     async def main() -> list[str | BaseException]:
-        batcher = _Batcher(run, slots=1, limit=3)
-        tasks = [asyncio.create_task(batcher.submit(device, _ITEM)) for device in ("a", "b", "bad", "c", "d")]
+        batcher: _Batcher[str, str] = _Batcher(run, slots=1, limit=3)
+        tasks = [asyncio.create_task(batcher.submit(device)) for device in ("a", "b", "bad", "c", "d")]
         await asyncio.sleep(0)
         release.set()
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -42,17 +36,17 @@ def test_uploads_that_wait_go_together_and_each_gets_its_answer() -> None:
 
 
 def test_a_database_failure_reaches_every_upload_of_its_batch_and_no_other() -> None:
-    async def run(batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
+    async def run(batch: list[str]) -> list[str | ApiError]:
         await asyncio.sleep(0)
-        if any(device == "x" for device, _ in batch):
+        if "x" in batch:
             raise OSError("database down")
         return ["stored"] * len(batch)
 
     async def main() -> list[str | BaseException]:
-        batcher = _Batcher(run, slots=1)
-        first = asyncio.create_task(batcher.submit("a", _ITEM))
+        batcher: _Batcher[str, str] = _Batcher(run, slots=1)
+        first = asyncio.create_task(batcher.submit("a"))
         await asyncio.sleep(0)
-        rest = [asyncio.create_task(batcher.submit(device, _ITEM)) for device in ("x", "y")]
+        rest = [asyncio.create_task(batcher.submit(device)) for device in ("x", "y")]
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
     first, x, y = asyncio.run(main())
