@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_ingest.py [--db postgresql|sqlite|both] [--devices 2000]
         [--seconds 30] [--rate 333] [--workers 2] [--connections 32] [--keep-alive] [--db-pool N]
-        [--encoding gzip|identity]
+        [--encoding gzip|identity] [--form reduced|full]
 
 For each database it starts a private cluster (PostgreSQL, durable settings: fsync and
 synchronous_commit on) or a file (SQLite, WAL, synchronous=FULL), runs ``netcheck serve`` with
@@ -18,10 +18,12 @@ X-Forwarded-For), enrolls the devices, then:
 
 Each report is a real one (a full worldwide check from the lab: 405 probes, ~240 KB) with a
 fresh report id, sent as the agent sends it (``--encoding gzip``, the default) or as an older
-agent did (``identity``). Prints its exact command and environment (Python build, CPU model and
-count, library versions, load average before and during each phase), then reports/s, p50/p99
-latency, the answers by status, CPU per report by party, and the time 100,000 laptops would
-take. Not a test: it asserts nothing.
+agent did (``identity``), in the reduced form the agent sends between its daily full reports
+and for an ordinary sweep (``--form reduced``, the default: 8 KiB of JSON) or in full (``full``:
+once a day, a thorough sweep, an agent older than the reduced form). Prints its exact command
+and environment (Python build, CPU model and count, library versions, load average before and
+during each phase), then reports/s, p50/p99 latency, the answers by status, CPU per report by
+party, and the time 100,000 laptops would take. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from netcheck.agent.uploader import encode_upload  # noqa: E402
 from netcheck.collector import store  # noqa: E402
 from netcheck.collector.db import make_engine, migrate  # noqa: E402
 from netcheck.collector.validate import Validators  # noqa: E402
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE, reduce_report  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
 
 #: ``netcheck check --json`` in the lab's bench-25ms world (tests/lab), IPv4 and IPv6, tenant contoso
@@ -178,8 +181,8 @@ class Connection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         pieces = [body] if isinstance(body, bytes) else body
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {sum(map(len, pieces))}\r\n"
+        headers = {"Content-Type": "application/json", **headers}
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {sum(map(len, pieces))}\r\n"
                 + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
         self.writer.write(head.encode())
         for piece in pieces:
@@ -292,11 +295,14 @@ def make_body(template: bytes, agent: Agent) -> list[bytes]:
 
 #: how uploads are encoded ("gzip" as the agent sends them, "identity" as older agents did); set by main()
 ENCODING = "gzip"
+#: the report's form ("reduced" as the agent usually sends it, "full"); set by main()
+FORM = "reduced"
 
 
 async def post_one(conn: Connection, template: bytes, agent: Agent, results: Results, t0: float,
                    keep_alive: bool) -> None:
-    headers = {"Authorization": f"Bearer {agent.token}", "X-Forwarded-For": agent.address}
+    headers = {"Authorization": f"Bearer {agent.token}", "X-Forwarded-For": agent.address,
+               "Content-Type": REDUCED_CONTENT_TYPE if FORM == "reduced" else "application/json"}
     body = make_body(template, agent)
     if ENCODING == "gzip":
         body = gzip_pieces(body)
@@ -409,7 +415,7 @@ def run_one(db: str, args: argparse.Namespace, template: bytes, workdir: Path) -
             "--workers", str(args.workers), "--trusted-proxy-header", "X-Forwarded-For"))
         agents, enroll_s = asyncio.run(enroll_all(collector.url, secret, args.devices))
         out: dict[str, Any] = {"database": db, "workers": args.workers, "keep_alive": args.keep_alive,
-                               "encoding": args.encoding, "devices": len(agents),
+                               "encoding": args.encoding, "form": args.form, "devices": len(agents),
                                "enrollments_per_s": round(len(agents) / enroll_s, 1),
                                "report_bytes": len(template)}
         postmaster = None
@@ -460,15 +466,18 @@ def main() -> None:
     parser.add_argument("--encoding", choices=["gzip", "identity"], default="gzip",
                         help="Content-Encoding of uploads: gzip as the agent sends them (default), identity as "
                              "older agents did")
+    parser.add_argument("--form", choices=["reduced", "full"], default="reduced",
+                        help="the report as the agent sends it between full ones (reduced, default) or in full")
     parser.add_argument("--db-pool", type=int, default=None,
                         help="database connections per worker process (default: the collector's own)")
     args = parser.parse_args()
-    global ENCODING
-    ENCODING = args.encoding
+    global ENCODING, FORM
+    ENCODING, FORM = args.encoding, args.form
     print(json.dumps({"environment": environment(sys.argv)}, indent=2), flush=True)
-    template = body_template(realistic_report())
+    report = realistic_report()
+    template = body_template(reduce_report(report) if FORM == "reduced" else report)
     wire = sum(map(len, gzip_pieces([template]))) if args.encoding == "gzip" else len(template)
-    print(f"report: {REAL.name}, {len(template) / 1024:.0f} KiB per upload, {wire / 1024:.0f} KiB on the wire "
+    print(f"report: {REAL.name} ({FORM}), {len(template) / 1024:.0f} KiB per upload, {wire / 1024:.0f} KiB on the wire "
           f"({args.encoding}); {os.cpu_count()} CPUs", flush=True)
     for db in (["postgresql", "sqlite"] if args.db == "both" else [args.db]):
         with tempfile.TemporaryDirectory(prefix="netcheck-bench-") as tmp:

@@ -2,7 +2,7 @@
 cost the collector's disk.
 
     .venv/bin/python bench/bench_storage.py [--devices 100] [--days 30] [--full-history 3]
-        [--db sqlite|postgresql] [--impaired 0.1]
+        [--db sqlite|postgresql] [--impaired 0.1] [--per-day 1]
 
 1. Agent encoding: the real lab report (405 probes, 237 KiB of JSON) encoded as the agent's
    uploader does (``upload_body``, canonical JSON) and gzipped as its transport sends it
@@ -13,7 +13,9 @@ cost the collector's disk.
    (``store.ingest``), and the compaction pass run after each day as the collector runs it after
    each pruning. Prints the stored blob bytes per report by form, and the database's own size
    per report (tables and indexes: SQLite's pages, or PostgreSQL's relation sizes), with every
-   device's latest report complete (checked).
+   device's latest report complete (checked). ``--per-day N``: N reports a day per laptop, as
+   the agent sends them: the first of each day in full, the others reduced (stored as they
+   come); every device's newest full report is then checked complete.
 
 Prints its command and environment; asserts nothing.
 """
@@ -46,21 +48,25 @@ from netcheck.agent.uploader import upload_body  # noqa: E402
 from netcheck.collector import compact, store  # noqa: E402
 from netcheck.collector.db import make_engine, migrate  # noqa: E402
 from netcheck.collector.validate import canonical  # noqa: E402
+from netcheck.render.reduced import reduce_report  # noqa: E402
 from tests.collector.harness import PgCluster, pg_bindir  # noqa: E402
 
 
 def agent_encoding(report: dict[str, Any]) -> dict[str, Any]:
     record = SpoolRecord(seq=1, report_id=report["report_id"], spooled_at=time.time(), sweep_id=None, report=report)
     counters = Counters()
-    times, body, wire = [], b"", b""
-    for _ in range(50):
-        start = time.process_time()
-        body = upload_body(record, counters, time.time())
-        wire = gzip_body(body)
-        times.append(time.process_time() - start)
-    return {"cpu_ms_per_upload_median": round(statistics.median(times) * 1000, 2),
-            "cpu_ms_per_upload_max": round(max(times) * 1000, 2),
-            "json_kib": round(len(body) / 1024, 1), "wire_kib": round(len(wire) / 1024, 1)}
+    out = {}
+    for form in ("full", "reduced"):
+        times, body, wire = [], b"", b""
+        for _ in range(50):
+            start = time.process_time()
+            body = upload_body(record, counters, time.time(), reduced=form == "reduced")
+            wire = gzip_body(body)
+            times.append(time.process_time() - start)
+        out[form] = {"cpu_ms_per_upload_median": round(statistics.median(times) * 1000, 2),
+                     "cpu_ms_per_upload_max": round(max(times) * 1000, 2),
+                     "json_kib": round(len(body) / 1024, 1), "wire_kib": round(len(wire) / 1024, 1)}
+    return out
 
 
 def day_report(base: dict[str, Any], day: dt.datetime, rng: random.Random, impaired: bool) -> dict[str, Any]:
@@ -108,15 +114,22 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
         when = start + dt.timedelta(days=day)
         t0 = time.process_time()
         with engine.begin() as conn:
-            for seq, device in enumerate(devices):
-                report = day_report(base, when, rng, rng.random() < args.impaired)
-                encoded = canonical(report)
-                store.ingest(conn, device, store.Incoming(
-                    report_id=report["report_id"], verdict=report["verdict"], exit_code=report["exit_code"],
-                    tool_version=report["tool"]["version"], workloads=store.workload_rows(report["workloads"]),
-                    report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
-                    outage_verdict=compact.outage_verdict(report), measured_at=when, sent_at=when,
-                    seq=day * 10_000 + seq, dropped=0, spool_full=False, sweep_id=None), when)
+            for check in range(args.per_day):
+                at = when + dt.timedelta(hours=24 * check / args.per_day)
+                reduced = check > 0  # the first of the day in full, as the agent sends them
+                for seq, device in enumerate(devices):
+                    report = day_report(base, at, rng, rng.random() < args.impaired)
+                    if reduced:
+                        report = reduce_report(report)
+                    encoded = canonical(report)
+                    store.ingest(conn, device, store.Incoming(
+                        report_id=report["report_id"], verdict=report["verdict"], exit_code=report["exit_code"],
+                        tool_version=report["tool"]["version"], workloads=store.workload_rows(report["workloads"]),
+                        report_lz4=store.encode_report(encoded, reduced=reduced),
+                        body_sha256=hashlib.sha256(encoded).hexdigest(),
+                        form=compact.FORM_REDUCED if reduced else compact.FORM_LZ4,
+                        outage_verdict=compact.outage_verdict(report), measured_at=at, sent_at=at,
+                        seq=(day * 100 + check) * 10_000 + seq, dropped=0, spool_full=False, sweep_id=None), at)
         t1 = time.process_time()
         store.compact_all(engine, args.full_history)
         ingest_s += t1 - t0
@@ -124,8 +137,10 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
     with engine.connect() as conn:
         forms = {r.form: (int(r.n), int(r.bytes)) for r in conn.exec_driver_sql(
             "SELECT form, count(*) AS n, sum(length(report_lz4)) AS bytes FROM reports GROUP BY form")}
+        # every device's newest full report (its latest when each report goes in full)
         latest = conn.exec_driver_sql(
-            "SELECT r.form, r.report_lz4 FROM devices d JOIN reports r ON r.id = d.last_report_pk").all()
+            "SELECT r.form, r.report_lz4 FROM reports r WHERE r.id = (SELECT max(f.id) FROM reports f "
+            "WHERE f.device_id = r.device_id AND f.form <> 'reduced')").all()
     complete = all(r.form == compact.FORM_FULL and compact.REDUCED_KEY not in store.decode_report(r.report_lz4)
                    for r in latest)
     total = sum(n for n, _ in forms.values())
@@ -141,7 +156,7 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
     sizes = _database_bytes(engine)
     db_bytes = sum(sizes.values())
     engine.dispose()
-    return {"reports": total, "every_latest_complete": complete and len(latest) == args.devices,
+    return {"reports": total, "every_latest_full_report_complete": complete and len(latest) == args.devices,
             "blob_bytes_per_report": round(sum(b for _, b in forms.values()) / total),
             "by_form": {f: {"reports": n, "bytes_each": round(b / n)} for f, (n, b) in forms.items()},
             "database_bytes_per_report": round(db_bytes / total),
@@ -158,6 +173,8 @@ def main() -> None:
     parser.add_argument("--full-history", type=int, default=3)
     parser.add_argument("--impaired", type=float, default=0.1, help="share of reports with failed probes")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--per-day", type=int, default=1,
+                        help="reports per laptop per day: the first in full, the others reduced")
     args = parser.parse_args()
     print(json.dumps({"environment": environment(sys.argv)}, indent=2), flush=True)
     base = json.loads(REAL.read_text("utf-8"))
@@ -177,7 +194,8 @@ def main() -> None:
         finally:
             if cluster is not None:
                 cluster.close()
-    result.update(database=args.db, devices=args.devices, days=args.days, full_history=args.full_history,
+    result.update(database=args.db, devices=args.devices, days=args.days, per_day=args.per_day,
+                  full_history=args.full_history,
                   load_average_after=[round(x, 2) for x in os.getloadavg()], python=platform.python_version())
     print(json.dumps({"stored_size": result}, indent=2), flush=True)
 

@@ -225,7 +225,7 @@ class CheckLane:
             self.failures += 1
             log.error("check returned no report")
             return False
-        got = self.spool.append(report, sweep_id=sweep.id if sweep else None)
+        got = self.spool.append(report, sweep_id=sweep.id if sweep else None, thorough=bool(sweep and sweep.thorough))
         if got.spooled:
             self.on_spooled()
         return got.spooled

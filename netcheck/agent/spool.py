@@ -212,6 +212,8 @@ class SpoolRecord:
     spooled_at: float
     sweep_id: str | None
     report: dict[str, Any]
+    #: the answer to a thorough sweep: uploaded with every probe's detail (``Uploader``)
+    thorough: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,13 +371,14 @@ class Spool:
             refs.append(RecordRef(int(seq), float(at), int(size), directory, name))
         return refs
 
-    def append(self, report: dict[str, Any], *, sweep_id: str | None = None) -> AppendResult:
-        """Spool one report durably. Never raises for a full or failing disk: it drops and counts."""
+    def append(self, report: dict[str, Any], *, sweep_id: str | None = None, thorough: bool = False) -> AppendResult:
+        """Spool one report durably. Never raises for a full or failing disk: it drops and counts.
+        ``thorough``: it answers a thorough sweep (sent in full)."""
         report_id = str(report.get("report_id", ""))
         now = self.wall()
         try:
             with self._locked() as st:
-                return self._append_locked(st, report, report_id, sweep_id, now)
+                return self._append_locked(st, report, report_id, sweep_id, now, thorough)
         except OSError as exc:  # the lock file or the directory itself is unusable
             log.error("cannot spool report %s: %s", report_id, exc.strerror or exc)
             self._count_in_memory(full=exc.errno in _DISK_FULL)
@@ -388,11 +391,13 @@ class Spool:
         self._unsaved = True
 
     def _append_locked(self, st: dict[str, Any], report: dict[str, Any], report_id: str,
-                       sweep_id: str | None, now: float) -> AppendResult:
+                       sweep_id: str | None, now: float, thorough: bool = False) -> AppendResult:
         refs = self.pending()
         next_seq = max([int(st.get("next_seq", 1))] + [r.seq + 1 for r in refs])
         payload = {"seq": next_seq, "report_id": report_id, "spooled_at": round(now, 3),
                    "sweep_id": sweep_id, "report": report}
+        if thorough:
+            payload["thorough"] = True
         blob = encode_record(payload)
         dropped = self._enforce_bounds(st, refs, len(blob), now)
         if len(blob) > self.max_bytes:
@@ -491,7 +496,7 @@ class Spool:
             return None
         sweep = doc.get("sweep_id")
         return SpoolRecord(doc["seq"], doc["report_id"], float(doc.get("spooled_at", ref.spooled_at)),
-                           sweep if isinstance(sweep, str) else None, doc["report"])
+                           sweep if isinstance(sweep, str) else None, doc["report"], doc.get("thorough") is True)
 
     def acknowledge(self, ref: RecordRef, sent: Counters) -> None:
         """The collector has this record: delete it, and count off the drops that went with it.

@@ -41,6 +41,7 @@ from netcheck.errors import ConfigError, NetcheckError
 from netcheck.files import PEM_BUNDLE_LIMIT, read_user_text
 from netcheck.proxy.decision import ProxyChoice
 from netcheck.proxy.settings import redact
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,8 @@ class CollectorClient:
         self._client = self._make_client(None, trust_env=chooser is None)
         #: uploads go gzipped until a collector answers that it does not take gzip
         self.gzip_uploads = True
+        #: reports may go in the reduced form until a collector answers that it does not take it
+        self.reduced_uploads = True
 
     def _make_client(self, proxy: str | None, *, trust_env: bool) -> httpx.Client:
         return httpx.Client(
@@ -267,7 +270,8 @@ class CollectorClient:
                              write=min(t.write_s, left), pool=min(t.connect_s, left))
 
     def request(self, method: str, path: str, *, json_body: bytes | None = None, auth: bool = True,
-                deadline: Deadline | None = None, gzipped: bool = False) -> Exchange:
+                deadline: Deadline | None = None, gzipped: bool = False,
+                content_type: str = "application/json") -> Exchange:
         """One exchange; ``path`` is relative to the API root (``/reports``)."""
         limit = Deadline.after(self.timeouts.total_s)
         deadline = limit if deadline is None or deadline.at > limit.at else deadline
@@ -276,7 +280,7 @@ class CollectorClient:
         url = self.base_url + API + path
         headers = {}
         if json_body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
             if gzipped:
                 headers["Content-Encoding"] = "gzip"
         if auth:
@@ -312,16 +316,23 @@ class CollectorClient:
 
     # -- the API ---------------------------------------------------------------
 
-    def post_report(self, body: bytes, deadline: Deadline | None = None) -> Exchange:
+    def post_report(self, body: bytes, deadline: Deadline | None = None, *, reduced: bool = False) -> Exchange:
         """Send an upload gzipped; a collector that refuses gzip (415 ``unsupported_encoding``: one
-        started with ``NETCHECK_ACCEPT_GZIP=0``) gets it again as it is, and every later one too."""
+        started with ``NETCHECK_ACCEPT_GZIP=0``) gets it again as it is, and every later one too.
+
+        ``reduced``: the body's report is in the reduced form (``netcheck.render.reduced``), sent
+        as ``REDUCED_CONTENT_TYPE``; a collector that does not know it answers 415
+        ``unsupported_media_type`` (the caller then sends the full report).
+        """
+        content_type = REDUCED_CONTENT_TYPE if reduced else "application/json"
         if self.gzip_uploads:
-            result = self.request("POST", "/reports", json_body=gzip_body(body), deadline=deadline, gzipped=True)
+            result = self.request("POST", "/reports", json_body=gzip_body(body), deadline=deadline, gzipped=True,
+                                  content_type=content_type)
             if result.status != 415 or result.error_code != "unsupported_encoding":
                 return result
             log.info("the collector does not take gzip; sending uploads uncompressed")
             self.gzip_uploads = False
-        return self.request("POST", "/reports", json_body=body, deadline=deadline)
+        return self.request("POST", "/reports", json_body=body, deadline=deadline, content_type=content_type)
 
     def get_policy(self, deadline: Deadline | None = None) -> Exchange:
         return self.request("GET", "/policy", deadline=deadline)

@@ -15,6 +15,14 @@ failure keeps each device's reports in order. A refused report (400, 409, 413,
 and only when IT left the enrollment secret available; the new token is stored
 before the old one is replaced. The count survives restarts (spool state).
 
+A report goes in the reduced form (``netcheck.render.reduced``: every fact and verdict, the
+probes that failed in full, the successful ones counted; 8 KiB of JSON instead of 237 for the
+lab's report) unless it answers a thorough sweep, or the collector has had no full report from
+this device for ``full_every_s`` (a day): so the collector has each device's full detail at least
+daily and on a thorough sweep (an ordinary sweep wants the fleet's verdicts fast), and the cost
+of an upload to both ends is mostly that of its facts. A collector that does not take the
+reduced form (415 ``unsupported_media_type``) gets full reports.
+
 At most one upload is in flight per device: ``drain`` holds the spool's upload
 lock (a lock file), and returns ``busy`` when another process or thread has it.
 """
@@ -32,11 +40,15 @@ from typing import Any
 from netcheck.agent.spool import Counters, LockBusy, RecordRef, Spool, SpoolRecord
 from netcheck.agent.transport import CollectorClient, Disposition, Exchange
 from netcheck.deadline import Deadline
+from netcheck.render.reduced import reduce_report
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTH_FAILURES = 5
 DEFAULT_AUTH_WINDOW_S = 30 * 60.0
+#: a report goes in full (every probe's detail) when the collector has had none from this device for
+#: this long; the others go reduced
+DEFAULT_FULL_EVERY_S = 24 * 3600.0
 
 #: called after enough 401s; returns the new token, or None if re-enrollment is impossible or failed
 Reenroll = Callable[[], str | None]
@@ -46,15 +58,24 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def upload_body(record: SpoolRecord, counters: Counters, sent_at: float) -> bytes:
-    """The POST /reports body for one spooled record."""
+def upload_body(record: SpoolRecord, counters: Counters, sent_at: float, *, reduced: bool = False) -> bytes:
+    """The POST /reports body for one spooled record; ``reduced``: its report in the reduced form
+    (``netcheck.render.reduced``)."""
     body: dict[str, Any] = {
-        "report": record.report,
+        "report": reduce_report(record.report) if reduced else record.report,
         "agent": {"seq": record.seq, "dropped": counters.dropped, "spool_full": counters.spool_full,
                   "sent_at": rfc3339(sent_at)},
         "sweep_id": record.sweep_id,
     }
     return encode_upload(body)
+
+
+def _measured_at(record: SpoolRecord) -> float | None:
+    """When the record's report was measured (seconds since the epoch), None if it does not say."""
+    try:
+        return datetime.fromisoformat(str(record.report["measured_at"])).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def encode_upload(body: dict[str, Any]) -> bytes:
@@ -100,8 +121,9 @@ class DrainResult:
 class Uploader:
     def __init__(self, spool: Spool, client: CollectorClient, *, reenroll: Reenroll | None = None,
                  auth_failures: int = DEFAULT_AUTH_FAILURES, auth_window_s: float = DEFAULT_AUTH_WINDOW_S,
-                 wall: Callable[[], float] = time.time) -> None:
+                 full_every_s: float = DEFAULT_FULL_EVERY_S, wall: Callable[[], float] = time.time) -> None:
         self.spool = spool
+        self.full_every_s = full_every_s
         self.client = client
         self.reenroll = reenroll
         self.auth_failures = auth_failures
@@ -137,13 +159,40 @@ class Uploader:
             if outcome == "stop":
                 return
 
+    def _full_due(self, record: SpoolRecord) -> bool:
+        """Whether this report goes in full: a thorough sweep's answer, or measured ``full_every_s`` or more after
+        the last full report the collector acknowledged (or before it: a clock that went back; or none
+        yet). Decided on measurement times, not on the time of sending, so a report resent after a
+        lost acknowledgement goes in the same form and the collector sees the same report."""
+        if record.thorough or not self.client.reduced_uploads:
+            return True
+        last = self.spool.get_value("last_full_measured_at")
+        measured = _measured_at(record)
+        if not isinstance(last, int | float) or measured is None:
+            return True
+        return not 0 <= measured - last < self.full_every_s
+
+    def _post(self, record: SpoolRecord, counters: Counters, deadline: Deadline) -> tuple[Exchange, bool]:
+        """Send the report reduced unless a full one is due (``_full_due``); a collector that does
+        not take the reduced form gets the full report. Returns the answer and whether it was full."""
+        now = self.wall()
+        if not self._full_due(record):
+            ex = self.client.post_report(upload_body(record, counters, now, reduced=True), deadline, reduced=True)
+            if ex.status != 415 or ex.error_code != "unsupported_media_type":
+                return ex, False
+            log.info("the collector does not take reduced reports; sending them in full")
+            self.client.reduced_uploads = False
+        return self.client.post_report(upload_body(record, counters, now), deadline), True
+
     def _send(self, ref: RecordRef, record: SpoolRecord, deadline: Deadline, result: DrainResult) -> str:
         counters = self.spool.counters()
-        ex = self.client.post_report(upload_body(record, counters, self.wall()), deadline)
+        ex, full = self._post(record, counters, deadline)
         result.sent += 1
         ack = is_ack(ex, record.report_id)
         if ack is not None:
             self.spool.acknowledge(ref, counters)
+            if full:
+                self.spool.set_values(last_full_measured_at=_measured_at(record))
             self._auth_ok()
             result.acked_ids.append(record.report_id)
             if ack == "stored":

@@ -9,8 +9,11 @@ Order of work for every API request, cheapest refusal first:
    whatever the answer, without waiting for the disk (losing a counter in a crash is harmless);
 4. the body is read with a running count (413) and decompressed with a bound (413);
 5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
-   CPU work, done on the event loop (a thread would only add GIL hand-offs);
-6. one durable transaction stores the report, in a worker thread; the acknowledgement is sent
+   CPU work, done on the event loop (a thread would only add GIL hand-offs); a report sent in
+   the reduced form (``Content-Type: application/vnd.netcheck.reduced+json``, the agent's usual
+   upload) is checked against the reduced schema and stored as it came;
+6. one durable transaction stores the report, in a worker thread, together with the other
+   uploads waiting at that moment (``_Batcher``: a group commit); the acknowledgement is sent
    only after it committed.
 
 A database that cannot be reached, is locked past the timeout or refuses writes gives 503 with
@@ -37,12 +40,12 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -60,14 +63,19 @@ from netcheck.collector.settings import Settings
 from netcheck.collector.supervision import follow_master
 from netcheck.collector.validate import ApiError, Validators, parse_timestamp, strict_loads
 from netcheck.collector.web import views as dashboard
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: seconds an agent should wait after a 503
 DB_RETRY_AFTER = 15
+#: requests served by one transaction at most (``_Batcher``)
+BATCH_LIMIT = 64
 #: see tune_gc()
 GC_THRESHOLDS = (50_000, 20, 100)
 _CREDENTIAL_WORDS = ("token", "auth", "key", "secret", "bearer", "password")
@@ -116,6 +124,92 @@ def _json_endpoint(fn: Endpoint) -> Endpoint:
     return endpoint
 
 
+def prepare_upload(validators: Validators, device_id: str, raw: bytes, *, reduced: bool = False) -> store.Incoming:
+    """Parse and check an upload (CPU only: the app runs it on the event loop, not in a thread).
+
+    ``reduced``: the report is in the reduced form (``netcheck.render.reduced``), checked against
+    its schema and stored as it came (``compact.FORM_REDUCED``).
+    """
+    parsed = strict_loads(raw, watch_key="device_id", keep="report")
+    if any(v != device_id for v in parsed.watched):
+        raise ApiError("device_mismatch", "device_id in the body is not the device of this token",
+                       field="device_id", status=403)
+    body = parsed.value
+    validators.envelope.check(body)
+    report = body["report"]
+    (validators.reduced_report if reduced else validators.report).check(report)
+    agent = body["agent"]
+    encoded = parsed.kept
+    assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
+    return store.Incoming(
+        report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
+        tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
+        report_lz4=store.encode_report(encoded, reduced=reduced), body_sha256=hashlib.sha256(encoded).hexdigest(),
+        form=compact.FORM_REDUCED if reduced else compact.FORM_LZ4,
+        outage_verdict=compact.outage_verdict(report),
+        measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
+        sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
+        seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
+        sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
+        catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
+        facts_entry=site_facts.entry(report),
+    )
+
+
+class _Batcher(Generic[Item, R]):
+    """Group commit: requests waiting for the database go to it together, in one transaction
+    (``_Api._gate_batch``: token and rate limits; ``_Api._store_batch``: the reports).
+
+    A request that finds a free slot goes at once, alone; while ``slots`` transactions are
+    running, the requests that arrive wait, and go together in the next (at most ``limit``). So
+    an idle collector answers as fast as before and a busy one commits (and, for reports, waits
+    for the disk) once per batch instead of once per request. Each request still gets its own
+    answer (a result, or the ``ApiError`` it is refused with), only after the transaction committed.
+    """
+
+    def __init__(self, run: Callable[[list[Item]], Awaitable[list[R | ApiError]]], *, slots: int,
+                 limit: int = BATCH_LIMIT) -> None:
+        self._run = run
+        self._slots = slots
+        self._limit = limit
+        self._busy = 0
+        self._waiting: list[tuple[Item, asyncio.Future[R | ApiError]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> R:
+        """The item's result; raises its refusal (``ApiError``) or the database's error."""
+        done: asyncio.Future[R | ApiError] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, done))
+        self._start()
+        result = await done
+        if isinstance(result, ApiError):
+            raise result
+        return result
+
+    def _start(self) -> None:
+        while self._waiting and self._busy < self._slots:
+            batch, self._waiting = self._waiting[:self._limit], self._waiting[self._limit:]
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[R | ApiError]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+        except Exception as exc:  # the database's: every request of the batch gets it (503)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (_, done), result in zip(batch, results, strict=True):
+                if not done.done():  # not a client that went away
+                    done.set_result(result)
+        finally:
+            self._busy -= 1
+            self._start()
+
+
 class _Api:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -128,6 +222,11 @@ class _Api:
         # than time out waiting for the pool.
         pool = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else 8
         self._db_slots = anyio.CapacityLimiter(max(1, pool + settings.db_max_overflow))
+        slots = max(1, pool + settings.db_max_overflow)
+        self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
+                                                                       slots=max(1, slots // 2))
+        self.stores: _Batcher[tuple[str, store.Incoming], str] = _Batcher(partial(self._db, self._store_batch),
+                                                                          slots=max(1, slots - slots // 2))
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
@@ -172,14 +271,20 @@ class _Api:
         raise ApiError("unexpected_query", "this route takes no query parameters")
 
     @staticmethod
-    def require_json(request: Request) -> None:
+    def require_json(request: Request, *, reduced: bool = False) -> bool:
+        """Check the body's media type; True for a reduced report (``REDUCED_CONTENT_TYPE``, where
+        ``reduced`` allows it)."""
         mime, _, params = request.headers.get("content-type", "").partition(";")
-        if mime.strip().lower() != "application/json":
-            raise ApiError("unsupported_media_type", "send the body as application/json", status=415)
+        mime = mime.strip().lower()
+        is_reduced = reduced and mime == REDUCED_CONTENT_TYPE
+        if mime != "application/json" and not is_reduced:
+            also = f" or {REDUCED_CONTENT_TYPE}" if reduced else ""
+            raise ApiError("unsupported_media_type", f"send the body as application/json{also}", status=415)
         for param in params.split(";"):
             name, _, value = param.partition("=")
             if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
                 raise ApiError("unsupported_media_type", "the body must be UTF-8", status=415)
+        return is_reduced
 
     async def body(self, request: Request) -> bytes:
         self.require_json(request)
@@ -187,38 +292,54 @@ class _Api:
 
     # --- gates (run in a worker thread, one committed transaction each) --------------------------
 
-    def _device_gate(self, client: str, token: str | None) -> str:
+    def _gate(self, conn: Connection, client: str, token: str | None, now: dt.datetime) -> str | ApiError:
         """The token's device, after its own rate limit; for a bad token, the address's failures.
 
         The per-address limit counts failed authentications (token guessing, a broken agent)
         and applies to them only: a request with a valid token is limited per device, so an
         office behind one NAT address is never throttled because strangers (or one broken
         laptop) sent bad tokens from it, and a noisy device is throttled by its own limit.
+        A refusal is returned, not raised: the counts it made are committed all the same.
         """
         s = self.settings
-        now = store.utcnow()
         bucket = f"authfail:{client}"
-        with self.engine.begin() as conn:
-            found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
-            if found.device_id is not None:
-                store.mark_used(conn, found, now)
-                verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
-            elif s.rate_address and found.failures >= s.rate_address:
-                verdict = self.limiter.refuse()
-            else:
-                verdict = ALLOWED  # this one gets 401; the failure counts towards the next
-                self.limiter.hit(conn, Limit(bucket, s.rate_address))
+        found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
+        if found.device_id is not None:
+            store.mark_used(conn, found, now)
+            verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
+        elif s.rate_address and found.failures >= s.rate_address:
+            verdict = self.limiter.refuse()
+        else:
+            verdict = ALLOWED  # this one gets 401; the failure counts towards the next
+            self.limiter.hit(conn, Limit(bucket, s.rate_address))
         if verdict.limited:
-            raise ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
-                           headers={"Retry-After": str(verdict.retry_after)})
+            return ApiError("rate_limited", "too many requests; retry after the Retry-After delay", status=429,
+                            headers={"Retry-After": str(verdict.retry_after)})
         if found.device_id is None:
-            raise unauthorized()
+            return unauthorized()
         return found.device_id
+
+    def _gate_batch(self, batch: list[tuple[str, str | None]]) -> list[str | ApiError]:
+        """``_gate`` for (client address, token) pairs, in one short transaction committed whatever
+        the answers; if it fails (a deadlock between two batches), one transaction each."""
+        if len(batch) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    now = store.utcnow()
+                    return [self._gate(conn, client, token, now) for client, token in batch]
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+        out: list[str | ApiError] = []
+        for client, token in batch:
+            with self.engine.begin() as conn:
+                out.append(self._gate(conn, client, token, store.utcnow()))
+        return out
 
     async def authenticated(self, request: Request) -> str:
         self.reject_query(request)
         token = bearer_token(request.headers.get("authorization"))
-        return await self._db(self._device_gate, self.client_address(request), token)
+        return await self.gates.submit((self.client_address(request), token))
 
     def _enroll_gate(self, client: str) -> None:
         s = self.settings
@@ -245,32 +366,6 @@ class _Api:
                                "until it is re-admitted (netcheck admin readmit-device)", status=403) from None
         raise ApiError("invalid_secret", "the enrollment secret is wrong or revoked", status=401)
 
-    def _prepare(self, device_id: str, raw: bytes) -> store.Incoming:
-        """Parse and check an upload (CPU only: it runs on the event loop, not in a thread)."""
-        parsed = strict_loads(raw, watch_key="device_id", keep="report")
-        if any(v != device_id for v in parsed.watched):
-            raise ApiError("device_mismatch", "device_id in the body is not the device of this token",
-                           field="device_id", status=403)
-        body = parsed.value
-        self.validators.envelope.check(body)
-        report = body["report"]
-        self.validators.report.check(report)
-        agent = body["agent"]
-        encoded = parsed.kept
-        assert encoded is not None  # the envelope schema requires the report, so strict_loads kept it
-        return store.Incoming(
-            report_id=str(report["report_id"]), verdict=str(report["verdict"]), exit_code=int(report["exit_code"]),
-            tool_version=str(report["tool"]["version"]), workloads=store.workload_rows(report["workloads"]),
-            report_lz4=store.encode_report(encoded), body_sha256=hashlib.sha256(encoded).hexdigest(),
-            outage_verdict=compact.outage_verdict(report),
-            measured_at=parse_timestamp(report["measured_at"], "report.measured_at"),
-            sent_at=parse_timestamp(agent["sent_at"], "agent.sent_at"),
-            seq=int(agent["seq"]), dropped=int(agent["dropped"]), spool_full=bool(agent["spool_full"]),
-            sweep_id=body.get("sweep_id"), findings=store.finding_rows(report["findings"]),
-            catalog=(str(report["catalog"]["instance"]), str(report["catalog"]["version"])),
-            facts_entry=site_facts.entry(report),
-        )
-
     def _store(self, device_id: str, item: store.Incoming) -> str:
         try:
             with self.engine.begin() as conn:
@@ -278,6 +373,30 @@ class _Api:
         except store.ReportConflict:
             raise ApiError("report_id_conflict", "this report id was already stored with a different body",
                            field="report.report_id", status=422) from None
+
+    def _store_batch(self, batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
+        """Store uploads that arrived together in one durable transaction (one commit, one wait for
+        the disk, instead of one each), in device order so that concurrent batches lock devices in
+        the same order. If anything in it fails (a report id reused with another body, a deadlock),
+        nothing of it was stored and each upload is stored on its own, with its own answer."""
+        now = store.utcnow()
+        results: list[str | ApiError] = [""] * len(batch)
+        if len(batch) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    for i in sorted(range(len(batch)), key=lambda i: batch[i][0]):
+                        results[i] = store.ingest(conn, *batch[i], now)
+                return results
+            except (store.ReportConflict, sa.exc.DBAPIError) as exc:
+                if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                    raise
+        out: list[str | ApiError] = []
+        for device_id, item in batch:
+            try:
+                out.append(self._store(device_id, item))
+            except ApiError as refused:
+                out.append(refused)
+        return out
 
     async def prune(self) -> int:
         """Delete the reports past the retention period (``store.prune_all``); returns how many."""
@@ -338,9 +457,10 @@ class _Api:
 
     async def reports(self, request: Request) -> Response:
         device_id = await self.authenticated(request)
-        raw = await self.body(request)
-        item = self._prepare(device_id, raw)
-        status = await self._db(self._store, device_id, item)
+        reduced = self.require_json(request, reduced=True)
+        raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
+        item = prepare_upload(self.validators, device_id, raw, reduced=reduced)
+        status = await self.stores.submit((device_id, item))
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
     async def policy(self, request: Request) -> Response:

@@ -11,13 +11,10 @@ rewrite, which reports are complete). Three forms, one blob column:
   (``store.compact_all``, run by each collector process after its pruning) rewrites ``lz4``
   reports into it, away from the uploads. Lossless: ``decode`` gives back the report the agent
   sent, byte for byte once re-encoded canonically.
-- ``reduced``: what is kept of a report older than the device's newest ``full_history`` ones:
-  every member of the report as it was (verdict, summary, workloads, findings, outage, network,
-  interfaces, and any member a later schema adds) except ``probes``, of which only the probes
-  that did not succeed are kept, whole; the others are counted by kind and outcome under
-  ``REDUCED_KEY``. So the verdict and every fact the report states come out of it unchanged;
-  the per-probe detail of successful probes (addresses, timings, certificates) does not. About
-  2-2.5 KiB for the lab report.
+- ``reduced``: what is kept of a report older than the device's newest ``full_history`` ones,
+  and how a reduced upload is stored as it came: every member of the report as it was except
+  the detail of its successful probes (``netcheck.render.reduced``), so the verdict and every
+  fact the report states come out of it unchanged. About 2-2.5 KiB for the lab report.
 
 Grouping probes per host with their repeated fields factored out was measured and not kept: on
 the lab report it saves 3 % after zlib (15.9 against 16.4 KiB), for 3 ms of Python per report;
@@ -28,20 +25,21 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections import Counter
 from typing import Any
 
 import lz4.frame
 
 from netcheck.collector.validate import canonical
+from netcheck.render import reduced
+from netcheck.render.reduced import reduce_report
 
 FORM_LZ4 = "lz4"
 FORM_FULL = "zlib"
 FORM_REDUCED = "reduced"
 FORMS = (FORM_LZ4, FORM_FULL, FORM_REDUCED)
 ZLIB_LEVEL = 9
-#: the member a reduced report carries to say so: what was dropped, counted
-REDUCED_KEY = "_reduced"
+#: the member a reduced report carries to say so (``netcheck.render.reduced``)
+REDUCED_KEY = reduced.REDUCED_KEY
 
 
 def encode(canonical_json: bytes, form: str) -> bytes:
@@ -65,23 +63,6 @@ def decode(blob: bytes) -> dict[str, Any]:
     """A stored report in any form: the report the agent sent, or its reduction (``REDUCED_KEY``)."""
     report: dict[str, Any] = json.loads(_inflate(blob))
     return report
-
-
-def _succeeded(probe: Any) -> bool:
-    return isinstance(probe, dict) and probe.get("outcome") == "ok"
-
-
-def reduce_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The report without the detail of its successful probes (see the module); idempotent."""
-    if REDUCED_KEY in report:
-        return report
-    probes = report.get("probes")
-    if not isinstance(probes, list):
-        return {**report, REDUCED_KEY: {"probes_total": 0, "dropped": {}}}
-    dropped = Counter(f"{p.get('kind')}:ok" for p in probes if _succeeded(p))
-    kept = [p for p in probes if not _succeeded(p)]
-    return {**report, "probes": kept,
-            REDUCED_KEY: {"probes_total": len(probes), "dropped": dict(sorted(dropped.items()))}}
 
 
 def reduce_blob(blob: bytes) -> bytes:

@@ -153,6 +153,9 @@ def build_document() -> dict[str, Any]:
             "/api/v1/reports": {"post": {
                 "operationId": "postReport", "security": bearer,
                 "summary": "Upload one report; idempotent on (device, report.report_id)",
+                "description": "The report may also be sent in its reduced form (the successful probes "
+                               "counted under _reduced) as application/vnd.netcheck.reduced+json; it is "
+                               "checked against the report schema with _reduced added and stored as it came.",
                 "requestBody": {"required": True,
                                 "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ReportUpload"}}}},
                 "responses": {"200": _ok("ReportAck"),

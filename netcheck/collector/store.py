@@ -237,6 +237,8 @@ class Incoming:
     #: the report's prediction facts for the Sites pages (``site_facts.entry``); False: not computed
     #: (the pages read the report back)
     facts_entry: site_facts.Entry | Literal[False] = False
+    #: the form ``report_lz4`` is in (``compact.FORM_LZ4``, or ``FORM_REDUCED`` for a reduced upload)
+    form: str = compact.FORM_LZ4
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ class _IngestSql:
 
 _REPORT_FIELDS = ("device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
                   "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4",
-                  "outage_verdict")
+                  "outage_verdict", "form")
 #: the device's site tag, copied onto each report as it arrives (for the dashboard's per-site queries)
 _SITE = (sa.select(device_tags.c.value)
          .where(device_tags.c.device_id == sa.bindparam("device_id"), device_tags.c.key == "site")
@@ -305,7 +307,7 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
         "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
         "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
-        "outage_verdict": item.outage_verdict,
+        "outage_verdict": item.outage_verdict, "form": item.form,
     })
     if not inserted:
         existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
@@ -340,10 +342,12 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
     return "stored"
 
 
-def encode_report(canonical_json: bytes) -> bytes:
+def encode_report(canonical_json: bytes, *, reduced: bool = False) -> bytes:
     """How ingest stores a report: its canonical JSON in one LZ4 frame (``compact.FORM_LZ4``; a
-    real report: 237 -> 29 KiB). The compaction pass rewrites it later (``compact_all``)."""
-    return compact.encode(canonical_json, compact.FORM_LZ4)
+    real report: 237 -> 29 KiB), which the compaction pass rewrites later (``compact_all``); a
+    report uploaded in the reduced form, in its lasting form at once (``compact.FORM_REDUCED``, zlib:
+    8 KiB of JSON, a fraction of a millisecond)."""
+    return compact.encode(canonical_json, compact.FORM_FULL if reduced else compact.FORM_LZ4)
 
 
 def decode_report(stored: bytes) -> dict[str, Any]:

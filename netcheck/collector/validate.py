@@ -43,6 +43,7 @@ import jsonschema_rs
 import orjson
 
 from netcheck.render.json import ACCEPTED_VERSIONS, SCHEMA_PATH, schema_path
+from netcheck.render.reduced import reduced_schema
 
 #: deepest nesting any accepted body can have (the schemas allow far less)
 MAX_DEPTH = 64
@@ -262,10 +263,15 @@ def load_report_schema(version: int | None = None) -> dict[str, Any]:
 
 class ReportValidator:
     """Every accepted report schema version (``ACCEPTED_VERSIONS``): a report is checked against the schema
-    of the version it declares; any other version is checked against the newest (which names the field)."""
+    of the version it declares; any other version is checked against the newest (which names the field).
+    ``reduced``: the schemas of the reduced form (``netcheck.render.reduced``)."""
 
-    def __init__(self, prefix: str = "report") -> None:
-        self._by_version = {v: BodyValidator(load_report_schema(v), prefix=prefix) for v in ACCEPTED_VERSIONS}
+    def __init__(self, prefix: str = "report", *, reduced: bool = False) -> None:
+        def schema(version: int) -> dict[str, Any]:
+            loaded = load_report_schema(version)
+            return reduced_schema(loaded) if reduced else loaded
+
+        self._by_version = {v: BodyValidator(schema(v), prefix=prefix) for v in ACCEPTED_VERSIONS}
         self._newest = self._by_version[max(ACCEPTED_VERSIONS)]
 
     def check(self, value: Any) -> None:
@@ -281,3 +287,4 @@ class Validators:
         self.enroll = BodyValidator(ENROLL_SCHEMA)
         self.envelope = BodyValidator(REPORT_ENVELOPE_SCHEMA)
         self.report = ReportValidator(prefix="report")
+        self.reduced_report = ReportValidator(prefix="report", reduced=True)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE
+
 
 @dataclass
 class Canned:
@@ -58,6 +60,8 @@ class CollectorDouble:
         self.sweeps: list[dict[str, Any]] = []
         #: False: answer gzipped bodies 415 unsupported_encoding, as a collector with NETCHECK_ACCEPT_GZIP=0
         self.accept_gzip = True
+        #: False: answer reduced reports 415 unsupported_media_type, as a collector older than the reduced form
+        self.accept_reduced = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -137,6 +141,9 @@ class CollectorDouble:
                     double.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body,
                                             wire_size=len(wire)))
                     canned = double.canned.popleft() if double.canned else None
+                if self.headers.get("Content-Type") == REDUCED_CONTENT_TYPE and not double.accept_reduced:
+                    self._error(415, "unsupported_media_type")
+                    return None
                 if canned is not None:
                     self._send(canned.status, raw=canned.body, content_type=canned.content_type,
                                headers=canned.headers)

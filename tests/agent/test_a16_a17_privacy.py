@@ -36,6 +36,7 @@ from netcheck.agent.transport import CollectorClient, Timeouts
 from netcheck.agent.uploader import Uploader
 from netcheck.deadline import Deadline
 from netcheck.render.json import ACCEPTED_VERSIONS, report_to_dict, schema_path
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE, reduced_schema
 from tests.agent.conftest import Real, Rig
 from tests.agent.helpers import FakeClock, fake_report
 from tests.faultproxy import FaultProxy, Forward, HttpRequest, RequestFault, Respond, http_response
@@ -45,6 +46,11 @@ from tests.sample_report import sample_report
 SCHEMAS = {v: json.loads(schema_path(v).read_text()) for v in ACCEPTED_VERSIONS}
 _VALIDATORS = {v: jsonschema.Draft202012Validator(s, format_checker=jsonschema.FormatChecker())
                for v, s in SCHEMAS.items()}
+
+
+#: the same schemas as they take the reduced form of a report (what most uploads carry)
+_REDUCED_VALIDATORS = {v: jsonschema.Draft202012Validator(reduced_schema(s), format_checker=jsonschema.FormatChecker())
+                       for v, s in SCHEMAS.items()}
 
 
 def _validator(doc: dict[str, Any]) -> jsonschema.Draft202012Validator:
@@ -69,9 +75,10 @@ def _objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]
             yield from _objects(value, f"{path}/{i}")
 
 
+@pytest.mark.parametrize("reduced", [False, True])
 @pytest.mark.parametrize("version", ACCEPTED_VERSIONS)
-def test_a16_every_object_in_the_schema_is_closed(version: int) -> None:
-    objects = list(_objects(SCHEMAS[version]))
+def test_a16_every_object_in_the_schema_is_closed(version: int, reduced: bool) -> None:
+    objects = list(_objects(reduced_schema(SCHEMAS[version]) if reduced else SCHEMAS[version]))
     assert len(objects) >= 8
     for path, obj in objects:
         # `facts` is closed too: only lower-case names (patternProperties), at most 64 of them
@@ -116,12 +123,16 @@ def test_a16_nothing_the_agent_sends_names_the_host_or_the_user(real: Callable[.
     assert set(enroll) == {"secret", "device"}
     assert set(enroll["device"]) == {"hardware_id", "name", "os", "agent_version", "tags"}
     assert enroll["device"]["name"] is None
-    uploads = [json.loads(r.content) for r in requests if r.path == "/api/v1/reports"]
-    assert len(uploads) == 3
-    for body in uploads:
+    uploads = [(json.loads(r.content), {k.lower(): v for k, v in r.headers.items()}["content-type"])
+               for r in requests if r.path == "/api/v1/reports"]
+    # the first goes in full, the next two (measured the same day) in the reduced form
+    assert [media for _, media in uploads] == ["application/json", REDUCED_CONTENT_TYPE, REDUCED_CONTENT_TYPE]
+    for body, media in uploads:
         assert set(body) == {"report", "agent", "sweep_id"}
         assert set(body["agent"]) == {"seq", "dropped", "spool_full", "sent_at"}
-        _validator(body["report"]).validate(body["report"])
+        validator = _validator(body["report"]) if media == "application/json" else _REDUCED_VALIDATORS[
+            body["report"]["schema_version"]]
+        validator.validate(body["report"])
     for word in _private_words():
         assert word.encode() not in wire, f"{word!r} left the laptop"
 

@@ -1,8 +1,10 @@
-"""Stored forms of a report: the full forms give back the report, the reduced one its verdict and facts."""
+"""Stored forms of a report: the full forms give back the report, the reduced one its verdict and facts;
+the reduced upload gives the collector what the full one does."""
 
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +13,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from netcheck.agent.uploader import encode_upload
 from netcheck.collector import compact, store
+from netcheck.collector.app import prepare_upload
 from netcheck.collector.db import make_engine
-from netcheck.collector.validate import canonical
+from netcheck.collector.validate import ApiError, Validators, canonical
+from netcheck.render.json import report_to_dict
+from netcheck.render.reduced import REDUCED_CONTENT_TYPE, reduce_report
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.harness import CollectorProcess
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
+from tests.sample_report import sample_report as built_report
 
 ROOT = Path(__file__).resolve().parent.parent
 STORED = [ROOT / "fixtures" / "report-sample.json", ROOT / "fixtures" / "report-outage-sample.json",
@@ -166,3 +173,79 @@ def test_a_compacted_latest_report_is_left_as_it_is(
         engine.dispose()
     ((_, form, blob, *_),) = _forms(fleet.database_url, device.device_id)
     assert store.decode_report(blob) == report
+
+
+# --- the reduced upload ----------------------------------------------------------------------
+
+def _uploadable() -> list[tuple[str, dict[str, Any]]]:
+    """Every report the repository stores that a collector accepts, and the impaired lab report."""
+    found = [(name, r) for name, r in _reports() if name not in ("schema-2", "no-probes")]
+    return [*found, ("sample_report.py", report_to_dict(built_report()))]
+
+
+@pytest.mark.parametrize(("name", "report"), _uploadable())
+def test_a_reduced_upload_gives_the_same_verdict_and_facts_as_the_full_one(name: str, report: dict[str, Any]) -> None:
+    validators = Validators()
+    device = "d-1"
+    envelope = upload(report, seq=4, dropped=1, sweep_id=None)
+    full = prepare_upload(validators, device, encode_upload(envelope))
+    reduced_envelope = {**envelope, "report": reduce_report(report)}
+    small = prepare_upload(validators, device, encode_upload(reduced_envelope), reduced=True)
+    same = ("report_id", "verdict", "exit_code", "tool_version", "workloads", "findings", "catalog",
+            "outage_verdict", "facts_entry", "measured_at", "sent_at", "seq", "dropped", "spool_full", "sweep_id")
+    assert {k: getattr(small, k) for k in same} == {k: getattr(full, k) for k in same}
+    assert (full.form, small.form) == (compact.FORM_LZ4, compact.FORM_REDUCED)
+    stored = store.decode_report(small.report_lz4)
+    assert stored == reduce_report(report) == compact.decode(compact.reduce_blob(full.report_lz4))
+    assert {k: stored.get(k) for k in FACTS} == {k: report.get(k) for k in FACTS}
+    assert len(small.report_lz4) < len(full.report_lz4)
+
+
+def test_a_reduced_upload_must_say_so_and_a_full_one_must_not() -> None:
+    validators = Validators()
+    report = json.loads(STORED[2].read_text("utf-8"))
+    envelope = upload(report)
+    with pytest.raises(ApiError, match="_reduced"):  # a full report sent as reduced
+        prepare_upload(validators, "d", encode_upload(envelope), reduced=True)
+    reduced_envelope = {**envelope, "report": reduce_report(report)}
+    with pytest.raises(ApiError, match="_reduced"):  # a reduced report sent as application/json
+        prepare_upload(validators, "d", encode_upload(reduced_envelope))
+    forged = copy.deepcopy(reduced_envelope)
+    forged["report"][compact.REDUCED_KEY]["dropped"]["username"] = 1
+    with pytest.raises(ApiError, match="username"):
+        prepare_upload(validators, "d", encode_upload(forged), reduced=True)
+
+
+def test_reduced_uploads_are_stored_as_they_came_and_old_full_ones_still_work(fleet: Fleet) -> None:
+    """Over HTTP: a full upload (an older agent's, plain or gzip) and a reduced one of the same
+    device; the reduced one is stored reduced, is the latest, and compaction leaves it alone while
+    the full one stays whole."""
+    device = fleet.enroll()
+    lab = json.loads(STORED[2].read_text("utf-8"))
+    full, small = copy.deepcopy(lab), _impaired(lab)
+    small["report_id"] = "00000000-0000-4000-8000-0000000000aa"
+    assert fleet.post(device, upload(full, seq=1)).status_code == 200
+    body = encode_upload(upload(reduce_report(small), seq=2))
+    headers = {**device.auth, "Content-Type": REDUCED_CONTENT_TYPE, "Content-Encoding": "gzip"}
+    answer = fleet.client.post("/api/v1/reports", content=gzip.compress(body), headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "stored"
+    again = fleet.client.post("/api/v1/reports", content=body, headers={**headers, "Content-Encoding": "identity"})
+    assert again.json()["status"] == "duplicate"
+    wrong = fleet.client.post("/api/v1/reports", content=body,
+                              headers={**device.auth, "Content-Type": "application/x-netcheck"})
+    assert wrong.status_code == 415 and REDUCED_CONTENT_TYPE in wrong.json()["error"]["message"]
+    engine = make_engine(fleet.database_url)
+    try:
+        store.compact_all(engine, 1)
+    finally:
+        engine.dispose()
+    rows = _forms(fleet.database_url, device.device_id)
+    assert [form for _, form, *_ in rows] == ["zlib", "reduced"]
+    assert store.decode_report(rows[0][2]) == full
+    assert store.decode_report(rows[1][2]) == reduce_report(small)
+    (dev,) = sql(fleet.database_url, "SELECT last_verdict FROM devices WHERE id = :d", d=device.device_id)
+    workloads = sql(fleet.database_url, "SELECT w.workload_id, w.status FROM report_workloads w JOIN reports r "
+                    "ON r.id = w.report_pk WHERE r.report_id = :r ORDER BY 1", r=small["report_id"])
+    assert dev.last_verdict == "AT_RISK"
+    assert [tuple(w) for w in workloads] == sorted((w["id"], w["status"]) for w in small["workloads"])

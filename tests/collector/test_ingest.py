@@ -93,6 +93,33 @@ def test_fifty_concurrent_identical_posts_make_one_row(fleet: Fleet) -> None:
     assert fleet.count("SELECT count(*) FROM report_workloads WHERE device_id = :d", d=device.device_id) == 2
 
 
+def test_concurrent_uploads_stored_together_each_get_their_own_answer(fleet: Fleet) -> None:
+    """Sixty uploads at once from four devices (stored in shared transactions when they queue),
+    one of them a report id reused with another body: that one is refused, every other stored,
+    and each device's latest report is its highest sequence number."""
+    devices = [fleet.enroll() for _ in range(4)]
+    taken = sample_report()
+    assert fleet.post(devices[0], upload(taken, seq=1)).status_code == 200
+    jobs = [(devices[i % 4], upload(sample_report(), seq=10 + i)) for i in range(59)]
+    jobs.append((devices[0], upload({**taken, "verdict": "READY", "exit_code": 0}, seq=2)))
+    limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
+    with httpx.Client(base_url=fleet.collector.url, timeout=60, limits=limits) as client, \
+            ThreadPoolExecutor(max_workers=60) as pool:
+        responses = list(pool.map(lambda job: client.post("/api/v1/reports", json=job[1], headers=job[0].auth),
+                                  jobs))
+    codes = [r.status_code for r in responses]
+    assert codes == [200] * 59 + [422], {r.status_code: r.text for r in responses}
+    assert responses[-1].json()["error"]["code"] == "report_id_conflict"
+    for (device, body), answer in zip(jobs[:-1], responses[:-1], strict=True):
+        assert answer.json() == {"status": "stored", "report_id": body["report"]["report_id"],
+                                 "device_id": device.device_id}
+    mine = {d.device_id for d in devices}
+    assert sum(fleet.count("SELECT count(*) FROM reports WHERE device_id = :d", d=d) for d in mine) == 60
+    assert sum(fleet.count("SELECT count(*) FROM report_workloads WHERE device_id = :d", d=d) for d in mine) == 120
+    latest = sql(fleet.database_url, "SELECT d.id, r.seq FROM devices d JOIN reports r ON r.id = d.last_report_pk")
+    assert sorted(r.seq for r in latest if r.id in mine) == [65, 66, 67, 68]
+
+
 def test_report_ids_are_per_device(fleet: Fleet) -> None:
     a, b = fleet.enroll(), fleet.enroll()
     report = sample_report()
