@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
@@ -47,4 +48,18 @@ def host_problem(name: str) -> str | None:
     return "it holds characters a host name cannot hold"
 
 
-__all__ = ["ascii_host", "host_problem"]
+def url_host(url: str | None) -> str | None:
+    """The host of a URL (``http://pac.corp:8080/x.pac`` -> ``pac.corp``), None for none or a URL that
+    does not parse."""
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
+
+
+def proxy_host(proxy: str | None) -> str | None:
+    """The host of a proxy given as ``host:port`` (``[2001:db8::1]:3128`` -> ``2001:db8::1``), None for none."""
+    return url_host(f"//{proxy}") if proxy else None
+
+
+__all__ = ["ascii_host", "host_problem", "proxy_host", "url_host"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from netcheck.assess.outage import (
     Assumption,
@@ -37,6 +36,7 @@ from netcheck.assess.site_decisions import (
 from netcheck.deadline import Deadline
 from netcheck.m365.catalog import Catalog
 from netcheck.models import Category, ProbeKind, ProbeResult
+from netcheck.names import proxy_host, url_host
 from netcheck.platform.base import Interface, Platform
 from netcheck.proxy.decision import decide_all, endpoint, url_for
 from netcheck.proxy.pac import PacFetch
@@ -76,7 +76,7 @@ def _addresses(result: ProbeResult | None) -> list[str]:
 
 def _host(proxy: str) -> str:
     """The host of a "host:port" proxy (IPv6 in brackets allowed)."""
-    return urlsplit(f"//{proxy}").hostname or proxy
+    return proxy_host(proxy) or proxy
 
 
 def _lookup(host: str, results: Iterable[ProbeResult]) -> ProbeResult | None:
@@ -218,7 +218,7 @@ def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | 
     out: dict[str, tuple[str | None, str | None, str, str | None, str | None]] = {}
     for h, url in urls.items():
         d = decided[url]
-        out[h] = (d.endpoint, urlsplit(d.pac_url).hostname if d.pac_url else None, d.source, d.pac_url,
+        out[h] = (d.endpoint, url_host(d.pac_url), d.source, d.pac_url,
                   endpoint(d.without_pac) if d.without_pac else None)
     return out
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
-from netcheck.m365.catalog import Network
+from netcheck.m365.catalog import Network, in_networks
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
          "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover", "internet_via"}
@@ -76,11 +76,7 @@ class SiteProfile:
     from_file: bool = False
 
     def holds_address(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
-            return False
-        return any(ip.version == n.version and ip in n for n in self.networks)
+        return in_networks(address, self.networks)
 
     def names_host(self, host: str) -> bool:
         host = host.lower().rstrip(".")

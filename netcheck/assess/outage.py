@@ -29,9 +29,10 @@ import ipaddress
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from urllib.parse import urlsplit
 
+from netcheck.m365.catalog import in_networks
 from netcheck.models import Finding, Severity, Verdict
+from netcheck.names import proxy_host, url_host
 from netcheck.site_profile import SiteProfile
 
 BEHAVIOURS = ("stays", "drops")
@@ -270,11 +271,7 @@ _INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12
 
 
 def is_internal(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return False
-    return any(ip.version == n.version and ip in n for n in _INTERNAL)
+    return in_networks(address, _INTERNAL)
 
 
 def no_route(route: Route, up: str = "the site") -> str:
@@ -512,7 +509,7 @@ class _Model:
         proxy_name, proxy_route = p.proxy, p.proxy_route
         pac_lost: list[Cause] = []
         if p.source == "pac" and p.pac_route is not None:
-            pac = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
+            pac = self.reach(p.pac_route, behaviour, url_host(p.pac_url), role="pac")
             if not pac.ok:
                 why.append(f"PAC file {p.pac_url}: {pac.reason}")
                 if self.profile.pac_unreachable == "cached":
@@ -600,7 +597,7 @@ class _Model:
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            pac_site = self.site_of(p.pac_route, _url_host(p.pac_url), "pac") if p.pac_route else None
+            pac_site = self.site_of(p.pac_route, url_host(p.pac_url), "pac") if p.pac_route else None
             if p.pac_route and p.pac_url and p.pac_url not in seen and pac_site is not None:
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}", pac_site,
@@ -639,7 +636,7 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
         return None
     model = _Model(facts, profile, {}, sites, down)
     if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
-               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac").ok
+               and any(not model.reach(d.proxy.pac_route, b, url_host(d.proxy.pac_url), role="pac").ok
                        for b in BEHAVIOURS)
                for d in facts.dependencies):
         return None
@@ -648,10 +645,6 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
 
     return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
                       tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
-
-
-def _url_host(url: str | None) -> str | None:
-    return urlsplit(url).hostname if url else None
 
 
 def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
@@ -675,8 +668,8 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
         if d.role == "federation":
             for r in d.routes:
                 check(r, d.host, "federation")
-        check(d.proxy.proxy_route, _host_of(d.proxy.proxy), "proxy")
-        check(d.proxy.pac_route, _url_host(d.proxy.pac_url), "pac")
+        check(d.proxy.proxy_route, proxy_host(d.proxy.proxy), "proxy")
+        check(d.proxy.pac_route, url_host(d.proxy.pac_url), "pac")
     if not public:
         return None
     names = ", ".join(public)
@@ -712,10 +705,6 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
     return Assumption("whether the home connection or the path through the site makes it slow now", "",
                       (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
                        ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
-
-
-def _host_of(proxy: str | None) -> str | None:
-    return urlsplit(f"//{proxy}").hostname if proxy else None
 
 
 def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
@@ -1101,5 +1090,5 @@ def address_sites(model: ModelInput) -> dict[str, str | None]:
             out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, (p.proxy or "").rsplit(":", 1)[0],
                                                             "proxy"))
         if p.pac_route:
-            out.setdefault(p.pac_route.address, m.site_of(p.pac_route, _url_host(p.pac_url), "pac"))
+            out.setdefault(p.pac_route.address, m.site_of(p.pac_route, url_host(p.pac_url), "pac"))
     return out

@@ -24,7 +24,7 @@ from netcheck.assess.outage import (
     World,
     is_internal,
 )
-from netcheck.m365.catalog import Catalog, EndpointSet, Network
+from netcheck.m365.catalog import Catalog, EndpointSet, Network, in_networks
 from netcheck.models import Category
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface
 from netcheck.site_profile import SiteProfile
@@ -114,13 +114,13 @@ def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalo
 
     def home(route: Route) -> Route:
         try:
-            ip = ipaddress.ip_address(route.address)
+            ipaddress.ip_address(route.address)
         except ValueError:
             return route
         at_site = is_internal(route.address) or profile.holds_address(route.address)
         if mode == "none":
             return Route(route.address, HOME_UPLINK, "unreachable" if at_site else "physical")
-        if not at_site and any(ip.version == n.version and ip in n for n in excluded):
+        if not at_site and in_networks(route.address, excluded):
             return Route(route.address, HOME_UPLINK, "physical")
         return Route(route.address, VPN_PROFILE, "vpn")
 

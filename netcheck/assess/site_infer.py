@@ -42,11 +42,10 @@ from netcheck.assess.outage import (
     ModelInput,
     OutagePrediction,
     SiteFacts,
-    _host_of,
-    _url_host,
     is_internal,
     predict,
 )
+from netcheck.names import proxy_host, url_host
 from netcheck.site_profile import SiteProfile
 
 #: The name of every inferred site starts with this.
@@ -88,7 +87,7 @@ def _systems(facts: SiteFacts) -> dict[str, list[tuple[str, bool]]]:
     others = dict(facts.host_addresses)
     for d in facts.dependencies:
         p = d.proxy
-        for host, route in ((_host_of(p.proxy), p.proxy_route), (_url_host(p.pac_url), p.pac_route)):
+        for host, route in ((proxy_host(p.proxy), p.proxy_route), (url_host(p.pac_url), p.pac_route)):
             if host and route:  # the host's other addresses are reached the way its route is
                 for address in dict.fromkeys((route.address, *others.get(host, ()))):
                     add(host, address, route.kind)
