@@ -216,13 +216,16 @@ def select_site_profile(profiles: Sequence[SiteProfile], addresses: Iterable[str
     """The profile that applies to this laptop, chosen from several (the collector's policy).
 
     ``addresses`` are the laptop's own addresses and, when known, its public egress address.
-    The first profile whose ``networks`` hold one of them wins; failing that, the first whose
-    ``name`` equals the device's ``site`` tag (ignoring case and surrounding spaces); else None.
+    For the first address a profile's ``networks`` hold, the profile with the most specific network
+    holding it wins (a branch numbered out of a datacentre's block is the branch; the first profile on a
+    tie); failing that, the first whose ``name`` equals the device's ``site`` tag (ignoring case and
+    surrounding spaces); else None.
     """
-    addresses = list(addresses)
-    for profile in profiles:
-        if any(profile.holds_address(a) for a in addresses):
-            return profile
+    for address in addresses:
+        holding = [(max(n.prefixlen for n in p.networks if in_networks(address, (n,))), -i, p)
+                   for i, p in enumerate(profiles) if p.holds_address(address)]
+        if holding:
+            return max(holding, key=lambda h: h[:2])[2]
     tag = (site_tag or "").strip().casefold()
     if tag:
         return next((p for p in profiles if p.name.strip().casefold() == tag), None)

@@ -181,6 +181,24 @@ def test_cases_views_and_what_if_for_inferred_sites() -> None:
             (w["id"], w["if_vpn_stays"], w["if_vpn_drops"]) for w in case["workloads"]]
 
 
+def test_site_down_takes_the_inferred_sites_names_as_the_report_shows_them() -> None:
+    """``netcheck check --site-down NAME`` without a profile: the names are the inferred sites' (any case),
+    and the one case is the same prediction as that site's case among all of them."""
+    import pytest
+
+    from netcheck.assess.site_cases import one_case, site_down_names
+    from netcheck.errors import ConfigError
+
+    m = model()
+    office, dc = (s.name for s in m.sites)
+    assert site_down_names([" Unnamed Site 10.30.0.0/16 ", office], m.sites) == (dc, office)
+    with pytest.raises(ConfigError, match="the sites are: unnamed site 10.20.0.0/16, unnamed site 10.30.0.0/16"):
+        site_down_names(["Paris"], m.sites)
+    case = one_case(m, site_down_names([dc.upper()], m.sites), NAMES, list(W))
+    assert case.down == (dc,) and case.prediction == predict_case(m, {dc})
+    assert case.answer.startswith(f"If {dc} went down: you would lose Sign-in")
+
+
 # --- the told misses of the two-site lab ---------------------------------------------------------------------------
 
 PARIS = SiteProfile(name="Paris", networks=(ipaddress.ip_network("10.20.0.0/16"),),
@@ -216,3 +234,75 @@ def test_the_tunnel_stays_in_both_behaviours_while_its_gateways_site_is_up() -> 
     adfs = Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.20.1.43"),))
     p = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, DUBLIN), down={"Dublin DC"})
     assert (row(p, "identity").if_vpn_stays, row(p, "identity").if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
+
+def test_a_hosts_other_address_is_at_the_site_that_holds_one_of_them() -> None:
+    """AD FS at Dublin on 10.30.1.43 through the tunnel, and on a public IPv6 address the profile's networks
+    do not list, reached direct: one machine, one site, so losing Dublin loses both families."""
+    adfs = Dependency("identity", "federation", "adfs.corp.example",
+                      (tunnel("10.30.1.43"), direct("2001:db8:d1ff::43")))
+    dublin = replace(DUBLIN, networks=(ipaddress.ip_network("10.30.0.0/16"),))
+    p = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, dublin), down={"Dublin DC"})
+    assert (row(p, "identity").if_vpn_stays, row(p, "identity").if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert not any("2001:db8:d1ff::43" in e and "does not depend" in e for e in row(p, "identity").evidence)
+    up = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, dublin), down={"Paris"})
+    assert row(up, "identity").if_vpn_drops is Fate.WORKS  # the IPv6 address is still there once the VPN drops
+
+
+# --- a laptop on an inferred site's network ------------------------------------------------------------------------
+
+def at_a_branch_of_the_dc() -> SiteFacts:
+    """On a LAN numbered out of the datacentre's block (no VPN), its resolver in the DC, AD FS at the office:
+    the paths seen there (office), and as from home (internal addresses out of reach, the home router)."""
+    from netcheck.assess.outage import FactsPatch
+
+    out_of_reach = Route("10.30.1.53", "home connection", "unreachable")
+    adfs_home = Dependency("identity", "federation", "adfs.corp.example",
+                           (Route("10.20.1.43", "home connection", "unreachable"),))
+    router = Resolver("the home router", Route("the home router", "home connection", "physical"))
+    office = FactsPatch(vpn_interfaces=(), resolvers=(Resolver("10.30.1.53", direct("10.30.1.53")),),
+                        dependencies=(EXCHANGE, LOGIN, replace(adfs_home, routes=(direct("10.20.1.43"),))))
+    return SiteFacts(True, (), (Resolver("10.30.1.53", out_of_reach), router), (EXCHANGE, LOGIN, adfs_home),
+                     office=office, home_link_slow=False)
+
+
+def test_losing_the_inferred_site_a_laptop_stands_on_is_hedged_between_home_and_cut_off() -> None:
+    """Without a profile, a network numbered out of the DC's block may be the DC's own (the person works from
+    home) or a branch behind it (the person stays there, cut off): both answers, the question named."""
+    from netcheck.assess.site_infer import place_question
+
+    facts = at_a_branch_of_the_dc()
+    sites = infer_sites(facts)
+    office, dc = "unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"
+    assert sorted(s.name for s in sites) == [office, dc]
+    m = ModelInput(replace(facts, site_here=dc), SiteProfile(), sites, W)
+    for down in ({dc}, {office, dc}):
+        ex = row(predict_case(m, down), "exchange")
+        assert ex.if_vpn_stays is Fate.UNCERTAIN and ex.possible["stays"] == (Fate.WORKS, Fate.FAILS)
+        assert place_question(dc) in ex.assumptions
+    cut = predict(replace(m.facts, stays_cut_off=True), SiteProfile(), W, sites=sites, down={dc})
+    assert all(w.if_vpn_stays is Fate.FAILS for w in cut.workloads)
+    assert any(f"you stay at {dc}, which is down: cut off" in e for e in row(cut, "exchange").evidence)
+    lost_office = predict_case(m, {office})  # the DC, where the laptop is, stays up: no hedge, it stays
+    assert row(lost_office, "exchange").if_vpn_stays is Fate.WORKS
+    assert row(lost_office, "identity").if_vpn_stays is Fate.FAILS  # AD FS is at the office
+
+
+def test_a_branch_told_as_a_site_of_its_own_stays_at_the_branch_and_has_a_case_for_every_other_site() -> None:
+    """The same branch with a profile: it is a site whose internet goes out through the DC. Losing the DC, or
+    the DC and the office, the person stays at the branch and loses everything; losing the branch itself,
+    they work from home. The cases: each site, every site but the branch, every site."""
+    from netcheck.assess.outage import SiteView
+
+    branch = SiteProfile(name="Branch", networks=(ipaddress.ip_network("10.30.0.0/24"),), internet_via="Dublin DC",
+                         from_file=True)
+    dublin = replace(DUBLIN, networks=(ipaddress.ip_network("10.30.0.0/16"),))
+    sites = (PARIS, dublin, branch)
+    m = ModelInput(replace(at_a_branch_of_the_dc(), site_here="Branch"), branch, sites, W)
+    for down in ({"Dublin DC"}, {"Paris", "Dublin DC"}):
+        assert all(w.if_vpn_stays is Fate.FAILS for w in predict_case(m, down).workloads)
+    assert row(predict_case(m, {"Paris", "Dublin DC", "Branch"}), "exchange").if_vpn_stays is Fate.WORKS  # home
+    views = tuple(SiteView(s.name, True, (), ()) for s in sites)
+    cases = site_cases(m, views, NAMES, list(W))
+    assert [c.down for c in cases] == [("Paris",), ("Dublin DC",), ("Branch",), ("Paris", "Dublin DC"),
+                                       ("Paris", "Dublin DC", "Branch")]
+    assert cases[3].answer.startswith("If Paris and Dublin DC both went down: you would lose")

@@ -173,6 +173,10 @@ class SiteFacts:
     #: Every address of the proxy and PAC hosts (host, addresses): their routes carry one address each,
     #: and the others tell which networks are one site's (see netcheck.assess.site_infer).
     host_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: On a site's network when that site is lost: the person stays there, cut off with it, instead of going
+    #: home. Never gathered: set only by the answer to "is your network that site's own, or a place that
+    #: reaches everything through it?" (see netcheck.assess.site_infer), which inferred sites cannot tell.
+    stays_cut_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,7 +345,9 @@ class _Model:
         #: The site whose network the laptop is on (None: not on one).
         self.here = (facts.site_here or self.fallback) if facts.on_site else None
         #: The laptop stays where it is (its site is up, the loss is elsewhere): the paths seen there.
-        self.staying = facts.office is not None and self.here not in self.down
+        self.staying = facts.office is not None and (self.here not in self.down or facts.stays_cut_off)
+        #: The laptop stays on its own site's network although that site is down: nothing beyond it is reached.
+        self.cut_off = self.staying and self.here in self.down
         if self.staying and facts.office is not None:
             facts = facts.office(facts, profile)[0]
         #: The person works from home: the laptop's own site is down (or no office paths were gathered).
@@ -349,6 +355,14 @@ class _Model:
         self.facts = facts
         self.internal_hosts = internal_hosts(facts)
         self.mapped = any(s.networks for s in self.sites)
+        #: The site of each host one of whose addresses a site holds: a host's addresses are one machine (or
+        #: one load balancer), at one site, whichever family reaches it.
+        self.host_sites: dict[str, str] = {}
+        for d in facts.dependencies:
+            for r in d.routes:
+                holder = next((s.name for s in self.sites if s.holds_address(r.address)), None)
+                if holder is not None:
+                    self.host_sites.setdefault(d.host, holder)
         self.tunnel_sites = vpn_sites(self.sites, self.fallback)
         self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
         self.exit = self.internet_exit()
@@ -389,6 +403,9 @@ class _Model:
         site, or the paths seen there were not gathered, so the person is taken home in every case)."""
         if self.here is None or self.single or self.facts.office is None:
             return None
+        if self.cut_off:
+            return (f"you stay at {self.here}, which is down: cut off with it, nothing beyond its network is "
+                    "reached")
         if self.staying:
             exit_words = f"; its internet goes out through {self.exit}" if self.exit and self.exit != self.here else ""
             return (f"you stay at {self.here}, which is up: the paths are those seen on its network{exit_words} "
@@ -408,6 +425,8 @@ class _Model:
         for site in self.sites:
             if site.holds_address(route.address) or (host and site.names_host(host)):
                 return site.name
+        if host and host in self.host_sites:
+            return self.host_sites[host]
         if not self.mapped and (role == "federation" or (role in ("dns", "proxy", "pac") and route.kind == "vpn")):
             internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
             return self.fallback if internal or self.facts.public_site_systems else None
@@ -429,6 +448,9 @@ class _Model:
             kind = CauseKind.SIGN_IN if role == "federation" else {
                 "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
             return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
+        if self.cut_off and route.kind != "loopback":
+            return _Reach(False, f"{where}: beyond {self.here}, where you are and which is down",
+                          CauseKind.INTERNET_VIA, self.here)
         via = self.via(owner) if role == "proxy" else None
         if via is not None and via in self.down:
             return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "

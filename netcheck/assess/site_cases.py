@@ -84,10 +84,15 @@ def predict_case(model: ModelInput, down: Collection[str] | None) -> OutagePredi
 
 def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str, str], core: Sequence[str],
                everything: OutagePrediction | None = None) -> tuple[OutageCase, ...]:
-    """Each site alone, then (several sites) all of them together; ``everything``: the all-down
-    prediction when the caller already has it."""
+    """Each site alone; on a site's network with two or more others, every site but that one together
+    (a branch behind a datacentre asks what is left where it stands when the rest is lost); then (several
+    sites) all of them together; ``everything``: the all-down prediction when the caller already has it."""
     baseline = predict_case(model, ())
-    downs = [(s.name,) for s in sites]
+    downs: list[tuple[str, ...]] = [(s.name,) for s in sites]
+    here = model.facts.site_here if model.facts.on_site else None
+    others = tuple(s.name for s in sites if s.name != here)
+    if here in {s.name for s in sites} and len(others) > 1:
+        downs.append(others)
     out = [make_case(model, down, predict_case(model, down), baseline, names, core) for down in downs]
     if len(sites) > 1:
         every = tuple(s.name for s in sites)  # with the predict default: every site down, named or not
@@ -186,7 +191,8 @@ def one_case(model: ModelInput, down: Sequence[str], names: Mapping[str, str], c
 
 
 def site_down_names(asked: Sequence[str], sites: Sequence[SiteProfile]) -> tuple[str, ...]:
-    """The site names ``asked`` for, as the profiles spell them (case and surrounding spaces aside);
+    """The site names ``asked`` for, as the sites spell them (case and surrounding spaces aside): told
+    sites, or the inferred ones (:mod:`netcheck.assess.site_infer`) a check without a profile shows;
     ConfigError naming the known sites for one that is not known."""
     known = all_site_names(sites or (SiteProfile(),))
     by_key = {n.casefold(): n for n in known}

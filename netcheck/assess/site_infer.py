@@ -142,19 +142,36 @@ def gateway_worlds(sites: Sequence[SiteProfile]) -> list[tuple[str, tuple[SitePr
     return [*worlds, ("if it is at none of them", tuple(sites))]
 
 
+def place_question(site: str) -> str:
+    """What a laptop on an inferred site's network cannot tell when that site is lost."""
+    return (f"whether your network is {site} itself (you would work from home) or a place, such as a branch, "
+            "that reaches everything through it (you would stay there, cut off)")
+
+
 def predict_inferred(model: ModelInput, down: Collection[str] | None) -> OutagePrediction:
     """The prediction for the inferred sites ``down`` (None: all of them), hedged over where the VPN
-    concentrator is when the laptop uses a VPN."""
+    concentrator is when the laptop uses a VPN, and, when the site whose networks hold the laptop's own
+    address is among them, over whether the person goes home or stays where they are, cut off: a network
+    numbered out of a site's block may be that site's own or a branch behind it (a profile tells: a
+    branch is a site of its own, with ``internet_via``)."""
     names = frozenset(s.name for s in model.sites) if down is None else frozenset(down)
 
-    def one(sites: tuple[SiteProfile, ...]) -> OutagePrediction:
-        return predict(model.facts, model.profile, model.workloads, model.current, model.assumptions,
+    def one(facts: SiteFacts, sites: tuple[SiteProfile, ...]) -> OutagePrediction:
+        return predict(facts, model.profile, model.workloads, model.current, model.assumptions,
                        sites=sites, down=names)
 
-    if not model.facts.vpn_interfaces:
-        return one(model.sites)
-    worlds = [(label, one(sites)) for label, sites in gateway_worlds(model.sites)]
-    return merge_worlds(worlds, QUESTION, "vpn_gateways")
+    def over_gateways(facts: SiteFacts) -> OutagePrediction:
+        if not facts.vpn_interfaces:
+            return one(facts, model.sites)
+        return merge_worlds([(label, one(facts, sites)) for label, sites in gateway_worlds(model.sites)],
+                            QUESTION, "vpn_gateways")
+
+    here = model.facts.site_here
+    if not (model.facts.on_site and model.facts.office is not None and here in names):
+        return over_gateways(model.facts)
+    return merge_worlds([("if it is that site", over_gateways(model.facts)),
+                         ("if it is a place behind it", over_gateways(replace(model.facts, stays_cut_off=True)))],
+                        place_question(here), "networks, and a branch as a site of its own with internet_via")
 
 
 def merge_worlds(worlds: Sequence[tuple[str, OutagePrediction]], question: str, settle: str) -> OutagePrediction:
