@@ -32,6 +32,7 @@ from netcheck.assess.site_decisions import (
     representative,
     route_of,
     split_tunnel,
+    vpn_gateway,
 )
 from netcheck.deadline import Deadline
 from netcheck.m365.catalog import Catalog
@@ -193,9 +194,10 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
+    gateway = vpn_gateway(platform.routes(), interfaces, catalog.networks()) if vpn and not on_site else None
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
                       dependencies=tuple(deps), identity=identity, internal_hosts=internal,
-                      public_egress=public_egress, office=office_paths,
+                      public_egress=public_egress, office=office_paths, vpn_gateway=gateway,
                       host_addresses=tuple((h, tuple(a)) for h, a in sorted(proxy_hosts.items()) if h))
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:

@@ -306,3 +306,25 @@ def test_a_branch_told_as_a_site_of_its_own_stays_at_the_branch_and_has_a_case_f
     assert [c.down for c in cases] == [("Paris",), ("Dublin DC",), ("Branch",), ("Paris", "Dublin DC"),
                                        ("Paris", "Dublin DC", "Branch")]
     assert cases[3].answer.startswith("If Paris and Dublin DC both went down: you would lose")
+
+
+# --- the VPN concentrator's address, when the routing table shows it ----------------------------------------------
+
+def test_a_readable_concentrator_address_is_a_site_of_its_own_and_settles_where_the_tunnel_ends() -> None:
+    """dc-resolver with a VPN client that adds a host route to its server: the only resolver is in the DC,
+    the concentrator on the office's public network. Two sites, no hedge over the concentrator: losing the DC
+    loses name resolution whatever the VPN client does (its tunnel, to the office, stays)."""
+    dc_dns = Resolver("10.30.1.53", tunnel("10.30.1.53"))
+    facts = SiteFacts(False, ("wg0",), (dc_dns,), (EXCHANGE, LOGIN))
+    assert infer_sites(facts) == ()  # unreadable: one group, "the corporate site" as before
+    told = replace(facts, vpn_gateway="203.0.113.10")
+    sites = infer_sites(told)
+    assert [nets(s) for s in sites] == [["10.30.0.0/16"], ["203.0.113.0/24"]]
+    m = ModelInput(told, SiteProfile(), sites, W)
+    dc, office = (s.name for s in sites)
+    lost_dc = row(predict_case(m, {dc}), "exchange")
+    assert (lost_dc.if_vpn_stays, lost_dc.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert QUESTION not in lost_dc.assumptions
+    lost_office = row(predict_case(m, {office}), "exchange")
+    assert (lost_office.if_vpn_stays, lost_office.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)  # black-holed / home
+    assert QUESTION not in lost_office.assumptions

@@ -177,6 +177,9 @@ class SiteFacts:
     #: home. Never gathered: set only by the answer to "is your network that site's own, or a place that
     #: reaches everything through it?" (see netcheck.assess.site_infer), which inferred sites cannot tell.
     stays_cut_off: bool = False
+    #: The VPN concentrator's address, when the routing table shows it (the host route most VPN clients add
+    #: to their server through the physical interface; see netcheck.assess.site_decisions.vpn_gateway).
+    vpn_gateway: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,13 @@ Each group is an inferred site, named after its first network ("unnamed site 10.
 (``from_file`` False), with its networks. One group (or none): nothing is inferred, and netcheck
 reasons about "the corporate site" as it always has.
 
-What the laptop cannot read: which site hosts the VPN concentrator (the gateway's address is not among
-the facts). :func:`predict_inferred` therefore evaluates every answer (the gateway at each inferred
-site, or at none of them) and where they disagree the fate is ``uncertain`` with the fates it could
-have and the assumption named; the fix is a site profile (``vpn_gateways``).
+Which site hosts the VPN concentrator: most VPN clients add a host route to their server through the
+physical interface, which the routing table shows without admin rights
+(:func:`netcheck.assess.site_decisions.vpn_gateway`); the concentrator's public network then groups like
+a resolver's, and its site is known. Where it cannot be read (WireGuard marks its packets instead; a
+client that adds no such route), :func:`predict_inferred` evaluates every answer (the gateway at each
+inferred site, or at none of them) and where they disagree the fate is ``uncertain`` with the fates it
+could have and the assumption named; the fix is a site profile (``vpn_gateways``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def _systems(facts: SiteFacts) -> dict[str, list[tuple[str, bool]]]:
 
     for resolver in facts.resolvers:
         add(f"dns {resolver.address}", resolver.route.address, resolver.route.kind)
+    if facts.vpn_gateway:  # the concentrator is the organisation's: its public network is a site's
+        out.setdefault(f"vpn {facts.vpn_gateway}", []).append((facts.vpn_gateway, True))
     others = dict(facts.host_addresses)
     for d in facts.dependencies:
         p = d.proxy
@@ -104,7 +109,7 @@ def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
     resolver_nets: set[str] = set()  # networks of resolvers reached through the tunnel: the organisation's
     for key, addresses in _systems(facts).items():
         nets = [str(n) for a, tunneled in addresses if (n := group_network(a, tunneled)) is not None]
-        if key.startswith("dns "):
+        if key.startswith(("dns ", "vpn ")):
             resolver_nets.update(nets)
         joined = [g for g in groups if set(g) & set(nets)]
         merged = list(dict.fromkeys(n for g in [*joined, nets] for n in g))
@@ -115,7 +120,8 @@ def infer_sites(facts: SiteFacts) -> tuple[SiteProfile, ...]:
     v6 = [g for g in groups if all(":" in n for n in g)]
     if len(v4) == 1 and len(v6) == 1:  # one site's two families, no dual-stack host to join them
         groups = [g for g in groups if g not in (v4[0], v6[0])] + [v4[0] + v6[0]]
-    # Public addresses alone do not make a site, unless a resolver the VPN hands out is there: a
+    # Public addresses alone do not make a site, unless a resolver the VPN hands out, or the VPN
+    # concentrator, is there: a
     # federation host or proxy on the internet reached through the tunnel may be the site's or a cloud
     # service's, which the laptop cannot tell; it stays under the assumption that says so
     # (netcheck.assess.outage.public_systems_assumption).
@@ -135,8 +141,14 @@ def inferred(sites: Sequence[SiteProfile]) -> bool:
     return len(sites) > 1 and all(not s.from_file and s.name.startswith(PREFIX) for s in sites)
 
 
-def gateway_worlds(sites: Sequence[SiteProfile]) -> list[tuple[str, tuple[SiteProfile, ...]]]:
-    """The answers to :data:`QUESTION`: the concentrator at each site, or at none of them."""
+def gateway_worlds(sites: Sequence[SiteProfile], gateway: str | None = None
+                   ) -> list[tuple[str, tuple[SiteProfile, ...]]]:
+    """The answers to :data:`QUESTION`: the concentrator at each site, or at none of them; only the one
+    whose site holds ``gateway``, the concentrator's address, when the routing table showed it."""
+    known = next((s for s in sites if gateway and s.holds_address(gateway)), None)
+    if known is not None:
+        return [(f"it is at {known.name}",
+                 tuple(replace(x, vpn_gateways=(gateway or _GATEWAY,)) if x is known else x for x in sites))]
     worlds = [(f"if it is at {s.name}",
                tuple(replace(x, vpn_gateways=(_GATEWAY,)) if x is s else x for x in sites)) for s in sites]
     return [*worlds, ("if it is at none of them", tuple(sites))]
@@ -163,8 +175,10 @@ def predict_inferred(model: ModelInput, down: Collection[str] | None) -> OutageP
     def over_gateways(facts: SiteFacts) -> OutagePrediction:
         if not facts.vpn_interfaces:
             return one(facts, model.sites)
-        return merge_worlds([(label, one(facts, sites)) for label, sites in gateway_worlds(model.sites)],
-                            QUESTION, "vpn_gateways")
+        worlds = gateway_worlds(model.sites, facts.vpn_gateway)
+        if len(worlds) == 1:
+            return one(facts, worlds[0][1])
+        return merge_worlds([(label, one(facts, sites)) for label, sites in worlds], QUESTION, "vpn_gateways")
 
     here = model.facts.site_here
     if not (model.facts.on_site and model.facts.office is not None and here in names):
