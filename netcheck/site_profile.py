@@ -31,7 +31,10 @@ name other profiles.
 
 A laptop on a site's network stays where it is when a *different* site is lost (losing the site
 its internet goes out through, ``internet_via``, then costs it the internet where it stands);
-the person goes home when their *own* site is lost.
+the person goes home when their *own* site is lost. The laptop's site is the profile with the most
+specific network holding its address: a branch numbered out of a datacentre's block is written as a
+site of its own (its ``networks``, ``internet_via`` the datacentre), so its people stay at the branch,
+cut off, when the datacentre is lost.
 
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.assess.outage``).
