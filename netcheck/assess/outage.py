@@ -20,7 +20,10 @@ Where the person is when a site is lost (several sites): a laptop on a site's ne
 where it is when a *different* site is lost, and reasons over the paths seen on that network
 (``SiteFacts.office``); the person goes home when their *own* site is lost (the paths as from
 home). A site whose internet goes out through another (``internet_via``, or the laptop's public
-address, seen by STUN, in that site's networks) loses the internet where it stands with that site.
+address, seen by STUN, in that site's networks) loses the internet where it stands with that site:
+a branch told as a site of its own stays at the branch, cut off, when the site it goes through is
+lost. ``SiteFacts.stays_cut_off`` is the other answer for a laptop whose own site is lost (it stays
+there, reaching nothing beyond it), which inferred sites hedge over (netcheck.assess.site_infer).
 """
 
 from __future__ import annotations
@@ -551,7 +554,7 @@ class _Model:
                     proxy_name, proxy_route = p.without_pac, p.without_pac_route
                     pac_lost = [Cause(CauseKind.PAC, p.pac_url or "", pac.site, why[-2])]
         if proxy_name is not None and proxy_route is not None:
-            proxy = self.reach(proxy_route, behaviour, (proxy_name or "").rsplit(":", 1)[0], role="proxy")
+            proxy = self.reach(proxy_route, behaviour, proxy_host(proxy_name), role="proxy")
             why.append(f"{dep.host} goes through the proxy {proxy_name}: {proxy.reason}")
             if proxy.ok:
                 return Fate.WORKS, why, []
@@ -1112,7 +1115,7 @@ def address_sites(model: ModelInput) -> dict[str, str | None]:
             out.setdefault(route.address, m.site_of(route, d.host, d.role))
         p = d.proxy
         if p.proxy_route:
-            out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, (p.proxy or "").rsplit(":", 1)[0],
+            out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, proxy_host(p.proxy),
                                                             "proxy"))
         if p.pac_route:
             out.setdefault(p.pac_route.address, m.site_of(p.pac_route, url_host(p.pac_url), "pac"))
