@@ -62,4 +62,14 @@ def proxy_host(proxy: str | None) -> str | None:
     return url_host(f"//{proxy}") if proxy else None
 
 
-__all__ = ["ascii_host", "host_problem", "proxy_host", "url_host"]
+def listed_host(text: str) -> str:
+    """A system as a profile lists it, without its port, in lower case: ``vpn.corp:443`` -> ``vpn.corp``,
+    ``2001:db8::53`` -> itself (an IPv6 address has colons of its own), ``[2001:db8::53]:53`` -> ``2001:db8::53``."""
+    text = text.strip().lower()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return (proxy_host(text) or text).rstrip(".")
+
+
+__all__ = ["ascii_host", "host_problem", "listed_host", "proxy_host", "url_host"]

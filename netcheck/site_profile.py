@@ -51,6 +51,7 @@ from typing import Any
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
 from netcheck.m365.catalog import Network, in_networks
+from netcheck.names import listed_host
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
          "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover", "internet_via"}
@@ -82,8 +83,8 @@ class SiteProfile:
         return in_networks(address, self.networks)
 
     def names_host(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        listed = {h.lower().split(":")[0] for h in (*self.vpn_gateways, *self.dns_servers, *self.proxies,
+        host = listed_host(host)
+        listed = {listed_host(h) for h in (*self.vpn_gateways, *self.dns_servers, *self.proxies,
                                                     *self.pac_hosts, *self.federation_hosts)}
         return host in listed
 
@@ -134,10 +135,10 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
         gateways: dict[str, str] = {}
         for p in profiles:
             for g in p.vpn_gateways:
-                gateways.setdefault(g.casefold().split(":")[0], p.name)
+                gateways.setdefault(listed_host(g), p.name)
         for p in profiles:
             unknown = [n for n in p.vpn_failover if n.casefold() not in canonical
-                       and n.casefold().split(":")[0] not in gateways]
+                       and listed_host(n) not in gateways]
             if unknown:
                 raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which is neither "
                                   "a site profile's name nor a VPN gateway a profile lists")
@@ -145,7 +146,7 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
                 raise ConfigError(f"{where}: [site] {p.name!r} internet_via names {p.internet_via!r}, which no "
                                   "profile is named")
         profiles = [replace(p, vpn_failover=tuple(dict.fromkeys(
-                                canonical.get(n.casefold()) or gateways[n.casefold().split(":")[0]]
+                                canonical.get(n.casefold()) or gateways[listed_host(n)]
                                 for n in p.vpn_failover)),
                             internet_via=canonical[p.internet_via.casefold()] if p.internet_via else None)
                     for p in profiles]

@@ -253,3 +253,10 @@ def test_vpn_failover_may_name_a_site_or_a_gateway_another_site_lists(tmp_path: 
     path.write_text('[[site]]\nname = "Paris"\nvpn_failover = ["vpn9.corp.example"]\n\n[[site]]\nname = "Dublin"\n')
     with pytest.raises(ConfigError, match="neither a site profile's name nor a VPN gateway"):
         load_site_profiles(path)
+
+
+def test_a_profile_names_an_ipv6_resolver_by_its_whole_address() -> None:
+    site = SiteProfile(name="Paris", dns_servers=("2001:db8:c0ff::53", "10.20.0.53"), proxies=("[2001:db8::8]:3128",))
+    assert site.names_host("2001:db8:c0ff::53") and site.names_host("2001:DB8:C0FF::53")
+    assert not site.names_host("2001:db8:d0ff::53")  # another site's resolver in the same /32
+    assert site.names_host("2001:db8::8") and site.names_host("10.20.0.53")
