@@ -32,7 +32,7 @@ from netcheck.assess.outage import (
     predict,
     worst,
 )
-from netcheck.assess.site_infer import inferred, predict_inferred
+from netcheck.assess.site_infer import VPN_END, inferred, predict_inferred
 from netcheck.errors import ConfigError
 from netcheck.site_profile import SiteProfile
 
@@ -85,14 +85,19 @@ def predict_case(model: ModelInput, down: Collection[str] | None) -> OutagePredi
 def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str, str], core: Sequence[str],
                everything: OutagePrediction | None = None) -> tuple[OutageCase, ...]:
     """Each site alone; on a site's network with two or more others, every site but that one together
-    (a branch behind a datacentre asks what is left where it stands when the rest is lost); then (several
-    sites) all of them together; ``everything``: the all-down prediction when the caller already has it."""
+    (a branch behind a datacentre asks what is left where it stands when the rest is lost); every seen site
+    together when two or more are seen beside the site where the VPN ends (unseen: the seen ones are the
+    sites IT knows by their systems); then (several sites) all of them together; ``everything``: the
+    all-down prediction when the caller already has it."""
     baseline = predict_case(model, ())
     downs: list[tuple[str, ...]] = [(s.name,) for s in sites]
     here = model.facts.site_here if model.facts.on_site else None
     others = tuple(s.name for s in sites if s.name != here)
     if here in {s.name for s in sites} and len(others) > 1:
         downs.append(others)
+    seen = tuple(s.name for s in sites if s.name != VPN_END)
+    if len(seen) > 1 and len(seen) < len(sites) and seen not in downs:
+        downs.append(seen)
     out = [make_case(model, down, predict_case(model, down), baseline, names, core) for down in downs]
     if len(sites) > 1:
         every = tuple(s.name for s in sites)  # with the predict default: every site down, named or not
