@@ -129,9 +129,18 @@ _PLAIN: Mapping[CauseKind, str] = {
 }
 
 
+#: The same, when the cause is the site where the VPN ends (inferred, unseen): what is lost there is the tunnel.
+_AT_VPN_END: Mapping[CauseKind, str] = {
+    CauseKind.TUNNEL: "it goes through your VPN, and the site where it ends is down",
+    CauseKind.DNS: "the servers that look up names are reached through your VPN, and the site where it ends is down",
+    CauseKind.VPN_ONLY: "{subject} is reachable only through your VPN, and the site where it ends is down",
+}
+
+
 def _why(prediction: OutagePrediction, wid: str) -> str:
     row = next(w for w in prediction.workloads if w.id == wid)
-    phrases = [_PLAIN[c.kind].format(subject=c.subject, place=_place(c.site), site=c.site or "the site")
+    phrases = [(_AT_VPN_END if c.site == VPN_END and c.kind in _AT_VPN_END else _PLAIN)[c.kind].format(
+                   subject=c.subject, place=_place(c.site), site=c.site or "the site")
                for c in row.causes if c.kind in _PLAIN]
     return "; ".join(dict.fromkeys(phrases))
 
