@@ -160,7 +160,9 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         raise ConfigError(f"--deadline must be a positive number of seconds, not {deadline_s!r}")
     deadline = Deadline.after(deadline_s)
     file_profiles = load_site_profiles(options.site_profile) if options.site_profile else ()
-    down = site_down_names(options.site_down, file_profiles or options.site_profiles) if options.site_down else ()
+    told = file_profiles or options.site_profiles
+    # Told sites are checked before any probe; inferred ones (no profile) once the check has inferred them.
+    down = site_down_names(options.site_down, told) if options.site_down and told else tuple(options.site_down)
     catalog, catalog_note = select_catalog(options)
     plat = current_platform()
     tenant_source = "option" if tenant else None
@@ -291,9 +293,6 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     gathered = gather(results, catalog, tenant, plat, profile, deadline,
                       pac=pac.fetch, proxy_settings=proxies,
                       interfaces=found)
-    if gathered.facts.on_site and sites:  # which of several sites the laptop stands in (its own addresses)
-        here = select_site_profile(sites, own_addresses(found))
-        gathered = replace(gathered, facts=replace(gathered.facts, site_here=here.name if here else None))
     interfaces = tuple(InterfaceInfo(i.name, i.kind, i.vpn_product, i.evidence[:16])
                        for i in gathered.interfaces if i.kind != "loopback")
     workloads = catalog.workloads.workloads
@@ -303,6 +302,11 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
                if r.status in (Status.FAILED, Status.DEGRADED)}
     if not sites and not profile.from_file:
         sites = infer_sites(gathered.facts)  # several groups of site systems: inferred sites (else none)
+    if gathered.facts.on_site and sites:  # which of several sites (told or inferred) the laptop stands in
+        here = select_site_profile(sites, own_addresses(found))
+        gathered = replace(gathered, facts=replace(gathered.facts, site_here=here.name if here else None))
+    if down:  # the names as the sites spell them: told ones again, inferred ones ("unnamed site 10.20.0.0/16")
+        down = site_down_names(down, sites or (profile,))
     model = ModelInput(gathered.facts, profile, sites, tuple(w.id for w in workloads), current,
                        gathered.assumptions)
     prediction = predict_case(model, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
@@ -47,4 +48,28 @@ def host_problem(name: str) -> str | None:
     return "it holds characters a host name cannot hold"
 
 
-__all__ = ["ascii_host", "host_problem"]
+def url_host(url: str | None) -> str | None:
+    """The host of a URL (``http://pac.corp:8080/x.pac`` -> ``pac.corp``), None for none or a URL that
+    does not parse."""
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
+
+
+def proxy_host(proxy: str | None) -> str | None:
+    """The host of a proxy given as ``host:port`` (``[2001:db8::1]:3128`` -> ``2001:db8::1``), None for none."""
+    return url_host(f"//{proxy}") if proxy else None
+
+
+def listed_host(text: str) -> str:
+    """A system as a profile lists it, without its port, in lower case: ``vpn.corp:443`` -> ``vpn.corp``,
+    ``2001:db8::53`` -> itself (an IPv6 address has colons of its own), ``[2001:db8::53]:53`` -> ``2001:db8::53``."""
+    text = text.strip().lower()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return (proxy_host(text) or text).rstrip(".")
+
+
+__all__ = ["ascii_host", "host_problem", "listed_host", "proxy_host", "url_host"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from netcheck.assess.outage import (
     Assumption,
@@ -33,10 +32,12 @@ from netcheck.assess.site_decisions import (
     representative,
     route_of,
     split_tunnel,
+    vpn_gateway,
 )
 from netcheck.deadline import Deadline
 from netcheck.m365.catalog import Catalog
 from netcheck.models import Category, ProbeKind, ProbeResult
+from netcheck.names import proxy_host, url_host
 from netcheck.platform.base import Interface, Platform
 from netcheck.proxy.decision import decide_all, endpoint, url_for
 from netcheck.proxy.pac import PacFetch
@@ -76,7 +77,7 @@ def _addresses(result: ProbeResult | None) -> list[str]:
 
 def _host(proxy: str) -> str:
     """The host of a "host:port" proxy (IPv6 in brackets allowed)."""
-    return urlsplit(f"//{proxy}").hostname or proxy
+    return proxy_host(proxy) or proxy
 
 
 def _lookup(host: str, results: Iterable[ProbeResult]) -> ProbeResult | None:
@@ -193,9 +194,10 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)
     internal = frozenset(h for h, addrs in (*wanted.items(), *proxy_hosts.items()) if any(map(is_internal, addrs)))
+    gateway = vpn_gateway(platform.routes(), interfaces, catalog.networks()) if vpn and not on_site else None
     facts = SiteFacts(on_site=on_site, vpn_interfaces=vpn, resolvers=resolver_facts,
                       dependencies=tuple(deps), identity=identity, internal_hosts=internal,
-                      public_egress=public_egress, office=office_paths,
+                      public_egress=public_egress, office=office_paths, vpn_gateway=gateway,
                       host_addresses=tuple((h, tuple(a)) for h, a in sorted(proxy_hosts.items()) if h))
     by_workload: dict[str, dict[str, None]] = {}
     for s, n in ranges:
@@ -218,7 +220,7 @@ def _proxy_paths(settings: ProxySettings, hosts: Sequence[str], pac: PacFetch | 
     out: dict[str, tuple[str | None, str | None, str, str | None, str | None]] = {}
     for h, url in urls.items():
         d = decided[url]
-        out[h] = (d.endpoint, urlsplit(d.pac_url).hostname if d.pac_url else None, d.source, d.pac_url,
+        out[h] = (d.endpoint, url_host(d.pac_url), d.source, d.pac_url,
                   endpoint(d.without_pac) if d.without_pac else None)
     return out
 

@@ -31,7 +31,10 @@ name other profiles.
 
 A laptop on a site's network stays where it is when a *different* site is lost (losing the site
 its internet goes out through, ``internet_via``, then costs it the internet where it stands);
-the person goes home when their *own* site is lost.
+the person goes home when their *own* site is lost. The laptop's site is the profile with the most
+specific network holding its address: a branch numbered out of a datacentre's block is written as a
+site of its own (its ``networks``, ``internet_via`` the datacentre), so its people stay at the branch,
+cut off, when the datacentre is lost.
 
 Without a profile netcheck infers the site's systems from the laptop's own
 configuration (see ``netcheck.assess.outage``).
@@ -47,7 +50,8 @@ from typing import Any
 
 from netcheck.errors import ConfigError
 from netcheck.files import load_user_toml
-from netcheck.m365.catalog import Network
+from netcheck.m365.catalog import Network, in_networks
+from netcheck.names import listed_host
 
 _KEYS = {"name", "networks", "vpn_gateways", "dns_servers", "proxies", "pac_hosts", "federation_hosts",
          "vpn_on_site_down", "pac_unreachable", "vpn_mode", "vpn_exclude", "vpn_failover", "internet_via"}
@@ -76,15 +80,11 @@ class SiteProfile:
     from_file: bool = False
 
     def holds_address(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
-            return False
-        return any(ip.version == n.version and ip in n for n in self.networks)
+        return in_networks(address, self.networks)
 
     def names_host(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        listed = {h.lower().split(":")[0] for h in (*self.vpn_gateways, *self.dns_servers, *self.proxies,
+        host = listed_host(host)
+        listed = {listed_host(h) for h in (*self.vpn_gateways, *self.dns_servers, *self.proxies,
                                                     *self.pac_hosts, *self.federation_hosts)}
         return host in listed
 
@@ -135,10 +135,10 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
         gateways: dict[str, str] = {}
         for p in profiles:
             for g in p.vpn_gateways:
-                gateways.setdefault(g.casefold().split(":")[0], p.name)
+                gateways.setdefault(listed_host(g), p.name)
         for p in profiles:
             unknown = [n for n in p.vpn_failover if n.casefold() not in canonical
-                       and n.casefold().split(":")[0] not in gateways]
+                       and listed_host(n) not in gateways]
             if unknown:
                 raise ConfigError(f"{where}: [site] {p.name!r} vpn_failover names {unknown[0]!r}, which is neither "
                                   "a site profile's name nor a VPN gateway a profile lists")
@@ -146,7 +146,7 @@ def check_site_names(profiles: Sequence[SiteProfile], where: str) -> tuple[SiteP
                 raise ConfigError(f"{where}: [site] {p.name!r} internet_via names {p.internet_via!r}, which no "
                                   "profile is named")
         profiles = [replace(p, vpn_failover=tuple(dict.fromkeys(
-                                canonical.get(n.casefold()) or gateways[n.casefold().split(":")[0]]
+                                canonical.get(n.casefold()) or gateways[listed_host(n)]
                                 for n in p.vpn_failover)),
                             internet_via=canonical[p.internet_via.casefold()] if p.internet_via else None)
                     for p in profiles]
@@ -220,13 +220,16 @@ def select_site_profile(profiles: Sequence[SiteProfile], addresses: Iterable[str
     """The profile that applies to this laptop, chosen from several (the collector's policy).
 
     ``addresses`` are the laptop's own addresses and, when known, its public egress address.
-    The first profile whose ``networks`` hold one of them wins; failing that, the first whose
-    ``name`` equals the device's ``site`` tag (ignoring case and surrounding spaces); else None.
+    For the first address a profile's ``networks`` hold, the profile with the most specific network
+    holding it wins (a branch numbered out of a datacentre's block is the branch; the first profile on a
+    tie); failing that, the first whose ``name`` equals the device's ``site`` tag (ignoring case and
+    surrounding spaces); else None.
     """
-    addresses = list(addresses)
-    for profile in profiles:
-        if any(profile.holds_address(a) for a in addresses):
-            return profile
+    for address in addresses:
+        holding = [(max(n.prefixlen for n in p.networks if in_networks(address, (n,))), -i, p)
+                   for i, p in enumerate(profiles) if p.holds_address(address)]
+        if holding:
+            return max(holding, key=lambda h: h[:2])[2]
     tag = (site_tag or "").strip().casefold()
     if tag:
         return next((p for p in profiles if p.name.strip().casefold() == tag), None)

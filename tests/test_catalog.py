@@ -189,3 +189,12 @@ def test_load_catalog_reports_the_file_it_was_given(name: str) -> None:
     path = TESTDATA / name
     with pytest.raises(CatalogError, match=f"^{path}: "):
         load_catalog("Worldwide", path=path)
+
+
+def test_in_networks_is_the_one_membership_test() -> None:
+    from netcheck.m365.catalog import in_networks
+
+    nets = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("2001:db8:c0ff::/48"))
+    assert in_networks("10.20.3.4", nets) and in_networks("2001:db8:c0ff::5%eth0", nets)
+    assert not in_networks("10.21.0.1", nets) and not in_networks("::ffff:10.20.0.1", nets)
+    assert not in_networks("not an address", nets) and not in_networks("10.20.0.1", ())

@@ -107,3 +107,37 @@ def test_the_decisions_import_nothing_that_does_io() -> None:
             "{'socket', 'subprocess', 'httpx', 'dns', 'psutil', 'asyncio'} or m == 'netcheck.site_facts'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- the VPN concentrator's host route ----------------------------------------------------------------------------
+
+def test_the_vpn_concentrators_host_route_is_read_from_each_oss_routing_table() -> None:
+    """Captured tables: macOS (`netstat -rn`, a split tunnel on utun4) and Windows (Get-NetRoute, GlobalProtect)
+    keep the concentrator 203.0.113.10 on Wi-Fi with a host route; Linux's WireGuard marks its packets (table
+    51820), so there is none to read and the answer stays unknown."""
+    from netcheck.assess.site_decisions import vpn_gateway
+    from netcheck.platform import linux, macos, windows
+    from tests.platform.plat_support import read_fixture
+
+    mac = macos.parse_netstat_rn(read_fixture("macos/netstat-rn.txt"))
+    mac_ifaces = (iface("en0", "physical", "192.168.68.57/22"), iface("utun4", "vpn", "10.251.1.7/32"))
+    assert vpn_gateway(mac, mac_ifaces) == "203.0.113.10"
+    assert vpn_gateway(mac, mac_ifaces[:1]) is None  # no tunnel up: a host route is nobody's concentrator
+    win = windows.parse_routes(read_fixture("windows/get-netroute.json"))
+    win_ifaces = (iface("Wi-Fi", "physical", "192.168.1.20/24"), iface("Ethernet 2", "vpn", "10.8.0.5/24"))
+    assert vpn_gateway(win, win_ifaces) == "203.0.113.10"
+    assert vpn_gateway(win, win_ifaces, (ipaddress.ip_network("203.0.113.0/24"),)) is None  # a published range
+    wg = linux.parse_ip_route_show_json(read_fixture("linux/ip-j-4-route-show-all.json"), 4)
+    assert vpn_gateway(wg, (iface("eth0", "physical", "192.0.2.10/24"), iface("wg0", "vpn", "10.66.0.2/32"))) is None
+
+
+def test_two_host_routes_through_the_physical_interface_name_no_concentrator() -> None:
+    from netcheck.assess.site_decisions import vpn_gateway
+    from netcheck.platform.base import Route as TableRoute
+
+    ifaces = (iface("eth0", "physical", "192.168.1.20/24"), iface("tun0", "vpn", "10.8.0.5/24"))
+    gw = TableRoute("198.51.100.7/32", "192.168.1.1", "eth0")
+    assert vpn_gateway((gw, TableRoute("0.0.0.0/1", None, "tun0")), ifaces) == "198.51.100.7"
+    assert vpn_gateway((gw, TableRoute("203.0.113.9/32", "192.168.1.1", "eth0")), ifaces) is None
+    on_link = TableRoute("192.168.1.1/32", "192.168.1.254", "eth0")  # a neighbour on the LAN
+    assert vpn_gateway((gw, on_link, TableRoute("198.51.100.8/32", "10.8.0.1", "tun0")), ifaces) == "198.51.100.7"

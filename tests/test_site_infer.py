@@ -19,7 +19,7 @@ from netcheck.assess.outage import (
     predict,
 )
 from netcheck.assess.site_cases import known_sites, predict_case, site_cases
-from netcheck.assess.site_infer import QUESTION, group_network, infer_sites, inferred
+from netcheck.assess.site_infer import QUESTION, VPN_END, group_network, infer_sites, inferred
 from netcheck.site_profile import SiteProfile
 
 W = ("exchange", "identity")
@@ -64,37 +64,38 @@ def test_internal_v4_by_16_ula_by_48_public_through_the_tunnel_by_24_and_nothing
 
 def test_systems_fall_into_one_inferred_site_per_network_and_a_hosts_addresses_join() -> None:
     sites = infer_sites(lab_like())
-    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"]
-    assert nets(sites[0]) == ["10.20.0.0/16"]
+    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16", VPN_END]
+    assert nets(sites[0]) == ["10.20.0.0/16"] and nets(sites[2]) == []  # where the VPN ends: unseen
     assert nets(sites[1]) == ["10.30.0.0/16", "2001:db8:d0ff::/48"]  # AD FS's two families: one site
     assert all(not s.from_file for s in sites) and inferred(sites)
     proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128", proxy_route=tunnel("10.30.1.31"))
     with_proxy = infer_sites(lab_like(replace(EXCHANGE, proxy=proxy), LOGIN, ADFS))
-    assert len(with_proxy) == 2 and nets(with_proxy[1])[0] == "10.30.0.0/16"  # the proxy joins the DC
+    assert len(with_proxy) == 3 and nets(with_proxy[1])[0] == "10.30.0.0/16"  # the proxy joins the DC
 
 
 def test_public_addresses_alone_are_no_site_a_cloud_idp_stays_an_assumption() -> None:
     """cloud-idp-split without a profile: the federation host is on the internet (reached through the
-    tunnel), which may be the site's or a cloud service's. It is no inferred site of its own; with one
-    internal group left, nothing is inferred and the public-systems assumption hedges it as before."""
+    tunnel), which may be the site's or a cloud service's. It is no inferred site of its own: one internal
+    group is left, and the site where the VPN ends beside it."""
     idp = Dependency("identity", "federation", "sts.cloudidp.example",
                      (tunnel("198.19.255.43"), tunnel("2001:db8:fc1d::43")))
-    assert infer_sites(lab_like(EXCHANGE, LOGIN, idp)) == ()
+    assert [s.name for s in infer_sites(lab_like(EXCHANGE, LOGIN, idp))] == ["unnamed site 10.20.0.0/16", VPN_END]
     # beside two internal sites it is still no site of its own
     sites = infer_sites(lab_like(EXCHANGE, LOGIN, ADFS, idp))
-    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"]
+    assert [s.name for s in sites] == ["unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16", VPN_END]
 
 
 def test_one_ipv4_only_and_one_ipv6_only_group_are_one_dual_stack_site() -> None:
     v6_dns = Resolver("2001:db8:c0ff::53", tunnel("2001:db8:c0ff::53"))
     one = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN))
-    assert infer_sites(one) == ()  # the office's two resolvers: one site, nothing inferred
+    assert [nets(s) for s in infer_sites(one)] == [["10.20.0.0/16", "2001:db8:c0ff::/48"], []]  # one seen site
     two = SiteFacts(False, ("wg0",), (OFFICE_DNS, v6_dns, HOME_DNS), (EXCHANGE, LOGIN, ADFS))
     sites = infer_sites(two)  # AD FS joins the DC's families; the office's two resolvers pair up
-    assert [nets(s) for s in sites] == [["10.30.0.0/16", "2001:db8:d0ff::/48"], ["10.20.0.0/16", "2001:db8:c0ff::/48"]]
+    assert [nets(s) for s in sites] == [["10.30.0.0/16", "2001:db8:d0ff::/48"], ["10.20.0.0/16", "2001:db8:c0ff::/48"],
+                                        []]
     other = Resolver("10.40.0.53", tunnel("10.40.0.53"))
     three = SiteFacts(False, ("wg0",), (OFFICE_DNS, other, v6_dns), (EXCHANGE, LOGIN))
-    assert len(infer_sites(three)) == 3  # two IPv4 groups: which one the IPv6 one belongs to is unknown
+    assert len(infer_sites(three)) == 4  # two IPv4 groups: which one the IPv6 one belongs to is unknown
 
 
 def test_a_proxy_hosts_other_addresses_join_its_networks() -> None:
@@ -102,13 +103,14 @@ def test_a_proxy_hosts_other_addresses_join_its_networks() -> None:
     office's lone IPv4 resolver is not paired with the datacentre's IPv6 network."""
     proxy = ProxyPath(source="environment", proxy="proxy.corp.example:3128", proxy_route=tunnel("2001:db8:d0ff::31"))
     base = SiteFacts(False, ("wg0",), (OFFICE_DNS, HOME_DNS), (replace(EXCHANGE, proxy=proxy), LOGIN))
-    assert infer_sites(base) == ()  # no address tells the proxy's network from the resolver's site apart
+    assert len(infer_sites(base)) == 2  # no address tells the proxy's network from the resolver's site apart
     facts = replace(base, host_addresses=(("proxy.corp.example", ("10.30.1.31", "2001:db8:d0ff::31")),))
-    assert [nets(s) for s in infer_sites(facts)] == [["10.20.0.0/16"], ["10.30.0.0/16", "2001:db8:d0ff::/48"]]
+    assert [nets(s) for s in infer_sites(facts)] == [["10.20.0.0/16"], ["10.30.0.0/16", "2001:db8:d0ff::/48"], []]
 
 
-def test_one_group_or_none_infers_nothing_and_a_home_resolver_is_no_site() -> None:
-    assert infer_sites(lab_like(EXCHANGE, LOGIN)) == ()  # only the office's resolver
+def test_one_group_without_a_vpn_or_none_infers_nothing_and_a_home_resolver_is_no_site() -> None:
+    assert infer_sites(lab_like(EXCHANGE, LOGIN, vpn=False)) == ()  # only the office's resolver, no tunnel
+    assert infer_sites(SiteFacts(False, ("wg0",), (HOME_DNS,), (EXCHANGE, LOGIN))) == ()  # nothing seen
     assert infer_sites(SiteFacts(False, (), (HOME_DNS,), (EXCHANGE, LOGIN))) == ()
     told = (SiteProfile(name="Paris", from_file=True), SiteProfile(name="unnamed site 10.0.0.0/16"))
     assert not inferred(told)
@@ -127,7 +129,7 @@ def row(p: object, wid: str) -> object:
 
 def test_where_the_vpn_concentrator_is_cannot_be_read_so_the_office_case_is_uncertain() -> None:
     m = model()
-    office, dc = (s.name for s in m.sites)
+    office, dc, _ = (s.name for s in m.sites)
     p = predict_case(m, {office})
     ident = row(p, "identity")
     # stays: black-holed if the concentrator is at the office, through it otherwise
@@ -169,8 +171,10 @@ def test_cases_views_and_what_if_for_inferred_sites() -> None:
     views = known_sites(m, everything)
     assert [(v.name, v.told) for v in views] == [(s.name, False) for s in m.sites]
     assert views[1].networks[:2] == ("10.30.0.0/16", "2001:db8:d0ff::/48")
+    assert (views[2].networks, views[2].systems) == ((), (("vpn", "wg0"),))  # where the VPN ends: no networks
     cases = site_cases(m, views, NAMES, list(W), everything)
-    assert [c.down for c in cases] == [(m.sites[0].name,), (m.sites[1].name,), tuple(s.name for s in m.sites)]
+    office, dc, end = (s.name for s in m.sites)
+    assert [c.down for c in cases] == [(office,), (dc,), (end,), (office, dc), (office, dc, end)]
     assert "you might lose Sign-in" in cases[0].answer
     section = replace(assess_outage(everything, NAMES, list(W), several_sites=True), sites=views, model=m,
                       cases=cases)
@@ -179,6 +183,24 @@ def test_cases_views_and_what_if_for_inferred_sites() -> None:
         rows = what_if(data, case["down"])
         assert [(r["id"], r["stays"], r["drops"]) for r in rows] == [
             (w["id"], w["if_vpn_stays"], w["if_vpn_drops"]) for w in case["workloads"]]
+
+
+def test_site_down_takes_the_inferred_sites_names_as_the_report_shows_them() -> None:
+    """``netcheck check --site-down NAME`` without a profile: the names are the inferred sites' (any case),
+    and the one case is the same prediction as that site's case among all of them."""
+    import pytest
+
+    from netcheck.assess.site_cases import one_case, site_down_names
+    from netcheck.errors import ConfigError
+
+    m = model()
+    office, dc, _ = (s.name for s in m.sites)
+    assert site_down_names([" Unnamed Site 10.30.0.0/16 ", office], m.sites) == (dc, office)
+    with pytest.raises(ConfigError, match="the sites are: unnamed site 10.20.0.0/16, unnamed site 10.30.0.0/16"):
+        site_down_names(["Paris"], m.sites)
+    case = one_case(m, site_down_names([dc.upper()], m.sites), NAMES, list(W))
+    assert case.down == (dc,) and case.prediction == predict_case(m, {dc})
+    assert case.answer.startswith(f"If {dc} went down: you would lose Sign-in")
 
 
 # --- the told misses of the two-site lab ---------------------------------------------------------------------------
@@ -216,3 +238,152 @@ def test_the_tunnel_stays_in_both_behaviours_while_its_gateways_site_is_up() -> 
     adfs = Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.20.1.43"),))
     p = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, DUBLIN), down={"Dublin DC"})
     assert (row(p, "identity").if_vpn_stays, row(p, "identity").if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
+
+def test_a_hosts_other_address_is_at_the_site_that_holds_one_of_them() -> None:
+    """AD FS at Dublin on 10.30.1.43 through the tunnel, and on a public IPv6 address the profile's networks
+    do not list, reached direct: one machine, one site, so losing Dublin loses both families."""
+    adfs = Dependency("identity", "federation", "adfs.corp.example",
+                      (tunnel("10.30.1.43"), direct("2001:db8:d1ff::43")))
+    dublin = replace(DUBLIN, networks=(ipaddress.ip_network("10.30.0.0/16"),))
+    p = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, dublin), down={"Dublin DC"})
+    assert (row(p, "identity").if_vpn_stays, row(p, "identity").if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert not any("2001:db8:d1ff::43" in e and "does not depend" in e for e in row(p, "identity").evidence)
+    up = predict(lab_like(EXCHANGE, LOGIN, adfs), PARIS, W, sites=(PARIS, dublin), down={"Paris"})
+    assert row(up, "identity").if_vpn_drops is Fate.WORKS  # the IPv6 address is still there once the VPN drops
+
+
+# --- a laptop on an inferred site's network ------------------------------------------------------------------------
+
+def at_a_branch_of_the_dc() -> SiteFacts:
+    """On a LAN numbered out of the datacentre's block (no VPN), its resolver in the DC, AD FS at the office:
+    the paths seen there (office), and as from home (internal addresses out of reach, the home router)."""
+    from netcheck.assess.outage import FactsPatch
+
+    out_of_reach = Route("10.30.1.53", "home connection", "unreachable")
+    adfs_home = Dependency("identity", "federation", "adfs.corp.example",
+                           (Route("10.20.1.43", "home connection", "unreachable"),))
+    router = Resolver("the home router", Route("the home router", "home connection", "physical"))
+    office = FactsPatch(vpn_interfaces=(), resolvers=(Resolver("10.30.1.53", direct("10.30.1.53")),),
+                        dependencies=(EXCHANGE, LOGIN, replace(adfs_home, routes=(direct("10.20.1.43"),))))
+    return SiteFacts(True, (), (Resolver("10.30.1.53", out_of_reach), router), (EXCHANGE, LOGIN, adfs_home),
+                     office=office, home_link_slow=False)
+
+
+def test_losing_the_inferred_site_a_laptop_stands_on_is_hedged_between_home_and_cut_off() -> None:
+    """Without a profile, a network numbered out of the DC's block may be the DC's own (the person works from
+    home) or a branch behind it (the person stays there, cut off): both answers, the question named."""
+    from netcheck.assess.site_infer import place_question
+
+    facts = at_a_branch_of_the_dc()
+    sites = infer_sites(facts)
+    office, dc = "unnamed site 10.20.0.0/16", "unnamed site 10.30.0.0/16"
+    assert sorted(s.name for s in sites) == [office, dc]
+    m = ModelInput(replace(facts, site_here=dc), SiteProfile(), sites, W)
+    for down in ({dc}, {office, dc}):
+        ex = row(predict_case(m, down), "exchange")
+        assert ex.if_vpn_stays is Fate.UNCERTAIN and ex.possible["stays"] == (Fate.WORKS, Fate.FAILS)
+        assert place_question(dc) in ex.assumptions
+    cut = predict(replace(m.facts, stays_cut_off=True), SiteProfile(), W, sites=sites, down={dc})
+    assert all(w.if_vpn_stays is Fate.FAILS for w in cut.workloads)
+    assert any(f"you stay at {dc}, which is down: cut off" in e for e in row(cut, "exchange").evidence)
+    lost_office = predict_case(m, {office})  # the DC, where the laptop is, stays up: no hedge, it stays
+    assert row(lost_office, "exchange").if_vpn_stays is Fate.WORKS
+    assert row(lost_office, "identity").if_vpn_stays is Fate.FAILS  # AD FS is at the office
+
+
+def test_a_branch_told_as_a_site_of_its_own_stays_at_the_branch_and_has_a_case_for_every_other_site() -> None:
+    """The same branch with a profile: it is a site whose internet goes out through the DC. Losing the DC, or
+    the DC and the office, the person stays at the branch and loses everything; losing the branch itself,
+    they work from home. The cases: each site, every site but the branch, every site."""
+    from netcheck.assess.outage import SiteView
+
+    branch = SiteProfile(name="Branch", networks=(ipaddress.ip_network("10.30.0.0/24"),), internet_via="Dublin DC",
+                         from_file=True)
+    dublin = replace(DUBLIN, networks=(ipaddress.ip_network("10.30.0.0/16"),))
+    sites = (PARIS, dublin, branch)
+    m = ModelInput(replace(at_a_branch_of_the_dc(), site_here="Branch"), branch, sites, W)
+    for down in ({"Dublin DC"}, {"Paris", "Dublin DC"}):
+        assert all(w.if_vpn_stays is Fate.FAILS for w in predict_case(m, down).workloads)
+    assert row(predict_case(m, {"Paris", "Dublin DC", "Branch"}), "exchange").if_vpn_stays is Fate.WORKS  # home
+    views = tuple(SiteView(s.name, True, (), ()) for s in sites)
+    cases = site_cases(m, views, NAMES, list(W))
+    assert [c.down for c in cases] == [("Paris",), ("Dublin DC",), ("Branch",), ("Paris", "Dublin DC"),
+                                       ("Paris", "Dublin DC", "Branch")]
+    assert cases[3].answer.startswith("If Paris and Dublin DC both went down: you would lose")
+
+
+# --- the VPN concentrator's address, when the routing table shows it ----------------------------------------------
+
+def test_a_readable_concentrator_address_is_a_site_of_its_own_and_settles_where_the_tunnel_ends() -> None:
+    """dc-resolver with a VPN client that adds a host route to its server: the only resolver is in the DC,
+    the concentrator on the office's public network. Two sites, no hedge over the concentrator: losing the DC
+    loses name resolution whatever the VPN client does (its tunnel, to the office, stays)."""
+    told = replace(dc_resolver(), vpn_gateway="203.0.113.10")
+    sites = infer_sites(told)
+    assert [nets(s) for s in sites] == [["10.30.0.0/16"], ["203.0.113.0/24"]]
+    m = ModelInput(told, SiteProfile(), sites, W)
+    dc, office = (s.name for s in sites)
+    lost_dc = row(predict_case(m, {dc}), "exchange")
+    assert (lost_dc.if_vpn_stays, lost_dc.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert QUESTION not in lost_dc.assumptions
+    lost_office = row(predict_case(m, {office}), "exchange")
+    assert (lost_office.if_vpn_stays, lost_office.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)  # black-holed / home
+    assert QUESTION not in lost_office.assumptions
+
+
+def dc_resolver() -> SiteFacts:
+    """dc-resolver: the only resolver the VPN hands out is in the DC (10.30.1.53); Exchange and sign-in direct."""
+    return SiteFacts(False, ("wg0",), (Resolver("10.30.1.53", tunnel("10.30.1.53")),), (EXCHANGE, LOGIN))
+
+
+def test_one_seen_site_and_an_unread_concentrator_infer_the_site_where_the_vpn_ends() -> None:
+    """dc-resolver without a profile, its WireGuard server unread: one group of systems (the DC's) is seen, and
+    the concentrator may be there or at a site of its own. Losing the seen site alone: the resolver is gone,
+    and if the VPN drops, whether the tunnel went with it is the question (hedged). Losing the site where the
+    VPN ends alone: the tunnel goes with it whichever answer holds (black-holed / direct), no hedge."""
+    facts = dc_resolver()
+    sites = infer_sites(facts)
+    assert [(s.name, nets(s), s.vpn_gateways) for s in sites] == [
+        ("unnamed site 10.30.0.0/16", ["10.30.0.0/16"], ()), (VPN_END, [], ())]
+    assert inferred(sites)
+    m = ModelInput(facts, SiteProfile(), sites, W)
+    dc, end = (s.name for s in sites)
+    lost_dc = row(predict_case(m, {dc}), "exchange")
+    assert lost_dc.if_vpn_stays is Fate.FAILS  # the only resolver is gone, whatever the tunnel does
+    assert lost_dc.if_vpn_drops is Fate.UNCERTAIN and lost_dc.possible["drops"] == (Fate.WORKS, Fate.FAILS)
+    assert QUESTION in lost_dc.assumptions
+    assert any("if it is at a site of its own" in e for e in lost_dc.evidence)
+    lost_end = row(predict_case(m, {end}), "exchange")
+    assert (lost_end.if_vpn_stays, lost_end.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+    both = row(predict_case(m, None), "exchange")
+    assert (both.if_vpn_stays, both.if_vpn_drops) == (Fate.FAILS, Fate.WORKS)
+
+
+def test_the_cases_and_the_employees_words_for_the_site_where_the_vpn_ends() -> None:
+    facts = dc_resolver()
+    m = ModelInput(facts, SiteProfile(), infer_sites(facts), W)
+    everything = predict_case(m, None)
+    views = known_sites(m, everything)
+    assert [(v.name, v.told, v.networks, v.systems) for v in views] == [
+        ("unnamed site 10.30.0.0/16", False, ("10.30.0.0/16", "10.30.1.53/32"), (("dns", "10.30.1.53"),)),
+        (VPN_END, False, (), (("vpn", "wg0"),))]
+    cases = site_cases(m, views, NAMES, list(W), everything)
+    dc = "unnamed site 10.30.0.0/16"
+    assert [c.down for c in cases] == [(dc,), (VPN_END,), (dc, VPN_END)]
+    assert cases[1].answer.startswith(
+        "If the site where your VPN ends went down: you would lose Exchange Online (the servers that look up names "
+        "are reached through your VPN, and the site where it ends is down; if your VPN stays connected)")
+    assert cases[0].answer.startswith("If unnamed site 10.30.0.0/16 went down: you would lose Exchange Online (the "
+                                      "servers that look up names are in unnamed site 10.30.0.0/16; if your VPN stays")
+    hang = next(c for c in row(cases[0].prediction, "exchange").causes if c.kind is CauseKind.ASSUMPTION)
+    assert "vpn_gateways" in hang.subject  # the fix: a site profile naming the VPN gateways
+
+
+def test_a_read_concentrator_address_in_the_one_seen_group_leaves_nothing_to_infer() -> None:
+    """The routing table shows the concentrator and it is at the one site seen: that site is the corporate
+    site netcheck has always reasoned about, no site where the VPN ends, no hedge over it."""
+    facts = replace(dc_resolver(), vpn_gateway="10.30.0.1")
+    assert infer_sites(facts) == ()
+    p = predict(facts, SiteProfile(), W)
+    assert all(QUESTION not in w.assumptions for w in p.workloads)
+    assert (row(p, "exchange").if_vpn_stays, row(p, "exchange").if_vpn_drops) == (Fate.FAILS, Fate.WORKS)

@@ -141,10 +141,17 @@ def test_the_profile_holding_one_of_the_laptops_addresses_is_chosen() -> None:
     assert select_site_profile(ALL, ["203.0.113.9"]) is PARIS  # a public egress address
 
 
-def test_the_first_matching_profile_wins() -> None:
+def test_the_most_specific_matching_profile_wins_then_the_first() -> None:
+    """As routing does: a branch numbered out of a datacentre's block is the branch, whichever comes first."""
     wide = SiteProfile(name="everything", networks=(ipaddress.ip_network("10.0.0.0/8"),), from_file=True)
-    assert select_site_profile((wide, LYON), ["10.30.4.5"]) is wide
+    assert select_site_profile((wide, LYON), ["10.30.4.5"]) is LYON
     assert select_site_profile((LYON, wide), ["10.30.4.5"]) is LYON
+    branch = SiteProfile(name="branch", networks=(ipaddress.ip_network("10.30.0.0/24"),), from_file=True)
+    assert select_site_profile((LYON, branch), ["10.30.0.100"]) is branch
+    assert select_site_profile((LYON, branch), ["10.30.1.100"]) is LYON
+    twin = SiteProfile(name="twin", networks=LYON.networks, from_file=True)
+    assert select_site_profile((twin, LYON), ["10.30.4.5"]) is twin
+    assert select_site_profile((wide, LYON), ["10.40.0.1", "10.30.4.5"]) is wide  # the first address held decides
 
 
 def test_without_a_network_match_the_site_tag_names_the_profile() -> None:
@@ -246,3 +253,10 @@ def test_vpn_failover_may_name_a_site_or_a_gateway_another_site_lists(tmp_path: 
     path.write_text('[[site]]\nname = "Paris"\nvpn_failover = ["vpn9.corp.example"]\n\n[[site]]\nname = "Dublin"\n')
     with pytest.raises(ConfigError, match="neither a site profile's name nor a VPN gateway"):
         load_site_profiles(path)
+
+
+def test_a_profile_names_an_ipv6_resolver_by_its_whole_address() -> None:
+    site = SiteProfile(name="Paris", dns_servers=("2001:db8:c0ff::53", "10.20.0.53"), proxies=("[2001:db8::8]:3128",))
+    assert site.names_host("2001:db8:c0ff::53") and site.names_host("2001:DB8:C0FF::53")
+    assert not site.names_host("2001:db8:d0ff::53")  # another site's resolver in the same /32
+    assert site.names_host("2001:db8::8") and site.names_host("10.20.0.53")

@@ -20,7 +20,10 @@ Where the person is when a site is lost (several sites): a laptop on a site's ne
 where it is when a *different* site is lost, and reasons over the paths seen on that network
 (``SiteFacts.office``); the person goes home when their *own* site is lost (the paths as from
 home). A site whose internet goes out through another (``internet_via``, or the laptop's public
-address, seen by STUN, in that site's networks) loses the internet where it stands with that site.
+address, seen by STUN, in that site's networks) loses the internet where it stands with that site:
+a branch told as a site of its own stays at the branch, cut off, when the site it goes through is
+lost. ``SiteFacts.stays_cut_off`` is the other answer for a laptop whose own site is lost (it stays
+there, reaching nothing beyond it), which inferred sites hedge over (netcheck.assess.site_infer).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import ipaddress
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from urllib.parse import urlsplit
 
+from netcheck.m365.catalog import in_networks
 from netcheck.models import Finding, Severity, Verdict
+from netcheck.names import proxy_host, url_host
 from netcheck.site_profile import SiteProfile
 
 BEHAVIOURS = ("stays", "drops")
@@ -172,6 +176,13 @@ class SiteFacts:
     #: Every address of the proxy and PAC hosts (host, addresses): their routes carry one address each,
     #: and the others tell which networks are one site's (see netcheck.assess.site_infer).
     host_addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: On a site's network when that site is lost: the person stays there, cut off with it, instead of going
+    #: home. Never gathered: set only by the answer to "is your network that site's own, or a place that
+    #: reaches everything through it?" (see netcheck.assess.site_infer), which inferred sites cannot tell.
+    stays_cut_off: bool = False
+    #: The VPN concentrator's address, when the routing table shows it (the host route most VPN clients add
+    #: to their server through the physical interface; see netcheck.assess.site_decisions.vpn_gateway).
+    vpn_gateway: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,11 +281,7 @@ _INTERNAL = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12
 
 
 def is_internal(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return False
-    return any(ip.version == n.version and ip in n for n in _INTERNAL)
+    return in_networks(address, _INTERNAL)
 
 
 def no_route(route: Route, up: str = "the site") -> str:
@@ -344,7 +351,9 @@ class _Model:
         #: The site whose network the laptop is on (None: not on one).
         self.here = (facts.site_here or self.fallback) if facts.on_site else None
         #: The laptop stays where it is (its site is up, the loss is elsewhere): the paths seen there.
-        self.staying = facts.office is not None and self.here not in self.down
+        self.staying = facts.office is not None and (self.here not in self.down or facts.stays_cut_off)
+        #: The laptop stays on its own site's network although that site is down: nothing beyond it is reached.
+        self.cut_off = self.staying and self.here in self.down
         if self.staying and facts.office is not None:
             facts = facts.office(facts, profile)[0]
         #: The person works from home: the laptop's own site is down (or no office paths were gathered).
@@ -352,6 +361,14 @@ class _Model:
         self.facts = facts
         self.internal_hosts = internal_hosts(facts)
         self.mapped = any(s.networks for s in self.sites)
+        #: The site of each host one of whose addresses a site holds: a host's addresses are one machine (or
+        #: one load balancer), at one site, whichever family reaches it.
+        self.host_sites: dict[str, str] = {}
+        for d in facts.dependencies:
+            for r in d.routes:
+                holder = next((s.name for s in self.sites if s.holds_address(r.address)), None)
+                if holder is not None:
+                    self.host_sites.setdefault(d.host, holder)
         self.tunnel_sites = vpn_sites(self.sites, self.fallback)
         self.tunnel_up = bool(facts.vpn_interfaces) and not all(s in self.down for s in self.tunnel_sites)
         self.exit = self.internet_exit()
@@ -392,6 +409,9 @@ class _Model:
         site, or the paths seen there were not gathered, so the person is taken home in every case)."""
         if self.here is None or self.single or self.facts.office is None:
             return None
+        if self.cut_off:
+            return (f"you stay at {self.here}, which is down: cut off with it, nothing beyond its network is "
+                    "reached")
         if self.staying:
             exit_words = f"; its internet goes out through {self.exit}" if self.exit and self.exit != self.here else ""
             return (f"you stay at {self.here}, which is up: the paths are those seen on its network{exit_words} "
@@ -412,6 +432,8 @@ class _Model:
         for site in self.sites:
             if site.holds_address(route.address) or (host and site.names_host(host)):
                 return site.name
+        if host and host in self.host_sites:
+            return self.host_sites[host]
         # a host with an internal address among its addresses is a site's, whichever of them is used
         internal = is_internal(route.address) or bool(host and host in self.internal_hosts)
         if not self.mapped and (role == "federation" or (role in ("dns", "proxy", "pac") and route.kind == "vpn")):
@@ -434,6 +456,9 @@ class _Model:
             kind = CauseKind.SIGN_IN if role == "federation" else {
                 "dns": CauseKind.DNS, "proxy": CauseKind.PROXY, "pac": CauseKind.PAC}.get(role, CauseKind.HOSTED)
             return _Reach(False, f"{where}: it is at {self.label(owner)}, which is down", kind, owner)
+        if self.cut_off and route.kind != "loopback":
+            return _Reach(False, f"{where}: beyond {self.here}, where you are and which is down",
+                          CauseKind.INTERNET_VIA, self.here)
         via = self.via(owner) if role == "proxy" else None
         if via is not None and via in self.down:
             return _Reach(False, f"{where}: the proxy is at {owner}, whose internet goes out through {via}, which is "
@@ -514,7 +539,7 @@ class _Model:
         proxy_name, proxy_route = p.proxy, p.proxy_route
         pac_lost: list[Cause] = []
         if p.source == "pac" and p.pac_route is not None:
-            pac = self.reach(p.pac_route, behaviour, _url_host(p.pac_url), role="pac")
+            pac = self.reach(p.pac_route, behaviour, url_host(p.pac_url), role="pac")
             if not pac.ok:
                 why.append(f"PAC file {p.pac_url}: {pac.reason}")
                 if self.profile.pac_unreachable == "cached":
@@ -531,7 +556,7 @@ class _Model:
                     proxy_name, proxy_route = p.without_pac, p.without_pac_route
                     pac_lost = [Cause(CauseKind.PAC, p.pac_url or "", pac.site, why[-2])]
         if proxy_name is not None and proxy_route is not None:
-            proxy = self.reach(proxy_route, behaviour, (proxy_name or "").rsplit(":", 1)[0], role="proxy")
+            proxy = self.reach(proxy_route, behaviour, proxy_host(proxy_name), role="proxy")
             why.append(f"{dep.host} goes through the proxy {proxy_name}: {proxy.reason}")
             if proxy.ok:
                 return Fate.WORKS, why, []
@@ -608,12 +633,12 @@ class _Model:
         seen: set[str] = set()
         for d in self.facts.dependencies:
             p = d.proxy
-            pac_site = self.site_of(p.pac_route, _url_host(p.pac_url), "pac") if p.pac_route else None
+            pac_site = self.site_of(p.pac_route, url_host(p.pac_url), "pac") if p.pac_route else None
             if p.pac_route and p.pac_url and p.pac_url not in seen and pac_site is not None:
                 seen.add(p.pac_url)
                 out.append(SiteSystem("pac", p.pac_url, f"PAC file served from {p.pac_route.address}", pac_site,
                                       p.pac_route.address))
-            proxy_site = self.site_of(p.proxy_route, _host_of(p.proxy), "proxy") if p.proxy_route else None
+            proxy_site = self.site_of(p.proxy_route, proxy_host(p.proxy), "proxy") if p.proxy_route else None
             if p.proxy and p.proxy_route and p.proxy not in seen and proxy_site is not None:
                 seen.add(p.proxy)
                 out.append(SiteSystem("proxy", p.proxy, f"proxy at {p.proxy_route.address}", proxy_site,
@@ -647,7 +672,7 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
         return None
     model = _Model(facts, profile, {}, sites, down)
     if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
-               and any(not model.reach(d.proxy.pac_route, b, _url_host(d.proxy.pac_url), role="pac").ok
+               and any(not model.reach(d.proxy.pac_route, b, url_host(d.proxy.pac_url), role="pac").ok
                        for b in BEHAVIOURS)
                for d in facts.dependencies):
         return None
@@ -656,10 +681,6 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
 
     return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
                       tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
-
-
-def _url_host(url: str | None) -> str | None:
-    return urlsplit(url).hostname if url else None
 
 
 def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
@@ -683,8 +704,8 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
         if d.role == "federation":
             for r in d.routes:
                 check(r, d.host, "federation")
-        check(d.proxy.proxy_route, _host_of(d.proxy.proxy), "proxy")
-        check(d.proxy.pac_route, _url_host(d.proxy.pac_url), "pac")
+        check(d.proxy.proxy_route, proxy_host(d.proxy.proxy), "proxy")
+        check(d.proxy.pac_route, url_host(d.proxy.pac_url), "pac")
     if not public:
         return None
     names = ", ".join(public)
@@ -720,10 +741,6 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
     return Assumption("whether the home connection or the path through the site makes it slow now", "",
                       (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
                        ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
-
-
-def _host_of(proxy: str | None) -> str | None:
-    return urlsplit(f"//{proxy}").hostname if proxy else None
 
 
 def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
@@ -1106,8 +1123,8 @@ def address_sites(model: ModelInput) -> dict[str, str | None]:
             out.setdefault(route.address, m.site_of(route, d.host, d.role))
         p = d.proxy
         if p.proxy_route:
-            out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, (p.proxy or "").rsplit(":", 1)[0],
+            out.setdefault(p.proxy_route.address, m.site_of(p.proxy_route, proxy_host(p.proxy),
                                                             "proxy"))
         if p.pac_route:
-            out.setdefault(p.pac_route.address, m.site_of(p.pac_route, _url_host(p.pac_url), "pac"))
+            out.setdefault(p.pac_route.address, m.site_of(p.pac_route, url_host(p.pac_url), "pac"))
     return out

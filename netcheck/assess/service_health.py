@@ -22,10 +22,10 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from netcheck.m365.catalog import WorkloadMap
 from netcheck.models import Assessment, Finding, Severity, Status, WorkloadResult
+from netcheck.names import url_host
 
 #: older service health than this (the collector's last good poll) is not trusted to say "no incident"
 STALE_AFTER = dt.timedelta(hours=2)
@@ -212,7 +212,7 @@ def health_findings(rows: Sequence[WorkloadResult], services: Mapping[str, tuple
             title="Is it Microsoft? Ask IT whether Microsoft reports an incident",
             detail=f"{why}, and no status page is known for this cloud.",
             remediation="IT sees Microsoft's incidents in the Microsoft 365 admin center, Service health."),)
-    host = urlsplit(site.url).hostname or site.url
+    host = url_host(site.url) or site.url
     state = "reachable" if site.reachable else "not tested" if site.reachable is None else "unreachable"
     if site.reachable:
         reach = "That page can be reached from here."

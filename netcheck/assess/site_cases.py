@@ -32,7 +32,7 @@ from netcheck.assess.outage import (
     predict,
     worst,
 )
-from netcheck.assess.site_infer import inferred, predict_inferred
+from netcheck.assess.site_infer import VPN_END, inferred, predict_inferred
 from netcheck.errors import ConfigError
 from netcheck.site_profile import SiteProfile
 
@@ -84,10 +84,20 @@ def predict_case(model: ModelInput, down: Collection[str] | None) -> OutagePredi
 
 def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str, str], core: Sequence[str],
                everything: OutagePrediction | None = None) -> tuple[OutageCase, ...]:
-    """Each site alone, then (several sites) all of them together; ``everything``: the all-down
-    prediction when the caller already has it."""
+    """Each site alone; on a site's network with two or more others, every site but that one together
+    (a branch behind a datacentre asks what is left where it stands when the rest is lost); every seen site
+    together when two or more are seen beside the site where the VPN ends (unseen: the seen ones are the
+    sites IT knows by their systems); then (several sites) all of them together; ``everything``: the
+    all-down prediction when the caller already has it."""
     baseline = predict_case(model, ())
-    downs = [(s.name,) for s in sites]
+    downs: list[tuple[str, ...]] = [(s.name,) for s in sites]
+    here = model.facts.site_here if model.facts.on_site else None
+    others = tuple(s.name for s in sites if s.name != here)
+    if here in {s.name for s in sites} and len(others) > 1:
+        downs.append(others)
+    seen = tuple(s.name for s in sites if s.name != VPN_END)
+    if len(seen) > 1 and len(seen) < len(sites) and seen not in downs:
+        downs.append(seen)
     out = [make_case(model, down, predict_case(model, down), baseline, names, core) for down in downs]
     if len(sites) > 1:
         every = tuple(s.name for s in sites)  # with the predict default: every site down, named or not
@@ -119,9 +129,18 @@ _PLAIN: Mapping[CauseKind, str] = {
 }
 
 
+#: The same, when the cause is the site where the VPN ends (inferred, unseen): what is lost there is the tunnel.
+_AT_VPN_END: Mapping[CauseKind, str] = {
+    CauseKind.TUNNEL: "it goes through your VPN, and the site where it ends is down",
+    CauseKind.DNS: "the servers that look up names are reached through your VPN, and the site where it ends is down",
+    CauseKind.VPN_ONLY: "{subject} is reachable only through your VPN, and the site where it ends is down",
+}
+
+
 def _why(prediction: OutagePrediction, wid: str) -> str:
     row = next(w for w in prediction.workloads if w.id == wid)
-    phrases = [_PLAIN[c.kind].format(subject=c.subject, place=_place(c.site), site=c.site or "the site")
+    phrases = [(_AT_VPN_END if c.site == VPN_END and c.kind in _AT_VPN_END else _PLAIN)[c.kind].format(
+                   subject=c.subject, place=_place(c.site), site=c.site or "the site")
                for c in row.causes if c.kind in _PLAIN]
     return "; ".join(dict.fromkeys(phrases))
 
@@ -186,7 +205,8 @@ def one_case(model: ModelInput, down: Sequence[str], names: Mapping[str, str], c
 
 
 def site_down_names(asked: Sequence[str], sites: Sequence[SiteProfile]) -> tuple[str, ...]:
-    """The site names ``asked`` for, as the profiles spell them (case and surrounding spaces aside);
+    """The site names ``asked`` for, as the sites spell them (case and surrounding spaces aside): told
+    sites, or the inferred ones (:mod:`netcheck.assess.site_infer`) a check without a profile shows;
     ConfigError naming the known sites for one that is not known."""
     known = all_site_names(sites or (SiteProfile(),))
     by_key = {n.casefold(): n for n in known}

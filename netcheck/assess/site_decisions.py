@@ -24,9 +24,10 @@ from netcheck.assess.outage import (
     World,
     is_internal,
 )
-from netcheck.m365.catalog import Catalog, EndpointSet, Network
+from netcheck.m365.catalog import Catalog, EndpointSet, Network, in_networks
 from netcheck.models import Category
 from netcheck.platform.base import UNKNOWN, UNREACHABLE, Egress, Interface
+from netcheck.platform.base import Route as TableRoute
 from netcheck.site_profile import SiteProfile
 
 #: Split-tunnel classes, as Microsoft's connectivity test names them, plus "no_route": the laptop has no
@@ -147,7 +148,7 @@ def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalo
         family = "ipv6" if ip.version == 6 else "ipv4"
         if mode == "none" or family not in families:  # no tunnel for it: the home connection, never the site
             return Route(route.address, HOME_UPLINK, "unreachable" if at_site else "physical")
-        if not at_site and family in exclude_families and any(ip.version == n.version and ip in n for n in excluded):
+        if not at_site and family in exclude_families and in_networks(route.address, excluded):
             return Route(route.address, HOME_UPLINK, "physical")
         return Route(route.address, VPN_PROFILE, "vpn")
 
@@ -217,3 +218,42 @@ def is_on_site(vpn: tuple[str, ...], resolvers: Sequence[str], egress: Mapping[s
     if federation:
         site_hosts.extend(wanted.get(federation, []))
     return any(is_internal(a) and a in egress and egress[a].kind != "vpn" for a in site_hosts)
+
+
+def vpn_gateway(routes: Sequence[TableRoute], interfaces: Sequence[Interface],
+                published: Sequence[Network] = ()) -> str | None:
+    """The VPN concentrator's address, read from the routing table without admin rights, or None.
+
+    While a tunnel is up, most VPN clients (OpenVPN, AnyConnect, GlobalProtect, Windows' own) add a host
+    route to their server through the physical interface, so the tunnel's own packets do not enter it.
+    The one host route (a /32 or /128) with a next hop, through an interface that is not the VPN's, to an
+    address that is not the laptop's own nor in Microsoft's ``published`` ranges (a split tunnel's
+    exclusions may be host routes), is taken as that server's. None when there is no tunnel, no such
+    route (WireGuard marks its packets instead: its endpoint is not readable unprivileged) or several.
+    """
+    up = {i.name: i for i in interfaces if i.is_up}
+    if not any(i.kind == "vpn" for i in up.values()):
+        return None
+    on_link = [ipaddress.ip_interface(a.split("%")[0]).network for i in interfaces for a in i.addresses
+               if _is_interface_address(a)]
+    found: dict[str, None] = {}
+    for r in routes:
+        address, _, length = r.destination.partition("/")
+        if not (_is_interface_address(address) and _is_interface_address((r.gateway or "").split("%")[0])):
+            continue  # not an address, or no next hop (on-link, a MAC address, "link#11")
+        ip, hop = ipaddress.ip_address(address), ipaddress.ip_address((r.gateway or "").split("%")[0])
+        via = up.get(r.interface or "")
+        if (r.type != "unicast" or length != str(ip.max_prefixlen) or via is None or via.kind == "vpn"
+                or hop.is_unspecified or ip == hop or ip.is_multicast or ip.is_link_local or ip.is_loopback
+                or any(ip in n for n in on_link if n.version == ip.version) or in_networks(address, published)):
+            continue
+        found[str(ip)] = None
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _is_interface_address(text: str) -> bool:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        return False
+    return True

@@ -6,7 +6,6 @@ rule here is tested with hand-built results (tests/test_verdict.py).
 
 from __future__ import annotations
 
-import ipaddress
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
 from netcheck.assess.outage import OutageSection
-from netcheck.m365.catalog import Network, NotTestable, Workload
+from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
     Assessment,
     Category,
@@ -281,9 +280,8 @@ def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy
                 continue
             addrs = r.detail.get("addresses")
             for a in addrs if isinstance(addrs, list) else []:
-                ip = ipaddress.ip_address(str(a))
-                if not any(ip.version == n.version and ip in n for n in ctx.optimize_networks):
-                    outside.append(f"{r.target.host} -> {ip}")
+                if not in_networks(str(a), ctx.optimize_networks):
+                    outside.append(f"{r.target.host} -> {a}")
     if outside:
         findings.append(Finding(
             code="dns.optimize_outside_ranges", severity=Severity.WARNING,

@@ -84,6 +84,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "identity": f.identity,
         "internal_hosts": sorted(f.internal_hosts), "public_site_systems": f.public_site_systems,
         "home_link_slow": f.home_link_slow, "site_here": f.site_here, "public_egress": f.public_egress,
+        "vpn_gateway": f.vpn_gateway,
         "office": patch(f.office) if f.office is not None else None, "resolvers": resolvers(f.resolvers),
         "host_addresses": [{"host": h, "addresses": list(a)} for h, a in f.host_addresses],
         "dependencies": dependencies(f.dependencies),
@@ -146,6 +147,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             identity=str(data.get("identity", "unknown")), internal_hosts=frozenset(data.get("internal_hosts", [])),
             public_site_systems=bool(data.get("public_site_systems", True)), home_link_slow=data.get("home_link_slow"),
             site_here=data.get("site_here"), public_egress=data.get("public_egress"),
+            vpn_gateway=data.get("vpn_gateway"),
             office=patch(data["office"]) if data.get("office") else None,
             host_addresses=tuple((str(e["host"]), tuple(map(str, e["addresses"])))
                                  for e in data.get("host_addresses", [])))

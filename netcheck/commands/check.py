@@ -50,7 +50,8 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--site-profile", type=click.Path(dir_okay=False, path_type=Path), envvar="NETCHECK_SITE_PROFILE",
               help="IT's site profile (TOML): the site's networks, VPN, DNS, proxies, PAC and federation hosts.")
 @click.option("--site-down", "site_down", metavar="NAME", multiple=True,
-              help="Show just what you would lose if this site went down (a name from the site profile; "
+              help="Show just what you would lose if this site went down (a name from the site profile, or "
+                   "without one a site netcheck inferred, as the report names it: 'unnamed site 10.20.0.0/16'; "
                    "repeat it for several sites going down together).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Also write a self-contained HTML report (for the helpdesk) to this file (- for standard "

@@ -21,6 +21,16 @@ from netcheck.models import Category, Target
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+def in_networks(address: str, networks: Iterable[Network]) -> bool:
+    """Is ``address`` (a zone index such as ``%eth0`` aside) in one of ``networks``? False for text that is
+    not an address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in networks)
+
 INSTANCES: tuple[str, ...] = ("Worldwide", "China", "USGovDoD", "USGovGCCHigh")
 _KNOWN_KEYS = {"id", "serviceArea", "serviceAreaDisplayName", "urls", "ips", "tcpPorts",
                "udpPorts", "expressRoute", "category", "required", "notes"}

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from netcheck.names import url_host
 from netcheck.proxy.settings import DEFAULT_PORTS, ProxySettings, clean_proxy_url, usable_proxy_url
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -288,7 +289,7 @@ def pac_facts(lookup: PacLookup, pac: PacState | None, decisions: Mapping[str, P
         if pac.load_error:
             out["pac_load_error"] = pac.load_error[:500]
         return out
-    bad = [f"{urlsplit(d.url).hostname}: {d.pac_problem}"[:300] for d in decisions.values() if d.pac_problem]
+    bad = [f"{url_host(d.url)}: {d.pac_problem}"[:300] for d in decisions.values() if d.pac_problem]
     if bad:  # rule 3: those URLs went direct
         out["pac_bad_results"] = bad[:50]
         out["pac_fallback"] = _NO_PROXY

@@ -38,6 +38,7 @@ from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError, NetcheckError
 from netcheck.files import read_user_text
 from netcheck.models import Outcome
+from netcheck.names import url_host
 
 #: PAC files larger than this are refused (a PAC is normally a few kB).
 MAX_PAC_BYTES = 2_000_000
@@ -321,13 +322,6 @@ def split_result(raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _host_of(url: str) -> str:
-    try:
-        return urlsplit(url).hostname or ""
-    except ValueError:
-        return ""
-
-
 def evaluate_each(pac_text: str, urls: Sequence[str], my_ip: str | None = None,
                   resolve: Mapping[str, str | Sequence[str]] | None = None, *,
                   per_url_timeout: float = PER_URL_TIMEOUT, load_timeout: float = LOAD_TIMEOUT,
@@ -578,7 +572,7 @@ def serve(stdin: IO[str], stdout: IO[str], clear_environ: bool = True) -> int:
     say({"ready": True, "entry": entry})
     for url in request.get("urls", []):
         try:
-            result = ctx.evaljs(f"{entry}(dukpy.url, dukpy.host)", url=url, host=_host_of(url))
+            result = ctx.evaljs(f"{entry}(dukpy.url, dukpy.host)", url=url, host=url_host(url) or "")
         except Exception as exc:  # a JavaScript error inside FindProxyForURL
             say({"url": url, "error": _js_error(exc)})
             continue

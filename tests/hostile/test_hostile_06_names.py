@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netcheck.models import ProbeResult
-from netcheck.names import ascii_host, host_problem
+from netcheck.names import ascii_host, host_problem, listed_host, proxy_host, url_host
 from netcheck.proxy.settings import from_environment, unusable_proxy_settings, usable_proxy_url
 from netcheck.render.json import render_json
 from tests.hostile.sandbox import needs_sandbox, run_sandboxed
@@ -80,3 +80,15 @@ def test_hostile_unusable_https_proxy_is_one_finding(tmp_path: Path, value: str)
     report = json.loads(proc.stdout)
     codes = [f["code"] for f in report["findings"]]
     assert codes.count("proxy.unusable_setting") == 1
+
+
+def test_url_and_proxy_hosts() -> None:
+    assert url_host("https://[::1]:443/x") == "::1" and url_host("http://[bad/") is None and url_host(None) is None
+    assert url_host("http://PAC.corp.example:8080/proxy.pac") == "pac.corp.example"
+    assert proxy_host("[2001:db8::1]:3128") == "2001:db8::1" and proxy_host("proxy.corp:8080") == "proxy.corp"
+    assert proxy_host(None) is None and proxy_host("") is None
+
+
+def test_a_listed_systems_host_keeps_an_ipv6_address_whole() -> None:
+    assert listed_host("2001:DB8::53") == "2001:db8::53" and listed_host("[2001:db8::53]:53") == "2001:db8::53"
+    assert listed_host(" VPN.corp.example.:443 ") == "vpn.corp.example" and listed_host("10.20.0.53") == "10.20.0.53"

@@ -150,6 +150,11 @@ def _possible(row: dict[str, Any], key: str) -> list[str]:
 Rows = dict[Any, dict[str, Any]]
 
 
+#: The lab site whose gateway the laptop's VPN client connects to (the office's; it fails over to the DC's
+#: only when the office is lost, see ``Vpn.failover``).
+VPN_SITE = "office"
+
+
 def lab_site_addresses(site: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The addresses that make a lab site recognisable in netcheck's inferred sites: its public address and
     its services (resolver, proxy, web/PAC, AD FS, and the VPN gateway's public address)."""
@@ -174,6 +179,9 @@ def map_sites(outage: dict[str, Any], sites: Sites, told: bool) -> tuple[dict[st
     Told: the netcheck site with ``told`` true and the name the scenario's profile gave the lab site.
     Inferred: the one unnamed netcheck site (``told`` not true) whose ``networks`` hold the lab site's
     addresses and none of the other lab site's (a netcheck site holding both does not tell the two apart).
+    The lab site hosting the laptop's connected VPN gateway (:data:`VPN_SITE`), when no netcheck site holds
+    its addresses, maps to netcheck's site where the VPN ends: the unnamed site without networks that holds
+    the VPN tunnel (a ``vpn`` system), which netcheck infers when it cannot read the concentrator's address.
     """
     nc_sites = [x for x in outage.get("sites") or [] if isinstance(x, dict) and isinstance(x.get("name"), str)]
     found: dict[str, str] = {}
@@ -187,6 +195,9 @@ def map_sites(outage: dict[str, Any], sites: Sites, told: bool) -> tuple[dict[st
             other = [a for o in SITES if o != lab for a in lab_site_addresses(o)]
             holding = [x for x in nc_sites if x.get("told") is not True and _holds(x, mine)]
             hits = [x for x in holding if not _holds(x, other)]
+            if lab == VPN_SITE and not holding:
+                hits = [x for x in nc_sites if x.get("told") is not True and not x.get("networks")
+                        and any(isinstance(y, dict) and y.get("kind") == "vpn" for y in x.get("systems") or [])]
             miss = (
                 f"netcheck's site {holding[0]['name']!r} holds both the office's and the dc's addresses"
                 if holding

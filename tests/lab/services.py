@@ -177,7 +177,10 @@ def site_profile(pac_unreachable: str, vpn_mode: str = "none", vpn_exclude: Sequ
 def two_site_profile(s: Scenario) -> str:
     """netcheck's site profile (TOML) for a two-site world: one ``[[site]]`` per lab site, each naming the
     systems it hosts in this scenario. The office's table carries the laptops' VPN profile and, with
-    ``vpn.failover``, ``vpn_failover``: the gateways (at another site) the client fails over to."""
+    ``vpn.failover``, ``vpn_failover``: the gateways (at another site) the client fails over to. A branch
+    laptop's LAN is a site of its own (numbered out of the datacentre's block, the more specific network
+    wins), whose internet goes out through the datacentre (``internet_via``): as IT describes a branch, so
+    netcheck keeps its people at the branch when the datacentre is lost."""
     hosts = {"office": {"networks": [A.OFFICE_V4_SITE, A.CORP_INET.v4_net, A.CORP_V6_AGGREGATE, A.CORP_INET.v6_net],
                         "vpn_gateways": [A.VPN_NAME, A.CORP_INET.v4_b] if s.vpn.enabled else []},
              "dc": {"networks": [A.DC_V4_SITE, A.DC_INET.v4_net, A.DC_V6_AGGREGATE, A.DC_INET.v6_net],
@@ -204,7 +207,16 @@ def two_site_profile(s: Scenario) -> str:
         if site == "office" and s.vpn.failover:
             out.append(f"vpn_failover = {json.dumps([A.VPN2_NAME])}")
         out.append("")
+    if s.laptop.location == "branch":
+        out += ["[[site]]", f"name = {json.dumps(BRANCH_SITE)}",
+                f"networks = {json.dumps([A.BRANCH_LAN.v4_net, A.BRANCH_LAN.v6_net])}",
+                f"internet_via = {json.dumps(s.sites.name('dc'))}", f'pac_unreachable = "{s.proxy.pac_unreachable}"',
+                'vpn_mode = "none"', ""]
     return "\n".join(out)
+
+
+#: The name of the branch's ``[[site]]`` in a branch laptop's profile (not a lab site: never taken down).
+BRANCH_SITE = "Branch office (lab)"
 
 
 # ---------------------------------------------------------------------------

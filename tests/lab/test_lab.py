@@ -822,6 +822,18 @@ def test_two_site_cases_are_read_by_site_name_when_told_and_by_networks_when_inf
     # both down: no exact case, so outage.workloads (every netcheck site down) answers
     rows, why = case_workloads(report, ("office", "dc"), sites, told=False)
     assert why == "outage.workloads (all sites down)" and rows is not None
+    # the lab site hosting the VPN gateway (the office), whose addresses no netcheck site holds: netcheck's site
+    # where the VPN ends (no networks, the tunnel); the dc still by its networks
+    end = "the site where your VPN ends"
+    dc_only = [x for x in report["outage"]["sites"] if x["name"] == "unnamed site 10.30.0.0/16"]
+    report["outage"]["sites"] = [*dc_only, {"name": end, "told": False, "networks": [],
+                                            "systems": [{"kind": "vpn", "name": "wg0"}]}]
+    report["outage"]["cases"][0]["down"] = [end]
+    rows, why = case_workloads(report, ("office",), sites, told=False)
+    assert rows is not None and why == f"outage.cases[down=['{end}']]"
+    report["outage"]["sites"][1]["systems"] = []  # no tunnel: not where a VPN ends, no site for the office
+    rows, why = case_workloads(report, ("office",), sites, told=False)
+    assert rows is None and "holds the office's addresses" in why
     # a netcheck site holding both sites' addresses does not tell them apart: a miss
     report["outage"]["sites"] = [{"name": "unnamed", "told": False, "networks": ["10.0.0.0/8"], "systems": []}]
     rows, why = case_workloads(report, ("office",), sites, told=False)

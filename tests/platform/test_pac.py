@@ -328,4 +328,3 @@ def test_without_pinned_answers_the_system_resolver_is_used() -> None:
 def test_split_result() -> None:
     assert pac.split_result(" proxy a:1 ;direct;; socks  b:2") == ("PROXY a:1", "DIRECT", "SOCKS b:2")
     assert pac.split_result("") == ()
-    assert pac._host_of("https://[::1]:443/x") == "::1" and pac._host_of("http://[bad/") == ""
