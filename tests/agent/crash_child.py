@@ -2,9 +2,11 @@
 
     python -m tests.agent.crash_child CONFIG_DIR SPOOL_DIR LOG_FILE
 
-After a report is durably spooled it appends ``spooled <report_id> <sha256>`` to
-LOG_FILE (the hash is of the report as the collector canonicalises it), so the
-parent knows exactly which reports the agent claimed.
+After a report is durably spooled it appends ``spooled <report_id> <sha256> <sha256>``
+to LOG_FILE: the hashes of the report in full and in its reduced form
+(``netcheck.render.reduced``), each as the collector canonicalises it, since the
+agent sends one or the other. The parent knows exactly which reports the agent
+claimed, and what each may have been stored as.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from netcheck.agent.config import AgentStore
 from netcheck.agent.spool import Spool
 from netcheck.agent.upload import open_uploader
 from netcheck.deadline import Deadline
+from netcheck.render.reduced import reduce_report
 from tests.agent.helpers import fake_report
 
 
@@ -38,7 +41,8 @@ def main() -> None:
         report = fake_report()
         got = spool.append(report)
         if got.spooled:
-            os.write(log, f"spooled {got.report_id} {canonical_sha(report)}\n".encode())
+            os.write(log, f"spooled {got.report_id} {canonical_sha(report)} {canonical_sha(reduce_report(report))}\n"
+                          .encode())
         uploader.drain(Deadline.after(10), max_records=3)
 
 
