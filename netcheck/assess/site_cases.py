@@ -152,7 +152,8 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
     head = f"If {place} went down" if len(down) == 1 else f"If {place} {'both' if len(down) == 2 else 'all'} went down"
     if down and down[0] == UNNAMED and len(down) == 1:
         head = "If the site no profile names went down"
-    changed: dict[Fate, list[str]] = {Fate.FAILS: [], Fate.DEGRADED: [], Fate.UNCERTAIN: []}
+    # per fate, the workloads by their reason (in order), so a reason several share is said once
+    changed: dict[Fate, dict[str, list[str]]] = {Fate.FAILS: {}, Fate.DEGRADED: {}, Fate.UNCERTAIN: {}}
     for wid in core:
         if not any(w.id == wid for w in prediction.workloads):
             continue
@@ -166,14 +167,19 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
             why = _why(prediction, wid)
             if len(prediction.behaviours) == 2 and row.if_vpn_stays is fate and row.if_vpn_drops.rank < fate.rank:
                 why = "; ".join(x for x in (why, "if your VPN stays connected") if x)
-            changed[fate].append(f"{short} ({why})" if why else short)
+            changed[fate].setdefault(why, []).append(short)
+
+    def said(fate: Fate) -> str:
+        return listing([f"{listing(shorts)} ({why})" if why else listing(shorts)
+                        for why, shorts in changed[fate].items()])
+
     parts = []
     if changed[Fate.FAILS]:
-        parts.append(f"you would lose {listing(changed[Fate.FAILS])}")
+        parts.append(f"you would lose {said(Fate.FAILS)}")
     if changed[Fate.DEGRADED]:
-        parts.append(f"{listing(changed[Fate.DEGRADED])} would be slow or unreliable")
+        parts.append(f"{said(Fate.DEGRADED)} would be slow or unreliable")
     if changed[Fate.UNCERTAIN]:
-        parts.append(f"you might lose {listing(changed[Fate.UNCERTAIN])} (it depends on something netcheck "
+        parts.append(f"you might lose {said(Fate.UNCERTAIN)} (it depends on something netcheck "
                      "cannot read from this laptop)")
     return f"{head}: " + ("; ".join(parts) if parts else "nothing changes for you") + "."
 
