@@ -392,6 +392,12 @@ def _refused(nameservers: Nameservers) -> asyncio.Task[bool]:
     return task
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as seen (it was given up on: nothing needs it)."""
+    if not future.cancelled():
+        future.exception()
+
+
 async def _lookup(kind: ProbeKind, target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
     lifetime = deadline.step(spec.step_timeout_s)
     if lifetime <= 0:
@@ -425,6 +431,9 @@ async def _lookup(kind: ProbeKind, target: Target, spec: ProbeSpec, deadline: De
                            {"nameservers": servers, "rcode": None})
     finally:
         lookup.cancel()
+        # a gather cancelled through its children ends with their CancelledError as its exception: take it,
+        # or asyncio logs "exception was never retrieved" with a traceback on the user's terminal
+        lookup.add_done_callback(_retrieved)
         refused.cancel()  # the shield only: the check's one refusal task goes on
     return _summary(kind, target, (results[0], results[1]), nameservers, time.perf_counter() - start)
 
