@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from netcheck import __version__
 from netcheck.assess.outage import Fate, ModelInput, OutageSection, assess_outage
 from netcheck.assess.report import Report
-from netcheck.assess.service_health import STATUS_PROBE_S, ServiceHealth, StatusSite, annotate
+from netcheck.assess.service_health import STATUS_PROBE_S, ServiceHealth, StatusSite, annotate, status_site_to_look
 from netcheck.assess.site_cases import (
     known_sites,
     one_case,
@@ -198,13 +198,22 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         extra = _extra_probes(spec, deadline, catalog, tenant, user)
         if on_plan:
             on_plan(planned_count(plan, settings, len(extra)))
-        results = asyncio.run(run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
-                                       media_probe=_media_probe(options), extra=extra))
     ctx = AssessContext(
         workloads=catalog.workloads.workloads, key_hosts=catalog.key_hosts(tenant),
         optimize_networks=catalog.networks(Category.OPTIMIZE), not_testable=plan.not_testable,
         online=bool(families), offline_reason=offline_reason, settings=setting_findings(network))
-    now = assess(results, ctx, policy)
+    site: StatusSite | None = None
+    if families:
+        health = options.service_health
+        status_url = status_site_to_look(None, catalog.workloads, catalog.instance, health)
+        results, now, site = asyncio.run(_probe(
+            run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
+                     media_probe=_media_probe(options), extra=extra),
+            lambda done: assess(done, ctx, policy),
+            (lambda: look_status_site(status_url, spec, deadline.sooner(STATUS_PROBE_S))) if status_url else None,
+            lambda a: status_site_to_look(a.workloads, catalog.workloads, catalog.instance, health) is not None))
+    else:
+        now = assess(results, ctx, policy)
     if families:
         found = plat.interfaces()  # once: the profile choice and the site facts both need them
         sites = file_profiles or options.site_profiles
@@ -221,7 +230,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     assessment = combine(now, outage)
     if families:  # is it us or Microsoft?
         assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health,
-                              lambda url: probe_status_site(url, spec, deadline.sooner(STATUS_PROBE_S)))
+                              lambda url: site if site is not None and site.url == url
+                              else probe_status_site(url, spec, deadline.sooner(STATUS_PROBE_S)))
     if catalog_note:
         network["catalog_note"] = catalog_note[:4000]
     return Report(
@@ -379,14 +389,40 @@ def _ordered(results: list[ProbeResult], plan: TargetPlan) -> list[ProbeResult]:
 __all__ = ["CheckOptions", "choose_site_profile", "perform_check", "host_info"]
 
 
+async def _probe(run: Awaitable[list[ProbeResult]], assess_now: Callable[[list[ProbeResult]], Assessment],
+                 look: Callable[[], Awaitable[StatusSite]] | None, wanted: Callable[[Assessment], bool]
+                 ) -> tuple[list[ProbeResult], Assessment, StatusSite | None]:
+    """The probes, and beside them the status-page request the assessment may need (``look``).
+
+    Asked after the probes, that request would add its own DNS, TCP, TLS and HTTP round trips to
+    every check whose workloads fail or degrade (on a slow link: all of them). Its answer is kept
+    only when the assessment of the probes asks for it; otherwise it is cancelled, not waited for.
+    """
+    early = asyncio.ensure_future(look()) if look is not None else None
+    results = await run
+    now = assess_now(results)
+    if early is None:
+        return results, now, None
+    if wanted(now):
+        return results, now, await early
+    early.cancel()
+    await asyncio.gather(early, return_exceptions=True)
+    return results, now, None
+
+
 def probe_status_site(url: str, spec: ProbeSpec, deadline: Deadline) -> StatusSite:
     """One HTTPS GET of Microsoft's status page (:func:`netcheck.assess.service_health.annotate` asks
     for it), as the check's HTTP probe does it (the laptop's proxy and trust store), within ``deadline``."""
+    return asyncio.run(look_status_site(url, spec, deadline))
+
+
+async def look_status_site(url: str, spec: ProbeSpec, deadline: Deadline) -> StatusSite:
+    """:func:`probe_status_site` in a running event loop."""
     from netcheck.probes.http import probe_http
 
     if deadline.remaining() <= 0.2:
         return StatusSite(url)
     parts = urlsplit(url)
     target = Target(host=parts.hostname or "", port=parts.port or 443, scheme="https")
-    result = asyncio.run(probe_http(target, spec, deadline))
+    result = await probe_http(target, spec, deadline)
     return StatusSite(url, result.reachable, "" if result.reachable else (result.reason or str(result.outcome))[:200])

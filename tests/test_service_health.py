@@ -3,6 +3,7 @@ against a loopback HTTPS server standing in for Microsoft's status site."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
@@ -23,8 +24,9 @@ from netcheck.assess.service_health import (
     annotate,
     from_policy,
     health_findings,
+    status_site_to_look,
 )
-from netcheck.check import probe_status_site
+from netcheck.check import _probe, probe_status_site
 from netcheck.deadline import Deadline
 from netcheck.m365.catalog import data_dir, load_workload_map
 from netcheck.models import Assessment, Finding, ProbeSpec, Severity, Status, Verdict, WorkloadResult
@@ -130,6 +132,45 @@ def test_annotate_adds_the_incident_first_and_to_the_summary_and_keeps_the_verdi
                              "for Exchange Online (EX123456): this is not your network.")
     healthy = _assessment(*rows())
     assert annotate(healthy, WORKLOADS, "Worldwide", None, _never, NOW) is healthy
+
+
+def test_the_status_page_is_looked_at_only_for_trouble_without_recent_word() -> None:
+    url = WORKLOADS.status_site["Worldwide"]
+    assert status_site_to_look(None, WORKLOADS, "Worldwide", None, NOW) == url  # before probing: it may be
+    assert status_site_to_look(None, WORKLOADS, "Worldwide", fresh(), NOW) is None
+    assert status_site_to_look(None, WORKLOADS, "no such instance", None, NOW) is None
+    assert status_site_to_look(rows(), WORKLOADS, "Worldwide", None, NOW) is None
+    assert status_site_to_look(rows(teams=Status.DEGRADED), WORKLOADS, "Worldwide", None, NOW) == url
+    assert status_site_to_look(rows(exchange=Status.FAILED), WORKLOADS, "Worldwide", fresh(), NOW) is None
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_the_status_page_request_goes_out_beside_the_probes_and_only_a_needed_answer_is_waited_for(
+        wanted: bool) -> None:
+    site = StatusSite("https://status.example/", reachable=True)
+    assessment = _assessment(*rows(exchange=Status.FAILED if wanted else Status.OK))
+    events: list[str] = []
+
+    async def check() -> tuple[object, ...]:
+        sent = asyncio.Event()
+
+        async def probes() -> list[object]:
+            await sent.wait()  # the probes end only once the status-page request has gone out
+            events.append("probes done")
+            return []
+
+        async def look() -> StatusSite:
+            events.append("status page asked")
+            sent.set()
+            if not wanted:
+                await asyncio.Event().wait()  # never answers: a check that does not need it must not wait
+            return site
+
+        return await asyncio.wait_for(_probe(probes(), lambda _: assessment, look,  # type: ignore[arg-type]
+                                             lambda a: a is assessment and wanted), 30)
+
+    assert asyncio.run(check()) == ([], assessment, site if wanted else None)
+    assert events == ["status page asked", "probes done"]
 
 
 @pytest.fixture(scope="module")

@@ -175,6 +175,19 @@ def _troubled(rows: Sequence[WorkloadResult]) -> list[WorkloadResult]:
     return [w for w in rows if w.status in (Status.FAILED, Status.DEGRADED)]
 
 
+def status_site_to_look(rows: Sequence[WorkloadResult] | None, workloads: WorkloadMap, instance: str,
+                        health: ServiceHealth | None, now: dt.datetime | None = None) -> str | None:
+    """The status page :func:`annotate` asks about (``look(url)``): only when a workload of ``rows``
+    fails or degrades, there is no recent word from the collector and the catalog names a page.
+
+    ``rows=None`` asks whether it could: the check then starts that request beside its probes
+    (rather than after them, four round trips more) and keeps its answer only if it is needed."""
+    url = workloads.status_site.get(instance)
+    if not url or _fresh(health, now or dt.datetime.now(dt.UTC)) is not None:
+        return None
+    return url if rows is None or _troubled(rows) else None
+
+
 def _fresh(health: ServiceHealth | None, now: dt.datetime) -> ServiceHealth | None:
     return health if health is not None and health.as_of is not None and now - health.as_of <= STALE_AFTER else None
 
@@ -240,8 +253,8 @@ def annotate(assessment: Assessment, workloads: WorkloadMap, instance: str, heal
     fresh = _fresh(health, now)
     site: StatusSite | None = None
     troubled = _troubled(assessment.workloads)
-    url = workloads.status_site.get(instance)
-    if troubled and fresh is None and url:
+    url = status_site_to_look(assessment.workloads, workloads, instance, health, now)
+    if url:
         site = look(url)
     found = health_findings(assessment.workloads, services, health, site, now)
     if not found:
