@@ -162,7 +162,9 @@ def build_document() -> dict[str, Any]:
                               "401": _AUTHED_GET["401"],
                               "403": _error_response("A device_id in the body is not the token's device"),
                               "422": _error_response("report_id_conflict: this report id was stored with "
-                                                     "a different body"),
+                                                     "a different body; unusable_timestamp: a date-time the "
+                                                     "schema allows but no date can hold (e.g. in year 0 "
+                                                     "once in UTC)"),
                               **_COMMON},
             }},
             "/api/v1/policy": {"get": {

@@ -192,7 +192,8 @@ class BodyValidator:
 
 
 def parse_timestamp(value: str, where: str) -> dt.datetime:
-    """An RFC 3339 timestamp (already format-checked) as an aware UTC datetime."""
+    """An RFC 3339 timestamp (already format-checked) as an aware UTC datetime; one the schema allows but no
+    date can hold (``0001-01-01T01:00:00+01:01`` is in year 0 in UTC) is refused with 422, as documented."""
     text = value.strip().upper().replace(" ", "T")
     try:
         parsed = dt.datetime.fromisoformat(text)
@@ -200,8 +201,8 @@ def parse_timestamp(value: str, where: str) -> dt.datetime:
             raise ValueError("no time zone")
         return parsed.astimezone(dt.UTC)
     except (ValueError, OverflowError) as exc:
-        raise ApiError("validation_failed", f"{where}: {value[:40]!r} is not a usable RFC 3339 date-time",
-                         field=where) from exc
+        raise ApiError("unusable_timestamp", f"{where}: {value[:40]!r} is not a usable RFC 3339 date-time",
+                       field=where, status=422) from exc
 
 
 # --- the schemas of the v1 API -------------------------------------------------------------

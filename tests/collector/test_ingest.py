@@ -76,6 +76,17 @@ def test_same_id_with_a_different_body_is_refused_and_logged(fleet: Fleet) -> No
     assert "reused by device" in fleet.collector.log()
 
 
+def test_a_date_time_the_schema_allows_but_no_date_holds_is_a_documented_422(fleet: Fleet) -> None:
+    """Found by the API fuzz test: year 1 at +01:01 is year 0 in UTC; refused, as the OpenAPI document says."""
+    device = fleet.enroll()
+    response = fleet.post(device, upload({**sample_report(), "measured_at": "0001-01-01T01:00:00+01:01"}))
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "unusable_timestamp", "field": "report.measured_at",
+        "message": "report.measured_at: '0001-01-01T01:00:00+01:01' is not a usable RFC 3339 date-time"}
+    assert not sql(fleet.database_url, "SELECT 1 FROM reports WHERE device_id = :d", d=device.device_id)
+
+
 def test_fifty_concurrent_identical_posts_make_one_row(fleet: Fleet) -> None:
     device = fleet.enroll()
     body = upload(sample_report())
