@@ -245,7 +245,7 @@ def vpn_gateway(routes: Sequence[TableRoute], interfaces: Sequence[Interface],
         via = up.get(r.interface or "")
         if (r.type != "unicast" or length != str(ip.max_prefixlen) or via is None or via.kind == "vpn"
                 or hop.is_unspecified or ip == hop or ip.is_multicast or ip.is_link_local or ip.is_loopback
-                or any(ip in n for n in on_link if n.version == ip.version) or in_networks(address, published)):
+                or in_networks(address, (*on_link, *published))):
             continue
         found[str(ip)] = None
     return next(iter(found)) if len(found) == 1 else None
