@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.servers import ServedInThread
+
 #: Looked up in this order on PATH; ``NETCHECK_CHROMIUM`` overrides.
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = "install Debian's chromium: apt-get install -y --no-install-recommends chromium"
@@ -170,18 +172,15 @@ class RequestRecorder:
             allow_reuse_address = True
             address_family = socket.AF_INET
 
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="request-recorder", daemon=True)
+        self._serving = ServedInThread(Server(("127.0.0.1", 0), Handler), "request-recorder")
+        self.port: int = self._serving.server.server_address[1]
 
     def __enter__(self) -> RequestRecorder:
-        self._thread.start()
+        self._serving.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._serving.stop()
 
 
 

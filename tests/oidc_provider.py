@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.servers import ServedInThread
+
 Answer = tuple[int, dict[str, str], Any]
 
 
@@ -108,23 +110,21 @@ class OidcProvider:
                 provider._handle(self, self.rfile.read(length).decode())
 
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.getaddrinfo(host, 0)[0][0]})
-        self._server = server_class((host, 0), Handler)
-        self._server.daemon_threads = True
+        server = server_class((host, 0), Handler)
+        server.daemon_threads = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(host).configure_cert(context)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
         shown = f"[{host}]" if ":" in host else host
-        self.origin = f"https://{shown}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-provider", daemon=True)
+        self.origin = f"https://{shown}:{server.server_address[1]}"
+        self._serving = ServedInThread(server, "oidc-provider")
 
     def __enter__(self) -> OidcProvider:
-        self._thread.start()
+        self._serving.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._serving.stop()
 
     # --- what tests read and change --------------------------------------------------------------
 

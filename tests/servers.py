@@ -21,6 +21,7 @@ import datetime
 import ipaddress
 import select
 import socket
+import socketserver
 import ssl
 import struct
 import threading
@@ -87,6 +88,24 @@ def full_backlog() -> Iterator[socket.socket]:
         for s in held:
             s.close()
         listener.close()
+
+
+class ServedInThread:
+    """A ``socketserver`` server (``http.server`` ones included) served from a daemon thread: the
+    plumbing of the test doubles built on the standard library's servers. ``start`` serves,
+    ``stop`` shuts it down, closes its socket and waits for the thread."""
+
+    def __init__(self, server: socketserver.BaseServer, name: str) -> None:
+        self.server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
 
 
 class _Stoppable:
