@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import gc
 import math
@@ -100,6 +101,7 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
         raise click.ClickException(str(exc)) from exc
     finally:
         gc.unfreeze()
+        freeze_at_exit()
     if output is not None:
         _write(output, render_json(report))
     if html_path is not None:
@@ -120,6 +122,19 @@ def check(tenant: str | None, instance: str, endpoints_file: Path | None, deadli
 
         click.echo(render_text(report, color=sys.stdout.isatty(), verbose=verbose), nl=False)
     sys.exit(report.assessment.verdict.exit_code)
+
+
+def freeze_at_exit() -> None:
+    """At interpreter exit, freeze every object before the exit's own full collections.
+
+    Python's finalization runs the cyclic garbage collector over everything still alive
+    (after a check: the modules, the report, the probes' leftovers), about 50 ms of CPU that
+    frees nothing the process's end would not free anyway. Frozen objects are skipped; they
+    are still freed as their modules are cleared. Registered once however often it is called;
+    it runs before the atexit functions registered earlier (logging's flush among them).
+    """
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def _write(path: Path, text: str) -> None:
