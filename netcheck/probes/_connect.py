@@ -11,22 +11,9 @@ import socket
 import time
 
 from netcheck.probes import _pace
-from netcheck.probes._timing import handshake_rtt_ms, pick
 
 #: A connect gets at most this many attempts to one address (the first and one retry).
 _CONNECT_ATTEMPTS = 2
-
-
-def connect_rtt_s(sock: socket.socket, wall_s: float) -> float:
-    """The round trip a connect just measured, in seconds: the kernel's handshake RTT where the OS
-    gives one (:func:`~netcheck.probes._timing.handshake_rtt_ms`), else the wall clock's.
-
-    The wall clock also counts the event loop's lateness in noticing the answer, which on a busy
-    laptop (hundreds of handshakes in one check) is more than the network's round trip: the retry
-    timer and the in-flight limits follow the network, not the CPU.
-    """
-    rtt_ms, _ = pick(wall_s * 1000.0, handshake_rtt_ms(sock))
-    return rtt_ms / 1000.0
 
 
 async def connect_socket(family: socket.AddressFamily,
@@ -38,10 +25,9 @@ async def connect_socket(family: socket.AddressFamily,
     timer (:meth:`~netcheck.probes._pace.Pace.connect_retry_s`, from the round
     trips measured so far), a second attempt starts, as the kernel would
     retransmit a lost SYN, but after a few round trips rather than a second;
-    the first to connect wins and the other is closed. Each connect's round trip
-    (:func:`connect_rtt_s`) feeds the check's round-trip estimate. Raises the
-    ``OSError`` of the last attempt when all fail; the caller bounds the time
-    (``asyncio.timeout``).
+    the first to connect wins and the other is closed. Each connect time feeds
+    the check's round-trip estimate. Raises the ``OSError`` of the last attempt
+    when all fail; the caller bounds the time (``asyncio.timeout``).
     """
     pace = _pace.current()
     loop = asyncio.get_running_loop()
@@ -72,7 +58,7 @@ async def connect_socket(family: socket.AddressFamily,
             for task in done:
                 if winner is None and task.exception() is None:
                     winner, started = attempts[task]
-                    pace.connected(connect_rtt_s(winner, time.perf_counter() - started))
+                    pace.connected(time.perf_counter() - started)
                     return winner, started
                 error = task.exception() or error
         assert error is not None

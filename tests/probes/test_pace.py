@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 
 import pytest
 
 from netcheck.probes import _pace
-from netcheck.probes._connect import connect_rtt_s, connect_socket
+from netcheck.probes._connect import connect_socket
 from netcheck.probes._pace import Limiter, Pace, RttEstimate, lossy, next_limit, retransmit_after
 from netcheck.runner import probe_ceiling
-from tests.probes.test_timing import BLOCK_S, busy_loop
 from tests.servers import V4, full_backlog
 
 
@@ -176,30 +174,3 @@ def test_an_unanswered_syn_is_retried_after_the_measured_round_trip() -> None:
         assert asyncio.run(connect()) == (V4, port)
         assert pace.retries == 1
         assert pace.probes.history[:2] == [96, 67]  # the retry counted as a loss
-
-
-@pytest.mark.skipif(sys.platform not in ("linux", "darwin"), reason="the kernel's handshake RTT: Linux, macOS")
-def test_a_busy_loop_does_not_stretch_the_connect_timer() -> None:
-    """The loop is blocked for 40 ms at every turn while sockets connect on loopback: the round trips
-    fed to the check's estimate are the kernel's (microseconds), not the loop's lateness."""
-    with socket.create_server((V4, 0)) as listener:
-        port = listener.getsockname()[1]
-        pace = Pace()
-
-        async def connect_several() -> int:
-            async with busy_loop() as blocks:
-                with _pace.use(pace):
-                    for _ in range(4):
-                        sock, _ = await asyncio.wait_for(connect_socket(socket.AF_INET, (V4, port)), 10)
-                        sock.close()
-            return blocks[0]
-
-        assert asyncio.run(connect_several()) >= 4
-    assert pace.probes.estimate.samples == 4
-    assert pace.probes.estimate.srtt is not None and pace.probes.estimate.srtt < BLOCK_S / 4
-    assert pace.connect_retry_s() == _pace.CONNECT_RETRY_FLOOR_S
-
-
-def test_a_connect_round_trip_without_the_kernels_figure_is_the_wall_clocks() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as unconnected:  # no handshake: no kernel figure
-        assert connect_rtt_s(unconnected, 0.25) == 0.25
