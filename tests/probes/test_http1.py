@@ -188,3 +188,19 @@ def test_interleave() -> None:
         ["::1", "10.0.0.1", "::2", "10.0.0.2", "10.0.0.3"]
     assert _interleave(["10.0.0.1", "::1"]) == ["10.0.0.1", "::1"]
     assert _interleave([]) == []
+
+
+def test_requests_go_out_at_once(srv: Servers) -> None:
+    """Nagle's algorithm is off: a request written just after the TLS Finished does not wait a
+    round trip for the server to acknowledge it (asyncio turns it off only for sockets made with
+    proto IPPROTO_TCP)."""
+
+    async def nodelay() -> int:
+        reader, writer = await open_stream(V4, srv.http_200.port)
+        try:
+            sock = writer.get_extra_info("socket")
+            return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        finally:
+            writer.transport.abort()
+
+    assert asyncio.run(nodelay()) != 0
