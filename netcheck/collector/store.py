@@ -345,9 +345,9 @@ def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -
 def encode_report(canonical_json: bytes, *, reduced: bool = False) -> bytes:
     """How ingest stores a report: its canonical JSON in one LZ4 frame (``compact.FORM_LZ4``; a
     real report: 237 -> 29 KiB), which the compaction pass rewrites later (``compact_all``); a
-    report uploaded in the reduced form, in its lasting form at once (``compact.FORM_REDUCED``, zlib:
-    8 KiB of JSON, a fraction of a millisecond)."""
-    return compact.encode(canonical_json, compact.FORM_FULL if reduced else compact.FORM_LZ4)
+    report uploaded in the reduced form, in its lasting form at once (``compact.FORM_REDUCED``, zlib
+    with its preset dictionary: 8 KiB of JSON, a fraction of a millisecond)."""
+    return compact.encode(canonical_json, compact.FORM_REDUCED if reduced else compact.FORM_LZ4)
 
 
 def decode_report(stored: bytes) -> dict[str, Any]:
