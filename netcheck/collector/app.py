@@ -376,16 +376,19 @@ class _Api:
 
     def _store_batch(self, batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
         """Store uploads that arrived together in one durable transaction (one commit, one wait for
-        the disk, instead of one each), in device order so that concurrent batches lock devices in
-        the same order. If anything in it fails (a report id reused with another body, a deadlock),
-        nothing of it was stored and each upload is stored on its own, with its own answer."""
+        the disk, instead of one each; each statement once for all, ``store.ingest_many``), in
+        device order so that concurrent batches lock devices in the same order. If anything in it
+        fails (a report id reused with another body, a deadlock), nothing of it was stored and
+        each upload is stored on its own, with its own answer."""
         now = store.utcnow()
         results: list[str | ApiError] = [""] * len(batch)
         if len(batch) > 1:
             try:
+                order = sorted(range(len(batch)), key=lambda i: batch[i][0])
                 with self.engine.begin() as conn:
-                    for i in sorted(range(len(batch)), key=lambda i: batch[i][0]):
-                        results[i] = store.ingest(conn, *batch[i], now)
+                    answers = store.ingest_many(conn, [batch[i] for i in order], now)
+                for i, answer in zip(order, answers, strict=True):
+                    results[i] = answer
                 return results
             except (store.ReportConflict, sa.exc.DBAPIError) as exc:
                 if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
