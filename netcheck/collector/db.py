@@ -351,6 +351,9 @@ def execute_hot(conn: Connection, stmt: Any,
             return [list(conn.execute(stmt, one).all()) for one in params]
         result = conn.execute(stmt, params)
         return list(result.all()) if result.returns_rows else []
+    if not isinstance(params, Mapping) and len(params) == 1:  # one set: a plain execute, no pipeline
+        rows = execute_hot(conn, stmt, params[0])
+        return [rows] if each else rows
     entry = _HOT_SQL.get(id(stmt))
     if entry is None or entry[0] is not stmt:
         compiled = stmt.compile(dialect=conn.dialect)
