@@ -57,3 +57,18 @@ def test_errors_are_sqlalchemys_without_the_values_and_roll_back(engine: Engine)
     assert "[parameters" not in str(caught.value)  # values may be a report: never in a log line
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(rate_counters)).scalar_one() == 0
+
+
+def test_hits_counted_together_give_the_verdicts_of_one_after_the_other(engine: Engine) -> None:
+    from netcheck.collector.limits import Limit, RateLimiter
+
+    limiter = RateLimiter(clock=lambda: 600.0)
+    limits = [Limit("dev:a", 2), Limit("dev:b", 2), Limit("dev:a", 2), Limit("off", 0), Limit("dev:a", 2)]
+    with engine.begin() as conn:
+        together = limiter.hit_each(conn, limits)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(rate_counters))
+        alone = [limiter.hit(conn, limit) for limit in limits]
+    assert together == alone
+    assert [v.limited for v in together] == [False, False, False, False, True]
+    assert together[-1].retry_after == 60 and together[-1].bucket == "dev:a"
