@@ -91,7 +91,7 @@ _LZ4_MAGIC = b"\x04\x22\x4d\x18"
 _FDICT = 0x20
 
 
-def _inflate(blob: bytes) -> bytes:
+def inflate(blob: bytes) -> bytes:
     """A stored blob's JSON, whatever its form: the blob says which (an LZ4 frame, or a zlib stream
     with or without a preset dictionary, named in its header)."""
     if blob[:4] == _LZ4_MAGIC:
@@ -104,7 +104,7 @@ def _inflate(blob: bytes) -> bytes:
 
 def decode(blob: bytes) -> dict[str, Any]:
     """A stored report in any form: the report the agent sent, or its reduction (``REDUCED_KEY``)."""
-    report: dict[str, Any] = json.loads(_inflate(blob))
+    report: dict[str, Any] = json.loads(inflate(blob))
     return report
 
 
@@ -115,7 +115,7 @@ def reduce_blob(blob: bytes) -> bytes:
 
 def recompress(blob: bytes) -> bytes:
     """A stored report rewritten as ``FORM_FULL`` (no parsing: the same JSON inside)."""
-    return zlib.compress(_inflate(blob), ZLIB_LEVEL)
+    return zlib.compress(inflate(blob), ZLIB_LEVEL)
 
 
 def outage_verdict(report: dict[str, Any]) -> str | None:
