@@ -9,13 +9,16 @@ cost the collector's disk.
    (``gzip_body``): CPU per upload (process time, median of 50) and bytes on the wire.
 2. Stored size: a simulated fleet of ``--devices`` laptops each sends one report a day for
    ``--days`` days (the lab report with its timings jittered, a fresh id, and ``--impaired`` of
-   the reports with a third of their probes failed), stored by the collector's own ingest
-   (``store.ingest``), and the compaction pass run after each day as the collector runs it after
-   each pruning. Prints the stored blob bytes per report by form, and the database's own size
-   per report (tables and indexes: SQLite's pages, or PostgreSQL's relation sizes), with every
-   device's latest report complete (checked). ``--per-day N``: N reports a day per laptop, as
-   the agent sends them: the first of each day in full, the others reduced (stored as they
-   come); every device's newest full report is then checked complete.
+   the reports with a third of their probes failed), prepared and stored by the collector's own
+   upload path (``app.prepare_upload``, ``store.ingest``), and the compaction pass run after each
+   day as the collector runs it after each pruning. Prints the stored blob bytes per report by
+   form, and the database's own size per report: every table a report's rows go to
+   (``REPORT_TABLES``) with its indexes, after VACUUM (SQLite's pages of each, from ``dbstat``,
+   and its whole file apart; PostgreSQL's ``pg_total_relation_size``: heap, indexes, TOAST); and
+   checks every device's latest report is complete (all its probes, full form). ``--per-day N``:
+   N reports a day per laptop, as the agent sends them: the first of each day in full, the
+   others reduced (stored as they come); every device's newest full report is then checked
+   complete (its latest is then usually reduced).
 
 Prints its command and environment; asserts nothing.
 """
@@ -44,10 +47,11 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_ingest import REAL, environment  # noqa: E402
 from netcheck.agent.spool import Counters, SpoolRecord  # noqa: E402
 from netcheck.agent.transport import gzip_body  # noqa: E402
-from netcheck.agent.uploader import upload_body  # noqa: E402
+from netcheck.agent.uploader import encode_upload, upload_body  # noqa: E402
 from netcheck.collector import compact, store  # noqa: E402
+from netcheck.collector.app import prepare_upload  # noqa: E402
 from netcheck.collector.db import make_engine, migrate  # noqa: E402
-from netcheck.collector.validate import canonical  # noqa: E402
+from netcheck.collector.validate import Validators  # noqa: E402
 from netcheck.render.reduced import reduce_report  # noqa: E402
 from tests.collector.harness import PgCluster, pg_bindir  # noqa: E402
 
@@ -86,16 +90,28 @@ def day_report(base: dict[str, Any], day: dt.datetime, rng: random.Random, impai
     return report
 
 
+#: the tables a report's rows go to (each with its indexes; on PostgreSQL its TOAST too)
+REPORT_TABLES = ("reports", "report_workloads", "report_findings", "device_catalogs", "site_facts",
+                 "site_fact_sets", "sweep_responses")
+
+
 def _database_bytes(engine: Any) -> dict[str, int]:
-    """Bytes the reports take: the whole file for SQLite; per table (with its indexes and TOAST)
-    for PostgreSQL."""
+    """Bytes the reports take, per table with its indexes: SQLite's pages of each (``dbstat``), and
+    the whole file's used pages; PostgreSQL's ``pg_total_relation_size`` (heap, indexes, TOAST)."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
+            out = {table: 0 for table in REPORT_TABLES}
+            for table, size in conn.exec_driver_sql(
+                    "SELECT m.tbl_name, sum(s.pgsize) FROM dbstat s JOIN sqlite_schema m ON m.name = s.name "
+                    "GROUP BY m.tbl_name"):
+                if table in out:
+                    out[table] += int(size)
             pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
             free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
-            return {"database": int((pages - free) * conn.exec_driver_sql("PRAGMA page_size").scalar_one())}
+            out["whole database file"] = int((pages - free) * conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+            return out
         return {table: int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{table}')").scalar_one())
-                for table in ("reports", "report_workloads")}
+                for table in REPORT_TABLES}
 
 
 def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +125,7 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
                                                 "os": "windows", "agent_version": "0.1.0",
                                                 "tags": {"site": f"site-{i % 7}"}}, start).device_id
                    for i in range(args.devices)]
+    validators = Validators()
     ingest_s = compact_s = 0.0
     for day in range(args.days):
         when = start + dt.timedelta(days=day)
@@ -121,15 +138,13 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
                     report = day_report(base, at, rng, rng.random() < args.impaired)
                     if reduced:
                         report = reduce_report(report)
-                    encoded = canonical(report)
-                    store.ingest(conn, device, store.Incoming(
-                        report_id=report["report_id"], verdict=report["verdict"], exit_code=report["exit_code"],
-                        tool_version=report["tool"]["version"], workloads=store.workload_rows(report["workloads"]),
-                        report_lz4=store.encode_report(encoded, reduced=reduced),
-                        body_sha256=hashlib.sha256(encoded).hexdigest(),
-                        form=compact.FORM_REDUCED if reduced else compact.FORM_LZ4,
-                        outage_verdict=compact.outage_verdict(report), measured_at=at, sent_at=at,
-                        seq=(day * 100 + check) * 10_000 + seq, dropped=0, spool_full=False, sweep_id=None), at)
+                    stamp = at.isoformat().replace("+00:00", "Z")
+                    raw = encode_upload({"report": report, "sweep_id": None, "agent": {
+                        "seq": (day * 100 + check) * 10_000 + seq, "dropped": 0, "spool_full": False,
+                        "sent_at": stamp}})
+                    # what the collector's upload handler stores: verdict, workloads, findings,
+                    # catalog, site facts and the blob, from the same function
+                    store.ingest(conn, device, prepare_upload(validators, device, raw, reduced=reduced), at)
         t1 = time.process_time()
         store.compact_all(engine, args.full_history)
         ingest_s += t1 - t0
@@ -137,12 +152,18 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
     with engine.connect() as conn:
         forms = {r.form: (int(r.n), int(r.bytes)) for r in conn.exec_driver_sql(
             "SELECT form, count(*) AS n, sum(length(report_lz4)) AS bytes FROM reports GROUP BY form")}
-        # every device's newest full report (its latest when each report goes in full)
-        latest = conn.exec_driver_sql(
+        # every device's newest full report (its latest, when each report goes in full)
+        newest_full = conn.exec_driver_sql(
             "SELECT r.form, r.report_lz4 FROM reports r WHERE r.id = (SELECT max(f.id) FROM reports f "
             "WHERE f.device_id = r.device_id AND f.form <> 'reduced')").all()
-    complete = all(r.form == compact.FORM_FULL and compact.REDUCED_KEY not in store.decode_report(r.report_lz4)
-                   for r in latest)
+        latest = conn.exec_driver_sql(
+            "SELECT r.form, r.report_lz4 FROM reports r JOIN devices d ON d.last_report_pk = r.id").all()
+    probes = len(base["probes"])
+
+    def whole(rows: list[Any]) -> bool:
+        return len(rows) == args.devices and all(
+            r.form == compact.FORM_FULL and len(store.decode_report(r.report_lz4)["probes"]) == probes
+            and compact.REDUCED_KEY not in store.decode_report(r.report_lz4) for r in rows)
     total = sum(n for n, _ in forms.values())
     # space freed by rewritten rows is reused by later ones; reclaim it to measure what is held
     with engine.connect() as conn:
@@ -154,11 +175,13 @@ def stored_size(url: str, args: argparse.Namespace, base: dict[str, Any]) -> dic
             raw.autocommit = True
             raw.execute("VACUUM FULL reports")
     sizes = _database_bytes(engine)
-    db_bytes = sum(sizes.values())
+    db_bytes = sum(v for k, v in sizes.items() if k in REPORT_TABLES)
     engine.dispose()
-    return {"reports": total, "every_latest_full_report_complete": complete and len(latest) == args.devices,
+    return {"reports": total, "every_latest_report_complete": whole(latest),
+            "every_newest_full_report_complete": whole(newest_full),
             "blob_bytes_per_report": round(sum(b for _, b in forms.values()) / total),
             "by_form": {f: {"reports": n, "bytes_each": round(b / n)} for f, (n, b) in forms.items()},
+            "counted": "the report tables' pages with their indexes (PostgreSQL: and TOAST), after VACUUM",
             "database_bytes_per_report": round(db_bytes / total),
             "database_kib_per_report": round(db_bytes / total / 1024, 2),
             "bytes_per_report_by_table": {k: round(v / total) for k, v in sizes.items()},

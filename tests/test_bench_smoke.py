@@ -45,3 +45,26 @@ def test_the_ingest_benchmark_runs_and_stores_every_upload_once() -> None:
     # the warm-up, the closed loop and the open loop: every answered upload is a row
     assert figures["rows"] >= closed["stored"] + opened["stored"]
     assert closed["cpu_ms_per_report"]["collector"] > 0
+
+
+def _bench(*argv: str) -> list[dict[str, Any]]:
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = _json_objects(result.stdout)
+    assert "environment" in printed[0] and printed[0]["environment"]
+    return printed
+
+
+def test_the_storage_benchmark_runs_and_finds_every_latest_report_whole() -> None:
+    figures = _bench(str(ROOT / "bench" / "bench_storage.py"), "--devices", "2", "--days", "3",
+                     "--full-history", "1")[-1]["stored_size"]
+    assert figures["reports"] == 6 and figures["every_latest_report_complete"] is True
+    assert figures["by_form"]["reduced"]["reports"] == 4 and figures["by_form"]["zlib"]["reports"] == 2
+    assert figures["database_bytes_per_report"] > figures["blob_bytes_per_report"] > 0
+
+
+def test_the_store_path_benchmark_runs() -> None:
+    printed = _bench(str(ROOT / "bench" / "bench_store_path.py"), "--db", "sqlite", "--reports", "8",
+                     "--batches", "1,4", "--rounds", "1")
+    assert [p["batch"] for p in printed[1:]] == [1, 4]
+    assert all(p["python_cpu_ms"] > 0 for p in printed[1:])

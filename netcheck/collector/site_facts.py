@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,11 +49,22 @@ def _sql(dialect: str) -> tuple[Any, Any]:
 
 def record(conn: Connection, device_id: str, report_pk: int, found: Entry, now: dt.datetime) -> None:
     """Point the device at its report's facts (kept once per distinct set)."""
+    record_many(conn, [(device_id, report_pk, found)], now)
+
+
+def record_many(conn: Connection, reports: Sequence[tuple[str, int, Entry]], now: dt.datetime) -> None:
+    """``record`` for (device id, report pk, facts) of several reports, in order: one statement
+    for the distinct sets of facts, one for the pointers."""
+    if not reports:
+        return
     put_set, point = _sql(conn.dialect.name)
-    if found is not None:
-        execute_hot(conn, put_set, {"digest": found[0], "body": found[1], "created_at": now})
-    execute_hot(conn, point, {"device_id": device_id, "report_pk": report_pk,
-                              "digest": None if found is None else found[0]})
+    sets = {found[0]: found[1] for _, _, found in reports if found is not None}
+    if sets:
+        execute_hot(conn, put_set, [{"digest": digest, "body": body, "created_at": now}
+                                    for digest, body in sorted(sets.items())])
+    execute_hot(conn, point, [{"device_id": device_id, "report_pk": report_pk,
+                               "digest": None if found is None else found[0]}
+                              for device_id, report_pk, found in reports])
 
 
 def prune(conn: Connection) -> int:

@@ -151,13 +151,24 @@ def lookup_token(conn: Connection, token: str | None, bucket: str, window: int, 
     ``db.relax_durability`` (which only means something on PostgreSQL), but set by the lookup
     itself to save a round trip.
     """
-    d = auth.digest(token or "-")  # malformed and unknown tokens cost the same lookup
+    return lookup_tokens(conn, [(token, bucket)], window, relax=relax)[0]
+
+
+def lookup_tokens(conn: Connection, requests: Sequence[tuple[str | None, str]], window: int, *,
+                  relax: bool = False) -> list[TokenLookup]:
+    """``lookup_token`` of (token, bucket) pairs, in one statement (on PostgreSQL one round trip)."""
+    digests = [auth.digest(token or "-") for token, _ in requests]  # malformed and unknown cost the same
     stmt = _TOKEN_AND_FAILURES_RELAXED if relax and conn.dialect.name == "postgresql" else _TOKEN_AND_FAILURES
-    (row,) = execute_hot(conn, stmt, {"b_digest": d, "b_bucket": bucket[:160], "b_minute": window})
-    failures = int(row.failures or 0)
-    if token is None or row.id is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
-        return TokenLookup(None, failures, None)
-    return TokenLookup(str(row.device_id), failures, row)
+    found = execute_hot(conn, stmt, [{"b_digest": d, "b_bucket": bucket[:160], "b_minute": window}
+                                     for d, (_, bucket) in zip(digests, requests, strict=True)], each=True)
+    out = []
+    for (token, _), d, ((row,)) in zip(requests, digests, found, strict=True):
+        failures = int(row.failures or 0)
+        if token is None or row.id is None or row.revoked_at is not None or not auth.same_digest(row.digest, d):
+            out.append(TokenLookup(None, failures, None))
+        else:
+            out.append(TokenLookup(str(row.device_id), failures, row))
+    return out
 
 
 def mark_used(conn: Connection, found: TokenLookup, now: dt.datetime) -> None:
@@ -299,55 +310,79 @@ def _upsert_catalog(dialect: str) -> Any:
 
 def ingest(conn: Connection, device_id: str, item: Incoming, now: dt.datetime) -> str:
     """Store a report once; returns "stored" or "duplicate", raises ``ReportConflict``."""
+    return ingest_many(conn, [(device_id, item)], now)[0]
+
+
+def ingest_many(conn: Connection, uploads: Sequence[tuple[str, Incoming]], now: dt.datetime) -> list[str]:
+    """``ingest`` for uploads that go in one transaction (group commit), in the order given: the
+    same rows and answers as ``ingest`` one after the other, but each statement runs once for all
+    of them (on PostgreSQL an ``executemany``: one round trip for the reports' rows, their ids back,
+    and one for each kind of row that depends on them), not once per report. Raises
+    ``ReportConflict`` for the first report id reused with another body."""
     sql = _ingest_sql(conn.dialect.name)
-    report_id, verdict = item.report_id, item.verdict
-    inserted = execute_hot(conn, sql.insert_report, {
-        "device_id": device_id, "report_id": report_id, "body_sha256": item.body_sha256,
+    inserted = execute_hot(conn, sql.insert_report, [{
+        "device_id": device_id, "report_id": item.report_id, "body_sha256": item.body_sha256,
         "measured_at": item.measured_at, "received_at": now, "sent_at": item.sent_at,
         "skew_s": (now - item.sent_at).total_seconds(), "seq": item.seq, "dropped": item.dropped,
-        "spool_full": item.spool_full, "verdict": verdict, "exit_code": item.exit_code,
+        "spool_full": item.spool_full, "verdict": item.verdict, "exit_code": item.exit_code,
         "tool_version": item.tool_version, "sweep_id": item.sweep_id, "report_lz4": item.report_lz4,
         "outage_verdict": item.outage_verdict, "form": item.form,
-    })
-    if not inserted:
-        existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": report_id}).scalar_one()
-        if auth.same_digest(existing, item.body_sha256):
-            return "duplicate"
-        log.warning("report id %s reused by device %s with a different body", report_id, device_id)
-        raise ReportConflict(report_id)
-    pk = inserted[0].id
-    rows = [{"report_pk": pk, "workload_id": wid, "device_id": device_id, "status": status, "score": score,
-             "latency_ms": latency} for wid, status, score, latency in item.workloads]
-    if rows:
-        execute_hot(conn, sql.insert_workloads, rows)
-    if item.findings:
-        execute_hot(conn, sql.insert_findings, [
-            {"report_pk": pk, "code": code, "device_id": device_id, "severity": severity, "workload_id": workload,
-             "title": title, "remediation": remediation}
-            for code, severity, workload, title, remediation in item.findings])
-    if item.catalog is not None:
-        execute_hot(conn, sql.upsert_catalog, {"device_id": device_id, "instance": item.catalog[0],
-                                               "version": item.catalog[1], "report_pk": pk})
-    execute_hot(conn, sql.update_device, {"b_device": device_id, "b_now": now, "b_dropped": item.dropped,
-                                          "b_pk": pk, "b_verdict": verdict, "b_seq": item.seq})
-    if item.facts_entry is not False:
-        site_facts.record(conn, device_id, pk, item.facts_entry, now)
-    if item.sweep_id is not None:
-        target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
-                            sa.literal(now, type_=sweeps.c.created_at.type))
-                  .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
-        conn.execute(_insert(conn, sweep_responses)
-                     .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
-                     .on_conflict_do_nothing())
-    return "stored"
+    } for device_id, item in uploads], each=True)
+    answers: list[str] = []
+    stored: list[tuple[str, Incoming, int]] = []
+    for (device_id, item), rows in zip(uploads, inserted, strict=True):
+        if rows:
+            answers.append("stored")
+            stored.append((device_id, item, rows[0].id))
+            continue
+        existing = conn.execute(sql.existing, {"b_device": device_id, "b_report": item.report_id}).scalar_one()
+        if not auth.same_digest(existing, item.body_sha256):
+            log.warning("report id %s reused by device %s with a different body", item.report_id, device_id)
+            raise ReportConflict(item.report_id)
+        answers.append("duplicate")
+    if stored:
+        _store_rows(conn, sql, stored, now)
+    return answers
+
+
+def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incoming, int]],
+                now: dt.datetime) -> None:
+    """The rows of newly stored reports (``report_pk``), each kind in one statement for all."""
+    workloads = [{"report_pk": pk, "workload_id": wid, "device_id": device_id, "status": status, "score": score,
+                  "latency_ms": latency}
+                 for device_id, item, pk in stored for wid, status, score, latency in item.workloads]
+    if workloads:
+        execute_hot(conn, sql.insert_workloads, workloads)
+    findings = [{"report_pk": pk, "code": code, "device_id": device_id, "severity": severity,
+                 "workload_id": workload, "title": title, "remediation": remediation}
+                for device_id, item, pk in stored for code, severity, workload, title, remediation in item.findings]
+    if findings:
+        execute_hot(conn, sql.insert_findings, findings)
+    catalogs = [{"device_id": device_id, "instance": item.catalog[0], "version": item.catalog[1], "report_pk": pk}
+                for device_id, item, pk in stored if item.catalog is not None]
+    if catalogs:
+        execute_hot(conn, sql.upsert_catalog, catalogs)
+    execute_hot(conn, sql.update_device, [
+        {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk, "b_verdict": item.verdict,
+         "b_seq": item.seq} for device_id, item, pk in stored])
+    site_facts.record_many(conn, [(device_id, pk, item.facts_entry) for device_id, item, pk in stored
+                                  if item.facts_entry is not False], now)
+    for device_id, item, pk in stored:
+        if item.sweep_id is not None:
+            target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
+                                sa.literal(now, type_=sweeps.c.created_at.type))
+                      .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
+            conn.execute(_insert(conn, sweep_responses)
+                         .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
+                         .on_conflict_do_nothing())
 
 
 def encode_report(canonical_json: bytes, *, reduced: bool = False) -> bytes:
     """How ingest stores a report: its canonical JSON in one LZ4 frame (``compact.FORM_LZ4``; a
     real report: 237 -> 29 KiB), which the compaction pass rewrites later (``compact_all``); a
-    report uploaded in the reduced form, in its lasting form at once (``compact.FORM_REDUCED``, zlib:
-    8 KiB of JSON, a fraction of a millisecond)."""
-    return compact.encode(canonical_json, compact.FORM_FULL if reduced else compact.FORM_LZ4)
+    report uploaded in the reduced form, in its lasting form at once (``compact.FORM_REDUCED``, zlib
+    with its preset dictionary: 8 KiB of JSON, a fraction of a millisecond)."""
+    return compact.encode(canonical_json, compact.FORM_REDUCED if reduced else compact.FORM_LZ4)
 
 
 def decode_report(stored: bytes) -> dict[str, Any]:

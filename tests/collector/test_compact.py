@@ -175,6 +175,57 @@ def test_a_compacted_latest_report_is_left_as_it_is(
     assert store.decode_report(blob) == report
 
 
+def test_after_daily_reports_the_latest_is_complete_and_older_ones_are_compact(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet]
+) -> None:
+    """The issue's stored-size condition on a real database: a device sends a full report a day;
+    after compaction its latest is stored whole and gives back the same verdict and facts, and
+    every older one is reduced, with the preset dictionary, smaller than plain zlib makes it."""
+    fleet = fleet_factory(start_collector(env={"NETCHECK_FULL_HISTORY": "1"}))
+    device = fleet.enroll()
+    lab = json.loads(STORED[2].read_text("utf-8"))
+    sent = []
+    for day in range(1, 7):
+        report = _impaired(lab) if day in (2, 6) else copy.deepcopy(lab)  # the latest has failures too
+        report["report_id"] = f"00000000-0000-4000-8000-0000000000{day:02d}"
+        sent.append(report)
+        assert fleet.post(device, upload(report, seq=day)).status_code == 200
+    engine = make_engine(fleet.database_url)
+    try:
+        assert store.compact_all(engine, 1) == 6
+    finally:
+        engine.dispose()
+    stored = _forms(fleet.database_url, device.device_id)
+    assert [form for _, form, *_ in stored] == ["reduced"] * 5 + ["zlib"]
+    (latest,) = sql(fleet.database_url, "SELECT r.report_id, r.verdict, r.exit_code FROM reports r "
+                    "JOIN devices d ON d.last_report_pk = r.id WHERE d.id = :d", d=device.device_id)
+    assert latest.report_id == sent[-1]["report_id"]
+    whole = store.decode_report(stored[-1][2])
+    assert whole == sent[-1] and (latest.verdict, latest.exit_code) == (whole["verdict"], whole["exit_code"])
+    for fact in FACTS:
+        assert whole[fact] == sent[-1][fact], fact
+    for report, (_, _, blob, *_) in zip(sent[:-1], stored[:-1], strict=True):
+        reduced = store.decode_report(blob)
+        assert reduced == compact.reduce_report(report)
+        for fact in FACTS:
+            assert reduced[fact] == report[fact], fact
+        assert blob[1] & 0x20, "a reduced blob names its preset dictionary"
+        assert len(blob) < len(compact.encode(canonical(reduced), compact.FORM_FULL)) * 0.9
+    assert max(len(blob) for _, _, blob, *_ in stored[:-1]) < len(stored[-1][2]) / 3
+
+
+def test_the_shipped_dictionary_is_the_one_the_script_makes() -> None:
+    from bench.make_dictionary import dictionary
+    assert compact.DICTIONARY.read_bytes() == dictionary()
+
+
+def test_reduced_blobs_stored_before_the_dictionary_still_decode() -> None:
+    """Reduced reports stored by an earlier collector: plain zlib, no dictionary named."""
+    reduced = compact.reduce_report(json.loads(STORED[2].read_text("utf-8")))
+    assert compact.decode(compact.encode(canonical(reduced), compact.FORM_FULL)) == reduced
+    assert compact.decode(compact.encode(canonical(reduced), compact.FORM_REDUCED)) == reduced
+
+
 # --- the reduced upload ----------------------------------------------------------------------
 
 def _uploadable() -> list[tuple[str, dict[str, Any]]]:

@@ -37,6 +37,17 @@ def test_rows_parameters_and_literals_as_conn_execute(engine: Engine) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(rate_counters)).scalar_one() == 6
 
 
+def test_each_parameter_set_gets_its_own_rows(engine: Engine) -> None:
+    upsert = _upsert(engine.dialect.name)
+    insert = sa.dialects.sqlite.insert if engine.dialect.name == "sqlite" else sa.dialects.postgresql.insert
+    once = insert(rate_counters).on_conflict_do_nothing().returning(rate_counters.c.bucket)
+    with engine.begin() as conn:
+        rows = execute_hot(conn, upsert, [{"bucket": b, "minute": 1} for b in ("a", "b", "a", "a")], each=True)
+        assert [[r.count for r in one] for one in rows] == [[1], [1], [2], [3]]
+        rows = execute_hot(conn, once, [{"bucket": b, "minute": 2, "count": 0} for b in ("x", "x", "y")], each=True)
+        assert [[r.bucket for r in one] for one in rows] == [["x"], [], ["y"]]
+
+
 def test_errors_are_sqlalchemys_without_the_values_and_roll_back(engine: Engine) -> None:
     insert = sa.insert(rate_counters)
     with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as conn:
@@ -46,3 +57,18 @@ def test_errors_are_sqlalchemys_without_the_values_and_roll_back(engine: Engine)
     assert "[parameters" not in str(caught.value)  # values may be a report: never in a log line
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(rate_counters)).scalar_one() == 0
+
+
+def test_hits_counted_together_give_the_verdicts_of_one_after_the_other(engine: Engine) -> None:
+    from netcheck.collector.limits import Limit, RateLimiter
+
+    limiter = RateLimiter(clock=lambda: 600.0)
+    limits = [Limit("dev:a", 2), Limit("dev:b", 2), Limit("dev:a", 2), Limit("off", 0), Limit("dev:a", 2)]
+    with engine.begin() as conn:
+        together = limiter.hit_each(conn, limits)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(rate_counters))
+        alone = [limiter.hit(conn, limit) for limit in limits]
+    assert together == alone
+    assert [v.limited for v in together] == [False, False, False, False, True]
+    assert together[-1].retry_after == 60 and together[-1].bucket == "dev:a"

@@ -17,11 +17,11 @@ Revises: 0004
 
 from __future__ import annotations
 
-import zlib
-
 import lz4.frame
 import sqlalchemy as sa
 from alembic import op
+
+from netcheck.collector.compact import inflate
 
 revision = "0005"
 down_revision = "0004"
@@ -53,7 +53,7 @@ def downgrade() -> None:
             break
         bind.execute(sa.update(table).where(table.c.id == sa.bindparam("b_id"))
                      .values(report_lz4=sa.bindparam("b_blob"), form="lz4"),
-                     [{"b_id": r[0], "b_blob": lz4.frame.compress(zlib.decompress(r[1]))} for r in rows])
+                     [{"b_id": r[0], "b_blob": lz4.frame.compress(inflate(r[1]))} for r in rows])
     op.drop_index("ix_reports_lz4_device_id", table_name="reports")
     op.drop_index("ix_reports_site_received_at", table_name="reports")
     with op.batch_alter_table("reports") as batch:
