@@ -345,7 +345,7 @@ def prune(older_than: str | None, database_url: str | None) -> None:
 
 @admin.command("compact")
 @click.option("--full-history", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Reports of each device kept with their full detail (default: NETCHECK_FULL_HISTORY, 3).")
+              help="Reports of each device kept with their full detail (default: NETCHECK_FULL_HISTORY, 1).")
 @_database_option
 def compact_command(full_history: int | None, database_url: str | None) -> None:
     """Compact stored reports now (`netcheck serve` also does it after each pruning): each device's newest

@@ -96,8 +96,9 @@ class Settings:
     ui_cache_s: float = 10.0
     #: each device's newest reports kept with their full detail; older ones are reduced to their
     #: verdict, facts and failed probes (``netcheck.collector.compact``) by the pass that runs
-    #: after each pruning. A device's latest report is always complete.
-    full_history: int = 3
+    #: after each pruning. A device's latest report is always complete. 1 keeps a fleet's daily
+    #: reports under 5 KiB each (bench/bench_storage.py); each more adds ~0.5 KiB per report.
+    full_history: int = 1
     #: Dashboard sign-in with Microsoft Entra ID (``netcheck.collector.web.oidc``): OpenID Connect,
     #: authorization code flow with PKCE, for a single-tenant app registration. Off unless tenant and
     #: client id are set. As for service health, the client secret is never a setting: it is read
