@@ -1,6 +1,8 @@
-"""The dashboard's reads: summary columns and rows only (``devices.last_verdict``,
-``report_workloads``, ``report_findings``, ``sweep_responses``, ``device_tags``); the one page
-that needs a report's body (a device's report) decompresses that one report.
+"""The dashboard's reads: summary columns and rows only (``devices.last_verdict``, each device's
+latest state in ``device_states``, ``report_workloads``, ``report_findings``, ``sweep_responses``,
+``device_tags``); the one page that needs a report's body (a device's report) decompresses that
+one report. Fleet-wide counts read ``device_states`` (one row per device, kept at ingest), never
+every device's latest per-report rows.
 
 Every function takes an open ``Connection``; lists take a ``Filters`` and a page and return
 ``Page`` (the rows, and whether there is a next page).
@@ -9,6 +11,7 @@ Every function takes an open ``Connection``; lists take a ``Filters`` and a page
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -23,6 +26,7 @@ from sqlalchemy.engine import Connection
 from netcheck.collector import store
 from netcheck.collector.db import (
     device_catalogs,
+    device_states,
     device_tags,
     devices,
     dialect_insert,
@@ -244,21 +248,25 @@ class Recent:
                 self._counting.discard(key)
 
 
-def _latest_pks() -> Any:
-    """The newest report of every device not revoked (probed by primary key: never a scan of all reports)."""
-    return sa.select(devices.c.last_report_pk).where(devices.c.revoked_at.is_(None),
-                                                     devices.c.last_report_pk.is_not(None))
+def _states_counted(column: Any) -> Any:
+    """``column`` of ``device_states`` and how many devices (not revoked) have each value: one scan
+    of the latest states (the few revoked devices left out through their index), no join."""
+    revoked = sa.select(devices.c.id).where(devices.c.revoked_at.is_not(None))
+    return (sa.select(column, sa.func.count()).where(device_states.c.device_id.not_in(revoked))
+            .group_by(column))
+
+
+def _add_statuses(out: dict[str, dict[str, int]], text: str | None, count: int) -> None:
+    for wid, status in json.loads(text or "{}").items():
+        per = out.setdefault(wid, {})
+        per[status] = per.get(status, 0) + count
 
 
 def workload_counts(conn: Connection) -> dict[str, dict[str, int]]:
-    """Per workload, the devices whose latest report has each status."""
-    rows = conn.execute(
-        sa.select(report_workloads.c.workload_id, report_workloads.c.status, sa.func.count())
-        .where(report_workloads.c.report_pk.in_(_latest_pks()))
-        .group_by(report_workloads.c.workload_id, report_workloads.c.status)).all()
+    """Per workload, the devices whose latest report has each status (``device_states.workloads``)."""
     out: dict[str, dict[str, int]] = {}
-    for wid, status, count in rows:
-        out.setdefault(wid, {})[status] = int(count)
+    for text, count in conn.execute(_states_counted(device_states.c.workloads)):
+        _add_statuses(out, text, int(count))
     return dict(sorted(out.items()))
 
 
@@ -288,19 +296,26 @@ def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
 
 
 def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
-    """The most common findings in the devices' latest reports, with how many devices and the fix."""
-    counted = (sa.select(report_findings.c.code, sa.func.count().label("devices"),
-                         sa.func.max(report_findings.c.report_pk).label("sample"))
-               .where(report_findings.c.report_pk.in_(_latest_pks()))
-               .group_by(report_findings.c.code).order_by(sa.desc("devices"), report_findings.c.code)
-               .limit(limit).subquery())
-    rows = conn.execute(
-        sa.select(counted.c.code, counted.c.devices, report_findings.c.severity, report_findings.c.workload_id,
-                  report_findings.c.title, report_findings.c.remediation)
-        .select_from(counted.join(report_findings, sa.and_(report_findings.c.report_pk == counted.c.sample,
-                                                           report_findings.c.code == counted.c.code)))
-        .order_by(counted.c.devices.desc(), counted.c.code)).all()
-    return [dict(r._mapping) for r in rows]
+    """The most common findings in the devices' latest reports (``device_states.findings``), with how
+    many devices and the fix (read from one latest report that has it)."""
+    counts: dict[str, int] = {}
+    for text, count in conn.execute(_states_counted(device_states.c.findings)):
+        for code in json.loads(text):
+            counts[code] = counts.get(code, 0) + int(count)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    out = []
+    for code, count in top:
+        # one latest report that has the finding: found by scanning the states' texts, stopping at the first
+        holder = (sa.select(device_states.c.report_pk)
+                  .where(device_states.c.findings.contains(json.dumps(code), autoescape=True)).limit(1)
+                  .scalar_subquery())
+        sample = conn.execute(
+            sa.select(report_findings.c.severity, report_findings.c.workload_id, report_findings.c.title,
+                      report_findings.c.remediation)
+            .where(report_findings.c.report_pk == holder, report_findings.c.code == code)).first()
+        if sample is not None:
+            out.append({"code": code, "devices": count, **sample._mapping})
+    return out
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -455,15 +470,20 @@ def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48
 
 
 def sweep_workloads(conn: Connection, sweep_id: str) -> dict[str, dict[str, int]]:
-    rows = conn.execute(
-        sa.select(report_workloads.c.workload_id, report_workloads.c.status, sa.func.count())
-        .select_from(sweep_responses.join(report_workloads,
-                                          report_workloads.c.report_pk == sweep_responses.c.report_pk))
-        .where(sweep_responses.c.sweep_id == sweep_id)
-        .group_by(report_workloads.c.workload_id, report_workloads.c.status)).all()
+    """Per workload, the sweep's answers with each status: grouped by the statuses kept with each
+    answer (``sweep_responses.workloads``); an answer stored without them is read from its report's rows."""
     out: dict[str, dict[str, int]] = {}
-    for wid, status, count in rows:
-        out.setdefault(wid, {})[status] = int(count)
+    for text, count in conn.execute(
+            sa.select(sweep_responses.c.workloads, sa.func.count()).where(sweep_responses.c.sweep_id == sweep_id)
+            .group_by(sweep_responses.c.workloads)):
+        if text is not None:
+            _add_statuses(out, text, int(count))
+    unrecorded = (sa.select(sweep_responses.c.report_pk)
+                  .where(sweep_responses.c.sweep_id == sweep_id, sweep_responses.c.workloads.is_(None)))
+    for wid, status in conn.execute(sa.select(report_workloads.c.workload_id, report_workloads.c.status)
+                                    .where(report_workloads.c.report_pk.in_(unrecorded))):
+        per = out.setdefault(wid, {})
+        per[status] = per.get(status, 0) + 1
     return dict(sorted(out.items()))
 
 
