@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_dashboard.py [--db postgresql|sqlite|both] [--devices 10000]
         [--days 30] [--repeat 15] [--live-seconds 20] [--live-rate 333] [--live-agents 600]
-        [--database-url URL]
+        [--database-url URL] [--live-only] [--skip REGEX]
 
 For each database it makes a private PostgreSQL cluster (fsync off while loading: reads are what
 is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
@@ -19,7 +19,8 @@ are then counted afresh) apart, then p50, p95 and max of the others (those count
 recounted in the background once older than ``NETCHECK_UI_CACHE_S``, 10 s), and the p95 of the
 time to the first bytes (exports are streamed: the first bytes leave long before the last).
 Then ("live") it enrolls ``--live-agents`` devices and posts real reports (bench_ingest's
-open-loop generator: a full worldwide check, gzipped) answering the sweep at ``--live-rate`` per
+open-loop generator: a worldwide check in the reduced form an agent sends for an ordinary sweep,
+gzipped) answering the sweep at ``--live-rate`` per
 second for ``--live-seconds``, while it loads the sweep's page every half second: the page's
 times, the answered count it showed first and last, and the rate the collector kept up.
 ``--database-url`` measures a database this bench filled before (the load of 100,000 devices
@@ -233,8 +234,10 @@ def _timed(client: httpx.Client, path: str) -> tuple[float, float, int]:
     return ((first or end) - t0) * 1000, (end - t0) * 1000, size
 
 
-def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[str, list[float], list[float], int]]:
-    """Each page ``repeat`` times: (path, ms to first bytes, ms to last, bytes)."""
+def measure(proc: CollectorProcess, sweep_id: str, repeat: int, skip: str | None = None
+            ) -> list[tuple[str, list[float], list[float], int]]:
+    """Each page ``repeat`` times, but those whose path matches the regular expression ``skip``:
+    (path, ms to first bytes, ms to last, bytes)."""
     out = []
     with httpx.Client(base_url=proc.url, timeout=600) as client:
         _sign_in(client)
@@ -256,6 +259,8 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[st
                  "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
         print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
         for path in pages:
+            if skip and re.search(skip, path):
+                continue
             firsts, fulls, size = [], [], 0
             for _ in range(repeat):
                 first, full, size = _timed(client, path)
@@ -282,7 +287,8 @@ def live_sweep(proc: CollectorProcess, url: str, sweep_id: str, seconds: float, 
         _, secret = store.create_secret(conn, store.utcnow())
     engine.dispose()
     enrolled, _ = asyncio.run(bench_ingest.enroll_all(proc.url, secret, agents))
-    template = bench_ingest.body_template(bench_ingest.realistic_report(), sweep_id)
+    # in the reduced form, as an agent answers an ordinary sweep (bench_ingest posts that form)
+    template = bench_ingest.body_template(bench_ingest.reduce_report(bench_ingest.realistic_report()), sweep_id)
     done: dict[str, Any] = {}
 
     def load() -> None:
@@ -330,6 +336,8 @@ def main() -> None:
                         help="how long the sweep page is timed while reports arrive (0: not at all)")
     parser.add_argument("--live-rate", type=float, default=333, help="reports per second arriving meanwhile")
     parser.add_argument("--live-agents", type=int, default=600, help="devices enrolled to send them")
+    parser.add_argument("--live-only", action="store_true", help="time only the sweep page while reports arrive")
+    parser.add_argument("--skip", metavar="REGEX", help="leave out the pages whose path matches (e.g. 'format=')")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {"environment_before": environment(), "devices": args.devices, "days": args.days}
@@ -387,7 +395,7 @@ def _run(url: str, sweep_id: str, reports: int, args: argparse.Namespace) -> dic
     env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0"}  # the live phase enrolls its devices at once
     with CollectorProcess(url, env=env, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-")),
                           args=("--workers", "2", "--trusted-proxy-header", "X-Forwarded-For")) as proc:
-        rows = measure(proc, sweep_id, args.repeat)
+        rows = [] if args.live_only else measure(proc, sweep_id, args.repeat, args.skip)
         out: dict[str, Any] = {"reports": reports, "pages": {
             p: {"cold_ms": round(f[0], 1), "p50_ms": round(statistics.median(f[1:] or f), 1),
                 "p95_ms": round(_p95(f[1:] or f), 1), "first_byte_p95_ms": round(_p95(b[1:] or b), 1), "bytes": s}

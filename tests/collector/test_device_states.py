@@ -123,3 +123,23 @@ def test_migration_0013_fills_the_states_ingest_would_have_kept(new_database: Ca
             assert queries.sweep_workloads(conn, sweep_id) == {"exchange": {"ok": 1}, "teams_media": {"failed": 1}}
     finally:
         engine.dispose()
+
+
+def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callable[[], str]) -> None:
+    """The sweep page's chart, counted by the database per interval: an answer counts from the first
+    point at or after it; an answer after the sweep's end is not drawn."""
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            sweep_id = store.create_sweep(conn, NOW, dt.timedelta(hours=4))["id"]
+            for n, minutes in enumerate((0.5, 31, 59, 61, 239, 300)):
+                device = _enroll(conn, f"d{n:03d}", "paris")
+                at = NOW + dt.timedelta(minutes=minutes)
+                assert store.ingest(conn, device, _incoming(1, "READY", "ok", sweep_id=sweep_id), at) == "stored"
+            sw = queries.sweep(conn, sweep_id)
+            # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
+            points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+        assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
+    finally:
+        engine.dispose()

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import store
 from netcheck.collector.db import (
+    UTCDateTime,
     device_catalogs,
     device_states,
     device_tags,
@@ -454,18 +455,28 @@ def _offline(now: dt.datetime) -> sa.ColumnElement[bool]:
 
 
 def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
-    """Cumulative answers over the sweep's life so far: (seconds since start, answers)."""
+    """Cumulative answers over the sweep's life so far: (seconds since start, answers). The database
+    counts the answers per interval between two points (one GROUP BY, not a row per answer)."""
     end = min(now, sw.expires_at)
     span = max(1.0, (end - sw.created_at).total_seconds())
-    times = [r[0] for r in conn.execute(sa.select(sweep_responses.c.received_at)
-                                        .where(sweep_responses.c.sweep_id == sw.id)
-                                        .order_by(sweep_responses.c.received_at))]
-    out, i = [], 0
-    for step in range(points + 1):
-        t = span * step / points
-        while i < len(times) and (times[i] - sw.created_at).total_seconds() <= t:
-            i += 1
-        out.append((t, i))
+    step = span / points
+    start = sa.literal(sw.created_at, UTCDateTime)
+    if conn.dialect.name == "sqlite":
+        elapsed: Any = (sa.func.julianday(sweep_responses.c.received_at) - sa.func.julianday(start)) * 86400.0
+        interval: Any = sa.cast(elapsed / step, sa.Integer)  # truncated: the floor, as elapsed >= 0
+    else:
+        elapsed = sa.extract("epoch", sweep_responses.c.received_at - start)
+        interval = sa.func.floor(elapsed / step)
+    per: dict[int, int] = {}
+    for i, count in conn.execute(sa.select(interval, sa.func.count()).where(
+            sweep_responses.c.sweep_id == sw.id, elapsed >= 0, elapsed <= span).group_by(interval)):
+        last = min(int(i), points - 1)  # an answer at the very end is in the last interval
+        per[last] = per.get(last, 0) + int(count)
+    # an answer in interval i (after point i, up to point i + 1) counts from point i + 1 on
+    out, total = [], 0
+    for k in range(points + 1):
+        total += int(per.get(k - 1, 0))
+        out.append((span * k / points, total))
     return out
 
 
