@@ -91,6 +91,13 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             assert facts is not None
             listed = conn.execute(devices_listing([facts[0]]).query).all()
             assert [r.device_id for r in listed] == [a]
+            # the devices list's filters on the latest report's workload statuses and findings, exactly
+            def listed(**f: Any) -> list[str]:
+                return [r["device_id"] for r in queries.devices_page(conn, queries.Filters(**f), NOW).rows]
+
+            assert listed(workload=("teams_media", "failed")) == [a]
+            assert listed(workload=("teams_media", "ok")) == [] and listed(workload=("teams", "failed")) == []
+            assert listed(finding="vpn.optimize_in_tunnel") == [a] and listed(finding="vpn.optimize") == []
             # a newer report replaces the state
             assert store.ingest(conn, a, _incoming(6, "READY", "ok"), NOW) == "stored"
             assert queries.workload_counts(conn)["teams_media"] == {"ok": 1, "degraded": 1}

@@ -336,18 +336,23 @@ def devices_listing(f: Filters, now: dt.datetime) -> Listing:
         query = query.where(sa.select(device_tags.c.device_id).where(
             device_tags.c.device_id == devices.c.id, device_tags.c.key == f.tag[0],
             device_tags.c.value == f.tag[1]).exists())
+    # a finding or workload status of the latest report: its state, probed by key in the list's order
     if f.finding:
-        query = query.where(sa.select(report_findings.c.report_pk).where(
-            report_findings.c.report_pk == devices.c.last_report_pk, report_findings.c.code == f.finding).exists())
+        query = query.where(_state_has(device_states.c.findings, json.dumps(f.finding)))
     if f.workload:
-        query = query.where(sa.select(report_workloads.c.report_pk).where(
-            report_workloads.c.report_pk == devices.c.last_report_pk,
-            report_workloads.c.workload_id == f.workload[0], report_workloads.c.status == f.workload[1]).exists())
+        query = query.where(_state_has(device_states.c.workloads,
+                                       store.workloads_text([f.workload])[1:-1]))  # '"id":"status"'
     if f.stale_days:
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
     return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags)
+
+
+def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
+    """The device's latest state's ``column`` (canonical JSON) holds ``text``, a quoted member."""
+    return sa.select(device_states.c.device_id).where(device_states.c.device_id == devices.c.id,
+                                                      column.contains(text, autoescape=True)).exists()
 
 
 def _add_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
