@@ -89,7 +89,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             assert [(f["code"], f["devices"], f["remediation"]) for f in top] == [
                 ("vpn.optimize_in_tunnel", 1, "Exclude it.")]
             assert facts is not None
-            listed = conn.execute(devices_listing([facts[0]]).query).all()
+            listed = conn.execute(devices_listing(conn, [facts[0]]).query).all()
             assert [r.device_id for r in listed] == [a]
             # the devices list's filters on the latest report's workload statuses and findings, exactly
             def listed(**f: Any) -> list[str]:
@@ -102,7 +102,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             assert store.ingest(conn, a, _incoming(6, "READY", "ok"), NOW) == "stored"
             assert queries.workload_counts(conn)["teams_media"] == {"ok": 1, "degraded": 1}
             assert queries.top_findings(conn) == []
-            assert conn.execute(devices_listing([facts[0]]).query).all() == []
+            assert conn.execute(devices_listing(conn, [facts[0]]).query).all() == []
             # a revoked device drops out of the fleet's counts
             assert store.revoke_device(conn, b, NOW) is not None
             assert queries.workload_counts(conn) == {"exchange": {"ok": 1}, "teams_media": {"ok": 1}}

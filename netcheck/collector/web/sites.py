@@ -278,7 +278,16 @@ def matching_digests(sites: Sites, fleet: Fleet, down: frozenset[str], workload:
 DEVICE_COLUMNS = ("device_id", "name", "os", "last_seen_at", "last_verdict")
 
 
-def devices_listing(digests: Collection[str]) -> Listing:
+def _not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
+    """Not revoked; on SQLite through an expression no index serves: its planner would otherwise read
+    every device through ``devices (revoked_at)`` and sort them, not walk the list's order (100,000
+    devices: 0.5-1.3 s against 2-80 ms). PostgreSQL plans the plain test well, and the wrapped one badly."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.coalesce(devices.c.revoked_at, None).is_(None)
+    return devices.c.revoked_at.is_(None)
+
+
+def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
     """The devices (not revoked) whose latest report has one of these fact sets
     (``device_states.facts_digest``): the devices are read in the list's order and each one's state
     probed by key, so a page stops after its rows instead of joining and sorting the fleet."""
@@ -286,7 +295,7 @@ def devices_listing(digests: Collection[str]) -> Listing:
                                                         device_states.c.facts_digest.in_(sorted(digests)))
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
                        devices.c.last_verdict)
-             .where(devices.c.revoked_at.is_(None), having.exists() if digests else sa.false()))
+             .where(_not_revoked(conn), having.exists() if digests else sa.false()))
     return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS)
 
 
@@ -350,7 +359,7 @@ class SitePages:
             down, unknown = self._down(request, known)
             digests = (matching_digests(self.sites, fleet, down, workload, kind=kind, behaviour=behaviour, fate=fate)
                        if down else [])
-            listing = devices_listing(digests)
+            listing = devices_listing(conn, digests)
             return {"down": down, "unknown": unknown, "listing": listing,
                     "result": None if request.query_params.get("format") else
                     listing.page(conn, (devices.c.name, devices.c.id), page, PAGE_SIZE)}
