@@ -324,10 +324,22 @@ def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
 DEVICE_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict", "revoked_at")
 
 
-def devices_listing(f: Filters, now: dt.datetime) -> Listing:
+def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
+    """Not revoked; on SQLite through an expression no index serves: for a list with a correlated
+    test, its planner would otherwise read every device through ``devices (revoked_at)`` and sort
+    them, not walk the list's order (100,000 devices: 0.2-1.3 s against 2-80 ms). PostgreSQL plans
+    the plain test well, and the wrapped one badly."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.coalesce(devices.c.revoked_at, None).is_(None)
+    return devices.c.revoked_at.is_(None)
+
+
+def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
                       devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
-    query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else devices.c.revoked_at.is_(None))
+    query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
+                        not_revoked(conn) if conn is not None and (f.finding or f.workload) else
+                        devices.c.revoked_at.is_(None))
     if f.verdict == "none":
         query = query.where(devices.c.last_verdict.is_(None))
     elif f.verdict:
@@ -363,7 +375,7 @@ def _add_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def devices_page(conn: Connection, f: Filters, now: dt.datetime, page: int = 1,
                  size: int = PAGE_SIZE) -> Page:
-    return devices_listing(f, now).page(conn, (devices.c.name, devices.c.id), page, size)
+    return devices_listing(f, now, conn).page(conn, (devices.c.name, devices.c.id), page, size)
 
 
 def device(conn: Connection, device_id: str) -> dict[str, Any] | None:
