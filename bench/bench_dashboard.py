@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_dashboard.py [--db postgresql|sqlite|both] [--devices 10000]
         [--days 30] [--repeat 15] [--live-seconds 20] [--live-rate 333] [--live-agents 600]
-        [--database-url URL]
+        [--database-url URL] [--live-only] [--skip REGEX]
 
 For each database it makes a private PostgreSQL cluster (fsync off while loading: reads are what
 is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily reports each
@@ -10,7 +10,8 @@ is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily
 answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite); the full report
 blob is stored only for each device's newest report, as the pages need only those: a two-site report
 (Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ, with the ``site_facts`` rows
-ingest would have written, for the Sites pages. Then it runs
+ingest would have written, for the Sites pages, and each device's latest state (``device_states``,
+and the sweep answers' workloads) as ``store.record_latest`` keeps them. Then it runs
 ``netcheck serve --workers 2`` on the database, signs in, and requests each page ``--repeat`` times,
 one at a time, on loopback: the times printed are the server's answer time as the client sees it
 (loopback adds well under a millisecond): the first view ("cold": the overview and a sweep's counts
@@ -18,7 +19,8 @@ are then counted afresh) apart, then p50, p95 and max of the others (those count
 recounted in the background once older than ``NETCHECK_UI_CACHE_S``, 10 s), and the p95 of the
 time to the first bytes (exports are streamed: the first bytes leave long before the last).
 Then ("live") it enrolls ``--live-agents`` devices and posts real reports (bench_ingest's
-open-loop generator: a full worldwide check, gzipped) answering the sweep at ``--live-rate`` per
+open-loop generator: a worldwide check in the reduced form an agent sends for an ordinary sweep,
+gzipped) answering the sweep at ``--live-rate`` per
 second for ``--live-seconds``, while it loads the sweep's page every half second: the page's
 times, the answered count it showed first and last, and the rate the collector kept up.
 ``--database-url`` measures a database this bench filled before (the load of 100,000 devices
@@ -108,7 +110,7 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
     chunk = max(1, 200_000 // max(1, days))
     for start in range(0, devices, chunk):
         dev_rows, tag_rows, rep_rows, wl_rows, f_rows, cat_rows, sw_rows = [], [], [], [], [], [], []
-        sf_rows = []
+        sf_rows, st_rows = [], []
         for i in range(start, min(devices, start + chunk)):
             did = ids[i]
             stale = rng.random() < 0.03
@@ -135,8 +137,13 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
             found = entries[i % len(entries)]
             sf_rows.append((did, latest[0], None if found is None else found[0]))
+            workloads = store.workloads_text((w, STATUS[latest[1]] if w == "teams_media" else "ok") for w in WORKLOADS)
+            codes = [] if latest[1] == "READY" else [f[0] for f in FINDINGS[: 1 + (i % len(FINDINGS))]]
+            st_rows.append((did, latest[3], latest[0], latest[2], latest[1], None, f"site{i % 20:02d}",
+                            None if found is None else found[0], workloads, store.findings_text(codes)))
             if not stale and rng.random() < 0.6:
-                sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300))))
+                sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300)),
+                                workloads))
         yield "devices", dev_rows
         yield "device_tags", tag_rows
         yield "reports", rep_rows
@@ -145,6 +152,7 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
         yield "device_catalogs", cat_rows
         yield "sweep_responses", sw_rows
         yield "site_facts", sf_rows
+        yield "device_states", st_rows
 
 
 COLUMNS = {
@@ -158,9 +166,11 @@ COLUMNS = {
     "report_workloads": ("report_pk", "workload_id", "device_id", "status", "score", "latency_ms"),
     "report_findings": ("report_pk", "code", "device_id", "severity", "workload_id", "title", "remediation"),
     "device_catalogs": ("device_id", "instance", "version", "report_pk"),
-    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at"),
+    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads"),
     "site_fact_sets": ("digest", "body", "created_at"),
     "site_facts": ("device_id", "report_pk", "digest"),
+    "device_states": ("device_id", "seq", "report_pk", "received_at", "verdict", "outage_verdict", "site",
+                      "facts_digest", "workloads", "findings"),
 }
 
 
@@ -224,8 +234,10 @@ def _timed(client: httpx.Client, path: str) -> tuple[float, float, int]:
     return ((first or end) - t0) * 1000, (end - t0) * 1000, size
 
 
-def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[str, list[float], list[float], int]]:
-    """Each page ``repeat`` times: (path, ms to first bytes, ms to last, bytes)."""
+def measure(proc: CollectorProcess, sweep_id: str, repeat: int, skip: str | None = None
+            ) -> list[tuple[str, list[float], list[float], int]]:
+    """Each page ``repeat`` times, but those whose path matches the regular expression ``skip``:
+    (path, ms to first bytes, ms to last, bytes)."""
     out = []
     with httpx.Client(base_url=proc.url, timeout=600) as client:
         _sign_in(client)
@@ -247,6 +259,8 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int) -> list[tuple[st
                  "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
         print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
         for path in pages:
+            if skip and re.search(skip, path):
+                continue
             firsts, fulls, size = [], [], 0
             for _ in range(repeat):
                 first, full, size = _timed(client, path)
@@ -273,7 +287,8 @@ def live_sweep(proc: CollectorProcess, url: str, sweep_id: str, seconds: float, 
         _, secret = store.create_secret(conn, store.utcnow())
     engine.dispose()
     enrolled, _ = asyncio.run(bench_ingest.enroll_all(proc.url, secret, agents))
-    template = bench_ingest.body_template(bench_ingest.realistic_report(), sweep_id)
+    # in the reduced form, as an agent answers an ordinary sweep (bench_ingest posts that form)
+    template = bench_ingest.body_template(bench_ingest.reduce_report(bench_ingest.realistic_report()), sweep_id)
     done: dict[str, Any] = {}
 
     def load() -> None:
@@ -321,6 +336,8 @@ def main() -> None:
                         help="how long the sweep page is timed while reports arrive (0: not at all)")
     parser.add_argument("--live-rate", type=float, default=333, help="reports per second arriving meanwhile")
     parser.add_argument("--live-agents", type=int, default=600, help="devices enrolled to send them")
+    parser.add_argument("--live-only", action="store_true", help="time only the sweep page while reports arrive")
+    parser.add_argument("--skip", metavar="REGEX", help="leave out the pages whose path matches (e.g. 'format=')")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {"environment_before": environment(), "devices": args.devices, "days": args.days}
@@ -378,7 +395,7 @@ def _run(url: str, sweep_id: str, reports: int, args: argparse.Namespace) -> dic
     env = {"NETCHECK_RATE_ENROLL_GLOBAL": "0"}  # the live phase enrolls its devices at once
     with CollectorProcess(url, env=env, workdir=Path(tempfile.mkdtemp(prefix="bench-dash-")),
                           args=("--workers", "2", "--trusted-proxy-header", "X-Forwarded-For")) as proc:
-        rows = measure(proc, sweep_id, args.repeat)
+        rows = [] if args.live_only else measure(proc, sweep_id, args.repeat, args.skip)
         out: dict[str, Any] = {"reports": reports, "pages": {
             p: {"cold_ms": round(f[0], 1), "p50_ms": round(statistics.median(f[1:] or f), 1),
                 "p95_ms": round(_p95(f[1:] or f), 1), "first_byte_p95_ms": round(_p95(b[1:] or b), 1), "bytes": s}

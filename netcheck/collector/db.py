@@ -185,6 +185,9 @@ sweep_responses = sa.Table(
     sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("report_pk", sa.BigInteger, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
+    #: the answer's per-workload statuses (``store.workloads_text``), for the sweep page's results
+    #: per workload without reading ``report_workloads`` (migration 0013; None: not recorded)
+    sa.Column("workloads", sa.Text),
 )
 
 #: the findings of each report, for the dashboard's "most common causes" (migration 0006):
@@ -200,6 +203,29 @@ report_findings = sa.Table(
     sa.Column("title", sa.String(255), nullable=False),
     sa.Column("remediation", sa.Text, nullable=False),
     sa.Index(None, "code"),
+)
+
+#: each device's latest state (migration 0013), kept at ingest by ``store.record_latest``: what the
+#: dashboard's fleet-wide counts read instead of joining ``report_workloads`` / ``report_findings``
+#: on every device's latest report. Only a report with a newer (or equal) ``seq`` replaces a row, the
+#: rule ``devices.last_report_pk`` follows, so ``report_pk`` is that report.
+device_states = sa.Table(
+    "device_states", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("report_pk", sa.BigInteger, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    #: the report's ``outage.verdict``, and the device's site tag when it arrived
+    sa.Column("outage_verdict", sa.String(16)),
+    sa.Column("site", sa.String(128)),
+    #: the digest of the report's prediction facts (``site_fact_sets``; None: none, or not read)
+    sa.Column("facts_digest", sa.String(64)),
+    #: per-workload statuses (``store.workloads_text``) and finding codes (``store.findings_text``):
+    #: few distinct values across a fleet, so a count groups by them and parses each once
+    sa.Column("workloads", sa.Text, nullable=False),
+    sa.Column("findings", sa.Text, nullable=False),
+    sa.Index(None, "facts_digest"),
 )
 
 #: the endpoint data each device's newest report was tested against, for the dashboard's

@@ -24,6 +24,7 @@ from netcheck import fleet_policy
 from netcheck.collector import auth, compact, site_facts
 from netcheck.collector.db import (
     device_catalogs,
+    device_states,
     device_tags,
     device_tokens,
     devices,
@@ -375,6 +376,57 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
             conn.execute(_insert(conn, sweep_responses)
                          .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
                          .on_conflict_do_nothing())
+    record_latest(conn, stored, now)
+
+
+def workloads_text(statuses: Iterable[tuple[str, str]]) -> str:
+    """(workload id, status) pairs as one canonical text, a JSON object by workload id: the form
+    ``device_states.workloads`` and ``sweep_responses.workloads`` keep them in."""
+    return json.dumps(dict(sorted(statuses)), separators=(",", ":"))
+
+
+def findings_text(codes: Iterable[str]) -> str:
+    """Finding codes as one canonical text, a sorted JSON list (``device_states.findings``)."""
+    return json.dumps(sorted(set(codes)), separators=(",", ":"))
+
+
+_STATE_FIELDS = ("device_id", "seq", "report_pk", "received_at", "verdict", "outage_verdict", "facts_digest",
+                 "workloads", "findings")
+
+
+@functools.cache
+def _latest_sql(dialect: str) -> tuple[Any, Any]:
+    upsert = dialect_insert(dialect, device_states).values(
+        {**{name: sa.bindparam(name) for name in _STATE_FIELDS}, "site": _SITE})
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[device_states.c.device_id],
+        set_={name: upsert.excluded[name] for name in (*_STATE_FIELDS[1:], "site")},
+        where=device_states.c.seq <= upsert.excluded.seq)
+    answer = (sa.update(sweep_responses)
+              .where(sweep_responses.c.sweep_id == sa.bindparam("b_sweep"),
+                     sweep_responses.c.device_id == sa.bindparam("b_device"),
+                     sweep_responses.c.report_pk == sa.bindparam("b_pk"))
+              .values(workloads=sa.bindparam("b_workloads", type_=sa.Text)))
+    return upsert, answer
+
+
+def record_latest(conn: Connection, stored: Sequence[tuple[str, Incoming, int]], now: dt.datetime) -> None:
+    """Keep each device's latest state (``device_states``) from reports just stored (device id,
+    report, ``report_pk``), in order: a report replaces the state only if its ``seq`` is not older
+    (one that arrives late, from a spool, leaves the newer state alone); and for a report that
+    answers a sweep, the answer's workloads. One statement for all the states, one for the answers."""
+    upsert, answer = _latest_sql(conn.dialect.name)
+    texts = [workloads_text((wid, status) for wid, status, _, _ in item.workloads) for _, item, _ in stored]
+    execute_hot(conn, upsert, [{
+        "device_id": device_id, "seq": item.seq, "report_pk": pk, "received_at": now, "verdict": item.verdict,
+        "outage_verdict": item.outage_verdict,
+        "facts_digest": item.facts_entry[0] if isinstance(item.facts_entry, tuple) else None,
+        "workloads": workloads, "findings": findings_text(code for code, *_ in item.findings)}
+        for (device_id, item, pk), workloads in zip(stored, texts, strict=True)])
+    answers = [{"b_sweep": item.sweep_id, "b_device": device_id, "b_pk": pk, "b_workloads": workloads}
+               for (device_id, item, pk), workloads in zip(stored, texts, strict=True) if item.sweep_id is not None]
+    if answers:
+        execute_hot(conn, answer, answers)
 
 
 def encode_report(canonical_json: bytes, *, reduced: bool = False) -> bytes:

@@ -34,6 +34,9 @@ TABLES = {
     "facts": "SELECT d.hardware_id, r.report_id, f.digest FROM site_facts f JOIN devices d ON d.id = f.device_id "
              "JOIN reports r ON r.id = f.report_pk ORDER BY 1",
     "fact_sets": "SELECT digest FROM site_fact_sets ORDER BY 1",
+    "states": "SELECT d.hardware_id, r.report_id, s.verdict, s.seq, s.site, s.workloads, s.findings "
+              "FROM device_states s JOIN devices d ON d.id = s.device_id JOIN reports r ON r.id = s.report_pk "
+              "ORDER BY 1",
 }
 
 
@@ -80,6 +83,7 @@ def test_many_uploads_at_once_store_what_one_after_the_other_would(new_database:
     # the device's latest is its highest sequence number, not the last to arrive
     assert {row[1:3] for row in one_by_one[1]["devices"]} == {
         ("00000000-0000-4000-8000-000000000001", "READY"), ("00000000-0000-4000-8000-000000000004", "NOT_READY")}
+    assert [row[1:4] for row in one_by_one[1]["states"]] == [row[1:4] for row in one_by_one[1]["devices"]]
     assert _state(new_database, many=True) == one_by_one
 
 

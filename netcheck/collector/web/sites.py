@@ -31,10 +31,10 @@ from sqlalchemy.engine import Connection
 from netcheck.assess.outage import UNNAMED, Cause, CauseKind, Fate, remedy
 from netcheck.assess.what_if import FactsError, what_if
 from netcheck.collector import store
-from netcheck.collector.db import devices, reports, site_fact_sets, site_facts
+from netcheck.collector.db import device_states, devices, reports, site_fact_sets, site_facts
 from netcheck.collector.site_facts import entry as site_facts_entry
 from netcheck.collector.site_facts import record
-from netcheck.collector.web.queries import PAGE_SIZE, Listing
+from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked
 
 #: latest reports read back per page view (each a decompression and a JSON parse: about 3 ms)
 REFRESH_BATCH = 500
@@ -71,6 +71,9 @@ def refresh(conn: Connection, now: dt.datetime, limit: int = REFRESH_BATCH) -> i
         found = None if blob is None else site_facts_entry(store.decode_report(blob))
         conn.execute(sa.delete(site_facts).where(site_facts.c.device_id == device_id))
         record(conn, device_id, pk, found, now)
+        conn.execute(sa.update(device_states)
+                     .where(device_states.c.device_id == device_id, device_states.c.report_pk == pk)
+                     .values(facts_digest=None if found is None else found[0]))
     return int(conn.execute(sa.select(sa.func.count()).select_from(_stale().subquery())).scalar_one())
 
 
@@ -276,11 +279,14 @@ DEVICE_COLUMNS = ("device_id", "name", "os", "last_seen_at", "last_verdict")
 
 
 def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
-    """The devices (not revoked) whose latest report has one of these fact sets."""
-    joined, current = _read(conn)
+    """The devices (not revoked) whose latest report has one of these fact sets
+    (``device_states.facts_digest``): the devices are read in the list's order and each one's state
+    probed by key, so a page stops after its rows instead of joining and sorting the fleet."""
+    having = sa.select(device_states.c.device_id).where(device_states.c.device_id == devices.c.id,
+                                                        device_states.c.facts_digest.in_(sorted(digests)))
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
-                       devices.c.last_verdict).select_from(joined)
-             .where(current, site_facts.c.digest.in_(sorted(digests)) if digests else sa.false()))
+                       devices.c.last_verdict)
+             .where(not_revoked(conn), having.exists() if digests else sa.false()))
     return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS)
 
 

@@ -1,0 +1,152 @@
+"""Each device's latest state (``device_states``, ``sweep_responses.workloads``), kept at ingest and
+filled by migration 0013, on real SQLite and PostgreSQL: the newest seq wins, a late older report,
+a duplicate and a revoked device change nothing, and the backfill gives exactly what ingest keeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from netcheck.collector import site_facts, store
+from netcheck.collector.db import device_states, make_engine, migrate
+from netcheck.collector.web import queries
+from netcheck.collector.web.sites import devices_listing
+from tests.test_sites import two_site_report
+
+NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+FINDING = ("vpn.optimize_in_tunnel", "critical", "teams_media", "Teams media goes into the VPN", "Exclude it.")
+
+
+def _incoming(seq: int, verdict: str, teams: str, *, findings: tuple[Any, ...] = (), sweep_id: str | None = None,
+              outage: dict[str, Any] | None = None) -> store.Incoming:
+    report = {"report_id": f"r-{seq}-{verdict}", "verdict": verdict, **({"outage": outage} if outage else {})}
+    body = json.dumps(report).encode()
+    return store.Incoming(
+        report_id=f"r-{seq}-{verdict}", verdict=verdict, exit_code=0, tool_version="1",
+        workloads=(("exchange", "ok", 90, 20.0), ("teams_media", teams, 50, 80.0)),
+        report_lz4=store.encode_report(body), body_sha256=f"{seq:064d}", measured_at=NOW, sent_at=NOW, seq=seq,
+        dropped=0, spool_full=False, sweep_id=sweep_id, findings=findings, outage_verdict="AT_RISK",
+        facts_entry=site_facts.entry(report))
+
+
+def _enroll(conn: Connection, name: str, site: str) -> str:
+    _, secret = store.create_secret(conn, NOW, site=site)
+    return store.enroll(conn, secret, {"hardware_id": name * 8, "name": name, "os": "linux",
+                                       "agent_version": "1"}, NOW).device_id
+
+
+def _states(conn: Connection) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(sa.select(device_states).order_by(device_states.c.device_id))]
+
+
+def _answers(conn: Connection) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(sa.text(
+        "SELECT sweep_id, device_id, workloads FROM sweep_responses ORDER BY sweep_id, device_id")).all()]
+
+
+def _fleet(engine: Engine) -> tuple[str, str, str, site_facts.Entry]:
+    """Two devices and a sweep: a answers it NOT READY (seq 5), then its seq 4 arrives late and READY;
+    b reports twice, then the same report again. Returns (a, b, sweep id, a's facts)."""
+    outage = two_site_report()["outage"]
+    facts = site_facts.entry({"outage": outage})
+    with engine.begin() as conn:
+        a, b = _enroll(conn, "aaaa", "paris"), _enroll(conn, "bbbb", "lyon")
+        sweep_id = store.create_sweep(conn, NOW, dt.timedelta(hours=2))["id"]
+        newest = _incoming(5, "NOT_READY", "failed", findings=(FINDING,), sweep_id=sweep_id, outage=outage)
+        assert store.ingest(conn, a, newest, NOW) == "stored"
+        later = NOW + dt.timedelta(minutes=5)
+        assert store.ingest(conn, a, _incoming(4, "READY", "ok"), later) == "stored"  # older, arriving late
+        assert store.ingest(conn, b, _incoming(1, "READY", "ok"), NOW) == "stored"
+        assert store.ingest(conn, b, _incoming(2, "AT_RISK", "degraded"), NOW) == "stored"
+        assert store.ingest(conn, b, _incoming(2, "AT_RISK", "degraded"), later) == "duplicate"
+    return a, b, sweep_id, facts
+
+
+def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        a, b, sweep_id, facts = _fleet(engine)
+        with engine.begin() as conn:
+            states = {r[0]: r for r in _states(conn)}
+            last = dict(conn.execute(sa.text("SELECT id, last_report_pk FROM devices")).all())
+            # a: seq 5 stays its state although seq 4 came later; b: the duplicate changed nothing
+            assert states[a][1:2] + states[a][4:] == (5, "NOT_READY", "AT_RISK", "paris", facts and facts[0],
+                                                      '{"exchange":"ok","teams_media":"failed"}',
+                                                      '["vpn.optimize_in_tunnel"]')
+            assert states[b][1] == 2 and states[b][3] == NOW and states[b][4] == "AT_RISK"
+            assert {d: s[2] for d, s in states.items()} == last  # the report devices.last_report_pk names
+            assert _answers(conn) == [(sweep_id, a, '{"exchange":"ok","teams_media":"failed"}')]
+            assert queries.workload_counts(conn) == {"exchange": {"ok": 2},
+                                                     "teams_media": {"failed": 1, "degraded": 1}}
+            assert queries.sweep_workloads(conn, sweep_id) == {"exchange": {"ok": 1}, "teams_media": {"failed": 1}}
+            top = queries.top_findings(conn)
+            assert [(f["code"], f["devices"], f["remediation"]) for f in top] == [
+                ("vpn.optimize_in_tunnel", 1, "Exclude it.")]
+            assert facts is not None
+            listed = conn.execute(devices_listing(conn, [facts[0]]).query).all()
+            assert [r.device_id for r in listed] == [a]
+            # the devices list's filters on the latest report's workload statuses and findings, exactly
+            def listed(**f: Any) -> list[str]:
+                return [r["device_id"] for r in queries.devices_page(conn, queries.Filters(**f), NOW).rows]
+
+            assert listed(workload=("teams_media", "failed")) == [a]
+            assert listed(workload=("teams_media", "ok")) == [] and listed(workload=("teams", "failed")) == []
+            assert listed(finding="vpn.optimize_in_tunnel") == [a] and listed(finding="vpn.optimize") == []
+            # a newer report replaces the state
+            assert store.ingest(conn, a, _incoming(6, "READY", "ok"), NOW) == "stored"
+            assert queries.workload_counts(conn)["teams_media"] == {"ok": 1, "degraded": 1}
+            assert queries.top_findings(conn) == []
+            assert conn.execute(devices_listing(conn, [facts[0]]).query).all() == []
+            # a revoked device drops out of the fleet's counts
+            assert store.revoke_device(conn, b, NOW) is not None
+            assert queries.workload_counts(conn) == {"exchange": {"ok": 1}, "teams_media": {"ok": 1}}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0013_fills_the_states_ingest_would_have_kept(new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        a, _, sweep_id, facts = _fleet(engine)
+        with engine.begin() as conn:  # what ingest kept
+            kept, answers = _states(conn), _answers(conn)
+        assert len(kept) == 2 and answers[0][2] is not None
+        assert migrate(engine, "0011", downgrade=True) == "0011"
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("device_states")
+        migrate(engine)  # the backfill
+        with engine.begin() as conn:
+            assert _states(conn) == kept
+            assert _answers(conn) == answers
+            # a's site_facts row holds its late, older report: the backfill read the latest report's facts back
+            assert facts is not None and kept[[r[0] for r in kept].index(a)][7] == facts[0]
+            assert queries.sweep_workloads(conn, sweep_id) == {"exchange": {"ok": 1}, "teams_media": {"failed": 1}}
+    finally:
+        engine.dispose()
+
+
+def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callable[[], str]) -> None:
+    """The sweep page's chart, counted by the database per interval: an answer counts from the first
+    point at or after it; an answer after the sweep's end is not drawn."""
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            sweep_id = store.create_sweep(conn, NOW, dt.timedelta(hours=4))["id"]
+            for n, minutes in enumerate((0.5, 31, 59, 61, 239, 300)):
+                device = _enroll(conn, f"d{n:03d}", "paris")
+                at = NOW + dt.timedelta(minutes=minutes)
+                assert store.ingest(conn, device, _incoming(1, "READY", "ok", sweep_id=sweep_id), at) == "stored"
+            sw = queries.sweep(conn, sweep_id)
+            # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
+            points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+        assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
+    finally:
+        engine.dispose()
