@@ -227,8 +227,13 @@ class FactsPatch:
     resolvers: tuple[Resolver, ...] | None = None
     dependencies: tuple[Dependency, ...] | None = None
     drop_resolver: str | None = None
+    #: False: the laptop is not on a site's network after all (the facts are then the paths as seen, with
+    #: no office paths); None: kept.
+    on_site: bool | None = None
 
     def __call__(self, facts: SiteFacts, profile: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        if self.on_site is not None:
+            facts = replace(facts, on_site=self.on_site, office=facts.office if self.on_site else None)
         if self.vpn_interfaces is not None:
             facts = replace(facts, vpn_interfaces=self.vpn_interfaces)
         if self.resolvers is not None:
@@ -841,6 +846,11 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     if model.staying:
         notes.append(f"You are on the network of {model.here}, which stays up in this case: this prediction is made "
                      "from the paths seen there (a laptop stays where it is when another site is lost).")
+    elif facts.on_site and any(isinstance(w, FactsPatch) and w.on_site is False
+                               for a in assumptions for _, w in a.worlds):
+        notes.append("This looks like an office network, with no site profile to tell: this prediction is made "
+                     "from your configuration as it would be used from home, and hedged over this being another "
+                     "network.")
     elif facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")
