@@ -30,8 +30,8 @@ def iface(name: str, kind: str, *addresses: str) -> Interface:
     return Interface(name, kind, None, (), addresses, True)
 
 
-def egress(address: str, kind: str = "physical") -> Egress:
-    return Egress(address, "eth0", None, None, kind, None, "ip route get", None)
+def egress(address: str, kind: str = "physical", via: str | None = None) -> Egress:
+    return Egress(address, "eth0", None, via, kind, None, "ip route get", None)
 
 
 def test_on_site_by_the_profiles_networks_or_by_site_systems_reached_directly() -> None:
@@ -53,13 +53,21 @@ def test_a_private_resolver_beyond_the_laptops_own_network_is_an_offices_sign() 
     resolvers in a server network, reached through a router."""
     lan = [iface("eth0", "physical", "10.20.0.100/24")]
     home = [iface("eth0", "physical", "192.168.1.10/24")]
-    assert office_resolver((), ["10.20.1.53"], {"10.20.1.53": egress("10.20.1.53")}, lan) == "10.20.1.53"
-    assert office_resolver((), ["192.168.1.1"], {"192.168.1.1": egress("192.168.1.1")}, home) is None  # on-link
-    assert office_resolver((), ["9.9.9.9"], {"9.9.9.9": egress("9.9.9.9")}, home) is None  # a public resolver
-    assert office_resolver((), ["fd00:1::53"], {"fd00:1::53": egress("fd00:1::53")}, home) == "fd00:1::53"
-    assert office_resolver(("wg0",), ["10.20.1.53"], {"10.20.1.53": egress("10.20.1.53")}, lan) is None
-    assert office_resolver((), ["10.20.1.53"], {"10.20.1.53": egress("10.20.1.53", "vpn")}, lan) is None
-    assert office_resolver((), ["127.0.0.53"], {"127.0.0.53": egress("127.0.0.53", "loopback")}, lan) is None
+    bare = [iface("eth0", "physical", "192.168.1.10")]  # Linux's `ip -j addr` as read: no prefix length
+
+    def via(address: str, hop: str | None, kind: str = "physical") -> dict[str, Egress]:
+        return {address: egress(address, kind, hop)}
+
+    assert office_resolver((), ["10.20.1.53"], via("10.20.1.53", "10.20.0.1"), lan) == "10.20.1.53"
+    # the home router: on the laptop's own link, no next hop (Linux, macOS "link#11", Windows 0.0.0.0)
+    for hop in (None, "link#11", "0.0.0.0", "192.168.1.1"):
+        assert office_resolver((), ["192.168.1.1"], via("192.168.1.1", hop), bare) is None, hop
+    assert office_resolver((), ["192.168.1.1"], via("192.168.1.1", "192.168.1.254"), home) is None  # on-link
+    assert office_resolver((), ["9.9.9.9"], via("9.9.9.9", "192.168.1.1"), home) is None  # a public resolver
+    assert office_resolver((), ["fd00:1::53"], via("fd00:1::53", "fe80::1%eth0"), home) == "fd00:1::53"
+    assert office_resolver(("wg0",), ["10.20.1.53"], via("10.20.1.53", "10.20.0.1"), lan) is None
+    assert office_resolver((), ["10.20.1.53"], via("10.20.1.53", "10.66.0.1", "vpn"), lan) is None
+    assert office_resolver((), ["127.0.0.53"], via("127.0.0.53", None, "loopback"), lan) is None
 
 
 def test_maybe_an_office_is_hedged_between_the_office_and_another_network() -> None:

@@ -628,9 +628,15 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
 class _UnprofiledLaptop(_BranchLaptop):
     """No proxy, no federation, no profile: only the resolver DHCP handed out tells where the laptop is."""
 
-    def __init__(self, address: str, resolver: str) -> None:
+    def __init__(self, address: str, resolver: str, hop: str | None) -> None:
         super().__init__()
-        self.address, self.resolver = address, resolver
+        self.address, self.resolver, self.hop = address, resolver, hop
+
+    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+        from netcheck.platform.base import Egress
+
+        return {a: Egress(a, "eth0", self.address.split("/")[0], None if a == self.resolver and not self.hop
+                          else self.hop, "physical", None, "double") for a in addresses}
 
     def interfaces(self) -> tuple[object, ...]:
         from netcheck.platform import Interface
@@ -657,14 +663,15 @@ def test_without_a_profile_a_resolver_in_a_server_network_makes_the_place_a_hedg
     catalog = load_catalog("Worldwide")
     relay = [ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK)]  # an address: no lookup
 
-    def gathered(address: str, resolver: str) -> tuple[SiteFacts, tuple[str, ...]]:
-        g = gather(relay, catalog, "contoso", _UnprofiledLaptop(address, resolver),  # type: ignore[arg-type]
+    def gathered(address: str, resolver: str, hop: str | None) -> tuple[SiteFacts, tuple[str, ...]]:
+        g = gather(relay, catalog, "contoso", _UnprofiledLaptop(address, resolver, hop),  # type: ignore[arg-type]
                    SiteProfile(), Deadline.after(20))
         return g.facts, tuple(a.settle for a in g.assumptions)
 
-    office, settles = gathered("10.20.0.100/24", "10.20.1.53")
+    # as Linux reads them: addresses without their prefix length; the route's next hop tells the link
+    office, settles = gathered("10.20.0.100", "10.20.1.53", "10.20.0.1")
     assert office.on_site and office.office is not None and settles[-1] == "networks"
-    home, settles = gathered("192.168.1.10/24", "192.168.1.1")
+    home, settles = gathered("192.168.1.10", "192.168.1.1", None)
     assert not home.on_site and "networks" not in settles
 
 

@@ -232,13 +232,23 @@ def office_resolver(vpn: tuple[str, ...], resolvers: Sequence[str], egress: Mapp
     caller hedges over it: the place the laptop is in is a question it cannot answer alone."""
     if vpn:
         return None
-    on_link = _on_link(interfaces)
+    on_link = _on_link(interfaces)  # where the OS gives prefix lengths; else the route's next hop tells
     for address in resolvers:
         e = egress.get(address)
         if (e is not None and is_internal(address) and e.kind not in ("vpn", "loopback", UNREACHABLE, UNKNOWN)
-                and not in_networks(address, on_link)):
+                and _next_hop(e) and not in_networks(address, on_link)):
             return address
     return None
+
+
+def _next_hop(e: Egress) -> bool:
+    """Is ``e`` reached through a router (a next hop that is an address other than the destination), not on
+    the laptop's own link? Linux and macOS give no next hop on-link ("link#11" on macOS), Windows 0.0.0.0."""
+    hop = (e.gateway or "").split("%")[0]
+    if not _is_interface_address(hop) or "/" in hop:
+        return False
+    ip = ipaddress.ip_address(hop)
+    return not ip.is_unspecified and ip != ipaddress.ip_address(e.destination.split("%")[0])
 
 
 def place_assumption(resolver: str, seen: FactsPatch) -> Assumption:
