@@ -28,7 +28,9 @@ from netcheck.assess.site_decisions import (
     as_from_home,
     home_assumptions,
     is_on_site,
+    office_resolver,
     own_address,
+    place_assumption,
     representative,
     route_of,
     split_tunnel,
@@ -169,6 +171,11 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     assumptions: tuple[Assumption, ...] = ()
     split_rows, tunneled = split_tunnel(catalog, optimize, egress, bool(vpn))
     on_site = is_on_site(vpn, resolvers, egress, proxy_hosts, federation, wanted, profile, interfaces)
+    # No site system seen here, and no profile's networks to tell: a resolver only an organisation's network
+    # hands out makes this maybe an office, predicted as one and hedged over "or another network".
+    office_sign = (office_resolver(vpn, resolvers, egress, interfaces)
+                   if not on_site and not profile.networks else None)
+    on_site = on_site or office_sign is not None
     resolver_facts = tuple(Resolver(a, route_of(egress[a])) for a in resolvers if a in egress)
     relay_routes = routes(wanted.get(relay, [])) if relay else ()
     mapped = stun[0].detail.get("mapped_address") if stun else None
@@ -190,6 +197,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
         office = (deps, resolver_facts)
         deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)
         assumptions = home_assumptions(office, catalog, profile, resolver_facts[-1])
+        if office_sign is not None:
+            assumptions = (*assumptions, place_assumption(office_sign, office_paths))
     identity_route = [r for d in deps if d.workload == sign_in and d.role == "service" for r in d.routes]
     opt_direct = any(row.ipv4 == SPLIT_OUT or row.ipv6 == SPLIT_OUT for row in split_rows)
     identity_split = bool(vpn) and opt_direct and any(r.kind == "vpn" for r in identity_route)

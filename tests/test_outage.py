@@ -89,6 +89,25 @@ def test_pac_at_the_site_fail_direct_versus_fail_closed() -> None:
     assert kinds == {"vpn", "pac"}
 
 
+def test_a_pac_file_that_cannot_be_fetched_even_now_is_gone_whatever_the_site_does() -> None:
+    """Split tunnel, home DNS only: the PAC file's name does not resolve from home, so the decision came
+    from the manual settings (DIRECT). Fail-closed, the browser connects to nothing, with the site up or
+    down; unstated, that is the question (the generated matrix found "works" where a fail-closed browser
+    loaded nothing)."""
+    gone = ProxyPath(source="none", proxy=None, pac_url="http://pac.corp.example/proxy.pac", pac_route=None)
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), gone))
+    assert predict(f, SiteProfile(pac_unreachable="direct"), W).fate("exchange") is Fate.WORKS
+    closed = predict(f, SiteProfile(pac_unreachable="fail"), W).workloads[0]
+    assert (closed.if_vpn_stays, closed.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    assert any("could not be fetched or loaded even with the site up" in e for e in closed.evidence)
+    unstated = predict(f, SiteProfile(), W).workloads[0]
+    assert unstated.possible == {"stays": (Fate.WORKS, Fate.FAILS), "drops": (Fate.WORKS, Fate.FAILS)}
+    assert unstated.assumptions == ("what the OS does when it cannot fetch the PAC file",)
+    fetched = ProxyPath(source="pac", proxy=None, pac_url="http://pac.example/p.pac", pac_route=direct("198.18.9.9"))
+    assert predict(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), fetched)),
+                   SiteProfile(), W).workloads[0].possible == {}  # fetched, and not at the site: nothing hangs on it
+
+
 def test_federation_at_the_site_fails_sign_in() -> None:
     f = facts(Dependency("identity", "service", "login.microsoftonline.com", (direct("198.18.2.1"),)),
               Dependency("identity", "federation", "adfs.corp.example", (tunnel("10.10.0.20"),)))

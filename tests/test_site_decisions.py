@@ -7,7 +7,7 @@ import ipaddress
 import subprocess
 import sys
 
-from netcheck.assess.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
+from netcheck.assess.outage import Dependency, FactsPatch, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
 from netcheck.assess.site_decisions import (
     HOME_UPLINK,
     VPN_PROFILE,
@@ -15,6 +15,8 @@ from netcheck.assess.site_decisions import (
     excluded_networks,
     home_assumptions,
     is_on_site,
+    office_resolver,
+    place_assumption,
 )
 from netcheck.m365.catalog import load_catalog
 from netcheck.models import Category
@@ -28,8 +30,8 @@ def iface(name: str, kind: str, *addresses: str) -> Interface:
     return Interface(name, kind, None, (), addresses, True)
 
 
-def egress(address: str, kind: str = "physical") -> Egress:
-    return Egress(address, "eth0", None, None, kind, None, "ip route get", None)
+def egress(address: str, kind: str = "physical", via: str | None = None) -> Egress:
+    return Egress(address, "eth0", None, via, kind, None, "ip route get", None)
 
 
 def test_on_site_by_the_profiles_networks_or_by_site_systems_reached_directly() -> None:
@@ -44,6 +46,53 @@ def test_on_site_by_the_profiles_networks_or_by_site_systems_reached_directly() 
     assert not is_on_site((), [], {"10.9.0.8": egress("10.9.0.8", "vpn")}, proxy, None, {}, SiteProfile(), home)
     adfs = {"adfs.corp.example": ["10.9.0.20"]}
     assert is_on_site((), [], {"10.9.0.20": egress("10.9.0.20")}, {}, "adfs.corp.example", adfs, SiteProfile(), home)
+
+
+def test_a_private_resolver_beyond_the_laptops_own_network_is_an_offices_sign() -> None:
+    """A home router is its own network's resolver (or hands out its ISP's public ones); an office hands out
+    resolvers in a server network, reached through a router."""
+    lan = [iface("eth0", "physical", "10.20.0.100/24")]
+    home = [iface("eth0", "physical", "192.168.1.10/24")]
+    bare = [iface("eth0", "physical", "192.168.1.10")]  # Linux's `ip -j addr` as read: no prefix length
+
+    def via(address: str, hop: str | None, kind: str = "physical") -> dict[str, Egress]:
+        return {address: egress(address, kind, hop)}
+
+    assert office_resolver((), ["10.20.1.53"], via("10.20.1.53", "10.20.0.1"), lan) == "10.20.1.53"
+    # the home router: on the laptop's own link, no next hop (Linux, macOS "link#11", Windows 0.0.0.0)
+    for hop in (None, "link#11", "0.0.0.0", "192.168.1.1"):
+        assert office_resolver((), ["192.168.1.1"], via("192.168.1.1", hop), bare) is None, hop
+    assert office_resolver((), ["192.168.1.1"], via("192.168.1.1", "192.168.1.254"), home) is None  # on-link
+    assert office_resolver((), ["9.9.9.9"], via("9.9.9.9", "192.168.1.1"), home) is None  # a public resolver
+    assert office_resolver((), ["fd00:1::53"], via("fd00:1::53", "fe80::1%eth0"), home) == "fd00:1::53"
+    assert office_resolver(("wg0",), ["10.20.1.53"], via("10.20.1.53", "10.20.0.1"), lan) is None
+    assert office_resolver((), ["10.20.1.53"], via("10.20.1.53", "10.66.0.1", "vpn"), lan) is None
+    assert office_resolver((), ["127.0.0.53"], via("127.0.0.53", None, "loopback"), lan) is None
+
+
+def test_maybe_an_office_is_hedged_between_the_office_and_another_network() -> None:
+    """Without a profile, a laptop whose only sign of an office is its resolver: the site's loss is
+    predicted as from the office (the person goes home, the VPN carries the site's part) and as from
+    another network (nothing here depends on the site); where they differ the fate is uncertain, with the
+    place named as the question, never a confident "you would be fine"."""
+    catalog = load_catalog("Worldwide")
+    intranet = Dependency("exchange", "service", "outlook.office365.com",
+                          (Route("10.20.7.7", "eth0", "physical"),))
+    dns = (Resolver("10.20.1.53", Route("10.20.1.53", "eth0", "physical")),)
+    office = ([intranet], dns)
+    full = SiteProfile(vpn_mode="full")
+    deps, home_dns, vpn = as_from_home(*office, catalog, full)
+    seen = FactsPatch(vpn_interfaces=(), resolvers=dns, dependencies=(intranet,))
+    facts = SiteFacts(True, vpn, home_dns, tuple(deps), office=seen)
+    place = place_assumption("10.20.1.53", seen)
+    assert place.settle == "networks" and "10.20.1.53" in place.question
+    told = predict(facts, full, ("exchange",), {}, ())
+    assert told.workloads[0].if_vpn_stays is Fate.FAILS  # as an office: the site's part is lost from home
+    hedged = predict(facts, full, ("exchange",), {}, (place,))
+    w = hedged.workloads[0]
+    assert (w.if_vpn_stays, w.possible["stays"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.FAILS))
+    assert any(place.question in c.text for c in w.causes)
+    assert hedged.notes and hedged.notes[0].startswith("This looks like an office network")
 
 
 def test_excluded_networks_take_categories_set_ids_and_prefixes() -> None:

@@ -625,6 +625,56 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
     assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
 
 
+class _UnprofiledLaptop(_BranchLaptop):
+    """No proxy, no federation, no profile: only the resolver DHCP handed out tells where the laptop is."""
+
+    def __init__(self, address: str, resolver: str, hop: str | None) -> None:
+        super().__init__()
+        self.address, self.resolver, self.hop = address, resolver, hop
+
+    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+        from netcheck.platform.base import Egress
+
+        return {a: Egress(a, "eth0", self.address.split("/")[0], None if a == self.resolver and not self.hop
+                          else self.hop, "physical", None, "double") for a in addresses}
+
+    def interfaces(self) -> tuple[object, ...]:
+        from netcheck.platform import Interface
+
+        return (Interface("eth0", "physical", None, (), (self.address,), True),)
+
+    def proxy_settings(self) -> object:
+        from netcheck.proxy.settings import ProxySettings
+
+        return ProxySettings(source="none")
+
+    def dns_servers(self) -> tuple[str, ...]:
+        return (self.resolver,)
+
+
+def test_without_a_profile_a_resolver_in_a_server_network_makes_the_place_a_hedged_question() -> None:
+    """An office's resolver is in a network of its own (reached through a router); a home's is its router,
+    on the laptop's own link. The first is predicted as an office, hedged over "or another network"."""
+    from netcheck.deadline import Deadline
+    from netcheck.m365.catalog import load_catalog
+    from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
+    from netcheck.site_facts import gather
+
+    catalog = load_catalog("Worldwide")
+    relay = [ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK)]  # an address: no lookup
+
+    def gathered(address: str, resolver: str, hop: str | None) -> tuple[SiteFacts, tuple[str, ...]]:
+        g = gather(relay, catalog, "contoso", _UnprofiledLaptop(address, resolver, hop),  # type: ignore[arg-type]
+                   SiteProfile(), Deadline.after(20))
+        return g.facts, tuple(a.settle for a in g.assumptions)
+
+    # as Linux reads them: addresses without their prefix length; the route's next hop tells the link
+    office, settles = gathered("10.20.0.100", "10.20.1.53", "10.20.0.1")
+    assert office.on_site and office.office is not None and settles[-1] == "networks"
+    home, settles = gathered("192.168.1.10", "192.168.1.1", None)
+    assert not home.on_site and "networks" not in settles
+
+
 def test_a_full_tunnel_to_a_site_whose_internet_goes_through_another_loses_the_internet_with_it() -> None:
     """From home through the tunnel to Dublin, whose internet goes out through Paris: losing Paris loses it."""
     from netcheck.assess.outage import ModelInput

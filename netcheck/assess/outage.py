@@ -227,8 +227,13 @@ class FactsPatch:
     resolvers: tuple[Resolver, ...] | None = None
     dependencies: tuple[Dependency, ...] | None = None
     drop_resolver: str | None = None
+    #: False: the laptop is not on a site's network after all (the facts are then the paths as seen, with
+    #: no office paths); None: kept.
+    on_site: bool | None = None
 
     def __call__(self, facts: SiteFacts, profile: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        if self.on_site is not None:
+            facts = replace(facts, on_site=self.on_site, office=facts.office if self.on_site else None)
         if self.vpn_interfaces is not None:
             facts = replace(facts, vpn_interfaces=self.vpn_interfaces)
         if self.resolvers is not None:
@@ -538,6 +543,13 @@ class _Model:
         p = dep.proxy
         proxy_name, proxy_route = p.proxy, p.proxy_route
         pac_lost: list[Cause] = []
+        if pac_gone_now(p):  # whatever happens to the site: the browser is without its PAC file already
+            why.append(f"PAC file {p.pac_url}: could not be fetched or loaded even with {self.every} up")
+            if self.profile.pac_unreachable == "fail":
+                why.append("without its PAC file the browser does not connect (fail-closed)")
+                return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", None, w) for w in why[-2:]]
+            why.append("without it the browser is taken to use what the laptop's settings choose now"
+                       + ("" if self.profile.pac_unreachable is not None else " (not stated: see the assumptions)"))
         if p.source == "pac" and p.pac_route is not None:
             pac = self.reach(p.pac_route, behaviour, url_host(p.pac_url), role="pac")
             if not pac.ok:
@@ -665,13 +677,20 @@ _PAC_WORLDS = (("direct", "falls back to its manual proxy settings (or DIRECT)")
                ("cached", "keeps using its cached copy"), ("fail", "fails closed"))
 
 
+def pac_gone_now(p: ProxyPath) -> bool:
+    """The settings name a PAC file, but it could not be fetched or loaded now (the decision came from the
+    manual settings, rule 2 of netcheck.proxy.decision): the browser is without it whatever the site does."""
+    return bool(p.pac_url) and p.source != "pac"
+
+
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
                    down: Collection[str] | None = None) -> Assumption | None:
-    """When the PAC file lives at a site that is down and no profile says what the OS does without it."""
+    """When the PAC file lives at a site that is down, or cannot be fetched even now, and no profile says
+    what the OS does without it."""
     if profile.pac_unreachable is not None:
         return None
     model = _Model(facts, profile, {}, sites, down)
-    if not any(d.proxy.source == "pac" and d.proxy.pac_route is not None
+    if not any(pac_gone_now(d.proxy) or d.proxy.source == "pac" and d.proxy.pac_route is not None
                and any(not model.reach(d.proxy.pac_route, b, url_host(d.proxy.pac_url), role="pac").ok
                        for b in BEHAVIOURS)
                for d in facts.dependencies):
@@ -841,6 +860,11 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     if model.staying:
         notes.append(f"You are on the network of {model.here}, which stays up in this case: this prediction is made "
                      "from the paths seen there (a laptop stays where it is when another site is lost).")
+    elif facts.on_site and any(isinstance(w, FactsPatch) and w.on_site is False
+                               for a in assumptions for _, w in a.worlds):
+        notes.append("This looks like an office network, with no site profile to tell: this prediction is made "
+                     "from your configuration as it would be used from home, and hedged over this being another "
+                     "network.")
     elif facts.on_site:
         notes.append("You are on the office network now: this prediction is made from your configuration "
                      "(VPN, DNS, proxy and PAC settings as they would be used from home), not from a live path.")

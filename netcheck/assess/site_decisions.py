@@ -220,6 +220,53 @@ def is_on_site(vpn: tuple[str, ...], resolvers: Sequence[str], egress: Mapping[s
     return any(is_internal(a) and a in egress and egress[a].kind != "vpn" for a in site_hosts)
 
 
+def office_resolver(vpn: tuple[str, ...], resolvers: Sequence[str], egress: Mapping[str, Egress],
+                    interfaces: Sequence[Interface]) -> str | None:
+    """Without a profile and without a tunnel up, a sign that this may be an organisation's network, not a
+    home: the first resolver at an internal address beyond the laptop's own networks, reached directly
+    (None: no such resolver).
+
+    A home router is its network's resolver (on the laptop's own link) or hands out its ISP's public ones;
+    an office's DHCP hands out resolvers in a server network of their own, reached through a router, as
+    directory servers are. It is a sign, not proof (a home behind two routers looks the same), so the
+    caller hedges over it: the place the laptop is in is a question it cannot answer alone."""
+    if vpn:
+        return None
+    on_link = _on_link(interfaces)  # where the OS gives prefix lengths; else the route's next hop tells
+    for address in resolvers:
+        e = egress.get(address)
+        if (e is not None and is_internal(address) and e.kind not in ("vpn", "loopback", UNREACHABLE, UNKNOWN)
+                and _next_hop(e) and not in_networks(address, on_link)):
+            return address
+    return None
+
+
+def _next_hop(e: Egress) -> bool:
+    """Is ``e`` reached through a router (a next hop that is an address other than the destination), not on
+    the laptop's own link? Linux and macOS give no next hop on-link ("link#11" on macOS), Windows 0.0.0.0."""
+    hop = (e.gateway or "").split("%")[0]
+    if not _is_interface_address(hop) or "/" in hop:
+        return False
+    ip = ipaddress.ip_address(hop)
+    return not ip.is_unspecified and ip != ipaddress.ip_address(e.destination.split("%")[0])
+
+
+def place_assumption(resolver: str, seen: FactsPatch) -> Assumption:
+    """What the prediction hangs on when only :func:`office_resolver` says this may be an office: the
+    office's answer (the base facts, as from home) or another network's (the paths as ``seen``)."""
+    return Assumption(f"whether this network is one of your organisation's offices (its resolver {resolver} is at "
+                      "a private address beyond your own network, as an office's are) or another network, such as "
+                      "a home", "networks",
+                      (("if it is an office", FactsPatch()),
+                       ("if it is another network", replace(seen, on_site=False))))
+
+
+def _on_link(interfaces: Sequence[Interface]) -> list[Network]:
+    """The networks the laptop's own interfaces are on."""
+    return [ipaddress.ip_interface(a.split("%")[0]).network for i in interfaces for a in i.addresses
+            if _is_interface_address(a)]
+
+
 def vpn_gateway(routes: Sequence[TableRoute], interfaces: Sequence[Interface],
                 published: Sequence[Network] = ()) -> str | None:
     """The VPN concentrator's address, read from the routing table without admin rights, or None.
@@ -234,8 +281,7 @@ def vpn_gateway(routes: Sequence[TableRoute], interfaces: Sequence[Interface],
     up = {i.name: i for i in interfaces if i.is_up}
     if not any(i.kind == "vpn" for i in up.values()):
         return None
-    on_link = [ipaddress.ip_interface(a.split("%")[0]).network for i in interfaces for a in i.addresses
-               if _is_interface_address(a)]
+    on_link = _on_link(interfaces)
     found: dict[str, None] = {}
     for r in routes:
         address, _, length = r.destination.partition("/")

@@ -75,7 +75,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         return {"vpn_interfaces": None if w.vpn_interfaces is None else list(w.vpn_interfaces),
                 "resolvers": None if w.resolvers is None else resolvers(w.resolvers),
                 "dependencies": None if w.dependencies is None else dependencies(w.dependencies),
-                "drop_resolver": w.drop_resolver}
+                "drop_resolver": w.drop_resolver, "on_site": w.on_site}
 
     carried = [a for a in model.assumptions if all(isinstance(w, FactsPatch) for _, w in a.worlds)]
     return {
@@ -139,7 +139,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
                 vpn_interfaces=None if p.get("vpn_interfaces") is None else tuple(p["vpn_interfaces"]),
                 resolvers=None if p.get("resolvers") is None else resolvers(p["resolvers"]),
                 dependencies=None if p.get("dependencies") is None else dependencies(p["dependencies"]),
-                drop_resolver=p.get("drop_resolver"))
+                drop_resolver=p.get("drop_resolver"), on_site=p.get("on_site"))
 
         facts = SiteFacts(
             on_site=bool(data["on_site"]), vpn_interfaces=tuple(data["vpn_interfaces"]),
