@@ -81,7 +81,11 @@ def publish_exchange_incident(graph: GraphDouble) -> str:
                           start=start.isoformat().replace("+00:00", "Z"), status="serviceInterruption"),
                     issue("TM000001", "Microsoft Teams", "Old chat delays", resolved=True, status="serviceRestored",
                           start="2026-11-01T09:00:00Z", end="2026-11-01T10:00:00Z")]
-    return f"Exchange Online: incident EX123456, 'Users can't access email', since {start:%H:%M} UTC"
+    # the report gives the time of day alone for an incident that began today (UTC), and the date
+    # with it when it began on an earlier day (a run in the first 40 minutes after midnight)
+    today = start.date() == dt.datetime.now(dt.UTC).date()
+    since = f"{start:%H:%M} UTC" if today else f"{start.day} {start:%b} {start:%H:%M} UTC"
+    return f"Exchange Online: incident EX123456, 'Users can't access email', since {since}"
 
 
 def polling_collector(real: Callable[..., Real], graph: GraphDouble, tmp_path: Path) -> Real:
