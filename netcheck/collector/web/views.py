@@ -88,6 +88,7 @@ class Dashboard:
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
+        self.days = queries.FleetDays(self._connect)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
             from netcheck.collector.web.entra import EntraSignIn
@@ -259,9 +260,10 @@ class Dashboard:
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
-        trend = queries.fleet_trend(conn, now)
+        trend = self.days.trend(conn, now)
         workloads = queries.workload_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
+                "counting": [r["day"] for r in trend[:-1] if r["counting"]],
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
                 "workloads": workloads, "tags": queries.tag_counts(conn),
                 "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
