@@ -219,7 +219,8 @@ device_states = sa.Table(
     #: the report's ``outage.verdict``, and the device's site tag when it arrived
     sa.Column("outage_verdict", sa.String(16)),
     sa.Column("site", sa.String(128)),
-    #: the digest of the report's prediction facts (``site_fact_sets``; None: none, or not read)
+    #: the digest of the report's prediction facts (``site_fact_sets``; None: the report has none):
+    #: what the Sites pages group the devices by (``site_facts`` before migration 0014)
     sa.Column("facts_digest", sa.String(64)),
     #: per-workload statuses (``store.workloads_text``) and finding codes (``store.findings_text``):
     #: few distinct values across a fleet, so a count groups by them and parses each once
@@ -577,19 +578,9 @@ def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) 
     assert now is not None
     return now
 
-#: the Sites page's cache (netcheck.collector.web.sites; migration 0008): per device, the latest
-#: report whose site prediction facts were read, and the digest of those facts (None: the report
-#: carries none, schema v1 or no prediction)
-site_facts = sa.Table(
-    "site_facts", metadata,
-    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("report_pk", sa.BigInteger, nullable=False),
-    sa.Column("digest", sa.String(64)),
-    sa.Index(None, "digest"),
-)
-
-#: each distinct set of facts once (laptops of one site and setup share them): ``outage.facts`` and
-#: ``outage.sites`` as JSON, read by ``what_if``
+#: each distinct set of facts once (laptops of one site and setup share them; migration 0008):
+#: ``outage.facts`` and ``outage.sites`` as JSON, read by ``what_if``; ``device_states.facts_digest``
+#: points at them
 site_fact_sets = sa.Table(
     "site_fact_sets", metadata,
     sa.Column("digest", sa.String(64), primary_key=True),

@@ -247,7 +247,7 @@ class Incoming:
     #: ``outage.verdict``, when the report has an outage assessment
     outage_verdict: str | None = None
     #: the report's prediction facts for the Sites pages (``site_facts.entry``); False: not computed
-    #: (the pages read the report back)
+    #: (the device's state then has no facts: only for callers that never show the Sites pages)
     facts_entry: site_facts.Entry | Literal[False] = False
     #: the form ``report_lz4`` is in (``compact.FORM_LZ4``, or ``FORM_REDUCED`` for a reduced upload)
     form: str = compact.FORM_LZ4
@@ -366,8 +366,7 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     execute_hot(conn, sql.update_device, [
         {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk, "b_verdict": item.verdict,
          "b_seq": item.seq} for device_id, item, pk in stored])
-    site_facts.record_many(conn, [(device_id, pk, item.facts_entry) for device_id, item, pk in stored
-                                  if item.facts_entry is not False], now)
+    site_facts.keep_sets(conn, (item.facts_entry for _, item, _ in stored if item.facts_entry is not False), now)
     for device_id, item, pk in stored:
         if item.sweep_id is not None:
             target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),

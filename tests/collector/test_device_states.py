@@ -119,13 +119,16 @@ def test_migration_0013_fills_the_states_ingest_would_have_kept(new_database: Ca
             kept, answers = _states(conn), _answers(conn)
         assert len(kept) == 2 and answers[0][2] is not None
         assert migrate(engine, "0011", downgrade=True) == "0011"
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             assert not sa.inspect(conn).has_table("device_states")
+            # as ingest kept it before 0014: a's site_facts row holds its late, older report (no facts)
+            conn.execute(sa.text("UPDATE site_facts SET digest = NULL, report_pk = "
+                                 "(SELECT max(id) FROM reports WHERE device_id = :a) WHERE device_id = :a"), {"a": a})
         migrate(engine)  # the backfill
         with engine.begin() as conn:
             assert _states(conn) == kept
             assert _answers(conn) == answers
-            # a's site_facts row holds its late, older report: the backfill read the latest report's facts back
+            # a's site_facts row held its late, older report: the backfill read the latest report's facts back
             assert facts is not None and kept[[r[0] for r in kept].index(a)][7] == facts[0]
             assert queries.sweep_workloads(conn, sweep_id) == {"exchange": {"ok": 1}, "teams_media": {"failed": 1}}
     finally:
@@ -148,5 +151,28 @@ def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callab
             # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
             points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
         assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0014_drops_site_facts_and_its_downgrade_makes_it_from_the_states(
+        new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        a, _, _, facts = _fleet(engine)
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("site_facts")
+            kept = _states(conn)
+        assert migrate(engine, "0013", downgrade=True) == "0013"
+        with engine.connect() as conn:
+            pointers = sorted(tuple(r) for r in conn.execute(sa.text(
+                "SELECT device_id, report_pk, digest FROM site_facts")))
+        assert pointers == sorted((r[0], r[2], r[7]) for r in kept)
+        assert facts is not None and (a, kept[[r[0] for r in kept].index(a)][2], facts[0]) in pointers
+        assert migrate(engine) == "0014"
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("site_facts")
+            assert _states(conn) == kept
     finally:
         engine.dispose()

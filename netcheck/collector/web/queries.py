@@ -327,7 +327,7 @@ class Recent:
                 self._counting.discard(key)
 
 
-def _states_counted(column: Any) -> Any:
+def states_counted(column: Any) -> Any:
     """``column`` of ``device_states`` and how many devices (not revoked) have each value: one scan
     of the latest states (the few revoked devices left out through their index), no join."""
     revoked = sa.select(devices.c.id).where(devices.c.revoked_at.is_not(None))
@@ -344,7 +344,7 @@ def _add_statuses(out: dict[str, dict[str, int]], text: str | None, count: int) 
 def workload_counts(conn: Connection) -> dict[str, dict[str, int]]:
     """Per workload, the devices whose latest report has each status (``device_states.workloads``)."""
     out: dict[str, dict[str, int]] = {}
-    for text, count in conn.execute(_states_counted(device_states.c.workloads)):
+    for text, count in conn.execute(states_counted(device_states.c.workloads)):
         _add_statuses(out, text, int(count))
     return dict(sorted(out.items()))
 
@@ -378,7 +378,7 @@ def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     """The most common findings in the devices' latest reports (``device_states.findings``), with how
     many devices and the fix (read from one latest report that has it)."""
     counts: dict[str, int] = {}
-    for text, count in conn.execute(_states_counted(device_states.c.findings)):
+    for text, count in conn.execute(states_counted(device_states.c.findings)):
         for code in json.loads(text):
             counts[code] = counts.get(code, 0) + int(count)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
