@@ -130,10 +130,11 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
                         f_rows.append((pk, f[0], did, f[1], f[2], f[3], f[4]))
                 latest = (pk, verdict, at, days - d)
             assert latest is not None
+            tags = [("site", f"site{i % 20:02d}"), ("dept", f"dept{i % 8}")]
             dev_rows.append((did, uuid.UUID(did).hex + uuid.UUID(did).hex, f"laptop-{i:06d}", "windows", "0.9.0",
                              secret_id, now - dt.timedelta(days=60), now, latest[2], latest[3], latest[0],
-                             latest[1], 0, None))
-            tag_rows += [(did, "site", f"site{i % 20:02d}"), (did, "dept", f"dept{i % 8}")]
+                             latest[1], 0, None, store.pairs_text(tags)))
+            tag_rows += [(did, k, v) for k, v in tags]
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
             found = entries[i % len(entries)]
             workloads = store.workloads_text((w, STATUS[latest[1]] if w == "teams_media" else "ok") for w in WORKLOADS)
@@ -157,7 +158,7 @@ COLUMNS = {
     "enroll_secrets": ("id", "digest", "site", "note", "created_at", "revoked_at"),
     "sweeps": ("id", "created_at", "expires_at", "thorough", "tag_key", "tag_value", "note"),
     "devices": ("id", "hardware_id", "name", "os", "agent_version", "secret_id", "enrolled_at", "updated_at",
-                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at"),
+                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at", "tags"),
     "device_tags": ("device_id", "key", "value"),
     "reports": ("id", "device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
                 "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4"),

@@ -98,6 +98,10 @@ devices = sa.Table(
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
     #: set by ``admin revoke-device``: the device cannot enroll again until ``admin readmit-device``
     sa.Column("revoked_at", UTCDateTime),
+    #: the device's tags (``device_tags``) as one text (``store.pairs_text``), kept by ``store.enroll``
+    #: (migration 0014): few distinct values across a fleet, so the overview's per-tag counts group
+    #: the devices by it and parse each once, instead of joining ``device_tags`` to every device
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
     sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )

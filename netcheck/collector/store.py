@@ -94,7 +94,7 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
     if sec.site:
         tags["site"] = sec.site
     fields = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"],
-              "secret_id": sec.id, "updated_at": now}
+              "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items())}
     new_id = str(uuid.uuid4())
     inserted = conn.execute(
         _insert(conn, devices).values(id=new_id, hardware_id=hardware_id, enrolled_at=now, dropped_total=0,
@@ -378,10 +378,16 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     record_latest(conn, stored, now)
 
 
+def pairs_text(pairs: Iterable[tuple[str, str]]) -> str:
+    """(key, value) pairs as one canonical text, a JSON object by key: the form
+    ``device_states.workloads``, ``sweep_responses.workloads`` (workload id, status) and
+    ``devices.tags`` (tag key, value) keep them in."""
+    return json.dumps(dict(sorted(pairs)), separators=(",", ":"))
+
+
 def workloads_text(statuses: Iterable[tuple[str, str]]) -> str:
-    """(workload id, status) pairs as one canonical text, a JSON object by workload id: the form
-    ``device_states.workloads`` and ``sweep_responses.workloads`` keep them in."""
-    return json.dumps(dict(sorted(statuses)), separators=(",", ":"))
+    """(workload id, status) pairs as ``pairs_text``."""
+    return pairs_text(statuses)
 
 
 def findings_text(codes: Iterable[str]) -> str:
