@@ -346,6 +346,12 @@ health_poll = sa.Table(
 )
 
 
+#: a connection's execution option (``conn.execution_options(**{READS_ONLY: True})``): its transactions
+#: only read. On SQLite they begin deferred, not ``BEGIN IMMEDIATE``: in WAL mode such a transaction
+#: neither waits for nor holds the write lock, so a long count never holds up uploads or page views.
+READS_ONLY = "netcheck_reads_only"
+
+
 def relax_durability(conn: Connection) -> None:
     """This transaction need not wait for its commit to reach the disk (PostgreSQL).
 
@@ -477,7 +483,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READS_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 

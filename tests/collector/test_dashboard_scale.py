@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netcheck.collector.db import make_engine, reports
+from netcheck.collector.db import READS_ONLY, fleet_days, make_engine, reports
 from netcheck.collector.web import queries
 from netcheck.collector.web.queries import Filters
 from tests.collector.conftest import Fleet, sample_report, sql, upload
@@ -128,6 +128,21 @@ def test_yesterday_is_counted_once_uploads_stamped_before_midnight_have_committe
             assert queries.uncounted_days(conn, midnight + queries.DAY_SETTLED, days=2) == ["2001-02-01"]
             assert queries.count_day(conn, "2001-02-01", midnight)
             assert not queries.count_day(conn, "2001-02-01", midnight)  # kept: not counted twice
+    finally:
+        engine.dispose()
+
+
+def test_a_transaction_that_only_reads_never_holds_the_write_lock(fleet: Fleet) -> None:
+    """Where the background count of a day runs on SQLite: uploads and page views (each a ``BEGIN
+    IMMEDIATE``) go on meanwhile."""
+    engine = make_engine(fleet.database_url, pool_size=2, max_overflow=0, timeout_s=0.5)
+    try:
+        with engine.connect() as reader:
+            reader.execution_options(**{READS_ONLY: True})
+            with reader.begin():
+                assert reader.execute(sa.select(sa.func.count()).select_from(reports)).scalar_one() >= 0
+                with engine.begin() as writer:  # would wait 0.5 s and fail, were the reader holding the lock
+                    writer.execute(sa.delete(fleet_days).where(fleet_days.c.day == "none"))
     finally:
         engine.dispose()
 

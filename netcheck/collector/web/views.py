@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from netcheck.collector import store
+from netcheck.collector.db import READS_ONLY
 from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
 from netcheck.collector.web import accounts, charts, endpoints, queries, service_health
@@ -88,7 +89,7 @@ class Dashboard:
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
-        self.days = queries.FleetDays(self._connect)
+        self.days = queries.FleetDays(self._connect, read=self._read if engine.dialect.name == "sqlite" else None)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
             from netcheck.collector.web.entra import EntraSignIn
@@ -106,6 +107,14 @@ class Dashboard:
                 # workload rows at 10,000 devices, bench/bench_dashboard.py)
                 conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
             yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A transaction that only reads (``db.READS_ONLY``: on SQLite, without the write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READS_ONLY: True})
+            with conn.begin():
+                yield conn
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         def run() -> T:
