@@ -279,7 +279,7 @@ class FleetDays:
 
     def _count(self, now: dt.datetime, days: int) -> None:
         try:
-            with self.connect() as conn:
+            with (self.read or self.connect)() as conn:
                 missing = uncounted_days(conn, now, days)
             for day in missing:
                 if self.read is None:
