@@ -9,9 +9,9 @@ is measured) or a SQLite file, loads ``--devices`` devices with ``--days`` daily
 (verdicts, per-workload rows, findings, tags: 20 sites, 8 departments; a sweep that 60 % of them
 answered), straight into the tables (COPY on PostgreSQL, executemany on SQLite); the full report
 blob is stored only for each device's newest report, as the pages need only those: a two-site report
-(Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ, with the ``site_facts`` rows
-ingest would have written, for the Sites pages, and each device's latest state (``device_states``,
-and the sweep answers' workloads) as ``store.record_latest`` keeps them. Then it runs
+(Paris, Dublin DC), in ``--fact-sets`` variants (200) whose facts differ (``site_fact_sets``), for
+the Sites pages, and each device's latest state (``device_states``, with its facts' digest, and the
+sweep answers' workloads) as ``store.record_latest`` keeps them. Then it runs
 ``netcheck serve --workers 2`` on the database, signs in, and requests each page ``--repeat`` times,
 one at a time, on loopback: the times printed are the server's answer time as the client sees it
 (loopback adds well under a millisecond): the first view ("cold": the overview and a sweep's counts
@@ -110,7 +110,7 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
     chunk = max(1, 200_000 // max(1, days))
     for start in range(0, devices, chunk):
         dev_rows, tag_rows, rep_rows, wl_rows, f_rows, cat_rows, sw_rows = [], [], [], [], [], [], []
-        sf_rows, st_rows = [], []
+        st_rows = []
         for i in range(start, min(devices, start + chunk)):
             did = ids[i]
             stale = rng.random() < 0.03
@@ -130,13 +130,13 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
                         f_rows.append((pk, f[0], did, f[1], f[2], f[3], f[4]))
                 latest = (pk, verdict, at, days - d)
             assert latest is not None
+            tags = [("site", f"site{i % 20:02d}"), ("dept", f"dept{i % 8}")]
             dev_rows.append((did, uuid.UUID(did).hex + uuid.UUID(did).hex, f"laptop-{i:06d}", "windows", "0.9.0",
                              secret_id, now - dt.timedelta(days=60), now, latest[2], latest[3], latest[0],
-                             latest[1], 0, None))
-            tag_rows += [(did, "site", f"site{i % 20:02d}"), (did, "dept", f"dept{i % 8}")]
+                             latest[1], 0, None, store.pairs_text(tags)))
+            tag_rows += [(did, k, v) for k, v in tags]
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
             found = entries[i % len(entries)]
-            sf_rows.append((did, latest[0], None if found is None else found[0]))
             workloads = store.workloads_text((w, STATUS[latest[1]] if w == "teams_media" else "ok") for w in WORKLOADS)
             codes = [] if latest[1] == "READY" else [f[0] for f in FINDINGS[: 1 + (i % len(FINDINGS))]]
             st_rows.append((did, latest[3], latest[0], latest[2], latest[1], None, f"site{i % 20:02d}",
@@ -151,7 +151,6 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
         yield "report_findings", f_rows
         yield "device_catalogs", cat_rows
         yield "sweep_responses", sw_rows
-        yield "site_facts", sf_rows
         yield "device_states", st_rows
 
 
@@ -159,7 +158,7 @@ COLUMNS = {
     "enroll_secrets": ("id", "digest", "site", "note", "created_at", "revoked_at"),
     "sweeps": ("id", "created_at", "expires_at", "thorough", "tag_key", "tag_value", "note"),
     "devices": ("id", "hardware_id", "name", "os", "agent_version", "secret_id", "enrolled_at", "updated_at",
-                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at"),
+                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at", "tags"),
     "device_tags": ("device_id", "key", "value"),
     "reports": ("id", "device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
                 "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4"),
@@ -168,7 +167,6 @@ COLUMNS = {
     "device_catalogs": ("device_id", "instance", "version", "report_pk"),
     "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads"),
     "site_fact_sets": ("digest", "body", "created_at"),
-    "site_facts": ("device_id", "report_pk", "digest"),
     "device_states": ("device_id", "seq", "report_pk", "received_at", "verdict", "outage_verdict", "site",
                       "facts_digest", "workloads", "findings"),
 }

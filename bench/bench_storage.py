@@ -91,7 +91,7 @@ def day_report(base: dict[str, Any], day: dt.datetime, rng: random.Random, impai
 
 
 #: the tables a report's rows go to (each with its indexes; on PostgreSQL its TOAST too)
-REPORT_TABLES = ("reports", "report_workloads", "report_findings", "device_catalogs", "site_facts",
+REPORT_TABLES = ("reports", "report_workloads", "report_findings", "device_catalogs", "device_states",
                  "site_fact_sets", "sweep_responses")
 
 

@@ -227,6 +227,10 @@ class _Api:
         # than time out waiting for the pool.
         pool = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else 8
         self._db_slots = anyio.CapacityLimiter(max(1, pool + settings.db_max_overflow))
+        # Uploads are decompressed, parsed, validated and encoded (a few milliseconds of CPU each) in
+        # one worker thread at a time, off the event loop: under a flood of uploads the loop still
+        # answers the dashboard's pages at once, and they share the CPU with one upload, not a queue
+        self._prepare_slot = anyio.CapacityLimiter(1)
         slots = max(1, pool + settings.db_max_overflow)
         self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
                                                                        slots=max(1, slots // 2))
@@ -483,7 +487,8 @@ class _Api:
         device_id = await self.authenticated(request)
         reduced = self.require_json(request, reduced=True)
         raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
-        item = prepare_upload(self.validators, device_id, raw, reduced=reduced)
+        item = await anyio.to_thread.run_sync(partial(prepare_upload, self.validators, device_id, raw, reduced=reduced),
+                                              limiter=self._prepare_slot)
         status = await self.stores.submit((device_id, item))
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 

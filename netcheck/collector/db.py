@@ -98,6 +98,10 @@ devices = sa.Table(
     sa.Column("dropped_total", sa.BigInteger, nullable=False, server_default="0"),
     #: set by ``admin revoke-device``: the device cannot enroll again until ``admin readmit-device``
     sa.Column("revoked_at", UTCDateTime),
+    #: the device's tags (``device_tags``) as one text (``store.pairs_text``), kept by ``store.enroll``
+    #: (migration 0014): few distinct values across a fleet, so the overview's per-tag counts group
+    #: the devices by it and parse each once, instead of joining ``device_tags`` to every device
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
     sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
@@ -219,7 +223,8 @@ device_states = sa.Table(
     #: the report's ``outage.verdict``, and the device's site tag when it arrived
     sa.Column("outage_verdict", sa.String(16)),
     sa.Column("site", sa.String(128)),
-    #: the digest of the report's prediction facts (``site_fact_sets``; None: none, or not read)
+    #: the digest of the report's prediction facts (``site_fact_sets``; None: the report has none):
+    #: what the Sites pages group the devices by (``site_facts`` before migration 0014)
     sa.Column("facts_digest", sa.String(64)),
     #: per-workload statuses (``store.workloads_text``) and finding codes (``store.findings_text``):
     #: few distinct values across a fleet, so a count groups by them and parses each once
@@ -339,6 +344,12 @@ health_poll = sa.Table(
     sa.Column("last_error", sa.String(500)),
     sa.Column("last_note", sa.String(500)),
 )
+
+
+#: a connection's execution option (``conn.execution_options(**{READS_ONLY: True})``): its transactions
+#: only read. On SQLite they begin deferred, not ``BEGIN IMMEDIATE``: in WAL mode such a transaction
+#: neither waits for nor holds the write lock, so a long count never holds up uploads or page views.
+READS_ONLY = "netcheck_reads_only"
 
 
 def relax_durability(conn: Connection) -> None:
@@ -472,7 +483,7 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READS_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -577,19 +588,9 @@ def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) 
     assert now is not None
     return now
 
-#: the Sites page's cache (netcheck.collector.web.sites; migration 0008): per device, the latest
-#: report whose site prediction facts were read, and the digest of those facts (None: the report
-#: carries none, schema v1 or no prediction)
-site_facts = sa.Table(
-    "site_facts", metadata,
-    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("report_pk", sa.BigInteger, nullable=False),
-    sa.Column("digest", sa.String(64)),
-    sa.Index(None, "digest"),
-)
-
-#: each distinct set of facts once (laptops of one site and setup share them): ``outage.facts`` and
-#: ``outage.sites`` as JSON, read by ``what_if``
+#: each distinct set of facts once (laptops of one site and setup share them; migration 0008):
+#: ``outage.facts`` and ``outage.sites`` as JSON, read by ``what_if``; ``device_states.facts_digest``
+#: points at them
 site_fact_sets = sa.Table(
     "site_fact_sets", metadata,
     sa.Column("digest", sa.String(64), primary_key=True),

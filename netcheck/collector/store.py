@@ -94,7 +94,7 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
     if sec.site:
         tags["site"] = sec.site
     fields = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"],
-              "secret_id": sec.id, "updated_at": now}
+              "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items())}
     new_id = str(uuid.uuid4())
     inserted = conn.execute(
         _insert(conn, devices).values(id=new_id, hardware_id=hardware_id, enrolled_at=now, dropped_total=0,
@@ -247,7 +247,7 @@ class Incoming:
     #: ``outage.verdict``, when the report has an outage assessment
     outage_verdict: str | None = None
     #: the report's prediction facts for the Sites pages (``site_facts.entry``); False: not computed
-    #: (the pages read the report back)
+    #: (the device's state then has no facts: only for callers that never show the Sites pages)
     facts_entry: site_facts.Entry | Literal[False] = False
     #: the form ``report_lz4`` is in (``compact.FORM_LZ4``, or ``FORM_REDUCED`` for a reduced upload)
     form: str = compact.FORM_LZ4
@@ -366,8 +366,7 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     execute_hot(conn, sql.update_device, [
         {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk, "b_verdict": item.verdict,
          "b_seq": item.seq} for device_id, item, pk in stored])
-    site_facts.record_many(conn, [(device_id, pk, item.facts_entry) for device_id, item, pk in stored
-                                  if item.facts_entry is not False], now)
+    site_facts.keep_sets(conn, (item.facts_entry for _, item, _ in stored if item.facts_entry is not False), now)
     for device_id, item, pk in stored:
         if item.sweep_id is not None:
             target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
@@ -379,10 +378,16 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     record_latest(conn, stored, now)
 
 
+def pairs_text(pairs: Iterable[tuple[str, str]]) -> str:
+    """(key, value) pairs as one canonical text, a JSON object by key: the form
+    ``device_states.workloads``, ``sweep_responses.workloads`` (workload id, status) and
+    ``devices.tags`` (tag key, value) keep them in."""
+    return json.dumps(dict(sorted(pairs)), separators=(",", ":"))
+
+
 def workloads_text(statuses: Iterable[tuple[str, str]]) -> str:
-    """(workload id, status) pairs as one canonical text, a JSON object by workload id: the form
-    ``device_states.workloads`` and ``sweep_responses.workloads`` keep them in."""
-    return json.dumps(dict(sorted(statuses)), separators=(",", ":"))
+    """(workload id, status) pairs as ``pairs_text``."""
+    return pairs_text(statuses)
 
 
 def findings_text(codes: Iterable[str]) -> str:

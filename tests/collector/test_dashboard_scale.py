@@ -8,14 +8,16 @@ import csv
 import datetime as dt
 import io
 import json
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netcheck.collector.db import make_engine
+from netcheck.collector.db import READS_ONLY, fleet_days, make_engine, reports
 from netcheck.collector.web import queries
 from netcheck.collector.web.queries import Filters
 from tests.collector.conftest import Fleet, sample_report, sql, upload
@@ -75,31 +77,93 @@ def test_exports_are_streamed_with_a_header_and_every_row(fleet: Fleet, clients:
     assert client.get("/ui/devices/no-such-device", params={"format": "csv"}).status_code == 404
 
 
-def test_the_chart_counts_each_device_once_a_day_and_keeps_finished_days(fleet: Fleet) -> None:
-    a, b = fleet.enroll(), fleet.enroll()
-    for device, seq in ((a, 1), (a, 2), (b, 1)):
+def test_the_chart_counts_each_device_once_a_day_in_the_background_and_keeps_finished_days(fleet: Fleet) -> None:
+    a, b, c = fleet.enroll(), fleet.enroll(), fleet.enroll()
+    for device, seq in ((a, 1), (a, 2), (b, 1), (c, 1), (c, 2)):
         assert fleet.post(device, upload(sample_report(), seq)).status_code == 200
-    pks = [r[0] for r in sql(fleet.database_url, "SELECT id FROM reports WHERE device_id IN (:a, :b) ORDER BY id",
-                             a=a.device_id, b=b.device_id)]
+    pks = [r[0] for r in sql(fleet.database_url, "SELECT id FROM reports WHERE device_id IN (:a, :b, :c) ORDER BY id",
+                             a=a.device_id, b=b.device_id, c=c.device_id)]
     day = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
-    # device a: NOT READY in the morning, READY later the same day; device b: AT RISK the next day
-    for pk, at, verdict in zip(pks, (day.replace(hour=9), day.replace(hour=10), day + dt.timedelta(days=1, hours=8)),
-                               ("NOT_READY", "READY", "AT_RISK"), strict=True):
-        sql(fleet.database_url, "UPDATE reports SET received_at = :at, verdict = :v WHERE id = :pk",
-            at=at, v=verdict, pk=pk)
-    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    # device a: NOT READY in the morning, READY later the same day; device b: AT RISK the next day;
+    # device c: READY just before the first midnight, NOT READY just after it
+    engine = make_engine(fleet.database_url, pool_size=2, max_overflow=0)
+    days = queries.FleetDays(engine.begin)
     now = day + dt.timedelta(days=2, hours=12)
     try:
+        with engine.begin() as conn:  # stamped as the collector stores its times
+            for pk, at, verdict in zip(
+                    pks, (day.replace(hour=9), day.replace(hour=10), day + dt.timedelta(days=1, hours=8),
+                          day + dt.timedelta(days=1, microseconds=-1), day + dt.timedelta(days=1)),
+                    ("NOT_READY", "READY", "AT_RISK", "READY", "NOT_READY"), strict=True):
+                conn.execute(sa.update(reports).where(reports.c.id == pk).values(received_at=at, verdict=verdict))
+        with engine.begin() as conn:  # the view reads what is kept, and starts counting the rest
+            first = days.trend(conn, now, days=3)
+        assert [(r["day"], r["counting"], r["READY"], r["AT_RISK"], r["NOT_READY"]) for r in first[:2]] == [
+            ("2001-01-01", True, 0, 0, 0), ("2001-01-02", True, 0, 0, 0)]
+        days.join(60)
         with engine.begin() as conn:
-            trend = queries.fleet_trend(conn, now, days=3)
-        assert [(r["day"], r["READY"], r["AT_RISK"], r["NOT_READY"]) for r in trend[:2]] == [
-            ("2001-01-01", 1, 0, 0), ("2001-01-02", 0, 1, 0)]  # a once, by its last report of the day
-        sql(fleet.database_url, "DELETE FROM reports WHERE id IN (:x, :y, :z)", x=pks[0], y=pks[1], z=pks[2])
+            trend = days.trend(conn, now, days=3)
+            slow = queries.devices_by_day(conn, day, day + dt.timedelta(days=2))  # the full count, both days at once
+        assert [(r["day"], r["counting"], r["READY"], r["AT_RISK"], r["NOT_READY"]) for r in trend[:2]] == [
+            ("2001-01-01", False, 2, 0, 0), ("2001-01-02", False, 0, 1, 1)]  # a once, by its last report of the day
+        assert [{v: n for v in queries.VERDICTS if (n := r[v])} for r in trend[:2]] == [
+            slow["2001-01-01"], slow["2001-01-02"]]
+        sql(fleet.database_url, "DELETE FROM reports WHERE device_id IN (:a, :b, :c)",
+            a=a.device_id, b=b.device_id, c=c.device_id)
         with engine.begin() as conn:  # a finished day is counted once, and kept (retention does not change it)
-            assert queries.fleet_trend(conn, now, days=3)[:2] == trend[:2]
+            assert days.trend(conn, now, days=3)[:2] == trend[:2]
+            assert queries.uncounted_days(conn, now, days=3) == []
     finally:
         engine.dispose()
     assert fleet.count("SELECT count(*) FROM fleet_days WHERE day IN ('2001-01-01', '2001-01-02')") == 2
+
+
+def test_yesterday_is_counted_once_uploads_stamped_before_midnight_have_committed(fleet: Fleet) -> None:
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    midnight = dt.datetime(2001, 2, 2, tzinfo=dt.UTC)
+    try:
+        with engine.begin() as conn:
+            assert queries.uncounted_days(conn, midnight + queries.DAY_SETTLED / 2, days=2) == []
+            assert queries.fleet_trend(conn, midnight + queries.DAY_SETTLED / 2, days=2)[0]["counting"]
+            assert queries.uncounted_days(conn, midnight + queries.DAY_SETTLED, days=2) == ["2001-02-01"]
+            assert queries.count_day(conn, "2001-02-01", midnight)
+            assert not queries.count_day(conn, "2001-02-01", midnight)  # kept: not counted twice
+    finally:
+        engine.dispose()
+
+
+def test_a_transaction_that_only_reads_never_holds_the_write_lock(fleet: Fleet) -> None:
+    """Where the background count of a day runs on SQLite: uploads and page views (each a ``BEGIN
+    IMMEDIATE``) go on meanwhile."""
+    engine = make_engine(fleet.database_url, pool_size=2, max_overflow=0, timeout_s=0.5)
+    try:
+        with engine.connect() as reader:
+            reader.execution_options(**{READS_ONLY: True})
+            with reader.begin():
+                assert reader.execute(sa.select(sa.func.count()).select_from(reports)).scalar_one() >= 0
+                with engine.begin() as writer:  # would wait 0.5 s and fail, were the reader holding the lock
+                    writer.execute(sa.delete(fleet_days).where(fleet_days.c.day == "none"))
+    finally:
+        engine.dispose()
+
+
+def _days_kept(fleet: Fleet, after: str, at_least: int) -> None:
+    deadline = time.monotonic() + 120
+    while fleet.count("SELECT count(*) FROM fleet_days WHERE day > :d", d=after) < at_least:
+        assert time.monotonic() < deadline, "the finished days were not counted in the background"
+        time.sleep(0.2)
+
+
+def test_the_overview_never_waits_for_the_finished_days(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    assert fleet.post(fleet.enroll(), upload(sample_report())).status_code == 200
+    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).date().isoformat()
+    client, _ = signed_in(fleet, "read-only", clients)  # which views the overview: its count may be running
+    _days_kept(fleet, cutoff, 28)
+    sql(fleet.database_url, "DELETE FROM fleet_days WHERE day > :d", d=cutoff)
+    page = client.get("/ui/", params={"stale_days": 41})  # a count the server has not kept for another view
+    assert page.status_code == 200
+    assert "in the background: counting…" in page.text
+    _days_kept(fleet, cutoff, 28)  # 29 finished days (28 in the minute after midnight)
 
 
 def test_workloads_are_shown_by_name(fleet: Fleet, clients: list[httpx.Client]) -> None:

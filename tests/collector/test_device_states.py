@@ -119,13 +119,16 @@ def test_migration_0013_fills_the_states_ingest_would_have_kept(new_database: Ca
             kept, answers = _states(conn), _answers(conn)
         assert len(kept) == 2 and answers[0][2] is not None
         assert migrate(engine, "0011", downgrade=True) == "0011"
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             assert not sa.inspect(conn).has_table("device_states")
+            # as ingest kept it before 0014: a's site_facts row holds its late, older report (no facts)
+            conn.execute(sa.text("UPDATE site_facts SET digest = NULL, report_pk = "
+                                 "(SELECT max(id) FROM reports WHERE device_id = :a) WHERE device_id = :a"), {"a": a})
         migrate(engine)  # the backfill
         with engine.begin() as conn:
             assert _states(conn) == kept
             assert _answers(conn) == answers
-            # a's site_facts row holds its late, older report: the backfill read the latest report's facts back
+            # a's site_facts row held its late, older report: the backfill read the latest report's facts back
             assert facts is not None and kept[[r[0] for r in kept].index(a)][7] == facts[0]
             assert queries.sweep_workloads(conn, sweep_id) == {"exchange": {"ok": 1}, "teams_media": {"failed": 1}}
     finally:
@@ -148,5 +151,80 @@ def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callab
             # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
             points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
         assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0014_drops_site_facts_and_its_downgrade_makes_it_from_the_states(
+        new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        a, _, _, facts = _fleet(engine)
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("site_facts")
+            kept = _states(conn)
+        assert migrate(engine, "0013", downgrade=True) == "0013"
+        with engine.connect() as conn:
+            pointers = sorted(tuple(r) for r in conn.execute(sa.text(
+                "SELECT device_id, report_pk, digest FROM site_facts")))
+        assert pointers == sorted((r[0], r[2], r[7]) for r in kept)
+        assert facts is not None and (a, kept[[r[0] for r in kept].index(a)][2], facts[0]) in pointers
+        assert migrate(engine) == "0014"
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("site_facts")
+            assert _states(conn) == kept
+    finally:
+        engine.dispose()
+
+
+def _tag_counts_joined(conn: Connection) -> list[dict[str, Any]]:
+    """The per-tag counts as the overview made them before migration 0014: ``device_tags`` joined to
+    every device."""
+    out: dict[tuple[str, str], dict[str | None, int]] = {}
+    for key, value, verdict, count in conn.execute(sa.text(
+            "SELECT t.key, t.value, d.last_verdict, count(*) FROM device_tags t JOIN devices d ON d.id = t.device_id "
+            "WHERE d.revoked_at IS NULL GROUP BY t.key, t.value, d.last_verdict")):
+        out.setdefault((key, value), {})[verdict] = int(count)
+    return sorted(({"key": k, "value": v, "total": sum(c.values()), **{x: c.get(x, 0) for x in queries.VERDICTS}}
+                   for (k, v), c in out.items()), key=lambda r: (r["key"], r["value"]))
+
+
+def _tagged_fleet(engine: Engine) -> None:
+    """Devices enrolled with tags (and a secret's site), one re-enrolled with other tags, one revoked,
+    one that never reported."""
+    with engine.begin() as conn:
+        _, paris = store.create_secret(conn, NOW, site="paris")
+        _, plain = store.create_secret(conn, NOW)
+
+        def enroll(secret: str, hw: str, tags: dict[str, str]) -> str:
+            return store.enroll(conn, secret, {"hardware_id": hw * 8, "name": hw, "os": "linux",
+                                               "agent_version": "1", "tags": tags}, NOW).device_id
+
+        made = [enroll(paris, "aaaa", {"dept": "sales"}), enroll(paris, "bbbb", {"dept": "it", "floor": "2"}),
+                enroll(plain, "cccc", {"dept": "sales"}), enroll(plain, "dddd", {}), enroll(paris, "eeee", {})]
+        for seq, (device, verdict) in enumerate(zip(made[:4], ("READY", "NOT_READY", "AT_RISK", "READY"),
+                                                    strict=True)):
+            assert store.ingest(conn, device, _incoming(seq + 1, verdict, "ok"), NOW) == "stored"
+        enroll(plain, "cccc", {"dept": "it"})  # re-enrolled: its tags replaced
+        assert store.revoke_device(conn, made[1], NOW) is not None
+
+
+def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_database: Callable[[], str]) -> None:
+    engine = make_engine(new_database())
+    try:
+        migrate(engine)
+        _tagged_fleet(engine)
+        with engine.begin() as conn:
+            counted = sorted(queries.tag_counts(conn), key=lambda r: (r["key"], r["value"]))
+            assert counted == _tag_counts_joined(conn)
+            assert {(r["key"], r["value"]): r["total"] for r in counted} == {
+                ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
+        # migration 0014 fills the text from device_tags
+        assert migrate(engine, "0013", downgrade=True) == "0013"
+        assert migrate(engine) == "0014"
+        with engine.begin() as conn:
+            assert sorted(queries.tag_counts(conn), key=lambda r: (r["key"], r["value"])) == counted
+            assert conn.execute(sa.text("SELECT count(*) FROM devices WHERE tags = '{}'")).scalar_one() == 1
     finally:
         engine.dispose()

@@ -31,10 +31,8 @@ TABLES = {
     "findings": "SELECT r.report_id, f.code FROM report_findings f JOIN reports r ON r.id = f.report_pk ORDER BY 1, 2",
     "catalogs": "SELECT d.hardware_id, r.report_id FROM device_catalogs c JOIN devices d ON d.id = c.device_id "
                 "JOIN reports r ON r.id = c.report_pk ORDER BY 1",
-    "facts": "SELECT d.hardware_id, r.report_id, f.digest FROM site_facts f JOIN devices d ON d.id = f.device_id "
-             "JOIN reports r ON r.id = f.report_pk ORDER BY 1",
     "fact_sets": "SELECT digest FROM site_fact_sets ORDER BY 1",
-    "states": "SELECT d.hardware_id, r.report_id, s.verdict, s.seq, s.site, s.workloads, s.findings "
+    "states": "SELECT d.hardware_id, r.report_id, s.verdict, s.seq, s.site, s.workloads, s.findings, s.facts_digest "
               "FROM device_states s JOIN devices d ON d.id = s.device_id JOIN reports r ON r.id = s.report_pk "
               "ORDER BY 1",
 }

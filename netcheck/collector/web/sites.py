@@ -6,17 +6,16 @@ laptop never disagree.
 
 Cost. A report is stored as one compressed blob; a page never decompresses the fleet's. Ingest
 keeps each report's prediction facts once per distinct set (``netcheck.collector.site_facts``:
-``site_facts`` points each device at the digest of its latest report's facts, ``site_fact_sets``
-holds each set once: laptops of one site and setup share them). A page groups the devices by
-digest (one indexed GROUP BY) and runs ``what_if`` once per distinct set of facts and set of sites
-down, remembered in memory: the cost of a view is the number of distinct fact sets, not the number
-of devices. Latest reports that ingest did not record (stored before migration 0008) are read back
-by the page views, at most ``REFRESH_BATCH`` per view; the page says how many remain.
+``site_fact_sets`` holds each set once: laptops of one site and setup share them) and each
+device's latest state points at the digest of its latest report's facts
+(``device_states.facts_digest``). A page groups the devices' states by digest (one scan of one
+row per device, no join) and runs ``what_if`` once per distinct set of facts and set of sites
+down, remembered in memory: the cost of a view is the number of distinct fact sets, not the
+number of devices.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
@@ -31,13 +30,9 @@ from sqlalchemy.engine import Connection
 from netcheck.assess.outage import UNNAMED, Cause, CauseKind, Fate, remedy
 from netcheck.assess.what_if import FactsError, what_if
 from netcheck.collector import store
-from netcheck.collector.db import device_states, devices, reports, site_fact_sets, site_facts
-from netcheck.collector.site_facts import entry as site_facts_entry
-from netcheck.collector.site_facts import record
-from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked
+from netcheck.collector.db import device_states, devices, site_fact_sets
+from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked, states_counted
 
-#: latest reports read back per page view (each a decompression and a JSON parse: about 3 ms)
-REFRESH_BATCH = 500
 #: the fates ``what_if`` answers, best first
 FATES = ("works", "degraded", "uncertain", "fails")
 BEHAVIOURS = ("stays", "drops")
@@ -55,34 +50,6 @@ def workload_names() -> dict[str, str]:
     return {w.id: w.name.split(" (")[0] for w in load_workload_map(data_dir() / "workloads.toml").workloads}
 
 
-def _stale() -> Any:
-    """Devices (not revoked) whose latest report's facts were not read yet."""
-    return (sa.select(devices.c.id, devices.c.last_report_pk)
-            .select_from(devices.outerjoin(site_facts, site_facts.c.device_id == devices.c.id))
-            .where(devices.c.revoked_at.is_(None), devices.c.last_report_pk.is_not(None),
-                   sa.or_(site_facts.c.report_pk.is_(None), site_facts.c.report_pk != devices.c.last_report_pk)))
-
-
-def refresh(conn: Connection, now: dt.datetime, limit: int = REFRESH_BATCH) -> int:
-    """Read back the facts of up to ``limit`` devices' latest reports that ingest did not record
-    (stored before migration 0008, or a late report took the row); how many remain."""
-    for device_id, pk in conn.execute(_stale().limit(limit)).all():
-        blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == pk)).scalar_one_or_none()
-        found = None if blob is None else site_facts_entry(store.decode_report(blob))
-        conn.execute(sa.delete(site_facts).where(site_facts.c.device_id == device_id))
-        record(conn, device_id, pk, found, now)
-        conn.execute(sa.update(device_states)
-                     .where(device_states.c.device_id == device_id, device_states.c.report_pk == pk)
-                     .values(facts_digest=None if found is None else found[0]))
-    return int(conn.execute(sa.select(sa.func.count()).select_from(_stale().subquery())).scalar_one())
-
-
-def _read(conn: Connection) -> Any:
-    """site_facts of the devices not revoked, as of their latest report."""
-    return (site_facts.join(devices, devices.c.id == site_facts.c.device_id),
-            sa.and_(devices.c.revoked_at.is_(None), site_facts.c.report_pk == devices.c.last_report_pk))
-
-
 @dataclass(frozen=True)
 class FactSet:
     digest: str
@@ -95,7 +62,6 @@ class FactSet:
 class Fleet:
     sets: list[FactSet]
     without_facts: int
-    pending: int
 
 
 class Memo:
@@ -124,11 +90,9 @@ class Sites:
 
     memo: Memo = field(default_factory=Memo)
 
-    def fleet(self, conn: Connection, now: dt.datetime) -> Fleet:
-        pending = refresh(conn, now)
-        joined, current = _read(conn)
-        counted = conn.execute(sa.select(site_facts.c.digest, sa.func.count()).select_from(joined).where(current)
-                               .group_by(site_facts.c.digest)).all()
+    def fleet(self, conn: Connection) -> Fleet:
+        """The devices (not revoked) by the facts of their latest report, and those whose has none."""
+        counted = conn.execute(states_counted(device_states.c.facts_digest)).all()
         bodies = {d: self.memo.get(("body", d)) for d, _ in counted if d is not None}
         missing = [d for d, b in bodies.items() if b is None]
         for i in range(0, len(missing), 500):
@@ -139,7 +103,7 @@ class Sites:
         sets = [FactSet(d, int(n), bodies[d]["facts"], bodies[d]["sites"]) for d, n in counted
                 if d is not None and bodies.get(d) is not None]
         without = sum(int(n) for d, n in counted if d is None)
-        return Fleet(sorted(sets, key=lambda s: s.digest), without, pending)
+        return Fleet(sorted(sets, key=lambda s: s.digest), without)
 
     def predict(self, s: FactSet, down: frozenset[str]) -> list[dict[str, Any]]:
         key = ("what_if", s.digest, down)
@@ -308,7 +272,7 @@ class SitePages:
     def _fleet(self, conn: Connection) -> tuple[Fleet, list[dict[str, Any]]]:
         # the devices grouped by fact set: a fleet-wide count, reused and recounted in the
         # background as the overview's are (NETCHECK_UI_CACHE_S)
-        fleet: Fleet = self.ui.recent.get(("sites",), conn, lambda c: self.sites.fleet(c, store.utcnow()))
+        fleet: Fleet = self.ui.recent.get(("sites",), conn, self.sites.fleet)
         return fleet, known_sites(fleet, store.get_policy(conn))
 
     @staticmethod

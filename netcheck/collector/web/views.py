@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from netcheck.collector import store
+from netcheck.collector.db import READS_ONLY
 from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
 from netcheck.collector.web import accounts, charts, endpoints, queries, service_health
@@ -88,6 +89,7 @@ class Dashboard:
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
+        self.days = queries.FleetDays(self._connect, read=self._read if engine.dialect.name == "sqlite" else None)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
             from netcheck.collector.web.entra import EntraSignIn
@@ -105,6 +107,14 @@ class Dashboard:
                 # workload rows at 10,000 devices, bench/bench_dashboard.py)
                 conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
             yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A transaction that only reads (``db.READS_ONLY``: on SQLite, without the write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READS_ONLY: True})
+            with conn.begin():
+                yield conn
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         def run() -> T:
@@ -259,9 +269,10 @@ class Dashboard:
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
         counts = queries.verdict_counts(conn)
-        trend = queries.fleet_trend(conn, now)
+        trend = self.days.trend(conn, now)
         workloads = queries.workload_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
+                "counting": [r["day"] for r in trend[:-1] if r["counting"]],
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
                 "workloads": workloads, "tags": queries.tag_counts(conn),
                 "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
