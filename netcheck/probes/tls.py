@@ -15,12 +15,12 @@ every path, verified or not, reports them the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netcheck.deadline import Deadline
@@ -32,6 +32,8 @@ from netcheck.probes.tcp import family_of, socket_address
 
 DEFAULT_PORT = 443
 _HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+#: Largest read from the socket during a handshake.
+_READ_SIZE = 64 * 1024
 
 # --- a minimal DER reader for the certificate fields we report ------------------------
 
@@ -191,61 +193,48 @@ async def _handshake(host: str, family: socket.AddressFamily,
         raise
     hs.stage = "tls"
     start = time.perf_counter()
-    async with asyncio.timeout(deadline.step(cap)):
-        tls = await _tls_handshake(sock, ctx, host)  # owns (and closes) the socket from here on
-    hs.tls_s = time.perf_counter() - start
     try:
+        async with asyncio.timeout(deadline.step(cap)):
+            tls = await _tls_handshake(sock, ctx, host)
+        hs.tls_s = time.perf_counter() - start
         hs.protocol = tls.version()
         cipher = tls.cipher()
         hs.cipher = cipher[0] if cipher else None
         hs.der = tls.getpeercert(binary_form=True)
     finally:
-        tls.close()
+        sock.close()
 
 
-async def _tls_handshake(sock: socket.socket, ctx: ssl.SSLContext, host: str) -> ssl.SSLSocket:
-    """The TLS handshake on a connected non-blocking socket, driven by the event loop's readiness.
+async def _tls_handshake(sock: socket.socket, ctx: ssl.SSLContext, host: str) -> ssl.SSLObject:
+    """The TLS handshake on a connected non-blocking socket, through memory buffers: the socket is
+    read and written with ``loop.sock_recv`` / ``loop.sock_sendall``, which every event loop has
+    (Windows' proactor loop has no readiness callbacks: ``add_reader`` raises there).
 
-    The probe only shakes hands, so it does without asyncio's TLS transport (memory BIOs, a
-    protocol, a transport: ~0.2 ms of CPU per handshake). The end of the connection during the
-    handshake is raised as asyncio's transport raises it (``ConnectionResetError``).
+    The probe only shakes hands, so it does without asyncio's TLS transport (a protocol, a
+    transport: ~0.2 ms of CPU per handshake). The end of the connection during the handshake is
+    raised as asyncio's transport raises it (``ConnectionResetError``). The caller closes ``sock``.
     """
     loop = asyncio.get_running_loop()
-    try:
-        tls = ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        while True:
-            try:
-                tls.do_handshake()
-                return tls
-            except ssl.SSLWantReadError:
-                await _ready(loop.add_reader, loop.remove_reader, tls)
-            except ssl.SSLWantWriteError:
-                await _ready(loop.add_writer, loop.remove_writer, tls)
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-                raise ConnectionResetError("the connection ended during the TLS handshake") from exc
-    except BaseException:
-        tls.close()
-        raise
-
-
-async def _ready(add: Callable[..., object], remove: Callable[[int], object], sock: socket.socket) -> None:
-    """Until ``sock`` is readable (``add`` = ``loop.add_reader``) or writable (``loop.add_writer``)."""
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    fd = sock.fileno()
-
-    def wake() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    add(fd, wake)
-    try:
-        await waiter
-    finally:
-        remove(fd)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                await loop.sock_sendall(sock, outgoing.read())
+            data = await loop.sock_recv(sock, _READ_SIZE)
+            if not data:
+                raise ConnectionResetError("the connection ended during the TLS handshake") from None
+            incoming.write(data)
+        except ssl.SSLError:
+            with contextlib.suppress(OSError):  # the alert saying why, as a TLS socket would send it
+                sock.send(outgoing.read())
+            raise
+    if outgoing.pending:  # the client's Finished
+        await loop.sock_sendall(sock, outgoing.read())
+    return tls
 
 
 def cert_facts_of(der: bytes | None) -> CertFacts:
