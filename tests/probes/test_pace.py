@@ -174,3 +174,38 @@ def test_an_unanswered_syn_is_retried_after_the_measured_round_trip() -> None:
         assert asyncio.run(connect()) == (V4, port)
         assert pace.retries == 1
         assert pace.probes.history[:2] == [96, 67]  # the retry counted as a loss
+
+
+def test_a_connect_given_up_while_its_retry_runs_closes_both_sockets() -> None:
+    """Neither SYN is answered; the caller's time runs out while both attempts are in flight: both
+    sockets are closed (an unclosed one would be a ResourceWarning, an error here), the retry counted."""
+    import gc
+
+    with full_backlog() as listener:
+        port = listener.getsockname()[1]
+        pace = Pace()
+        pace.connected(0.001)  # the retry starts after the timer's floor
+
+        async def connect() -> None:
+            with _pace.use(pace):
+                async with asyncio.timeout(0.5):
+                    await connect_socket(socket.AF_INET, (V4, port))
+
+        with pytest.raises(TimeoutError):
+            asyncio.run(connect())
+        gc.collect()
+        assert pace.probes.history[:2] == [96, 67]  # the retry started, and counted as a loss
+
+
+def test_a_refused_connect_fails_at_once_without_a_retry() -> None:
+    from tests.servers import closed_port
+
+    pace = Pace()
+
+    async def connect() -> None:
+        with _pace.use(pace):
+            await connect_socket(socket.AF_INET, (V4, closed_port()))
+
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(connect())
+    assert pace.probes.history == [96]  # no retry, no loss counted
