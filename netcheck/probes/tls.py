@@ -15,7 +15,6 @@ every path, verified or not, reports them the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import socket
@@ -26,14 +25,12 @@ from dataclasses import dataclass, field
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
-from netcheck.probes._connect import connect_socket
+from netcheck.probes._connect import SocketConn, TlsConn, connect_socket
 from netcheck.probes._errors import classify, failure, ms, too_late
 from netcheck.probes.tcp import family_of, socket_address
 
 DEFAULT_PORT = 443
 _HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
-#: Largest read from the socket during a handshake.
-_READ_SIZE = 64 * 1024
 
 # --- a minimal DER reader for the certificate fields we report ------------------------
 
@@ -206,35 +203,11 @@ async def _handshake(host: str, family: socket.AddressFamily,
 
 
 async def _tls_handshake(sock: socket.socket, ctx: ssl.SSLContext, host: str) -> ssl.SSLObject:
-    """The TLS handshake on a connected non-blocking socket, through memory buffers: the socket is
-    read and written with ``loop.sock_recv`` / ``loop.sock_sendall``, which every event loop has
-    (Windows' proactor loop has no readiness callbacks: ``add_reader`` raises there).
-
-    The probe only shakes hands, so it does without asyncio's TLS transport (a protocol, a
-    transport: ~0.2 ms of CPU per handshake). The end of the connection during the handshake is
-    raised as asyncio's transport raises it (``ConnectionResetError``). The caller closes ``sock``.
-    """
-    loop = asyncio.get_running_loop()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            if outgoing.pending:
-                await loop.sock_sendall(sock, outgoing.read())
-            data = await loop.sock_recv(sock, _READ_SIZE)
-            if not data:
-                raise ConnectionResetError("the connection ended during the TLS handshake") from None
-            incoming.write(data)
-        except ssl.SSLError:
-            with contextlib.suppress(OSError):  # the alert saying why, as a TLS socket would send it
-                sock.send(outgoing.read())
-            raise
-    if outgoing.pending:  # the client's Finished
-        await loop.sock_sendall(sock, outgoing.read())
-    return tls
+    """The TLS handshake on a connected socket (:class:`~netcheck.probes._connect.TlsConn`); the
+    probe only shakes hands. The caller closes ``sock``."""
+    tls = TlsConn(SocketConn(sock), ctx, host)
+    await tls.handshake()
+    return tls.tls
 
 
 def cert_facts_of(der: bytes | None) -> CertFacts:
