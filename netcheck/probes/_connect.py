@@ -60,7 +60,9 @@ async def connect_socket(family: socket.AddressFamily,
     assert caller is not None
     first, started = _new_socket(family), time.perf_counter()
     retry: asyncio.Task[tuple[socket.socket, float]] | None = None
-    waiting = "first"  # then "retry" (the first failed) or "done"
+    # "first": the caller waits for the first attempt; "retry": the retry's socket is the caller's
+    # (to return, or to close if it raises); "done": the caller is gone without it
+    state = "first"
     retry_won = False
 
     def start_retry() -> None:
@@ -71,9 +73,9 @@ async def connect_socket(family: socket.AddressFamily,
 
     def retry_ended(task: asyncio.Task[tuple[socket.socket, float]]) -> None:
         nonlocal retry_won
-        if task.cancelled() or task.exception() is not None or waiting == "retry":
-            return  # a failed retry leaves the first to go on; a retry awaited directly needs nothing here
-        if waiting == "done":
+        if task.cancelled() or task.exception() is not None or state == "retry":
+            return  # a failed retry leaves the first to go on; the caller has taken this one
+        if state == "done":
             task.result()[0].close()  # connected just after the first did
             return
         retry_won = True
@@ -86,24 +88,29 @@ async def connect_socket(family: socket.AddressFamily,
             await loop.sock_connect(first, sockaddr)
             keep_first, sock = True, first
         except asyncio.CancelledError:
-            if not retry_won or caller.uncancel() > 0:
+            if not retry_won:
                 raise
+            state = "retry"
+            if caller.uncancel() > 0:
+                raise  # cancelled from outside too
             assert retry is not None
             sock, started = retry.result()
         except OSError:
             timer.cancel()
             if retry is None or (retry.done() and retry.exception() is not None):
                 raise  # the last attempt's error
-            waiting = "retry"
+            state = "retry"
             sock, started = await retry
         pace.connected(time.perf_counter() - started)
         return sock, started
     except BaseException:
-        if retry_won and retry is not None:
+        if state == "retry" and retry is not None and retry.done() and not retry.cancelled() \
+                and retry.exception() is None:
             retry.result()[0].close()
         raise
     finally:
-        waiting = "done"
+        if state != "retry":
+            state = "done"
         timer.cancel()
         if retry is not None and not retry.done():
             retry.cancel()  # it closes its socket as it ends
