@@ -194,7 +194,9 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         if unusable:
             network["proxy_setting_error"] = list(unusable)
         pac = find_pac(proxies, lambda: plat.search_domains(), deadline)  # read only if WPAD is tried
-        spec = replace(spec, proxy_map=_proxy_map(plan, catalog.key_hosts(tenant), proxies, pac, deadline, network))
+        status_page = catalog.workloads.status_site.get(catalog.instance)  # the status page's request too
+        spec = replace(spec, proxy_map=_proxy_map(plan, catalog.key_hosts(tenant), proxies, pac, deadline, network,
+                                                  (status_page,) if status_page else ()))
         extra = _extra_probes(spec, deadline, catalog, tenant, user)
         if on_plan:
             on_plan(planned_count(plan, settings, len(extra)))
@@ -283,12 +285,14 @@ def _validate_user(user: str | None) -> str | None:
 
 
 def _proxy_map(plan: TargetPlan, key_hosts: Mapping[str, tuple[str, ...]], proxies: ProxySettings,
-               pac: PacLookup, deadline: Deadline, network: dict[str, DetailValue]
+               pac: PacLookup, deadline: Deadline, network: dict[str, DetailValue], pages: Sequence[str] = ()
                ) -> dict[str, tuple[str | None, str]]:
-    """Per URL an HTTP or realm probe fetches, the proxy the laptop's settings or PAC file choose (None:
-    DIRECT) and where that was decided; the PAC file evaluated once for all of them."""
+    """Per URL an HTTP or realm probe fetches (and each of ``pages``, e.g. the status page), the proxy
+    the laptop's settings or PAC file choose (None: DIRECT) and where that was decided; the PAC file
+    evaluated once for all of them. A URL left out would be decided from the settings alone, read again."""
     urls = [url_for("https" if p == 443 else "http", t.host, p) for t in plan.hosts for p in plan.ports.get(t.host, ())]
     urls += [url_for("https", h) for hosts in key_hosts.values() for h in hosts]
+    urls += [url_for(parts.scheme or "https", parts.hostname or "", parts.port) for parts in map(urlsplit, pages)]
     evaluated = evaluate_pac(pac.fetch, urls, deadline)
     decisions = {u: decide(u, proxies, evaluated) for u in dict.fromkeys(urls)}
     network.update(pac_facts(pac, evaluated, decisions, proxies))

@@ -139,7 +139,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     samples = [representative(n) for _, n in ranges]
     everything = [*resolvers, *(a for v in wanted.values() for a in v),
                   *(a for v in proxy_hosts.values() for a in v), *samples]
-    egress = platform.egress_many(list(dict.fromkeys(everything)))
+    egress = platform.egress_many(list(dict.fromkeys(everything)), interfaces)
 
     def routes(addrs: Iterable[str]) -> tuple[Route, ...]:
         return tuple(route_of(egress[a]) for a in addrs if a in egress)
@@ -191,7 +191,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             proxy_hosts.update({h: _resolve(h, deadline) for h in new})
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
             if extra:
-                egress = {**egress, **platform.egress_many(extra)}
+                egress = {**egress, **platform.egress_many(extra, interfaces)}
             deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
                                else d.proxy, d.resolved) for d in deps]
         office = (deps, resolver_facts)

@@ -259,3 +259,20 @@ def test_the_outage_facts_use_the_decision(tmp_path: Path) -> None:
     got = _proxy_paths(settings, hosts, fetch_pac(path.as_uri(), Deadline.after(5)), Deadline.after(20), SiteProfile())
     assert got["outlook.office365.com"] == ("192.0.2.8:3128", None, "pac", path.as_uri(), None)
     assert got["intranet"] == (None, None, "pac", path.as_uri(), None)
+
+
+def test_the_checks_proxy_map_holds_the_status_page_as_the_pac_file_decides_it(tmp_path: Path) -> None:
+    """The status page's request follows the PAC file like every probe, from the map: a URL missing
+    from the map would be decided from the settings alone, read from the OS a second time."""
+    from netcheck.check import _proxy_map
+    from netcheck.m365.catalog import TargetPlan
+
+    path = tmp_path / "proxy.pac"
+    path.write_text('function FindProxyForURL(u, h) { return h == "status.test" ? "PROXY 192.0.2.8:3128" : "DIRECT"; }')
+    settings = ProxySettings(source="os", proxies={"https": "http://192.0.2.1:80"}, pac_url=path.as_uri())
+    lookup = PacLookup(fetch_pac(path.as_uri(), Deadline.after(10)))
+    plan = TargetPlan((), {}, (), (), 0)
+    got = _proxy_map(plan, {"sign-in": ("login.test",)}, settings, lookup, Deadline.after(30), {},
+                     ("https://status.test/incidents?x=1",))
+    assert got["https://status.test/"] == ("http://192.0.2.8:3128", "pac")
+    assert got["https://login.test/"] == (None, "pac")

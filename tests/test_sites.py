@@ -584,7 +584,7 @@ class _BranchLaptop:
     def dns_servers(self) -> tuple[str, ...]:
         return ("10.50.0.53",)
 
-    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+    def egress_many(self, addresses: list[str], interfaces: object = None) -> dict[str, object]:
         from netcheck.platform.base import Egress
 
         return {a: Egress(a, "eth0", "10.50.1.20", None, self.relay_kind if a == "198.18.4.1" else "physical",
@@ -632,7 +632,7 @@ class _UnprofiledLaptop(_BranchLaptop):
         super().__init__()
         self.address, self.resolver, self.hop = address, resolver, hop
 
-    def egress_many(self, addresses: list[str]) -> dict[str, object]:
+    def egress_many(self, addresses: list[str], interfaces: object = None) -> dict[str, object]:
         from netcheck.platform.base import Egress
 
         return {a: Egress(a, "eth0", self.address.split("/")[0], None if a == self.resolver and not self.hop

@@ -7,6 +7,7 @@ Microsoft host: every name comes from the data.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,11 +26,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def in_networks(address: str, networks: Iterable[Network]) -> bool:
     """Is ``address`` (a zone index such as ``%eth0`` aside) in one of ``networks``? False for text that is
     not an address."""
+    ip = _parsed(address)
+    return ip is not None and any(ip.version == n.version and ip in n for n in networks)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Read once per address: a check asks of the same few hundred addresses some 600 times."""
     try:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        return ipaddress.ip_address(address.split("%")[0])
     except ValueError:
-        return False
-    return any(ip.version == n.version and ip in n for n in networks)
+        return None
 
 INSTANCES: tuple[str, ...] = ("Worldwide", "China", "USGovDoD", "USGovGCCHigh")
 _KNOWN_KEYS = {"id", "serviceArea", "serviceAreaDisplayName", "urls", "ips", "tcpPorts",

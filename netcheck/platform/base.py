@@ -115,7 +115,11 @@ class Platform(Protocol):
 
     def egress_for(self, address: str) -> Egress: ...
 
-    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]: ...
+    def egress_many(self, addresses: Sequence[str],
+                    interfaces: Sequence[Interface] | None = None) -> Mapping[str, Egress]:
+        """The egress of each address; ``interfaces``: the classified interfaces when the caller
+        already read them (a check reads them once), else read here."""
+        ...
 
     def proxy_settings(self) -> ProxySettings:
         """The proxy settings this laptop's programs follow: the environment's proxies first, then
@@ -185,10 +189,11 @@ class InterfaceIndex:
 
 def batch_egress(addresses: Sequence[str], method: str,
                  lookup: Callable[[list[str]], Mapping[str, Egress]],
-                 interfaces: Callable[[], Sequence[Interface]]) -> dict[str, Egress]:
+                 interfaces: Callable[[], Sequence[Interface]] | Sequence[Interface]) -> dict[str, Egress]:
     """The frame every OS's ``egress_many`` shares: canonicalise the addresses (an
     invalid one gets an error Egress), ask ``lookup`` once for the distinct ones, and
-    fill in the interface kind the OS tool did not give from the classified interfaces."""
+    fill in the interface kind the OS tool did not give from the classified interfaces (given, or
+    a function that reads them, called only when needed)."""
     canon: dict[str, str] = {}
     out: dict[str, Egress] = {}
     for a in addresses:
@@ -200,7 +205,7 @@ def batch_egress(addresses: Sequence[str], method: str,
     if not unique:
         return out
     found = lookup(unique)
-    index = InterfaceIndex.of(interfaces())
+    index = InterfaceIndex.of(interfaces() if callable(interfaces) else interfaces)
     for original, c in canon.items():
         e = found[c]
         if e.kind == UNKNOWN and e.interface:

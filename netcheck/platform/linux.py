@@ -22,6 +22,7 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
+    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
@@ -413,8 +414,10 @@ class LinuxPlatform(PortablePlatform):
         return tuple(read_sysfs(f, self._sysfs) for f in facts)
 
     # egress ------------------------------------------------------------------------
-    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        return batch_egress(addresses, METHOD, self._lookup_or_portable, self.interfaces)
+    def egress_many(self, addresses: Sequence[str],
+                    interfaces: Sequence[Interface] | None = None) -> Mapping[str, Egress]:
+        return batch_egress(addresses, METHOD, self._lookup_or_portable,
+                            self.interfaces if interfaces is None else interfaces)
 
     def _lookup_or_portable(self, addresses: list[str]) -> Mapping[str, Egress]:
         found = self._lookup(addresses)

@@ -20,6 +20,7 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
+    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
@@ -362,8 +363,10 @@ class MacPlatform(PortablePlatform):
             e = replace(e, source=src)
         return e
 
-    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        return batch_egress(addresses, METHOD, self._route_get, self.interfaces)
+    def egress_many(self, addresses: Sequence[str],
+                    interfaces: Sequence[Interface] | None = None) -> Mapping[str, Egress]:
+        return batch_egress(addresses, METHOD, self._route_get,
+                            self.interfaces if interfaces is None else interfaces)
 
     def _route_get(self, unique: list[str]) -> Mapping[str, Egress]:
         with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:

@@ -114,10 +114,11 @@ class PortablePlatform:
     def egress_for(self, address: str) -> Egress:
         return self.egress_many([address])[address]
 
-    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
+    def egress_many(self, addresses: Sequence[str],
+                    interfaces: Sequence[Interface] | None = None) -> Mapping[str, Egress]:
         from netcheck.platform import _ifaces
 
-        interfaces = self.interfaces()
+        interfaces = self.interfaces() if interfaces is None else interfaces
         gateways = _ifaces.default_gateways()
         prefixes = _prefixes()
         out: dict[str, Egress] = {}

@@ -25,6 +25,7 @@ from netcheck.platform.base import (
     UNKNOWN,
     UNREACHABLE,
     Egress,
+    Interface,
     InterfaceFacts,
     Route,
     batch_egress,
@@ -470,8 +471,10 @@ class WindowsPlatform(PortablePlatform):
         facts = parse_interfaces(text) if text else ()
         return facts or super().interface_facts()
 
-    def egress_many(self, addresses: Sequence[str]) -> Mapping[str, Egress]:
-        return batch_egress(addresses, METHOD, self._find_netroute, self.interfaces)
+    def egress_many(self, addresses: Sequence[str],
+                    interfaces: Sequence[Interface] | None = None) -> Mapping[str, Egress]:
+        return batch_egress(addresses, METHOD, self._find_netroute,
+                            self.interfaces if interfaces is None else interfaces)
 
     def _find_netroute(self, unique: list[str]) -> Mapping[str, Egress]:
         text, err = self._ps(route_script(unique), 20.0 + 0.05 * len(unique))

@@ -134,3 +134,13 @@ def test_interface_index() -> None:
     assert owner is not None and owner.name == "en0"
     assert idx.owner_of("fe80::1%en0") is not None
     assert idx.owner_of("192.0.2.99") is None and idx.owner_of("junk") is None
+
+
+@pytest.mark.parametrize("pattern", ["wg*", "WAN Miniport (IKEv2)*", "ap?", "root\\tap0901", "[ab]r*", "x*y*", "*", ""])
+@pytest.mark.parametrize("name", ["wg0", "wan miniport (ikev2)", "wan miniport (ikev2) #2", "ap1", "ap12",
+                                  "root\\tap0901", "ar0", "br-1", "xqy", "x", "", "WG0"])
+def test_a_pattern_matches_as_fnmatch_says(pattern: str, name: str) -> None:
+    """Prefix and plain patterns are tested without a regular expression, with fnmatch's answer."""
+    import fnmatch
+
+    assert c._matcher(pattern)(name.lower()) is fnmatch.fnmatchcase(name.lower(), pattern.lower())

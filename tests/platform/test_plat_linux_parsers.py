@@ -179,6 +179,21 @@ def test_linux_platform_batches_every_address_in_one_ip_process(tmp_path: Path) 
     assert plat.egress_many(["nope"])["nope"].error
 
 
+def test_linux_platform_egress_uses_the_interfaces_it_is_given_without_reading_them_again(tmp_path: Path) -> None:
+    plat, replay = _linux(tmp_path, {
+        ("ip", "-j", "-force", "-batch", "-"): ok(read_fixture("linux/ip-j-batch-route-get.stdout"),
+                                                  read_fixture("linux/ip-j-batch-route-get.stderr"), 1),
+        ("ip", "-j", "-d", "addr", "show"): ok(read_fixture("linux/ip-j-d-addr.json")),
+    }, overrides={"up0": "physical"})
+    found = plat.interfaces()  # a check reads them once
+    reads = sum(1 for c in replay.calls if "addr" in c)
+    got = plat.egress_many([*BATCH, "192.0.2.200"], found)
+    assert sum(1 for c in replay.calls if "addr" in c) == reads == 1
+    assert got["52.112.0.1"].kind == "vpn" and got["192.0.2.200"].kind == "physical"
+    # interfaces the caller says it has are the ones used, as given
+    assert plat.egress_many(["192.0.2.200"], ())["192.0.2.200"].kind == UNKNOWN
+
+
 def test_linux_platform_without_ip_falls_back_to_udp_connect(tmp_path: Path) -> None:
     plat, _ = _linux(tmp_path, {})
     e = plat.egress_for("127.0.0.1")

@@ -125,6 +125,17 @@ def test_https_connects_to_the_address_with_the_name_as_sni(srv: Servers, pki: P
     assert f"Host: tls.test:{srv.https_200.port}" in srv.https_200.requests[-1]
 
 
+def test_a_loop_without_readiness_callbacks_gets_the_page(srv: Servers, pki: Pki) -> None:
+    """Windows' proactor loop has no ``add_reader``: the request and TLS go through ``sock_recv`` /
+    ``sock_sendall``, which every loop has."""
+    from tests.probes.test_timing import run_without_add_reader
+
+    for port, host, scheme in ((srv.https_200.port, "tls.test", "https"), (srv.http_200.port, "web.test", "http")):
+        target = Target(host, port=port, scheme=scheme, address=V4)
+        r = run_without_add_reader(probe_http(target, ProbeSpec(system_roots=pki.system_roots), Deadline.after(10)))
+        assert r.outcome is Outcome.OK and r.detail["status"] == 200
+
+
 def test_https_untrusted(srv: Servers, pki: Pki) -> None:
     r = get(srv.https_untrusted.port, ProbeSpec(system_roots=pki.system_roots), host="tls.test",
             scheme="https")

@@ -16,7 +16,7 @@ import pytest
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeResult, ProbeSpec, Target
 from netcheck.probes._errors import classify
-from netcheck.probes._http1 import ProtocolError, Proxy, _interleave, decoded, open_stream
+from netcheck.probes._http1 import ProtocolError, Proxy, _interleave, decoded, open_socket
 from netcheck.probes.http import MAX_BODY, probe_http
 from tests import servers
 from tests.probes.conftest import Servers, checked, run
@@ -176,7 +176,7 @@ def test_a_name_falls_back_across_its_addresses(srv: Servers) -> None:
 def test_every_attempt_failing_keeps_each_reason() -> None:
     port = servers.closed_port()
     with pytest.raises(OSError) as failed:
-        asyncio.run(_with_addresses(["127.0.0.2", "127.0.0.3"], open_stream("web.test", port)))
+        asyncio.run(_with_addresses(["127.0.0.2", "127.0.0.3"], open_socket("web.test", port)))
     assert "Errno" not in str(failed.value) and classify(failed.value)[0] is Outcome.CONNECT_REFUSED
     r = checked(asyncio.run(_with_addresses(["127.0.0.2", "127.0.0.3"], probe_http(
         Target("web.test", port=80), ProbeSpec(proxy=f"http://proxy.test:{port}"), Deadline.after(10)))))
@@ -196,11 +196,10 @@ def test_requests_go_out_at_once(srv: Servers) -> None:
     proto IPPROTO_TCP)."""
 
     async def nodelay() -> int:
-        reader, writer = await open_stream(V4, srv.http_200.port)
+        sock = await open_socket(V4, srv.http_200.port)
         try:
-            sock = writer.get_extra_info("socket")
             return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         finally:
-            writer.transport.abort()
+            sock.close()
 
     assert asyncio.run(nodelay()) != 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,73 @@ def test_an_unanswered_syn_is_retried_after_the_measured_round_trip() -> None:
         assert asyncio.run(connect()) == (V4, port)
         assert pace.retries == 1
         assert pace.probes.history[:2] == [96, 67]  # the retry counted as a loss
+
+
+def test_a_connect_given_up_while_its_retry_runs_closes_both_sockets() -> None:
+    """Neither SYN is answered; the caller's time runs out while both attempts are in flight: both
+    sockets are closed (an unclosed one would be a ResourceWarning, an error here), the retry counted."""
+    import gc
+
+    with full_backlog() as listener:
+        port = listener.getsockname()[1]
+        pace = Pace()
+        pace.connected(0.001)  # the retry starts after the timer's floor
+
+        async def connect() -> None:
+            with _pace.use(pace):
+                async with asyncio.timeout(0.5):
+                    await connect_socket(socket.AF_INET, (V4, port))
+
+        with pytest.raises(TimeoutError):
+            asyncio.run(connect())
+        gc.collect()
+        assert pace.probes.history[:2] == [96, 67]  # the retry started, and counted as a loss
+
+
+def test_a_refused_connect_fails_at_once_without_a_retry() -> None:
+    from tests.servers import closed_port
+
+    pace = Pace()
+
+    async def connect() -> None:
+        with _pace.use(pace):
+            await connect_socket(socket.AF_INET, (V4, closed_port()))
+
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(connect())
+    assert pace.probes.history == [96]  # no retry, no loss counted
+
+
+class _FirstFailsLate(asyncio.SelectorEventLoop):
+    """The first connect fails after the retry has started; the retry connects, a little later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            await asyncio.sleep(0.3)
+            raise ConnectionResetError("the first attempt's answer")
+        await asyncio.sleep(0.4)
+        await super().sock_connect(sock, address)
+
+
+def test_when_the_first_attempt_fails_the_retry_still_running_is_the_answer() -> None:
+    with socket.create_server((V4, 0)) as listener:
+        pace = Pace()
+        pace.connected(0.001)  # the retry starts after the timer's floor, well before 0.3 s
+
+        async def connect() -> tuple[bool, int]:
+            with _pace.use(pace):
+                sock, _ = await connect_socket(socket.AF_INET, listener.getsockname())
+            await asyncio.sleep(0.05)  # anything scheduled after the connect has run
+            try:
+                return sock.fileno() != -1, sock.getpeername()[1]
+            finally:
+                sock.close()
+
+        with asyncio.Runner(loop_factory=_FirstFailsLate) as runner:
+            assert runner.run(connect()) == (True, listener.getsockname()[1])
+            assert isinstance(runner.get_loop(), _FirstFailsLate) and runner.get_loop().attempts == 2

@@ -44,6 +44,18 @@ def test_registered() -> None:
     assert PROBES[ProbeKind.TLS] is probe_tls
 
 
+def test_a_loop_without_readiness_callbacks_shakes_hands_too(srv: Servers, pki: Pki) -> None:
+    """Windows' proactor loop has no ``add_reader``: the handshake reads and writes the socket with
+    ``sock_recv`` / ``sock_sendall``, which every loop has (it used to fail every TLS probe there)."""
+    from tests.probes.test_timing import run_without_add_reader
+
+    for server, outcome in ((srv.tls_public, Outcome.OK), (srv.tls_inspected, Outcome.TLS_INSPECTED),
+                            (srv.tls_untrusted, Outcome.TLS_UNTRUSTED)):
+        r = run_without_add_reader(probe_tls(Target("tls.test", port=server.port, address=V4), spec_of(pki),
+                                             Deadline.after(10)))
+        assert r.outcome is outcome and r.detail["subject"] == "tls.test"
+
+
 def test_publicly_trusted_in_one_handshake(srv: Servers, pki: Pki) -> None:
     before = srv.tls_public.accepted
     r = probe(srv.tls_public, spec_of(pki))
