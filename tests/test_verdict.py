@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from netcheck.assess.outage import PacLostNow
 from netcheck.assess.verdict import AssessContext, assess
 from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
@@ -156,6 +157,28 @@ def test_sign_in_fails_now_when_its_federation_server_does_not_resolve() -> None
     f = next(f for f in a.findings if f.code == "reach.identity.federation")
     assert f.evidence == ("adfs.corp.example",) and "adfs.corp.example" in f.title
     assert status(assess(healthy(), ctx(workloads=workloads), POLICY).workloads, "identity") is Status.OK
+
+
+@pytest.mark.parametrize(("unreachable", "expected", "possible"), [
+    ("fail", Status.FAILED, ()),
+    (None, Status.OK, (Status.OK, Status.FAILED)),
+    ("direct", Status.OK, ()),
+    ("cached", Status.OK, ()),
+])
+def test_a_pac_file_gone_now_fails_its_workloads_when_the_client_fails_closed(
+        unreachable: str | None, expected: Status, possible: tuple[Status, ...]) -> None:
+    """The settings name a PAC file whose host does not resolve from here; the probes went DIRECT (the
+    fallback). Told fail-closed, what goes through the PAC fails now; not told, the status hedges (found by the
+    lab's generated matrix: gen-11-003 said 'ok' where Chromium with a mandatory PAC loaded nothing)."""
+    lost = PacLostNow("http://wpad.corp.example/proxy.pac", unreachable, ("exchange", "identity"))
+    a = assess(healthy(), ctx(pac_lost=lost), POLICY)
+    for wid in ("exchange", "identity"):
+        row = next(w for w in a.workloads if w.id == wid)
+        assert (row.status, row.possible) == (expected, possible)
+        assert (unreachable in ("fail", None)) == any("wpad.corp.example" in r for r in row.reasons)
+    untouched = next(w for w in a.workloads if w.id == "teams_media")
+    assert (untouched.status, untouched.possible) == (Status.OK, ())
+    assert (a.verdict is Verdict.NOT_READY) == (unreachable == "fail")
 
 
 def test_optimize_through_proxy_is_a_principle_4_finding() -> None:

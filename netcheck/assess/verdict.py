@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
-from netcheck.assess.outage import OutageSection
+from netcheck.assess.outage import OutageSection, PacLostNow
 from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
     Assessment,
@@ -43,6 +43,8 @@ class AssessContext:
     settings: tuple[Finding, ...] = ()
     #: Federation servers sign-in is federated to (the realm answer) whose names do not resolve from here.
     federation_unresolved: tuple[str, ...] = ()
+    #: A PAC file the settings name that cannot be fetched now, and what the OS does without it.
+    pac_lost: PacLostNow | None = None
 
 
 _DNS_FAIL = {Outcome.NXDOMAIN, Outcome.NO_ANSWER, Outcome.SERVFAIL, Outcome.DNS_REFUSED,
@@ -248,6 +250,28 @@ def _federation_unresolved(rows: list[WorkloadResult], sign_in: Workload, hosts:
         workload=sign_in.id, principle=None, evidence=hosts)
 
 
+def _pac_lost(rows: list[WorkloadResult], lost: PacLostNow) -> list[WorkloadResult]:
+    """The statuses with a PAC file that cannot be fetched now. The probes went where the laptop's settings
+    go without it (as browsers do by default); a client that fails closed connects to nothing instead, so
+    the workloads behind the PAC file fail now. Not stated: they may (the status hedges on it)."""
+    if lost.unreachable not in (None, "fail"):
+        return rows  # "direct" is what the probes did; "cached": the OS keeps a copy the check cannot read
+    out: list[WorkloadResult] = []
+    for r in rows:
+        if r.id not in lost.workloads or r.status in (Status.FAILED, Status.NOT_TESTED):
+            out.append(r)
+        elif lost.unreachable == "fail":
+            out.append(replace(r, status=Status.FAILED, possible=(), reasons=(
+                *r.reasons, f"the PAC file {lost.url} cannot be fetched now, and without it the browser does "
+                            "not connect (fail-closed, from the site profile)")))
+        else:
+            out.append(replace(r, possible=tuple(dict.fromkeys((r.status, *r.possible, Status.FAILED))), reasons=(
+                *r.reasons, f"the PAC file {lost.url} cannot be fetched now: measured as the laptop's settings "
+                            "go without it; a client that fails closed without its PAC file connects to nothing "
+                            "(not stated: set pac_unreachable in the site profile)")))
+    return out
+
+
 def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> list[Finding]:
     findings: list[Finding] = []
     inspected: dict[str, list[ProbeResult]] = defaultdict(list)
@@ -422,6 +446,8 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     if sign_in is not None and ctx.federation_unresolved:
         rows, finding = _federation_unresolved(rows, sign_in, ctx.federation_unresolved)
         findings.append(finding)
+    if ctx.pac_lost is not None:
+        rows = _pac_lost(rows, ctx.pac_lost)
     order = [w.id for w in ctx.workloads]
     rows.sort(key=lambda r: order.index(r.id))
     findings.extend(_network_findings(results, ctx, policy))
