@@ -230,11 +230,24 @@ def test_udp_blocked_with_working_signalling_is_degraded_not_failed() -> None:
 
 
 def test_media_over_thresholds_is_degraded_with_reasons() -> None:
-    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=3)]
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=5)]
     a = assess(results, ctx(), POLICY)
     row = next(w for w in a.workloads if w.id == "teams_media")
     assert row.status is Status.DEGRADED
-    assert any("150 ms" in r for r in row.reasons) and any("3.0 %" in r for r in row.reasons)
+    assert any("150 ms" in r for r in row.reasons) and any("5.0 %" in r for r in row.reasons)
+
+
+def test_media_loss_the_sample_cannot_show_hedges_the_status() -> None:
+    """Two lost of a hundred (2 %, mark 1 %): a 1 % link loses two or more of 100 one time in four, so the
+    window cannot tell. OK on round trip and jitter, and it may be degraded: both, with the reason."""
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, lost=2)]
+    row = next(w for w in assess(results, ctx(), POLICY).workloads if w.id == "teams_media")
+    assert (row.status, row.possible) == (Status.OK, (Status.OK, Status.DEGRADED))
+    assert len(row.reasons) == 1 and "2 of 100 packets lost (2.0 %): too few sent" in row.reasons[0]
+    slow = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=2)]
+    row = next(w for w in assess(slow, ctx(), POLICY).workloads if w.id == "teams_media")
+    assert (row.status, row.possible) == (Status.DEGRADED, ())  # the round trip shows it: no hedge
+    assert row.reasons[0].startswith("Round trip 150 ms") and "too few sent" in row.reasons[1]
 
 
 def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:

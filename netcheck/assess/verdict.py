@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
+from netcheck.assess.media import MediaThresholds, assess_media, loss_unshown, stats_from_detail
 from netcheck.assess.outage import OutageSection, PacLostNow
 from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
@@ -208,8 +208,13 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
         thresholds = MediaThresholds(policy.media_rtt_ms, policy.media_loss_pct, policy.media_jitter_ms)
         good, problems = assess_media(stats, thresholds) if stats else (True, ())
         latency = stats.rtt_ms if stats else None
+        unshown = loss_unshown(stats, thresholds) if stats else None
+        if good and unshown:  # the sample cannot tell: OK on round trip and jitter, and it may be degraded
+            return WorkloadResult(w.id, w.name, Status.OK, (unshown,), latency, None, len(passed), len(results),
+                                  possible=(Status.OK, Status.DEGRADED)), []
         if good:
             return WorkloadResult(w.id, w.name, Status.OK, (), latency, None, len(passed), len(results)), []
+        problems = (*problems, unshown) if unshown else problems
         finding = Finding(
             code="media.quality", severity=Severity.WARNING, title="Teams calls may be poor",
             detail="Teams media over UDP: " + "; ".join(problems) + ".",
