@@ -244,6 +244,8 @@ def test_media_loss_the_sample_cannot_show_hedges_the_status() -> None:
     row = next(w for w in assess(results, ctx(), POLICY).workloads if w.id == "teams_media")
     assert (row.status, row.possible) == (Status.OK, (Status.OK, Status.DEGRADED))
     assert len(row.reasons) == 1 and "2 of 100 packets lost (2.0 %): too few sent" in row.reasons[0]
+    a = assess(results, ctx(), POLICY)  # not an answer with confidence: AT RISK at best, and why
+    assert a.verdict is Verdict.AT_RISK and "Teams audio and video may not work well" in a.summary
     slow = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=2)]
     row = next(w for w in assess(slow, ctx(), POLICY).workloads if w.id == "teams_media")
     assert (row.status, row.possible) == (Status.DEGRADED, ())  # the round trip shows it: no hedge

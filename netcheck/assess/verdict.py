@@ -409,8 +409,12 @@ def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessC
         return f"Right now, from here, you cannot use {names(Status.FAILED)}."
     if verdict is Verdict.AT_RISK:
         degraded = names(Status.DEGRADED)
+        hedged = ", ".join(w.name.split(" (")[0] for w in workloads if w.possible and w.status is not Status.DEGRADED
+                           and any(x.id == w.id and x.core for x in ctx.workloads))
         return (f"Right now you can work from here, but {degraded} "
                 f"{'is' if ',' not in degraded else 'are'} impaired." if degraded
+                else f"Right now you can work from here, but {hedged} may not work well (this check could not "
+                     "tell)." if hedged
                 else "Right now you can work from here, but there are problems to fix.")
     return "Right now, from here, you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
 
@@ -461,8 +465,8 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     core_rows = [r for r in rows if r.id in core]
     if any(r.status is Status.FAILED for r in core_rows):
         verdict = Verdict.NOT_READY
-    elif any(r.status is Status.DEGRADED for r in core_rows) or any(
-            f.severity is not Severity.INFO for f in findings):
+    elif any(r.status is Status.DEGRADED or r.possible for r in core_rows) or any(
+            f.severity is not Severity.INFO for f in findings):  # a hedged status: AT RISK at best
         verdict = Verdict.AT_RISK
     else:
         verdict = Verdict.READY
