@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from netcheck import __version__
-from netcheck.assess.outage import Fate, ModelInput, OutageSection, assess_outage
+from netcheck.assess.outage import Fate, ModelInput, OutageSection, assess_outage, pac_lost_now
 from netcheck.assess.report import Report
 from netcheck.assess.service_health import STATUS_PROBE_S, ServiceHealth, StatusSite, annotate, status_site_to_look
 from netcheck.assess.site_cases import (
@@ -227,8 +227,9 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
                                              else (), deadline, pac, proxies, network, now, down)
     if outage is not None and outage.model is not None:  # the realm answer named a server that does not resolve
         unresolved = tuple(d.host for d in outage.model.facts.dependencies if d.role == "federation" and not d.routes)
-        if unresolved:
-            now = assess(results, replace(ctx, federation_unresolved=unresolved), policy)
+        pac_lost = pac_lost_now(outage.model)  # and a PAC file gone now: what the OS does without it is the site's
+        if unresolved or pac_lost is not None:
+            now = assess(results, replace(ctx, federation_unresolved=unresolved, pac_lost=pac_lost), policy)
     assessment = combine(now, outage)
     if families:  # is it us or Microsoft?
         assessment = annotate(assessment, catalog.workloads, catalog.instance, options.service_health,

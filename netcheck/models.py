@@ -200,6 +200,9 @@ class WorkloadResult:
     score: int | None = None
     probes_ok: int = 0
     probes_total: int = 0
+    #: When the status hangs on something netcheck cannot read or tell from its sample: every status it
+    #: could be, ``status`` (the one the verdict counts) first; empty when the status is certain.
+    possible: tuple[Status, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,18 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from netcheck.assess.outage import Dependency, Fate, ProxyPath, Resolver, Route, SiteFacts, predict
+from netcheck.assess.outage import (
+    Dependency,
+    Fate,
+    ModelInput,
+    PacLostNow,
+    ProxyPath,
+    Resolver,
+    Route,
+    SiteFacts,
+    pac_lost_now,
+    predict,
+)
 from netcheck.site_profile import SiteProfile
 
 HOME_DNS = Resolver("192.168.1.1", Route("192.168.1.1", "eth0", "physical"))
@@ -106,6 +117,10 @@ def test_a_pac_file_that_cannot_be_fetched_even_now_is_gone_whatever_the_site_do
     fetched = ProxyPath(source="pac", proxy=None, pac_url="http://pac.example/p.pac", pac_route=direct("198.18.9.9"))
     assert predict(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), fetched)),
                    SiteProfile(), W).workloads[0].possible == {}  # fetched, and not at the site: nothing hangs on it
+    lost = pac_lost_now(ModelInput(f, SiteProfile(pac_unreachable="fail"), (), W))
+    assert lost == PacLostNow("http://pac.corp.example/proxy.pac", "fail", ("exchange",))  # the status's input
+    assert pac_lost_now(ModelInput(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), fetched)),
+                                   SiteProfile(), (), W)) is None
 
 
 def test_federation_at_the_site_fails_sign_in() -> None:

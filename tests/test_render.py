@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from netcheck.models import Status
 from netcheck.render.json import SCHEMA_PATH, render_json, report_to_dict, schema_path
 from netcheck.render.text import render_text
 from tests.sample_report import sample_report
@@ -97,3 +99,17 @@ def test_every_split_tunnel_class_and_route_kind_the_code_emits_is_allowed_by_th
         assert classes <= set(split[family]["enum"]), family
     kinds = set(schema["$defs"]["route"]["properties"]["kind"]["enum"])
     assert set(base.EGRESS_KINDS) <= kinds
+
+
+def test_a_hedged_status_is_in_the_schema_and_reads_as_both() -> None:
+    """A workload whose status hangs on something unread (``possible``): JSON lists every status it could
+    be, the text shows them in one cell; a certain status carries no ``possible`` at all."""
+    report = sample_report()
+    first = replace(report.assessment.workloads[0], status=Status.OK, possible=(Status.OK, Status.FAILED))
+    hedged = replace(report, assessment=replace(report.assessment,
+                                                workloads=(first, *report.assessment.workloads[1:])))
+    data = report_to_dict(hedged)
+    _validator().validate(data)
+    assert data["workloads"][0]["possible"] == ["ok", "failed"]
+    assert all("possible" not in w for w in data["workloads"][1:])
+    assert "ok or FAILED" in render_text(hedged)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from netcheck.assess.outage import PacLostNow
 from netcheck.assess.verdict import AssessContext, assess
 from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
@@ -158,6 +159,28 @@ def test_sign_in_fails_now_when_its_federation_server_does_not_resolve() -> None
     assert status(assess(healthy(), ctx(workloads=workloads), POLICY).workloads, "identity") is Status.OK
 
 
+@pytest.mark.parametrize(("unreachable", "expected", "possible"), [
+    ("fail", Status.FAILED, ()),
+    (None, Status.OK, (Status.OK, Status.FAILED)),
+    ("direct", Status.OK, ()),
+    ("cached", Status.OK, ()),
+])
+def test_a_pac_file_gone_now_fails_its_workloads_when_the_client_fails_closed(
+        unreachable: str | None, expected: Status, possible: tuple[Status, ...]) -> None:
+    """The settings name a PAC file whose host does not resolve from here; the probes went DIRECT (the
+    fallback). Told fail-closed, what goes through the PAC fails now; not told, the status hedges (found by the
+    lab's generated matrix: gen-11-003 said 'ok' where Chromium with a mandatory PAC loaded nothing)."""
+    lost = PacLostNow("http://wpad.corp.example/proxy.pac", unreachable, ("exchange", "identity"))
+    a = assess(healthy(), ctx(pac_lost=lost), POLICY)
+    for wid in ("exchange", "identity"):
+        row = next(w for w in a.workloads if w.id == wid)
+        assert (row.status, row.possible) == (expected, possible)
+        assert (unreachable in ("fail", None)) == any("wpad.corp.example" in r for r in row.reasons)
+    untouched = next(w for w in a.workloads if w.id == "teams_media")
+    assert (untouched.status, untouched.possible) == (Status.OK, ())
+    assert (a.verdict is Verdict.NOT_READY) == (unreachable == "fail")
+
+
 def test_optimize_through_proxy_is_a_principle_4_finding() -> None:
     results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
     results += host("outlook.office365.com", "exchange", via_proxy=True)
@@ -207,11 +230,26 @@ def test_udp_blocked_with_working_signalling_is_degraded_not_failed() -> None:
 
 
 def test_media_over_thresholds_is_degraded_with_reasons() -> None:
-    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=3)]
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=5)]
     a = assess(results, ctx(), POLICY)
     row = next(w for w in a.workloads if w.id == "teams_media")
     assert row.status is Status.DEGRADED
-    assert any("150 ms" in r for r in row.reasons) and any("3.0 %" in r for r in row.reasons)
+    assert any("150 ms" in r for r in row.reasons) and any("5.0 %" in r for r in row.reasons)
+
+
+def test_media_loss_the_sample_cannot_show_hedges_the_status() -> None:
+    """Two lost of a hundred (2 %, mark 1 %): a 1 % link loses two or more of 100 one time in four, so the
+    window cannot tell. OK on round trip and jitter, and it may be degraded: both, with the reason."""
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, lost=2)]
+    row = next(w for w in assess(results, ctx(), POLICY).workloads if w.id == "teams_media")
+    assert (row.status, row.possible) == (Status.OK, (Status.OK, Status.DEGRADED))
+    assert len(row.reasons) == 1 and "2 of 100 packets lost (2.0 %): too few sent" in row.reasons[0]
+    a = assess(results, ctx(), POLICY)  # not an answer with confidence: AT RISK at best, and why
+    assert a.verdict is Verdict.AT_RISK and "Teams audio and video may not work well" in a.summary
+    slow = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, rtt=150, lost=2)]
+    row = next(w for w in assess(slow, ctx(), POLICY).workloads if w.id == "teams_media")
+    assert (row.status, row.possible) == (Status.DEGRADED, ())  # the round trip shows it: no hedge
+    assert row.reasons[0].startswith("Round trip 150 ms") and "too few sent" in row.reasons[1]
 
 
 def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:

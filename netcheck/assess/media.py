@@ -28,6 +28,9 @@ class MediaThresholds:
     rtt_ms: float
     loss_pct: float
     jitter_ms: float
+    #: How sure the sample must make us that loss is not under ``loss_pct`` (see :func:`loss_shown`): a
+    #: statistical convention, not one of Microsoft's marks, so it is not in ``policy.toml``.
+    loss_confidence: float = 0.95
 
     def __post_init__(self) -> None:
         for name in ("rtt_ms", "loss_pct", "jitter_ms"):
@@ -35,17 +38,49 @@ class MediaThresholds:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"teams_media {name} must be a positive number, not {value!r}")
+        c = self.loss_confidence
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.5 <= c < 1:
+            raise ValueError(f"teams_media loss_confidence must be at least 0.5 and under 1, not {c!r}")
+
+
+def loss_shown(sent: int, received: int, thresholds: MediaThresholds) -> bool:
+    """Does the sample show loss of ``loss_pct`` or more? Yes when a link that loses exactly ``loss_pct``
+    would lose this many packets or more less often than ``1 - loss_confidence`` (the exact binomial test;
+    equivalently, the one-sided Clopper-Pearson lower bound is at or above the mark). One lost of 10 (10 %)
+    does not show 1 %: a 1 % link loses one or more of 10 one time in ten."""
+    lost, p = sent - received, thresholds.loss_pct / 100
+    if lost <= 0 or p >= 1:
+        return False
+
+    def chance(k: int) -> float:  # of losing exactly k of sent at rate p (in logs: sent may be thousands)
+        return math.exp(math.lgamma(sent + 1) - math.lgamma(k + 1) - math.lgamma(sent - k + 1)
+                        + k * math.log(p) + (sent - k) * math.log1p(-p))
+
+    return 1 - sum(chance(k) for k in range(lost)) < 1 - thresholds.loss_confidence
+
+
+def loss_unshown(stats: MediaStats, thresholds: MediaThresholds) -> str | None:
+    """When the window lost packets at or above the mark but too few were sent to show it: the sentence that
+    says the media status rests on round trip and jitter; None otherwise."""
+    loss = stats.loss_pct
+    if stats.received == 0 or loss is None or loss < thresholds.loss_pct \
+            or loss_shown(stats.sent, stats.received, thresholds):
+        return None
+    return (f"{stats.sent - stats.received} of {stats.sent} packets lost ({loss:.1f} %): too few sent to show "
+            f"loss of {thresholds.loss_pct:g} % or more at {thresholds.loss_confidence:.0%} confidence, so the "
+            "call quality is judged on round trip and jitter")
 
 
 def assess_media(stats: MediaStats, thresholds: MediaThresholds) -> tuple[bool, tuple[str, ...]]:
-    """Judge one window against the pass marks: ``(passed, reasons it failed)``."""
+    """Judge one window against the pass marks: ``(passed, reasons it failed)``. Loss counts only when the
+    sample shows it (:func:`loss_shown`; :func:`loss_unshown` says when it did not)."""
     if stats.received == 0:
         return False, ("No STUN answers: no media path over UDP",)
     reasons: list[str] = []
     rtt, jitter, loss = stats.rtt_ms, stats.jitter_ms, stats.loss_pct
     if rtt is not None and rtt >= thresholds.rtt_ms:
         reasons.append(f"Round trip {rtt:.0f} ms is not under {thresholds.rtt_ms:g} ms")
-    if loss is not None and loss >= thresholds.loss_pct:
+    if loss is not None and loss >= thresholds.loss_pct and loss_shown(stats.sent, stats.received, thresholds):
         reasons.append(f"Packet loss {loss:.1f} % is not under {thresholds.loss_pct:g} % "
                        f"({stats.sent - stats.received} of {stats.sent} lost)")
     if jitter is not None and jitter >= thresholds.jitter_ms:

@@ -683,6 +683,25 @@ def pac_gone_now(p: ProxyPath) -> bool:
     return bool(p.pac_url) and p.source != "pac"
 
 
+@dataclass(frozen=True)
+class PacLostNow:
+    """A PAC file the settings name that cannot be fetched or loaded now, what the OS does without it (the
+    profile's ``pac_unreachable``; None: not stated) and the workloads whose traffic it decides."""
+
+    url: str
+    unreachable: str | None
+    workloads: tuple[str, ...]
+
+
+def pac_lost_now(model: ModelInput) -> PacLostNow | None:
+    """The PAC file that is gone already, site up (see :func:`pac_gone_now`), or None."""
+    lost = [d for d in model.facts.dependencies if pac_gone_now(d.proxy)]
+    if not lost:
+        return None
+    return PacLostNow(lost[0].proxy.pac_url or "", model.profile.pac_unreachable,
+                      tuple(dict.fromkeys(d.workload for d in lost)))
+
+
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
                    down: Collection[str] | None = None) -> Assumption | None:
     """When the PAC file lives at a site that is down, or cannot be fetched even now, and no profile says

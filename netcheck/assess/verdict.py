@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from netcheck.assess.media import MediaThresholds, assess_media, stats_from_detail
-from netcheck.assess.outage import OutageSection
+from netcheck.assess.media import MediaThresholds, assess_media, loss_unshown, stats_from_detail
+from netcheck.assess.outage import OutageSection, PacLostNow
 from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
     Assessment,
@@ -43,6 +43,8 @@ class AssessContext:
     settings: tuple[Finding, ...] = ()
     #: Federation servers sign-in is federated to (the realm answer) whose names do not resolve from here.
     federation_unresolved: tuple[str, ...] = ()
+    #: A PAC file the settings name that cannot be fetched now, and what the OS does without it.
+    pac_lost: PacLostNow | None = None
 
 
 _DNS_FAIL = {Outcome.NXDOMAIN, Outcome.NO_ANSWER, Outcome.SERVFAIL, Outcome.DNS_REFUSED,
@@ -206,8 +208,13 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
         thresholds = MediaThresholds(policy.media_rtt_ms, policy.media_loss_pct, policy.media_jitter_ms)
         good, problems = assess_media(stats, thresholds) if stats else (True, ())
         latency = stats.rtt_ms if stats else None
+        unshown = loss_unshown(stats, thresholds) if stats else None
+        if good and unshown:  # the sample cannot tell: OK on round trip and jitter, and it may be degraded
+            return WorkloadResult(w.id, w.name, Status.OK, (unshown,), latency, None, len(passed), len(results),
+                                  possible=(Status.OK, Status.DEGRADED)), []
         if good:
             return WorkloadResult(w.id, w.name, Status.OK, (), latency, None, len(passed), len(results)), []
+        problems = (*problems, unshown) if unshown else problems
         finding = Finding(
             code="media.quality", severity=Severity.WARNING, title="Teams calls may be poor",
             detail="Teams media over UDP: " + "; ".join(problems) + ".",
@@ -246,6 +253,28 @@ def _federation_unresolved(rows: list[WorkloadResult], sign_in: Workload, hosts:
         remediation=("IT: publish the federation server's name where this network can resolve it (or give this "
                      "network a resolver that knows it), or enable password hash sync as a backup sign-in method."),
         workload=sign_in.id, principle=None, evidence=hosts)
+
+
+def _pac_lost(rows: list[WorkloadResult], lost: PacLostNow) -> list[WorkloadResult]:
+    """The statuses with a PAC file that cannot be fetched now. The probes went where the laptop's settings
+    go without it (as browsers do by default); a client that fails closed connects to nothing instead, so
+    the workloads behind the PAC file fail now. Not stated: they may (the status hedges on it)."""
+    if lost.unreachable not in (None, "fail"):
+        return rows  # "direct" is what the probes did; "cached": the OS keeps a copy the check cannot read
+    out: list[WorkloadResult] = []
+    for r in rows:
+        if r.id not in lost.workloads or r.status in (Status.FAILED, Status.NOT_TESTED):
+            out.append(r)
+        elif lost.unreachable == "fail":
+            out.append(replace(r, status=Status.FAILED, possible=(), reasons=(
+                *r.reasons, f"the PAC file {lost.url} cannot be fetched now, and without it the browser does "
+                            "not connect (fail-closed, from the site profile)")))
+        else:
+            out.append(replace(r, possible=tuple(dict.fromkeys((r.status, *r.possible, Status.FAILED))), reasons=(
+                *r.reasons, f"the PAC file {lost.url} cannot be fetched now: measured as the laptop's settings "
+                            "go without it; a client that fails closed without its PAC file connects to nothing "
+                            "(not stated: set pac_unreachable in the site profile)")))
+    return out
 
 
 def _network_findings(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> list[Finding]:
@@ -380,8 +409,12 @@ def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessC
         return f"Right now, from here, you cannot use {names(Status.FAILED)}."
     if verdict is Verdict.AT_RISK:
         degraded = names(Status.DEGRADED)
+        hedged = ", ".join(w.name.split(" (")[0] for w in workloads if w.possible and w.status is not Status.DEGRADED
+                           and any(x.id == w.id and x.core for x in ctx.workloads))
         return (f"Right now you can work from here, but {degraded} "
                 f"{'is' if ',' not in degraded else 'are'} impaired." if degraded
+                else f"Right now you can work from here, but {hedged} may not work well (this check could not "
+                     "tell)." if hedged
                 else "Right now you can work from here, but there are problems to fix.")
     return "Right now, from here, you can use Outlook, SharePoint and OneDrive, Teams and sign-in."
 
@@ -422,6 +455,8 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     if sign_in is not None and ctx.federation_unresolved:
         rows, finding = _federation_unresolved(rows, sign_in, ctx.federation_unresolved)
         findings.append(finding)
+    if ctx.pac_lost is not None:
+        rows = _pac_lost(rows, ctx.pac_lost)
     order = [w.id for w in ctx.workloads]
     rows.sort(key=lambda r: order.index(r.id))
     findings.extend(_network_findings(results, ctx, policy))
@@ -430,8 +465,8 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
     core_rows = [r for r in rows if r.id in core]
     if any(r.status is Status.FAILED for r in core_rows):
         verdict = Verdict.NOT_READY
-    elif any(r.status is Status.DEGRADED for r in core_rows) or any(
-            f.severity is not Severity.INFO for f in findings):
+    elif any(r.status is Status.DEGRADED or r.possible for r in core_rows) or any(
+            f.severity is not Severity.INFO for f in findings):  # a hedged status: AT RISK at best
         verdict = Verdict.AT_RISK
     else:
         verdict = Verdict.READY

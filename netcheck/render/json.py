@@ -67,7 +67,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "workloads": [
             {"id": w.id, "name": w.name, "status": str(w.status), "reasons": list(w.reasons),
              "latency_ms": _round(w.latency_ms), "score": w.score,
-             "probes_ok": w.probes_ok, "probes_total": w.probes_total}
+             "probes_ok": w.probes_ok, "probes_total": w.probes_total,
+             **({"possible": [str(s) for s in w.possible]} if w.possible else {})}
             for w in a.workloads
         ],
         "findings": [

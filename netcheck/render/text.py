@@ -45,6 +45,7 @@ def render_text(report: Report, *, color: bool = False, width: int = 100, verbos
     table.add_column("Why")
     for w in a.workloads:
         label, style = _STATUS[w.status]
+        label = " or ".join([label, *(_STATUS[p][0] for p in w.possible if p is not w.status)])  # a hedge
         latency = "" if w.latency_ms is None else "<1 ms" if w.latency_ms < 1 else f"{w.latency_ms:.0f} ms"
         if w.score is not None:
             latency += f" ({w.score}/100)"

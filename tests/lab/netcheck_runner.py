@@ -140,6 +140,14 @@ def run_netcheck(world: World, exe: str | None = None) -> NetcheckRun:
     return run
 
 
+def _status(row: dict[str, Any]) -> str | None:
+    """A site-up status as a truth value; a hedged one (``possible``) reads ``uncertain:works|fails``."""
+    possible = [STATUS_TO_TRUTH[str(p)] for p in row.get("possible") or [] if str(p) in STATUS_TO_TRUTH]
+    if len(possible) > 1:
+        return "uncertain:" + "|".join(dict.fromkeys(possible))
+    return STATUS_TO_TRUTH.get(str(row.get("status")))
+
+
 def _possible(row: dict[str, Any], key: str) -> list[str]:
     """The fates an "uncertain" prediction allows (netcheck's ``possible`` for that behaviour)."""
     values = (row.get("possible") or {}).get(key.removeprefix("if_vpn_"))
@@ -260,7 +268,7 @@ def predictions(
     out: dict[str, dict[str, tuple[str | None, str]]] = {}
     if run.report is None:
         return out
-    site_up = {w.get("id"): w.get("status") for w in run.report.get("workloads", []) if isinstance(w, dict)}
+    site_up = {w.get("id"): _status(w) for w in run.report.get("workloads", []) if isinstance(w, dict)}
     outage = run.report.get("outage")
     outage_rows = _by_id(outage) if isinstance(outage, dict) else {}
     by_prefix: dict[str, tuple[Rows | None, str]] = {"": (outage_rows, "outage")}
@@ -272,7 +280,7 @@ def predictions(
     for wid in dict.fromkeys([*site_up, *outage_rows, *case_ids]):
         status = site_up.get(wid)
         row: dict[str, tuple[str | None, str]] = {
-            "site_up": (STATUS_TO_TRUTH.get(str(status)), "site_up_status" if wid in site_up else "not in workloads")
+            "site_up": (status, "site_up_status" if wid in site_up else "not in workloads")
         }
         for phase in phases:
             prefix, behaviour = split_phase(phase)

@@ -270,6 +270,9 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     site_up = _counted([r for res in results for r in res["rows"]], phase_up=True)
     if site_up:
         summary["site_up_agreement"] = round(sum(r["match"] for r in site_up) / len(site_up), 3)
+        # hedged statuses (a workload's ``possible``: a PAC policy not stated, a media sample that cannot tell)
+        summary["site_up_hedged"] = sum(1 for r in site_up if r.get("hedged") and r["match"])
+        summary["site_up_strict"] = round(sum(r["match"] and not r.get("hedged") for r in site_up) / len(site_up), 3)
     return summary
 
 

@@ -731,6 +731,20 @@ def test_predictions_come_from_outage_only_and_never_substitute() -> None:
     assert predictions(NetcheckRun("unavailable", "netcheck unavailable"), ("no_vpn",)) == {}
 
 
+def test_a_hedged_site_up_status_reads_uncertain_and_counts_apart() -> None:
+    """A status with ``possible`` (a PAC file gone now, fail-closed or not unstated) is a hedge: right when the
+    truth is one of them, counted in ``site_up_hedged``, a miss in ``site_up_strict``."""
+    report = {"workloads": [{"id": "exchange", "status": "ok", "possible": ["ok", "failed"]},
+                            {"id": "teams", "status": "failed"}]}
+    preds = predictions(NetcheckRun("ok", report=report), ())
+    assert preds["exchange"]["site_up"] == ("uncertain:works|fails", "site_up_status")
+    assert preds["teams"]["site_up"] == ("fails", "site_up_status")
+    scenario = sc.Scenario("s", Path("s.toml"), vpn=sc.Vpn(mode="none"))
+    truth = {"site_up": {w: WorkloadTruth(w, "fails", []) for w in ("exchange", "teams")}}
+    summary = summarise([build_result(scenario, "abc123", NetcheckRun("ok", report=report), truth, {})])
+    assert (summary["site_up_agreement"], summary["site_up_hedged"], summary["site_up_strict"]) == (1.0, 1, 0.5)
+
+
 def test_every_row_counts_in_both_figures() -> None:
     """A netcheck failure or a missing workload is a miss, in the figure of its kind."""
     truth = {"site_up": {"exchange": "works"}, "vpn_stays": {"exchange": "fails"}, "vpn_drops": {"exchange": "works"}}
