@@ -283,6 +283,24 @@ def hostile_report() -> dict[str, Any]:
     return data
 
 
+def test_a_hedged_status_names_every_status_it_could_be() -> None:
+    """``workloads[].possible`` (the check could not tell, e.g. a media sample too small to show loss): the
+    pill says so, in a warning's tone at least, as the text report does; a certain status is unchanged."""
+    data = rich_report()
+    data["workloads"][1]["possible"] = ["ok", "degraded"]
+    data["workloads"][2]["possible"] = ["failed", "ok"]  # the status (ok) first, whatever the order
+    page = render_html(data)
+
+    def pill(name: str) -> list[tuple[str, str]]:
+        row = re.search(rf'<tr><th scope="row">{re.escape(name)}</th><td>(.*?)</td>', page)
+        assert row is not None, name
+        return re.findall(r'pill tone-(\w+)">([^<]+)<', row.group(1))
+
+    assert pill("SharePoint and OneDrive (files)") == [("warn", "OK or Degraded")]
+    assert pill("Teams (chat, meetings signalling)") == [("warn", "OK or Failed")]
+    assert pill("Sign-in (Microsoft Entra ID)") == [("good", "OK")]
+
+
 def test_hostile_strings_render_as_text_not_markup() -> None:
     page = render_html(hostile_report())
     parsed = _parse(page)

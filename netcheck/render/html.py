@@ -278,10 +278,22 @@ def _evidence(lines: Sequence[Any], outage: Mapping[str, Any]) -> str:
 # --- the current state: workloads and what to do ---------------------------------------------------------------
 
 
+def _workload_status(w: Mapping[str, Any]) -> tuple[str, str]:
+    """The status pill's words and tone; a hedged status (``possible``: the check could not tell) names
+    every status it could be, in the tone of a warning at least, as the text report does."""
+    status = _text(w.get("status"))
+    label, tone = _STATUS.get(status, (status, "muted"))
+    others = [_text(p) for p in _list(w.get("possible")) if _text(p) != status]
+    if not others:
+        return label, tone
+    words = " or ".join([label, *(_STATUS.get(p, (p, ""))[0] for p in others)])
+    return words, tone if tone == "bad" else "warn"
+
+
 def _workloads_section(report: Mapping[str, Any]) -> str:
     rows = []
     for w in _maps(report.get("workloads")):
-        label, tone = _STATUS.get(_text(w.get("status")), (_text(w.get("status")), "muted"))
+        label, tone = _workload_status(w)
         latency = _num(w.get("latency_ms"))
         score = _num(w.get("score"))
         ok, total = _num(w.get("probes_ok")), _num(w.get("probes_total"))
