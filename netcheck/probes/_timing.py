@@ -279,15 +279,28 @@ class UdpChannel:
         None if it was not sent: the socket buffer is full, or the socket reported
         an error (passed to ``on_error``).
         """
-        stamp = Stamp.now() if self._stamp is not None else Stamp(time.perf_counter())
         try:
-            self.sock.send(data)
+            return self.send_or_raise(data)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
             self._on_error(exc)
             return None
-        return stamp
+
+    def send_or_raise(self, data: bytes) -> Stamp:
+        """:meth:`send` for callers off the loop: OSError (BlockingIOError when the buffer is full) raises.
+
+        The clocks are read last thing before ``send`` (the kernel's nearest to it) and
+        the :class:`Stamp` is built after, so no Python frame runs between the reading
+        and the sending where another thread could take the interpreter's lock (GIL).
+        """
+        if self._stamp is not None:
+            wall = time.perf_counter()
+            kernel_ns: int | None = time.time_ns()
+        else:
+            kernel_ns, wall = None, time.perf_counter()
+        self.sock.send(data)
+        return Stamp(wall, kernel_ns)
 
     async def aclose(self) -> None:
         """Stop reading and close the socket."""

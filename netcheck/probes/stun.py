@@ -8,7 +8,11 @@ XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from older servers).
 The probe tries the ports in order (3478 first) and samples the first one that
 answers: it sends a request every ``interval_s`` for ``window_s``, matches the
 answers by transaction id and reports RTT, jitter and loss (computed by
-:mod:`netcheck.assess.media`). A round trip runs from just before ``send`` to the
+:mod:`netcheck.assess.media`). The requests are sent from a thread of their own
+(:class:`_Pacer`, one per port sampled, stopped and joined before the socket
+closes), so a loop busy with hundreds of other probes does not thin the window
+out (it sent 8-9 of 50 requests in a full check when the loop's timers paced
+it); the answers are read on the event loop. A round trip runs from just before ``send`` to the
 kernel's time stamp of the answer's arrival (``SO_TIMESTAMPNS`` /
 ``SO_TIMESTAMP``, see :mod:`netcheck.probes._timing`), not to when the busy
 event loop got round to reading it; where the OS has no such stamp, the
@@ -26,6 +30,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,23 +126,33 @@ def parse_response(data: bytes) -> StunAnswer | None:
 
 @dataclass(eq=False)
 class _Session:
-    """Requests in flight and the answers matched to them."""
+    """Requests in flight and the answers matched to them.
+
+    ``pending`` and ``received`` are shared with the sender thread (:class:`_Pacer`) and
+    changed only under ``lock``; the rest belongs to the event loop.
+    """
 
     pending: dict[bytes, Stamp] = field(default_factory=dict)  # txid -> time of sending
     samples_ms: list[float] = field(default_factory=list)
+    received: int = 0  # len(samples_ms), for the sender thread
     from_kernel: int = 0  # samples timed by the kernel
     mapped: tuple[str, int] | None = None
     ignored: int = 0
     refused: bool = False
     error: OSError | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def datagram(self, data: bytes, arrived: Stamp) -> None:
         answer = parse_response(data)
-        if answer is None or answer.transaction_id not in self.pending:
+        with self.lock:
+            sent = None if answer is None else self.pending.pop(answer.transaction_id, None)
+            if sent is not None:
+                self.received += 1
+        if answer is None or sent is None:
             self.ignored += 1
             return
-        rtt_ms, kernel_timed = elapsed_ms(self.pending.pop(answer.transaction_id), arrived)
+        rtt_ms, kernel_timed = elapsed_ms(sent, arrived)
         self.samples_ms.append(rtt_ms)
         self.from_kernel += kernel_timed
         if answer.mapped is not None and self.mapped is None:
@@ -158,6 +173,72 @@ class _Session:
             except TimeoutError:
                 pass
         self.wake.clear()
+
+
+class _Pacer:
+    """Sends the window's requests from a thread of its own, so a busy event loop cannot starve them.
+
+    A request goes at ``start + k * interval_s`` until ``send_until`` (after a stall,
+    the next slot still ahead: no burst to catch up), until a port silent since
+    ``give_up_at``, or until :meth:`stop`. Its transaction id and the stamp read just
+    before ``send`` go into ``session.pending`` under ``session.lock``, which
+    :meth:`_Session.datagram` takes too, so no answer can be looked up before its
+    request is there. A send error ends the thread and reaches the loop through
+    ``session.failed`` (``call_soon_threadsafe``); the thread needs only ``sock.send``,
+    so loops without ``add_reader`` (Windows' proactor) work the same.
+    """
+
+    def __init__(self, channel: UdpChannel, session: _Session, start: float, interval_s: float,
+                 send_until: float, give_up_at: float) -> None:
+        self._channel, self._session = channel, session
+        self._start, self._interval_s = start, interval_s
+        self._send_until, self._give_up_at = send_until, give_up_at
+        self._loop = asyncio.get_running_loop()
+        self._stop = threading.Event()
+        self.sent = 0
+        self.last_send = start  # time.monotonic() of the last request sent
+        self.failure: OSError | None = None
+        port = channel.sock.getpeername()[1]
+        self._thread = threading.Thread(target=self._run, name=f"netcheck-stun-{port}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sending and wait for the thread: at most one sleep, which the stop cuts short."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        session, slot = self._session, 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= self._send_until or (now >= self._give_up_at and not session.received):
+                return
+            due = self._start + slot * self._interval_s
+            if now < due:
+                self._stop.wait(min(due, self._send_until) - now)
+                continue
+            if not self._send(binding_request(new_transaction_id()), now):
+                return
+            # Keep the pace; after a stall, the next slot ahead, not a burst to catch up.
+            slot = max(slot + 1, int((now - self._start) / self._interval_s) + 1)
+
+    def _send(self, request: bytes, now: float) -> bool:
+        """One request; False when the socket failed (the thread then ends)."""
+        txid, session = request[8:], self._session
+        try:
+            with session.lock:  # the answer cannot be matched before its txid is pending
+                session.pending[txid] = self._channel.send_or_raise(request)
+        except (BlockingIOError, InterruptedError):  # buffer full: this one is not sent
+            return True
+        except OSError as exc:
+            self.failure = exc
+            self._loop.call_soon_threadsafe(session.failed, exc)
+            return False
+        self.sent, self.last_send = self.sent + 1, now
+        return True
 
 
 @dataclass(frozen=True)
@@ -192,6 +273,7 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
     session = _Session()
     channel = UdpChannel(_connected_socket(family, address, port), session.datagram, session.failed,
                          kernel_clock=kernel_clock)
+    pacer: _Pacer | None = None
     try:
         channel.start()
         sockname = channel.sock.getsockname()
@@ -199,26 +281,18 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         start = time.monotonic()
         send_until = min(start + window_s, deadline.at)
         give_up_at = start + answer_wait_s  # for a port that stays silent
-        sent_count, last_send, next_send = 0, start, start
-        while True:
-            if session.error is not None:
-                raise session.error
+        pacer = _Pacer(channel, session, start, interval_s, send_until, give_up_at)
+        pacer.start()
+        while session.error is None and not session.refused:
             now = time.monotonic()
             silent = not session.samples_ms
-            if session.refused or now >= send_until or (silent and now >= give_up_at):
+            if now >= send_until or (silent and now >= give_up_at):
                 break
-            if now >= next_send:
-                txid = new_transaction_id()
-                sent_at = channel.send(binding_request(txid))
-                if sent_at is not None:
-                    session.pending[txid] = sent_at
-                    sent_count, last_send = sent_count + 1, now
-                # Keep the pace; after a stall, do not send a burst to catch up.
-                next_send += interval_s
-                if next_send <= now:
-                    next_send = now + interval_s
-                continue
-            await session.wait(min(next_send, send_until, give_up_at if silent else send_until) - now)
+            await session.wait(min(send_until, give_up_at if silent else send_until) - now)
+        pacer.stop()
+        if pacer.failure is not None:  # its call_soon_threadsafe may not have run yet
+            session.failed(pacer.failure)
+        sent_count, last_send = pacer.sent, pacer.last_send
         # Let the answers in flight arrive: a silent port until give_up_at, otherwise for grace_s.
         while session.pending and not session.refused and session.error is None:
             until = min(deadline.at, give_up_at if not session.samples_ms else last_send + grace_s)
@@ -238,6 +312,8 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored,
                         rtt_source(session.from_kernel, received))
     finally:
+        if pacer is not None:  # no socket closed under a sending thread
+            pacer.stop()
         await channel.aclose()
 
 

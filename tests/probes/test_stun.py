@@ -6,10 +6,13 @@ import asyncio
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,9 +21,10 @@ from hypothesis import strategies as st
 from netcheck.assess.media import stats_from_detail
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target, interarrival_jitter
+from netcheck.probes import stun as stun_module
 from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
-from tests.probes.test_timing import BLOCK_S, busy_loop, run_without_add_reader
+from tests.probes.test_timing import BLOCK_S, burn, busy_loop, run_without_add_reader
 from tests.stun_server import StunResponder, encode_address, message
 
 # RFC 5769 section 2.2, "Sample IPv4 Response", byte for byte (its MESSAGE-INTEGRITY
@@ -194,31 +198,33 @@ def test_on_a_loop_without_readiness_callbacks() -> None:
     assert d["mapped_address"] == "127.0.0.1"
 
 
+_SERVE = """
+import socket, sys
+from tests.stun_server import encode_address, message
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+while True:
+    data, addr = sock.recvfrom(2048)
+    txid = data[8:20]
+    sock.sendto(message(0x0101, txid, encode_address(0x0020, addr[0], addr[1], txid, True)), addr)
+"""
+
+
 @contextmanager
-def threaded_responder() -> Iterator[int]:
-    """A STUN responder in a thread of its own: a blocked event loop does not hold its answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.05)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                data, addr = sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            txid = data[8:20]
-            sock.sendto(message(0x0101, txid, encode_address(0x0020, addr[0], addr[1], txid, True)), addr)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+def process_responder() -> Iterator[int]:
+    """A STUN responder in a process of its own: neither a blocked event loop nor the probe's
+    sender threads (which share this interpreter's lock) hold its answers."""
+    server = subprocess.Popen([sys.executable, "-c", _SERVE], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parents[2])
     try:
-        yield int(sock.getsockname()[1])
+        assert server.stdout is not None
+        yield int(server.stdout.readline())
     finally:
-        stop.set()
-        thread.join()
-        sock.close()
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="kernel receive time stamps are checked live on Linux")
@@ -234,7 +240,7 @@ def test_busy_event_loop_does_not_inflate_kernel_round_trips() -> None:
         assert blocks[0] >= 5
         return kernel, wall
 
-    with threaded_responder() as port:
+    with process_responder() as port:
         kernel, wall = asyncio.run(go(port))
     checked(kernel)
     checked(wall)
@@ -246,6 +252,62 @@ def test_busy_event_loop_does_not_inflate_kernel_round_trips() -> None:
     assert statistics.median(k) < statistics.median(w)  # they are in the wall clock's
     assert kernel.detail["rtt_ms"] == pytest.approx(statistics.median(k), abs=0.01)
     assert kernel.detail["jitter_ms"] == pytest.approx(interarrival_jitter(k), abs=0.01)
+
+
+def _sender_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("netcheck-stun-")]
+
+
+def test_a_blocked_event_loop_does_not_starve_the_sending() -> None:
+    """The loop is held by CPU work for 0.6 s of the 1 s window: the requests still go out.
+
+    Paced by the loop's timers, the window sent one request in those 0.6 s (about 20 of 50
+    in all); the sender thread keeps sending while the loop is held.
+    """
+    async def go(port: int) -> ProbeResult:
+        asyncio.get_running_loop().call_later(0.1, burn, 0.6)
+        return await probe_stun(_target(), SPEC, Deadline.after(10), ports=[port], window_s=1.0,
+                                interval_s=0.02, answer_wait_s=1.0, grace_s=0.5)
+
+    with process_responder() as port:
+        result = checked(asyncio.run(go(port)))
+    d = result.detail
+    assert result.outcome is Outcome.OK, result.reason
+    sent = d["sent"]
+    assert isinstance(sent, int) and 40 <= sent <= 51, sent
+    assert d["received"] == sent  # loopback loses nothing: every request sent was matched
+    assert d["window_s"] == 1.0 and d["interval_s"] == 0.02
+    assert not _sender_threads()
+
+
+def test_cancelled_mid_window_leaves_no_sender_and_closes_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    sockets: list[socket.socket] = []
+    connected = stun_module._connected_socket
+
+    def recorded(*args: Any) -> socket.socket:
+        sockets.append(connected(*args))
+        return sockets[-1]
+
+    monkeypatch.setattr(stun_module, "_connected_socket", recorded)
+
+    async def go() -> tuple[int, int, int]:
+        async with StunResponder() as stun:
+            task = asyncio.create_task(probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports,
+                                                  window_s=5.0, interval_s=0.02, answer_wait_s=5.0))
+            await asyncio.sleep(0.3)
+            alive = len(_sender_threads())
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after_cancel = stun.requests
+            await asyncio.sleep(0.1)
+            return alive, after_cancel, stun.requests
+
+    alive, after_cancel, later = asyncio.run(go())
+    assert alive == 1  # the window was being sent from its thread
+    assert not _sender_threads()
+    assert len(sockets) == 1 and sockets[0].fileno() == -1
+    assert after_cancel >= 1 and later == after_cancel  # nothing sent after the cancellation
 
 
 def test_sampling_stays_within_the_window() -> None:
