@@ -50,4 +50,5 @@ echo "== ruff"
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest -q -ra "$@"
+# --durations: the slowest tests, so that the CI time (kept under 40 minutes) can be watched
+.venv/bin/python -m pytest -q -ra --durations=15 "$@"

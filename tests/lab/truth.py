@@ -56,9 +56,12 @@ PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.DC_PROXY_V4, A.DC_PROXY_V
 #: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used). Five: on a
 #: lossy link (1.5 % each way) a lost SYN (1 s retransmit) on two of three samples made the median.
 CONNECT_SAMPLES = 5
-#: STUN requests per relay address (20 ms apart): with 100, one lost packet is 1 %, the mark itself; with 20 it
+#: STUN requests per relay address, STUN_INTERVAL_S apart: with 100, one lost packet is 1 %, the mark itself; with 20 it
 #: was 5 %, so a single loss on a clean link made the truth "degraded".
 STUN_REQUESTS = 100
+#: 10 ms: the 100 requests take 1 s per address (2 s at 20 ms, which added minutes to the matrix); 100 packets/s
+#: is still far below what any lab link is shaped to
+STUN_INTERVAL_S = 0.01
 #: Seconds Chromium may take per URL, PAC decision included: it gives up on a black-holed PAC host after
 #: about 30 s (measured), then goes DIRECT or fails closed.
 BROWSER_TIMEOUT = 40
@@ -512,7 +515,7 @@ def stun_check(world: World) -> Check:
             "--count",
             str(STUN_REQUESTS),
             "--interval",
-            "0.02",
+            str(STUN_INTERVAL_S),
             "--timeout",
             "1.5",
         ],
