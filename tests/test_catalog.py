@@ -214,3 +214,15 @@ def test_each_workload_stands_for_its_other_categories_by_one_probed_host() -> N
     assert category[others["exchange"][0]] is Category.DEFAULT
     assert "sharepoint" not in catalog.category_hosts(None)  # no key host without a tenant: nothing to stand by
 
+
+def test_the_lab_truth_samples_the_same_hosts_as_the_outage_model() -> None:
+    """The lab reads the data files itself (it never imports netcheck): both must pick the same hosts."""
+    import tomllib
+
+    from tests.lab.catalog import LabCatalog
+
+    catalog = load_catalog("Worldwide")
+    lab = LabCatalog.from_file(bundled_path("Worldwide"), "contoso")
+    truth = lab.workload_hosts(tomllib.loads((data_dir() / "workloads.toml").read_text()))
+    keys, others = catalog.key_hosts("contoso"), catalog.category_hosts("contoso")
+    assert {w: (h.key, h.other) for w, h in truth.items()} == {w: (keys[w], others.get(w, ())) for w in keys}
