@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netcheck.assess.outage import (
+    PARTIAL,
     Assumption,
     Dependency,
     FactsPatch,
@@ -110,10 +111,11 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     vpn = tuple(i.name for i in interfaces if i.kind == "vpn" and i.is_up)
     settings = proxy_settings if proxy_settings is not None else platform.proxy_settings()
     key_hosts = catalog.key_hosts(tenant)
+    category_hosts = catalog.category_hosts(tenant)
 
     # Every address we need a route for, looked up in one batch.
     wanted: dict[str, list[str]] = {}
-    for hosts in key_hosts.values():
+    for hosts in (*key_hosts.values(), *category_hosts.values()):
         for host in hosts:
             wanted[host] = _addresses(_lookup(host, results))
     stun = [r for r in results if r.kind is ProbeKind.STUN]
@@ -129,7 +131,8 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 federation = str(r.detail["federation_host"])
                 wanted[federation] = _resolve(federation, deadline)
     resolvers = platform.dns_servers()
-    proxied = [h for hosts in key_hosts.values() for h in hosts] + ([federation] if federation else [])
+    proxied = [h for hosts in (*key_hosts.values(), *category_hosts.values()) for h in hosts]
+    proxied += [federation] if federation else []
     proxy_paths = _proxy_paths(settings, proxied, pac, deadline, profile)
     proxy_hosts = {h: _resolve(h, deadline) for h in {*(_host(x[0]) for x in proxy_paths.values() if x[0]),
                                                      *(x[1] for x in proxy_paths.values() if x[1]),
@@ -155,10 +158,11 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                          without_pac_route=first_route(_host(manual)) if manual and pac_url else None)
 
     deps: list[Dependency] = []
-    for wid, hosts in key_hosts.items():
-        for host in hosts:
-            deps.append(Dependency(wid, "service", host, routes(wanted.get(host, [])), proxy_path(host),
-                                   resolved=bool(wanted.get(host))))
+    for role, hosts_of in (("service", key_hosts), (PARTIAL, category_hosts)):
+        for wid, hosts in hosts_of.items():
+            for host in hosts:
+                deps.append(Dependency(wid, role, host, routes(wanted.get(host, [])), proxy_path(host),
+                                       resolved=bool(wanted.get(host))))
     media_workloads = {w for m in catalog.plan(tenant).media for w in m.workloads}
     if relay:
         for wid in sorted(media_workloads):

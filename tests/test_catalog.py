@@ -198,3 +198,31 @@ def test_in_networks_is_the_one_membership_test() -> None:
     assert in_networks("10.20.3.4", nets) and in_networks("2001:db8:c0ff::5%eth0", nets)
     assert not in_networks("10.21.0.1", nets) and not in_networks("::ffff:10.20.0.1", nets)
     assert not in_networks("not an address", nets) and not in_networks("10.20.0.1", ())
+
+
+def test_each_workload_stands_for_its_other_categories_by_one_probed_host() -> None:
+    catalog = load_catalog("Worldwide")
+    plan = catalog.plan("contoso")
+    category = {t.host: t.category for t in plan.hosts}
+    keys, others = catalog.key_hosts("contoso"), catalog.category_hosts("contoso")
+    assert set(others) <= set(keys)
+    for wid, hosts in others.items():
+        cats = [category[h] for h in hosts]
+        assert len(set(cats)) == len(cats) and not set(cats) & {category[h] for h in keys[wid]}, wid
+        assert all(wid in next(t.workloads for t in plan.hosts if t.host == h) for h in hosts)
+    # Exchange's key host is Optimize; its Default host (autodiscover) needs the tenant's name
+    assert category[others["exchange"][0]] is Category.DEFAULT
+    assert "sharepoint" not in catalog.category_hosts(None)  # no key host without a tenant: nothing to stand by
+
+
+def test_the_lab_truth_samples_the_same_hosts_as_the_outage_model() -> None:
+    """The lab reads the data files itself (it never imports netcheck): both must pick the same hosts."""
+    import tomllib
+
+    from tests.lab.catalog import LabCatalog
+
+    catalog = load_catalog("Worldwide")
+    lab = LabCatalog.from_file(bundled_path("Worldwide"), "contoso")
+    truth = lab.workload_hosts(tomllib.loads((data_dir() / "workloads.toml").read_text()))
+    keys, others = catalog.key_hosts("contoso"), catalog.category_hosts("contoso")
+    assert {w: (h.key, h.other) for w, h in truth.items()} == {w: (keys[w], others.get(w, ())) for w in keys}

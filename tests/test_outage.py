@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import replace
 
 from netcheck.assess.outage import (
+    PARTIAL,
     Dependency,
     Fate,
     ModelInput,
@@ -88,6 +89,21 @@ def test_proxy_at_the_site_fails_both_ways() -> None:
     f = facts(Dependency("exchange", "service", "o", (tunnel("198.18.0.10"),), proxy))
     w = predict(f, SiteProfile(), W).workloads[0]
     assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+
+
+def test_a_non_key_host_lost_with_the_site_leaves_the_workload_degraded_a_key_host_fails_it() -> None:
+    site_proxy = ProxyPath(source="environment", proxy="10.10.0.8:3128", proxy_route=tunnel("10.10.0.8"))
+    key = Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),))
+    other = Dependency("exchange", PARTIAL, "autodiscover.contoso.onmicrosoft.com", (direct("198.18.9.10"),),
+                       site_proxy)
+    w = predict(facts(key, other), SiteProfile(), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops) == (Fate.DEGRADED, Fate.DEGRADED)
+    assert any("not one of exchange's key hosts" in e for e in w.evidence)
+    assert {c.subject for c in w.causes} == {"10.10.0.8:3128"}  # what breaks is named, as for a key host
+    lost_key = predict(facts(replace(key, proxy=site_proxy), other), SiteProfile(), W).workloads[0]
+    assert (lost_key.if_vpn_stays, lost_key.if_vpn_drops) == (Fate.FAILS, Fate.FAILS)
+    kept = predict(facts(key, replace(other, proxy=ProxyPath())), SiteProfile(), W).workloads[0]
+    assert (kept.if_vpn_stays, kept.if_vpn_drops) == (Fate.WORKS, Fate.WORKS)
 
 
 def test_pac_at_the_site_fail_direct_versus_fail_closed() -> None:

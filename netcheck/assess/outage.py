@@ -58,6 +58,15 @@ def worst(fates: Iterable[Fate]) -> Fate:
     return max(fates, key=lambda f: f.rank, default=Fate.WORKS)
 
 
+def losing(role: str, fate: Fate) -> Fate:
+    """What a dependency's ``fate`` does to its workload: a key host's, the federation server's or the media
+    relay's is the workload's; a PARTIAL one's is at most degraded (docs/lab.md: key hosts fail, it fails;
+    only others fail, it is degraded)."""
+    if role == PARTIAL and fate.rank > Fate.DEGRADED.rank:
+        return Fate.DEGRADED
+    return fate
+
+
 class CauseKind(StrEnum):
     """What broke a workload, as data: remediation is looked up by kind (``_REMEDIES``)."""
 
@@ -137,12 +146,17 @@ class ProxyPath:
     without_pac_route: Route | None = None
 
 
+#: The role of a dependency a workload needs to work fully, not to work at all: one host of each endpoint
+#: category (Optimize, Allow, Default) its key hosts are not in (``Catalog.category_hosts``).
+PARTIAL = "category"
+
+
 @dataclass(frozen=True)
 class Dependency:
     """One destination a workload needs, with how it is reached."""
 
     workload: str
-    role: str  # "service" | "media" | "federation"
+    role: str  # "service" (a key host) | PARTIAL | "media" | "federation"
     host: str
     routes: tuple[Route, ...]
     proxy: ProxyPath = ProxyPath()
@@ -597,11 +611,15 @@ class _Model:
             lines = [place, dns_why] if place else [dns_why]
             for dep in deps:
                 f, why, cause = self.path(dep, behaviour)
-                fate = worst((fate, f))
+                fate = worst((fate, losing(dep.role, f)))
                 lines.extend(why)
+                if losing(dep.role, f) is not f:
+                    lines.append(f"{dep.host} is not one of {wid}'s key hosts: without it, {wid} is impaired, "
+                                 "not stopped")
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
-            tunneled = any(r.kind == "vpn" for d in deps for r in d.routes)
+            key = [d for d in deps if d.role != PARTIAL]  # whether the measured path changes: the key hosts say
+            tunneled = any(r.kind == "vpn" for d in key for r in d.routes)
             if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
@@ -618,7 +636,7 @@ class _Model:
                              "too (measured on the paths that go direct now)")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             elif (now is Fate.DEGRADED and fate is Fate.WORKS and self.facts.home_link_slow
-                  and any(r.kind != "vpn" for d in deps for r in d.routes)):
+                  and any(r.kind != "vpn" for d in key for r in d.routes)):
                 fate = Fate.DEGRADED  # the tunnel black-holes its part: what is left goes over the home connection
                 lines.append("impaired now; with the tunnel black-holed, what is left goes around it over the home "
                              "connection, which is impaired too")
@@ -755,8 +773,8 @@ def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
 
 def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
     """Whether the home connection is impaired, judged from the workloads whose paths go direct now."""
-    direct = {d.workload for d in facts.dependencies if d.routes} - {
-        d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    key = [d for d in facts.dependencies if d.role != PARTIAL]  # the partial hosts' paths can differ
+    direct = {d.workload for d in key if d.routes} - {d.workload for d in key if any(r.kind == "vpn" for r in d.routes)}
     if not facts.vpn_interfaces or facts.on_site or not direct:
         return None
     return any(current.get(w) is Fate.DEGRADED for w in direct)
@@ -773,7 +791,7 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
                            ("over an impaired one", lambda f, p: (replace(f, home_link_slow=True), p))))
     if not facts.vpn_interfaces:
         return None
-    tunneled = {d.workload for d in facts.dependencies if any(r.kind == "vpn" for r in d.routes)}
+    tunneled = {d.workload for d in facts.dependencies if d.role != PARTIAL and any(r.kind == "vpn" for r in d.routes)}
     if not any(current.get(w) is Fate.DEGRADED for w in tunneled):
         return None
     return Assumption("whether the home connection or the path through the site makes it slow now", "",

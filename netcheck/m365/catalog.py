@@ -364,6 +364,21 @@ class Catalog:
                 out[w] = names
         return out
 
+    def category_hosts(self, tenant: str | None) -> Mapping[str, tuple[str, ...]]:
+        """Per workload with key hosts, one probed host for each endpoint category it has that none of its key
+        hosts is in: the first of that category in the plan's order (by name). A workload needs them to work
+        fully, not to work at all: losing one leaves it degraded (docs/lab.md, "one meaning of works")."""
+        plan = self.plan(tenant)
+        keys = self.key_hosts(tenant)
+        category = {t.host: t.category for t in plan.hosts}
+        out: dict[str, dict[Category, str]] = {}
+        for t in plan.hosts:
+            for w in (w for w in t.workloads if w in keys):
+                covered = {category.get(h) for h in keys.get(w, ())}
+                if t.category not in covered:
+                    out.setdefault(w, {}).setdefault(t.category, t.host)
+        return {w: tuple(hosts.values()) for w, hosts in out.items()}
+
     def tenant_from_urls(self, urls: Iterable[str]) -> str | None:
         """The tenant whose names (``tenant_names`` in workloads.toml) these URLs use, e.g. the
         OneDrive client's SharePoint URLs; None when none does."""

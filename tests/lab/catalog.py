@@ -77,6 +77,14 @@ class Pattern:
     set_id: int
 
 
+@dataclass(frozen=True)
+class WorkloadHosts:
+    """The hosts that stand for one workload: without a key host it fails, without another it is degraded."""
+
+    key: tuple[str, ...]
+    other: tuple[str, ...]
+
+
 @dataclass
 class LabCatalog:
     """The mapped catalog plus everything the lab derives from it."""
@@ -247,6 +255,42 @@ class LabCatalog:
             v4, v6 = self.addresses(self.concretize(p.text)) if s else ([], [])
             patterns.append({"regex": p.regex.pattern, "A": v4, "AAAA": v6})
         return {"exact": exact, "patterns": patterns, "whoami": A.WHOAMI_NAME}
+
+    # -- what each workload needs (the lab's own reading of endpoints/workloads.toml) -----------------
+    def workload_hosts(self, workloads: dict[str, Any], instance: str = "Worldwide") -> dict[str, WorkloadHosts]:
+        """Per HTTPS workload with key hosts: its key hosts, and one host of each endpoint category it has that
+        none of its key hosts is in (the first by name among the concrete names of its required sets with TCP
+        ports; wildcards only through ``tenant_names``). The rule netcheck's outage model follows, read here
+        from the data files, never from netcheck's code (docs/lab.md, "one meaning of works")."""
+        defined = workloads["workloads"]
+        listed = {w: set(ids) for w, ids in workloads.get("instances", {}).get(instance, {}).items()}
+        tenant_names = {k.lower(): v for k, v in workloads.get("tenant_names", {}).items()}
+        web = [w for w, spec in defined.items() if not spec.get("media")]
+        category: dict[str, str] = {}
+        members: dict[str, set[str]] = {}
+        for s in self.sets:
+            if not s.raw.get("required") or not s.raw.get("tcpPorts"):
+                continue
+            owners = [w for w, ids in listed.items() if s.id in ids] + [
+                w for w, spec in defined.items()
+                if not spec.get("only_listed") and s.service_area in spec.get("service_areas", ())]
+            owners = [w for w in (owners or [workloads["fallback"]]) if w in web]
+            for url in (u.lower() for u in s.urls):
+                names = [url] if "*" not in url else [self.fill(t) for t in tenant_names.get(url, ())]
+                for name in names:
+                    if name not in category or CATEGORY_RANK[s.category] < CATEGORY_RANK[category[name]]:
+                        category[name] = s.category
+                    members.setdefault(name, set()).update(owners)
+        out: dict[str, WorkloadHosts] = {}
+        for w, hosts in workloads.get("key_hosts", {}).get(instance, {}).items():
+            keys = tuple(self.fill(h.lower()) for h in hosts)
+            covered = {category.get(h) for h in keys}
+            extra: dict[str, str] = {}
+            for name in sorted(category, key=lambda n: (CATEGORY_RANK[category[n]], n)):
+                if w in members[name] and category[name] not in covered:
+                    extra.setdefault(category[name], name)
+            out[w] = WorkloadHosts(keys, tuple(extra.values()))
+        return out
 
     def certificate_names(self) -> list[str]:
         """Host names for the front doors' certificate (wildcards included)."""

@@ -41,7 +41,7 @@ from tests.lab.netcheck_runner import NetcheckRun, case_workloads, find_netcheck
 from tests.lab.netns import NETNS_RUN, STATE_ROOT, require_root
 from tests.lab.preflight import missing_tools
 from tests.lab.runner import TWO_SITE_DIR, build_result, format_table, run_matrix, scenario_files, summarise
-from tests.lab.truth import PAC_MANDATORY_FAILED, WorkloadTruth, browser_routes, proxy_routes
+from tests.lab.truth import PAC_MANDATORY_FAILED, Check, WorkloadTruth, browser_routes, http_verdict, proxy_routes
 from tests.lab.world import ENDPOINTS_FILE, REPO_ROOT, SYSTEM_PYTHON, World
 
 WORLD_TOML = """
@@ -942,3 +942,12 @@ def test_table_marks() -> None:
     rows[1]["truth_modelled"], rows[2]["truth_pac_client"] = True, "chromium 156"  # how the PAC truth was known
     line = format_table([{"scenario": "s", "rows": rows, "lab_problems": []}]).splitlines()[2]
     assert "fails* X nc:works" in line and "works+! X nc:n/a" in line
+
+
+def test_truth_a_key_url_failing_fails_a_workload_another_degrades_it() -> None:
+    ok, down = Check("https k", True), Check("https o", False)
+    assert http_verdict([ok], [Check("https o", True)])[0] == "works"
+    assert http_verdict([ok], [down])[0] == "degraded"
+    assert http_verdict([Check("https k", False)], [Check("https o", True)])[0] == "fails"
+    assert http_verdict([ok], [Check("https o", True, degraded=True)])[0] == "degraded"  # an impaired path
+    assert http_verdict([ok], [Check("https o", False, {"tool_error": "x"})])[0] == "lab-error"

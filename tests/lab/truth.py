@@ -12,9 +12,11 @@ user, with its routes, its resolv.conf and its trust store.
 Per workload (see docs/lab.md for the exact rules):
 
 * HTTPS workloads: each URL must return a response *from the lab server*
-  (``X-Lab-Server`` header; a proxy's error page does not count).  All URLs
-  good -> works, some -> degraded, none -> fails.  Sign-in needs every step
-  (realm discovery, then AD FS when federated), so identity fails if any does.
+  (``X-Lab-Server`` header; a proxy's error page does not count).  The URLs
+  are the workload's key hosts and one host of each other endpoint category
+  it has (``http_urls``).  A key URL fails -> fails; only others fail ->
+  degraded; all good -> works.  Sign-in's key steps are realm discovery, then
+  AD FS when federated.
 * teams_media: STUN Binding to the relay on UDP 3478 (every address the
   relay has; an address with no route is an outcome, not a crash).  A reply
   within Microsoft's media targets (loss <= 1 %, RTT <= 100 ms, jitter
@@ -51,6 +53,10 @@ MEDIA_LIMITS = {
     "rtt_ms_median": float(POLICY["teams_media"]["rtt_ms"]),
     "jitter_ms": float(POLICY["teams_media"]["jitter_ms"]),
 }
+#: The workloads, their key hosts and how endpoint sets map to them (read, never netcheck's code).
+WORKLOADS = tomllib.loads((REPO_ROOT / "endpoints" / "workloads.toml").read_text())
+#: The page the truth loads on a workload's key host, where it is not the root.
+KEY_PAGES = {"exchange": "owa/", "identity": "common/userrealm/{user}?api-version=1.0"}
 #: curl's remote_ip when it talked to the site's proxy.
 PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.DC_PROXY_V4, A.DC_PROXY_V6, A.CLOUD_PROXY_V4, A.CLOUD_PROXY_V6}
 #: TCP connect samples per HTTPS URL that answered (fresh connections, on the family the GET used). Five: on a
@@ -143,17 +149,17 @@ class Route:
     browser: dict[str, Any] | None = None
 
 
-def http_urls(world: World) -> dict[str, list[str]]:
-    """The HTTPS URLs that stand for each workload."""
-    s = world.scenario
-    tenant, user = s.netcheck.tenant, s.netcheck.user
-    return {
-        "exchange": ["https://outlook.office365.com/owa/"],
-        "sharepoint": [f"https://{tenant}.sharepoint.com/", f"https://{tenant}-my.sharepoint.com/"],
-        "teams": ["https://teams.microsoft.com/"],
-        "office": ["https://www.office.com/", "https://officeclient.microsoft.com/"],
-        "identity": [f"https://login.microsoftonline.com/common/userrealm/{urllib.parse.quote(user)}?api-version=1.0"],
-    }
+def http_urls(world: World) -> dict[str, tuple[list[str], list[str]]]:
+    """The HTTPS URLs that stand for each workload: (its key hosts', the others'). The others are one host of
+    each endpoint category (Optimize, Allow, Default) the workload has that no key host is in, read from the
+    endpoint data (``LabCatalog.workload_hosts``): a key URL that fails fails the workload, another one
+    leaves it degraded. Sign-in's key URL is the realm question for the scenario's user."""
+    user = urllib.parse.quote(world.scenario.netcheck.user)
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for w, hosts in world.catalog.workload_hosts(WORKLOADS).items():
+        page = KEY_PAGES.get(w, "").format(user=user)
+        out[w] = ([f"https://{h}/{page}" for h in hosts.key], [f"https://{h}/" for h in hosts.other])
+    return out
 
 
 def dns_names(world: World) -> dict[str, str]:
@@ -180,22 +186,24 @@ def measure(world: World) -> dict[str, WorkloadTruth]:
     urls = http_urls(world)
     # the federation page is routed with the rest, so that a PAC client is launched once per phase
     federation = [federation_url(s.identity.federation_host)] if s.identity.mode == "federated" else []
-    routes = proxy_routes(world, [*(u for group in urls.values() for u in group), *federation])
+    routes = proxy_routes(world, [*(u for key, other in urls.values() for u in (*key, *other)), *federation])
     with ThreadPoolExecutor(max_workers=12) as pool:
-        http = {
+        key = {
             w: [pool.submit(fetch, world, u, routes[u], quality=w) for u in us]
-            for w, us in urls.items()
+            for w, (us, _) in urls.items()
             if w != "identity"
         }
-        identity = pool.submit(identity_checks, world, urls["identity"][0], routes)
+        other = {w: [pool.submit(fetch, world, u, routes[u], quality=w) for u in us] for w, (_, us) in urls.items()}
+        identity = pool.submit(identity_checks, world, urls["identity"][0][0], routes)
         media = pool.submit(stun_check, world)
         dns = {w: pool.submit(dns_check, world, name) for w, name in dns_names(world).items()}
-        results = {w: WorkloadTruth(w, *_verdict([f.result() for f in fs])) for w, fs in http.items()}
+        results = {
+            w: WorkloadTruth(w, *http_verdict([f.result() for f in fs], [f.result() for f in other[w]]))
+            for w, fs in key.items()
+        }
         id_checks = identity.result()
-        id_truth = (
-            ("degraded" if any(c.degraded for c in id_checks) else "works") if all(c.ok for c in id_checks) else "fails"
-        )
-        results["identity"] = WorkloadTruth("identity", _tool_error(id_checks) or id_truth, id_checks)
+        id_others = [f.result() for f in other["identity"]]
+        results["identity"] = WorkloadTruth("identity", *http_verdict(id_checks, id_others))
         media_check = media.result()
         results["teams_media"] = WorkloadTruth("teams_media", _media_truth(media_check), [media_check])
         for w, f in dns.items():  # evidence only: added after the verdicts
@@ -208,13 +216,15 @@ def _tool_error(checks: list[Check]) -> str | None:
     return TOOL_ERROR if any(c.detail.get("tool_error") for c in checks) else None
 
 
-def _verdict(checks: list[Check]) -> tuple[str, list[Check]]:
+def http_verdict(key: list[Check], other: list[Check]) -> tuple[str, list[Check]]:
+    """A key check that fails fails the workload (sign-in: every step is key); only others failing, or a
+    check that passed on an impaired path, leave it degraded."""
+    checks = [*key, *other]
     if _tool_error(checks):
         return TOOL_ERROR, checks
-    good = sum(c.ok for c in checks)
-    if good == len(checks):
-        return ("degraded" if any(c.degraded for c in checks) else "works"), checks
-    return ("degraded" if good else "fails"), checks
+    if not all(c.ok for c in key):
+        return "fails", checks
+    return ("degraded" if not all(c.ok for c in other) or any(c.degraded for c in checks) else "works"), checks
 
 
 def _media_truth(check: Check) -> str:
