@@ -398,8 +398,10 @@ def setting_findings(network: Mapping[str, object]) -> tuple[Finding, ...]:
 
 
 def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessContext) -> str:
-    def names(status: Status) -> str:
-        return ", ".join(w.name.split(" (")[0] for w in workloads if w.status is status
+    def names(status: Status | None = None) -> str:
+        """The core workloads with this status; without one, those whose status is hedged (``possible``)."""
+        return ", ".join(w.name.split(" (")[0] for w in workloads
+                         if (w.status is status if status else w.possible and w.status is not Status.DEGRADED)
                          and any(x.id == w.id and x.core for x in ctx.workloads))
     if verdict is Verdict.UNKNOWN:
         return ("There is no network connection, so nothing could be tested. "
@@ -408,9 +410,7 @@ def _summary(verdict: Verdict, workloads: Sequence[WorkloadResult], ctx: AssessC
     if verdict is Verdict.NOT_READY:
         return f"Right now, from here, you cannot use {names(Status.FAILED)}."
     if verdict is Verdict.AT_RISK:
-        degraded = names(Status.DEGRADED)
-        hedged = ", ".join(w.name.split(" (")[0] for w in workloads if w.possible and w.status is not Status.DEGRADED
-                           and any(x.id == w.id and x.core for x in ctx.workloads))
+        degraded, hedged = names(Status.DEGRADED), names()
         return (f"Right now you can work from here, but {degraded} "
                 f"{'is' if ',' not in degraded else 'are'} impaired." if degraded
                 else f"Right now you can work from here, but {hedged} may not work well (this check could not "
