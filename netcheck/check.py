@@ -313,8 +313,9 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     workloads = catalog.workloads.workloads
     names = {w.id: w.name.split(" (")[0] for w in workloads}
     left_out = [names[w] for w in catalog.tenant_workloads() if w in names] if tenant is None else []
-    current = {r.id: {Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}[r.status] for r in now.workloads
-               if r.status in (Status.FAILED, Status.DEGRADED)}
+    fate_of = {Status.OK: Fate.WORKS, Status.DEGRADED: Fate.DEGRADED, Status.FAILED: Fate.FAILS}
+    current = {r.id: fate_of[r.status] for r in now.workloads if r.status in (Status.FAILED, Status.DEGRADED)}
+    possible_now = {r.id: tuple(fate_of[s] for s in r.possible if s in fate_of) for r in now.workloads if r.possible}
     if not sites and not profile.from_file:
         sites = infer_sites(gathered.facts)  # several groups of site systems: inferred sites (else none)
     if gathered.facts.on_site and sites:  # which of several sites (told or inferred) the laptop stands in
@@ -323,7 +324,7 @@ def _predict_outage(results: list[ProbeResult], catalog: Catalog, tenant: str | 
     if down:  # the names as the sites spell them: told ones again, inferred ones ("unnamed site 10.20.0.0/16")
         down = site_down_names(down, sites or (profile,))
     model = ModelInput(gathered.facts, profile, sites, tuple(w.id for w in workloads), current,
-                       gathered.assumptions)
+                       gathered.assumptions, possible_now)
     prediction = predict_case(model, None)
     if left_out:
         prediction = replace(prediction, notes=(*prediction.notes, _left_out_note(left_out)))

@@ -229,6 +229,30 @@ def test_media_quality_measured_now_carries_over_when_the_path_does_not_change()
 
 
 
+def test_a_status_the_sample_could_not_settle_hedges_the_prediction_where_the_path_stays() -> None:
+    """Teams media OK now, but 1 of 50 packets lost cannot show loss under 1 % (``possible`` ok|degraded):
+    where its path does not change with the site, the prediction is hedged the same way, and says why; where
+    the site takes the path away, the measurement does not matter."""
+    hedged = {"teams_media": (Fate.WORKS, Fate.DEGRADED)}
+    home = Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),))
+    mail = Dependency("exchange", "service", "outlook.office365.com", (direct("198.18.0.10"),))
+    p = predict(facts(home, mail, vpn=False), SiteProfile(), W, possible_now=hedged)
+    w = next(x for x in p.workloads if x.id == "teams_media")
+    assert (w.if_vpn_drops, w.possible["drops"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    assert any("whether teams_media is impaired now (this check's sample could not tell" in e for e in w.evidence)
+    assert p.fate("exchange") is Fate.WORKS  # another workload's row does not hang on it
+    assert not any("impaired now" in e for e in next(x for x in p.workloads if x.id == "exchange").evidence)
+    assert predict(facts(home, vpn=False), SiteProfile(), W).fate("teams_media") is Fate.WORKS
+    # into the tunnel: black-holed if the VPN stays whatever the sample said; around it once the VPN drops
+    w = predict(facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))), SiteProfile(), W,
+                possible_now=hedged).workloads[0]
+    assert w.if_vpn_stays is Fate.FAILS and "stays" not in w.possible
+    # degraded now, possibly failed: only the worse one is new
+    w = predict(facts(home, vpn=False), SiteProfile(), W, current={"teams_media": Fate.DEGRADED},
+                possible_now={"teams_media": (Fate.DEGRADED, Fate.FAILS)}).workloads[0]
+    assert w.possible["drops"] == (Fate.DEGRADED, Fate.FAILS)
+
+
 def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:
     media = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
     slow = {"teams_media": Fate.DEGRADED}

@@ -819,17 +819,45 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
     return rows
 
 
+@dataclass(frozen=True)
+class NowHedge:
+    """Statuses measured now that the sample could not settle (``WorkloadResult.possible``): the prediction
+    is made as measured and with each of them at its worst possible fate, and hedged where they differ."""
+
+    assumption: Assumption
+    worlds: tuple[tuple[str, Mapping[str, Fate]], ...]
+    workloads: frozenset[str]  # the hedged ones: no other workload's fate reads them
+
+    @staticmethod
+    def of(current: Mapping[str, Fate], possible: Mapping[str, tuple[Fate, ...]]) -> NowHedge | None:
+        worse = {w: max(fates, key=lambda f: f.rank) for w, fates in possible.items()
+                 if fates and max(f.rank for f in fates) > current.get(w, Fate.WORKS).rank}
+        if not worse:
+            return None
+        names = ", ".join(sorted(worse))
+        question = (f"whether {names} {'is' if len(worse) == 1 else 'are'} impaired now (this check's sample could "
+                    "not tell; a longer one can: netcheck check --thorough)")
+        return NowHedge(Assumption(question, "", ()),
+                        (("as measured now", current),
+                         (f"{names} {'/'.join(f.value for f in worse.values())} now", {**current, **worse})),
+                        frozenset(worse))
+
+
 def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
            profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate],
-           sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None
-           ) -> dict[str, WorkloadOutage]:
-    """Each workload's fate in every world the assumptions allow (their cross product): where the worlds
-    disagree, the fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
-    worlds: list[tuple[list[str], SiteFacts, SiteProfile]] = [([], facts, profile)]
+           sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None,
+           now: NowHedge | None = None) -> dict[str, WorkloadOutage]:
+    """Each workload's fate in every world the assumptions allow (their cross product, and with ``now``
+    each of them as measured and with the hedged statuses at their worst): where the worlds disagree, the
+    fate is UNCERTAIN, with the possible fates and the assumption named in the evidence."""
+    worlds: list[tuple[list[str], SiteFacts, SiteProfile, Mapping[str, Fate]]] = [([], facts, profile, current)]
     for a in assumptions:
-        worlds = [([*labels, label], *change(wf, wp)) for labels, wf, wp in worlds for label, change in a.worlds]
-    outcomes = [(labels, _rows(wf, wp, workloads, current, sites, down))
-                for labels, wf, wp in worlds]
+        worlds = [([*labels, label], *change(wf, wp), c)
+                  for labels, wf, wp, c in worlds for label, change in a.worlds]
+    if now is not None:
+        worlds = [([*labels, label], wf, wp, c) for labels, wf, wp, _ in worlds for label, c in now.worlds]
+        assumptions = [*assumptions, now.assumption]
+    outcomes = [(labels, _rows(wf, wp, workloads, c, sites, down)) for labels, wf, wp, c in worlds]
     out = {}
     for wid, row in base.items():
         possible: dict[str, tuple[Fate, ...]] = {}
@@ -848,21 +876,24 @@ def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], f
                 w = rows[wid]
                 lines.append(f"{'; '.join(labels)}: {w.if_vpn_stays.value} if the VPN stays, "
                              f"{w.if_vpn_drops.value} if it drops")
-        questions = tuple(f"{a.question} (netcheck cannot read it from this laptop" + (
-            f"; IT can state it in the site profile: {a.settle})" if a.settle else ")") for a in assumptions)
+        mine = [a for a in assumptions if not (now and a is now.assumption and wid not in now.workloads)]
+        questions = tuple(a.question if now and a is now.assumption else f"{a.question} (netcheck cannot read it from "
+                          "this laptop" + (f"; IT can state it in the site profile: {a.settle})" if a.settle else ")")
+                          for a in mine)
         evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
                     *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
         hangs = tuple(Cause(CauseKind.ASSUMPTION, q, None, f"it hangs on {q}") for q in questions)
         by = {b: (*row.causes_by.get(b, ()), *(replace(c, behaviour=b) for c in hangs)) for b in possible}
         out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,
                            causes=(*row.causes, *hangs), causes_by={**row.causes_by, **by}, possible=possible,
-                           assumptions=tuple(a.question for a in assumptions))
+                           assumptions=tuple(a.question for a in mine))
     return out
 
 
 def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
             current: Mapping[str, Fate] | None = None, assumptions: Sequence[Assumption] = (), *,
-            sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None) -> OutagePrediction:
+            sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None,
+            possible_now: Mapping[str, tuple[Fate, ...]] | None = None) -> OutagePrediction:
     """Each workload's fate, for both VPN behaviours, with the chain of evidence and the causes.
 
     ``current`` holds what was measured now for workloads whose state carries over
@@ -875,6 +906,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     ``sites``: the sites known (several profiles); None or one: ``profile`` is the one site, and every
     site system belongs to it. ``down``: the names of the sites that are down (None: all of them).
     ``profile`` carries the laptop's settings (VPN behaviour, PAC fallback) either way.
+    ``possible_now``: workloads whose status now is hedged (the sample could not tell, e.g. Teams media loss
+    on 50 packets), with the fates it allows: the prediction is made both ways (:class:`NowHedge`).
     """
     current = current or {}
     many = tuple(sites) if sites and len(sites) > 1 else None
@@ -886,7 +919,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     public = public_systems_assumption(facts, profile, many)
     home = home_link_assumption(facts, current)
     hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
-    rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down) if hedges
+    now = NowHedge.of(current, possible_now or {})
+    rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down, now) if hedges or now
                  else base).values())
     behaviours = _behaviours(facts, profile)
     for a in hedges:
@@ -938,6 +972,8 @@ class ModelInput:
     current: Mapping[str, Fate] = field(default_factory=dict)
     #: What the facts hang on that could not be read (not carried in the report: see netcheck.assess.what_if).
     assumptions: tuple[Assumption, ...] = ()
+    #: Statuses now that the sample could not settle, with the fates they allow (``predict``'s ``possible_now``).
+    possible_now: Mapping[str, tuple[Fate, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

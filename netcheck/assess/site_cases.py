@@ -79,7 +79,7 @@ def predict_case(model: ModelInput, down: Collection[str] | None) -> OutagePredi
     if inferred(model.sites):
         return predict_inferred(model, down)
     return predict(model.facts, model.profile, model.workloads, model.current, model.assumptions,
-                   sites=model.sites, down=None if down is None else frozenset(down))
+                   sites=model.sites, down=None if down is None else frozenset(down), possible_now=model.possible_now)
 
 
 def site_cases(model: ModelInput, sites: Sequence[SiteView], names: Mapping[str, str], core: Sequence[str],

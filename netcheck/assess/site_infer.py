@@ -190,7 +190,7 @@ def predict_inferred(model: ModelInput, down: Collection[str] | None) -> OutageP
 
     def one(facts: SiteFacts, sites: tuple[SiteProfile, ...]) -> OutagePrediction:
         return predict(facts, model.profile, model.workloads, model.current, model.assumptions,
-                       sites=sites, down=names)
+                       sites=sites, down=names, possible_now=model.possible_now)
 
     def at_seen(facts: SiteFacts, sites: tuple[SiteProfile, ...], same: str) -> OutagePrediction:
         """The concentrator at the seen site ``same``: the two names are one site. Of one seen site, that is
@@ -198,9 +198,9 @@ def predict_inferred(model: ModelInput, down: Collection[str] | None) -> OutageP
         lost = names | ({same, VPN_END} if names & {same, VPN_END} else set())
         if len(sites) == 2:
             return predict(facts, model.profile, model.workloads, model.current, model.assumptions,
-                           down=None if lost else ())
+                           down=None if lost else (), possible_now=model.possible_now)
         return predict(facts, model.profile, model.workloads, model.current, model.assumptions,
-                       sites=sites, down=lost)
+                       sites=sites, down=lost, possible_now=model.possible_now)
 
     def over_gateways(facts: SiteFacts) -> OutagePrediction:
         if not facts.vpn_interfaces:

@@ -89,7 +89,9 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         "host_addresses": [{"host": h, "addresses": list(a)} for h, a in f.host_addresses],
         "dependencies": dependencies(f.dependencies),
         "workloads": list(model.workloads),
-        "measured_now": [{"id": w, "fate": str(fate)} for w, fate in model.current.items()],
+        "measured_now": [{"id": w, "fate": str(model.current.get(w, Fate.WORKS)),
+                          **({"possible": [str(f) for f in model.possible_now[w]]} if w in model.possible_now else {})}
+                         for w in dict.fromkeys((*model.current, *model.possible_now))],
         "settings": _profile(model.profile),
         "profiles": [_profile(p) for p in model.sites],
         "assumptions": [{"question": a.question, "settle": a.settle,
@@ -156,7 +158,10 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
                             for a in data.get("assumptions", []))
         return ModelInput(facts, _profile_from(data["settings"]),
                           tuple(_profile_from(p) for p in data.get("profiles", [])), tuple(data["workloads"]),
-                          {str(m["id"]): Fate(m["fate"]) for m in data.get("measured_now", [])}, assumptions)
+                          {str(m["id"]): Fate(m["fate"]) for m in data.get("measured_now", [])
+                           if m["fate"] != Fate.WORKS.value}, assumptions,
+                          {str(m["id"]): tuple(Fate(f) for f in m["possible"]) for m in data.get("measured_now", [])
+                           if m.get("possible")})
     except (KeyError, TypeError, ValueError) as exc:
         raise FactsError(f"outage.facts is not in the shape netcheck writes: {exc!r}") from exc
 
