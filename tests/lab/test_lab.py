@@ -24,8 +24,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -612,6 +614,43 @@ def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 # ---------------------------------------------------------------------------
 # no root needed: scenario files and the catalog mapping
+
+
+def test_stun_truth_client_counts_every_request_it_sent() -> None:
+    """The truth's loss is lost requests over requests sent. A responder on loopback that ignores every
+    fourth request must read as 25 % loss; the client once counted only the requests still unanswered, so
+    it kept sending until ``count`` had been answered and never saw any loss (issue 9)."""
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "lab" / "tools"))
+    import stunclient  # noqa: PLC0415 - a standalone tool, not a package module
+
+    from tests.lab.servers.stun import respond  # noqa: PLC0415
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        seen = 0
+        while not stop.is_set():
+            try:
+                data, addr = server.recvfrom(2048)
+            except TimeoutError:
+                continue
+            seen += 1
+            reply = respond(data, addr[0], addr[1])
+            if reply and seen % 4:
+                server.sendto(reply, addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        out = stunclient.probe("127.0.0.1", socket.AF_INET, server.getsockname()[1], 40, 0.002, 0.5)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert (out["sent"], out["received"], out["loss_pct"]) == (40, 30, 25.0), out
 
 
 def test_generator_covers_every_valid_pair_and_says_why_it_skips(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ def probe(address: str, family: int, port: int, count: int, interval: float, tim
         sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         return {"address": address, "sent": 0, "received": 0, "error": exc.strerror or str(exc)}
-    sent: dict[bytes, float] = {}
+    sent: dict[bytes, float] = {}  # requests not answered yet, by transaction id
+    sent_count = 0  # every request sent (``sent`` shrinks as answers come: it cannot count them)
     rtts: list[float] = []
     mapped = None
     try:
@@ -45,15 +46,16 @@ def probe(address: str, family: int, port: int, count: int, interval: float, tim
         deadline = None
         while True:
             now = time.monotonic()
-            if len(sent) < count and now >= next_send:
+            if sent_count < count and now >= next_send:
                 txid = os.urandom(12)
                 try:
                     sock.send(struct.pack("!HHI", 1, 0, MAGIC) + txid)
                 except OSError as exc:
-                    return {"address": address, "sent": len(sent), "received": 0, "error": exc.strerror or str(exc)}
+                    return {"address": address, "sent": sent_count, "received": 0, "error": exc.strerror or str(exc)}
                 sent[txid] = now
+                sent_count += 1
                 next_send = now + interval
-                if len(sent) == count:
+                if sent_count == count:
                     deadline = now + timeout
             if deadline is not None and now >= deadline:
                 break
