@@ -494,6 +494,12 @@ def _print_and_check_truth(matrix: dict[str, Any], capsys: pytest.CaptureFixture
         assert not res["lab_problems"], f"{res['scenario']}: {res['lab_problems']}"
 
 
+#: Scenario runs at once in the matrix tests. A run mostly waits (black-holed connections, Chromium giving up
+#: on a dead PAC host, STUN windows): one at a time, the matrix took 14.7 minutes of CI for under 4 minutes
+#: of CPU. NETCHECK_LAB_JOBS overrides.
+LAB_JOBS = int(os.environ.get("NETCHECK_LAB_JOBS", "4"))
+
+
 @pytest.mark.lab
 @pytest.mark.timeout(2400)  # the PAC-unreachable phases measure Chromium, which waits ~30 s for a dead PAC host
 def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
@@ -501,7 +507,7 @@ def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     _require_lab()
     paths = scenario_files()
     assert len(paths) >= 12
-    matrix = run_matrix(paths, progress=lambda msg: None)
+    matrix = run_matrix(paths, jobs=LAB_JOBS, progress=lambda msg: None)
     _print_and_check_truth(matrix, capsys)
     summary = summarise(matrix["scenarios"])
     assert summary["lab_problems"] == 0
@@ -588,14 +594,16 @@ def test_pac_client_truth_is_measured_by_chromium() -> None:
 def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The fixed, seeded all-pairs subset: every row counted, inferred and told both right.
 
-    A separate command for now (NETCHECK_LAB_SEARCH=1): the search still finds misses netcheck has not
-    fixed (see docs/lab.md, "Generated scenarios"), and CI must stay green on what is fixed.
+    A separate command for now (NETCHECK_LAB_SEARCH=1), not CI: its lossy home link (about 3 % loss for a
+    request and its answer, near Microsoft's 1 % mark) is one that netcheck's 1-second media sample (50
+    requests) reads as loss-free about one time in five, so the subset would fail CI at random (see
+    docs/lab.md, "Generated scenarios").
     """
     if os.environ.get("NETCHECK_LAB_SEARCH") != "1":
         pytest.skip("the generated matrix is a separate command: NETCHECK_LAB_SEARCH=1 pytest tests/lab -k generated")
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
-    matrix = run_matrix(made.files, jobs=2, progress=lambda msg: None)
+    matrix = run_matrix(made.files, jobs=LAB_JOBS, progress=lambda msg: None)
     with capsys.disabled():
         print("\n" + format_table(matrix["scenarios"]))
         print(json.dumps(matrix["summary"]))
@@ -925,7 +933,7 @@ def test_two_site_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     if os.environ.get("NETCHECK_LAB_TWO_SITE") != "1":
         pytest.skip("the two-site matrix is a separate command: NETCHECK_LAB_TWO_SITE=1 pytest tests/lab -k two_site")
     _require_lab()
-    matrix = run_matrix(scenario_files(TWO_SITE_DIR), jobs=2, progress=lambda msg: None)
+    matrix = run_matrix(scenario_files(TWO_SITE_DIR), jobs=LAB_JOBS, progress=lambda msg: None)
     _print_and_check_truth(matrix, capsys)
     summary = summarise(matrix["scenarios"])
     wrong = [
