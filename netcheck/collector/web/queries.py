@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -85,10 +85,19 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 @dataclass(frozen=True)
+class Tags:
+    """A list's derived column: the device's tags, from the query's column ``of`` (``devices.tags``)."""
+
+    of: str
+
+
+@dataclass(frozen=True)
 class Listing:
     """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
     the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
-    and what each batch of rows needs added (``finish``: tags, states)."""
+    and what each batch of rows needs added (``finish``: tags, states). ``derived``: the same
+    additions in SQL, in the order ``finish`` adds them (a function of the query as a subquery, or
+    ``Tags``), for the exports PostgreSQL writes (``copy_export``)."""
 
     query: Any
     key: Any
@@ -98,6 +107,7 @@ class Listing:
     #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
     #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
     twins: Sequence[Any] = ()
+    derived: Mapping[str, Callable[[Any], Any] | Tags] = field(default_factory=dict)
 
     def after(self, last: Any) -> Listing:
         """The rows after key ``last``."""
@@ -437,8 +447,10 @@ def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
 
 
 def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
+    # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags`` (the exports
+    # PostgreSQL writes read the text: ``Tags``)
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
-                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
+                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at, devices.c.tags)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
                         not_revoked(conn) if conn is not None and (f.finding or f.workload) else
                         devices.c.revoked_at.is_(None))
@@ -460,7 +472,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags)
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, derived={"tags": Tags("tags")})
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
@@ -527,7 +539,14 @@ def _sweep_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def sweeps_listing() -> Listing:
     answers = (sa.select(sa.func.count()).select_from(sweep_responses)
                .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
-    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags)
+    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags,
+                   derived={"tag": _sweep_tag})
+
+
+def _sweep_tag(sub: Any) -> Any:
+    """``_sweep_tags`` in SQL."""
+    pair = sub.c.tag_key.op("||")(sa.literal("=")).op("||")(sa.func.coalesce(sub.c.tag_value, "None"))
+    return sa.case((sub.c.tag_key != "", pair), else_=sa.null()).label("tag")
 
 
 def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
@@ -649,7 +668,15 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins)
+    def state(sub: Any) -> Any:
+        if answered:
+            return sa.literal("answered", sa.Text)
+        seen = sub.c.last_seen_at
+        return sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"), else_="offline")
+
+    derived = {"state": state, "verdict": lambda sub: sa.null().cast(sa.Text),
+               "received_at": lambda sub: sa.null().cast(UTCDateTime)}
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, derived)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,
