@@ -170,7 +170,7 @@ def test_migration_0014_drops_site_facts_and_its_downgrade_makes_it_from_the_sta
                 "SELECT device_id, report_pk, digest FROM site_facts")))
         assert pointers == sorted((r[0], r[2], r[7]) for r in kept)
         assert facts is not None and (a, kept[[r[0] for r in kept].index(a)][2], facts[0]) in pointers
-        assert migrate(engine) == "0014"
+        assert migrate(engine) == "0015"
         with engine.connect() as conn:
             assert not sa.inspect(conn).has_table("site_facts")
             assert _states(conn) == kept
@@ -222,7 +222,7 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
                 ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
         # migration 0014 fills the text from device_tags
         assert migrate(engine, "0013", downgrade=True) == "0013"
-        assert migrate(engine) == "0014"
+        assert migrate(engine) == "0015"
         with engine.begin() as conn:
             assert sorted(queries.tag_counts(conn), key=lambda r: (r["key"], r["value"])) == counted
             assert conn.execute(sa.text("SELECT count(*) FROM devices WHERE tags = '{}'")).scalar_one() == 1
