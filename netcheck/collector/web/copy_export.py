@@ -1,20 +1,23 @@
-"""Exports made by PostgreSQL: a list's CSV or JSON text written by the database (``COPY (SELECT ...)
-TO STDOUT``), byte for byte what the Python path (``export.table_csv``, ``json.dumps`` per row) writes
-from the same rows, without a Python object per row or cell (100,000 devices: the Python path spent
-seconds per export in the collector).
+"""Exports made by PostgreSQL: a list's CSV or JSON text written by the database, byte for byte what
+the Python path (``export.table_csv``, ``json.dumps`` per row) writes from the same rows, without a
+Python object per row or cell (100,000 devices: the Python path spent seconds per export in the
+collector).
 
 What the SQL reproduces, cell by cell:
 
 - CSV: ``str()`` of the value (times as ``store.iso``, booleans ``True``/``False``, tags ``k=v;k=v``
   by key), neutralised as ``export.neutralise`` does (a ``'`` before a cell that a spreadsheet would
   run as a formula: the same characters, found by one regular expression built from the same
-  Unicode tests), an empty cell unquoted (a NULL for ``COPY``), quotes where Python's ``csv`` puts
-  them (a comma, quote, CR or LF inside: ``COPY``'s rule too), rows ended by CR LF;
+  Unicode tests), quoted as Python's ``csv`` quotes (only a cell with a comma, quote, CR or LF, its
+  quotes doubled; an empty cell bare), rows ended by CR LF;
 - JSON: each row an object in the row's key order, ``json.dumps``' separators (``", "``, ``": "``),
   its escapes (``to_json``: the same set, non-ASCII as it is), times as ``store.iso``.
 
-The list is read in keyset batches, each batch in its own short transaction and read whole before
-it is sent (no connection held while a client downloads), as ``queries.export_batches`` does.
+The list is read in keyset batches, as ``queries.export_batches`` does: each batch one statement in
+its own short transaction, answering one row (the batch's text, joined by the database, and its
+last key), so no connection is held while a client downloads and the collector handles one string
+per batch. (``COPY ... TO STDOUT`` was tried first: one message per row, 0.25 s of Python per
+100,000 rows, and a second statement per batch to find its last key.)
 """
 
 from __future__ import annotations
@@ -34,11 +37,8 @@ from netcheck.collector.db import UTCDateTime
 from netcheck.collector.export import CONTROL_START, FORMULA_START, blank, table_csv
 from netcheck.collector.web.queries import Listing, Tags
 
-#: rows a batch holds (each batch one transaction: a key bound found first, then one ``COPY``)
-COPY_BATCH = 10_000
-#: ``COPY`` options for one JSON text per row: quote and delimiter characters a JSON text never holds
-#: raw (``to_json`` escapes every control character), so ``COPY`` writes the text as it is
-_ONE_TEXT = "(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+#: rows a batch holds (each batch one statement in one transaction, its text in memory: a few MB)
+BATCH = 10_000
 #: code points that may hold formula-relevant characters: the planes beyond are CJK ideographs,
 #: unassigned or private use (no space, no invisible format character, no NFKC form of ``= + - @``)
 _PLANES = (range(0, 0x30000), range(0xE0000, 0xF0000))
@@ -99,7 +99,7 @@ def _text(value: Any) -> Any:
 
 
 def _cell(text: Any) -> Any:
-    """A neutralised cell; NULL when empty (``COPY`` writes NULL unquoted, as ``csv`` writes "")."""
+    """A neutralised cell; NULL when empty."""
     pattern = sa.literal(formula_pattern())
     first = sa.func.ascii(text)
     # most cells start with a letter or digit (ASCII 48-57, 65-126 hold no blank and no formula
@@ -147,17 +147,29 @@ def _columns(listing: Listing, sub: Any, pairs: Callable[[Any], Any]) -> tuple[A
     return source, out
 
 
-def _csv_select(listing: Listing, sub: Any) -> Any:
-    """The cells' texts first, in a subquery kept as it is (``OFFSET 0``: PostgreSQL would otherwise
-    inline each text into every place ``_cell`` names it), then neutralised."""
+def _quoted(cell: Any) -> Any:
+    """A CSV cell as Python's ``csv`` writes it (minimal quoting): in quotes, its quotes doubled, when
+    it holds a comma, a quote, CR or LF; empty for NULL."""
+    quoted = sa.literal('"').op("||")(sa.func.replace(cell, '"', '""')).op("||")(sa.literal('"'))
+    return sa.case((cell.op("~")(sa.literal('[,"\r\n]')), quoted), else_=sa.func.coalesce(cell, ""))
+
+
+def _csv_lines(listing: Listing, sub: Any) -> Any:
+    """(key, line): the cells' texts first, in a subquery kept as it is (``OFFSET 0``: PostgreSQL
+    would otherwise inline each text into every place ``_cell`` names it), then neutralised, quoted
+    and joined, the line ended by CR LF."""
     source, cols = _columns(listing, sub, _csv_pairs)
     texts = [_text(cols[name]).label(f"c{i}") for i, name in enumerate(listing.columns)]
     inner = sa.select(sub.c[listing.key_name].label("k"), *texts).select_from(source).offset(0).subquery()
-    return (sa.select(*(_cell(inner.c[f"c{i}"]).label(name) for i, name in enumerate(listing.columns)))
-            .order_by(inner.c.k))
+    cells = sa.select(inner.c.k, *(_cell(inner.c[f"c{i}"]).label(f"c{i}") for i in range(len(texts)))
+                      ).offset(0).subquery()
+    line = sa.func.concat_ws(",", *(_quoted(cells.c[f"c{i}"]) for i in range(len(texts)))).op("||")(
+        sa.literal("\r\n"))
+    return sa.select(cells.c.k, line.label("line"))
 
 
-def _json_select(listing: Listing, sub: Any) -> Any:
+def _json_lines(listing: Listing, sub: Any) -> Any:
+    """(key, line): the row as ``json.dumps`` writes it."""
     source, cols = _columns(listing, sub, _json_pairs)
     parts: list[Any] = []
     for i, (name, col) in enumerate(cols.items()):
@@ -168,46 +180,27 @@ def _json_select(listing: Listing, sub: Any) -> Any:
     text = parts[0]
     for p in parts[1:]:
         text = text.op("||")(p)
-    return sa.select(text.label("row")).select_from(source).order_by(sub.c[listing.key_name])
-
-
-def _compiled(conn: Connection, statement: Any) -> tuple[str, dict[str, Any]]:
-    """The statement's SQL and its parameters, as the driver would receive them (lists expanded,
-    each value through its type's bind processing)."""
-    expanded = statement.compile(dialect=conn.dialect).construct_expanded_state()
-    params = dict(expanded.parameters)
-    for name, process in expanded.processors.items():
-        if name in params:
-            params[name] = process(params[name])
-    return str(expanded.statement), params
-
-
-def _copy(conn: Connection, statement: Any, options: str) -> list[bytes]:
-    """``COPY (statement) TO STDOUT``'s rows, each as the server sent it (one row a message)."""
-    sql, params = _compiled(conn, statement)
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT {options}", params) as copy:
-        return [bytes(row) for row in copy]
+    return sa.select(sub.c[listing.key_name].label("k"), text.label("line")).select_from(source)
 
 
 def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
-             select: Callable[[Listing, Any], Any], options: str, batch: int) -> Iterator[list[bytes]]:
-    """The list's rows as ``select`` writes them, in key order, ``batch`` at a time, each batch in its
-    own transaction: its last key found first (``bound``), then every row up to it copied."""
+             lines: Callable[[Listing, Any], Any], separator: str, batch: int) -> Iterator[str]:
+    """The list's rows as ``lines`` writes them, in key order, ``batch`` at a time: each batch one
+    statement in its own transaction, which answers one row (how many rows, the last key, and their
+    lines joined by ``separator``)."""
     last = None
     while True:
         part = listing if last is None else listing.after(last)
-        keys = part.query.order_by(listing.key).limit(batch).subquery()
+        rows = lines(listing, part.query.order_by(listing.key).limit(batch).cte("batch").prefix_with("MATERIALIZED")
+                     ).subquery()
+        joined = sa.func.string_agg(rows.c.line, aggregate_order_by(sa.literal(separator), rows.c.k))
         with connect() as conn:
             # compiling each batch's expressions to machine code costs more than it saves (0.8 s)
             conn.exec_driver_sql("SET LOCAL jit = off")
-            count, bound = conn.execute(sa.select(sa.func.count(), sa.func.max(keys.c[listing.key_name]))).one()
-            if count == 0:
-                return
-            upto = part.query.where(*(k <= bound for k in (listing.key, *listing.twins)))
-            rows = _copy(conn, select(listing, upto.cte("batch").prefix_with("MATERIALIZED")), options)
-        yield rows
+            count, bound, text = conn.execute(sa.select(sa.func.count(), sa.func.max(rows.c.k), joined)).one()
+        if count == 0:
+            return
+        yield text
         if count < batch:
             return
         last = bound
@@ -221,19 +214,19 @@ def supports(conn: Connection) -> bool:
 
 
 def csv_chunks(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
-               batch: int = COPY_BATCH) -> Iterator[bytes]:
+               batch: int = BATCH) -> Iterator[bytes]:
     """The list as ``export.table_csv`` writes it (header, then a row a line), a batch a chunk."""
     yield table_csv(listing.columns, []).encode()
-    for rows in _batches(connect, listing, _csv_select, "(FORMAT csv)", batch):
-        yield b"".join(row[:-1] + b"\r\n" for row in rows)
+    for text in _batches(connect, listing, _csv_lines, "", batch):
+        yield text.encode()
 
 
 def json_chunks(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing, name: str,
-                batch: int = COPY_BATCH) -> Iterator[bytes]:
+                batch: int = BATCH) -> Iterator[bytes]:
     """``{"<name>": [row, ...]}``, a row a line, as the Python path writes it."""
     yield ("{" + json.dumps(name, ensure_ascii=False) + ": [").encode()
     first = True
-    for rows in _batches(connect, listing, _json_select, _ONE_TEXT, batch):
-        yield (b"\n" if first else b",\n") + b",\n".join(row[:-1] for row in rows)
+    for text in _batches(connect, listing, _json_lines, ",\n", batch):
+        yield (("\n" if first else ",\n") + text).encode()
         first = False
     yield b"\n]}\n"
