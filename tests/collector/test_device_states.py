@@ -220,6 +220,12 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
             assert counted == _tag_counts_joined(conn)
             assert {(r["key"], r["value"]): r["total"] for r in counted} == {
                 ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
+            # the overview's one scan: the same tags, the verdicts and the devices not seen lately
+            verdicts, tags, stale = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
+            assert sorted(tags, key=lambda r: (r["key"], r["value"])) == counted
+            assert verdicts == {"READY": 2, "AT_RISK": 1, None: 1}
+            assert stale == 4  # the three that reported 8 days ago and the one that never did
+            assert queries.device_counts(conn, NOW, 7)[2] == 1
         # migration 0014 fills the text from device_tags
         assert migrate(engine, "0013", downgrade=True) == "0013"
         assert migrate(engine) == "0015"

@@ -144,12 +144,6 @@ def export_batches(connect: Callable[[], AbstractContextManager[Connection]], li
 
 # --- overview ----------------------------------------------------------------------------------
 
-def verdict_counts(conn: Connection) -> dict[str | None, int]:
-    rows = conn.execute(sa.select(devices.c.last_verdict, sa.func.count()).where(devices.c.revoked_at.is_(None))
-                        .group_by(devices.c.last_verdict)).all()
-    return {r[0]: int(r[1]) for r in rows}
-
-
 def _day_start(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -388,19 +382,36 @@ def tag_counts(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     their tags' text (``devices.tags``) and verdict, each distinct text parsed once."""
     rows = conn.execute(sa.select(devices.c.tags, devices.c.last_verdict, sa.func.count())
                         .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict))
+    return _per_tag([(text, verdict, int(count)) for text, verdict, count in rows], limit)
+
+
+def _per_tag(grouped: Sequence[tuple[str, str | None, int]], limit: int) -> list[dict[str, Any]]:
     out: dict[tuple[str, str], dict[str | None, int]] = {}
-    for text, verdict, count in rows:
+    for text, verdict, count in grouped:
         for key, value in json.loads(text).items():
             per = out.setdefault((key, value), {})
-            per[verdict] = per.get(verdict, 0) + int(count)
+            per[verdict] = per.get(verdict, 0) + count
     ordered = sorted(out.items(), key=lambda kv: (kv[0][0] != "site", kv[0][0], -sum(kv[1].values()), kv[0][1]))
     return [{"key": k, "value": v, "total": sum(c.values()), **{x: c.get(x, 0) for x in VERDICTS}}
             for (k, v), c in ordered[:limit]]
 
 
-def stale_count(conn: Connection, now: dt.datetime, days: int) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        devices.c.revoked_at.is_(None), _stale(now, days))).scalar_one())
+def device_counts(conn: Connection, now: dt.datetime, stale_days: int, limit: int = 200
+                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int]:
+    """The overview's counts of the devices (not revoked) in one scan, grouped by tags' text, verdict
+    and staleness: by latest verdict, ``tag_counts``, and how many were not seen for ``stale_days``
+    (three scans of 100,000 devices made one)."""
+    stale = _stale(now, stale_days)
+    rows = [(text, verdict, bool(old), int(count)) for text, verdict, old, count in conn.execute(
+        sa.select(devices.c.tags, devices.c.last_verdict, stale.label("stale"), sa.func.count())
+        .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict, stale))]
+    verdicts: dict[str | None, int] = {}
+    per_text: dict[tuple[str, str | None], int] = {}
+    for text, verdict, _, count in rows:
+        verdicts[verdict] = verdicts.get(verdict, 0) + count
+        per_text[(text, verdict)] = per_text.get((text, verdict), 0) + count
+    tags = _per_tag([(text, verdict, n) for (text, verdict), n in per_text.items()], limit)
+    return verdicts, tags, sum(count for *_, old, count in rows if old)
 
 
 def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
