@@ -541,12 +541,14 @@ def _iso_values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json_lines(name: str, batches: Iterable[list[dict[str, Any]]]) -> Iterator[str]:
-    """``{"<name>": [row, ...]}``, a row a line."""
+    """``{"<name>": [row, ...]}``, a row a line; a batch a chunk (a chunk per row cost the response
+    one send per row: 10,000 devices on SQLite took 2.6 s as JSON, against 0.5 s as CSV)."""
     yield "{" + json.dumps(name) + ": ["
     first = True
     for rows in batches:
-        for r in rows:
-            yield ("\n" if first else ",\n") + json.dumps(r, default=_json_default, ensure_ascii=False)
+        if rows:
+            yield ("\n" if first else ",\n") + ",\n".join(
+                json.dumps(r, default=_json_default, ensure_ascii=False) for r in rows)
             first = False
     yield "\n]}\n"
 
