@@ -150,6 +150,11 @@ def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callab
             sw = queries.sweep(conn, sweep_id)
             # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
             points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+            # the sweep page's one scan of the answers: the answer after the end is counted, not drawn
+            answered, workloads, timeline = queries.sweep_answers(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+            assert (answered, workloads, timeline) == (6, queries.sweep_workloads(conn, sweep_id), points)
+            assert workloads == {"exchange": {"ok": 6}, "teams_media": {"ok": 6}}
+            assert queries.sweep_coverage(conn, sw, NOW) == queries.sweep_coverage(conn, sw, NOW, answered)
         assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
     finally:
         engine.dispose()

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -586,12 +586,13 @@ def sweep(conn: Connection, sweep_id: str) -> Any:
     return conn.execute(sa.select(sweeps).where(sweeps.c.id == sweep_id)).first()
 
 
-def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime) -> dict[str, Any]:
-    """Targeted, answered; of the rest: seen in the last ``OFFLINE_AFTER`` (pending) or not (offline, since
-    its last contact, listed with the devices)."""
+def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime, answered: int | None = None) -> dict[str, Any]:
+    """Targeted, answered (counted unless given: ``sweep_answers`` counts it); of the rest: seen in
+    the last ``OFFLINE_AFTER`` (pending) or not (offline, since its last contact, listed with the devices)."""
     targeted = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(*_targeted(sw))).scalar_one())
-    answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
-                                .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
+    if answered is None:
+        answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
+                                    .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
     not_answered = _not_answered(sw)
     offline = int(conn.execute(sa.select(sa.func.count()).select_from(
         not_answered.where(_offline(now)).subquery())).scalar_one())
@@ -603,9 +604,11 @@ def _offline(now: dt.datetime) -> sa.ColumnElement[bool]:
     return sa.or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < now - OFFLINE_AFTER)
 
 
-def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
-    """Cumulative answers over the sweep's life so far: (seconds since start, answers). The database
-    counts the answers per interval between two points (one GROUP BY, not a row per answer)."""
+def sweep_answers(conn: Connection, sw: Any, now: dt.datetime, points: int = 48
+                  ) -> tuple[int, dict[str, dict[str, int]], list[tuple[float, int]]]:
+    """The sweep's answers in one scan of them, grouped by (interval of the chart, statuses' text):
+    how many (``sweep_coverage``'s answered), per workload the answers with each status
+    (``sweep_workloads``), and the cumulative answers over its life so far (``sweep_timeline``)."""
     end = min(now, sw.expires_at)
     span = max(1.0, (end - sw.created_at).total_seconds())
     step = span / points
@@ -616,34 +619,56 @@ def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48
     else:
         elapsed = sa.extract("epoch", sweep_responses.c.received_at - start)
         interval = sa.func.floor(elapsed / step)
+    # the database counts the answers per interval between two points (no row per answer); an
+    # answer outside the sweep's life so far is counted, not charted
+    charted = sa.case((sa.and_(elapsed >= 0, elapsed <= span), interval), else_=sa.null())
+    grouped = [(i, text, int(count)) for i, text, count in conn.execute(
+        sa.select(charted, sweep_responses.c.workloads, sa.func.count())
+        .where(sweep_responses.c.sweep_id == sw.id).group_by(charted, sweep_responses.c.workloads))]
     per: dict[int, int] = {}
-    for i, count in conn.execute(sa.select(interval, sa.func.count()).where(
-            sweep_responses.c.sweep_id == sw.id, elapsed >= 0, elapsed <= span).group_by(interval)):
-        last = min(int(i), points - 1)  # an answer at the very end is in the last interval
-        per[last] = per.get(last, 0) + int(count)
+    texts: dict[str | None, int] = {}
+    for i, text, count in grouped:
+        texts[text] = texts.get(text, 0) + count
+        if i is not None:
+            last = min(int(i), points - 1)  # an answer at the very end is in the last interval
+            per[last] = per.get(last, 0) + count
     # an answer in interval i (after point i, up to point i + 1) counts from point i + 1 on
-    out, total = [], 0
+    timeline, total = [], 0
     for k in range(points + 1):
         total += int(per.get(k - 1, 0))
-        out.append((span * k / points, total))
-    return out
+        timeline.append((span * k / points, total))
+    return sum(texts.values()), _statuses(conn, sw.id, texts.items()), timeline
+
+
+def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
+    """Cumulative answers over the sweep's life so far: (seconds since start, answers)."""
+    return sweep_answers(conn, sw, now, points)[2]
 
 
 def sweep_workloads(conn: Connection, sweep_id: str) -> dict[str, dict[str, int]]:
     """Per workload, the sweep's answers with each status: grouped by the statuses kept with each
     answer (``sweep_responses.workloads``); an answer stored without them is read from its report's rows."""
+    return _statuses(conn, sweep_id, conn.execute(
+        sa.select(sweep_responses.c.workloads, sa.func.count()).where(sweep_responses.c.sweep_id == sweep_id)
+        .group_by(sweep_responses.c.workloads)))
+
+
+def _statuses(conn: Connection, sweep_id: str, counted: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """``sweep_workloads`` from the answers counted per statuses' text (None: stored without them)."""
     out: dict[str, dict[str, int]] = {}
-    for text, count in conn.execute(
-            sa.select(sweep_responses.c.workloads, sa.func.count()).where(sweep_responses.c.sweep_id == sweep_id)
-            .group_by(sweep_responses.c.workloads)):
-        if text is not None:
+    unrecorded = 0
+    for text, count in counted:
+        if text is None:
+            unrecorded += int(count)
+        else:
             _add_statuses(out, text, int(count))
-    unrecorded = (sa.select(sweep_responses.c.report_pk)
+    if unrecorded:
+        stored = (sa.select(sweep_responses.c.report_pk)
                   .where(sweep_responses.c.sweep_id == sweep_id, sweep_responses.c.workloads.is_(None)))
-    for wid, status in conn.execute(sa.select(report_workloads.c.workload_id, report_workloads.c.status)
-                                    .where(report_workloads.c.report_pk.in_(unrecorded))):
-        per = out.setdefault(wid, {})
-        per[status] = per.get(status, 0) + 1
+        for wid, status in conn.execute(sa.select(report_workloads.c.workload_id, report_workloads.c.status)
+                                        .where(report_workloads.c.report_pk.in_(stored))):
+            per = out.setdefault(wid, {})
+            per[status] = per.get(status, 0) + 1
     return dict(sorted(out.items()))
 
 

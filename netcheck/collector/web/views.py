@@ -407,9 +407,10 @@ class Dashboard:
 
         def counts(conn: Connection) -> dict[str, Any]:
             at = store.utcnow()
-            coverage = queries.sweep_coverage(conn, sw, at)
-            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id), "counted_at": at,
-                    "chart": charts.line(queries.sweep_timeline(conn, sw, at), max(1, coverage["targeted"]))}
+            answered, workloads, timeline = queries.sweep_answers(conn, sw, at)
+            coverage = queries.sweep_coverage(conn, sw, at, answered)
+            return {"coverage": coverage, "workloads": workloads, "counted_at": at,
+                    "chart": charts.line(timeline, max(1, coverage["targeted"]))}
 
         return {"sw": sw, **self.recent.get(("sweep", sw.id), conn, counts),
                 "devices": queries.sweep_devices_page(conn, sw, answered, now, after)}
