@@ -598,6 +598,19 @@ site_fact_sets = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+#: ``what_if``'s answer for one set of facts with some sites down (migration 0015), kept so that a
+#: new worker process reads the Sites pages' predictions instead of computing them (200 fact sets:
+#: about 300 ms): ``key`` digests every input (the code's inputs digest, the facts digest, the
+#: sites down), so a changed input is a new key; the rows are ``what_if``'s, as JSON
+site_predictions = sa.Table(
+    "site_predictions", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    #: the facts' digest (``site_fact_sets.digest``): forgotten with them (``site_facts.prune``)
+    sa.Column("facts_digest", sa.String(64), nullable=False, index=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 #: the overview's 30-day chart (netcheck.collector.web.queries.FleetDays; migration 0011): per
 #: finished UTC day (``YYYY-MM-DD``), the devices that reported that day, by the verdict of their
 #: last report of the day; counted once, after the day ends, and kept (retention does not change it)

@@ -16,13 +16,13 @@ from typing import Any
 
 #: what a spreadsheet reads as the start of a formula (after NFKC, which maps the full-width
 #: and small forms such as ＝＋－＠ to these), and the controls that start a cell
-_FORMULA_START = ("=", "+", "-", "@")
-_CONTROL_START = ("\t", "\r", "\n")
+FORMULA_START = ("=", "+", "-", "@")
+CONTROL_START = ("\t", "\r", "\n")
 
 CSV_COLUMNS = ("device_id", "name", "tags", "last_seen_at", "report_id", "measured_at", "verdict")
 
 
-def _blank(ch: str) -> bool:
+def blank(ch: str) -> bool:
     """Characters a spreadsheet may skip before a formula: any Unicode space (no-break, ideographic,
     em...), and invisible format characters (zero-width space and joiners, BOM)."""
     return ch.isspace() or unicodedata.category(ch) == "Cf"
@@ -33,11 +33,11 @@ def neutralise(cell: str) -> str:
     if cell[:1].isalnum() and cell[0].isascii():  # most cells (ids, names, times): nothing to look at
         return cell
     for ch in cell:
-        if ch in _CONTROL_START:
+        if ch in CONTROL_START:
             return "'" + cell
-        if _blank(ch):
+        if blank(ch):
             continue
-        return "'" + cell if unicodedata.normalize("NFKC", ch).startswith(_FORMULA_START) else cell
+        return "'" + cell if unicodedata.normalize("NFKC", ch).startswith(FORMULA_START) else cell
     return cell
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netcheck.collector.db import device_states, dialect_insert, execute_hot, site_fact_sets
+from netcheck.collector.db import device_states, dialect_insert, execute_hot, site_fact_sets, site_predictions
 
 #: (digest, canonical JSON of {"facts", "sites"}), or None: the report carries no facts
 Entry = tuple[str, str] | None
@@ -53,6 +53,10 @@ def keep_sets(conn: Connection, found: Iterable[Entry], now: dt.datetime) -> Non
 
 
 def prune(conn: Connection) -> int:
-    """Forget the sets of facts no device's latest state points at any more; how many."""
+    """Forget the sets of facts no device's latest state points at any more, and the predictions
+    made from them (``site_predictions``); how many sets."""
     used = sa.select(device_states.c.device_id).where(device_states.c.facts_digest == site_fact_sets.c.digest)
-    return int(conn.execute(sa.delete(site_fact_sets).where(~used.exists())).rowcount or 0)
+    forgotten = int(conn.execute(sa.delete(site_fact_sets).where(~used.exists())).rowcount or 0)
+    kept = sa.select(site_fact_sets.c.digest).where(site_fact_sets.c.digest == site_predictions.c.facts_digest)
+    conn.execute(sa.delete(site_predictions).where(~kept.exists()))
+    return forgotten

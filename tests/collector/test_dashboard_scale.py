@@ -17,11 +17,21 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from netcheck.collector.db import READS_ONLY, fleet_days, make_engine, reports
-from netcheck.collector.web import queries
+from netcheck.collector import export, store
+from netcheck.collector.db import (
+    READS_ONLY,
+    device_states,
+    device_tags,
+    devices,
+    fleet_days,
+    make_engine,
+    reports,
+    sweep_responses,
+)
+from netcheck.collector.web import copy_export, queries, sites, views
 from netcheck.collector.web.queries import Filters
 from tests.collector.conftest import Fleet, sample_report, sql, upload
-from tests.collector.dashboard import add_user, sign_in
+from tests.collector.dashboard import PAYLOAD, add_user, hostile_report, sign_in
 
 
 @pytest.fixture
@@ -246,3 +256,75 @@ def test_a_sweeps_device_list_pages_by_keyset(fleet: Fleet, clients: list[httpx.
     # the page's own links: a deep page is a URL too
     page = admin.get(f"/ui/sweeps/{sweep_id}", params={"after": made[0]}).text
     assert made[0] not in page and made[1] in page and made[2] in page
+
+
+#: cell values a spreadsheet or a browser could run, and the ones the two writers could quote or
+#: escape differently: formulas after Unicode blanks, full-width and small forms, controls, quotes,
+#: commas, line breaks, COPY's end marker, empty, non-ASCII
+HOSTILE = (PAYLOAD, "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "\nx", " \u00a0=1",
+           "\u200b\u3000\uff1d1", "\uff0b1", "\ufe631", "a,b", 'say "hi"', "line1\nline2", "x\r\ny", "\\.",
+           "", " ", "é日本語🙂", "<b>x</b>", "\u2028=x", "'quoted", "\u0085-1", "Zed", "9=1", "\U000e0020@x")
+
+
+def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet, backend: str) -> None:
+    """The exports PostgreSQL writes (``copy_export``) equal the Python path's, byte for byte, on
+    hostile names, tags, notes and reports, for every list, in keyset batches of 2."""
+    if backend != "postgresql":
+        pytest.skip("SQLite exports take the Python path only")
+    made = [fleet.enroll(tags={"site": "paris"}) for _ in HOSTILE]
+    now = dt.datetime.now(dt.UTC)
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.begin() as conn:
+            sw = store.create_sweep(conn, now, dt.timedelta(hours=1), tag=("site", "paris"), note=HOSTILE[1])
+            tagged = store.create_sweep(conn, now, dt.timedelta(hours=1), thorough=True, tag=("k", PAYLOAD[:100]),
+                                        note=PAYLOAD)
+            for device, text in zip(made, HOSTILE, strict=True):
+                tags = {"site": "paris", "note": text, "=x": text[:20], "\u00e9": "\uff1d"}
+                conn.execute(sa.update(devices).where(devices.c.id == device.device_id)
+                             .values(name=text, tags=store.pairs_text(tags.items())))
+                conn.execute(sa.delete(device_tags).where(device_tags.c.device_id == device.device_id))
+                conn.execute(sa.insert(device_tags), [{"device_id": device.device_id, "key": k, "value": v}
+                                                      for k, v in tags.items()])
+        for device in made[:3]:
+            assert fleet.post(device, upload(hostile_report(), sweep_id=sw["id"])).status_code == 200
+        with engine.begin() as conn:
+            sweep_row = queries.sweep(conn, sw["id"])
+            # the devices behind a Sites number: those whose latest facts have these digests
+            assert conn.execute(sa.update(device_states).values(facts_digest="f" * 64)
+                                .where(device_states.c.device_id.in_([d.device_id for d in made]))).rowcount == 3
+            site_devices = sites.devices_listing(conn, ["f" * 64, "e" * 64])
+            assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
+                                .where(sweep_responses.c.sweep_id == sw["id"])).scalar_one() == 3
+        listings = {"devices": queries.devices_listing(Filters(), now),
+                    "named": queries.devices_listing(Filters(name="=", tag=("site", "paris")), now),
+                    "history": queries.history_listing(made[0].device_id),
+                    "sweeps": queries.sweeps_listing(),
+                    "answered": queries.sweep_devices_listing(sweep_row, True, now),
+                    "missing": queries.sweep_devices_listing(sweep_row, False, now),
+                    "site-devices": site_devices}
+        for name, listing in listings.items():
+            by_python = queries.export_batches(engine.begin, listing, batch=2)
+            csv_text = "".join(views._csv_lines(listing.columns, by_python)).encode()
+            assert b"".join(copy_export.csv_chunks(engine.begin, listing, batch=2)) == csv_text, name
+            by_python = queries.export_batches(engine.begin, listing, batch=2)
+            json_text = "".join(views._json_lines(name, by_python)).encode()
+            assert b"".join(copy_export.json_chunks(engine.begin, listing, name, batch=2)) == json_text, name
+            json.loads(json_text)
+        # the data was hostile enough: neutralised cells, quoted cells, a tagged sweep
+        exported = b"".join(copy_export.csv_chunks(engine.begin, listings["devices"])).decode()
+        names = {r["device_id"]: r["name"] for r in csv.DictReader(io.StringIO(exported, newline=""))}
+        assert [names[d.device_id] for d in made] == [export.neutralise(t) for t in HOSTILE]
+        assert names[made[0].device_id] == "'" + PAYLOAD and names[made[5].device_id] == "'\r=1"
+        assert names[made[8].device_id] == "'\u200b\u3000\uff1d1" and names[made[13].device_id] == "line1\nline2"
+        assert tagged["id"] in b"".join(copy_export.csv_chunks(engine.begin, listings["sweeps"])).decode()
+    finally:
+        engine.dispose()
+
+
+def test_the_formula_pattern_covers_every_code_point_neutralise_prefixes() -> None:
+    """``copy_export`` finds the formula characters in the planes it reads; no other plane has one."""
+    skipped = [cp for cp in range(0x110000) if not any(cp in p for p in copy_export._PLANES)
+               and not 0xD800 <= cp <= 0xDFFF]
+    assert all(export.neutralise(chr(cp) + "x") == chr(cp) + "x" for cp in skipped)
+    assert all(export.neutralise(chr(cp) + "=") == chr(cp) + "=" for cp in skipped)

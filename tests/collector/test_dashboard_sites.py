@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from netcheck.collector.db import make_engine
+from netcheck.collector.web import sites
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 from tests.collector.dashboard import add_user, admin_cli, sign_in
 from tests.collector.harness import CollectorProcess
@@ -131,3 +133,46 @@ def test_hostile_site_names_are_text(fleet: Fleet, client: list[httpx.Client]) -
         assert got.status_code == 200, got.text[:500]
         assert "<script>window.pwned" not in got.text and "<img src=/x" not in got.text
         assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in got.text
+
+
+def test_a_new_worker_reads_the_kept_predictions_and_lost_fact_sets_are_made_again(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet],
+        client: list[httpx.Client]) -> None:
+    """The Sites page keeps each ``what_if`` answer in ``site_predictions`` under a digest of its
+    inputs; a new worker process (here a new ``Sites``) reads it instead of computing it. A set of
+    facts lost from ``site_fact_sets`` is made again from a report that has it."""
+    proc = start_collector()
+    fleet = fleet_factory(proc)
+    for d in [fleet.enroll(name=f"laptop-{i}") for i in range(2)]:
+        assert fleet.post(d, upload(report())).status_code == 200
+    assert signed_in(proc, client).get("/ui/sites").status_code == 200
+    digest = sql(proc.database_url, "SELECT DISTINCT facts_digest FROM device_states")[0][0]
+    # one fact set, with every site up and each known site down alone
+    kept = {r[0] for r in sql(proc.database_url, "SELECT key FROM site_predictions")}
+    downs = [frozenset(), frozenset({"Paris"}), frozenset({"Dublin DC"})]
+    assert kept == {sites.prediction_key(digest, d) for d in downs}
+    assert len({sites.prediction_key(digest, d) for d in [*downs, frozenset({"Paris", "Dublin DC"})]}) == 4
+    # what a new worker reads is what was kept: mark the kept answer for Paris down, then read it
+    paris = sites.prediction_key(digest, frozenset({"Paris"}))
+    sql(proc.database_url, "UPDATE site_predictions SET body = :b WHERE key = :k",
+        b=json.dumps([{"id": "marked", "stays": "works", "drops": "works", "causes": []}]), k=paris)
+    engine = make_engine(proc.database_url, pool_size=1, max_overflow=0)
+    try:
+        fresh = sites.Sites()
+        with engine.begin() as conn:
+            fleet_now = fresh.fleet(conn)
+            fresh.prepare(conn, fleet_now, downs, dt.datetime.now(dt.UTC))
+        (one,) = fleet_now.sets
+        assert [r["id"] for r in fresh.predict(one, frozenset({"Paris"}))] == ["marked"]
+        assert "identity" in [r["id"] for r in fresh.predict(one, frozenset({"Dublin DC"}))]
+        # the kept sets of facts make themselves again from the reports when they are lost
+        sql(proc.database_url, "DELETE FROM site_fact_sets")
+        with engine.begin() as conn:
+            assert [s.digest for s in sites.Sites().fleet(conn).sets] == [digest]
+        assert [r[0] for r in sql(proc.database_url, "SELECT digest FROM site_fact_sets")] == [digest]
+    finally:
+        engine.dispose()
+    # a what-if not asked before is computed and kept
+    assert signed_in(proc, client).get("/ui/sites/whatif", params=[("down", "Paris"), ("down", "Dublin DC")]
+                                       ).status_code == 200
+    assert sql(proc.database_url, "SELECT count(*) FROM site_predictions")[0][0] == 4

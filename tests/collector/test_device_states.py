@@ -150,6 +150,11 @@ def test_a_sweeps_timeline_counts_its_answers_at_each_point(new_database: Callab
             sw = queries.sweep(conn, sweep_id)
             # 4 points over 4 hours: at 0, 60, 120, 180 and 240 minutes
             points = queries.sweep_timeline(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+            # the sweep page's one scan of the answers: the answer after the end is counted, not drawn
+            answered, workloads, timeline = queries.sweep_answers(conn, sw, NOW + dt.timedelta(hours=6), points=4)
+            assert (answered, workloads, timeline) == (6, queries.sweep_workloads(conn, sweep_id), points)
+            assert workloads == {"exchange": {"ok": 6}, "teams_media": {"ok": 6}}
+            assert queries.sweep_coverage(conn, sw, NOW) == queries.sweep_coverage(conn, sw, NOW, answered)
         assert points == [(0.0, 0), (3600.0, 3), (7200.0, 4), (10800.0, 4), (14400.0, 5)]
     finally:
         engine.dispose()
@@ -170,7 +175,7 @@ def test_migration_0014_drops_site_facts_and_its_downgrade_makes_it_from_the_sta
                 "SELECT device_id, report_pk, digest FROM site_facts")))
         assert pointers == sorted((r[0], r[2], r[7]) for r in kept)
         assert facts is not None and (a, kept[[r[0] for r in kept].index(a)][2], facts[0]) in pointers
-        assert migrate(engine) == "0014"
+        assert migrate(engine) == "0015"
         with engine.connect() as conn:
             assert not sa.inspect(conn).has_table("site_facts")
             assert _states(conn) == kept
@@ -220,9 +225,15 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
             assert counted == _tag_counts_joined(conn)
             assert {(r["key"], r["value"]): r["total"] for r in counted} == {
                 ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
+            # the overview's one scan: the same tags, the verdicts and the devices not seen lately
+            verdicts, tags, stale = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
+            assert sorted(tags, key=lambda r: (r["key"], r["value"])) == counted
+            assert verdicts == {"READY": 2, "AT_RISK": 1, None: 1}
+            assert stale == 4  # the three that reported 8 days ago and the one that never did
+            assert queries.device_counts(conn, NOW, 7)[2] == 1
         # migration 0014 fills the text from device_tags
         assert migrate(engine, "0013", downgrade=True) == "0013"
-        assert migrate(engine) == "0014"
+        assert migrate(engine) == "0015"
         with engine.begin() as conn:
             assert sorted(queries.tag_counts(conn), key=lambda r: (r["key"], r["value"])) == counted
             assert conn.execute(sa.text("SELECT count(*) FROM devices WHERE tags = '{}'")).scalar_one() == 1

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -85,10 +85,19 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 @dataclass(frozen=True)
+class Tags:
+    """A list's derived column: the device's tags, from the query's column ``of`` (``devices.tags``)."""
+
+    of: str
+
+
+@dataclass(frozen=True)
 class Listing:
     """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
     the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
-    and what each batch of rows needs added (``finish``: tags, states)."""
+    and what each batch of rows needs added (``finish``: tags, states). ``derived``: the same
+    additions in SQL, in the order ``finish`` adds them (a function of the query as a subquery, or
+    ``Tags``), for the exports PostgreSQL writes (``copy_export``)."""
 
     query: Any
     key: Any
@@ -98,6 +107,7 @@ class Listing:
     #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
     #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
     twins: Sequence[Any] = ()
+    derived: Mapping[str, Callable[[Any], Any] | Tags] = field(default_factory=dict)
 
     def after(self, last: Any) -> Listing:
         """The rows after key ``last``."""
@@ -133,12 +143,6 @@ def export_batches(connect: Callable[[], AbstractContextManager[Connection]], li
 
 
 # --- overview ----------------------------------------------------------------------------------
-
-def verdict_counts(conn: Connection) -> dict[str | None, int]:
-    rows = conn.execute(sa.select(devices.c.last_verdict, sa.func.count()).where(devices.c.revoked_at.is_(None))
-                        .group_by(devices.c.last_verdict)).all()
-    return {r[0]: int(r[1]) for r in rows}
-
 
 def _day_start(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -378,19 +382,36 @@ def tag_counts(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     their tags' text (``devices.tags``) and verdict, each distinct text parsed once."""
     rows = conn.execute(sa.select(devices.c.tags, devices.c.last_verdict, sa.func.count())
                         .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict))
+    return _per_tag([(text, verdict, int(count)) for text, verdict, count in rows], limit)
+
+
+def _per_tag(grouped: Sequence[tuple[str, str | None, int]], limit: int) -> list[dict[str, Any]]:
     out: dict[tuple[str, str], dict[str | None, int]] = {}
-    for text, verdict, count in rows:
+    for text, verdict, count in grouped:
         for key, value in json.loads(text).items():
             per = out.setdefault((key, value), {})
-            per[verdict] = per.get(verdict, 0) + int(count)
+            per[verdict] = per.get(verdict, 0) + count
     ordered = sorted(out.items(), key=lambda kv: (kv[0][0] != "site", kv[0][0], -sum(kv[1].values()), kv[0][1]))
     return [{"key": k, "value": v, "total": sum(c.values()), **{x: c.get(x, 0) for x in VERDICTS}}
             for (k, v), c in ordered[:limit]]
 
 
-def stale_count(conn: Connection, now: dt.datetime, days: int) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        devices.c.revoked_at.is_(None), _stale(now, days))).scalar_one())
+def device_counts(conn: Connection, now: dt.datetime, stale_days: int, limit: int = 200
+                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int]:
+    """The overview's counts of the devices (not revoked) in one scan, grouped by tags' text, verdict
+    and staleness: by latest verdict, ``tag_counts``, and how many were not seen for ``stale_days``
+    (three scans of 100,000 devices made one)."""
+    stale = _stale(now, stale_days)
+    rows = [(text, verdict, bool(old), int(count)) for text, verdict, old, count in conn.execute(
+        sa.select(devices.c.tags, devices.c.last_verdict, stale.label("stale"), sa.func.count())
+        .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict, stale))]
+    verdicts: dict[str | None, int] = {}
+    per_text: dict[tuple[str, str | None], int] = {}
+    for text, verdict, _, count in rows:
+        verdicts[verdict] = verdicts.get(verdict, 0) + count
+        per_text[(text, verdict)] = per_text.get((text, verdict), 0) + count
+    tags = _per_tag([(text, verdict, n) for (text, verdict), n in per_text.items()], limit)
+    return verdicts, tags, sum(count for *_, old, count in rows if old)
 
 
 def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
@@ -437,8 +458,10 @@ def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
 
 
 def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
+    # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags`` (the exports
+    # PostgreSQL writes read the text: ``Tags``)
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
-                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at)
+                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at, devices.c.tags)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
                         not_revoked(conn) if conn is not None and (f.finding or f.workload) else
                         devices.c.revoked_at.is_(None))
@@ -460,7 +483,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags)
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, derived={"tags": Tags("tags")})
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
@@ -527,7 +550,14 @@ def _sweep_tags(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def sweeps_listing() -> Listing:
     answers = (sa.select(sa.func.count()).select_from(sweep_responses)
                .where(sweep_responses.c.sweep_id == sweeps.c.id).scalar_subquery())
-    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags)
+    return Listing(sa.select(sweeps, answers.label("answers")), sweeps.c.id, "id", SWEEP_COLUMNS, _sweep_tags,
+                   derived={"tag": _sweep_tag})
+
+
+def _sweep_tag(sub: Any) -> Any:
+    """``_sweep_tags`` in SQL."""
+    pair = sub.c.tag_key.op("||")(sa.literal("=")).op("||")(sa.func.coalesce(sub.c.tag_value, "None"))
+    return sa.case((sub.c.tag_key != "", pair), else_=sa.null()).label("tag")
 
 
 def sweeps_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page:
@@ -556,12 +586,13 @@ def sweep(conn: Connection, sweep_id: str) -> Any:
     return conn.execute(sa.select(sweeps).where(sweeps.c.id == sweep_id)).first()
 
 
-def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime) -> dict[str, Any]:
-    """Targeted, answered; of the rest: seen in the last ``OFFLINE_AFTER`` (pending) or not (offline, since
-    its last contact, listed with the devices)."""
+def sweep_coverage(conn: Connection, sw: Any, now: dt.datetime, answered: int | None = None) -> dict[str, Any]:
+    """Targeted, answered (counted unless given: ``sweep_answers`` counts it); of the rest: seen in
+    the last ``OFFLINE_AFTER`` (pending) or not (offline, since its last contact, listed with the devices)."""
     targeted = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(*_targeted(sw))).scalar_one())
-    answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
-                                .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
+    if answered is None:
+        answered = int(conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
+                                    .where(sweep_responses.c.sweep_id == sw.id)).scalar_one())
     not_answered = _not_answered(sw)
     offline = int(conn.execute(sa.select(sa.func.count()).select_from(
         not_answered.where(_offline(now)).subquery())).scalar_one())
@@ -573,9 +604,11 @@ def _offline(now: dt.datetime) -> sa.ColumnElement[bool]:
     return sa.or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < now - OFFLINE_AFTER)
 
 
-def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
-    """Cumulative answers over the sweep's life so far: (seconds since start, answers). The database
-    counts the answers per interval between two points (one GROUP BY, not a row per answer)."""
+def sweep_answers(conn: Connection, sw: Any, now: dt.datetime, points: int = 48
+                  ) -> tuple[int, dict[str, dict[str, int]], list[tuple[float, int]]]:
+    """The sweep's answers in one scan of them, grouped by (interval of the chart, statuses' text):
+    how many (``sweep_coverage``'s answered), per workload the answers with each status
+    (``sweep_workloads``), and the cumulative answers over its life so far (``sweep_timeline``)."""
     end = min(now, sw.expires_at)
     span = max(1.0, (end - sw.created_at).total_seconds())
     step = span / points
@@ -586,34 +619,56 @@ def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48
     else:
         elapsed = sa.extract("epoch", sweep_responses.c.received_at - start)
         interval = sa.func.floor(elapsed / step)
+    # the database counts the answers per interval between two points (no row per answer); an
+    # answer outside the sweep's life so far is counted, not charted
+    charted = sa.case((sa.and_(elapsed >= 0, elapsed <= span), interval), else_=sa.null())
+    grouped = [(i, text, int(count)) for i, text, count in conn.execute(
+        sa.select(charted, sweep_responses.c.workloads, sa.func.count())
+        .where(sweep_responses.c.sweep_id == sw.id).group_by(charted, sweep_responses.c.workloads))]
     per: dict[int, int] = {}
-    for i, count in conn.execute(sa.select(interval, sa.func.count()).where(
-            sweep_responses.c.sweep_id == sw.id, elapsed >= 0, elapsed <= span).group_by(interval)):
-        last = min(int(i), points - 1)  # an answer at the very end is in the last interval
-        per[last] = per.get(last, 0) + int(count)
+    texts: dict[str | None, int] = {}
+    for i, text, count in grouped:
+        texts[text] = texts.get(text, 0) + count
+        if i is not None:
+            last = min(int(i), points - 1)  # an answer at the very end is in the last interval
+            per[last] = per.get(last, 0) + count
     # an answer in interval i (after point i, up to point i + 1) counts from point i + 1 on
-    out, total = [], 0
+    timeline, total = [], 0
     for k in range(points + 1):
         total += int(per.get(k - 1, 0))
-        out.append((span * k / points, total))
-    return out
+        timeline.append((span * k / points, total))
+    return sum(texts.values()), _statuses(conn, sw.id, texts.items()), timeline
+
+
+def sweep_timeline(conn: Connection, sw: Any, now: dt.datetime, points: int = 48) -> list[tuple[float, int]]:
+    """Cumulative answers over the sweep's life so far: (seconds since start, answers)."""
+    return sweep_answers(conn, sw, now, points)[2]
 
 
 def sweep_workloads(conn: Connection, sweep_id: str) -> dict[str, dict[str, int]]:
     """Per workload, the sweep's answers with each status: grouped by the statuses kept with each
     answer (``sweep_responses.workloads``); an answer stored without them is read from its report's rows."""
+    return _statuses(conn, sweep_id, conn.execute(
+        sa.select(sweep_responses.c.workloads, sa.func.count()).where(sweep_responses.c.sweep_id == sweep_id)
+        .group_by(sweep_responses.c.workloads)))
+
+
+def _statuses(conn: Connection, sweep_id: str, counted: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """``sweep_workloads`` from the answers counted per statuses' text (None: stored without them)."""
     out: dict[str, dict[str, int]] = {}
-    for text, count in conn.execute(
-            sa.select(sweep_responses.c.workloads, sa.func.count()).where(sweep_responses.c.sweep_id == sweep_id)
-            .group_by(sweep_responses.c.workloads)):
-        if text is not None:
+    unrecorded = 0
+    for text, count in counted:
+        if text is None:
+            unrecorded += int(count)
+        else:
             _add_statuses(out, text, int(count))
-    unrecorded = (sa.select(sweep_responses.c.report_pk)
+    if unrecorded:
+        stored = (sa.select(sweep_responses.c.report_pk)
                   .where(sweep_responses.c.sweep_id == sweep_id, sweep_responses.c.workloads.is_(None)))
-    for wid, status in conn.execute(sa.select(report_workloads.c.workload_id, report_workloads.c.status)
-                                    .where(report_workloads.c.report_pk.in_(unrecorded))):
-        per = out.setdefault(wid, {})
-        per[status] = per.get(status, 0) + 1
+        for wid, status in conn.execute(sa.select(report_workloads.c.workload_id, report_workloads.c.status)
+                                        .where(report_workloads.c.report_pk.in_(stored))):
+            per = out.setdefault(wid, {})
+            per[status] = per.get(status, 0) + 1
     return dict(sorted(out.items()))
 
 
@@ -649,7 +704,15 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins)
+    def state(sub: Any) -> Any:
+        if answered:
+            return sa.literal("answered", sa.Text)
+        seen = sub.c.last_seen_at
+        return sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"), else_="offline")
+
+    derived = {"state": state, "verdict": lambda sub: sa.null().cast(sa.Text),
+               "received_at": lambda sub: sa.null().cast(UTCDateTime)}
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, derived)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,

@@ -16,11 +16,15 @@ number of devices.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import importlib
 import json
 import threading
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,8 +33,15 @@ from sqlalchemy.engine import Connection
 
 from netcheck.assess.outage import UNNAMED, Cause, CauseKind, Fate, remedy
 from netcheck.assess.what_if import FactsError, what_if
-from netcheck.collector import store
-from netcheck.collector.db import device_states, devices, site_fact_sets
+from netcheck.collector import site_facts, store
+from netcheck.collector.db import (
+    device_states,
+    devices,
+    dialect_insert,
+    reports,
+    site_fact_sets,
+    site_predictions,
+)
 from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked, states_counted
 
 #: the fates ``what_if`` answers, best first
@@ -39,6 +50,8 @@ BEHAVIOURS = ("stays", "drops")
 #: a site list's most sites a what-if takes at once
 MAX_DOWN = 16
 _MEMO_MAX = 100_000
+#: the most missing sets of facts one view makes again from reports (one report decoded each)
+REBUILD_MAX = 50
 _KINDS = frozenset(str(k) for k in CauseKind)
 
 
@@ -100,6 +113,10 @@ class Sites:
                                              .where(site_fact_sets.c.digest.in_(missing[i:i + 500]))):
                 bodies[digest] = json.loads(body)
                 self.memo.put(("body", digest), bodies[digest])
+        gone = [d for d, b in bodies.items() if b is None]
+        for digest, body in _rebuilt(conn, gone[:REBUILD_MAX]):
+            bodies[digest] = body
+            self.memo.put(("body", digest), body)
         sets = [FactSet(d, int(n), bodies[d]["facts"], bodies[d]["sites"]) for d, n in counted
                 if d is not None and bodies.get(d) is not None]
         without = sum(int(n) for d, n in counted if d is None)
@@ -109,13 +126,75 @@ class Sites:
         key = ("what_if", s.digest, down)
         found = self.memo.get(key)
         if found is None:
-            try:
-                found = what_if({"outage": {"facts": s.facts}}, down)
-            except FactsError:
-                found = []
+            found = _what_if(s, down)
             self.memo.put(key, found)
         rows: list[dict[str, Any]] = found
         return rows
+
+    def prepare(self, conn: Connection, fleet: Fleet, downs: Iterable[frozenset[str]], now: dt.datetime) -> None:
+        """Every set's prediction with each of ``downs`` in memory: read from ``site_predictions``
+        (kept by an earlier view, in any worker process), else computed and kept there."""
+        wanted = {prediction_key(s.digest, d): (s, d) for d in set(downs) for s in fleet.sets
+                  if self.memo.get(("what_if", s.digest, d)) is None}
+        keys = sorted(wanted)
+        for i in range(0, len(keys), 500):
+            for key, body in conn.execute(sa.select(site_predictions.c.key, site_predictions.c.body)
+                                          .where(site_predictions.c.key.in_(keys[i:i + 500]))):
+                s, d = wanted.pop(key)
+                self.memo.put(("what_if", s.digest, d), json.loads(body))
+        made = []
+        for key, (s, d) in sorted(wanted.items()):
+            body = json.dumps(_what_if(s, d), separators=(",", ":"))
+            self.memo.put(("what_if", s.digest, d), json.loads(body))  # as a later read gets it
+            made.append({"key": key, "facts_digest": s.digest, "body": body, "created_at": now})
+        if made:
+            conn.execute(dialect_insert(conn.dialect.name, site_predictions).on_conflict_do_nothing(), made)
+
+
+def _rebuilt(conn: Connection, digests: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Sets of facts the devices' states name but ``site_fact_sets`` lacks (emptied by hand, or a
+    restore): each made again from the latest report of one device that names it, and kept."""
+    out = []
+    for digest in digests:
+        blob = conn.execute(sa.select(reports.c.report_lz4).where(reports.c.id == (
+            sa.select(device_states.c.report_pk).where(device_states.c.facts_digest == digest).limit(1)
+            .scalar_subquery()))).scalar_one_or_none()
+        found = site_facts.entry(store.decode_report(blob)) if blob is not None else None
+        if found is not None and found[0] == digest:
+            site_facts.keep_sets(conn, [found], store.utcnow())
+            out.append((digest, json.loads(found[1])))
+    return out
+
+
+def _what_if(s: FactSet, down: frozenset[str]) -> list[dict[str, Any]]:
+    try:
+        return what_if({"outage": {"facts": s.facts}}, down)
+    except FactsError:
+        return []
+
+
+#: the modules whose code ``what_if`` runs: a change to any of them is a change to every prediction
+_PREDICTION_CODE = ("netcheck.assess.what_if", "netcheck.assess.outage", "netcheck.assess.site_cases",
+                    "netcheck.assess.site_infer", "netcheck.site_profile", "netcheck.names", "netcheck.models",
+                    "netcheck.m365.catalog")
+
+
+@cache
+def _code_digest() -> str:
+    """A digest of the code that makes the predictions (its modules' source), part of every key."""
+    h = hashlib.sha256()
+    for name in _PREDICTION_CODE:
+        module = importlib.import_module(name)
+        h.update(name.encode() + b"\0" + Path(str(module.__file__)).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def prediction_key(digest: str, down: frozenset[str]) -> str:
+    """``site_predictions.key``: a digest of every input of one prediction (the code, the facts'
+    digest, the sites down). What the policy says (its site profiles) is no input: it names which
+    sites a page asks about, read at every view; the facts carry what the laptop knew."""
+    text = json.dumps([_code_digest(), digest, sorted(down)], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def known_sites(fleet: Fleet, policy: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -285,6 +364,7 @@ class SitePages:
     async def index(self, request: Any, session: Any) -> Any:
         def read(conn: Connection) -> dict[str, Any]:
             fleet, known = self._fleet(conn)
+            self.sites.prepare(conn, fleet, [frozenset(), *(frozenset((s["name"],)) for s in known)], store.utcnow())
             radius = {r["name"]: r for r in blast_radius(self.sites, fleet, [s["name"] for s in known])}
             return {"fleet": fleet, "known": known, "radius": radius, "unnamed": unnamed_systems(fleet)}
 
@@ -295,6 +375,7 @@ class SitePages:
         def read(conn: Connection) -> dict[str, Any]:
             fleet, known = self._fleet(conn)
             down, unknown = self._down(request, known)
+            self.sites.prepare(conn, fleet, [frozenset(), down], store.utcnow())
             case = fleet_case(self.sites, fleet, down) if down else None
             return {"fleet": fleet, "known": known, "down": down, "unknown": unknown, "case": case}
 
@@ -312,6 +393,7 @@ class SitePages:
         def read(conn: Connection) -> dict[str, Any]:
             fleet, known = self._fleet(conn)
             down, unknown = self._down(request, known)
+            self.sites.prepare(conn, fleet, [frozenset(), down], store.utcnow())
             digests = (matching_digests(self.sites, fleet, down, workload, kind=kind, behaviour=behaviour, fate=fate)
                        if down else [])
             listing = devices_listing(conn, digests)

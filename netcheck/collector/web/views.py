@@ -35,7 +35,7 @@ from netcheck.collector import store
 from netcheck.collector.db import READS_ONLY
 from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
-from netcheck.collector.web import accounts, charts, endpoints, queries, service_health
+from netcheck.collector.web import accounts, charts, copy_export, endpoints, queries, service_health
 from netcheck.collector.web.queries import Filters, Page
 from netcheck.collector.web.sites import SitePages, workload_names
 from netcheck.errors import ConfigError
@@ -89,6 +89,7 @@ class Dashboard:
         self.cookie = "__Host-netcheck_ui" if settings.tls else "netcheck_ui"
         self.login_cookie = "__Host-netcheck_login" if settings.tls else "netcheck_login"
         self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
+        self._copies: bool | None = None
         self.days = queries.FleetDays(self._connect, read=self._read if engine.dialect.name == "sqlite" else None)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
@@ -172,19 +173,43 @@ class Dashboard:
             return default
 
     def _export(self, request: Request, name: str, columns: Sequence[str],
-                batches: Callable[[], Iterable[list[dict[str, Any]]]]) -> Response | None:
+                batches: Callable[[], Iterable[list[dict[str, Any]]]],
+                written: Callable[[str], Iterator[bytes]] | None = None) -> Response | None:
         """``format=csv`` or ``format=json``: the whole list, streamed as ``batches`` yields it (the
-        first bytes leave at once, memory stays one batch), else None (the page)."""
+        first bytes leave at once, memory stays one batch), or as the database writes it
+        (``written``, given the format), else None (the page)."""
         fmt = request.query_params.get("format")
         if fmt not in ("csv", "json"):
             return None
-        body = _csv_lines(columns, batches()) if fmt == "csv" else _json_lines(name, batches())
+        body: Iterator[str] | Iterator[bytes]
+        if written is not None:
+            body = written(fmt)
+        else:
+            body = _csv_lines(columns, batches()) if fmt == "csv" else _json_lines(name, batches())
         response = StreamingResponse(body, media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json",
                                      headers={"Content-Disposition": f'attachment; filename="netcheck-{name}.{fmt}"'})
         return self._headers(response)
 
     def _stream(self, request: Request, name: str, listing: queries.Listing) -> Response | None:
-        return self._export(request, name, listing.columns, lambda: queries.export_batches(self._connect, listing))
+        """A list's export: written by PostgreSQL (``copy_export``) when it can, else row by row here."""
+        def batches() -> Iterable[list[dict[str, Any]]]:
+            return queries.export_batches(self._connect, listing)
+
+        def written(fmt: str) -> Iterator[bytes]:
+            # a generator: the first chunk is asked for in a worker thread, never on the event loop
+            if self._copies is None:
+                with self._connect() as conn:
+                    self._copies = copy_export.supports(conn)
+            if not self._copies:
+                lines = _csv_lines(listing.columns, batches()) if fmt == "csv" else _json_lines(name, batches())
+                yield from (line.encode() for line in lines)
+            elif fmt == "csv":
+                yield from copy_export.csv_chunks(self._connect, listing)
+            else:
+                yield from copy_export.json_chunks(self._connect, listing, name)
+
+        return self._export(request, name, listing.columns, batches,
+                            written if self.engine.dialect.name == "postgresql" else None)
 
     def _page_no(self, request: Request) -> int:
         return self._int(request, "page", 1)
@@ -268,14 +293,13 @@ class Dashboard:
 
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
-        counts = queries.verdict_counts(conn)
+        counts, tags, stale = queries.device_counts(conn, now, stale_days)
         trend = self.days.trend(conn, now)
         workloads = queries.workload_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
                 "counting": [r["day"] for r in trend[:-1] if r["counting"]],
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
-                "workloads": workloads, "tags": queries.tag_counts(conn),
-                "stale": queries.stale_count(conn, now, stale_days), "findings": queries.top_findings(conn),
+                "workloads": workloads, "tags": tags, "stale": stale, "findings": queries.top_findings(conn),
                 "health": service_health.overview(conn, now, trend, workloads)}
 
     def _filters(self, request: Request) -> Filters:
@@ -383,9 +407,10 @@ class Dashboard:
 
         def counts(conn: Connection) -> dict[str, Any]:
             at = store.utcnow()
-            coverage = queries.sweep_coverage(conn, sw, at)
-            return {"coverage": coverage, "workloads": queries.sweep_workloads(conn, sw.id), "counted_at": at,
-                    "chart": charts.line(queries.sweep_timeline(conn, sw, at), max(1, coverage["targeted"]))}
+            answered, workloads, timeline = queries.sweep_answers(conn, sw, at)
+            coverage = queries.sweep_coverage(conn, sw, at, answered)
+            return {"coverage": coverage, "workloads": workloads, "counted_at": at,
+                    "chart": charts.line(timeline, max(1, coverage["targeted"]))}
 
         return {"sw": sw, **self.recent.get(("sweep", sw.id), conn, counts),
                 "devices": queries.sweep_devices_page(conn, sw, answered, now, after)}
@@ -517,12 +542,14 @@ def _iso_values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json_lines(name: str, batches: Iterable[list[dict[str, Any]]]) -> Iterator[str]:
-    """``{"<name>": [row, ...]}``, a row a line."""
+    """``{"<name>": [row, ...]}``, a row a line; a batch a chunk (a chunk per row cost the response
+    one send per row: 10,000 devices on SQLite took 2.6 s as JSON, against 0.5 s as CSV)."""
     yield "{" + json.dumps(name) + ": ["
     first = True
     for rows in batches:
-        for r in rows:
-            yield ("\n" if first else ",\n") + json.dumps(r, default=_json_default, ensure_ascii=False)
+        if rows:
+            yield ("\n" if first else ",\n") + ",\n".join(
+                json.dumps(r, default=_json_default, ensure_ascii=False) for r in rows)
             first = False
     yield "\n]}\n"
 
