@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import replace
 
 from netcheck.assess.outage import (
+    PARTIAL,
     Cause,
     CauseKind,
     Dependency,
@@ -515,12 +516,19 @@ def test_what_if_recomputes_the_branch_and_the_pac_fallback_from_the_report_alon
     assert (facts["site_here"], facts["public_egress"]) == ("Lyon branch", "203.0.113.5")
     assert facts["profiles"][0]["internet_via"] == "Dublin DC"
     assert model_from_dict(facts) == model
-    # a status measured now and one the sample could not settle travel too (``measured_now``)
-    hedged = replace(model, current={"exchange": Fate.DEGRADED},
-                     possible_now={"teams_media": (Fate.WORKS, Fate.DEGRADED)})
-    again = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=replace(section, model=hedged)))))
+    # a status measured now and one the sample could not settle travel too (``measured_now``), and so does a
+    # dependency a workload needs to work fully (one per endpoint category: role "category")
+    other = Dependency("exchange", PARTIAL, "autodiscover.contoso.onmicrosoft.com", (Route("198.18.0.20", "eth0",
+                                                                                           "physical"),))
+    current, possible = {"exchange": Fate.DEGRADED}, {"teams_media": (Fate.WORKS, Fate.DEGRADED)}
+    hedged = replace(model, facts=replace(branch, dependencies=(*branch.dependencies, other)), current=current,
+                     possible_now=possible)
+    again_prediction = predict(hedged.facts, lyon, W, current, sites=sites, possible_now=possible)
+    again_section = replace(assess_outage(again_prediction, NAMES, list(W), several_sites=True), model=hedged)
+    again = json.loads(json.dumps(report_to_dict(replace(sample_report(), outage=again_section))))
     jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(again)
     assert model_from_dict(again["outage"]["facts"]) == hedged
+    assert "category" in {p["role"] for p in again["outage"]["paths"]}
     for case in data["outage"]["cases"]:
         assert [(r["id"], r["stays"], r["drops"], r["causes"]) for r in what_if(data, case["down"])] == [
             (w["id"], w["if_vpn_stays"], w["if_vpn_drops"], w["causes"]) for w in case["workloads"]]
