@@ -99,6 +99,25 @@ def netcheck_argv(world: World, exe: str) -> tuple[list[str], list[str]]:
     return argv + list(s.netcheck.args), dropped
 
 
+#: The report's published schema (a data file, read as the collector reads it: never netcheck's code).
+REPORT_SCHEMA = Path(__file__).resolve().parents[2] / "netcheck" / "schema" / "report-v2.schema.json"
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema  # noqa: PLC0415 - the lab's only use of it
+
+    return jsonschema.Draft202012Validator(json.loads(REPORT_SCHEMA.read_text()))
+
+
+def schema_error(report: dict[str, Any]) -> str | None:
+    """Why ``report`` does not match the schema netcheck publishes for it, or None."""
+    error = next(iter(sorted(_validator().iter_errors(report), key=lambda e: list(e.absolute_path))), None)
+    if error is None:
+        return None
+    return f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message[:200]}"
+
+
 def run_netcheck(world: World, exe: str | None = None) -> NetcheckRun:
     """Run netcheck's check on the laptop: ``exe`` (e.g. the frozen executable) or the one beside the lab's Python."""
     exe = exe or find_netcheck(world.python)
@@ -133,6 +152,10 @@ def run_netcheck(world: World, exe: str | None = None) -> NetcheckRun:
         return run
     if not isinstance(report, dict):
         run.status, run.message = "error", "netcheck's report is not a JSON object"
+        return run
+    invalid = schema_error(report)
+    if invalid:  # a report a collector would refuse is a failure of netcheck's, counted as one
+        run.status, run.message = "error", f"netcheck's report does not match its schema: {invalid[:300]}"
         return run
     run.report = report
     if res.returncode not in EXIT_MEANING:

@@ -661,6 +661,19 @@ def test_stun_truth_client_counts_every_request_it_sent() -> None:
     assert (out["sent"], out["received"], out["loss_pct"]) == (40, 30, 25.0), out
 
 
+def test_a_report_the_collector_would_refuse_is_a_netcheck_error() -> None:
+    """The lab checks netcheck's report against its published schema, as a collector does: a report with a
+    field the schema does not allow (as the one dependency per endpoint category once was) is an error."""
+    from netcheck.render.json import report_to_dict  # noqa: PLC0415 - the test builds a report; the lab never
+    from tests.lab.netcheck_runner import schema_error  # noqa: PLC0415
+    from tests.sample_report import sample_report  # noqa: PLC0415
+
+    report = json.loads(json.dumps(report_to_dict(sample_report())))
+    assert schema_error(report) is None
+    report["workloads"][0]["status"] = "sideways"
+    assert (schema_error(report) or "").startswith("workloads/0/status: 'sideways' is not one of")
+
+
 def test_generator_covers_every_valid_pair_and_says_why_it_skips(tmp_path: Path) -> None:
     combos, skipped, total = gen.generate()
     assert combos == gen.generate()[0]  # seeded: the same every time
