@@ -262,21 +262,20 @@ async def probe_tls_and_https(tls_target: Target, https_target: Target, spec: Pr
     ``tls`` phases are then the TLS probe's, and its detail says ``shared_connection``.
     """
     proxy, _ = choose_proxy(spec, "https", https_target.host, https_target.port or 443)
-    if proxy is not None or tls_target.address != https_target.address \
-            or (tls_target.port or 443) != (https_target.port or 443) or not trust.machine_holds_public(spec):
-        tls, https = await asyncio.gather(probe_tls(tls_target, spec, deadline),
-                                          probe_http(https_target, spec, deadline))
-        return tls, https
-    shared = Shared()
-
-    async def tls_side() -> ProbeResult:
-        try:
-            return await probe_tls(tls_target, spec, deadline, shared)
-        finally:
-            shared.abandon()
-
+    together = proxy is None and tls_target.address == https_target.address \
+        and (tls_target.port or 443) == (https_target.port or 443) and trust.machine_holds_public(spec)
+    shared = Shared() if together else None
+    # The HTTPS probe in a task of its own, the TLS probe in this one (a task less than gather's two)
+    task = asyncio.get_running_loop().create_task(probe_http(https_target, spec, deadline, shared))
     try:
-        tls, https = await asyncio.gather(tls_side(), probe_http(https_target, spec, deadline, shared))
+        try:
+            tls = await probe_tls(tls_target, spec, deadline, shared)
+        finally:
+            if shared is not None:
+                shared.abandon()
+        return tls, await task
     finally:
-        shared.close()
-    return tls, https
+        if not task.done():
+            task.cancel()
+        if shared is not None:
+            shared.close()
