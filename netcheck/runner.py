@@ -207,6 +207,9 @@ class _Run:
         HTTP goes to the resolved address (as the OS would pick it) rather than
         resolving again: half the DNS load, and the same critical path. When the
         name did not resolve, HTTP resolves by itself, as an application would.
+        A front door's HTTPS probe and its TLS probe of the same address go as a
+        pair, in one in-flight slot, on one connection when that changes neither
+        result (:func:`netcheck.probes.http.probe_tls_and_https`).
         """
         async with self.dns_sem:
             dns = await self.probe(ProbeKind.DNS, target)

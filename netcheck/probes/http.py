@@ -4,7 +4,9 @@ Any HTTP response is a success except: no response at all, 407 (a proxy wants
 credentials), and 403 from something that looks like a proxy (a proxy product
 in ``Server``, or a ``Via`` / ``X-Squid-Error`` / ``Proxy-Agent`` header).
 Redirects are not followed and each probe uses a fresh connection (keep-alive
-off), so every probe measures a real connect and TLS handshake.
+off), so every probe measures a real connect and TLS handshake; a front door's
+HTTPS probe may use its TLS probe's fresh connection to the same address, when
+that gives the same answer (:func:`probe_tls_and_https`).
 
 Proxy: ``spec.proxy`` if set, else the check's decision for this URL (``spec.proxy_map``:
 the PAC file or the settings, :mod:`netcheck.proxy.decision`), else, when ``spec.trust_env``,
