@@ -145,3 +145,12 @@ def test_different_addresses_go_apart(srv: Servers, pki: Pki) -> None:
 def test_a_deadline_already_passed(srv: Servers, pki: Pki) -> None:
     tls, https = pair(srv.https_200.port, spec_of(pki), seconds=0)
     assert tls.outcome is Outcome.TIMEOUT and https.outcome is Outcome.TIMEOUT
+
+
+def test_a_loop_without_readiness_callbacks_shares_the_connection_too(srv: Servers, pki: Pki) -> None:
+    """Windows' proactor loop has no ``add_reader``: the shared connection is read with ``sock_recv``."""
+    from tests.probes.test_timing import run_without_add_reader
+
+    tls, https = run_without_add_reader(probe_tls_and_https(*targets(srv.https_200.port), spec_of(pki),
+                                                            Deadline.after(10)))
+    assert tls.outcome is Outcome.OK and https.outcome is Outcome.OK and https.detail["shared_connection"] is True
