@@ -277,7 +277,7 @@ class Exchange:
         start = time.perf_counter()
         tls = TlsConn(conn, ctx, server_name)
         async with asyncio.timeout(timeout):
-            await tls.handshake()
+            await tls.handshake(flush=False)  # the Finished goes with the request (or CONNECT) written next
         self.tls_s = time.perf_counter() - start
         self.tls_done = True
         self.peer_der = tls.tls.getpeercert(binary_form=True)

@@ -201,7 +201,7 @@ async def _handshake(host: str, family: socket.AddressFamily,
         try:
             async with asyncio.timeout(deadline.step(cap)):
                 conn = TlsConn(SocketConn(sock), ctx, host)
-                await conn.handshake()
+                await conn.handshake(flush=shared is None)  # shared: the Finished goes with the request
         except Exception as exc:
             if shared is not None:
                 shared.failed(exc)

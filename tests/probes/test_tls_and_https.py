@@ -10,6 +10,7 @@ import pytest
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
+from netcheck.probes._connect import SocketConn
 from netcheck.probes.http import probe_http, probe_tls_and_https
 from netcheck.probes.tls import probe_tls
 from tests.probes.conftest import Servers, checked, eventually, run
@@ -154,3 +155,22 @@ def test_a_loop_without_readiness_callbacks_shares_the_connection_too(srv: Serve
     tls, https = run_without_add_reader(probe_tls_and_https(*targets(srv.https_200.port), spec_of(pki),
                                                             Deadline.after(10)))
     assert tls.outcome is Outcome.OK and https.outcome is Outcome.OK and https.detail["shared_connection"] is True
+
+
+def test_the_finished_goes_with_the_request(srv: Servers, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS 1.3's client Finished waits for the request and goes in the same send (one packet less), as
+    browsers send it: two sends for the pair's one connection, the ClientHello and Finished + GET."""
+    sent: list[bytes] = []
+    real = SocketConn.send
+
+    async def counted(self: SocketConn, data: bytes) -> None:
+        sent.append(data)
+        await real(self, data)
+
+    monkeypatch.setattr(SocketConn, "send", counted)
+    tls, https = pair(srv.https_200.port, spec_of(pki))
+    assert tls.detail["protocol"] == "TLSv1.3" and https.detail["status"] == 200
+    assert len(sent) == 2
+    sent.clear()
+    alone = run(probe_http(targets(srv.https_200.port)[1], spec_of(pki), Deadline.after(10)))
+    assert alone.outcome is Outcome.OK and len(sent) == 2
