@@ -137,6 +137,21 @@ def planned_count(plan: TargetPlan, settings: RunSettings, extra: int = 0) -> in
     return n
 
 
+async def _together(aws: Sequence[Awaitable[object]]) -> None:
+    """Await all of ``aws`` at once: the first in this task, each other in a task of its own (one
+    task less than ``gather``, for each of a check's ~170 hosts). Guarded probes do not raise."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws[1:]]
+    try:
+        if aws:
+            await aws[0]
+        for task in tasks:
+            await task
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+
+
 class _Run:
     def __init__(self, spec: ProbeSpec, deadline: Deadline, settings: RunSettings, on_result: OnResult,
                  probes: dict[ProbeKind, Callable[[Target, ProbeSpec, Deadline], Awaitable[ProbeResult]]],
@@ -150,25 +165,37 @@ class _Run:
 
     async def guarded(self, kind: ProbeKind, target: Target,
                       call: Callable[[], Awaitable[ProbeResult]]) -> ProbeResult:
+        async def one() -> tuple[ProbeResult, ...]:
+            return (await call(),)
+
+        return (await self.guarded_all(((kind, target),), one))[0]
+
+    async def guarded_all(self, probes: tuple[tuple[ProbeKind, Target], ...],
+                          call: Callable[[], Awaitable[tuple[ProbeResult, ...]]]) -> tuple[ProbeResult, ...]:
+        """``call`` makes the results of ``probes`` (one, or a pair on one connection), in one slot."""
         async with self.sem:
             if self.deadline.expired:
-                result = ProbeResult(kind, target, Outcome.TIMEOUT,
-                                     "not started: the check's deadline had passed")
+                results = tuple(ProbeResult(kind, target, Outcome.TIMEOUT,
+                                            "not started: the check's deadline had passed")
+                                for kind, target in probes)
             else:
                 try:
                     # asyncio.timeout, not wait_for: no extra task per probe (405 of them in a check)
                     async with asyncio.timeout(self.deadline.remaining() + 0.25):
-                        result = await call()
+                        results = await call()
                 except TimeoutError:
-                    result = ProbeResult(kind, target, Outcome.TIMEOUT,
-                                         "did not finish before the check's deadline")
+                    results = tuple(ProbeResult(kind, target, Outcome.TIMEOUT,
+                                                "did not finish before the check's deadline")
+                                    for kind, target in probes)
                 except Exception as exc:  # a bug in a probe must not sink the check
-                    log.exception("probe %s %s failed", kind, target.label)
-                    result = ProbeResult(kind, target, Outcome.ERROR,
-                                         f"netcheck could not run this probe ({type(exc).__name__})")
-        self.results.append(result)
-        self.on_result(result)
-        return result
+                    log.exception("probe %s %s failed", probes[0][0], probes[0][1].label)
+                    results = tuple(ProbeResult(kind, target, Outcome.ERROR,
+                                                f"netcheck could not run this probe ({type(exc).__name__})")
+                                    for kind, target in probes)
+        for result in results:
+            self.results.append(result)
+            self.on_result(result)
+        return results
 
     def probe(self, kind: ProbeKind, target: Target) -> Awaitable[ProbeResult]:
         fn = self.probes[kind]
@@ -180,6 +207,9 @@ class _Run:
         HTTP goes to the resolved address (as the OS would pick it) rather than
         resolving again: half the DNS load, and the same critical path. When the
         name did not resolve, HTTP resolves by itself, as an application would.
+        A front door's HTTPS probe and its TLS probe of the same address go as a
+        pair, in one in-flight slot, on one connection when that changes neither
+        result (:func:`netcheck.probes.http.probe_tls_and_https`).
         """
         async with self.dns_sem:
             dns = await self.probe(ProbeKind.DNS, target)
@@ -189,8 +219,9 @@ class _Run:
                          for a in _strings(dns.detail.get(fam))]
             if preferred:
                 http_target = target.with_address(preferred[0])
-        follow: list[Awaitable[ProbeResult]] = [
-            self.probe(ProbeKind.HTTP, http_target.with_port(p, "https" if p == 443 else "http")) for p in ports]
+        https = [http_target.with_port(443, "https")] if 443 in ports else []
+        follow: list[Awaitable[object]] = [
+            self.probe(ProbeKind.HTTP, http_target.with_port(p, "http")) for p in ports if p != 443]
         if dns.ok:
             # Front doors (Optimize and Allow): certificate and interception check and
             # latency samples per address family, as Microsoft's test does. Default
@@ -201,9 +232,21 @@ class _Run:
                     continue
                 addressed = target.with_address(str(addrs[0]))
                 if 443 in ports:
-                    follow.append(self.probe(ProbeKind.TLS, addressed.with_port(443)))
+                    tls = addressed.with_port(443)
+                    if https and https[0].address == tls.address:  # one connection may serve both
+                        follow.append(self.pair(tls, https.pop()))
+                    else:
+                        follow.append(self.probe(ProbeKind.TLS, tls))
                 follow.append(self.probe(ProbeKind.TCP, addressed.with_port(443 if 443 in ports else 80)))
-        await asyncio.gather(*follow)
+        follow.extend(self.probe(ProbeKind.HTTP, t) for t in https)
+        await _together(follow)
+
+    def pair(self, tls: Target, https: Target) -> Awaitable[tuple[ProbeResult, ...]]:
+        """A front door's TLS and HTTPS probes of one address (:func:`~netcheck.probes.http.probe_tls_and_https`)."""
+        from netcheck.probes.http import probe_tls_and_https
+
+        return self.guarded_all(((ProbeKind.TLS, tls), (ProbeKind.HTTP, https)),
+                                lambda: probe_tls_and_https(tls, https, self.spec, self.deadline))
 
     async def media(self, media: MediaTarget, relay: str, probe: MediaProbe) -> None:
         target = Target(host=relay, category=media.category, workloads=media.workloads,

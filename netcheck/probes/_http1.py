@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import h11
 
 from netcheck.probes import _pace
-from netcheck.probes._connect import SocketConn, TlsConn, connect_socket
+from netcheck.probes._connect import Shared, SocketConn, TlsConn, connect_socket
 
 #: Largest response head accepted (as httpcore).
 MAX_HEAD = 100 * 1024
@@ -217,27 +217,36 @@ class Exchange:
 
     async def get(self, *, scheme: str, host: str, port: int, target: str, headers: Sequence[tuple[str, str]],
                   ssl_context: ssl.SSLContext, timeout: float, connect_to: str | None = None,
-                  proxy: Proxy | None = None, body_limit: int = _READ_SIZE, keep_body: bool = False) -> Response:
+                  proxy: Proxy | None = None, body_limit: int = _READ_SIZE, keep_body: bool = False,
+                  shared: Shared | None = None) -> Response:
         """GET ``target`` (path and query) from ``scheme://host:port``; reads at most ``body_limit`` body bytes.
 
         ``connect_to`` is the address to connect to instead of ``host`` (which still
         names the server in SNI); ``headers`` must include ``Host``. Each step (connect,
         handshake, each read) may take ``timeout`` seconds. Returns once the body is
-        read; ``self.response`` is set as soon as the head arrives.
+        read; ``self.response`` is set as soon as the head arrives. ``shared`` (direct
+        ``https`` only): the connect and handshake another probe makes for this one
+        (:class:`~netcheck.probes._connect.Shared`); its failures are raised as this
+        exchange's own, and ``NotShared`` when it made none.
         """
         hop_host, hop_port = (proxy.host, proxy.port) if proxy else (connect_to or host, port)
         sock: socket.socket | None = None
         try:
             start = time.perf_counter()
             async with asyncio.timeout(timeout):
-                sock = await open_socket(hop_host, hop_port)
-            self.connect_s = time.perf_counter() - start
+                if shared is None:
+                    sock = await open_socket(hop_host, hop_port)
+                    self.connect_s = time.perf_counter() - start
+                else:
+                    sock, self.connect_s = await shared.connected
             self.connected = True
             self.remote, self.local = _address(sock.getpeername), _address(sock.getsockname)
             conn: _Conn = SocketConn(sock)
             request_target = target
             extra: list[tuple[str, str]] = []
-            if proxy is not None:
+            if shared is not None:
+                conn = await self._shared_tls(shared, timeout)
+            elif proxy is not None:
                 if proxy.scheme == "https":
                     conn = await self._start_tls(conn, ssl_context, proxy.host, timeout)
                 if scheme == "https":
@@ -246,7 +255,7 @@ class Exchange:
                     request_target = f"http://{authority(host, port, 80)}{target}"
                     if proxy.authorization:
                         extra.append(("Proxy-Authorization", proxy.authorization))
-            if scheme == "https":
+            if scheme == "https" and shared is None:
                 conn = await self._start_tls(conn, ssl_context, host, timeout)
             h = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
             start = time.perf_counter()
@@ -268,8 +277,16 @@ class Exchange:
         start = time.perf_counter()
         tls = TlsConn(conn, ctx, server_name)
         async with asyncio.timeout(timeout):
-            await tls.handshake()
+            await tls.handshake(flush=False)  # the Finished goes with the request (or CONNECT) written next
         self.tls_s = time.perf_counter() - start
+        self.tls_done = True
+        self.peer_der = tls.tls.getpeercert(binary_form=True)
+        return tls
+
+    async def _shared_tls(self, shared: Shared, timeout: float) -> TlsConn:
+        self.tls_started, self.tls_done = True, False
+        async with asyncio.timeout(timeout):
+            tls, self.tls_s = await shared.secured
         self.tls_done = True
         self.peer_der = tls.tls.getpeercert(binary_form=True)
         return tls

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import trust
-from netcheck.probes._connect import SocketConn, TlsConn, connect_socket
+from netcheck.probes._connect import Shared, SocketConn, TlsConn, connect_socket
 from netcheck.probes._errors import classify, failure, ms, too_late
 from netcheck.probes.tcp import family_of, socket_address
 
@@ -177,37 +177,47 @@ class _Handshake:
 
 async def _handshake(host: str, family: socket.AddressFamily,
                      sockaddr: tuple[str, int] | tuple[str, int, int, int], ctx: ssl.SSLContext,
-                     deadline: Deadline, cap: float, hs: _Handshake) -> None:
-    """TCP connect then a TLS handshake with SNI ``host``; fills ``hs``; raises on failure."""
+                     deadline: Deadline, cap: float, hs: _Handshake, shared: Shared | None = None) -> None:
+    """TCP connect then a TLS handshake with SNI ``host``; fills ``hs``; raises on failure.
+
+    With ``shared``, each step's outcome is handed on as it comes, and a connection that
+    shook hands stays open for the HTTPS probe (``shared``'s owner closes it)."""
     hs.stage = "connect"
-    async with asyncio.timeout(deadline.step(cap)):
-        sock, start = await connect_socket(family, sockaddr)
-    hs.connect_s = time.perf_counter() - start
-    try:
-        hs.local_address = str(sock.getsockname()[0])
-    except OSError:
-        sock.close()
-        raise
-    hs.stage = "tls"
-    start = time.perf_counter()
     try:
         async with asyncio.timeout(deadline.step(cap)):
-            tls = await _tls_handshake(sock, ctx, host)
+            sock, start = await connect_socket(family, sockaddr)
+        hs.connect_s = time.perf_counter() - start
+    except Exception as exc:
+        if shared is not None:
+            shared.failed(exc)
+        raise
+    handed = False
+    try:
+        hs.local_address = str(sock.getsockname()[0])
+        if shared is not None:
+            shared.connect_done(sock, hs.connect_s)
+        hs.stage = "tls"
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(deadline.step(cap)):
+                conn = TlsConn(SocketConn(sock), ctx, host)
+                await conn.handshake(flush=shared is None)  # shared: the Finished goes with the request
+        except Exception as exc:
+            if shared is not None:
+                shared.failed(exc)
+            raise
         hs.tls_s = time.perf_counter() - start
+        if shared is not None:
+            shared.handshake_done(conn, hs.tls_s)
+            handed = True
+        tls = conn.tls
         hs.protocol = tls.version()
         cipher = tls.cipher()
         hs.cipher = cipher[0] if cipher else None
         hs.der = tls.getpeercert(binary_form=True)
     finally:
-        sock.close()
-
-
-async def _tls_handshake(sock: socket.socket, ctx: ssl.SSLContext, host: str) -> ssl.SSLObject:
-    """The TLS handshake on a connected socket (:class:`~netcheck.probes._connect.TlsConn`); the
-    probe only shakes hands. The caller closes ``sock``."""
-    tls = TlsConn(SocketConn(sock), ctx, host)
-    await tls.handshake()
-    return tls.tls
+        if not handed:
+            sock.close()
 
 
 def cert_facts_of(der: bytes | None) -> CertFacts:
@@ -225,8 +235,12 @@ def _parsed(der: bytes) -> CertFacts:
         return CertFacts()
 
 
-async def probe_tls(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
-    """Handshake with SNI ``target.host``; OK, TLS_INSPECTED, TLS_UNTRUSTED or a failure."""
+async def probe_tls(target: Target, spec: ProbeSpec, deadline: Deadline, shared: Shared | None = None
+                    ) -> ProbeResult:
+    """Handshake with SNI ``target.host``; OK, TLS_INSPECTED, TLS_UNTRUSTED or a failure.
+
+    With ``shared``, the first connect and handshake (against the public roots) are also
+    the HTTPS probe's (:func:`netcheck.probes.http.probe_tls_and_https`)."""
     kind = ProbeKind.TLS
     port = target.port or DEFAULT_PORT
     host = target.address or target.host
@@ -243,7 +257,7 @@ async def probe_tls(target: Target, spec: ProbeSpec, deadline: Deadline) -> Prob
         async with asyncio.timeout_at(deadline.at):
             sock_family, sockaddr = await socket_address(host, port, deadline, cap)
             family = family_of(sockaddr[0])
-            return await _verify(target, sock_family, sockaddr, public, spec, deadline, cap, hs, family)
+            return await _verify(target, sock_family, sockaddr, public, spec, deadline, cap, hs, family, shared)
     except TimeoutError:
         if hs.stage == "tls":
             outcome, reason = Outcome.TIMEOUT, "the TLS handshake did not finish in time"
@@ -270,7 +284,7 @@ def _phases(hs: _Handshake) -> dict[str, float]:
 async def _verify(target: Target, sock_family: socket.AddressFamily,
                   sockaddr: tuple[str, int] | tuple[str, int, int, int], public: ssl.SSLContext,
                   spec: ProbeSpec, deadline: Deadline, cap: float, hs: _Handshake,
-                  family: str | None) -> ProbeResult:
+                  family: str | None, shared: Shared | None) -> ProbeResult:
     """The public roots first; the machine's store (loaded only then: the OS store costs ~25 ms of
     CPU to load, and the HTTP probes have their own instance) when they do not lead to the certificate."""
     kind = ProbeKind.TLS
@@ -284,7 +298,7 @@ async def _verify(target: Target, sock_family: socket.AddressFamily,
         return ProbeResult(kind, target, outcome, reason, _phases(source) or _phases(hs), detail, family)
 
     try:
-        await _handshake(target.host, sock_family, sockaddr, public, deadline, cap, hs)
+        await _handshake(target.host, sock_family, sockaddr, public, deadline, cap, hs, shared)
     except ssl.SSLCertVerificationError as public_exc:
         outcome, reason = classify(public_exc)
         if outcome is not Outcome.TLS_UNTRUSTED:  # name mismatch, expired, ...: the same anywhere

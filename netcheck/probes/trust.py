@@ -12,7 +12,10 @@ shared. SSLContexts are safe to share between concurrent connections.
   ``SSL_CERT_DIR``), or ``ProbeSpec.system_roots``. A chain that verifies only
   here was signed by a locally added root: TLS inspection.
 * http: the machine's store again, as a separate instance offering ALPN
-  ``http/1.1`` (what the HTTP and realm probes speak).
+  ``http/1.1`` (what the HTTP and realm probes speak). The public instance offers
+  it too: a front door's HTTPS probe may send its request on the TLS probe's
+  connection (:func:`netcheck.probes.http.probe_tls_and_https`), when the machine's
+  store holds every public root (:func:`machine_holds_public`).
 * unverified: no verification at all, only to read the certificate a server
   presents when neither store accepts it.
 
@@ -47,7 +50,7 @@ def _verifying(purpose: str, cafile: str | None, env: tuple[str | None, ...]) ->
     # SSL_CERT_DIR change (``env``, a cache key only).
     del env
     ctx = ssl.create_default_context(cafile=cafile)
-    if purpose == "http":
+    if purpose in ("http", "public"):  # the public one: a front door's HTTPS probe may use its handshake
         ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
@@ -65,6 +68,25 @@ def system_context(spec: ProbeSpec) -> ssl.SSLContext:
 def http_context(spec: ProbeSpec) -> ssl.SSLContext:
     """Verifies against the machine's store and offers ALPN ``http/1.1`` (for HTTP requests)."""
     return _verifying("http", spec.system_roots, _env_key(spec))
+
+
+def machine_holds_public(spec: ProbeSpec) -> bool:
+    """Whether the machine's store (as the HTTP probes load it) holds every root of the public set, so
+    that a chain the public roots verify verifies there too. False when either cannot be read, and
+    when a public root is only in a directory of the machine's store (``SSL_CERT_DIR``, a
+    ``capath``): OpenSSL reads such a root when it needs it, so it cannot be listed beforehand."""
+    try:
+        return _holds(public_context(spec), http_context(spec))
+    except (OSError, ssl.SSLError):
+        return False
+
+
+@functools.lru_cache(maxsize=16)
+def _holds(public: ssl.SSLContext, machine: ssl.SSLContext) -> bool:
+    # Cached per pair of (cached) contexts; certificates are compared as DER. A store with more
+    # roots still has the path the public set found (OpenSSL tries other paths when one fails).
+    mine = set(machine.get_ca_certs(binary_form=True))
+    return all(der in mine for der in public.get_ca_certs(binary_form=True))
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,4 +107,5 @@ def _env_key(spec: ProbeSpec) -> tuple[str | None, ...]:
 def clear_cache() -> None:
     """Forget every loaded store (after a bundle file changed on disk)."""
     _verifying.cache_clear()
+    _holds.cache_clear()
     unverified_context.cache_clear()
