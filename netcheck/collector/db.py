@@ -4,8 +4,9 @@ One schema for SQLite (the zero-configuration default) and PostgreSQL (productio
 collector processes). Alembic migrations in ``migrations/`` create and evolve it; ``migrate()``
 runs them programmatically, under an advisory lock on PostgreSQL so that collectors starting
 together do not race. SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives a
-power cut) and every transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the
-busy timeout instead of failing when a read lock cannot be upgraded.
+power cut; only a ``RELAXED`` transaction, a rate count, commits without waiting for the disk) and
+every transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the busy timeout
+instead of failing when a read lock cannot be upgraded.
 
 Times are stored in UTC. The full report is kept as canonical JSON text; the fields the
 dashboard filters on (verdict, per-workload status, sweep answers, tags) are columns and rows.
@@ -17,7 +18,8 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -352,8 +354,18 @@ health_poll = sa.Table(
 READS_ONLY = "netcheck_reads_only"
 
 
+#: a connection's execution option (``conn.execution_options(**{RELAXED: True})``, or
+#: ``relaxed_transaction``): on SQLite its transactions commit without waiting for the disk
+#: (``synchronous=NORMAL``, set before they begin: SQLite refuses to change it inside one). In WAL
+#: mode such a commit is appended to the log unsynced; the next durable commit (a report's, with
+#: ``synchronous=FULL``) or checkpoint syncs the log and it with it, and a crash before that may lose
+#: it, never corrupt anything. The PostgreSQL counterpart is ``relax_durability``.
+RELAXED = "netcheck_relaxed"
+
+
 def relax_durability(conn: Connection) -> None:
-    """This transaction need not wait for its commit to reach the disk (PostgreSQL).
+    """This transaction need not wait for its commit to reach the disk (PostgreSQL; on SQLite,
+    open it with ``relaxed_transaction``).
 
     For rate-limit counters and a token's first use: losing the last of them in a crash is
     harmless, and not waiting for the WAL flush keeps the gate in front of every request fast.
@@ -361,6 +373,17 @@ def relax_durability(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
+@contextmanager
+def relaxed_transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` for a transaction whose commit need not wait for the disk (``RELAXED``):
+    on SQLite that is set here; on PostgreSQL the transaction relaxes itself (``relax_durability``,
+    or ``store.lookup_tokens(relax=True)`` in its first statement, saving a round trip)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{RELAXED: True})
+        with conn.begin():
+            yield conn
 
 
 #: compiled SQL of the statements ``execute_hot`` ran on PostgreSQL, by statement identity
@@ -483,7 +506,17 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READS_ONLY) else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get(READS_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # durable (FULL) unless the transaction is RELAXED; a PRAGMA only when it changes
+        synchronous = "NORMAL" if options.get(RELAXED) else "FULL"
+        info = conn.connection.info
+        if info.get("synchronous") != synchronous:
+            conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+            info["synchronous"] = synchronous
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
