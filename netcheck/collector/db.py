@@ -425,14 +425,11 @@ def execute_hot(conn: Connection, stmt: Any,
         params = {**fixed, **params} if isinstance(params, Mapping) else [{**fixed, **p} for p in params]
     from psycopg.rows import namedtuple_row
 
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cursor = raw.cursor(row_factory=namedtuple_row)
-    try:
+    with _driver_cursor(conn, sql, row_factory=namedtuple_row) as cursor:
         if isinstance(params, Mapping):
             cursor.execute(sql, params)
         elif each:
-            cursor.executemany(sql, params, returning=True)  # type: ignore[call-arg]
+            cursor.executemany(sql, params, returning=True)
             out = [list(cursor.fetchall())]
             while cursor.nextset():
                 out.append(list(cursor.fetchall()))
@@ -440,6 +437,17 @@ def execute_hot(conn: Connection, stmt: Any,
         else:
             cursor.executemany(sql, params)
         return list(cursor.fetchall()) if cursor.description is not None else []
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str, **options: Any) -> Iterator[Any]:
+    """A psycopg cursor in ``conn``'s transaction (PostgreSQL); its errors become SQLAlchemy's
+    (``sql`` names the statement, never its values), a lost connection invalidated and said so."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor(**options)
+    try:
+        yield cursor
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, raw, cursor)
         if lost:
@@ -448,6 +456,27 @@ def execute_hot(conn: Connection, stmt: Any,
                                          connection_invalidated=lost, dialect=conn.dialect) from exc
     finally:
         cursor.close()
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows (each the same columns) that no other row can conflict with, such as a stored
+    report's workloads and findings, with values the driver takes as they are (as ``execute_hot``).
+
+    On PostgreSQL one ``COPY ... FROM STDIN``: the rows go as one stream, where ``executemany``
+    binds and executes each row on its own (in psycopg and in PostgreSQL: a report's 6 workloads
+    and 2 findings were a tenth of the collector's CPU per upload). Elsewhere ``conn.execute``.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(sa.insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    with _driver_cursor(conn, sql) as cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
 
 
 def dialect_insert(dialect: str, table: sa.Table) -> Any:
