@@ -241,11 +241,11 @@ class _Api:
         self._prepare_slot = anyio.CapacityLimiter(1)
         slots = max(1, pool + settings.db_max_overflow)
         # SQLite lets one transaction write at a time. Its other writers wait in its busy handler,
-        # which polls with growing sleeps (up to 100 ms): a writer that has waited a while loses to
-        # newcomers, and the last of a queue of six (two processes' gate and store threads) waited
-        # a second. In a process, the gate's and the store's batches take turns on this lock instead
-        # (woken the moment it is free), one batch of each at a time: uploads that arrive meanwhile
-        # join the next batch, not a second thread queued for the lock.
+        # which polls with growing sleeps (up to 100 ms): a writer that has waited a while can lose
+        # to newcomers again and again (with two processes, three threads each could wait so). In a
+        # process, the gate's and the store's batches take turns on this lock instead (woken the
+        # moment it is free), one batch of each at a time: uploads that arrive meanwhile join the
+        # next batch, not a second thread queued for the lock.
         self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
         gate_slots, store_slots = (1, 1) if self._writer else (max(1, slots // 2), max(1, slots - slots // 2))
         self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
