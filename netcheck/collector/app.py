@@ -23,8 +23,10 @@ tracebacks go to the log, not to the client.
 
 Besides requests, each process deletes the reports past the retention period now and then
 (``prune_forever``), then compacts what arrived since (``store.compact_all``), in short
-transactions of its own, and, when an app registration is configured, takes its turn for the
-lease that lets one process poll Microsoft service health (``health.poll_forever``).
+transactions of its own; on SQLite it checkpoints the write-ahead log every second
+(``checkpoint_forever``), so that no upload's commit does; and, when an app registration is
+configured, takes its turn for the lease that lets one process poll Microsoft service health
+(``health.poll_forever``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,14 @@ from starlette.routing import Route
 from netcheck import __version__
 from netcheck.collector import compact, health, site_facts, store
 from netcheck.collector.auth import bearer_token
-from netcheck.collector.db import head_revision, make_engine, relax_durability, relaxed_transaction
+from netcheck.collector.db import (
+    checkpoint_wal,
+    head_revision,
+    make_engine,
+    no_commit_checkpoints,
+    relax_durability,
+    relaxed_transaction,
+)
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, Verdict, read_body
 from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
@@ -82,6 +91,8 @@ BATCH_LIMIT = 64
 #: CPU, less than handing it to a thread and back); a larger one (a full report, 240 KB: a few
 #: milliseconds) in the one preparing thread (``_Api._prepare_slot``)
 INLINE_PREPARE_MAX = 32 * 1024
+#: seconds between two checkpoints of SQLite's write-ahead log by each process (``db.checkpoint_wal``)
+WAL_CHECKPOINT_S = 1.0
 #: see tune_gc()
 GC_THRESHOLDS = (50_000, 20, 100)
 _CREDENTIAL_WORDS = ("token", "auth", "key", "secret", "bearer", "password")
@@ -247,6 +258,8 @@ class _Api:
         # moment it is free), one batch of each at a time: uploads that arrive meanwhile join the
         # next batch, not a second thread queued for the lock.
         self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
+        if self._writer:  # the log is checkpointed by checkpoint_forever, not in an upload's commit
+            no_commit_checkpoints(engine)
         gate_slots, store_slots = (1, 1) if self._writer else (max(1, slots // 2), max(1, slots - slots // 2))
         self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
                                                                        slots=gate_slots)
@@ -481,6 +494,16 @@ class _Api:
             if compacted:
                 log.info("compacted %d report(s)", compacted)
 
+    async def checkpoint_forever(self) -> None:
+        """SQLite: each process checkpoints the write-ahead log every ``WAL_CHECKPOINT_S`` seconds,
+        off the uploads' path (``db.no_commit_checkpoints``); a failure waits for the next turn."""
+        while True:
+            await anyio.sleep(WAL_CHECKPOINT_S)
+            try:
+                await self._db(checkpoint_wal, self.engine)
+            except Exception as exc:  # noqa: BLE001 - the next turn tries again; the log must not grow unchecked
+                log.warning("could not checkpoint the database's log: %s", str(exc).splitlines()[0][:300])
+
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:
             return fn(conn, *args)
@@ -579,6 +602,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
         tasks = [asyncio.create_task(api.prune_forever())]
+        if engine.dialect.name == "sqlite":
+            tasks.append(asyncio.create_task(api.checkpoint_forever()))
         if settings.service_health:  # Microsoft service health: one process polls (a lease)
             tasks.append(asyncio.create_task(health.poll_forever(health.Poller(settings, engine))))
         yield

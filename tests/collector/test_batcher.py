@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from netcheck.collector.app import _Api, _Batcher
-from netcheck.collector.db import make_engine, migrate
+from netcheck.collector.db import checkpoint_wal, make_engine, migrate, rate_counters
 from netcheck.collector.settings import Settings
 from netcheck.collector.validate import ApiError
 
@@ -73,5 +73,26 @@ def test_on_sqlite_a_writer_waits_for_its_turn_and_gives_up_with_the_database_ti
         with api._writer, pytest.raises(sa.exc.TimeoutError):  # another batch of this process writes
             api._gate_batch([("198.18.0.1", None)])
         assert api._gate_batch([("198.18.0.1", None)])[0].status == 401  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
+def test_on_sqlite_a_commit_leaves_the_log_to_the_checkpoint_task(tmp_path: Path) -> None:
+    """The collector's commits do not copy SQLite's write-ahead log into the database (an upload's
+    acknowledgement would wait for it); ``checkpoint_wal``, which each process runs every second, does."""
+    path = tmp_path / "collector.db"
+    migrated = make_engine(f"sqlite:///{path}")
+    migrate(migrated)
+    migrated.dispose()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        _Api(Settings(database_url=f"sqlite:///{path}"), engine)
+        empty = path.stat().st_size
+        with engine.begin() as conn:  # some 2,000 pages: past SQLite's 1,000, where a commit would checkpoint
+            conn.execute(sa.insert(rate_counters), [{"bucket": f"{i:0>150}", "minute": i, "count": 1}
+                                                    for i in range(40_000)])
+        assert path.stat().st_size == empty  # all of it still in the log
+        checkpoint_wal(engine)
+        assert path.stat().st_size > empty + 4_000_000
     finally:
         engine.dispose()
