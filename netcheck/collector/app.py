@@ -9,7 +9,8 @@ Order of work for every API request, cheapest refusal first:
    whatever the answer, without waiting for the disk (losing a counter in a crash is harmless);
 4. the body is read with a running count (413) and decompressed with a bound (413);
 5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
-   CPU work, done on the event loop (a thread would only add GIL hand-offs); a report sent in
+   CPU work, done on the event loop for a small body (``INLINE_PREPARE_MAX``: a hand-off to a
+   thread would cost more) and in one worker thread for a large one; a report sent in
    the reduced form (``Content-Type: application/vnd.netcheck.reduced+json``, the agent's usual
    upload) is checked against the reduced schema and stored as it came;
 6. one durable transaction stores the report, in a worker thread, together with the other
@@ -22,8 +23,10 @@ tracebacks go to the log, not to the client.
 
 Besides requests, each process deletes the reports past the retention period now and then
 (``prune_forever``), then compacts what arrived since (``store.compact_all``), in short
-transactions of its own, and, when an app registration is configured, takes its turn for the
-lease that lets one process poll Microsoft service health (``health.poll_forever``).
+transactions of its own; on SQLite it checkpoints the write-ahead log every second
+(``checkpoint_forever``), so that no upload's commit does; and, when an app registration is
+configured, takes its turn for the lease that lets one process poll Microsoft service health
+(``health.poll_forever``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import ipaddress
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -56,7 +60,14 @@ from starlette.routing import Route
 from netcheck import __version__
 from netcheck.collector import compact, health, site_facts, store
 from netcheck.collector.auth import bearer_token
-from netcheck.collector.db import head_revision, make_engine, relax_durability
+from netcheck.collector.db import (
+    checkpoint_wal,
+    head_revision,
+    make_engine,
+    no_commit_checkpoints,
+    relax_durability,
+    relaxed_transaction,
+)
 from netcheck.collector.limits import ALLOWED, BodyLimitMiddleware, Limit, RateLimiter, Verdict, read_body
 from netcheck.collector.openapi import build_document
 from netcheck.collector.settings import Settings
@@ -76,6 +87,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 DB_RETRY_AFTER = 15
 #: requests served by one transaction at most (``_Batcher``)
 BATCH_LIMIT = 64
+#: an upload's JSON up to this size is checked on the event loop (a reduced report, 8 KiB: 0.2 ms of
+#: CPU, less than handing it to a thread and back); a larger one (a full report, 240 KB: a few
+#: milliseconds) in the one preparing thread (``_Api._prepare_slot``)
+INLINE_PREPARE_MAX = 32 * 1024
+#: seconds between two checkpoints of SQLite's write-ahead log by each process (``db.checkpoint_wal``)
+WAL_CHECKPOINT_S = 1.0
 #: see tune_gc()
 GC_THRESHOLDS = (50_000, 20, 100)
 _CREDENTIAL_WORDS = ("token", "auth", "key", "secret", "bearer", "password")
@@ -125,7 +142,8 @@ def _json_endpoint(fn: Endpoint) -> Endpoint:
 
 
 def prepare_upload(validators: Validators, device_id: str, raw: bytes, *, reduced: bool = False) -> store.Incoming:
-    """Parse and check an upload (CPU only: the app runs it on the event loop, not in a thread).
+    """Parse and check an upload (CPU only: the app runs a small one on the event loop, a large one
+    in its preparing thread).
 
     ``reduced``: the report is in the reduced form (``netcheck.render.reduced``), checked against
     its schema and stored as it came (``compact.FORM_REDUCED``).
@@ -227,15 +245,26 @@ class _Api:
         # than time out waiting for the pool.
         pool = engine.pool.size() if isinstance(engine.pool, sa.pool.QueuePool) else 8
         self._db_slots = anyio.CapacityLimiter(max(1, pool + settings.db_max_overflow))
-        # Uploads are decompressed, parsed, validated and encoded (a few milliseconds of CPU each) in
-        # one worker thread at a time, off the event loop: under a flood of uploads the loop still
-        # answers the dashboard's pages at once, and they share the CPU with one upload, not a queue
+        # Full uploads are parsed, validated and encoded (a few milliseconds of CPU each) in one
+        # worker thread at a time, off the event loop: under a flood of them the loop still answers
+        # the dashboard's pages at once, and they share the CPU with one upload, not a queue. Small
+        # ones (``INLINE_PREPARE_MAX``) cost less than the hand-off and are checked on the loop.
         self._prepare_slot = anyio.CapacityLimiter(1)
         slots = max(1, pool + settings.db_max_overflow)
+        # SQLite lets one transaction write at a time. Its other writers wait in its busy handler,
+        # which polls with growing sleeps (up to 100 ms): a writer that has waited a while can lose
+        # to newcomers again and again (with two processes, three threads each could wait so). In a
+        # process, the gate's and the store's batches take turns on this lock instead (woken the
+        # moment it is free), one batch of each at a time: uploads that arrive meanwhile join the
+        # next batch, not a second thread queued for the lock.
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else None
+        if self._writer:  # the log is checkpointed by checkpoint_forever, not in an upload's commit
+            no_commit_checkpoints(engine)
+        gate_slots, store_slots = (1, 1) if self._writer else (max(1, slots // 2), max(1, slots - slots // 2))
         self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
-                                                                       slots=max(1, slots // 2))
+                                                                       slots=gate_slots)
         self.stores: _Batcher[tuple[str, store.Incoming], str] = _Batcher(partial(self._db, self._store_batch),
-                                                                          slots=max(1, slots - slots // 2))
+                                                                          slots=store_slots)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
@@ -254,6 +283,19 @@ class _Api:
             log.warning("database connection lost; retrying on a new one")
             self.engine.pool.dispose()  # the other idle connections went with it (a restart, a failover)
             return await anyio.to_thread.run_sync(call, limiter=self._db_slots)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """On SQLite, this process's turn to write (``_writer``); a 503 past the database timeout."""
+        if self._writer is None:
+            yield
+            return
+        if not self._writer.acquire(timeout=self.settings.db_timeout_s):
+            raise sa.exc.TimeoutError("waited past the timeout for the database's write lock")
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     # --- request helpers ------------------------------------------------------------------------
 
@@ -347,19 +389,21 @@ class _Api:
 
     def _gate_batch(self, batch: list[tuple[str, str | None]]) -> list[str | ApiError]:
         """``_gate`` for (client address, token) pairs, in one short transaction committed whatever
-        the answers; if it fails (a deadlock between two batches), one transaction each."""
-        if len(batch) > 1:
-            try:
-                with self.engine.begin() as conn:
-                    return self._gates(conn, batch, store.utcnow())
-            except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated:
-                    raise
-        out: list[str | ApiError] = []
-        for client, token in batch:
-            with self.engine.begin() as conn:
-                out.append(self._gate(conn, client, token, store.utcnow()))
-        return out
+        the answers, without waiting for the disk (``relaxed_transaction``); if it fails (a deadlock
+        between two batches), one transaction each."""
+        with self._writing():
+            if len(batch) > 1:
+                try:
+                    with relaxed_transaction(self.engine) as conn:
+                        return self._gates(conn, batch, store.utcnow())
+                except sa.exc.DBAPIError as exc:
+                    if exc.connection_invalidated:
+                        raise
+            out: list[str | ApiError] = []
+            for client, token in batch:
+                with relaxed_transaction(self.engine) as conn:
+                    out.append(self._gate(conn, client, token, store.utcnow()))
+            return out
 
     async def authenticated(self, request: Request) -> str:
         self.reject_query(request)
@@ -368,7 +412,7 @@ class _Api:
 
     def _enroll_gate(self, client: str) -> None:
         s = self.settings
-        with self.engine.begin() as conn:
+        with relaxed_transaction(self.engine) as conn:
             relax_durability(conn)
             verdict = self.limiter.hit(conn, Limit(f"enroll-addr:{client}", s.rate_enroll_address),
                                        Limit("enroll:*", s.rate_enroll_global))
@@ -407,24 +451,25 @@ class _Api:
         each upload is stored on its own, with its own answer."""
         now = store.utcnow()
         results: list[str | ApiError] = [""] * len(batch)
-        if len(batch) > 1:
-            try:
-                order = sorted(range(len(batch)), key=lambda i: batch[i][0])
-                with self.engine.begin() as conn:
-                    answers = store.ingest_many(conn, [batch[i] for i in order], now)
-                for i, answer in zip(order, answers, strict=True):
-                    results[i] = answer
-                return results
-            except (store.ReportConflict, sa.exc.DBAPIError) as exc:
-                if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-                    raise
-        out: list[str | ApiError] = []
-        for device_id, item in batch:
-            try:
-                out.append(self._store(device_id, item))
-            except ApiError as refused:
-                out.append(refused)
-        return out
+        with self._writing():
+            if len(batch) > 1:
+                try:
+                    order = sorted(range(len(batch)), key=lambda i: batch[i][0])
+                    with self.engine.begin() as conn:
+                        answers = store.ingest_many(conn, [batch[i] for i in order], now)
+                    for i, answer in zip(order, answers, strict=True):
+                        results[i] = answer
+                    return results
+                except (store.ReportConflict, sa.exc.DBAPIError) as exc:
+                    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                        raise
+            out: list[str | ApiError] = []
+            for device_id, item in batch:
+                try:
+                    out.append(self._store(device_id, item))
+                except ApiError as refused:
+                    out.append(refused)
+            return out
 
     async def prune(self) -> int:
         """Delete the reports past the retention period (``store.prune_all``); returns how many."""
@@ -448,6 +493,16 @@ class _Api:
                 log.info("deleted %d report(s) older than %d days", deleted, self.settings.retention_days)
             if compacted:
                 log.info("compacted %d report(s)", compacted)
+
+    async def checkpoint_forever(self) -> None:
+        """SQLite: each process checkpoints the write-ahead log every ``WAL_CHECKPOINT_S`` seconds,
+        off the uploads' path (``db.no_commit_checkpoints``); a failure waits for the next turn."""
+        while True:
+            await anyio.sleep(WAL_CHECKPOINT_S)
+            try:
+                await self._db(checkpoint_wal, self.engine)
+            except Exception as exc:  # noqa: BLE001 - the next turn tries again; the log must not grow unchecked
+                log.warning("could not checkpoint the database's log: %s", str(exc).splitlines()[0][:300])
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:
@@ -487,8 +542,11 @@ class _Api:
         device_id = await self.authenticated(request)
         reduced = self.require_json(request, reduced=True)
         raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
-        item = await anyio.to_thread.run_sync(partial(prepare_upload, self.validators, device_id, raw, reduced=reduced),
-                                              limiter=self._prepare_slot)
+        prepare = partial(prepare_upload, self.validators, device_id, raw, reduced=reduced)
+        if len(raw) <= INLINE_PREPARE_MAX:
+            item = prepare()
+        else:
+            item = await anyio.to_thread.run_sync(prepare, limiter=self._prepare_slot)
         status = await self.stores.submit((device_id, item))
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
@@ -544,6 +602,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
         tasks = [asyncio.create_task(api.prune_forever())]
+        if engine.dialect.name == "sqlite":
+            tasks.append(asyncio.create_task(api.checkpoint_forever()))
         if settings.service_health:  # Microsoft service health: one process polls (a lease)
             tasks.append(asyncio.create_task(health.poll_forever(health.Poller(settings, engine))))
         yield

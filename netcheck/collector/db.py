@@ -4,8 +4,9 @@ One schema for SQLite (the zero-configuration default) and PostgreSQL (productio
 collector processes). Alembic migrations in ``migrations/`` create and evolve it; ``migrate()``
 runs them programmatically, under an advisory lock on PostgreSQL so that collectors starting
 together do not race. SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives a
-power cut) and every transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the
-busy timeout instead of failing when a read lock cannot be upgraded.
+power cut; only a ``RELAXED`` transaction, a rate count, commits without waiting for the disk) and
+every transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the busy timeout
+instead of failing when a read lock cannot be upgraded.
 
 Times are stored in UTC. The full report is kept as canonical JSON text; the fields the
 dashboard filters on (verdict, per-workload status, sweep answers, tags) are columns and rows.
@@ -17,7 +18,8 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -352,8 +354,18 @@ health_poll = sa.Table(
 READS_ONLY = "netcheck_reads_only"
 
 
+#: a connection's execution option (``conn.execution_options(**{RELAXED: True})``, or
+#: ``relaxed_transaction``): on SQLite its transactions commit without waiting for the disk
+#: (``synchronous=NORMAL``, set before they begin: SQLite refuses to change it inside one). In WAL
+#: mode such a commit is appended to the log unsynced; the next durable commit (a report's, with
+#: ``synchronous=FULL``) or checkpoint syncs the log and it with it, and a crash before that may lose
+#: it, never corrupt anything. The PostgreSQL counterpart is ``relax_durability``.
+RELAXED = "netcheck_relaxed"
+
+
 def relax_durability(conn: Connection) -> None:
-    """This transaction need not wait for its commit to reach the disk (PostgreSQL).
+    """This transaction need not wait for its commit to reach the disk (PostgreSQL; on SQLite,
+    open it with ``relaxed_transaction``).
 
     For rate-limit counters and a token's first use: losing the last of them in a crash is
     harmless, and not waiting for the WAL flush keeps the gate in front of every request fast.
@@ -361,6 +373,17 @@ def relax_durability(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
+@contextmanager
+def relaxed_transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` for a transaction whose commit need not wait for the disk (``RELAXED``):
+    on SQLite that is set here; on PostgreSQL the transaction relaxes itself (``relax_durability``,
+    or ``store.lookup_tokens(relax=True)`` in its first statement, saving a round trip)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{RELAXED: True})
+        with conn.begin():
+            yield conn
 
 
 #: compiled SQL of the statements ``execute_hot`` ran on PostgreSQL, by statement identity
@@ -402,14 +425,11 @@ def execute_hot(conn: Connection, stmt: Any,
         params = {**fixed, **params} if isinstance(params, Mapping) else [{**fixed, **p} for p in params]
     from psycopg.rows import namedtuple_row
 
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cursor = raw.cursor(row_factory=namedtuple_row)
-    try:
+    with _driver_cursor(conn, sql, row_factory=namedtuple_row) as cursor:
         if isinstance(params, Mapping):
             cursor.execute(sql, params)
         elif each:
-            cursor.executemany(sql, params, returning=True)  # type: ignore[call-arg]
+            cursor.executemany(sql, params, returning=True)
             out = [list(cursor.fetchall())]
             while cursor.nextset():
                 out.append(list(cursor.fetchall()))
@@ -417,6 +437,17 @@ def execute_hot(conn: Connection, stmt: Any,
         else:
             cursor.executemany(sql, params)
         return list(cursor.fetchall()) if cursor.description is not None else []
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str, **options: Any) -> Iterator[Any]:
+    """A psycopg cursor in ``conn``'s transaction (PostgreSQL); its errors become SQLAlchemy's
+    (``sql`` names the statement, never its values), a lost connection invalidated and said so."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor(**options)
+    try:
+        yield cursor
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, raw, cursor)
         if lost:
@@ -425,6 +456,27 @@ def execute_hot(conn: Connection, stmt: Any,
                                          connection_invalidated=lost, dialect=conn.dialect) from exc
     finally:
         cursor.close()
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows (each the same columns) that no other row can conflict with, such as a stored
+    report's workloads and findings, with values the driver takes as they are (as ``execute_hot``).
+
+    On PostgreSQL one ``COPY ... FROM STDIN``: the rows go as one stream, where ``executemany``
+    binds and executes each row on its own (in psycopg and in PostgreSQL: a report's 6 workloads
+    and 2 findings were a tenth of the collector's CPU per upload). Elsewhere ``conn.execute``.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(sa.insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    with _driver_cursor(conn, sql) as cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
 
 
 def dialect_insert(dialect: str, table: sa.Table) -> Any:
@@ -483,9 +535,43 @@ def _sqlite_engine(parsed: sa.engine.URL, timeout_s: float, pool_size: int) -> E
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READS_ONLY) else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get(READS_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # durable (FULL) unless the transaction is RELAXED; a PRAGMA only when it changes
+        synchronous = "NORMAL" if options.get(RELAXED) else "FULL"
+        info = conn.connection.info
+        if info.get("synchronous") != synchronous:
+            conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+            info["synchronous"] = synchronous
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def no_commit_checkpoints(engine: Engine) -> None:
+    """SQLite: this engine's commits no longer copy the write-ahead log into the database.
+
+    By default the commit that takes the log past 1,000 pages does it (a checkpoint: 13-85 ms for
+    a 16 MB log on the development host) before it returns, so an upload acknowledged after that
+    commit waits for it, and so does every writer queued behind it in the collector's process
+    (``app._Api._writing``). A collector calls ``checkpoint_wal`` on its own schedule instead.
+    For connections made from now on (call it before the engine's first use)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+        cur.close()
+
+
+def checkpoint_wal(engine: Engine) -> None:
+    """Copy SQLite's write-ahead log into the database, as far as no reader still needs it
+    (``PASSIVE``: it neither waits for nor holds up writers), outside any transaction."""
+    with engine.connect() as conn:
+        raw: Any = conn.connection.driver_connection  # a PRAGMA outside the transaction SQLAlchemy would begin
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _private_sqlite_file(path: Path) -> None:

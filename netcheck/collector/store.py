@@ -31,6 +31,7 @@ from netcheck.collector.db import (
     dialect_insert,
     enroll_secrets,
     execute_hot,
+    insert_rows,
     policy,
     rate_counters,
     report_findings,
@@ -259,8 +260,6 @@ class _IngestSql:
 
     insert_report: Any
     existing: Any
-    insert_workloads: Any
-    insert_findings: Any
     upsert_catalog: Any
     update_device: Any
 
@@ -284,8 +283,6 @@ def _ingest_sql(dialect: str) -> _IngestSql:
         .returning(reports.c.id),
         existing=sa.select(reports.c.body_sha256).where(reports.c.device_id == sa.bindparam("b_device"),
                                                         reports.c.report_id == sa.bindparam("b_report")),
-        insert_workloads=sa.insert(report_workloads),
-        insert_findings=sa.insert(report_findings),
         upsert_catalog=_upsert_catalog(dialect),
         update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
             last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
@@ -352,13 +349,11 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     workloads = [{"report_pk": pk, "workload_id": wid, "device_id": device_id, "status": status, "score": score,
                   "latency_ms": latency}
                  for device_id, item, pk in stored for wid, status, score, latency in item.workloads]
-    if workloads:
-        execute_hot(conn, sql.insert_workloads, workloads)
+    insert_rows(conn, report_workloads, workloads)
     findings = [{"report_pk": pk, "code": code, "device_id": device_id, "severity": severity,
                  "workload_id": workload, "title": title, "remediation": remediation}
                 for device_id, item, pk in stored for code, severity, workload, title, remediation in item.findings]
-    if findings:
-        execute_hot(conn, sql.insert_findings, findings)
+    insert_rows(conn, report_findings, findings)
     catalogs = [{"device_id": device_id, "instance": item.catalog[0], "version": item.catalog[1], "report_pk": pk}
                 for device_id, item, pk in stored if item.catalog is not None]
     if catalogs:

@@ -6,9 +6,10 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from netcheck.collector import auth, store
-from netcheck.collector.db import make_engine, migrate
+from netcheck.collector.db import make_engine, migrate, relax_durability, relaxed_transaction
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 
 ROUTES = [("POST", "/api/v1/reports"), ("GET", "/api/v1/policy"), ("GET", "/api/v1/sweeps/pending")]
@@ -134,5 +135,33 @@ def test_the_token_lookup_of_the_gate_relaxes_only_its_own_transaction(new_datab
         with engine.begin() as conn:  # the same connection: the pool holds one
             if conn.dialect.name == "postgresql":
                 assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+    finally:
+        engine.dispose()
+
+
+def test_a_relaxed_transaction_leaves_the_next_one_durable(new_database: Callable[[], str]) -> None:
+    """The gate's transactions commit without waiting for the disk (SQLite: ``synchronous=NORMAL``,
+    set before they begin), and the report transaction that follows on the same pooled connection
+    waits for it again (``FULL``)."""
+    engine = make_engine(new_database(), pool_size=1, max_overflow=0)
+
+    def durability(conn: sa.Connection) -> object:
+        if conn.dialect.name == "postgresql":
+            return conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+        return {1: "off", 2: "on"}[conn.exec_driver_sql("PRAGMA synchronous").scalar_one()]
+
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET synchronous_commit = on")
+            assert durability(conn) == "on"
+        for _ in range(2):  # and again, once the connection has been relaxed before
+            with relaxed_transaction(engine) as conn:
+                relax_durability(conn)
+                conn.exec_driver_sql("DELETE FROM rate_counters")  # a write: SQLite took its write lock
+                assert durability(conn) == "off"
+            with engine.begin() as conn:  # the same connection: the pool holds one
+                assert durability(conn) == "on"
     finally:
         engine.dispose()

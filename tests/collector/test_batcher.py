@@ -4,10 +4,14 @@ together, and each gets its own answer."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from netcheck.collector.app import _Batcher
+from netcheck.collector.app import _Api, _Batcher
+from netcheck.collector.db import checkpoint_wal, make_engine, migrate, rate_counters
+from netcheck.collector.settings import Settings
 from netcheck.collector.validate import ApiError
 
 
@@ -54,3 +58,41 @@ def test_a_database_failure_reaches_every_upload_of_its_batch_and_no_other() -> 
     assert isinstance(x, OSError) and isinstance(y, OSError)
     with pytest.raises(OSError):
         raise x
+
+
+def test_on_sqlite_a_writer_waits_for_its_turn_and_gives_up_with_the_database_timeout(tmp_path: Path) -> None:
+    """The gate's and the store's batches of a process take turns on one lock (SQLite); a batch
+    that waits past the database timeout fails as a database that cannot be reached (503)."""
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    engine = make_engine(url, timeout_s=0.2)
+    migrate(engine)
+    try:
+        api = _Api(Settings(database_url=url, db_timeout_s=0.2), engine)
+        assert api._writer is not None
+        assert api._gate_batch([("198.18.0.1", None)])[0].status == 401  # type: ignore[union-attr]
+        with api._writer, pytest.raises(sa.exc.TimeoutError):  # another batch of this process writes
+            api._gate_batch([("198.18.0.1", None)])
+        assert api._gate_batch([("198.18.0.1", None)])[0].status == 401  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
+def test_on_sqlite_a_commit_leaves_the_log_to_the_checkpoint_task(tmp_path: Path) -> None:
+    """The collector's commits do not copy SQLite's write-ahead log into the database (an upload's
+    acknowledgement would wait for it); ``checkpoint_wal``, which each process runs every second, does."""
+    path = tmp_path / "collector.db"
+    migrated = make_engine(f"sqlite:///{path}")
+    migrate(migrated)
+    migrated.dispose()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        _Api(Settings(database_url=f"sqlite:///{path}"), engine)
+        empty = path.stat().st_size
+        with engine.begin() as conn:  # some 2,000 pages: past SQLite's 1,000, where a commit would checkpoint
+            conn.execute(sa.insert(rate_counters), [{"bucket": f"{i:0>150}", "minute": i, "count": 1}
+                                                    for i in range(40_000)])
+        assert path.stat().st_size == empty  # all of it still in the log
+        checkpoint_wal(engine)
+        assert path.stat().st_size > empty + 4_000_000
+    finally:
+        engine.dispose()

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from netcheck.collector.db import execute_hot, make_engine, migrate, rate_counters
+from netcheck.collector.db import execute_hot, insert_rows, make_engine, migrate, rate_counters
 from netcheck.collector.limits import _upsert
 
 
@@ -72,3 +72,30 @@ def test_hits_counted_together_give_the_verdicts_of_one_after_the_other(engine: 
     assert together == alone
     assert [v.limited for v in together] == [False, False, False, False, True]
     assert together[-1].retry_after == 60 and together[-1].bucket == "dev:a"
+
+
+def test_rows_inserted_together_are_those_conn_execute_inserts(engine: Engine) -> None:
+    """``insert_rows`` (on PostgreSQL a COPY, whose text format escapes tabs, newlines, backslashes
+    and ``\\N``) stores each value as an INSERT does, NULLs and floats included; its errors are
+    SQLAlchemy's without the values, and roll back."""
+    table = sa.Table("copied", sa.MetaData(), sa.Column("key", sa.Integer, primary_key=True),
+                     sa.Column("text", sa.Text, nullable=False), sa.Column("score", sa.SmallInteger),
+                     sa.Column("ms", sa.Float))
+    texts = ["plain", "tab\there", "new\nline\r", "back\\slash", "\\N", "\\.", "é 東京 😀", "", "'quoted'"]
+    rows = [{"key": i, "text": text, "score": None if i % 2 else i, "ms": None if i % 3 else i / 7}
+            for i, text in enumerate(texts)]
+    with engine.begin() as conn:
+        table.create(conn)
+        insert_rows(conn, table, rows)
+        insert_rows(conn, table, [])
+        conn.execute(sa.insert(table), [{**row, "key": row["key"] + 100} for row in rows])
+    with engine.connect() as conn:
+        stored = [row._asdict() for row in conn.execute(sa.select(table).order_by(table.c.key))]
+    assert stored[:len(rows)] == rows
+    assert stored[len(rows):] == [{**row, "key": row["key"] + 100} for row in rows]
+    with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as conn:
+        insert_rows(conn, table, [{"key": 1000, "text": "secret value", "score": 1, "ms": 1.0}])
+        insert_rows(conn, table, [{"key": 1000, "text": "secret value", "score": 1, "ms": 1.0}])
+    assert "secret value" not in str(caught.value) and not caught.value.connection_invalidated
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 2 * len(rows)
