@@ -137,7 +137,7 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
             tag_rows += [(did, k, v) for k, v in tags]
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
             found = entries[i % len(entries)]
-            workloads = store.workloads_text((w, STATUS[latest[1]] if w == "teams_media" else "ok") for w in WORKLOADS)
+            workloads = store.pairs_text((w, STATUS[latest[1]] if w == "teams_media" else "ok") for w in WORKLOADS)
             codes = [] if latest[1] == "READY" else [f[0] for f in FINDINGS[: 1 + (i % len(FINDINGS))]]
             st_rows.append((did, latest[3], latest[0], latest[2], latest[1], None, f"site{i % 20:02d}",
                             None if found is None else found[0], workloads, store.findings_text(codes)))

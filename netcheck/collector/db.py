@@ -191,7 +191,7 @@ sweep_responses = sa.Table(
     sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("report_pk", sa.BigInteger, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
-    #: the answer's per-workload statuses (``store.workloads_text``), for the sweep page's results
+    #: the answer's per-workload statuses (``store.pairs_text``), for the sweep page's results
     #: per workload without reading ``report_workloads`` (migration 0013; None: not recorded)
     sa.Column("workloads", sa.Text),
 )
@@ -228,7 +228,7 @@ device_states = sa.Table(
     #: the digest of the report's prediction facts (``site_fact_sets``; None: the report has none):
     #: what the Sites pages group the devices by (``site_facts`` before migration 0014)
     sa.Column("facts_digest", sa.String(64)),
-    #: per-workload statuses (``store.workloads_text``) and finding codes (``store.findings_text``):
+    #: per-workload statuses (``store.pairs_text``) and finding codes (``store.findings_text``):
     #: few distinct values across a fleet, so a count groups by them and parses each once
     sa.Column("workloads", sa.Text, nullable=False),
     sa.Column("findings", sa.Text, nullable=False),

@@ -380,11 +380,6 @@ def pairs_text(pairs: Iterable[tuple[str, str]]) -> str:
     return json.dumps(dict(sorted(pairs)), separators=(",", ":"))
 
 
-def workloads_text(statuses: Iterable[tuple[str, str]]) -> str:
-    """(workload id, status) pairs as ``pairs_text``."""
-    return pairs_text(statuses)
-
-
 def findings_text(codes: Iterable[str]) -> str:
     """Finding codes as one canonical text, a sorted JSON list (``device_states.findings``)."""
     return json.dumps(sorted(set(codes)), separators=(",", ":"))
@@ -416,7 +411,7 @@ def record_latest(conn: Connection, stored: Sequence[tuple[str, Incoming, int]],
     (one that arrives late, from a spool, leaves the newer state alone); and for a report that
     answers a sweep, the answer's workloads. One statement for all the states, one for the answers."""
     upsert, answer = _latest_sql(conn.dialect.name)
-    texts = [workloads_text((wid, status) for wid, status, _, _ in item.workloads) for _, item, _ in stored]
+    texts = [pairs_text((wid, status) for wid, status, _, _ in item.workloads) for _, item, _ in stored]
     execute_hot(conn, upsert, [{
         "device_id": device_id, "seq": item.seq, "report_pk": pk, "received_at": now, "verdict": item.verdict,
         "outage_verdict": item.outage_verdict,

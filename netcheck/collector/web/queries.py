@@ -478,7 +478,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_state_has(device_states.c.findings, json.dumps(f.finding)))
     if f.workload:
         query = query.where(_state_has(device_states.c.workloads,
-                                       store.workloads_text([f.workload])[1:-1]))  # '"id":"status"'
+                                       store.pairs_text([f.workload])[1:-1]))  # '"id":"status"'
     if f.stale_days:
         query = query.where(_stale(now, f.stale_days))
     if f.name:

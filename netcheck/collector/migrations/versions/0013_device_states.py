@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from netcheck.collector.site_facts import entry
-from netcheck.collector.store import decode_report, findings_text, workloads_text
+from netcheck.collector.store import decode_report, findings_text, pairs_text
 
 revision = "0013"
 down_revision = "0011"
@@ -108,7 +108,7 @@ def _fill_states(conn: sa.Connection) -> None:
             {"device_id": r.id, "seq": r.last_seq, "report_pk": r.last_report_pk, "received_at": r.received_at,
              "verdict": r.verdict, "outage_verdict": r.outage_verdict, "site": r.site,
              "facts_digest": digests[r.id],
-             "workloads": workloads_text(workloads[r.last_report_pk]),
+             "workloads": pairs_text(workloads[r.last_report_pk]),
              "findings": findings_text(findings[r.last_report_pk])} for r in rows])
         after = rows[-1].id
 
@@ -128,6 +128,6 @@ def _fill_answers(conn: sa.Connection) -> None:
             return
         workloads = _by_report(conn, _workloads, (_workloads.c.workload_id, _workloads.c.status),
                                sorted({r.report_pk for r in rows}))
-        conn.execute(fill, [{"s": r.sweep_id, "d": r.device_id, "w": workloads_text(workloads[r.report_pk])}
+        conn.execute(fill, [{"s": r.sweep_id, "d": r.device_id, "w": pairs_text(workloads[r.report_pk])}
                             for r in rows])
         after = (rows[-1].sweep_id, rows[-1].device_id)
