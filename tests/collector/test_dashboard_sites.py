@@ -176,3 +176,22 @@ def test_a_new_worker_reads_the_kept_predictions_and_lost_fact_sets_are_made_aga
     assert signed_in(proc, client).get("/ui/sites/whatif", params=[("down", "Paris"), ("down", "Dublin DC")]
                                        ).status_code == 200
     assert sql(proc.database_url, "SELECT count(*) FROM site_predictions")[0][0] == 4
+
+
+def test_the_prediction_digest_covers_every_module_the_prediction_imports() -> None:
+    """The kept predictions' key digests the prediction code's source. The modules are found by reading
+    the imports from ``what_if`` on (no list kept by hand): every ``netcheck`` module that importing it
+    loads, in a fresh interpreter, must be among them, or a change to that module would serve stale
+    predictions."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, netcheck.assess.what_if; "
+         "print('\\n'.join(m for m in sys.modules if m.partition('.')[0] == 'netcheck'))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    found = sites.prediction_modules()
+    assert "netcheck.assess.what_if" in found and "netcheck.assess.outage" in found
+    assert set(loaded) <= set(found), sorted(set(loaded) - set(found))
+    # another entry: this module's imports reach the collector's own modules
+    assert "netcheck.collector.site_facts" in sites.prediction_modules("netcheck.collector.web.sites")

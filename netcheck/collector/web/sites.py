@@ -16,9 +16,10 @@ number of devices.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
-import importlib
+import importlib.util
 import json
 import threading
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
@@ -174,18 +175,47 @@ def _what_if(s: FactSet, down: frozenset[str]) -> list[dict[str, Any]]:
 
 
 #: the modules whose code ``what_if`` runs: a change to any of them is a change to every prediction
-_PREDICTION_CODE = ("netcheck.assess.what_if", "netcheck.assess.outage", "netcheck.assess.site_cases",
-                    "netcheck.assess.site_infer", "netcheck.site_profile", "netcheck.names", "netcheck.models",
-                    "netcheck.m365.catalog")
+#: Where the prediction code starts; every ``netcheck`` module it imports, directly or not, is part of it.
+_PREDICTION_ENTRY = "netcheck.assess.what_if"
+
+
+def prediction_modules(entry: str = _PREDICTION_ENTRY) -> tuple[str, ...]:
+    """The ``netcheck`` modules the prediction code is made of: ``entry`` and every package module it
+    imports, followed through the source (absolute and relative imports, at any depth of the file), so a
+    module added to the prediction's imports joins the digest without a list to keep by hand."""
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen or name.partition(".")[0] != "netcheck":
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # a name imported from a module, not a submodule
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        seen.add(name)
+        is_package = spec.submodule_search_locations is not None
+        todo.append(name.rpartition(".")[0])  # a module's packages run first: their code counts too
+        package = name if is_package else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(Path(spec.origin).read_bytes(), spec.origin)):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                    if node.level else node.module or ""
+                todo += [base, *(f"{base}.{a.name}" for a in node.names)]  # a name may be a submodule
+    return tuple(sorted(seen))
 
 
 @cache
 def _code_digest() -> str:
     """A digest of the code that makes the predictions (its modules' source), part of every key."""
     h = hashlib.sha256()
-    for name in _PREDICTION_CODE:
-        module = importlib.import_module(name)
-        h.update(name.encode() + b"\0" + Path(str(module.__file__)).read_bytes() + b"\0")
+    for name in prediction_modules():
+        spec = importlib.util.find_spec(name)
+        h.update(name.encode() + b"\0" + Path(str(spec and spec.origin)).read_bytes() + b"\0")
     return h.hexdigest()
 
 
