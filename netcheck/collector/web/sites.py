@@ -174,7 +174,6 @@ def _what_if(s: FactSet, down: frozenset[str]) -> list[dict[str, Any]]:
         return []
 
 
-#: the modules whose code ``what_if`` runs: a change to any of them is a change to every prediction
 #: Where the prediction code starts; every ``netcheck`` module it imports, directly or not, is part of it.
 _PREDICTION_ENTRY = "netcheck.assess.what_if"
 
