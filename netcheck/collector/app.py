@@ -597,10 +597,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
                              max_overflow=settings.db_max_overflow, timeout_s=settings.db_timeout_s)
     api = _Api(settings, engine)
+    ui = dashboard.dashboard(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
+        await asyncio.to_thread(ui.warm)
         tasks = [asyncio.create_task(api.prune_forever())]
         if engine.dialect.name == "sqlite":
             tasks.append(asyncio.create_task(api.checkpoint_forever()))
@@ -621,7 +623,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         Route("/api/v1/reports", _json_endpoint(api.reports), methods=["POST"]),
         Route("/api/v1/policy", _json_endpoint(api.policy), methods=["GET"]),
         Route("/api/v1/sweeps/pending", _json_endpoint(api.sweeps), methods=["GET"]),
-        dashboard.mount(settings, engine),
+        ui.routes(),
     ]
     app = Starlette(
         routes=routes,

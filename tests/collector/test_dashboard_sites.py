@@ -195,3 +195,23 @@ def test_the_prediction_digest_covers_every_module_the_prediction_imports() -> N
     assert set(loaded) <= set(found), sorted(set(loaded) - set(found))
     # another entry: this module's imports reach the collector's own modules
     assert "netcheck.collector.site_facts" in sites.prediction_modules("netcheck.collector.web.sites")
+
+
+def test_the_dashboard_warms_at_start_up(tmp_path: Any) -> None:
+    """``Dashboard.warm`` (run by the app's start-up, before a process takes requests) compiles every
+    page template, so a first view does not pay for it and a broken template stops the start, not a
+    user's view."""
+    import jinja2
+
+    from netcheck.collector.settings import Settings
+    from netcheck.collector.web import views
+
+    ui = views.dashboard(Settings(database_url=f"sqlite:///{tmp_path}/unused.db"),
+                         make_engine(f"sqlite:///{tmp_path}/unused.db"))
+    ui.warm()
+    pages = [n for n in ui.env.list_templates() if n.endswith(".html")]
+    assert "sites.html" in pages and len(ui.env.cache or {}) >= len(pages)
+    (tmp_path / "broken.html").write_text("{% if %}")
+    ui.env.loader = jinja2.FileSystemLoader(tmp_path)
+    with pytest.raises(jinja2.TemplateSyntaxError):
+        ui.warm()

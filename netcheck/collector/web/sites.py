@@ -209,7 +209,7 @@ def prediction_modules(entry: str = _PREDICTION_ENTRY) -> tuple[str, ...]:
 
 
 @cache
-def _code_digest() -> str:
+def prediction_code_digest() -> str:
     """A digest of the code that makes the predictions (its modules' source), part of every key."""
     h = hashlib.sha256()
     for name in prediction_modules():
@@ -222,7 +222,7 @@ def prediction_key(digest: str, down: frozenset[str]) -> str:
     """``site_predictions.key``: a digest of every input of one prediction (the code, the facts'
     digest, the sites down). What the policy says (its site profiles) is no input: it names which
     sites a page asks about, read at every view; the facts carry what the laptop knew."""
-    text = json.dumps([_code_digest(), digest, sorted(down)], separators=(",", ":"))
+    text = json.dumps([prediction_code_digest(), digest, sorted(down)], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -37,7 +37,7 @@ from netcheck.collector.export import table_csv
 from netcheck.collector.settings import Settings
 from netcheck.collector.web import accounts, charts, copy_export, endpoints, queries, service_health
 from netcheck.collector.web.queries import Filters, Page
-from netcheck.collector.web.sites import SitePages, workload_names
+from netcheck.collector.web.sites import SitePages, prediction_code_digest, workload_names
 from netcheck.errors import ConfigError
 from netcheck.render.html import render_html
 
@@ -96,6 +96,15 @@ class Dashboard:
             from netcheck.collector.web.entra import EntraSignIn
 
             self.entra = EntraSignIn(self)  # web/entra.py: "Sign in with Microsoft"
+
+    def warm(self) -> None:
+        """The work every process would otherwise do on its first views, done at start-up, before it
+        takes requests: each template compiled, the workloads' names and the digest of the prediction
+        code (``sites``) read."""
+        for name in self.env.list_templates(filter_func=lambda n: n.endswith(".html")):
+            self.env.get_template(name)
+        workload_names()
+        prediction_code_digest()
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -561,7 +570,7 @@ def _safe_next(value: str | None) -> str:
     return PREFIX + "/"
 
 
-def mount(settings: Settings, engine: Engine) -> Mount:
-    """The dashboard's routes, for ``create_app``."""
-    return Dashboard(settings, engine).routes()
+def dashboard(settings: Settings, engine: Engine) -> Dashboard:
+    """The dashboard, for ``create_app``: its ``routes()`` are mounted, its ``warm()`` runs at start-up."""
+    return Dashboard(settings, engine)
 
