@@ -6,7 +6,9 @@ import ipaddress
 from dataclasses import replace
 
 from netcheck.assess.outage import (
+    NOW_QUESTION,
     PARTIAL,
+    Assumption,
     Dependency,
     Fate,
     ModelInput,
@@ -15,6 +17,7 @@ from netcheck.assess.outage import (
     Resolver,
     Route,
     SiteFacts,
+    assess_outage,
     pac_lost_now,
     predict,
 )
@@ -239,7 +242,7 @@ def test_a_status_the_sample_could_not_settle_hedges_the_prediction_where_the_pa
     p = predict(facts(home, mail, vpn=False), SiteProfile(), W, possible_now=hedged)
     w = next(x for x in p.workloads if x.id == "teams_media")
     assert (w.if_vpn_drops, w.possible["drops"]) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
-    assert any("whether teams_media is impaired now (this check's sample could not tell" in e for e in w.evidence)
+    assert any(NOW_QUESTION in e for e in w.evidence)
     assert p.fate("exchange") is Fate.WORKS  # another workload's row does not hang on it
     assert not any("impaired now" in e for e in next(x for x in p.workloads if x.id == "exchange").evidence)
     assert predict(facts(home, vpn=False), SiteProfile(), W).fate("teams_media") is Fate.WORKS
@@ -251,6 +254,24 @@ def test_a_status_the_sample_could_not_settle_hedges_the_prediction_where_the_pa
     w = predict(facts(home, vpn=False), SiteProfile(), W, current={"teams_media": Fate.DEGRADED},
                 possible_now={"teams_media": (Fate.DEGRADED, Fate.FAILS)}).workloads[0]
     assert w.possible["drops"] == (Fate.DEGRADED, Fate.FAILS)
+
+
+def test_the_summary_says_a_hedged_sample_is_for_a_longer_measurement_not_an_unreadable_setting() -> None:
+    """The employee reads what a hedge hangs on: a sample too short to tell is settled by a longer one
+    (no workload id, no "cannot read from this laptop"); a setting netcheck cannot read still says so."""
+    home = Dependency("teams_media", "media", "relay", (direct("198.18.4.1"),))
+    hedged = {"teams_media": (Fate.WORKS, Fate.DEGRADED)}
+    summary = assess_outage(predict(facts(home, vpn=False), SiteProfile(), W, possible_now=hedged),
+                            NAMES, list(W)).summary
+    assert f"depends on {NOW_QUESTION}." in summary, summary
+    assert "cannot read" not in summary and "teams_media" not in summary
+    tunnelled = facts(Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),)))
+    unread = Assumption("the VPN profile used away from the office", "vpn_mode",
+                        (("with no VPN", lambda f, p: (f, p)), ("with a full tunnel", lambda f, p: (tunnelled, p))))
+    both = assess_outage(predict(facts(home, vpn=False), SiteProfile(), W, assumptions=[unread], possible_now=hedged),
+                         NAMES, list(W)).summary
+    assert "depends on the VPN profile used away from the office, which netcheck cannot read from this laptop, " \
+        f"and on {NOW_QUESTION}." in both, both
 
 
 def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:

@@ -819,6 +819,12 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
     return rows
 
 
+#: What a prediction hedged by :class:`NowHedge` hangs on. Unlike the other assumptions, this laptop can
+#: settle it (a longer sample); it names no workload, since it is said under each hedged one.
+NOW_QUESTION = ("what a longer measurement shows (this check's sample was too short to tell whether the "
+                "connection is impaired now; netcheck check --thorough takes a longer one)")
+
+
 @dataclass(frozen=True)
 class NowHedge:
     """Statuses measured now that the sample could not settle (``WorkloadResult.possible``): the prediction
@@ -835,9 +841,7 @@ class NowHedge:
         if not worse:
             return None
         names = ", ".join(sorted(worse))
-        question = (f"whether {names} {'is' if len(worse) == 1 else 'are'} impaired now (this check's sample could "
-                    "not tell; a longer one can: netcheck check --thorough)")
-        return NowHedge(Assumption(question, "", ()),
+        return NowHedge(Assumption(NOW_QUESTION, "", ()),
                         (("as measured now", current),
                          (f"{names} {'/'.join(f.value for f in worse.values())} now", {**current, **worse})),
                         frozenset(worse))
@@ -1160,8 +1164,10 @@ def assess_outage(prediction: OutagePrediction, names: Mapping[str, str], core: 
         summary = f"If {went}, you might not be able to keep working."
     if uncertain:
         asked = sorted({a for w in prediction.workloads if w.id in uncertain for a in w.assumptions})
-        summary += (f" Whether you keep {workloads_listed(uncertain)} depends on {'; '.join(asked)}, which netcheck "
-                    "cannot read from this laptop.")
+        unread = [a for a in asked if a != NOW_QUESTION]
+        on = [*([f"{'; '.join(unread)}, which netcheck cannot read from this laptop"] if unread else []),
+              *([NOW_QUESTION] if NOW_QUESTION in asked else [])]
+        summary += f" Whether you keep {workloads_listed(uncertain)} depends on {', and on '.join(on)}."
     fixes: list[str] = []
     if tunneled_optimize:
         fixes.append("Add these Optimize prefixes to the VPN's split-tunnel exclusions (from the current "

@@ -179,8 +179,8 @@ def case_answer(down: Sequence[str], prediction: OutagePrediction, baseline: Out
     if changed[Fate.DEGRADED]:
         parts.append(f"{said(Fate.DEGRADED)} would be slow or unreliable")
     if changed[Fate.UNCERTAIN]:
-        parts.append(f"you might lose {said(Fate.UNCERTAIN)} (it depends on something netcheck "
-                     "cannot read from this laptop)")
+        parts.append(f"you might lose {said(Fate.UNCERTAIN)} (it depends on something this check "
+                     "could not settle)")
     return f"{head}: " + ("; ".join(parts) if parts else "nothing changes for you") + "."
 
 
