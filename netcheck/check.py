@@ -10,12 +10,15 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from netcheck import __version__
@@ -65,6 +68,7 @@ from netcheck.runner import (
 from netcheck.site_facts import gather
 from netcheck.site_profile import SiteProfile, load_site_profiles, select_site_profile
 
+T = TypeVar("T")
 OnResult = Callable[[ProbeResult], None]
 OnPlan = Callable[[int], None]
 
@@ -172,12 +176,17 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     plan = catalog.plan(tenant)
     spec = probe_spec(options)
     families, offline_reason = routable_families(sample_addresses(catalog.networks(Category.OPTIMIZE)))
+    # The OS's proxy settings come from a tool (gsettings, kreadconfig) that the check waits on: it runs
+    # while the options are checked and the probes' modules load (needed next anyway).
+    proxies_read = _started(plat.proxy_settings, "netcheck-proxy-settings") if families else None
     given = options.teams_relay if options.teams_relay is not None else os.environ.get("NETCHECK_TEAMS_RELAY") or None
     relay = _validate_name(given, "--teams-relay (NETCHECK_TEAMS_RELAY)") or catalog.media_relay
     _validate_name(spec.whoami_name, "--whoami-name")
     settings = RunSettings(concurrency=policy.concurrency, dns_concurrency=policy.dns_concurrency,
                            families=families or ("ipv4",), media_relay=relay)
     user = _validate_user(options.user)
+    if proxies_read is not None:
+        import netcheck.probes  # noqa: F401, PLC0415 - loads while the proxy settings are read
     results: list[ProbeResult] = []
     network: dict[str, DetailValue] = {
         "online": bool(families), "families": list(families),
@@ -188,8 +197,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         network["tenant_source"] = tenant_source
     outage: OutageSection | None = None
     interfaces: tuple[InterfaceInfo, ...] = ()
-    if families:
-        proxies = plat.proxy_settings()
+    if proxies_read is not None:
+        proxies = proxies_read()
         unusable = unusable_proxy_settings(from_environment(os.environ))
         if unusable:
             network["proxy_setting_error"] = list(unusable)
@@ -206,6 +215,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         online=bool(families), offline_reason=offline_reason, settings=setting_findings(network))
     site: StatusSite | None = None
     if families:
+        # The laptop's interfaces (ip, ifconfig, PowerShell) are read while the probes wait on the network.
+        interfaces_read = _started(plat.interfaces, "netcheck-interfaces")
         health = options.service_health
         status_url = status_site_to_look(None, catalog.workloads, catalog.instance, health)
         results, now, site = asyncio.run(_probe(
@@ -217,7 +228,7 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
     else:
         now = assess(results, ctx, policy)
     if families:
-        found = plat.interfaces()  # once: the profile choice and the site facts both need them
+        found = interfaces_read()  # once: the profile choice and the site facts both need them
         sites = file_profiles or options.site_profiles
         chosen = sites[0] if len(sites) == 1 else None
         if len(sites) > 1:
@@ -260,6 +271,22 @@ def choose_site_profile(options: CheckOptions, interfaces: Sequence[Interface],
 def own_addresses(interfaces: Sequence[Interface]) -> list[str]:
     """The laptop's own addresses (loopback aside), without their prefix lengths."""
     return [a.split("/")[0] for i in interfaces if i.kind != "loopback" for a in i.addresses]
+
+
+def _started(read: Callable[[], T], name: str) -> Callable[[], T]:
+    """Start ``read`` (an OS read that waits on a tool) in a thread of its own; the function returned
+    waits for its value, or raises what it raised. A daemon thread: a check that fails before it
+    wants the value does not wait for the tool at exit."""
+    done: Future[T] = Future()
+
+    def work() -> None:
+        try:
+            done.set_result(read())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by done.result()
+            done.set_exception(exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return done.result
 
 
 def _validate_name(name: str | None, flag: str) -> str | None:

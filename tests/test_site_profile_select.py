@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +244,49 @@ def test_perform_check_predicts_with_the_chosen_profile_and_a_file_still_wins(
     path.write_text(_toml({"name": "from the file"}), encoding="utf-8")
     perform_check(CheckOptions(site_profile=path, site_profiles=ALL, site_tag="lab", deadline_s=5))
     assert outage_profiles[-1].name == "from the file"
+
+
+class _SlowLaptop(_Laptop):
+    """Its OS reads wait on a tool (as gsettings, ip, PowerShell do); its interfaces fail when ``fails``."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.threads: list[str] = []
+        self.interfaces_read = threading.Event()
+
+    def proxy_settings(self) -> ProxySettings:
+        self.threads.append(threading.current_thread().name)
+        return super().proxy_settings()
+
+    def interfaces(self) -> tuple[Interface, ...]:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        self.interfaces_read.set()
+        if self.fails:
+            raise RuntimeError("the interfaces tool broke")
+        return super().interfaces()
+
+
+def test_perform_check_reads_the_os_in_threads_while_it_waits_and_hands_back_their_errors(
+        outage_profiles: list[SiteProfile], monkeypatch: pytest.MonkeyPatch) -> None:
+    laptop = _SlowLaptop()
+    monkeypatch.setattr(check_module, "current_platform", lambda: laptop)
+    seen_while_probing: list[bool] = []
+
+    async def probes_that_wait(*args: Any, **kwargs: Any) -> list[ProbeResult]:
+        # the probes wait on the network: the interfaces are read meanwhile, not after them
+        seen_while_probing.append(await asyncio.to_thread(laptop.interfaces_read.wait, 10))
+        return []
+
+    monkeypatch.setattr(check_module, "run_plan", probes_that_wait)
+    perform_check(CheckOptions(site_profiles=ALL, site_tag="lab", deadline_s=5))
+    assert seen_while_probing == [True]
+    assert laptop.threads == ["netcheck-proxy-settings", "netcheck-interfaces"]
+    assert outage_profiles[0].name == LYON.name  # the interfaces read in the thread chose the profile
+    broken = _SlowLaptop(fails=True)
+    monkeypatch.setattr(check_module, "current_platform", lambda: broken)
+    with pytest.raises(RuntimeError, match="the interfaces tool broke"):
+        perform_check(CheckOptions(site_profiles=(PARIS,), deadline_s=5))
 
 
 def test_vpn_failover_may_name_a_site_or_a_gateway_another_site_lists(tmp_path: Path) -> None:
