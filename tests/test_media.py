@@ -226,7 +226,9 @@ def test_the_sample_plan_comes_from_the_mark_the_confidence_and_the_stride() -> 
     """1 s at Teams' 20 ms stride is 50 strides; 299 requests with a quarter to spare need 8 a stride."""
     assert sample_plan(MARKS, 1.0, 0.02) == (pytest.approx(0.0025), 8)
     assert sample_plan(MARKS, 10.0, 0.02) == (pytest.approx(0.02), 1)  # 500 at the stride are enough
-    assert sample_plan(MARKS, 0.2, 0.02)[1] == 38  # a short window: many per stride
+    assert sample_plan(MARKS, 0.2, 0.02)[1] == 20  # a short window: one a millisecond at most
+    strict = MediaThresholds(rtt_ms=100.0, loss_pct=0.01, jitter_ms=30.0)
+    assert sample_plan(strict, 1.0, 0.02) == (pytest.approx(0.001), 20)  # not 37,000 a second: hedged
     half = MediaThresholds(rtt_ms=100.0, loss_pct=0.5, jitter_ms=30.0)
     assert sample_plan(half, 1.0, 0.02)[1] == 15  # a stricter mark needs more
     policy = load_policy()

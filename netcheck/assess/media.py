@@ -108,16 +108,21 @@ def clean_sample_size(thresholds: MediaThresholds) -> int:
 #: Requests planned beyond :func:`clean_sample_size`: the sender skips the slots a stall overran (it
 #: does not burst to catch up), and a loaded laptop stalls it now and then.
 _SPARE = 1.25
+#: The fastest pace: a stricter mark (or a shorter window) than one request a millisecond can settle is
+#: hedged, not flooded at the relay (a 0.01 % mark would otherwise plan 37,000 requests a second).
+_FASTEST_S = 0.001
 
 
 def sample_plan(thresholds: MediaThresholds, window_s: float, stride_s: float) -> tuple[float, int]:
     """``(interval_s, every)`` for one window: a request every ``interval_s``, a whole number ``every`` of
     them per Teams packet stride, enough in ``window_s`` that a clean link shows loss under the mark with a
-    quarter to spare (1 s at 20 ms, 1 %, 95 %: 2.5 ms, every 8th; 10 s: 20 ms, every one)."""
+    quarter to spare (1 s at 20 ms, 1 %, 95 %: 2.5 ms, every 8th; 10 s: 20 ms, every one), and never
+    faster than one a millisecond (what that cannot settle is hedged)."""
     if window_s <= 0 or stride_s <= 0:
         raise ValueError("the media window and stride must be positive")
     strides = max(1.0, window_s / stride_s)
     every = max(1, math.ceil(clean_sample_size(thresholds) * _SPARE / strides))
+    every = min(every, max(1, math.floor(stride_s / _FASTEST_S)))
     return stride_s / every, every
 
 

@@ -458,7 +458,7 @@ def _answered(target: Target, phases: dict[str, float], family_name: str, port: 
         "ports_tried": [*tried, port],
         "ports_refused": refused,
         "window_s": window_s,
-        "interval_s": interval_s,
+        "interval_ms": round(interval_s * 1000, 3),  # the report keeps 2 decimals: 0.0025 s would read 0.0
         "every": every,  # samples_ms holds the round trips of every this-many-th request
         "ignored": run.ignored,
         "rtt_source": run.rtt_source,

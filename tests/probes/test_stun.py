@@ -367,7 +367,7 @@ def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_s
         result, stun = asyncio.run(go(drop_every))
         checked(result)
         d = result.detail
-        assert result.outcome is Outcome.OK and d["every"] == every
+        assert result.outcome is Outcome.OK and d["every"] == every and d["interval_ms"] == 2.5
         sent, received = d["sent"], d["received"]
         assert isinstance(sent, int) and isinstance(received, int)
         assert sent == stun.requests and sent - received == stun.dropped  # every request counted
