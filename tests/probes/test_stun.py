@@ -285,7 +285,7 @@ def test_a_blocked_event_loop_does_not_starve_the_sending() -> None:
     sent = d["sent"]
     assert isinstance(sent, int) and 40 <= sent <= 51, sent
     assert d["received"] == sent  # loopback loses nothing: every request sent was matched
-    assert d["window_s"] == 1.0 and d["interval_s"] == 0.02
+    assert d["window_s"] == 1.0 and d["interval_ms"] == 20.0
     assert not _sender_threads()
 
 
@@ -351,7 +351,8 @@ def test_dropped_requests_are_counted_as_loss() -> None:
 def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_stride() -> None:
     """The 1-second window as the check plans it (a request every 2.5 ms, round trips kept for every 8th)
     against a real UDP STUN server on loopback that ignores every 25th request (4 %): the loss is counted
-    over every request sent, the samples are the stride's only, and the verdict follows the counts."""
+    over every request sent, the samples are the stride's only, and the verdict follows the counts. The grace
+    is long (the wait ends when the last answer is in) so that a loaded machine's late answers are not loss."""
     policy = load_policy()
     thresholds = thresholds_of(policy)
     interval, every = sample_plan(thresholds, 1.0, policy.media_stride_ms / 1000)
@@ -360,7 +361,7 @@ def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_s
     async def go(drop_every: int) -> tuple[ProbeResult, StunResponder]:
         async with StunResponder(drop_every=drop_every) as stun:
             result = await probe_stun(_target(), SPEC, Deadline.after(10), window_s=1.0, interval_s=interval,
-                                      every=every, ports=stun.ports, answer_wait_s=0.5, grace_s=0.3)
+                                      every=every, ports=stun.ports, answer_wait_s=1.0, grace_s=2.0)
         return result, stun
 
     for drop_every in (25, 0):
