@@ -608,7 +608,7 @@ def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
     Its lossy home link (about 3 % loss for a request and its answer, near Microsoft's 1 % mark) no longer
     misleads netcheck: the 1-second media window sends 400 requests and hedges what it cannot settle. Still a
-    separate command (NETCHECK_LAB_SEARCH=1), not CI: of three runs on 2026-12-07 at load 8-16, one was 1.0
+    separate command (NETCHECK_LAB_SEARCH=1), not CI: of four runs on 2026-12-07 at load 2-16, two were 1.0
     on all three figures; the others missed 5 and 2 rows on load (netcheck past its deadline; Sign-in and
     Office read slow), none on the media sample (docs/lab.md, "Generated scenarios").
     """
