@@ -403,10 +403,15 @@ def _media_probe(options: CheckOptions) -> MediaProbe | None:
         from netcheck.probes.stun import probe_stun
     except ImportError:
         return None
-    window = options.policy.media_window_s_thorough if options.thorough else options.policy.media_window_s
+    from netcheck.assess.media import sample_plan, thresholds_of
+
+    policy = options.policy
+    window = policy.media_window_s_thorough if options.thorough else policy.media_window_s
+    interval, every = sample_plan(thresholds_of(policy), window, policy.media_stride_ms / 1000)
 
     async def run(target: Target, spec: ProbeSpec, deadline: Deadline, ports: tuple[int, ...]) -> ProbeResult:
-        return await probe_stun(target, spec, deadline, window_s=window, ports=ports)
+        return await probe_stun(target, spec, deadline, window_s=window, interval_s=interval, every=every,
+                                ports=ports)
 
     return run
 

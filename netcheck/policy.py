@@ -45,6 +45,7 @@ class Policy:
     media_rtt_ms: float = 100.0
     media_loss_pct: float = 1.0
     media_jitter_ms: float = 30.0
+    media_stride_ms: float = 20.0
     media_window_s: float = 1.0
     media_window_s_thorough: float = 10.0
 
@@ -86,6 +87,7 @@ THRESHOLDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("teams_media", "rtt_ms"): ("media_rtt_ms", _number(0, 60000, exclusive_low=True)),
     ("teams_media", "loss_pct"): ("media_loss_pct", _number(0, 100)),
     ("teams_media", "jitter_ms"): ("media_jitter_ms", _number(0, 60000, exclusive_low=True)),
+    ("teams_media", "stride_ms"): ("media_stride_ms", _number(5, 200)),
     ("teams_media", "window_s"): ("media_window_s", _number(0.2, 60)),
     ("teams_media", "window_s_thorough"): ("media_window_s_thorough", _number(0.2, 300)),
 }

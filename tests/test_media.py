@@ -8,8 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netcheck.assess.media import MediaThresholds, assess_media, loss_shown, loss_unshown, stats_from_detail
+from netcheck.assess.media import (
+    MediaThresholds,
+    assess_media,
+    clean_sample_size,
+    loss_shown,
+    loss_under_shown,
+    loss_unshown,
+    sample_plan,
+    stats_from_detail,
+    thresholds_of,
+)
 from netcheck.models import MediaStats, interarrival_jitter, loss_pct, median_ms
+from netcheck.policy import load_policy
 
 MARKS = MediaThresholds(rtt_ms=100.0, loss_pct=1.0, jitter_ms=30.0)
 
@@ -70,7 +81,7 @@ def test_stats_properties() -> None:
 
 
 @pytest.mark.parametrize(("sent", "received", "samples"), [
-    (-1, 0, ()), (2, 3, (1.0, 2.0, 3.0)), (3, 2, (1.0,)),
+    (-1, 0, ()), (2, 3, (1.0, 2.0, 3.0)), (3, 2, (1.0, 2.0, 3.0)),
 ])
 def test_impossible_stats_are_refused(sent: int, received: int, samples: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
@@ -134,9 +145,98 @@ def test_too_few_packets_rest_on_round_trip_and_jitter_and_say_so() -> None:
     assert note is not None and "1 of 7 packets lost (14.3 %)" in note and "round trip and jitter" in note
     slow = _stats([150.0] * 6, sent=7)
     assert assess_media(slow, MARKS) == (False, ("Round trip 150 ms is not under 100 ms",))
-    assert loss_unshown(_stats([20.0] * 7), MARKS) is None  # nothing lost: nothing to say
+    # nothing lost of 7 does not show loss under the mark either (it said nothing before the 400 sample)
+    assert "0 of 7 packets lost" in (loss_unshown(_stats([20.0] * 7), MARKS) or "")
+    assert loss_unshown(_stats([20.0] * 299), MARKS) is None
     surer = MediaThresholds(rtt_ms=100.0, loss_pct=1.0, jitter_ms=30.0, loss_confidence=0.9)
     assert loss_shown(7, 6, surer) and not loss_shown(7, 6, MARKS)  # the confidence is the policy's
+
+
+# --- the sample: how many requests settle loss against the mark -------------------------------
+
+def _counts(sent: int, lost: int) -> MediaStats:
+    """``sent`` requests, ``lost`` of them unanswered, round trips kept at a stride of 8."""
+    received = sent - lost
+    return MediaStats(sent, received, (20.0,) * (received // 8))
+
+
+def test_none_lost_of_299_shows_loss_under_the_mark_and_of_298_does_not() -> None:
+    """A link that loses exactly 1 % keeps all of n with chance 0.99^n: 0.0495 at 299, 0.0500 at 298."""
+    assert clean_sample_size(MARKS) == 299
+    assert loss_under_shown(299, 299, MARKS) and not loss_under_shown(298, 298, MARKS)
+    assert 0.99 ** 299 < 0.05 <= 0.99 ** 298
+    surer = MediaThresholds(rtt_ms=100.0, loss_pct=1.0, jitter_ms=30.0, loss_confidence=0.99)
+    assert clean_sample_size(surer) == 459  # 0.99^459 < 0.01 <= 0.99^458
+    half = MediaThresholds(rtt_ms=100.0, loss_pct=0.5, jitter_ms=30.0)
+    assert clean_sample_size(half) == 598
+
+
+@pytest.mark.parametrize(("sent", "lost", "under"), [
+    (50, 0, False),  # a 1 % link keeps all 50 six times in ten
+    (299, 0, True),
+    (400, 0, True),
+    (400, 1, False),  # a 1 % link loses at most one of 400 one time in eleven
+    (1000, 3, True),  # at most 3 of 1000: one time in 100
+    (1000, 5, False),
+    (0, 0, False),  # nothing sent shows nothing
+])
+def test_loss_under_the_mark_is_the_exact_binomial_test_at_the_mark(sent: int, lost: int, under: bool) -> None:
+    assert loss_under_shown(sent, sent - lost, MARKS) is under
+    assert not (under and loss_shown(sent, sent - lost, MARKS))  # the two tails never both
+
+
+def test_none_lost_of_a_small_sample_is_hedged() -> None:
+    """The generated lab's lossy home link loses about 3 % of requests and answers; 50 requests lose none of
+    them about one time in five (0.97^50 = 0.22). None of 50, or of a stalled window's 120, cannot say."""
+    for sent in (7, 50, 120, 298):
+        stats = _counts(sent, 0) if sent >= 8 else MediaStats(sent, sent, (20.0,) * sent)
+        assert assess_media(stats, MARKS) == (True, ())
+        note = loss_unshown(stats, MARKS)
+        assert note is not None, sent
+        assert f"0 of {sent} packets lost (0.0 %)" in note and "under 1 %" in note and "299" in note
+
+
+def test_none_lost_of_a_large_sample_is_ok_without_a_hedge() -> None:
+    clean = _counts(400, 0)
+    assert assess_media(clean, MARKS) == (True, ())
+    assert loss_unshown(clean, MARKS) is None
+
+
+def test_a_3_percent_link_is_degraded_on_the_full_sample() -> None:
+    """12 lost of 400 (the lossy link's mean): a 1 % link loses 12 or more of 400 about one time in 2,000."""
+    lossy = _counts(400, 12)
+    passed, reasons = assess_media(lossy, MARKS)
+    assert not passed and reasons == ("Packet loss 3.0 % is not under 1 % (12 of 400 lost)",)
+    assert loss_unshown(lossy, MARKS) is None
+    # one sd under the mean (9 of 400) still shows it; 6 of 400 (1.5 %) does not, and is hedged
+    assert not assess_media(_counts(400, 9), MARKS)[0]
+    assert assess_media(_counts(400, 6), MARKS)[0]
+    note = loss_unshown(_counts(400, 6), MARKS)
+    assert note is not None and "6 of 400 packets lost (1.5 %): too few sent to show loss of 1 % or more" in note
+
+
+def test_between_the_tails_the_sample_is_hedged() -> None:
+    """1 lost of 400 (0.25 %) shows loss neither under 1 % nor over it."""
+    note = loss_unshown(_counts(400, 1), MARKS)
+    assert note is not None and "1 of 400 packets lost (0.2 %): too few to show loss under 1 %" in note
+    assert assess_media(_counts(400, 1), MARKS) == (True, ())
+
+
+def test_the_sample_plan_comes_from_the_mark_the_confidence_and_the_stride() -> None:
+    """1 s at Teams' 20 ms stride is 50 strides; 299 requests with a quarter to spare need 8 a stride."""
+    assert sample_plan(MARKS, 1.0, 0.02) == (pytest.approx(0.0025), 8)
+    assert sample_plan(MARKS, 10.0, 0.02) == (pytest.approx(0.02), 1)  # 500 at the stride are enough
+    assert sample_plan(MARKS, 0.2, 0.02)[1] == 20  # a short window: one a millisecond at most
+    strict = MediaThresholds(rtt_ms=100.0, loss_pct=0.01, jitter_ms=30.0)
+    assert sample_plan(strict, 1.0, 0.02) == (pytest.approx(0.001), 20)  # not 37,000 a second: hedged
+    half = MediaThresholds(rtt_ms=100.0, loss_pct=0.5, jitter_ms=30.0)
+    assert sample_plan(half, 1.0, 0.02)[1] == 15  # a stricter mark needs more
+    policy = load_policy()
+    interval, every = sample_plan(thresholds_of(policy), policy.media_window_s, policy.media_stride_ms / 1000)
+    assert every * interval == pytest.approx(policy.media_stride_ms / 1000)
+    assert policy.media_window_s / interval >= clean_sample_size(thresholds_of(policy))
+    with pytest.raises(ValueError, match="positive"):
+        sample_plan(MARKS, 0.0, 0.02)
 
 
 @pytest.mark.parametrize("bad", [0.3, 1.0, 1.5, True, "0.95"])
@@ -183,11 +283,19 @@ def test_stats_from_detail() -> None:
     assert s == MediaStats(4, 3, (10.0, 30.0, 20.0))
 
 
+def test_stats_from_a_detail_with_the_round_trips_at_the_stride_only() -> None:
+    """A window of 400 requests keeps the round trips of every 8th: 50 samples for 388 answers. Loss comes
+    from the counts, round trip and jitter from the samples, as from an older report with one per answer."""
+    s = stats_from_detail({"sent": 400, "received": 388, "samples_ms": [20.0] * 50, "every": 8})
+    assert s == MediaStats(400, 388, (20.0,) * 50)
+    assert s.loss_pct == 3.0 and s.rtt_ms == 20.0 and s.jitter_ms == 0.0
+
+
 @pytest.mark.parametrize("detail", [
     {},
     {"sent": "4", "received": 3, "samples_ms": [1.0, 2.0, 3.0]},
     {"sent": True, "received": 0, "samples_ms": []},
-    {"sent": 4, "received": 3, "samples_ms": [1.0, 2.0]},
+    {"sent": 4, "received": 3, "samples_ms": [1.0, 2.0, 3.0, 4.0]},
     {"sent": 4, "received": 1, "samples_ms": ["1.0"]},
 ])
 def test_stats_from_bad_detail(detail: dict[str, object]) -> None:

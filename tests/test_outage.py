@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from netcheck.assess.outage import (
+    EVIDENCE_LIMIT,
     NOW_QUESTION,
     PARTIAL,
     Assumption,
@@ -17,11 +20,16 @@ from netcheck.assess.outage import (
     Resolver,
     Route,
     SiteFacts,
+    _fitted,
     assess_outage,
     pac_lost_now,
     predict,
 )
+from netcheck.assess.site_cases import predict_case
+from netcheck.assess.what_if import model_from_dict
 from netcheck.site_profile import SiteProfile
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 HOME_DNS = Resolver("192.168.1.1", Route("192.168.1.1", "eth0", "physical"))
 CORP_DNS = Resolver("10.10.0.53", Route("10.10.0.53", "wg0", "vpn"))
@@ -272,6 +280,29 @@ def test_the_summary_says_a_hedged_sample_is_for_a_longer_measurement_not_an_unr
                          NAMES, list(W)).summary
     assert "depends on the VPN profile used away from the office, which netcheck cannot read from this laptop, " \
         f"and on {NOW_QUESTION}." in both, both
+
+
+def test_a_hedge_over_many_assumptions_keeps_its_evidence_within_the_schema() -> None:
+    """The generated lab's gen-9-013 (no profile, a cloud IdP, a cloud proxy's PAC, on the office network):
+    five assumptions and a media sample that could not settle made 192 combinations, 202 evidence lines,
+    and a report the schema (and so a collector) refused. Every outcome keeps a line, the rest are counted."""
+    facts = json.loads((FIXTURES / "outage-facts-hedged-five-ways.json").read_text())
+    prediction = predict_case(model_from_dict(facts), ["the corporate site"])
+    for w in prediction.workloads:
+        assert len(w.evidence) <= EVIDENCE_LIMIT, w.id
+        worlds = [e for e in w.evidence if e.startswith("[assumption] with ")]
+        outcomes = {e.rsplit(": ", 1)[-1] for e in worlds}
+        assert w.evidence[-1].startswith("[assumption] and ") and "more combinations" in w.evidence[-1]
+        assert len(outcomes) >= 2 and len(worlds) > 100, w.id  # each outcome shown, as many worlds as fit
+
+
+def test_hedge_lines_that_fit_are_kept_as_they_are() -> None:
+    lines = [f"world {i}: works if the VPN stays, {'fails' if i % 3 else 'works'} if it drops" for i in range(9)]
+    assert _fitted(lines, 9) == lines
+    short = _fitted(lines, 4)
+    assert len(short) == 4
+    assert short[-1] == "and 6 more combinations of the assumptions, each with one of the outcomes above"
+    assert {line.rsplit(": ", 1)[-1] for line in short[:-1]} == {line.rsplit(": ", 1)[-1] for line in lines}
 
 
 def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:

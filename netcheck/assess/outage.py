@@ -847,6 +847,29 @@ class NowHedge:
                         frozenset(worse))
 
 
+#: The most evidence lines a workload's prediction carries: the report schema's ``maxItems`` for evidence.
+EVIDENCE_LIMIT = 200
+
+
+def _fitted(lines: list[str], room: int) -> list[str]:
+    """The world lines (``"<labels>: <fates>"``) of a hedge, within ``room`` lines. Every combination of
+    assumptions is a world, and five assumptions with a hedged status now made 192 of them (a report the
+    schema refused): when they do not fit, each distinct outcome keeps its first world, the others fill what
+    room is left, and one line counts the rest."""
+    if len(lines) <= room:
+        return lines
+    first: dict[str, str] = {}
+    for line in lines:
+        first.setdefault(line.rsplit(": ", 1)[-1], line)
+    kept = set(first.values())
+    others = [line for line in lines if line not in kept]
+    fill = max(0, room - len(kept) - 1)
+    chosen = set(others[:fill]) | kept
+    dropped = len(lines) - len(chosen)
+    return [line for line in lines if line in chosen] + [
+        f"and {dropped} more combinations of the assumptions, each with one of the outcomes above"]
+
+
 def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
            profile: SiteProfile, workloads: Sequence[str], current: Mapping[str, Fate],
            sites: Sequence[SiteProfile] | None = None, down: Collection[str] | None = None,
@@ -884,8 +907,9 @@ def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], f
         questions = tuple(a.question if now and a is now.assumption else f"{a.question} (netcheck cannot read it from "
                           "this laptop" + (f"; IT can state it in the site profile: {a.settle})" if a.settle else ")")
                           for a in mine)
+        room = EVIDENCE_LIMIT - len(row.evidence) - len(questions)
         evidence = (*row.evidence, *(f"[assumption] this hangs on {q}" for q in questions),
-                    *(f"[assumption] {line}" for line in dict.fromkeys(lines)))
+                    *(f"[assumption] {line}" for line in _fitted(list(dict.fromkeys(lines)), room)))
         hangs = tuple(Cause(CauseKind.ASSUMPTION, q, None, f"it hangs on {q}") for q in questions)
         by = {b: (*row.causes_by.get(b, ()), *(replace(c, behaviour=b) for c in hangs)) for b in possible}
         out[wid] = replace(row, if_vpn_stays=fates["stays"], if_vpn_drops=fates["drops"], evidence=evidence,

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from netcheck.assess.media import MediaThresholds, assess_media, loss_unshown, stats_from_detail
+from netcheck.assess.media import assess_media, loss_unshown, stats_from_detail, thresholds_of
 from netcheck.assess.outage import OutageSection, PacLostNow
 from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
@@ -205,7 +205,7 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
     if passed:
         r = passed[0]
         stats = stats_from_detail(r.detail)
-        thresholds = MediaThresholds(policy.media_rtt_ms, policy.media_loss_pct, policy.media_jitter_ms)
+        thresholds = thresholds_of(policy)
         good, problems = assess_media(stats, thresholds) if stats else (True, ())
         latency = stats.rtt_ms if stats else None
         unshown = loss_unshown(stats, thresholds) if stats else None

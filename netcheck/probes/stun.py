@@ -8,10 +8,14 @@ XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from older servers).
 The probe tries the ports in order (3478 first) and samples the first one that
 answers: it sends a request every ``interval_s`` for ``window_s``, matches the
 answers by transaction id and reports RTT, jitter and loss (computed by
-:mod:`netcheck.assess.media`). The requests are sent from a thread of their own
-(:class:`_Pacer`, one per port sampled, stopped and joined before the socket
-closes), so a loop busy with hundreds of other probes does not thin the window
-out (it sent 8-9 of 50 requests in a full check when the loop's timers paced
+:mod:`netcheck.assess.media`). Loss is counted over every request; round trips
+are kept only for every ``every``-th send slot (Teams' packet stride, when the
+window sends several requests per stride: :func:`netcheck.assess.media.sample_plan`),
+so jitter keeps its meaning and the report carries no more samples than before.
+The requests are sent from a thread of their own (:class:`_Pacer`, one per
+port sampled, stopped and joined before the socket closes), so a loop busy
+with hundreds of other probes does not thin the window out (it sent 8-9 of 50
+requests in a full check when the loop's timers paced
 it); the answers are read on the event loop. A round trip runs from just before ``send`` to the
 kernel's time stamp of the answer's arrival (``SO_TIMESTAMPNS`` /
 ``SO_TIMESTAMP``, see :mod:`netcheck.probes._timing`), not to when the busy
@@ -132,14 +136,17 @@ class _Session:
     changed only under ``lock``; the rest belongs to the event loop.
     """
 
-    pending: dict[bytes, Stamp] = field(default_factory=dict)  # txid -> time of sending
-    samples_ms: list[float] = field(default_factory=list)
-    received: int = 0  # len(samples_ms), for the sender thread
+    #: txid -> (time of sending, sent at the stride: its round trip is kept)
+    pending: dict[bytes, tuple[Stamp, bool]] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list)  # round trips of the answers sent at the stride
+    received: int = 0  # every answer matched
     from_kernel: int = 0  # samples timed by the kernel
     mapped: tuple[str, int] | None = None
     ignored: int = 0
     refused: bool = False
     error: OSError | None = None
+    #: Set by the loop once the window is over: from then on the last answer in flight wakes it.
+    draining: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,12 +159,16 @@ class _Session:
         if answer is None or sent is None:
             self.ignored += 1
             return
-        rtt_ms, kernel_timed = elapsed_ms(sent, arrived)
-        self.samples_ms.append(rtt_ms)
-        self.from_kernel += kernel_timed
+        if sent[1]:
+            rtt_ms, kernel_timed = elapsed_ms(sent[0], arrived)
+            self.samples_ms.append(rtt_ms)
+            self.from_kernel += kernel_timed
         if answer.mapped is not None and self.mapped is None:
             self.mapped = answer.mapped
-        self.wake.set()
+        # The loop waits for the first answer (a silent port) or, after the window, for the last one; waking
+        # it for every answer in between would cost a task and a timer for each of hundreds.
+        if self.received == 1 or (self.draining and not self.pending):
+            self.wake.set()
 
     def failed(self, exc: OSError) -> None:
         if isinstance(exc, ConnectionRefusedError):
@@ -179,7 +190,9 @@ class _Pacer:
     """Sends the window's requests from a thread of its own, so a busy event loop cannot starve them.
 
     A request goes at ``start + k * interval_s`` until ``send_until`` (after a stall,
-    the next slot still ahead: no burst to catch up), until a port silent since
+    the next slot still ahead: no burst to catch up); slot ``k`` is at the stride
+    when ``k % every == 0``, so those keep Teams' spacing whatever was skipped. It
+    stops early for a port silent since
     ``give_up_at``, or until :meth:`stop`. Its transaction id and the stamp read just
     before ``send`` go into ``session.pending`` under ``session.lock``, which
     :meth:`_Session.datagram` takes too, so no answer can be looked up before its
@@ -188,10 +201,10 @@ class _Pacer:
     so loops without ``add_reader`` (Windows' proactor) work the same.
     """
 
-    def __init__(self, channel: UdpChannel, session: _Session, start: float, interval_s: float,
+    def __init__(self, channel: UdpChannel, session: _Session, start: float, interval_s: float, every: int,
                  send_until: float, give_up_at: float) -> None:
         self._channel, self._session = channel, session
-        self._start, self._interval_s = start, interval_s
+        self._start, self._interval_s, self._every = start, interval_s, every
         self._send_until, self._give_up_at = send_until, give_up_at
         self._loop = asyncio.get_running_loop()
         self._stop = threading.Event()
@@ -205,7 +218,7 @@ class _Pacer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sending and wait for the thread: at most one sleep, which the stop cuts short."""
+        """Stop sending and wait for the thread: at most one sleep, no longer than ``interval_s``."""
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join()
@@ -218,19 +231,19 @@ class _Pacer:
                 return
             due = self._start + slot * self._interval_s
             if now < due:
-                self._stop.wait(min(due, self._send_until) - now)
+                time.sleep(min(due, self._send_until) - now)  # cheaper than an Event: 100s a window
                 continue
-            if not self._send(binding_request(new_transaction_id()), now):
+            if not self._send(binding_request(new_transaction_id()), now, slot % self._every == 0):
                 return
             # Keep the pace; after a stall, the next slot ahead, not a burst to catch up.
             slot = max(slot + 1, int((now - self._start) / self._interval_s) + 1)
 
-    def _send(self, request: bytes, now: float) -> bool:
+    def _send(self, request: bytes, now: float, at_stride: bool) -> bool:
         """One request; False when the socket failed (the thread then ends)."""
         txid, session = request[8:], self._session
         try:
             with session.lock:  # the answer cannot be matched before its txid is pending
-                session.pending[txid] = self._channel.send_or_raise(request)
+                session.pending[txid] = (self._channel.send_or_raise(request), at_stride)
         except (BlockingIOError, InterruptedError):  # buffer full: this one is not sent
             return True
         except OSError as exc:
@@ -267,7 +280,7 @@ def _connected_socket(family: socket.AddressFamily, address: str, port: int) -> 
 
 
 async def _sample_port(family: socket.AddressFamily, address: str, port: int, deadline: Deadline,
-                       window_s: float, interval_s: float, answer_wait_s: float, grace_s: float,
+                       window_s: float, interval_s: float, every: int, answer_wait_s: float, grace_s: float,
                        kernel_clock: bool) -> _PortRun:
     """Sample one port; OSError from the OS refusing to send propagates."""
     session = _Session()
@@ -281,11 +294,11 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         start = time.monotonic()
         send_until = min(start + window_s, deadline.at)
         give_up_at = start + answer_wait_s  # for a port that stays silent
-        pacer = _Pacer(channel, session, start, interval_s, send_until, give_up_at)
+        pacer = _Pacer(channel, session, start, interval_s, every, send_until, give_up_at)
         pacer.start()
         while session.error is None and not session.refused:
             now = time.monotonic()
-            silent = not session.samples_ms
+            silent = not session.received
             if now >= send_until or (silent and now >= give_up_at):
                 break
             await session.wait(min(send_until, give_up_at if silent else send_until) - now)
@@ -293,9 +306,10 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         if pacer.failure is not None:  # its call_soon_threadsafe may not have run yet
             session.failed(pacer.failure)
         sent_count, last_send = pacer.sent, pacer.last_send
+        session.draining = True
         # Let the answers in flight arrive: a silent port until give_up_at, otherwise for grace_s.
         while session.pending and not session.refused and session.error is None:
-            until = min(deadline.at, give_up_at if not session.samples_ms else last_send + grace_s)
+            until = min(deadline.at, give_up_at if not session.received else last_send + grace_s)
             now = time.monotonic()
             if now >= until:
                 break
@@ -305,12 +319,12 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         now_pc = time.perf_counter()
         # Requests unanswered for longer than grace_s are lost; younger ones (the
         # deadline cut the wait short) are left out of the count.
-        unresolved = sum(1 for t in session.pending.values() if now_pc - t.wall < grace_s)
-        received = len(session.samples_ms)
+        unresolved = sum(1 for t, _ in session.pending.values() if now_pc - t.wall < grace_s)
+        received = session.received
         conclusive = session.refused or received > 0 or time.monotonic() >= give_up_at
         stats = MediaStats(max(sent_count - unresolved, received), received, tuple(session.samples_ms))
         return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored,
-                        rtt_source(session.from_kernel, received))
+                        rtt_source(session.from_kernel, len(session.samples_ms)))
     finally:
         if pacer is not None:  # no socket closed under a sending thread
             pacer.stop()
@@ -351,16 +365,18 @@ def _send_failure(exc: OSError, address: str, port: int) -> tuple[Outcome, str]:
 
 
 async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, window_s: float = 1.0,
-                     interval_s: float = 0.02, ports: Sequence[int] = (3478, 3479, 3480, 3481),
+                     interval_s: float = 0.02, every: int = 1, ports: Sequence[int] = (3478, 3479, 3480, 3481),
                      answer_wait_s: float = 1.0, grace_s: float = 0.5, kernel_clock: bool = True
                      ) -> ProbeResult:
     """STUN Binding Requests to ``target.address`` (or ``target.host`` resolved), one port after another.
 
-    ``target.port`` is not used: the ports tried, in order, are ``ports``.
+    ``target.port`` is not used: the ports tried, in order, are ``ports``. Round trips are kept for every
+    ``every``-th request (the check passes :func:`netcheck.assess.media.sample_plan`'s pace and stride).
     ``kernel_clock=False`` times answers on the loop's clock only (for comparison).
     """
     if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports) \
-            or window_s <= 0 or interval_s <= 0 or answer_wait_s <= 0 or grace_s < 0:
+            or window_s <= 0 or interval_s <= 0 or answer_wait_s <= 0 or grace_s < 0 \
+            or isinstance(every, bool) or not isinstance(every, int) or every < 1:
         return ProbeResult(ProbeKind.STUN, target, Outcome.ERROR,
                            "STUN probe misconfigured: needs UDP ports and a positive window and interval")
     if deadline.expired:
@@ -395,14 +411,14 @@ async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, win
         if deadline.expired:
             break
         try:
-            run = await _sample_port(family, address, port, deadline, window_s, interval_s,
+            run = await _sample_port(family, address, port, deadline, window_s, interval_s, every,
                                      answer_wait_s, grace_s, kernel_clock)
         except OSError as exc:
             outcome, why = _send_failure(exc, address, port)
             return ProbeResult(ProbeKind.STUN, target, outcome, why, phases,
                                {"port": port, "ports_tried": tried}, family_name)
         if run.stats.received:
-            return _answered(target, phases, family_name, port, run, tried, refused, window_s, interval_s)
+            return _answered(target, phases, family_name, port, run, tried, refused, window_s, interval_s, every)
         if not run.conclusive:
             break
         tried.append(port)
@@ -423,7 +439,8 @@ async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, win
 
 
 def _answered(target: Target, phases: dict[str, float], family_name: str, port: int, run: _PortRun,
-              tried: list[int], refused: list[int], window_s: float, interval_s: float) -> ProbeResult:
+              tried: list[int], refused: list[int], window_s: float, interval_s: float, every: int
+              ) -> ProbeResult:
     stats = run.stats
     rtt, jitter, loss = stats.rtt_ms, stats.jitter_ms, stats.loss_pct
     detail: dict[str, str | int | float | bool | None | list[int] | list[float]] = {
@@ -441,7 +458,8 @@ def _answered(target: Target, phases: dict[str, float], family_name: str, port: 
         "ports_tried": [*tried, port],
         "ports_refused": refused,
         "window_s": window_s,
-        "interval_s": interval_s,
+        "interval_ms": round(interval_s * 1000, 3),  # the report keeps 2 decimals: 0.0025 s would read 0.0
+        "every": every,  # samples_ms holds the round trips of every this-many-th request
         "ignored": run.ignored,
         "rtt_source": run.rtt_source,
     }

@@ -509,25 +509,36 @@ def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(paths) >= 12
     matrix = run_matrix(paths, jobs=LAB_JOBS, progress=lambda msg: None)
     _print_and_check_truth(matrix, capsys)
+    _assert_every_row_right(matrix)
+
+
+def _misses(matrix: dict[str, Any], *, site_up: bool) -> list[str]:
+    return [
+        f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
+        f"({r['prediction_source']}), truth {r['truth']}"
+        for res in matrix["scenarios"]
+        for r in res["rows"]
+        if (r["phase"] == "site_up") == site_up and r["match"] is False
+    ]
+
+
+def _assert_every_row_right(matrix: dict[str, Any], *, site_up: bool = False) -> None:
+    """netcheck's site-outage prediction against the measured truth: every site-down row, both VPN
+    behaviours, inferred and told, each figure 1.0 (and the site-up status too, when asked). A missing
+    prediction is a miss. A mismatch is a bug in netcheck or in the lab, never a number to lower."""
     summary = summarise(matrix["scenarios"])
     assert summary["lab_problems"] == 0
     # Every scenario with a site profile also ran without it.
     told = {r["scenario"] for r in matrix["scenarios"] if r["profile"] == "told"}
     assert told and {f"{n}:inferred" for n in told} <= {r["scenario"] for r in matrix["scenarios"]}
-    # netcheck's site-outage prediction against the measured truth: every site-down row, both VPN
-    # behaviours, inferred and told. A missing prediction is a miss. A mismatch is a bug in netcheck or
-    # in the lab, never a number to lower.
     rows = [(res, r) for res in matrix["scenarios"] for r in res["rows"] if r["phase"] != "site_up"]
     assert all(r["match"] is not None for _, r in rows)
-    wrong = [
-        f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
-        f"({r['prediction_source']}), truth {r['truth']}"
-        for res, r in rows
-        if not r["match"]
-    ]
     assert summary["outage_predictions"] == len(rows)
     assert summary["inferred"]["rows"] + summary["told"]["rows"] == len(rows)
+    wrong = _misses(matrix, site_up=False)
     assert (summary["inferred"]["accuracy"], summary["told"]["accuracy"]) == (1.0, 1.0), wrong
+    if site_up:
+        assert summary["site_up_agreement"] == 1.0, _misses(matrix, site_up=True)
 
 
 @pytest.mark.lab
@@ -592,32 +603,22 @@ def test_pac_client_truth_is_measured_by_chromium() -> None:
 @pytest.mark.lab
 @pytest.mark.timeout(1800)
 def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The fixed, seeded all-pairs subset: every row counted, inferred and told both right.
+    """The fixed, seeded all-pairs subset (``generate.CI_SUBSET`` of seed 9): every row counted, inferred and
+    told both 1.0, and the site-up status 1.0.
 
-    A separate command for now (NETCHECK_LAB_SEARCH=1), not CI: its lossy home link (about 3 % loss for a
-    request and its answer, near Microsoft's 1 % mark) is one that netcheck's 1-second media sample (50
-    requests) reads as loss-free about one time in five, so the subset would fail CI at random (see
-    docs/lab.md, "Generated scenarios").
+    Its lossy home link (about 3 % loss for a request and its answer, near Microsoft's 1 % mark) no longer
+    misleads netcheck: the 1-second media window sends 400 requests and hedges what it cannot settle. Still a
+    separate command (NETCHECK_LAB_SEARCH=1), not CI: of four runs on 2026-12-07 at load 2-16, two were 1.0
+    on all three figures; the others missed 5 and 2 rows on load (netcheck past its deadline; Sign-in and
+    Office read slow), none on the media sample (docs/lab.md, "Generated scenarios").
     """
     if os.environ.get("NETCHECK_LAB_SEARCH") != "1":
         pytest.skip("the generated matrix is a separate command: NETCHECK_LAB_SEARCH=1 pytest tests/lab -k generated")
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
     matrix = run_matrix(made.files, jobs=LAB_JOBS, progress=lambda msg: None)
-    with capsys.disabled():
-        print("\n" + format_table(matrix["scenarios"]))
-        print(json.dumps(matrix["summary"]))
-    assert not [r["error"] for r in matrix["scenarios"] if "error" in r]
-    assert matrix["summary"]["lab_problems"] == 0
-    rows = [(res, r) for res in matrix["scenarios"] for r in res["rows"] if r["phase"] != "site_up"]
-    wrong = [
-        f"{res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
-        f"({r['prediction_source']}), truth {r['truth']}"
-        for res, r in rows
-        if not r["match"]
-    ]
-    summary = matrix["summary"]
-    assert (summary["inferred"]["accuracy"], summary["told"]["accuracy"]) == (1.0, 1.0), wrong
+    _print_and_check_truth(matrix, capsys)
+    _assert_every_row_right(matrix, site_up=True)
 
 
 # ---------------------------------------------------------------------------

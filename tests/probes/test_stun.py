@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import statistics
 import struct
@@ -18,9 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netcheck.assess.media import stats_from_detail
+from netcheck.assess.media import (
+    assess_media,
+    clean_sample_size,
+    loss_unshown,
+    sample_plan,
+    stats_from_detail,
+    thresholds_of,
+)
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target, interarrival_jitter
+from netcheck.policy import load_policy
 from netcheck.probes import stun as stun_module
 from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
@@ -276,7 +285,7 @@ def test_a_blocked_event_loop_does_not_starve_the_sending() -> None:
     sent = d["sent"]
     assert isinstance(sent, int) and 40 <= sent <= 51, sent
     assert d["received"] == sent  # loopback loses nothing: every request sent was matched
-    assert d["window_s"] == 1.0 and d["interval_s"] == 0.02
+    assert d["window_s"] == 1.0 and d["interval_ms"] == 20.0
     assert not _sender_threads()
 
 
@@ -337,6 +346,45 @@ def test_dropped_requests_are_counted_as_loss() -> None:
     assert d["loss_pct"] == pytest.approx(100.0 * stun.dropped / sent, abs=0.001)
     stats = stats_from_detail(d)
     assert stats is not None and stats.sent == sent
+
+
+def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_stride() -> None:
+    """The 1-second window as the check plans it (a request every 2.5 ms, round trips kept for every 8th)
+    against a real UDP STUN server on loopback that ignores every 25th request (4 %): the loss is counted
+    over every request sent, the samples are the stride's only, and the verdict follows the counts. The grace
+    is long (the wait ends when the last answer is in) so that a loaded machine's late answers are not loss."""
+    policy = load_policy()
+    thresholds = thresholds_of(policy)
+    interval, every = sample_plan(thresholds, 1.0, policy.media_stride_ms / 1000)
+    assert every > 1
+
+    async def go(drop_every: int) -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder(drop_every=drop_every) as stun:
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), window_s=1.0, interval_s=interval,
+                                      every=every, ports=stun.ports, answer_wait_s=1.0, grace_s=2.0)
+        return result, stun
+
+    for drop_every in (25, 0):
+        result, stun = asyncio.run(go(drop_every))
+        checked(result)
+        d = result.detail
+        assert result.outcome is Outcome.OK and d["every"] == every and d["interval_ms"] == 2.5
+        sent, received = d["sent"], d["received"]
+        assert isinstance(sent, int) and isinstance(received, int)
+        assert sent == stun.requests and sent - received == stun.dropped  # every request counted
+        assert stun.dropped == sent // drop_every if drop_every else stun.dropped == 0
+        samples = _floats(result, "samples_ms")
+        # the stride's slots only: at most one a stride of the window, fewer than the answers
+        assert 0 < len(samples) <= math.ceil(1.0 / (interval * every)) + 1 and len(samples) < received
+        assert d["rtt_ms"] == pytest.approx(statistics.median(samples), abs=0.01)
+        stats = stats_from_detail(d)
+        assert stats is not None and (stats.sent, stats.received) == (sent, received)
+        passed, _ = assess_media(stats, thresholds)
+        unshown = loss_unshown(stats, thresholds)
+        if drop_every:  # 4 % of a full sample shows loss over the mark; of a stalled one it may only hedge
+            assert not passed or unshown is not None
+        else:  # none lost: ok, hedged only when a loaded machine stalled the window under 299
+            assert passed and (unshown is None) is (sent >= clean_sample_size(thresholds))
 
 
 def test_delay_shows_in_the_round_trip() -> None:
