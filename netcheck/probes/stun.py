@@ -279,9 +279,26 @@ def _connected_socket(family: socket.AddressFamily, address: str, port: int) -> 
     return sock
 
 
+#: How long after the window an answer still counts, in round trips measured in it (the slowest one), and
+#: its floor: an answer held up by a busy laptop (its event loop, the CPU) is late, not lost. On a lossy
+#: link a request is lost in most windows, and the probe waits out the whole grace: a fixed 0.5 s was
+#: most of the wall time a lossy check spent beyond its critical path (issue 16).
+GRACE_RTTS = 4
+GRACE_FLOOR_S = 0.25
+
+
+def _grace(samples_ms: Sequence[float], most_s: float, rtts: float) -> float:
+    """The wait for the answers in flight after the window: ``rtts`` of the slowest round trip measured,
+    at least ``GRACE_FLOOR_S``, at most ``most_s`` (the probe's ``grace_s``); ``most_s`` when nothing was
+    measured."""
+    if not samples_ms:
+        return most_s
+    return min(most_s, max(GRACE_FLOOR_S, rtts * max(samples_ms) / 1000))
+
+
 async def _sample_port(family: socket.AddressFamily, address: str, port: int, deadline: Deadline,
                        window_s: float, interval_s: float, every: int, answer_wait_s: float, grace_s: float,
-                       kernel_clock: bool) -> _PortRun:
+                       grace_rtts: float | None, kernel_clock: bool) -> _PortRun:
     """Sample one port; OSError from the OS refusing to send propagates."""
     session = _Session()
     channel = UdpChannel(_connected_socket(family, address, port), session.datagram, session.failed,
@@ -307,9 +324,10 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
             session.failed(pacer.failure)
         sent_count, last_send = pacer.sent, pacer.last_send
         session.draining = True
-        # Let the answers in flight arrive: a silent port until give_up_at, otherwise for grace_s.
+        grace = grace_s if grace_rtts is None else _grace(session.samples_ms, grace_s, grace_rtts)
+        # Let the answers in flight arrive: a silent port until give_up_at, otherwise for the grace.
         while session.pending and not session.refused and session.error is None:
-            until = min(deadline.at, give_up_at if not session.received else last_send + grace_s)
+            until = min(deadline.at, give_up_at if not session.received else last_send + grace)
             now = time.monotonic()
             if now >= until:
                 break
@@ -317,9 +335,9 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         if session.error is not None:
             raise session.error
         now_pc = time.perf_counter()
-        # Requests unanswered for longer than grace_s are lost; younger ones (the
+        # Requests unanswered for longer than the grace are lost; younger ones (the
         # deadline cut the wait short) are left out of the count.
-        unresolved = sum(1 for t, _ in session.pending.values() if now_pc - t.wall < grace_s)
+        unresolved = sum(1 for t, _ in session.pending.values() if now_pc - t.wall < grace)
         received = session.received
         conclusive = session.refused or received > 0 or time.monotonic() >= give_up_at
         stats = MediaStats(max(sent_count - unresolved, received), received, tuple(session.samples_ms))
@@ -366,16 +384,19 @@ def _send_failure(exc: OSError, address: str, port: int) -> tuple[Outcome, str]:
 
 async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, window_s: float = 1.0,
                      interval_s: float = 0.02, every: int = 1, ports: Sequence[int] = (3478, 3479, 3480, 3481),
-                     answer_wait_s: float = 1.0, grace_s: float = 0.5, kernel_clock: bool = True
-                     ) -> ProbeResult:
+                     answer_wait_s: float = 1.0, grace_s: float = 0.5, grace_rtts: float | None = GRACE_RTTS,
+                     kernel_clock: bool = True) -> ProbeResult:
     """STUN Binding Requests to ``target.address`` (or ``target.host`` resolved), one port after another.
 
     ``target.port`` is not used: the ports tried, in order, are ``ports``. Round trips are kept for every
     ``every``-th request (the check passes :func:`netcheck.assess.media.sample_plan`'s pace and stride).
+    After the window, answers in flight are awaited for ``grace_rtts`` of the slowest round trip measured
+    (at least ``GRACE_FLOOR_S``), at most ``grace_s``; ``grace_rtts=None``: for ``grace_s``.
     ``kernel_clock=False`` times answers on the loop's clock only (for comparison).
     """
     if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports) \
             or window_s <= 0 or interval_s <= 0 or answer_wait_s <= 0 or grace_s < 0 \
+            or (grace_rtts is not None and grace_rtts <= 0) \
             or isinstance(every, bool) or not isinstance(every, int) or every < 1:
         return ProbeResult(ProbeKind.STUN, target, Outcome.ERROR,
                            "STUN probe misconfigured: needs UDP ports and a positive window and interval")
@@ -412,7 +433,7 @@ async def probe_stun(target: Target, spec: ProbeSpec, deadline: Deadline, *, win
             break
         try:
             run = await _sample_port(family, address, port, deadline, window_s, interval_s, every,
-                                     answer_wait_s, grace_s, kernel_clock)
+                                     answer_wait_s, grace_s, grace_rtts, kernel_clock)
         except OSError as exc:
             outcome, why = _send_failure(exc, address, port)
             return ProbeResult(ProbeKind.STUN, target, outcome, why, phases,

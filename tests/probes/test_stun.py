@@ -361,7 +361,8 @@ def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_s
     async def go(drop_every: int) -> tuple[ProbeResult, StunResponder]:
         async with StunResponder(drop_every=drop_every) as stun:
             result = await probe_stun(_target(), SPEC, Deadline.after(10), window_s=1.0, interval_s=interval,
-                                      every=every, ports=stun.ports, answer_wait_s=1.0, grace_s=2.0)
+                                      every=every, ports=stun.ports, answer_wait_s=1.0, grace_s=2.0,
+                                      grace_rtts=None)
         return result, stun
 
     for drop_every in (25, 0):
@@ -385,6 +386,30 @@ def test_the_full_sample_counts_every_request_and_keeps_the_round_trips_at_the_s
             assert not passed or unshown is not None
         else:  # none lost: ok, hedged only when a loaded machine stalled the window under 299
             assert passed and (unshown is None) is (sent >= clean_sample_size(thresholds))
+
+
+def test_the_wait_for_late_answers_follows_the_round_trips_measured() -> None:
+    """After the window the probe waits ``GRACE_RTTS`` of the slowest round trip it measured (at least
+    ``GRACE_FLOOR_S``, at most ``grace_s``) for the answers in flight: on a lossy link one is lost in most
+    windows, and a fixed wait was the lossy check's extra wall time. An answer held 1.5 s on loopback (round
+    trips well under a millisecond) is then lost; with a fixed 2 s wait (``grace_rtts=None``) it counts."""
+    assert stun_module._grace([], 0.5, 4) == 0.5  # nothing measured: the most
+    assert stun_module._grace([0.4, 12.0], 0.5, 4) == stun_module.GRACE_FLOOR_S
+    assert stun_module._grace([30.0, 100.0], 0.5, 4) == pytest.approx(0.4)
+    assert stun_module._grace([300.0], 0.5, 4) == 0.5
+
+    async def go(grace_rtts: float | None) -> tuple[ProbeResult, StunResponder]:
+        async with StunResponder(delays_s=(0.0,) * 5 + (1.5,)) as stun:  # every 6th answer 1.5 s late
+            result = await probe_stun(_target(), SPEC, Deadline.after(10), window_s=0.3, interval_s=0.02,
+                                      answer_wait_s=0.3, grace_s=2.0, grace_rtts=grace_rtts, ports=stun.ports)
+        return result, stun
+
+    for grace_rtts, late_lost in ((stun_module.GRACE_RTTS, True), (None, False)):
+        result, stun = asyncio.run(go(grace_rtts))
+        d = checked(result).detail
+        sent, received = d["sent"], d["received"]
+        assert isinstance(sent, int) and isinstance(received, int) and sent == stun.requests
+        assert sent - received == (sent // 6 if late_lost else 0), (grace_rtts, sent, received)
 
 
 def test_delay_shows_in_the_round_trip() -> None:
