@@ -213,30 +213,34 @@ class _Accepted:
         self._limit = limit
         self._clock = clock
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()  # the event loop adds, a store's thread drops
 
     def device(self, token: str | None) -> str | None:
         """The device of a token accepted less than ``ttl`` seconds ago, else None."""
         if token is None:
             return None
-        found = self._tokens.get(token)
-        if found is None:
-            return None
-        if found[1] < self._clock():
-            self._tokens.pop(token, None)
-            return None
-        return found[0]
+        with self._lock:
+            found = self._tokens.get(token)
+            if found is None:
+                return None
+            if found[1] < self._clock():
+                del self._tokens[token]
+                return None
+            return found[0]
 
     def add(self, token: str | None, device_id: str) -> None:
         if token is None:
             return
-        self._tokens.pop(token, None)  # to the end: the oldest stay first
-        self._tokens[token] = (device_id, self._clock() + self._ttl)
-        while len(self._tokens) > self._limit:
-            del self._tokens[next(iter(self._tokens))]
+        with self._lock:
+            self._tokens.pop(token, None)  # to the end: the oldest stay first
+            self._tokens[token] = (device_id, self._clock() + self._ttl)
+            while len(self._tokens) > self._limit:
+                del self._tokens[next(iter(self._tokens))]
 
     def drop(self, token: str | None) -> None:
         if token is not None:
-            self._tokens.pop(token, None)
+            with self._lock:
+                self._tokens.pop(token, None)
 
 
 #: an upload for the store: its device, the prepared report, and the (client address, token) whose
