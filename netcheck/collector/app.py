@@ -570,14 +570,20 @@ class _Api:
         return out
 
     def _store(self, upload: Upload) -> str | ApiError:
-        """One upload in its own durable transaction, its gate first when it is to run here."""
-        device_id, item, _ = upload
+        """One upload in its own durable transaction, its gate first when it is to run here. A
+        report refused for its id (422) rolls that gate back: its counts are made again in a
+        transaction of their own, and the token goes through the gate first next time."""
+        device_id, item, gate = upload
         try:
             with self.engine.begin() as conn:
                 now = store.utcnow()
                 (refused,) = self._gates_in_store(conn, [upload], now)
                 return refused if refused is not None else store.ingest(conn, device_id, item, now)
         except store.ReportConflict:
+            if gate is not None:
+                self.accepted.drop(gate[1])
+                with relaxed_transaction(self.engine) as conn:
+                    self._gates(conn, [gate], store.utcnow())
             return ApiError("report_id_conflict", "this report id was already stored with a different body",
                             field="report.report_id", status=422)
 
