@@ -6,7 +6,10 @@ Order of work for every API request, cheapest refusal first:
 2. a query string: 400 (a token in a URL ends up in logs);
 3. the token, then the device's rate limit; for a bad token, the client address's count of
    failed authentications: 429 / 401, in one short transaction (three statements) committed
-   whatever the answer, without waiting for the disk (losing a counter in a crash is harmless);
+   whatever the answer, without waiting for the disk (losing a counter in a crash is harmless).
+   An upload whose token this process accepted in the last ``ACCEPTED_TTL_S`` seconds
+   (``_Accepted``) skips that transaction: the same checks run in the store's (step 6), before
+   its report is stored, and refuse it there (a token revoked or replaced since: 401, a rate: 429);
 4. the body is read with a running count (413) and decompressed with a bound (413);
 5. strict JSON parsing (400), a ``device_id`` that is not the token's (403), schema (400):
    CPU work, done on the event loop for a small body (``INLINE_PREPARE_MAX``: a hand-off to a
@@ -14,8 +17,9 @@ Order of work for every API request, cheapest refusal first:
    the reduced form (``Content-Type: application/vnd.netcheck.reduced+json``, the agent's usual
    upload) is checked against the reduced schema and stored as it came;
 6. one durable transaction stores the report, in a worker thread, together with the other
-   uploads waiting at that moment (``_Batcher``: a group commit); the acknowledgement is sent
-   only after it committed.
+   uploads waiting at that moment (``_Batcher``: a group commit; while another such transaction
+   runs, the next waits up to ``STORE_LINGER_S`` for ``STORE_FILL`` uploads); the
+   acknowledgement is sent only after it committed.
 
 A database that cannot be reached, is locked past the timeout or refuses writes gives 503 with
 ``Retry-After``, never a 2xx. Errors are always ``{"error": {"code", "message", "field"}}``;
@@ -41,7 +45,8 @@ import json
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -87,10 +92,20 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 DB_RETRY_AFTER = 15
 #: requests served by one transaction at most (``_Batcher``)
 BATCH_LIMIT = 64
+#: while another of its transactions runs, the store's next batch waits this long at most for
+#: ``STORE_FILL`` uploads before it goes (``_Batcher``'s ``linger``): a report costs the collector
+#: and the database about half as much CPU in a batch of 16 as in one of 4 (bench_store_path.py)
+STORE_LINGER_S = 0.005
+STORE_FILL = 16
 #: an upload's JSON up to this size is checked on the event loop (a reduced report, 8 KiB: 0.2 ms of
 #: CPU, less than handing it to a thread and back); a larger one (a full report, 240 KB: a few
 #: milliseconds) in the one preparing thread (``_Api._prepare_slot``)
 INLINE_PREPARE_MAX = 32 * 1024
+#: seconds a token the gate accepted lets this process read an upload before checking it again
+#: (``_Accepted``): the check itself then runs in the store's transaction
+ACCEPTED_TTL_S = 300.0
+#: tokens ``_Accepted`` keeps at most (the oldest go first)
+ACCEPTED_MAX = 100_000
 #: seconds between two checkpoints of SQLite's write-ahead log by each process (``db.checkpoint_wal``)
 WAL_CHECKPOINT_S = 1.0
 #: see tune_gc()
@@ -179,29 +194,94 @@ def _limited(verdict: Verdict) -> ApiError:
                     headers={"Retry-After": str(verdict.retry_after)})
 
 
+class _Accepted:
+    """Tokens this process's gate accepted lately, with their device: a pre-filter, not a check.
+
+    An upload whose token is here skips the gate's own transaction (and the hand-off to a thread
+    and back for it): its body is read and checked at once, and the gate's work (the token looked
+    up again, its first use, the device's rate count, an address's failures) runs inside the
+    store's transaction, before the report is stored (``_Api._store_batch``). A token that is not
+    here (unknown, never seen by this process, or accepted more than ``ttl`` seconds ago) goes
+    through the gate first, as before, so a client without a valid token still gets its 401
+    before any body is read or decoded. A token refused in the store's transaction (revoked,
+    replaced by a re-enrollment, rate-limited) is dropped, so it goes through the gate again.
+    """
+
+    def __init__(self, ttl: float = ACCEPTED_TTL_S, limit: int = ACCEPTED_MAX,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._limit = limit
+        self._clock = clock
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()  # the event loop adds, a store's thread drops
+
+    def device(self, token: str | None) -> str | None:
+        """The device of a token accepted less than ``ttl`` seconds ago, else None."""
+        if token is None:
+            return None
+        with self._lock:
+            found = self._tokens.get(token)
+            if found is None:
+                return None
+            if found[1] < self._clock():
+                del self._tokens[token]
+                return None
+            return found[0]
+
+    def add(self, token: str | None, device_id: str) -> None:
+        if token is None:
+            return
+        with self._lock:
+            self._tokens.pop(token, None)  # to the end: the oldest stay first
+            self._tokens[token] = (device_id, self._clock() + self._ttl)
+            while len(self._tokens) > self._limit:
+                del self._tokens[next(iter(self._tokens))]
+
+    def drop(self, token: str | None) -> None:
+        if token is not None:
+            with self._lock:
+                self._tokens.pop(token, None)
+
+
+#: an upload for the store: its device, the prepared report, and the (client address, token) whose
+#: gate runs in the store's transaction (``_Accepted``), or None when the gate already ran
+Upload = tuple[str, store.Incoming, tuple[str, str | None] | None]
+
+
 class _Batcher(Generic[Item, R]):
     """Group commit: requests waiting for the database go to it together, in one transaction
     (``_Api._gate_batch``: token and rate limits; ``_Api._store_batch``: the reports).
 
-    A request that finds a free slot goes at once, alone; while ``slots`` transactions are
-    running, the requests that arrive wait, and go together in the next (at most ``limit``). So
-    an idle collector answers as fast as before and a busy one commits (and, for reports, waits
-    for the disk) once per batch instead of once per request. Each request still gets its own
-    answer (a result, or the ``ApiError`` it is refused with), only after the transaction committed.
+    A request that finds no transaction running goes at once, alone; while ``slots`` transactions
+    are running, the requests that arrive wait, and go together in the next (at most ``limit``).
+    With ``linger``, while some transaction runs and a slot is free, the waiting requests go when
+    ``fill`` of them are waiting or the first has waited ``linger`` seconds, whichever is first,
+    rather than each taking the free slot alone. So an idle collector answers as fast as before and
+    a busy one commits (and, for reports, waits for the disk) once per batch instead of once per
+    request. Each request still gets its own answer (a result, or the ``ApiError`` it is refused
+    with), only after the transaction committed.
     """
 
     def __init__(self, run: Callable[[list[Item]], Awaitable[list[R | ApiError]]], *, slots: int,
-                 limit: int = BATCH_LIMIT) -> None:
+                 limit: int = BATCH_LIMIT, linger: float = 0.0, fill: int = BATCH_LIMIT) -> None:
         self._run = run
         self._slots = slots
         self._limit = limit
+        self._linger = linger
+        self._fill = min(fill, limit)
         self._busy = 0
         self._waiting: list[tuple[Item, asyncio.Future[R | ApiError]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: when the first of the waiting requests came (the loop's clock), and the timer for it
+        self._first = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     async def submit(self, item: Item) -> R:
         """The item's result; raises its refusal (``ApiError``) or the database's error."""
-        done: asyncio.Future[R | ApiError] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R | ApiError] = loop.create_future()
+        if not self._waiting:
+            self._first = loop.time()
         self._waiting.append((item, done))
         self._start()
         result = await done
@@ -210,12 +290,27 @@ class _Batcher(Generic[Item, R]):
         return result
 
     def _start(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._waiting and self._busy < self._slots:
+            if self._busy and self._linger and len(self._waiting) < self._fill:
+                wait = self._first + self._linger - loop.time()
+                if wait > 0:
+                    if self._timer is None:
+                        self._timer = loop.call_later(wait, self._wake)
+                    return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             batch, self._waiting = self._waiting[:self._limit], self._waiting[self._limit:]
+            self._first = loop.time()
             self._busy += 1
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            task = loop.create_task(self._flush(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._start()
 
     async def _flush(self, batch: list[tuple[Item, asyncio.Future[R | ApiError]]]) -> None:
         try:
@@ -263,8 +358,9 @@ class _Api:
         gate_slots, store_slots = (1, 1) if self._writer else (max(1, slots // 2), max(1, slots - slots // 2))
         self.gates: _Batcher[tuple[str, str | None], str] = _Batcher(partial(self._db, self._gate_batch),
                                                                        slots=gate_slots)
-        self.stores: _Batcher[tuple[str, store.Incoming], str] = _Batcher(partial(self._db, self._store_batch),
-                                                                          slots=store_slots)
+        self.stores: _Batcher[Upload, str] = _Batcher(partial(self._db, self._store_batch), slots=store_slots,
+                                                      linger=STORE_LINGER_S, fill=STORE_FILL)
+        self.accepted = _Accepted()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` (one or two short transactions) in a worker thread.
@@ -343,7 +439,8 @@ class _Api:
 
     # --- gates (run in a worker thread, one committed transaction each) --------------------------
 
-    def _gate(self, conn: Connection, client: str, token: str | None, now: dt.datetime) -> str | ApiError:
+    def _gate(self, conn: Connection, client: str, token: str | None, now: dt.datetime, *,
+              relax: bool = True) -> str | ApiError:
         """The token's device, after its own rate limit; for a bad token, the address's failures.
 
         The per-address limit counts failed authentications (token guessing, a broken agent)
@@ -351,10 +448,13 @@ class _Api:
         office behind one NAT address is never throttled because strangers (or one broken
         laptop) sent bad tokens from it, and a noisy device is throttled by its own limit.
         A refusal is returned, not raised: the counts it made are committed all the same.
+
+        ``relax``: the transaction's commit need not wait for the disk (the gate's own); False
+        inside the store's transaction, whose commit must.
         """
         s = self.settings
         bucket = f"authfail:{client}"
-        found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=True)
+        found = store.lookup_token(conn, token, bucket, self.limiter.window(), relax=relax)
         if found.device_id is not None:
             store.mark_used(conn, found, now)
             verdict = self.limiter.hit(conn, Limit(f"dev:{found.device_id}", s.rate_device))
@@ -369,15 +469,20 @@ class _Api:
             return unauthorized()
         return found.device_id
 
-    def _gates(self, conn: Connection, batch: list[tuple[str, str | None]], now: dt.datetime) -> list[str | ApiError]:
+    def _gates(self, conn: Connection, batch: Sequence[tuple[str, str | None]], now: dt.datetime, *,
+               relax: bool = True) -> list[str | ApiError]:
         """``_gate`` for each request of a batch, in order, with the same answers: the token
         lookups in one statement, the known devices' rate counts in another (on PostgreSQL a round
         trip each, not two per request); a request with an unknown token goes through ``_gate``
-        again after them (its address's failure count must see the ones before it)."""
+        again after them (its address's failure count must see the ones before it). ``relax`` as
+        for ``_gate``."""
         window = self.limiter.window()
         found = store.lookup_tokens(conn, [(token, f"authfail:{client}") for client, token in batch], window,
-                                    relax=True)
-        known = [i for i, f in enumerate(found) if f.device_id is not None]
+                                    relax=relax)
+        # device order: batches that run at once (two processes' gates, a store's) count the same
+        # devices' rows in the same order, rather than deadlock
+        known = sorted((i for i, f in enumerate(found) if f.device_id is not None),
+                       key=lambda i: found[i].device_id or "")
         for i in known:
             store.mark_used(conn, found[i], now)
         verdicts = self.limiter.hit_each(conn, [Limit(f"dev:{found[i].device_id}", self.settings.rate_device)
@@ -385,7 +490,8 @@ class _Api:
         out: list[str | ApiError | None] = [None] * len(batch)
         for i, verdict in zip(known, verdicts, strict=True):
             out[i] = _limited(verdict) if verdict.limited else found[i].device_id
-        return [self._gate(conn, *batch[i], now) if answer is None else answer for i, answer in enumerate(out)]
+        return [self._gate(conn, *batch[i], now, relax=relax) if answer is None else answer
+                for i, answer in enumerate(out)]
 
     def _gate_batch(self, batch: list[tuple[str, str | None]]) -> list[str | ApiError]:
         """``_gate`` for (client address, token) pairs, in one short transaction committed whatever
@@ -408,7 +514,19 @@ class _Api:
     async def authenticated(self, request: Request) -> str:
         self.reject_query(request)
         token = bearer_token(request.headers.get("authorization"))
-        return await self.gates.submit((self.client_address(request), token))
+        device_id = await self.gates.submit((self.client_address(request), token))
+        self.accepted.add(token, device_id)
+        return device_id
+
+    async def upload_gate(self, request: Request) -> tuple[str, tuple[str, str | None] | None]:
+        """``authenticated`` for an upload: the device, and the (client address, token) whose gate
+        the store's transaction must run (a token in ``accepted``), or None when it ran here."""
+        self.reject_query(request)
+        token = bearer_token(request.headers.get("authorization"))
+        device_id = self.accepted.device(token)
+        if device_id is None:
+            return await self.authenticated(request), None
+        return device_id, (self.client_address(request), token)
 
     def _enroll_gate(self, client: str) -> None:
         s = self.settings
@@ -435,18 +553,46 @@ class _Api:
                                "until it is re-admitted (netcheck admin readmit-device)", status=403) from None
         raise ApiError("invalid_secret", "the enrollment secret is wrong or revoked", status=401)
 
-    def _store(self, device_id: str, item: store.Incoming) -> str:
+    def _gates_in_store(self, conn: Connection, batch: Sequence[Upload], now: dt.datetime) -> list[ApiError | None]:
+        """The gates the store's transaction runs (``_Accepted``), durably like the rest of it: for
+        each upload, its refusal (a 401 for a token revoked or replaced since, a 429), or None."""
+        waiting = [i for i, (_, _, gate) in enumerate(batch) if gate is not None]
+        out: list[ApiError | None] = [None] * len(batch)
+        if not waiting:
+            return out
+        answers = self._gates(conn, [gate for _, _, gate in batch if gate is not None], now, relax=False)
+        for i, answer in zip(waiting, answers, strict=True):
+            device_id, _, gate = batch[i]
+            assert gate is not None
+            if answer != device_id:
+                self.accepted.drop(gate[1])
+                out[i] = answer if isinstance(answer, ApiError) else unauthorized()
+        return out
+
+    def _store(self, upload: Upload) -> str | ApiError:
+        """One upload in its own durable transaction, its gate first when it is to run here. A
+        report refused for its id (422) rolls that gate back: its counts are made again in a
+        transaction of their own, and the token goes through the gate first next time."""
+        device_id, item, gate = upload
         try:
             with self.engine.begin() as conn:
-                return store.ingest(conn, device_id, item, store.utcnow())
+                now = store.utcnow()
+                (refused,) = self._gates_in_store(conn, [upload], now)
+                return refused if refused is not None else store.ingest(conn, device_id, item, now)
         except store.ReportConflict:
-            raise ApiError("report_id_conflict", "this report id was already stored with a different body",
-                           field="report.report_id", status=422) from None
+            if gate is not None:
+                self.accepted.drop(gate[1])
+                with relaxed_transaction(self.engine) as conn:
+                    self._gates(conn, [gate], store.utcnow())
+            return ApiError("report_id_conflict", "this report id was already stored with a different body",
+                            field="report.report_id", status=422)
 
-    def _store_batch(self, batch: list[tuple[str, store.Incoming]]) -> list[str | ApiError]:
+    def _store_batch(self, batch: list[Upload]) -> list[str | ApiError]:
         """Store uploads that arrived together in one durable transaction (one commit, one wait for
         the disk, instead of one each; each statement once for all, ``store.ingest_many``), in
-        device order so that concurrent batches lock devices in the same order. If anything in it
+        device order so that concurrent batches lock devices in the same order. The gates of
+        uploads whose token ``accepted`` let through run first in it (``_gates_in_store``); a
+        refused upload is not stored, and its counts commit with the rest. If anything in it
         fails (a report id reused with another body, a deadlock), nothing of it was stored and
         each upload is stored on its own, with its own answer."""
         now = store.utcnow()
@@ -454,22 +600,20 @@ class _Api:
         with self._writing():
             if len(batch) > 1:
                 try:
-                    order = sorted(range(len(batch)), key=lambda i: batch[i][0])
                     with self.engine.begin() as conn:
-                        answers = store.ingest_many(conn, [batch[i] for i in order], now)
+                        refused = self._gates_in_store(conn, batch, now)
+                        order = sorted((i for i, no in enumerate(refused) if no is None), key=lambda i: batch[i][0])
+                        answers = store.ingest_many(conn, [batch[i][:2] for i in order], now) if order else []
+                    for i, no in enumerate(refused):
+                        if no is not None:
+                            results[i] = no
                     for i, answer in zip(order, answers, strict=True):
                         results[i] = answer
                     return results
                 except (store.ReportConflict, sa.exc.DBAPIError) as exc:
                     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
                         raise
-            out: list[str | ApiError] = []
-            for device_id, item in batch:
-                try:
-                    out.append(self._store(device_id, item))
-                except ApiError as refused:
-                    out.append(refused)
-            return out
+            return [self._store(upload) for upload in batch]
 
     async def prune(self) -> int:
         """Delete the reports past the retention period (``store.prune_all``); returns how many."""
@@ -539,7 +683,7 @@ class _Api:
         return JSONResponse({"device_id": enrolled.device_id, "token": enrolled.token})
 
     async def reports(self, request: Request) -> Response:
-        device_id = await self.authenticated(request)
+        device_id, gate = await self.upload_gate(request)
         reduced = self.require_json(request, reduced=True)
         raw = await read_body(request, self.settings.max_body, self.settings.accept_gzip)
         prepare = partial(prepare_upload, self.validators, device_id, raw, reduced=reduced)
@@ -547,7 +691,7 @@ class _Api:
             item = prepare()
         else:
             item = await anyio.to_thread.run_sync(prepare, limiter=self._prepare_slot)
-        status = await self.stores.submit((device_id, item))
+        status = await self.stores.submit((device_id, item, gate))
         return JSONResponse({"status": status, "report_id": item.report_id, "device_id": device_id})
 
     async def policy(self, request: Request) -> Response:

@@ -9,7 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from netcheck.collector import auth, store
+from netcheck.collector.app import _Accepted, _Api
 from netcheck.collector.db import make_engine, migrate, relax_durability, relaxed_transaction
+from netcheck.collector.settings import Settings
 from tests.collector.conftest import Fleet, sample_report, sql, upload
 
 ROUTES = [("POST", "/api/v1/reports"), ("GET", "/api/v1/policy"), ("GET", "/api/v1/sweeps/pending")]
@@ -165,3 +167,71 @@ def test_a_relaxed_transaction_leaves_the_next_one_durable(new_database: Callabl
                 assert durability(conn) == "on"
     finally:
         engine.dispose()
+
+
+def _stored(fleet: Fleet, report: dict[str, object]) -> int:
+    return fleet.count("SELECT count(*) FROM reports WHERE report_id = :r", r=report["report_id"])
+
+
+def test_a_token_revoked_after_its_last_upload_is_refused_before_the_next_one_is_stored(fleet: Fleet) -> None:
+    """A token the gate accepted lately skips the gate's own transaction (``app._Accepted``); it is
+    still checked in the store's, before anything is stored: an administrator's revocation, or a
+    re-enrollment whose new token was used, refuses the old token's next upload at once."""
+    revoked, replaced = fleet.enroll(), fleet.enroll()
+    for device in (revoked, replaced):
+        assert fleet.post(device, upload(sample_report())).status_code == 200  # accepted: let through next time
+    engine = make_engine(fleet.database_url)
+    try:
+        with engine.begin() as conn:
+            store.revoke_device(conn, revoked.device_id, store.utcnow())
+    finally:
+        engine.dispose()
+    new = fleet.enroll(hw=replaced.hardware_id)
+    assert fleet.client.get("/api/v1/policy", headers=new.auth).status_code == 200  # revokes the old token
+    for device in (revoked, replaced):
+        report = sample_report()
+        response = fleet.post(device, upload(report, seq=2))
+        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized", response.text
+        assert _stored(fleet, report) == 0
+        again = sample_report()
+        assert fleet.post(device, upload(again, seq=3)).status_code == 401  # and through the gate again
+        assert _stored(fleet, again) == 0
+    report = sample_report()
+    assert fleet.post(new, upload(report, seq=2)).status_code == 200
+    assert _stored(fleet, report) == 1
+
+
+def test_the_gate_in_the_stores_transaction_leaves_it_durable(new_database: Callable[[], str]) -> None:
+    """The gate run inside the store's transaction (``_Api._gates_in_store``) does not relax it, as
+    the gate's own transaction does: the report commit that follows waits for the disk."""
+    url = new_database()
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        migrate(engine)
+        api = _Api(Settings(database_url=url), engine)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET synchronous_commit = on")
+            answers = api._gates(conn, [("198.18.0.1", auth.new_token())], store.utcnow(), relax=False)
+            assert answers[0].status == 401  # type: ignore[union-attr]
+            if conn.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+            answers = api._gates(conn, [("198.18.0.1", auth.new_token())], store.utcnow())
+            if conn.dialect.name == "postgresql":  # the gate's own: relaxed (the test can fail)
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+    finally:
+        engine.dispose()
+
+
+def test_accepted_tokens_expire_and_stay_bounded() -> None:
+    now = [0.0]
+    accepted = _Accepted(ttl=10, limit=2, clock=lambda: now[0])
+    accepted.add("nct_a", "dev-a")
+    accepted.add("nct_b", "dev-b")
+    assert accepted.device("nct_a") == "dev-a" and accepted.device(None) is None
+    accepted.add("nct_c", "dev-c")  # over the limit: the oldest goes
+    assert accepted.device("nct_a") is None and accepted.device("nct_c") == "dev-c"
+    accepted.drop("nct_c")
+    assert accepted.device("nct_c") is None
+    now[0] = 11
+    assert accepted.device("nct_b") is None  # expired

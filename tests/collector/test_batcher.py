@@ -39,6 +39,46 @@ def test_uploads_that_wait_go_together_and_each_gets_its_answer() -> None:
     assert isinstance(results[2], ApiError) and results[2].status == 422
 
 
+async def _settle() -> None:
+    """Let every ready task run until each waits (a few turns of the loop)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_with_a_linger_a_free_slot_waits_for_a_fuller_batch_while_another_runs() -> None:
+    """``linger``: while a batch runs, the next waits for ``fill`` uploads rather than taking the
+    free slot alone; when none runs, the waiting go at once (the linger is an hour: no clock)."""
+    batches: list[list[str]] = []
+    releases: dict[str, asyncio.Event] = {}
+
+    async def run(batch: list[str]) -> list[str | ApiError]:
+        batches.append(batch)
+        await releases.setdefault(batch[0], asyncio.Event()).wait()
+        return [f"stored:{device}" for device in batch]
+
+    async def main() -> list[str]:
+        batcher: _Batcher[str, str] = _Batcher(run, slots=2, linger=3600, fill=3)
+        tasks = [asyncio.create_task(batcher.submit("a"))]
+        await _settle()
+        tasks += [asyncio.create_task(batcher.submit(device)) for device in ("b", "c")]
+        await _settle()
+        assert batches == [["a"]]  # a slot is free, but b and c wait for a third
+        tasks.append(asyncio.create_task(batcher.submit("d")))
+        await _settle()
+        assert batches == [["a"], ["b", "c", "d"]]
+        tasks.append(asyncio.create_task(batcher.submit("e")))
+        await _settle()
+        for first in ("a", "b"):
+            releases.setdefault(first, asyncio.Event()).set()
+        await asyncio.gather(*tasks[:4])
+        await _settle()
+        assert batches[-1] == ["e"]  # nothing runs: e goes at once, alone
+        releases.setdefault("e", asyncio.Event()).set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(main()) == [f"stored:{device}" for device in "abcde"]
+
+
 def test_a_database_failure_reaches_every_upload_of_its_batch_and_no_other() -> None:
     async def run(batch: list[str]) -> list[str | ApiError]:
         await asyncio.sleep(0)

@@ -84,3 +84,21 @@ def test_limits_are_shared_by_collector_processes(start_collector: Callable[...,
         return codes
 
     assert _same_window(burst) == [200] * 6 + [429, 429]
+
+
+def test_uploads_refused_for_their_report_id_count_towards_the_devices_limit(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """An upload let through on a recently accepted token (``app._Accepted``) is counted in the
+    store's transaction; one refused for reusing a report id rolls that back, so it is counted
+    again on its own: a device cannot upload past its limit by sending conflicting reports."""
+    proc = start_collector(env={"NETCHECK_RATE_DEVICE": "4"})
+    fleet = fleet_factory(proc)
+    device = fleet.enroll()
+    report = sample_report()
+
+    def burst() -> list[int]:
+        first = fleet.post(device, upload(report)).status_code
+        return [first, *(fleet.post(device, upload({**report, "summary": f"other {i}"})).status_code
+                         for i in range(4))]
+
+    assert _same_window(burst) == [200, 422, 422, 422, 429]
