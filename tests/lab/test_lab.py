@@ -498,6 +498,10 @@ def _print_and_check_truth(matrix: dict[str, Any], capsys: pytest.CaptureFixture
 #: on a dead PAC host, STUN windows): one at a time, the matrix took 14.7 minutes of CI for under 4 minutes
 #: of CPU. NETCHECK_LAB_JOBS overrides.
 LAB_JOBS = int(os.environ.get("NETCHECK_LAB_JOBS", "4"))
+#: The separate commands' switches, read when the module is imported: every test's environment is
+#: cleared of NETCHECK_* (tests/conftest.py), so a test reading them would never see them set.
+LAB_SEARCH = os.environ.get("NETCHECK_LAB_SEARCH") == "1"
+LAB_TWO_SITE = os.environ.get("NETCHECK_LAB_TWO_SITE") == "1"
 
 
 @pytest.mark.lab
@@ -612,7 +616,7 @@ def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     on all three figures; the others missed 5 and 2 rows on load (netcheck past its deadline; Sign-in and
     Office read slow), none on the media sample (docs/lab.md, "Generated scenarios").
     """
-    if os.environ.get("NETCHECK_LAB_SEARCH") != "1":
+    if not LAB_SEARCH:
         pytest.skip("the generated matrix is a separate command: NETCHECK_LAB_SEARCH=1 pytest tests/lab -k generated")
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
@@ -660,6 +664,21 @@ def test_stun_truth_client_counts_every_request_it_sent() -> None:
         thread.join()
         server.close()
     assert (out["sent"], out["received"], out["loss_pct"]) == (40, 30, 25.0), out
+    assert out["samples"] == 30 and "jitter_ms" in out  # every answer timed
+    # round trip and jitter at a stride (every 4th request: slots 0, 4, ..., 36, none of them ignored)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop.clear()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        out = stunclient.probe("127.0.0.1", socket.AF_INET, server.getsockname()[1], 40, 0.002, 0.5, every=4)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert (out["sent"], out["received"], out["samples"]) == (40, 30, 10), out
 
 
 def test_a_report_the_collector_would_refuse_is_a_netcheck_error() -> None:
@@ -944,7 +963,7 @@ def test_two_site_matrix(capsys: pytest.CaptureFixture[str]) -> None:
 
     A separate command (NETCHECK_LAB_TWO_SITE=1): about 5 minutes with --jobs 2, more than CI's lab budget.
     """
-    if os.environ.get("NETCHECK_LAB_TWO_SITE") != "1":
+    if not LAB_TWO_SITE:
         pytest.skip("the two-site matrix is a separate command: NETCHECK_LAB_TWO_SITE=1 pytest tests/lab -k two_site")
     _require_lab()
     matrix = run_matrix(scenario_files(TWO_SITE_DIR), jobs=LAB_JOBS, progress=lambda msg: None)

@@ -63,13 +63,17 @@ PROXY_ADDRESSES = {A.CORP_PROXY_V4, A.CORP_PROXY_V6, A.DC_PROXY_V4, A.DC_PROXY_V
 #: lossy link (1.5 % each way) a lost SYN (1 s retransmit) on two of three samples made the median.
 CONNECT_SAMPLES = 5
 #: STUN requests per relay address, STUN_INTERVAL_S apart. The truth judges loss by its share of these
-#: against Microsoft's 1 % mark, so the sample must tell a lossy link from a clean one: on the lab's lossy home
-#: link (1.5 % each way, about 3 % for a request and its answer) 400 requests lose 4 or fewer (1 %) less than
-#: one time in a hundred; 100 did one time in five (and 20 read one loss on a clean link as 5 %).
-STUN_REQUESTS = 400
-#: 5 ms: the 400 requests take 2 s per address; 200 small packets a second is still far below what any lab
-#: link is shaped to
-STUN_INTERVAL_S = 0.005
+#: against Microsoft's 1 % mark, so the sample must tell a lossy link from a clean one beyond doubt: on the
+#: lab's lossy home link (1.5 % each way, about 3 % for a request and its answer) 1,000 requests lose 10 or
+#: fewer (1 %) about once in 100,000; 400 lost 4 or fewer about once in 120, and with two addresses (the
+#: truth takes the better one, as a client would) a run of the generated subset read a lossy link as clean
+#: (2026-12-07). 100 did one time in five, and 20 read one loss on a clean link as 5 %.
+STUN_REQUESTS = 1000
+#: 2 ms: the 1,000 requests take 2 s per address; 500 small packets a second is still far below what any
+#: lab link is shaped to. Round trip and jitter are judged on every STUN_EVERY-th request, at Teams'
+#: packet spacing (policy.toml's stride_ms), so jitter means what netcheck's means.
+STUN_INTERVAL_S = 0.002
+STUN_EVERY = max(1, round(float(POLICY["teams_media"]["stride_ms"]) / 1000 / STUN_INTERVAL_S))
 #: Seconds Chromium may take per URL, PAC decision included: it gives up on a black-holed PAC host after
 #: about 30 s (measured), then goes DIRECT or fails closed.
 BROWSER_TIMEOUT = 40
@@ -528,6 +532,8 @@ def stun_check(world: World) -> Check:
             str(STUN_REQUESTS),
             "--interval",
             str(STUN_INTERVAL_S),
+            "--every",
+            str(STUN_EVERY),
             "--timeout",
             "1.5",
         ],

@@ -27,14 +27,17 @@ from typing import Any
 MAGIC = 0x2112A442
 
 
-def probe(address: str, family: int, port: int, count: int, interval: float, timeout: float) -> dict[str, Any]:
+def probe(address: str, family: int, port: int, count: int, interval: float, timeout: float,
+          every: int = 1) -> dict[str, Any]:
+    """``count`` requests ``interval`` apart; loss over all of them, round trip and jitter over the answers
+    to every ``every``-th request (Teams' packet spacing when ``interval * every`` is its stride)."""
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         return {"address": address, "sent": 0, "received": 0, "error": exc.strerror or str(exc)}
-    sent: dict[bytes, float] = {}  # requests not answered yet, by transaction id
+    sent: dict[bytes, tuple[int, float]] = {}  # requests not answered yet, by transaction id: (slot, time)
     sent_count = 0  # every request sent (``sent`` shrinks as answers come: it cannot count them)
-    rtts: list[float] = []
+    rtts: dict[int, float] = {}  # by slot
     mapped = None
     try:
         try:
@@ -52,7 +55,7 @@ def probe(address: str, family: int, port: int, count: int, interval: float, tim
                     sock.send(struct.pack("!HHI", 1, 0, MAGIC) + txid)
                 except OSError as exc:
                     return {"address": address, "sent": sent_count, "received": 0, "error": exc.strerror or str(exc)}
-                sent[txid] = now
+                sent[txid] = (sent_count, now)
                 sent_count += 1
                 next_send = now + interval
                 if sent_count == count:
@@ -68,7 +71,8 @@ def probe(address: str, family: int, port: int, count: int, interval: float, tim
             except OSError:
                 continue  # e.g. ICMP port unreachable
             if len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] in sent:
-                rtts.append((time.monotonic() - sent.pop(data[8:20])) * 1000)
+                slot, at = sent.pop(data[8:20])
+                rtts[slot] = (time.monotonic() - at) * 1000
                 mapped = mapped or _mapped(data)
                 if len(rtts) == count:
                     break
@@ -81,11 +85,13 @@ def probe(address: str, family: int, port: int, count: int, interval: float, tim
         "received": received,
         "loss_pct": round(100 * (count - received) / count, 1),
     }
-    if rtts:
-        result["rtt_ms_median"] = round(statistics.median(rtts), 1)
+    strided = [rtts[k] for k in sorted(rtts) if k % every == 0] or [rtts[k] for k in sorted(rtts)]
+    result["samples"] = len(strided)
+    if strided:
+        result["rtt_ms_median"] = round(statistics.median(strided), 1)
         result["jitter_ms"] = (
-            round(statistics.fmean(abs(a - b) for a, b in zip(rtts, rtts[1:], strict=False)), 1)
-            if len(rtts) > 1
+            round(statistics.fmean(abs(a - b) for a, b in zip(strided, strided[1:], strict=False)), 1)
+            if len(strided) > 1
             else 0.0
         )
         result["mapped"] = mapped
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--every", type=int, default=1, help="round trips and jitter from every N-th request")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"host": args.host, "port": args.port, "results": []}
     try:
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if str(sockaddr[0]) in seen:
             continue
         seen.add(str(sockaddr[0]))
-        res = probe(str(sockaddr[0]), family, args.port, args.count, args.interval, args.timeout)
+        res = probe(str(sockaddr[0]), family, args.port, args.count, args.interval, args.timeout, args.every)
         res["family"] = 4 if family == socket.AF_INET else 6
         out["results"].append(res)
     print(json.dumps(out))
