@@ -498,9 +498,8 @@ def _print_and_check_truth(matrix: dict[str, Any], capsys: pytest.CaptureFixture
 #: on a dead PAC host, STUN windows): one at a time, the matrix took 14.7 minutes of CI for under 4 minutes
 #: of CPU. NETCHECK_LAB_JOBS overrides.
 LAB_JOBS = int(os.environ.get("NETCHECK_LAB_JOBS", "4"))
-#: The separate commands' switches, read when the module is imported: every test's environment is
-#: cleared of NETCHECK_* (tests/conftest.py), so a test reading them would never see them set.
-LAB_SEARCH = os.environ.get("NETCHECK_LAB_SEARCH") == "1"
+#: The separate command's switch, read when the module is imported: every test's environment is
+#: cleared of NETCHECK_* (tests/conftest.py), so a test reading it would never see it set.
 LAB_TWO_SITE = os.environ.get("NETCHECK_LAB_TWO_SITE") == "1"
 
 
@@ -608,16 +607,12 @@ def test_pac_client_truth_is_measured_by_chromium() -> None:
 @pytest.mark.timeout(1800)
 def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The fixed, seeded all-pairs subset (``generate.CI_SUBSET`` of seed 9): every row counted, inferred and
-    told both 1.0, and the site-up status 1.0.
-
-    Its lossy home link (about 3 % loss for a request and its answer, near Microsoft's 1 % mark) no longer
-    misleads netcheck: the 1-second media window sends 400 requests and hedges what it cannot settle. Still a
-    separate command (NETCHECK_LAB_SEARCH=1), not CI: of four runs on 2026-12-07 at load 2-16, two were 1.0
-    on all three figures; the others missed 5 and 2 rows on load (netcheck past its deadline; Sign-in and
-    Office read slow), none on the media sample (docs/lab.md, "Generated scenarios").
+    told both 1.0, and the site-up status 1.0. In CI since 2026-12-07: its lossy home link (about 3 % loss for
+    a request and its answer, near Microsoft's 1 % mark) no longer misleads netcheck (the 1-second media
+    window sends 400 requests and hedges what it cannot settle) nor the truth (1,000 requests per address);
+    docs/lab.md, "Generated scenarios", has the runs. The whole generated set is a separate command
+    (``python -m tests.lab matrix --generated all --jobs 4``).
     """
-    if not LAB_SEARCH:
-        pytest.skip("the generated matrix is a separate command: NETCHECK_LAB_SEARCH=1 pytest tests/lab -k generated")
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
     matrix = run_matrix(made.files, jobs=LAB_JOBS, progress=lambda msg: None)
