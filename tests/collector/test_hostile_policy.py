@@ -49,6 +49,7 @@ HOSTILE: dict[str, list[Any]] = {
     "teams_media.jitter_ms": [0, -30, 1e9, "30"],
     "teams_media.window_s": [0, -1, 0.1, 61, 1e308, "1"],
     "teams_media.window_s_thorough": [0, -10, 301, "10"],
+    "teams_media.stride_ms": [0, 4.9, 200.1, -20, 1e9, "20", None, True],
 }
 #: what JSON cannot carry but a careless client's parser (Python's) can
 NON_FINITE = [math.nan, math.inf, -math.inf]
