@@ -182,11 +182,16 @@ def prediction_modules(entry: str = _PREDICTION_ENTRY) -> tuple[str, ...]:
     """The ``netcheck`` modules the prediction code is made of: ``entry`` and every package module it
     imports, followed through the source (absolute and relative imports, at any depth of the file), so a
     module added to the prediction's imports joins the digest without a list to keep by hand."""
-    seen: set[str] = set()
+    return tuple(sorted(_prediction_sources(entry)))
+
+
+def _prediction_sources(entry: str) -> dict[str, bytes]:
+    """Each module of the prediction code (see ``prediction_modules``) and its source, each file read once."""
+    sources: dict[str, bytes] = {}
     todo = [entry]
     while todo:
         name = todo.pop()
-        if name in seen or name.partition(".")[0] != "netcheck":
+        if name in sources or name.partition(".")[0] != "netcheck":
             continue
         try:
             spec = importlib.util.find_spec(name)
@@ -194,27 +199,26 @@ def prediction_modules(entry: str = _PREDICTION_ENTRY) -> tuple[str, ...]:
             continue
         if spec is None or not spec.origin or not spec.origin.endswith(".py"):
             continue
-        seen.add(name)
+        source = sources[name] = Path(spec.origin).read_bytes()
         is_package = spec.submodule_search_locations is not None
         todo.append(name.rpartition(".")[0])  # a module's packages run first: their code counts too
         package = name if is_package else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(Path(spec.origin).read_bytes(), spec.origin)):
+        for node in ast.walk(ast.parse(source, spec.origin)):
             if isinstance(node, ast.Import):
                 todo += [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
                     if node.level else node.module or ""
                 todo += [base, *(f"{base}.{a.name}" for a in node.names)]  # a name may be a submodule
-    return tuple(sorted(seen))
+    return sources
 
 
 @cache
 def prediction_code_digest() -> str:
     """A digest of the code that makes the predictions (its modules' source), part of every key."""
     h = hashlib.sha256()
-    for name in prediction_modules():
-        spec = importlib.util.find_spec(name)
-        h.update(name.encode() + b"\0" + Path(str(spec and spec.origin)).read_bytes() + b"\0")
+    for name, source in sorted(_prediction_sources(_PREDICTION_ENTRY).items()):
+        h.update(name.encode() + b"\0" + source + b"\0")
     return h.hexdigest()
 
 
