@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netcheck.assess.outage import (
+    MEDIA,
     PARTIAL,
     Assumption,
     Dependency,
@@ -166,7 +167,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
     media_workloads = {w for m in catalog.plan(tenant).media for w in m.workloads}
     if relay:
         for wid in sorted(media_workloads):
-            deps.append(Dependency(wid, "media", relay, routes(wanted.get(relay, []))))
+            deps.append(Dependency(wid, MEDIA, relay, routes(wanted.get(relay, []))))
     sign_in = catalog.workloads.sign_in
     if federation and sign_in:
         deps.append(Dependency(sign_in, "federation", federation, routes(wanted.get(federation, [])),
@@ -196,7 +197,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
             if extra:
                 egress = {**egress, **platform.egress_many(extra, interfaces)}
-            deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
+            deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != MEDIA
                                else d.proxy, d.resolved) for d in deps]
         office = (deps, resolver_facts)
         deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)

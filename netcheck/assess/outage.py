@@ -149,6 +149,8 @@ class ProxyPath:
 #: The role of a dependency a workload needs to work fully, not to work at all: one host of each endpoint
 #: category (Optimize, Allow, Default) its key hosts are not in (``Catalog.category_hosts``).
 PARTIAL = "category"
+#: The role of the Teams media relay: a workload judged on loss, jitter and round trip, not only latency.
+MEDIA = "media"
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ class SiteFacts:
     #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
     #: that go direct now; None when nothing does (see ``home_link_assumption``).
     home_link_slow: bool | None = None
+    #: Does the home connection lose packets (or add jitter)? The paths that go direct now show its round
+    #: trip, not that: only a media sample that goes direct would. Never gathered: set only by the answers to
+    #: ``media_loss_assumption`` (None: not asked).
+    home_link_lossy: bool | None = None
     #: On a site's network: the site (a profile's name; None: the one site, or not known).
     site_here: str | None = None
     #: The laptop's public address as a server on the internet saw it (STUN's mapped address) on a path
@@ -629,17 +635,15 @@ class _Model:
                 fate = Fate.DEGRADED
                 lines.append("from home, over an impaired home connection")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
-            elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
-                  and self.facts.home_link_slow):
-                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
-                lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
-                             "too (measured on the paths that go direct now)")
+            elif now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS and (home := self.home(key)):
+                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself impaired
+                lines.append(f"impaired now through the VPN, and the home connection it falls back to is {home}")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
-            elif (now is Fate.DEGRADED and fate is Fate.WORKS and self.facts.home_link_slow
+            elif (now is Fate.DEGRADED and fate is Fate.WORKS and (home := self.home(key))
                   and any(r.kind != "vpn" for d in key for r in d.routes)):
                 fate = Fate.DEGRADED  # the tunnel black-holes its part: what is left goes over the home connection
                 lines.append("impaired now; with the tunnel black-holed, what is left goes around it over the home "
-                             "connection, which is impaired too")
+                             f"connection, which is {home}")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             fates[behaviour] = fate
             causes[behaviour] = tuple(replace(c, behaviour=behaviour) for c in dict.fromkeys(broken))
@@ -647,6 +651,18 @@ class _Model:
         worse = "stays" if fates["stays"].rank >= fates["drops"].rank else "drops"
         return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(dict.fromkeys(evidence)),
                               _unique(causes[worse]), causes_by=causes)
+
+    def home(self, key: Sequence[Dependency]) -> str:
+        """How the home connection impairs a workload whose key dependencies are ``key``, as a sentence's end
+        ("" when it does not): slow, measured on the paths that go direct now, or, for media, losing the
+        packets lost through the tunnel that rides on it (``home_link_lossy``, an answer to
+        :func:`media_loss_assumption`)."""
+        if self.facts.home_link_slow:
+            return "impaired too (measured on the paths that go direct now)"
+        if self.facts.home_link_lossy and any(d.role == MEDIA for d in key):
+            return ("where the loss or jitter measured through the VPN is (the tunnel rides on the home "
+                    "connection)")
+        return ""
 
     def site_systems(self) -> tuple[SiteSystem, ...]:
         """The systems this laptop depends on that live at a site (any site, up or down)."""
@@ -799,6 +815,27 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
                        ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
 
 
+def media_loss_assumption(facts: SiteFacts, current: Mapping[str, Fate],
+                          possible_now: Mapping[str, tuple[Fate, ...]]) -> Assumption | None:
+    """Media impaired now (or maybe: a sample that could not settle) on a path into the VPN, while the paths
+    that go direct now show a home connection that is not slow: their connect times show its round trip, not
+    its loss or jitter. The tunnel rides on the home connection, so loss measured through it may be the home
+    connection's (it stays once the media goes around the tunnel) or the tunnel's and the site's path (it
+    goes with them). Nothing on the laptop tells which."""
+    if facts.home_link_slow is not False or facts.home_link_lossy is not None or facts.on_site \
+            or not facts.vpn_interfaces:
+        return None  # slow: impaired either way; unmeasured: home_link_assumption asks the wider question
+    media = {d.workload for d in facts.dependencies if d.role == MEDIA and any(r.kind == "vpn" for r in d.routes)}
+    if not any(current.get(w) is Fate.DEGRADED or Fate.DEGRADED in possible_now.get(w, ()) for w in media):
+        return None
+    return Assumption("whether the loss or jitter measured through the VPN is the home connection's (the tunnel "
+                      "rides on it) or the tunnel's and the site's path (the paths that go direct now show the "
+                      "home connection's round trip only)", "",
+                      (("if it is the tunnel's or the site's path",
+                        lambda f, p: (replace(f, home_link_lossy=False), p)),
+                       ("if it is the home connection's", lambda f, p: (replace(f, home_link_lossy=True), p))))
+
+
 def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
     if not facts.vpn_interfaces:
         return ("drops",)  # no tunnel: both behaviours are the same
@@ -946,7 +983,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     pac = pac_assumption(facts, profile, many, down)
     public = public_systems_assumption(facts, profile, many)
     home = home_link_assumption(facts, current)
-    hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
+    lossy = media_loss_assumption(facts, current, possible_now or {})
+    hedges = [*assumptions, *(a for a in (pac, public, home, lossy) if a)]
     now = NowHedge.of(current, possible_now or {})
     rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down, now) if hedges or now
                  else base).values())
