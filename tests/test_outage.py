@@ -350,11 +350,15 @@ def test_media_loss_through_the_tunnel_may_be_the_home_connections_once_the_vpn_
                    for e in w.evidence), name
         others = [x for x in predict_case(model, None).workloads if x.id in ("exchange", "sharepoint")]
         assert others and all(not x.possible for x in others), name  # only media hangs on it
-    # no path goes direct now (gen-9-034's capture): the wider question about the home connection hedges it
-    w = next(x for x in predict_case(model_from_dict(captured["unmeasured_home"]), None).workloads
-             if x.id == "teams_media")
-    assert (w.if_vpn_drops, w.possible.get("drops")) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
-    assert not any(LOSS_QUESTION in e for e in w.evidence)
+    # no path goes direct now (gen-9-034's captures): the wider question about the home connection hedges it,
+    # also when the media sample could not settle (a second run: ok now, ``possible`` ok|degraded, which the
+    # home connection's question did not read, so netcheck said *works*)
+    for name in ("unmeasured_home", "unmeasured_home_hedged"):
+        w = next(x for x in predict_case(model_from_dict(captured[name]), None).workloads if x.id == "teams_media")
+        assert (w.if_vpn_drops, w.possible.get("drops")) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED)), name
+        assert any("whether the home connection or the path through the site makes it slow" in e
+                   for e in w.evidence), name
+        assert not any(LOSS_QUESTION in e for e in w.evidence), name
 
 
 def test_media_loss_is_no_question_where_the_path_is_measured_or_settled() -> None:

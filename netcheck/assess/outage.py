@@ -796,9 +796,15 @@ def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
     return any(current.get(w) is Fate.DEGRADED for w in direct)
 
 
-def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assumption | None:
-    """A workload impaired now through the VPN, and no direct path to tell whether the home connection it
-    falls back to when the VPN drops is the cause."""
+def _impaired_now(workload: str, current: Mapping[str, Fate], possible_now: Mapping[str, tuple[Fate, ...]]) -> bool:
+    """Degraded now, or maybe (a status the sample could not settle, see :class:`NowHedge`)."""
+    return current.get(workload) is Fate.DEGRADED or Fate.DEGRADED in possible_now.get(workload, ())
+
+
+def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate],
+                         possible_now: Mapping[str, tuple[Fate, ...]] | None = None) -> Assumption | None:
+    """A workload impaired now (or maybe) through the VPN, and no direct path to tell whether the home
+    connection it falls back to when the VPN drops is the cause."""
     if facts.home_link_slow is not None:
         return None
     if facts.on_site:  # nothing here crosses the home connection: its quality cannot be measured
@@ -808,7 +814,7 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
     if not facts.vpn_interfaces:
         return None
     tunneled = {d.workload for d in facts.dependencies if d.role != PARTIAL and any(r.kind == "vpn" for r in d.routes)}
-    if not any(current.get(w) is Fate.DEGRADED for w in tunneled):
+    if not any(_impaired_now(w, current, possible_now or {}) for w in tunneled):
         return None
     return Assumption("whether the home connection or the path through the site makes it slow now", "",
                       (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
@@ -826,7 +832,7 @@ def media_loss_assumption(facts: SiteFacts, current: Mapping[str, Fate],
             or not facts.vpn_interfaces:
         return None  # slow: impaired either way; unmeasured: home_link_assumption asks the wider question
     media = {d.workload for d in facts.dependencies if d.role == MEDIA and any(r.kind == "vpn" for r in d.routes)}
-    if not any(current.get(w) is Fate.DEGRADED or Fate.DEGRADED in possible_now.get(w, ()) for w in media):
+    if not any(_impaired_now(w, current, possible_now) for w in media):
         return None
     return Assumption("whether the loss or jitter measured through the VPN is the home connection's (the tunnel "
                       "rides on it) or the tunnel's and the site's path (the paths that go direct now show the "
@@ -982,7 +988,7 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     base = _rows(facts, profile, workloads, current, many, down)
     pac = pac_assumption(facts, profile, many, down)
     public = public_systems_assumption(facts, profile, many)
-    home = home_link_assumption(facts, current)
+    home = home_link_assumption(facts, current, possible_now)
     lossy = media_loss_assumption(facts, current, possible_now or {})
     hedges = [*assumptions, *(a for a in (pac, public, home, lossy) if a)]
     now = NowHedge.of(current, possible_now or {})
