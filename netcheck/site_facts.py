@@ -156,7 +156,9 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
         return ProxyPath(source=source, proxy=proxy, proxy_route=first_route(_host(proxy) if proxy else None),
                          pac_url=pac_url, pac_route=first_route(pac_host),
                          without_pac=manual if pac_url else None,
-                         without_pac_route=first_route(_host(manual)) if manual and pac_url else None)
+                         without_pac_route=first_route(_host(manual)) if manual and pac_url else None,
+                         pac_unread=bool(pac_url and source != "pac" and pac is not None and pac.url == pac_url
+                                         and pac.timed_out))
 
     deps: list[Dependency] = []
     for role, hosts_of in (("service", key_hosts), (PARTIAL, category_hosts)):

@@ -7,6 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema
+
 from netcheck.assess.outage import (
     EVIDENCE_LIMIT,
     NOW_QUESTION,
@@ -26,8 +28,10 @@ from netcheck.assess.outage import (
     predict,
 )
 from netcheck.assess.site_cases import predict_case
-from netcheck.assess.what_if import model_from_dict
+from netcheck.assess.what_if import facts_to_dict, model_from_dict
+from netcheck.render.json import SCHEMA_PATH, report_to_dict
 from netcheck.site_profile import SiteProfile
+from tests.sample_report import sample_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -148,6 +152,35 @@ def test_a_pac_file_that_cannot_be_fetched_even_now_is_gone_whatever_the_site_do
     assert lost == PacLostNow("http://pac.corp.example/proxy.pac", "fail", ("exchange",))  # the status's input
     assert pac_lost_now(ModelInput(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), fetched)),
                                    SiteProfile(), (), W)) is None
+
+
+def test_a_pac_fetch_that_ran_out_of_time_is_not_a_pac_file_gone() -> None:
+    """Under heavy load the PAC fetch's budget ran out before the server answered, and netcheck read that as
+    "PAC gone now" (with fail-closed: everything fails, site up or down). A timeout read nothing: the PAC file
+    may be there, slow. The prediction hedges over it, naming the assumption; it concludes only where both
+    answers agree (a PAC file at the site is lost with it either way)."""
+    cloud = ProxyPath(source="none", proxy=None, pac_url="https://pac.cloudproxy.example/p.pac",
+                      pac_route=direct("198.18.9.9"), pac_unread=True)
+    f = facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), cloud))
+    w = predict(f, SiteProfile(pac_unreachable="fail"), W).workloads[0]
+    assert w.possible == {"stays": (Fate.WORKS, Fate.FAILS), "drops": (Fate.WORKS, Fate.FAILS)}
+    assert any("its fetch ran out of time before the server answered" in e for e in w.evidence)
+    assert any("is gone or was only slow" in a for a in w.assumptions)
+    gone = replace(cloud, pac_unread=False)  # refused, unresolvable, HTTP error: gone, as before
+    w = predict(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), gone)),
+                SiteProfile(pac_unreachable="fail"), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.FAILS, Fate.FAILS, {})
+    at_site = replace(cloud, pac_url="http://pac.corp.example/p.pac", pac_route=tunnel("10.10.0.9"))
+    w = predict(facts(Dependency("exchange", "service", "o", (direct("198.18.0.10"),), at_site)),
+                SiteProfile(pac_unreachable="fail"), W).workloads[0]
+    assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.FAILS, Fate.FAILS, {})  # lost with the site
+    model = ModelInput(f, SiteProfile(pac_unreachable="fail"), (), W)
+    assert pac_lost_now(model) == PacLostNow(cloud.pac_url or "", "fail", ("exchange",), unread=True)
+    assert model_from_dict(facts_to_dict(model)).facts == f  # carried in the report, for the what-if
+    section = replace(assess_outage(predict(f, model.profile, W), NAMES, list(W)), model=model)
+    report = report_to_dict(replace(sample_report(), outage=section))
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(report)  # as a collector checks
+    assert report["outage"]["facts"]["dependencies"][0]["proxy"]["pac_unread"] is True  # type: ignore[index]
 
 
 def test_federation_at_the_site_fails_sign_in() -> None:
@@ -372,7 +405,8 @@ def test_media_loss_is_no_question_where_the_path_is_measured_or_settled() -> No
              if x.id == "teams_media")
     assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.DEGRADED, Fate.DEGRADED, {})
     inside = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
-    sites = (SiteProfile(name="Paris", vpn_gateways=("198.51.100.2",), vpn_failover=("Lyon",)), SiteProfile(name="Lyon"))
+    sites = (SiteProfile(name="Paris", vpn_gateways=("198.51.100.2",), vpn_failover=("Lyon",)),
+             SiteProfile(name="Lyon"))
     w = next(x for x in predict(facts(inside, exchange), sites[0], W, current=lossy, sites=sites,
                                 down={"Paris"}).workloads if x.id == "teams_media")
     assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.DEGRADED, Fate.DEGRADED, {})

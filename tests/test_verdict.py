@@ -182,6 +182,17 @@ def test_a_pac_file_gone_now_fails_its_workloads_when_the_client_fails_closed(
     assert (a.verdict is Verdict.NOT_READY) == (unreachable == "fail")
 
 
+def test_a_pac_file_whose_fetch_ran_out_of_time_hedges_its_workloads_even_told_fail_closed() -> None:
+    """A fetch that ran out of time before the server answered (a busy laptop, a slow server) read nothing: it
+    does not show the PAC file is gone, so a fail-closed profile makes the status hedge, not fail (issue 9)."""
+    lost = PacLostNow("http://wpad.corp.example/proxy.pac", "fail", ("exchange",), unread=True)
+    a = assess(healthy(), ctx(pac_lost=lost), POLICY)
+    row = next(w for w in a.workloads if w.id == "exchange")
+    assert (row.status, row.possible) == (Status.OK, (Status.OK, Status.FAILED))
+    assert any("did not arrive in time" in r and "does not show it is gone" in r for r in row.reasons)
+    assert a.verdict is not Verdict.NOT_READY
+
+
 def test_optimize_through_proxy_is_a_principle_4_finding() -> None:
     results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
     results += host("outlook.office365.com", "exchange", via_proxy=True)

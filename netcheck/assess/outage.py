@@ -144,6 +144,9 @@ class ProxyPath:
     #: DIRECT), and its route (see ``ProxyDecision.without_pac``).
     without_pac: str | None = None
     without_pac_route: Route | None = None
+    #: The PAC file's fetch ran out of time before its server answered (``Outcome.ran_out``): it was not read,
+    #: which is no evidence that it is gone (see ``pac_unread_assumption``).
+    pac_unread: bool = False
 
 
 #: The role of a dependency a workload needs to work fully, not to work at all: one host of each endpoint
@@ -564,7 +567,9 @@ class _Model:
         proxy_name, proxy_route = p.proxy, p.proxy_route
         pac_lost: list[Cause] = []
         if pac_gone_now(p):  # whatever happens to the site: the browser is without its PAC file already
-            why.append(f"PAC file {p.pac_url}: could not be fetched or loaded even with {self.every} up")
+            why.append(f"PAC file {p.pac_url}: its fetch ran out of time before the server answered, even with "
+                       f"{self.every} up; taken to be gone (see the assumptions)" if p.pac_unread else
+                       f"PAC file {p.pac_url}: could not be fetched or loaded even with {self.every} up")
             if self.profile.pac_unreachable == "fail":
                 why.append("without its PAC file the browser does not connect (fail-closed)")
                 return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", None, w) for w in why[-2:]]
@@ -725,6 +730,8 @@ class PacLostNow:
     url: str
     unreachable: str | None
     workloads: tuple[str, ...]
+    #: Its fetch only ran out of time (``ProxyPath.pac_unread``): not known to be gone.
+    unread: bool = False
 
 
 def pac_lost_now(model: ModelInput) -> PacLostNow | None:
@@ -733,7 +740,7 @@ def pac_lost_now(model: ModelInput) -> PacLostNow | None:
     if not lost:
         return None
     return PacLostNow(lost[0].proxy.pac_url or "", model.profile.pac_unreachable,
-                      tuple(dict.fromkeys(d.workload for d in lost)))
+                      tuple(dict.fromkeys(d.workload for d in lost)), all(d.proxy.pac_unread for d in lost))
 
 
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
@@ -753,6 +760,28 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
 
     return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
                       tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
+
+
+def pac_unread_assumption(facts: SiteFacts) -> Assumption | None:
+    """A PAC file whose fetch ran out of time before its server answered: gone now (the browser does without
+    it, as the check's probes did), or there, slow to answer (a busy laptop, a lossy link), and then in use
+    whatever the check could not wait for. Its answers were not read: in that world the browser is taken to
+    go where the probes went (what was measured), through the PAC file, which the site's loss may take away.
+    """
+    unread = [d for d in facts.dependencies if d.proxy.pac_unread and pac_gone_now(d.proxy)]
+    if not unread:
+        return None
+    urls = ", ".join(dict.fromkeys(d.proxy.pac_url or "" for d in unread))
+
+    def answers(f: SiteFacts, p: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        return replace(f, dependencies=tuple(
+            replace(d, proxy=replace(d.proxy, source="pac", pac_unread=False))
+            if d.proxy.pac_unread and pac_gone_now(d.proxy) else d for d in f.dependencies)), p
+
+    return Assumption(f"whether the PAC file {urls} is gone or was only slow: its fetch ran out of time before "
+                      "the server answered, which does not show it is gone (its answers were not read)", "",
+                      (("if it is gone now", lambda f, p: (f, p)),
+                       ("if it answers, choosing what the check measured", answers)))
 
 
 def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
@@ -990,7 +1019,8 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     public = public_systems_assumption(facts, profile, many)
     home = home_link_assumption(facts, current, possible_now)
     lossy = media_loss_assumption(facts, current, possible_now or {})
-    hedges = [*assumptions, *(a for a in (pac, public, home, lossy) if a)]
+    unread = pac_unread_assumption(facts)
+    hedges = [*assumptions, *(a for a in (unread, pac, public, home, lossy) if a)]
     now = NowHedge.of(current, possible_now or {})
     rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down, now) if hedges or now
                  else base).values())

@@ -154,7 +154,7 @@ def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalo
 
     def proxy(p: ProxyPath) -> ProxyPath:
         return ProxyPath(p.source, p.proxy, home(p.proxy_route) if p.proxy_route else None, p.pac_url,
-                         home(p.pac_route) if p.pac_route else None)
+                         home(p.pac_route) if p.pac_route else None, pac_unread=p.pac_unread)
 
     moved = [Dependency(d.workload, d.role, d.host, tuple(home(r) for r in d.routes), proxy(d.proxy), d.resolved)
              for d in deps]

@@ -258,13 +258,19 @@ def _federation_unresolved(rows: list[WorkloadResult], sign_in: Workload, hosts:
 def _pac_lost(rows: list[WorkloadResult], lost: PacLostNow) -> list[WorkloadResult]:
     """The statuses with a PAC file that cannot be fetched now. The probes went where the laptop's settings
     go without it (as browsers do by default); a client that fails closed connects to nothing instead, so
-    the workloads behind the PAC file fail now. Not stated: they may (the status hedges on it)."""
+    the workloads behind the PAC file fail now. Not stated, or a fetch that only ran out of time (not known
+    to be gone): they may (the status hedges on it)."""
     if lost.unreachable not in (None, "fail"):
         return rows  # "direct" is what the probes did; "cached": the OS keeps a copy the check cannot read
     out: list[WorkloadResult] = []
     for r in rows:
         if r.id not in lost.workloads or r.status in (Status.FAILED, Status.NOT_TESTED):
             out.append(r)
+        elif lost.unreachable == "fail" and lost.unread:
+            out.append(replace(r, possible=tuple(dict.fromkeys((r.status, *r.possible, Status.FAILED))), reasons=(
+                *r.reasons, f"the PAC file {lost.url} did not arrive in time (its fetch ran out of time before the "
+                            "server answered, which does not show it is gone): if it is gone, the browser does not "
+                            "connect (fail-closed, from the site profile)")))
         elif lost.unreachable == "fail":
             out.append(replace(r, status=Status.FAILED, possible=(), reasons=(
                 *r.reasons, f"the PAC file {lost.url} cannot be fetched now, and without it the browser does "
@@ -364,7 +370,7 @@ def setting_findings(network: Mapping[str, object]) -> tuple[Finding, ...]:
     fetch = network.get("pac_fetch")
     if fetch is not None and fetch != "ok":
         why = str(network.get("pac_error") or fetch)
-        timed_out = fetch in ("timeout", "connect_timeout", "dns_timeout")
+        timed_out = str(fetch) in {o.value for o in Outcome if o.ran_out}
         out.append(Finding(
             code="pac.timeout" if timed_out else "pac.fetch_failed", severity=Severity.WARNING,
             title="The PAC file did not arrive in time" if timed_out else "The PAC file could not be fetched",

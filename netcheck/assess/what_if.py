@@ -61,7 +61,8 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         return {"source": p.source, "proxy": p.proxy, "proxy_route": route(p.proxy_route) if p.proxy_route else None,
                 "pac_url": p.pac_url, "pac_route": route(p.pac_route) if p.pac_route else None,
                 "without_pac": p.without_pac,
-                "without_pac_route": route(p.without_pac_route) if p.without_pac_route else None}
+                "without_pac_route": route(p.without_pac_route) if p.without_pac_route else None,
+                **({"pac_unread": True} if p.pac_unread else {})}
 
     def resolvers(items: tuple[Resolver, ...]) -> list[dict[str, Any]]:
         return [{"address": r.address, "route": route(r.route)} for r in items]
@@ -126,7 +127,8 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             return ProxyPath(str(p["source"]), p.get("proxy"),
                              _route_from(p["proxy_route"]) if p.get("proxy_route") else None, p.get("pac_url"),
                              _route_from(p["pac_route"]) if p.get("pac_route") else None, p.get("without_pac"),
-                             _route_from(p["without_pac_route"]) if p.get("without_pac_route") else None)
+                             _route_from(p["without_pac_route"]) if p.get("without_pac_route") else None,
+                             bool(p.get("pac_unread", False)))
 
         def resolvers(items: Any) -> tuple[Resolver, ...]:
             return tuple(Resolver(str(r["address"]), _route_from(r["route"])) for r in items)
