@@ -394,6 +394,19 @@ def test_media_loss_through_the_tunnel_may_be_the_home_connections_once_the_vpn_
         assert not any(LOSS_QUESTION in e for e in w.evidence), name
 
 
+def test_a_status_hedged_by_a_proxy_connection_that_ran_out_hedges_sharepoint_where_its_path_stays() -> None:
+    """gen-9-016 (tests/test_verdict.py: a proxy that accepted the check's other connections, one not in time):
+    SharePoint's status hedges ok|degraded instead of *degraded*, so its prediction, on a path the site does
+    not change, is hedged too, not *degraded* against a truth of *works*."""
+    captured = json.loads((FIXTURES / "outage-facts-lossy-home-media.json").read_text())
+    model = model_from_dict(captured["told"])
+    hedged = replace(model, current={k: v for k, v in model.current.items() if k != "sharepoint"},
+                     possible_now={**model.possible_now, "sharepoint": (Fate.WORKS, Fate.DEGRADED)})
+    w = next(x for x in predict_case(hedged, None).workloads if x.id == "sharepoint")
+    assert (w.if_vpn_drops, w.possible.get("drops")) == (Fate.UNCERTAIN, (Fate.WORKS, Fate.DEGRADED))
+    assert NOW_QUESTION in w.assumptions
+
+
 def test_media_loss_is_no_question_where_the_path_is_measured_or_settled() -> None:
     """The symmetric cases: media measured direct goes on the same way once the VPN drops (its loss carries,
     no question); through a tunnel that stays up (a gateway it fails over to), the measured path stays; a clean
