@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netcheck.assess.outage import (
     MEDIA,
@@ -167,9 +167,11 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 deps.append(Dependency(wid, role, host, routes(wanted.get(host, [])), proxy_path(host),
                                        resolved=bool(wanted.get(host))))
     media_workloads = {w for m in catalog.plan(tenant).media for w in m.workloads}
+    sampled = stun[0].target.address if stun else None  # the address the media sample went to
     if relay:
         for wid in sorted(media_workloads):
-            deps.append(Dependency(wid, MEDIA, relay, routes(wanted.get(relay, []))))
+            deps.append(Dependency(wid, MEDIA, relay, routes(wanted.get(relay, [])),
+                                   measured=sampled if sampled in wanted.get(relay, []) else None))
     sign_in = catalog.workloads.sign_in
     if federation and sign_in:
         deps.append(Dependency(sign_in, "federation", federation, routes(wanted.get(federation, [])),
@@ -199,8 +201,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
             if extra:
                 egress = {**egress, **platform.egress_many(extra, interfaces)}
-            deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != MEDIA
-                               else d.proxy, d.resolved) for d in deps]
+            deps = [replace(d, proxy=proxy_path(d.host) if d.role != MEDIA else d.proxy) for d in deps]
         office = (deps, resolver_facts)
         deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)
         assumptions = home_assumptions(office, catalog, profile, resolver_facts[-1])

@@ -371,8 +371,9 @@ def test_media_loss_through_the_tunnel_may_be_the_home_connections_once_the_vpn_
     on the home link): Teams media lost 3 % through the tunnel (or a sample that could not settle, ``possible``
     ok|degraded). The tunnel rides on the home connection, so once it drops the media may lose as much going
     direct; the Optimize paths that go direct now are fast, which shows the home connection's round trip, not
-    its loss. netcheck said *works* if the VPN drops; the truth is *degraded*. Nothing on the laptop tells
-    where the loss is, so the prediction is hedged and names the assumption."""
+    its loss. netcheck said *works* if the VPN drops; the truth is *degraded*. When the sample went into the
+    tunnel, nothing on the laptop tells where the loss is, so the prediction is hedged and names the assumption
+    (these captures predate the sampled address in the facts, so nothing tells where the sample went either)."""
     captured = json.loads((FIXTURES / "outage-facts-lossy-home-media.json").read_text())
     for name in ("told", "inferred"):  # degraded now; and a sample that could not settle
         model = model_from_dict(captured[name])
@@ -383,6 +384,15 @@ def test_media_loss_through_the_tunnel_may_be_the_home_connections_once_the_vpn_
                    for e in w.evidence), name
         others = [x for x in predict_case(model, None).workloads if x.id in ("exchange", "sharepoint")]
         assert others and all(not x.possible for x in others), name  # only media hangs on it
+    # read what can be read: gen-9-016's sample went to the relay's IPv6 address, which goes direct (only IPv4
+    # enters that tunnel), so the loss is the direct path's, and it stays once the VPN drops: no question
+    told = model_from_dict(captured["told"])
+    sampled = replace(told, facts=replace(told.facts, dependencies=tuple(
+        replace(d, measured="2001:db8:f006::fa") if d.role == "media" else d for d in told.facts.dependencies)))
+    w = next(x for x in predict_case(sampled, None).workloads if x.id == "teams_media")
+    assert (w.if_vpn_drops, w.possible) == (Fate.DEGRADED, {})
+    assert any("measured now, on a path" in e for e in w.evidence)
+    assert model_from_dict(facts_to_dict(sampled)).facts == sampled.facts  # carried in the report
     # no path goes direct now (gen-9-034's captures): the wider question about the home connection hedges it,
     # also when the media sample could not settle (a second run: ok now, ``possible`` ok|degraded, which the
     # home connection's question did not read, so netcheck said *works*)
@@ -417,6 +427,13 @@ def test_media_loss_is_no_question_where_the_path_is_measured_or_settled() -> No
     w = next(x for x in predict(facts(around, exchange), SiteProfile(), W, current=lossy).workloads
              if x.id == "teams_media")
     assert (w.if_vpn_stays, w.if_vpn_drops, w.possible) == (Fate.DEGRADED, Fate.DEGRADED, {})
+    # the sample went into the tunnel, though another family goes around it: the question is asked
+    through = Dependency("teams_media", "media", "relay", (direct("2001:db8:f006::fa"), tunnel("198.18.4.1")),
+                         measured="198.18.4.1")
+    w = next(x for x in predict(facts(through, exchange), SiteProfile(), W, current=lossy).workloads
+             if x.id == "teams_media")
+    assert w.possible.get("drops") == (Fate.WORKS, Fate.DEGRADED)
+    assert any(LOSS_QUESTION in a for a in w.assumptions)
     inside = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
     sites = (SiteProfile(name="Paris", vpn_gateways=("198.51.100.2",), vpn_failover=("Lyon",)),
              SiteProfile(name="Lyon"))

@@ -616,7 +616,7 @@ def _gather(laptop: _BranchLaptop, fetched: Outcome = Outcome.OK) -> SiteFacts:
     catalog = load_catalog("Worldwide")
     exchange = catalog.key_hosts("contoso")["exchange"][0]
     results = [ProbeResult(ProbeKind.DNS, Target(exchange, 443), Outcome.OK, detail={"ipv4": ["198.18.0.10"]}),
-               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK,
+               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478, address="198.18.4.1"), Outcome.OK,
                            detail={"mapped_address": "203.0.113.5"})]
     pac = PacFetch("http://10.30.0.9/p.pac", fetched,
                    'function FindProxyForURL(u, h) { return "DIRECT"; }' if fetched is Outcome.OK else None,
@@ -637,6 +637,8 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
     p = predict(f, sites[0], W, sites=sites, down={"Dublin DC"})
     ex = next(w for w in p.workloads if w.id == "exchange")
     assert ex.if_vpn_drops is Fate.FAILS and {c.kind for c in ex.causes} >= {CauseKind.PAC, CauseKind.PROXY}
+    # the media sample's address is kept: its route says whether the measured path changes with the site
+    assert {d.measured for d in f.dependencies if d.role == "media"} == {"198.18.4.1"}
     # through the VPN, the relay's address is the VPN's exit: not the laptop's own
     assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
 

@@ -166,6 +166,14 @@ class Dependency:
     routes: tuple[Route, ...]
     proxy: ProxyPath = ProxyPath()
     resolved: bool = True
+    #: The address the status now was measured on (the media sample's), when known: its route, not every
+    #: route, says whether the measured path changes with the site.
+    measured: str | None = None
+
+    @property
+    def measured_routes(self) -> tuple[Route, ...]:
+        """The routes the status now was measured on: the measured address's when known, else every route."""
+        return tuple(r for r in self.routes if r.address == self.measured) or self.routes
 
 
 @dataclass(frozen=True)
@@ -630,7 +638,7 @@ class _Model:
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
             key = [d for d in deps if d.role != PARTIAL]  # whether the measured path changes: the key hosts say
-            tunneled = any(r.kind == "vpn" for d in key for r in d.routes)
+            tunneled = any(r.kind == "vpn" for d in key for r in d.measured_routes)
             if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
@@ -842,7 +850,8 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate],
                            ("over an impaired one", lambda f, p: (replace(f, home_link_slow=True), p))))
     if not facts.vpn_interfaces:
         return None
-    tunneled = {d.workload for d in facts.dependencies if d.role != PARTIAL and any(r.kind == "vpn" for r in d.routes)}
+    tunneled = {d.workload for d in facts.dependencies
+                if d.role != PARTIAL and any(r.kind == "vpn" for r in d.measured_routes)}
     if not any(_impaired_now(w, current, possible_now or {}) for w in tunneled):
         return None
     return Assumption("whether the home connection or the path through the site makes it slow now", "",
@@ -860,7 +869,8 @@ def media_loss_assumption(facts: SiteFacts, current: Mapping[str, Fate],
     if facts.home_link_slow is not False or facts.home_link_lossy is not None or facts.on_site \
             or not facts.vpn_interfaces:
         return None  # slow: impaired either way; unmeasured: home_link_assumption asks the wider question
-    media = {d.workload for d in facts.dependencies if d.role == MEDIA and any(r.kind == "vpn" for r in d.routes)}
+    media = {d.workload for d in facts.dependencies
+             if d.role == MEDIA and any(r.kind == "vpn" for r in d.measured_routes)}
     if not any(_impaired_now(w, current, possible_now) for w in media):
         return None
     return Assumption("whether the loss or jitter measured through the VPN is the home connection's (the tunnel "

@@ -70,7 +70,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
     def dependencies(items: tuple[Dependency, ...]) -> list[dict[str, Any]]:
         return [{"workload": d.workload, "role": d.role, "host": d.host, "resolved": d.resolved,
                  "addresses": [r.address for r in d.routes], "routes": [route(r) for r in d.routes],
-                 "proxy": proxy(d.proxy)} for d in items]
+                 "proxy": proxy(d.proxy), **({"measured": d.measured} if d.measured else {})} for d in items]
 
     def patch(w: FactsPatch) -> dict[str, Any]:
         return {"vpn_interfaces": None if w.vpn_interfaces is None else list(w.vpn_interfaces),
@@ -136,7 +136,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
         def dependencies(items: Any) -> tuple[Dependency, ...]:
             return tuple(Dependency(str(d["workload"]), str(d["role"]), str(d["host"]),
                                     tuple(_route_from(r) for r in d["routes"]), proxy(d["proxy"]),
-                                    bool(d.get("resolved", True))) for d in items)
+                                    bool(d.get("resolved", True)), d.get("measured")) for d in items)
 
         def patch(p: Mapping[str, Any]) -> FactsPatch:
             return FactsPatch(
