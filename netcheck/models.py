@@ -81,6 +81,13 @@ class Outcome(StrEnum):
         """The service answered, even if through an inspecting middlebox."""
         return self in (Outcome.OK, Outcome.TLS_INSPECTED, Outcome.WRONG_EGRESS)
 
+    @property
+    def ran_out(self) -> bool:
+        """The time ran out before an answer (a slow server, a lossy link or a laptop too busy to wait):
+        nothing was read, which is no evidence that the other end is gone, unlike a name that does not
+        resolve, a refused connection, no route or an HTTP error."""
+        return self in (Outcome.TIMEOUT, Outcome.CONNECT_TIMEOUT, Outcome.DNS_TIMEOUT)
+
 
 class Phase(StrEnum):
     RESOLVE = "resolve"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netcheck.assess.outage import (
+    MEDIA,
     PARTIAL,
     Assumption,
     Dependency,
@@ -155,7 +156,9 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
         return ProxyPath(source=source, proxy=proxy, proxy_route=first_route(_host(proxy) if proxy else None),
                          pac_url=pac_url, pac_route=first_route(pac_host),
                          without_pac=manual if pac_url else None,
-                         without_pac_route=first_route(_host(manual)) if manual and pac_url else None)
+                         without_pac_route=first_route(_host(manual)) if manual and pac_url else None,
+                         pac_unread=bool(pac_url and source != "pac" and pac is not None and pac.url == pac_url
+                                         and pac.timed_out))
 
     deps: list[Dependency] = []
     for role, hosts_of in (("service", key_hosts), (PARTIAL, category_hosts)):
@@ -164,9 +167,11 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
                 deps.append(Dependency(wid, role, host, routes(wanted.get(host, [])), proxy_path(host),
                                        resolved=bool(wanted.get(host))))
     media_workloads = {w for m in catalog.plan(tenant).media for w in m.workloads}
+    sampled = stun[0].target.address if stun else None  # the address the media sample went to
     if relay:
         for wid in sorted(media_workloads):
-            deps.append(Dependency(wid, "media", relay, routes(wanted.get(relay, []))))
+            deps.append(Dependency(wid, MEDIA, relay, routes(wanted.get(relay, [])),
+                                   measured=sampled if sampled in wanted.get(relay, []) else None))
     sign_in = catalog.workloads.sign_in
     if federation and sign_in:
         deps.append(Dependency(sign_in, "federation", federation, routes(wanted.get(federation, [])),
@@ -196,8 +201,7 @@ def gather(results: Sequence[ProbeResult], catalog: Catalog, tenant: str | None,
             extra = [a for h in new for a in proxy_hosts[h] if a not in egress]
             if extra:
                 egress = {**egress, **platform.egress_many(extra, interfaces)}
-            deps = [Dependency(d.workload, d.role, d.host, d.routes, proxy_path(d.host) if d.role != "media"
-                               else d.proxy, d.resolved) for d in deps]
+            deps = [replace(d, proxy=proxy_path(d.host) if d.role != MEDIA else d.proxy) for d in deps]
         office = (deps, resolver_facts)
         deps, resolver_facts, vpn = as_from_home(*office, catalog, profile)
         assumptions = home_assumptions(office, catalog, profile, resolver_facts[-1])

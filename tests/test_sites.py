@@ -18,6 +18,7 @@ from netcheck.assess.outage import (
     assess_outage,
     predict,
 )
+from netcheck.models import Outcome
 from netcheck.site_profile import SiteProfile
 
 W = ("exchange", "teams_media", "identity")
@@ -605,19 +606,20 @@ class _BranchLaptop:
                           None, "double") for a in addresses}
 
 
-def _gather(laptop: _BranchLaptop) -> SiteFacts:
+def _gather(laptop: _BranchLaptop, fetched: Outcome = Outcome.OK) -> SiteFacts:
     from netcheck.deadline import Deadline
     from netcheck.m365.catalog import load_catalog
-    from netcheck.models import Outcome, ProbeKind, ProbeResult, Target
+    from netcheck.models import ProbeKind, ProbeResult, Target
     from netcheck.proxy.pac import PacFetch
     from netcheck.site_facts import gather
 
     catalog = load_catalog("Worldwide")
     exchange = catalog.key_hosts("contoso")["exchange"][0]
     results = [ProbeResult(ProbeKind.DNS, Target(exchange, 443), Outcome.OK, detail={"ipv4": ["198.18.0.10"]}),
-               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478), Outcome.OK,
+               ProbeResult(ProbeKind.STUN, Target("198.18.4.1", 3478, address="198.18.4.1"), Outcome.OK,
                            detail={"mapped_address": "203.0.113.5"})]
-    pac = PacFetch("http://10.30.0.9/p.pac", Outcome.OK, 'function FindProxyForURL(u, h) { return "DIRECT"; }',
+    pac = PacFetch("http://10.30.0.9/p.pac", fetched,
+                   'function FindProxyForURL(u, h) { return "DIRECT"; }' if fetched is Outcome.OK else None,
                    host="10.30.0.9")
     return gather(results, catalog, "contoso", laptop, replace(LYON, pac_unreachable="direct"),  # type: ignore[arg-type]
                   Deadline.after(20), pac=pac).facts
@@ -635,8 +637,22 @@ def test_gathering_on_a_branch_keeps_the_office_paths_the_public_address_and_the
     p = predict(f, sites[0], W, sites=sites, down={"Dublin DC"})
     ex = next(w for w in p.workloads if w.id == "exchange")
     assert ex.if_vpn_drops is Fate.FAILS and {c.kind for c in ex.causes} >= {CauseKind.PAC, CauseKind.PROXY}
+    # the media sample's address is kept: its route says whether the measured path changes with the site
+    assert {d.measured for d in f.dependencies if d.role == "media"} == {"198.18.4.1"}
     # through the VPN, the relay's address is the VPN's exit: not the laptop's own
     assert _gather(_BranchLaptop(relay_kind="vpn")).public_egress is None
+
+
+def test_a_pac_fetch_that_ran_out_of_time_is_gathered_as_unread_not_as_gone() -> None:
+    """The fetch's outcome reaches the facts: one that ran out of time marks every path the PAC file would have
+    decided ``pac_unread`` (the prediction hedges on it); a refused connection does not (issue 9)."""
+    for outcome, unread in ((Outcome.TIMEOUT, True), (Outcome.CONNECT_TIMEOUT, True), (Outcome.DNS_TIMEOUT, True),
+                            (Outcome.CONNECT_REFUSED, False), (Outcome.NXDOMAIN, False), (Outcome.OK, False)):
+        f = _gather(_BranchLaptop(), outcome)
+        paths = [d.proxy for d in f.dependencies if d.role != "media"]
+        assert paths and all(p.pac_url == "http://10.30.0.9/p.pac" for p in paths), outcome
+        assert all(p.pac_unread is unread for p in paths), outcome
+        assert all((p.source == "pac") is (outcome is Outcome.OK) for p in paths), outcome
 
 
 class _UnprofiledLaptop(_BranchLaptop):

@@ -144,11 +144,16 @@ class ProxyPath:
     #: DIRECT), and its route (see ``ProxyDecision.without_pac``).
     without_pac: str | None = None
     without_pac_route: Route | None = None
+    #: The PAC file's fetch ran out of time before its server answered (``Outcome.ran_out``): it was not read,
+    #: which is no evidence that it is gone (see ``pac_unread_assumption``).
+    pac_unread: bool = False
 
 
 #: The role of a dependency a workload needs to work fully, not to work at all: one host of each endpoint
 #: category (Optimize, Allow, Default) its key hosts are not in (``Catalog.category_hosts``).
 PARTIAL = "category"
+#: The role of the Teams media relay: a workload judged on loss, jitter and round trip, not only latency.
+MEDIA = "media"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,14 @@ class Dependency:
     routes: tuple[Route, ...]
     proxy: ProxyPath = ProxyPath()
     resolved: bool = True
+    #: The address the status now was measured on (the media sample's), when known: its route, not every
+    #: route, says whether the measured path changes with the site.
+    measured: str | None = None
+
+    @property
+    def measured_routes(self) -> tuple[Route, ...]:
+        """The routes the status now was measured on: the measured address's when known, else every route."""
+        return tuple(r for r in self.routes if r.address == self.measured) or self.routes
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,10 @@ class SiteFacts:
     #: Is the home connection (the path traffic takes once the VPN drops) impaired? From the workloads
     #: that go direct now; None when nothing does (see ``home_link_assumption``).
     home_link_slow: bool | None = None
+    #: Does the home connection lose packets (or add jitter)? The paths that go direct now show its round
+    #: trip, not that: only a media sample that goes direct would. Never gathered: set only by the answers to
+    #: ``media_loss_assumption`` (None: not asked).
+    home_link_lossy: bool | None = None
     #: On a site's network: the site (a profile's name; None: the one site, or not known).
     site_here: str | None = None
     #: The laptop's public address as a server on the internet saw it (STUN's mapped address) on a path
@@ -558,7 +575,9 @@ class _Model:
         proxy_name, proxy_route = p.proxy, p.proxy_route
         pac_lost: list[Cause] = []
         if pac_gone_now(p):  # whatever happens to the site: the browser is without its PAC file already
-            why.append(f"PAC file {p.pac_url}: could not be fetched or loaded even with {self.every} up")
+            why.append(f"PAC file {p.pac_url}: its fetch ran out of time before the server answered, even with "
+                       f"{self.every} up; taken to be gone (see the assumptions)" if p.pac_unread else
+                       f"PAC file {p.pac_url}: could not be fetched or loaded even with {self.every} up")
             if self.profile.pac_unreachable == "fail":
                 why.append("without its PAC file the browser does not connect (fail-closed)")
                 return Fate.FAILS, why, [Cause(CauseKind.PAC, p.pac_url or "", None, w) for w in why[-2:]]
@@ -619,7 +638,7 @@ class _Model:
                 broken.extend(cause)
             now = self.current.get(wid, Fate.WORKS)
             key = [d for d in deps if d.role != PARTIAL]  # whether the measured path changes: the key hosts say
-            tunneled = any(r.kind == "vpn" for d in key for r in d.routes)
+            tunneled = any(r.kind == "vpn" for d in key for r in d.measured_routes)
             if now is not Fate.WORKS and (not tunneled or self.tunnel_up):
                 fate = worst((fate, now))  # the path does not change with the site: what is broken stays broken
                 lines.append(f"measured now, on a path {'the site' if self.single else 'losing ' + self.the} "
@@ -629,17 +648,15 @@ class _Model:
                 fate = Fate.DEGRADED
                 lines.append("from home, over an impaired home connection")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
-            elif (now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS
-                  and self.facts.home_link_slow):
-                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself slow
-                lines.append("impaired now through the VPN, and the home connection it falls back to is impaired "
-                             "too (measured on the paths that go direct now)")
+            elif now is Fate.DEGRADED and behaviour == "drops" and fate is Fate.WORKS and (home := self.home(key)):
+                fate = Fate.DEGRADED  # impaired through the VPN now, and the home connection is itself impaired
+                lines.append(f"impaired now through the VPN, and the home connection it falls back to is {home}")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
-            elif (now is Fate.DEGRADED and fate is Fate.WORKS and self.facts.home_link_slow
+            elif (now is Fate.DEGRADED and fate is Fate.WORKS and (home := self.home(key))
                   and any(r.kind != "vpn" for d in key for r in d.routes)):
                 fate = Fate.DEGRADED  # the tunnel black-holes its part: what is left goes over the home connection
                 lines.append("impaired now; with the tunnel black-holed, what is left goes around it over the home "
-                             "connection, which is impaired too")
+                             f"connection, which is {home}")
                 broken.append(Cause(CauseKind.HOME_LINK, wid, None, lines[-1]))
             fates[behaviour] = fate
             causes[behaviour] = tuple(replace(c, behaviour=behaviour) for c in dict.fromkeys(broken))
@@ -647,6 +664,18 @@ class _Model:
         worse = "stays" if fates["stays"].rank >= fates["drops"].rank else "drops"
         return WorkloadOutage(wid, fates["stays"], fates["drops"], tuple(dict.fromkeys(evidence)),
                               _unique(causes[worse]), causes_by=causes)
+
+    def home(self, key: Sequence[Dependency]) -> str:
+        """How the home connection impairs a workload whose key dependencies are ``key``, as a sentence's end
+        ("" when it does not): slow, measured on the paths that go direct now, or, for media, losing the
+        packets lost through the tunnel that rides on it (``home_link_lossy``, an answer to
+        :func:`media_loss_assumption`)."""
+        if self.facts.home_link_slow:
+            return "impaired too (measured on the paths that go direct now)"
+        if self.facts.home_link_lossy and any(d.role == MEDIA for d in key):
+            return ("where the loss or jitter measured through the VPN is (the tunnel rides on the home "
+                    "connection)")
+        return ""
 
     def site_systems(self) -> tuple[SiteSystem, ...]:
         """The systems this laptop depends on that live at a site (any site, up or down)."""
@@ -709,6 +738,8 @@ class PacLostNow:
     url: str
     unreachable: str | None
     workloads: tuple[str, ...]
+    #: Its fetch only ran out of time (``ProxyPath.pac_unread``): not known to be gone.
+    unread: bool = False
 
 
 def pac_lost_now(model: ModelInput) -> PacLostNow | None:
@@ -717,7 +748,7 @@ def pac_lost_now(model: ModelInput) -> PacLostNow | None:
     if not lost:
         return None
     return PacLostNow(lost[0].proxy.pac_url or "", model.profile.pac_unreachable,
-                      tuple(dict.fromkeys(d.workload for d in lost)))
+                      tuple(dict.fromkeys(d.workload for d in lost)), all(d.proxy.pac_unread for d in lost))
 
 
 def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteProfile] | None = None,
@@ -737,6 +768,28 @@ def pac_assumption(facts: SiteFacts, profile: SiteProfile, sites: Sequence[SiteP
 
     return Assumption("what the OS does when it cannot fetch the PAC file", "pac_unreachable",
                       tuple((f"if it {label}", world(value)) for value, label in _PAC_WORLDS))
+
+
+def pac_unread_assumption(facts: SiteFacts) -> Assumption | None:
+    """A PAC file whose fetch ran out of time before its server answered: gone now (the browser does without
+    it, as the check's probes did), or there, slow to answer (a busy laptop, a lossy link), and then in use
+    whatever the check could not wait for. Its answers were not read: in that world the browser is taken to
+    go where the probes went (what was measured), through the PAC file, which the site's loss may take away.
+    """
+    unread = [d for d in facts.dependencies if d.proxy.pac_unread and pac_gone_now(d.proxy)]
+    if not unread:
+        return None
+    urls = ", ".join(dict.fromkeys(d.proxy.pac_url or "" for d in unread))
+
+    def answers(f: SiteFacts, p: SiteProfile) -> tuple[SiteFacts, SiteProfile]:
+        return replace(f, dependencies=tuple(
+            replace(d, proxy=replace(d.proxy, source="pac", pac_unread=False))
+            if d.proxy.pac_unread and pac_gone_now(d.proxy) else d for d in f.dependencies)), p
+
+    return Assumption(f"whether the PAC file {urls} is gone or was only slow: its fetch ran out of time before "
+                      "the server answered, which does not show it is gone (its answers were not read)", "",
+                      (("if it is gone now", lambda f, p: (f, p)),
+                       ("if it answers, choosing what the check measured", answers)))
 
 
 def public_systems_assumption(facts: SiteFacts, profile: SiteProfile,
@@ -780,9 +833,15 @@ def home_link(facts: SiteFacts, current: Mapping[str, Fate]) -> bool | None:
     return any(current.get(w) is Fate.DEGRADED for w in direct)
 
 
-def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assumption | None:
-    """A workload impaired now through the VPN, and no direct path to tell whether the home connection it
-    falls back to when the VPN drops is the cause."""
+def _impaired_now(workload: str, current: Mapping[str, Fate], possible_now: Mapping[str, tuple[Fate, ...]]) -> bool:
+    """Degraded now, or maybe (a status the sample could not settle, see :class:`NowHedge`)."""
+    return current.get(workload) is Fate.DEGRADED or Fate.DEGRADED in possible_now.get(workload, ())
+
+
+def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate],
+                         possible_now: Mapping[str, tuple[Fate, ...]] | None = None) -> Assumption | None:
+    """A workload impaired now (or maybe) through the VPN, and no direct path to tell whether the home
+    connection it falls back to when the VPN drops is the cause."""
     if facts.home_link_slow is not None:
         return None
     if facts.on_site:  # nothing here crosses the home connection: its quality cannot be measured
@@ -791,12 +850,35 @@ def home_link_assumption(facts: SiteFacts, current: Mapping[str, Fate]) -> Assum
                            ("over an impaired one", lambda f, p: (replace(f, home_link_slow=True), p))))
     if not facts.vpn_interfaces:
         return None
-    tunneled = {d.workload for d in facts.dependencies if d.role != PARTIAL and any(r.kind == "vpn" for r in d.routes)}
-    if not any(current.get(w) is Fate.DEGRADED for w in tunneled):
+    tunneled = {d.workload for d in facts.dependencies
+                if d.role != PARTIAL and any(r.kind == "vpn" for r in d.measured_routes)}
+    if not any(_impaired_now(w, current, possible_now or {}) for w in tunneled):
         return None
     return Assumption("whether the home connection or the path through the site makes it slow now", "",
                       (("if the site's path is the slow part", lambda f, p: (replace(f, home_link_slow=False), p)),
                        ("if the home connection is", lambda f, p: (replace(f, home_link_slow=True), p))))
+
+
+def media_loss_assumption(facts: SiteFacts, current: Mapping[str, Fate],
+                          possible_now: Mapping[str, tuple[Fate, ...]]) -> Assumption | None:
+    """Media impaired now (or maybe: a sample that could not settle) on a path into the VPN, while the paths
+    that go direct now show a home connection that is not slow: their connect times show its round trip, not
+    its loss or jitter. The tunnel rides on the home connection, so loss measured through it may be the home
+    connection's (it stays once the media goes around the tunnel) or the tunnel's and the site's path (it
+    goes with them). Nothing on the laptop tells which."""
+    if facts.home_link_slow is not False or facts.home_link_lossy is not None or facts.on_site \
+            or not facts.vpn_interfaces:
+        return None  # slow: impaired either way; unmeasured: home_link_assumption asks the wider question
+    media = {d.workload for d in facts.dependencies
+             if d.role == MEDIA and any(r.kind == "vpn" for r in d.measured_routes)}
+    if not any(_impaired_now(w, current, possible_now) for w in media):
+        return None
+    return Assumption("whether the loss or jitter measured through the VPN is the home connection's (the tunnel "
+                      "rides on it) or the tunnel's and the site's path (the paths that go direct now show the "
+                      "home connection's round trip only)", "",
+                      (("if it is the tunnel's or the site's path",
+                        lambda f, p: (replace(f, home_link_lossy=False), p)),
+                       ("if it is the home connection's", lambda f, p: (replace(f, home_link_lossy=True), p))))
 
 
 def _behaviours(facts: SiteFacts, profile: SiteProfile) -> tuple[str, ...]:
@@ -945,8 +1027,10 @@ def predict(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str],
     base = _rows(facts, profile, workloads, current, many, down)
     pac = pac_assumption(facts, profile, many, down)
     public = public_systems_assumption(facts, profile, many)
-    home = home_link_assumption(facts, current)
-    hedges = [*assumptions, *(a for a in (pac, public, home) if a)]
+    home = home_link_assumption(facts, current, possible_now)
+    lossy = media_loss_assumption(facts, current, possible_now or {})
+    unread = pac_unread_assumption(facts)
+    hedges = [*assumptions, *(a for a in (unread, pac, public, home, lossy) if a)]
     now = NowHedge.of(current, possible_now or {})
     rows = list((_hedge(base, hedges, facts, profile, workloads, current, many, down, now) if hedges or now
                  else base).values())

@@ -154,10 +154,10 @@ def as_from_home(deps: list[Dependency], resolvers: tuple[Resolver, ...], catalo
 
     def proxy(p: ProxyPath) -> ProxyPath:
         return ProxyPath(p.source, p.proxy, home(p.proxy_route) if p.proxy_route else None, p.pac_url,
-                         home(p.pac_route) if p.pac_route else None)
+                         home(p.pac_route) if p.pac_route else None, pac_unread=p.pac_unread)
 
-    moved = [Dependency(d.workload, d.role, d.host, tuple(home(r) for r in d.routes), proxy(d.proxy), d.resolved)
-             for d in deps]
+    moved = [Dependency(d.workload, d.role, d.host, tuple(home(r) for r in d.routes), proxy(d.proxy), d.resolved,
+                        d.measured) for d in deps]
     at_home = (*(Resolver(r.address, home(r.route)) for r in resolvers),
                Resolver("the home router", Route("the home router", HOME_UPLINK, "physical")))
     return moved, at_home, ((VPN_PROFILE,) if mode != "none" else ())

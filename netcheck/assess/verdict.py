@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from netcheck.assess.media import assess_media, loss_unshown, stats_from_detail, thresholds_of
@@ -94,21 +94,39 @@ class _Host:
     def of(self, kind: ProbeKind) -> list[ProbeResult]:
         return [r for r in self.results if r.kind is kind]
 
-    def failure(self) -> ProbeResult | None:
-        """The probe that shows the host unusable, or None if it works."""
+    def failure(self, reached: Collection[str] = ()) -> ProbeResult | None:
+        """The probe that shows the host unusable, or None if it works (or may: see :meth:`unsettled`)."""
         for r in self.of(ProbeKind.DNS):
             if not r.ok:
                 return r
         decisive = self.of(ProbeKind.HTTP) or self.of(ProbeKind.TLS) or self.of(ProbeKind.TCP)
         for r in decisive:
-            if not r.reachable and r.outcome is not Outcome.NOT_TESTABLE:
+            if not r.reachable and r.outcome is not Outcome.NOT_TESTABLE and not _ran_out_at(r, reached):
                 return r
         return None
+
+    def unsettled(self, reached: Collection[str]) -> ProbeResult | None:
+        """A probe that ran out of time connecting to a proxy that ``reached`` shows accepting this check's
+        other connections: whether the host can be used through it is not settled."""
+        return next((r for r in self.of(ProbeKind.HTTP) if _ran_out_at(r, reached)), None)
 
     def tcp_median(self) -> float | None:
         values = [float(v) for r in self.of(ProbeKind.TCP)
                   if r.reachable and isinstance(v := r.detail.get("median_ms"), int | float)]
         return statistics.median(values) if values else None
+
+
+def _ran_out_at(r: ProbeResult, reached: Collection[str]) -> bool:
+    """The proxy did not accept this connection in time, but accepted others in the same check: a lossy or
+    congested link (or the check's own burst of connections to it), not a proxy that cannot be reached."""
+    return (r.outcome is Outcome.PROXY_UNREACHABLE and r.detail.get("ran_out") is True
+            and r.detail.get("proxy") in reached)
+
+
+def reached_proxies(results: Sequence[ProbeResult]) -> frozenset[str]:
+    """The proxies that accepted a connection in this check (some HTTP probe got past connecting to them)."""
+    return frozenset(str(r.detail["proxy"]) for r in results
+                     if r.kind is ProbeKind.HTTP and r.detail.get("proxy") and (r.reachable or "connect" in r.phases))
 
 
 def _hosts(results: Sequence[ProbeResult]) -> dict[str, _Host]:
@@ -131,10 +149,11 @@ def _fmt_ms(value: float) -> str:
     return f"{value:.0f} ms"
 
 
-def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: Policy
-                ) -> tuple[WorkloadResult, list[Finding]]:
+def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: Policy,
+                reached: Collection[str] = ()) -> tuple[WorkloadResult, list[Finding]]:
     findings: list[Finding] = []
-    failures = {h.name: f for h in hosts if (f := h.failure()) is not None}
+    failures = {h.name: f for h in hosts if (f := h.failure(reached)) is not None}
+    unsettled = {h.name: u for h in hosts if h.name not in failures and (u := h.unsettled(reached)) is not None}
     reasons: list[str] = []
     key_failed = [k for k in key if k in failures]
     status = Status.OK
@@ -184,7 +203,19 @@ def _assess_web(w: Workload, hosts: list[_Host], key: tuple[str, ...], policy: P
         reasons.append("Optimize traffic goes through a proxy")
         status = max(status, Status.DEGRADED, key=_severity)
     ok = sum(1 for h in hosts if h.name not in failures)
-    return WorkloadResult(w.id, w.name, status, tuple(reasons), latency, score, ok, len(hosts)), findings
+    possible: tuple[Status, ...] = ()
+    if unsettled:  # had they failed: the status they would give
+        worst = (Status.FAILED if any(k in unsettled for k in key) or len(failures) + len(unsettled) == len(hosts)
+                 else Status.DEGRADED)
+        if _severity(worst) > _severity(status):
+            possible = (status, worst)
+            shown = sorted(unsettled)
+            reasons.append(f"{len(unsettled)} of {len(hosts)} endpoints not reached through the proxy in time "
+                           f"({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}), though it accepted this "
+                           "check's other connections (a lossy or congested link): whether they can be reached is "
+                           "not settled")
+    return WorkloadResult(w.id, w.name, status, tuple(reasons), latency, score, ok, len(hosts),
+                          possible), findings
 
 
 def _inspected(r: ProbeResult) -> bool:
@@ -258,13 +289,19 @@ def _federation_unresolved(rows: list[WorkloadResult], sign_in: Workload, hosts:
 def _pac_lost(rows: list[WorkloadResult], lost: PacLostNow) -> list[WorkloadResult]:
     """The statuses with a PAC file that cannot be fetched now. The probes went where the laptop's settings
     go without it (as browsers do by default); a client that fails closed connects to nothing instead, so
-    the workloads behind the PAC file fail now. Not stated: they may (the status hedges on it)."""
+    the workloads behind the PAC file fail now. Not stated, or a fetch that only ran out of time (not known
+    to be gone): they may (the status hedges on it)."""
     if lost.unreachable not in (None, "fail"):
         return rows  # "direct" is what the probes did; "cached": the OS keeps a copy the check cannot read
     out: list[WorkloadResult] = []
     for r in rows:
         if r.id not in lost.workloads or r.status in (Status.FAILED, Status.NOT_TESTED):
             out.append(r)
+        elif lost.unreachable == "fail" and lost.unread:
+            out.append(replace(r, possible=tuple(dict.fromkeys((r.status, *r.possible, Status.FAILED))), reasons=(
+                *r.reasons, f"the PAC file {lost.url} did not arrive in time (its fetch ran out of time before the "
+                            "server answered, which does not show it is gone): if it is gone, the browser does not "
+                            "connect (fail-closed, from the site profile)")))
         elif lost.unreachable == "fail":
             out.append(replace(r, status=Status.FAILED, possible=(), reasons=(
                 *r.reasons, f"the PAC file {lost.url} cannot be fetched now, and without it the browser does "
@@ -364,7 +401,7 @@ def setting_findings(network: Mapping[str, object]) -> tuple[Finding, ...]:
     fetch = network.get("pac_fetch")
     if fetch is not None and fetch != "ok":
         why = str(network.get("pac_error") or fetch)
-        timed_out = fetch in ("timeout", "connect_timeout", "dns_timeout")
+        timed_out = str(fetch) in {o.value for o in Outcome if o.ran_out}
         out.append(Finding(
             code="pac.timeout" if timed_out else "pac.fetch_failed", severity=Severity.WARNING,
             title="The PAC file did not arrive in time" if timed_out else "The PAC file could not be fetched",
@@ -430,6 +467,7 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
                      for w in ctx.workloads)
         return Assessment(Verdict.UNKNOWN, _summary(Verdict.UNKNOWN, none, ctx), none, ())
     hosts = _hosts(results)
+    reached = reached_proxies(results)
     rows: list[WorkloadResult] = []
     findings: list[Finding] = []
     for w in ctx.workloads:
@@ -439,7 +477,7 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
         if not mine:
             rows.append(WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("no testable endpoint",)))
             continue
-        row, fs = _assess_web(w, mine, ctx.key_hosts.get(w.id, ()), policy)
+        row, fs = _assess_web(w, mine, ctx.key_hosts.get(w.id, ()), policy, reached)
         rows.append(row)
         findings.extend(fs)
     signalling = next((r for r in rows if r.id == "teams"), None)

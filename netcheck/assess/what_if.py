@@ -61,7 +61,8 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
         return {"source": p.source, "proxy": p.proxy, "proxy_route": route(p.proxy_route) if p.proxy_route else None,
                 "pac_url": p.pac_url, "pac_route": route(p.pac_route) if p.pac_route else None,
                 "without_pac": p.without_pac,
-                "without_pac_route": route(p.without_pac_route) if p.without_pac_route else None}
+                "without_pac_route": route(p.without_pac_route) if p.without_pac_route else None,
+                **({"pac_unread": True} if p.pac_unread else {})}
 
     def resolvers(items: tuple[Resolver, ...]) -> list[dict[str, Any]]:
         return [{"address": r.address, "route": route(r.route)} for r in items]
@@ -69,7 +70,7 @@ def facts_to_dict(model: ModelInput, sites_of: Mapping[str, str | None] | None =
     def dependencies(items: tuple[Dependency, ...]) -> list[dict[str, Any]]:
         return [{"workload": d.workload, "role": d.role, "host": d.host, "resolved": d.resolved,
                  "addresses": [r.address for r in d.routes], "routes": [route(r) for r in d.routes],
-                 "proxy": proxy(d.proxy)} for d in items]
+                 "proxy": proxy(d.proxy), **({"measured": d.measured} if d.measured else {})} for d in items]
 
     def patch(w: FactsPatch) -> dict[str, Any]:
         return {"vpn_interfaces": None if w.vpn_interfaces is None else list(w.vpn_interfaces),
@@ -126,7 +127,8 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
             return ProxyPath(str(p["source"]), p.get("proxy"),
                              _route_from(p["proxy_route"]) if p.get("proxy_route") else None, p.get("pac_url"),
                              _route_from(p["pac_route"]) if p.get("pac_route") else None, p.get("without_pac"),
-                             _route_from(p["without_pac_route"]) if p.get("without_pac_route") else None)
+                             _route_from(p["without_pac_route"]) if p.get("without_pac_route") else None,
+                             bool(p.get("pac_unread", False)))
 
         def resolvers(items: Any) -> tuple[Resolver, ...]:
             return tuple(Resolver(str(r["address"]), _route_from(r["route"])) for r in items)
@@ -134,7 +136,7 @@ def model_from_dict(data: Mapping[str, Any]) -> ModelInput:
         def dependencies(items: Any) -> tuple[Dependency, ...]:
             return tuple(Dependency(str(d["workload"]), str(d["role"]), str(d["host"]),
                                     tuple(_route_from(r) for r in d["routes"]), proxy(d["proxy"]),
-                                    bool(d.get("resolved", True))) for d in items)
+                                    bool(d.get("resolved", True)), d.get("measured")) for d in items)
 
         def patch(p: Mapping[str, Any]) -> FactsPatch:
             return FactsPatch(

@@ -200,6 +200,7 @@ async def probe_http(target: Target, spec: ProbeSpec, deadline: Deadline, shared
             detail["inspected_by"] = facts.issuer_org or facts.issuer_cn or "an unknown issuer"
     if ex.response is None and isinstance(error, TimeoutError):  # what timed out depends on how far it got
         outcome, reason = _timed_out(ex, proxy is not None)
+        detail["ran_out"] = True  # no answer in time, which is not a refusal (netcheck.assess.verdict reads it)
         return _result(target, outcome, reason, ex, detail, family)
     if ex.response is None and error is not None:
         outcome, reason = classify(error, at_proxy=proxy is not None and not ex.connected)

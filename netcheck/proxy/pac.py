@@ -79,6 +79,12 @@ class PacFetch:
     def looks_like_pac(self) -> bool:
         return bool(self.text and "FindProxyForURL" in self.text)
 
+    @property
+    def timed_out(self) -> bool:
+        """The fetch ran out of time before the server answered: the PAC file was not read, which is no
+        evidence that it is gone (:attr:`Outcome.ran_out`)."""
+        return self.outcome.ran_out
+
 
 def _resolve_host(host: str, timeout: float) -> tuple[str | None, Outcome | None, str | None]:
     """First address of ``host`` within ``timeout`` (getaddrinfo runs in a thread)."""

@@ -221,6 +221,16 @@ def test_proxy_unreachable() -> None:
         r = get(443, spec, host="tls.test", scheme=scheme)
         assert r.outcome is Outcome.PROXY_UNREACHABLE, scheme
         assert r.detail["via_proxy"] is True
+        assert "ran_out" not in r.detail  # refused: an answer, not a time that ran out
+
+
+@pytest.mark.timeout(30)
+def test_a_probe_that_ran_out_of_time_says_so(srv: Servers) -> None:
+    """No answer in time is not a refusal: the verdict does not read it as a proxy that cannot be reached when
+    the proxy accepted the check's other connections (netcheck.assess.verdict.reached_proxies)."""
+    r = get(443, ProbeSpec(proxy=f"http://{V4}:{srv.silent.port}", step_timeout_s=0.4), host="tls.test",
+            scheme="https", seconds=120)
+    assert r.outcome is not Outcome.OK and r.detail["ran_out"] is True, r
 
 
 def test_proxy_credentials_are_not_recorded(srv: Servers) -> None:
