@@ -338,6 +338,12 @@ def test_hedge_lines_that_fit_are_kept_as_they_are() -> None:
     assert {line.rsplit(": ", 1)[-1] for line in short[:-1]} == {line.rsplit(": ", 1)[-1] for line in lines}
 
 
+def test_hedge_lines_keep_within_room_when_outcomes_outnumber_it() -> None:
+    lines = [f"world {i}: outcome {i}" for i in range(12)]
+    short = _fitted(lines, 5)
+    assert short == [*lines[:4], "and 8 more combinations of the assumptions, with outcomes not all shown above"]
+
+
 def test_impaired_through_the_vpn_now_hangs_on_the_home_connection_once_it_drops() -> None:
     media = Dependency("teams_media", "media", "relay", (tunnel("198.18.4.1"),))
     slow = {"teams_media": Fate.DEGRADED}

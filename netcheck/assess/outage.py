@@ -936,20 +936,21 @@ EVIDENCE_LIMIT = 200
 def _fitted(lines: list[str], room: int) -> list[str]:
     """The world lines (``"<labels>: <fates>"``) of a hedge, within ``room`` lines. Every combination of
     assumptions is a world, and five assumptions with a hedged status now made 192 of them (a report the
-    schema refused): when they do not fit, each distinct outcome keeps its first world, the others fill what
-    room is left, and one line counts the rest."""
+    schema refused): when they do not fit, each distinct outcome keeps its first world (as many as the room
+    holds), the others fill what room is left, and one line counts the rest."""
     if len(lines) <= room:
         return lines
     first: dict[str, str] = {}
     for line in lines:
         first.setdefault(line.rsplit(": ", 1)[-1], line)
-    kept = set(first.values())
+    kept = set(list(first.values())[:max(0, room - 1)])  # more distinct outcomes than room: the first ones
     others = [line for line in lines if line not in kept]
     fill = max(0, room - len(kept) - 1)
     chosen = set(others[:fill]) | kept
     dropped = len(lines) - len(chosen)
-    return [line for line in lines if line in chosen] + [
-        f"and {dropped} more combinations of the assumptions, each with one of the outcomes above"]
+    tail = ("each with one of the outcomes above" if len(kept) == len(first)
+            else "with outcomes not all shown above")
+    return [line for line in lines if line in chosen] + [f"and {dropped} more combinations of the assumptions, {tail}"]
 
 
 def _hedge(base: dict[str, WorkloadOutage], assumptions: Sequence[Assumption], facts: SiteFacts,
