@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import store
 from netcheck.collector.db import (
+    EXPORT_TEXTS,
     UTCDateTime,
     device_catalogs,
     device_states,
@@ -85,19 +86,45 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 @dataclass(frozen=True)
-class Tags:
-    """A list's derived column: the device's tags, from the query's column ``of`` (``devices.tags``)."""
+class Kept:
+    """A list's column whose export texts need no formatting in the database: its CSV cell and its
+    JSON value as SQL expressions on the list's tables (texts ``devices`` keeps, or texts made of
+    characters that need no neutralising, quoting or escaping), which ``copy_export`` joins as
+    they are."""
 
-    of: str
+    csv: Any
+    json: Any
+
+
+def plain(text: Any) -> Kept:
+    """``Kept`` for a text column whose every value is its own CSV cell (no formula start, comma,
+    quote or line break) and, in quotes, its own JSON string (no quote, backslash or control): the
+    collector's own device ids (UUIDs), verdicts (the report schema's enum), times as ``store.iso``
+    writes them, the sweep lists' states. NULL: an empty cell, ``null``."""
+    return Kept(sa.func.coalesce(text, sa.literal("")),
+                sa.func.coalesce(sa.literal('"').op("||")(text).op("||")(sa.literal('"')), sa.literal("null")))
+
+
+#: the export texts of the devices' columns, as the lists name them (``db.EXPORT_TEXTS``: kept by
+#: ``store.enroll``; ``last_seen_iso``: kept at ingest)
+DEVICE_TEXTS = {"device_id": plain(devices.c.id),
+                **{c: Kept(devices.c[f"{c}_csv"], devices.c[f"{c}_json"]) for c in EXPORT_TEXTS},
+                "last_seen_at": plain(devices.c.last_seen_iso), "last_verdict": plain(devices.c.last_verdict)}
+
+
+def device_texts(columns: Iterable[str]) -> dict[str, Kept]:
+    """``DEVICE_TEXTS`` of those of ``columns`` that are the devices' columns."""
+    return {c: DEVICE_TEXTS[c] for c in columns if c in DEVICE_TEXTS}
 
 
 @dataclass(frozen=True)
 class Listing:
     """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
     the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
-    and what each batch of rows needs added (``finish``: tags, states). ``derived``: the same
-    additions in SQL, in the order ``finish`` adds them (a function of the query as a subquery, or
-    ``Tags``), for the exports PostgreSQL writes (``copy_export``)."""
+    and what each batch of rows needs added (``finish``: tags, states). For the exports PostgreSQL
+    writes (``copy_export``): ``derived``, those additions in SQL (a function of the query as a
+    subquery), and ``kept``, the columns whose export texts need no formatting (``Kept``); the
+    columns ``finish`` adds come in the order of ``derived``, then of ``kept``."""
 
     query: Any
     key: Any
@@ -107,7 +134,8 @@ class Listing:
     #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
     #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
     twins: Sequence[Any] = ()
-    derived: Mapping[str, Callable[[Any], Any] | Tags] = field(default_factory=dict)
+    derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    kept: Mapping[str, Kept] = field(default_factory=dict)
 
     def after(self, last: Any) -> Listing:
         """The rows after key ``last``."""
@@ -459,7 +487,7 @@ def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
 
 def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
     # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags`` (the exports
-    # PostgreSQL writes read the text: ``Tags``)
+    # PostgreSQL writes read the devices' kept texts: ``DEVICE_TEXTS``)
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
                       devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at, devices.c.tags)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
@@ -483,7 +511,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, derived={"tags": Tags("tags")})
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, kept=device_texts(DEVICE_COLUMNS))
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
@@ -684,17 +712,23 @@ SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verd
 
 
 def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
-    """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
+    """The devices that answered (with their answer's verdict, ``sweep_responses.verdict``), or those
+    that have not (pending or offline)."""
     twins: tuple[Any, ...] = ()
+    kept = device_texts(SWEEP_DEVICE_COLUMNS)
     if answered:
         query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
-                           devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
-                 .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
-                              .join(reports, reports.c.id == sweep_responses.c.report_pk))
+                           devices.c.last_verdict, sweep_responses.c.verdict, sweep_responses.c.received_at)
+                 .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id))
                  .where(sweep_responses.c.sweep_id == sw.id))
         key, twins = sweep_responses.c.device_id, (devices.c.id,)
+        kept.update(state=plain(sa.literal("answered", sa.Text)), verdict=plain(sweep_responses.c.verdict))
     else:
         query, key = _not_answered(sw), devices.c.id
+        seen = devices.c.last_seen_at
+        kept.update(state=plain(sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"),
+                                        else_="offline")),
+                    verdict=plain(sa.null().cast(sa.Text)), received_at=plain(sa.null().cast(sa.Text)))
 
     def states(conn: Connection, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -704,15 +738,7 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    def state(sub: Any) -> Any:
-        if answered:
-            return sa.literal("answered", sa.Text)
-        seen = sub.c.last_seen_at
-        return sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"), else_="offline")
-
-    derived = {"state": state, "verdict": lambda sub: sa.null().cast(sa.Text),
-               "received_at": lambda sub: sa.null().cast(UTCDateTime)}
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, derived)
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, kept=kept)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,

@@ -43,7 +43,7 @@ from netcheck.collector.db import (
     site_fact_sets,
     site_predictions,
 )
-from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked, states_counted
+from netcheck.collector.web.queries import PAGE_SIZE, Listing, device_texts, not_revoked, states_counted
 
 #: the fates ``what_if`` answers, best first
 FATES = ("works", "degraded", "uncertain", "fails")
@@ -359,7 +359,7 @@ def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
                        devices.c.last_verdict)
              .where(not_revoked(conn), having.exists() if digests else sa.false()))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS)
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, kept=device_texts(DEVICE_COLUMNS))
 
 
 def _query_down(down: Iterable[str]) -> str:
