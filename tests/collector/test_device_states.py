@@ -88,6 +88,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             top = queries.top_findings(conn)
             assert [(f["code"], f["devices"], f["remediation"]) for f in top] == [
                 ("vpn.optimize_in_tunnel", 1, "Exclude it.")]
+            assert queries.latest_counts(conn) == (queries.workload_counts(conn), top)  # the overview's one scan
             assert facts is not None
             listed = conn.execute(devices_listing(conn, [facts[0]]).query).all()
             assert [r.device_id for r in listed] == [a]
@@ -106,6 +107,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             # a revoked device drops out of the fleet's counts
             assert store.revoke_device(conn, b, NOW) is not None
             assert queries.workload_counts(conn) == {"exchange": {"ok": 1}, "teams_media": {"ok": 1}}
+            assert queries.latest_counts(conn) == (queries.workload_counts(conn), [])
     finally:
         engine.dispose()
 
