@@ -296,8 +296,9 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
     try:
         with engine.begin() as conn:
             sw = store.create_sweep(conn, now, dt.timedelta(hours=1), tag=("site", "paris"), note=HOSTILE[1])
-            tagged = store.create_sweep(conn, now, dt.timedelta(hours=1), thorough=True, tag=("k", PAYLOAD[:100]),
-                                        note=PAYLOAD)
+            # created on a whole second: a time without a fraction
+            tagged = store.create_sweep(conn, now.replace(microsecond=0), dt.timedelta(hours=1), thorough=True,
+                                        tag=("k", PAYLOAD[:100]), note=PAYLOAD)
             for device, text in zip(made, HOSTILE, strict=True):
                 _reenroll(conn, fleet, device, text, {"site": "paris", "note": text, "=x": text[:20],
                                                       "\u00e9": "\uff1d"})
@@ -325,7 +326,8 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
         assert [names[d.device_id] for d in made] == [export.neutralise(t) for t in HOSTILE]
         assert names[made[0].device_id] == "'" + PAYLOAD and names[made[5].device_id] == "'\r=1"
         assert names[made[8].device_id] == "'\u200b\u3000\uff1d1" and names[made[13].device_id] == "line1\nline2"
-        assert tagged["id"] in b"".join(copy_export.csv_chunks(engine.begin, listings["sweeps"])).decode()
+        swept = b"".join(copy_export.csv_chunks(engine.begin, listings["sweeps"])).decode()
+        assert f'{tagged["id"]},{tagged["created_at"]},' in swept and "." not in tagged["created_at"]
     finally:
         engine.dispose()
 
