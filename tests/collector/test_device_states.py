@@ -228,11 +228,14 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
             assert {(r["key"], r["value"]): r["total"] for r in counted} == {
                 ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
             # the overview's one scan: the same tags, the verdicts and the devices not seen lately
-            verdicts, tags, stale = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
+            verdicts, tags, stale, today = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
             assert sorted(tags, key=lambda r: (r["key"], r["value"])) == counted
             assert verdicts == {"READY": 2, "AT_RISK": 1, None: 1}
             assert stale == 4  # the three that reported 8 days ago and the one that never did
             assert queries.device_counts(conn, NOW, 7)[2] == 1
+            # and the chart's today, of every device (the revoked one reported that day too)
+            assert today == {} and queries.device_counts(conn, NOW, 7)[3] == queries.devices_today(conn, NOW) == {
+                "READY": 2, "AT_RISK": 1, "NOT_READY": 1}
         # migration 0014 fills the text from device_tags
         assert migrate(engine, "0013", downgrade=True) == "0013"
         assert migrate(engine) == head_revision()

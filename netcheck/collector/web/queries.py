@@ -232,15 +232,17 @@ def _finished_days(now: dt.datetime, days: int) -> tuple[list[str], int]:
     return wanted, max(0, settled)
 
 
-def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS,
+                today: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The overview's chart: the devices per day and verdict over the last ``days`` UTC days. A finished
     day is read from ``fleet_days`` (``count_day`` keeps it there); one not counted yet (and yesterday,
     for ``DAY_SETTLED`` after midnight) is marked ``counting`` with no devices; today comes from the
-    devices' latest verdicts. Never counts a past day: a few rows read."""
+    devices' latest verdicts (``devices_today``, unless given). Never counts a past day: a few rows
+    read."""
     wanted, _ = _finished_days(now, days)
     kept = {r.day: {v: getattr(r, c) for v, c in _DAY_COLUMNS.items()}
             for r in conn.execute(sa.select(fleet_days).where(fleet_days.c.day.in_(wanted[:-1])))}
-    kept[wanted[-1]] = devices_today(conn, _day_start(now))
+    kept[wanted[-1]] = devices_today(conn, _day_start(now)) if today is None else today
     return [{"day": d, "counting": d not in kept, **{v: kept.get(d, {}).get(v, 0) for v in VERDICTS}}
             for d in wanted]
 
@@ -299,8 +301,10 @@ class FleetDays:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
-        rows = fleet_trend(conn, now, days)
+    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS,
+              today: dict[str, int] | None = None) -> list[dict[str, Any]]:
+        """``fleet_trend`` (``today``: its last day's counts, when made already: ``device_counts``)."""
+        rows = fleet_trend(conn, now, days, today)
         if any(r["counting"] for r in rows[:-1]):
             self.start(now, days)
         return rows
@@ -449,21 +453,30 @@ def _per_tag(grouped: Sequence[tuple[str, str | None, int]], limit: int) -> list
 
 
 def device_counts(conn: Connection, now: dt.datetime, stale_days: int, limit: int = 200
-                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int]:
-    """The overview's counts of the devices (not revoked) in one scan, grouped by tags' text, verdict
-    and staleness: by latest verdict, ``tag_counts``, and how many were not seen for ``stale_days``
-    (three scans of 100,000 devices made one)."""
+                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int, dict[str, int]]:
+    """The overview's counts of the devices in one scan of them, grouped by tags' text, verdict,
+    staleness, whether revoked and whether seen today: of the devices not revoked, by latest verdict,
+    ``tag_counts``, and how many were not seen for ``stale_days``; and the chart's today
+    (``devices_today``: every device). Four scans of 100,000 devices made one."""
     stale = _stale(now, stale_days)
-    rows = [(text, verdict, bool(old), int(count)) for text, verdict, old, count in conn.execute(
-        sa.select(devices.c.tags, devices.c.last_verdict, stale.label("stale"), sa.func.count())
-        .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict, stale))]
+    revoked = devices.c.revoked_at.is_not(None)
+    seen = devices.c.last_seen_at >= _day_start(now)
+    rows = [(text, verdict, bool(old), bool(gone), bool(today), int(count))
+            for text, verdict, old, gone, today, count in conn.execute(
+                sa.select(devices.c.tags, devices.c.last_verdict, stale, revoked, seen, sa.func.count())
+                .group_by(devices.c.tags, devices.c.last_verdict, stale, revoked, seen))]
     verdicts: dict[str | None, int] = {}
     per_text: dict[tuple[str, str | None], int] = {}
-    for text, verdict, _, count in rows:
+    today: dict[str, int] = {}
+    for text, verdict, _, gone, seen_today, count in rows:
+        if seen_today and verdict is not None:
+            today[verdict] = today.get(verdict, 0) + count
+        if gone:
+            continue
         verdicts[verdict] = verdicts.get(verdict, 0) + count
         per_text[(text, verdict)] = per_text.get((text, verdict), 0) + count
     tags = _per_tag([(text, verdict, n) for (text, verdict), n in per_text.items()], limit)
-    return verdicts, tags, sum(count for *_, old, count in rows if old)
+    return verdicts, tags, sum(count for _, _, old, gone, _, count in rows if old and not gone), today
 
 
 def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
