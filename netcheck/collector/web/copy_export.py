@@ -6,7 +6,8 @@ collector).
 A column whose texts the database keeps (``Listing.kept``: the devices' names, systems, agent
 versions, tags and last contacts, written by the Python writers themselves, ``export.csv_cell`` and
 ``export.json_value``, when ``store.enroll`` and ingest write the columns: ``db.EXPORT_TEXTS``) is
-joined as it is: the lists of devices (100,000 rows) format nothing but the answers' times.
+joined as it is: the lists of devices (100,000 rows) format nothing but the times that are not
+kept (a sweep answer's, a revoked device's).
 
 What the SQL reproduces for the other columns, cell by cell:
 
