@@ -54,7 +54,7 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from netcheck.collector import site_facts, store  # noqa: E402
-from netcheck.collector.db import make_engine, migrate  # noqa: E402
+from netcheck.collector.db import EXPORT_TEXT_COLUMNS, make_engine, migrate  # noqa: E402
 from netcheck.collector.web import accounts  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
 
@@ -131,9 +131,12 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
                 latest = (pk, verdict, at, days - d)
             assert latest is not None
             tags = [("site", f"site{i % 20:02d}"), ("dept", f"dept{i % 8}")]
-            dev_rows.append((did, uuid.UUID(did).hex + uuid.UUID(did).hex, f"laptop-{i:06d}", "windows", "0.9.0",
+            shown = {"name": f"laptop-{i:06d}", "os": "windows", "agent_version": "0.9.0"}
+            texts = store.export_texts({**shown, "tags": dict(tags)})
+            dev_rows.append((did, uuid.UUID(did).hex + uuid.UUID(did).hex, *shown.values(),
                              secret_id, now - dt.timedelta(days=60), now, latest[2], latest[3], latest[0],
-                             latest[1], 0, None, store.pairs_text(tags)))
+                             latest[1], 0, None, store.pairs_text(tags), *(texts[c] for c in EXPORT_TEXT_COLUMNS),
+                             store.iso(latest[2])))
             tag_rows += [(did, k, v) for k, v in tags]
             cat_rows.append((did, "Worldwide", "2026081400" if i % 4 else "2026073100", latest[0]))
             found = entries[i % len(entries)]
@@ -143,7 +146,7 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
                             None if found is None else found[0], workloads, store.findings_text(codes)))
             if not stale and rng.random() < 0.6:
                 sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300)),
-                                workloads))
+                                workloads, latest[1]))
         yield "devices", dev_rows
         yield "device_tags", tag_rows
         yield "reports", rep_rows
@@ -158,14 +161,15 @@ COLUMNS = {
     "enroll_secrets": ("id", "digest", "site", "note", "created_at", "revoked_at"),
     "sweeps": ("id", "created_at", "expires_at", "thorough", "tag_key", "tag_value", "note"),
     "devices": ("id", "hardware_id", "name", "os", "agent_version", "secret_id", "enrolled_at", "updated_at",
-                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at", "tags"),
+                "last_seen_at", "last_seq", "last_report_pk", "last_verdict", "dropped_total", "revoked_at", "tags",
+                *EXPORT_TEXT_COLUMNS, "last_seen_iso"),
     "device_tags": ("device_id", "key", "value"),
     "reports": ("id", "device_id", "report_id", "body_sha256", "measured_at", "received_at", "sent_at", "skew_s",
                 "seq", "dropped", "spool_full", "verdict", "exit_code", "tool_version", "sweep_id", "report_lz4"),
     "report_workloads": ("report_pk", "workload_id", "device_id", "status", "score", "latency_ms"),
     "report_findings": ("report_pk", "code", "device_id", "severity", "workload_id", "title", "remediation"),
     "device_catalogs": ("device_id", "instance", "version", "report_pk"),
-    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads"),
+    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads", "verdict"),
     "site_fact_sets": ("digest", "body", "created_at"),
     "device_states": ("device_id", "seq", "report_pk", "received_at", "verdict", "outage_verdict", "site",
                       "facts_digest", "workloads", "findings"),

@@ -72,11 +72,25 @@ def table_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *, head
     if header:
         writer.writerow(columns)
     for row in rows:
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if isinstance(value, Mapping):
-                value = ";".join(f"{k}={v}" for k, v in sorted(value.items()))
-            cells.append(neutralise(_text(value)))
-        writer.writerow(cells)
+        writer.writerow([_cell_text(row.get(c)) for c in columns])
     return buf.getvalue()
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        value = ";".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return neutralise(_text(value))
+
+
+def csv_cell(value: Any) -> str:
+    """``value`` as ``table_csv`` writes its cell inside a row (neutralised, quoted only when it must
+    be): what the database keeps for the exports it writes (``devices.name_csv``...). Written by the
+    same ``csv`` writer, in a row of two cells (a row's only cell, when empty, is quoted)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow([_cell_text(value), ""])
+    return buf.getvalue()[:-len(",\r\n")]
+
+
+def json_value(value: Any) -> str:
+    """``value`` as a dashboard JSON export writes it in a row (``json.dumps``, non-ASCII as it is)."""
+    return json.dumps(value, ensure_ascii=False)

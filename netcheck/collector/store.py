@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck import fleet_policy
-from netcheck.collector import auth, compact, site_facts
+from netcheck.collector import auth, compact, export, site_facts
 from netcheck.collector.db import (
+    EXPORT_TEXTS,
     device_catalogs,
     device_states,
     device_tags,
@@ -94,8 +95,9 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
     tags = {str(k): str(v) for k, v in (device.get("tags") or {}).items()}
     if sec.site:
         tags["site"] = sec.site
-    fields = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"],
-              "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items())}
+    shown = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"]}
+    fields = {**shown, "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items()),
+              **export_texts({**shown, "tags": tags})}
     new_id = str(uuid.uuid4())
     inserted = conn.execute(
         _insert(conn, devices).values(id=new_id, hardware_id=hardware_id, enrolled_at=now, dropped_total=0,
@@ -286,6 +288,7 @@ def _ingest_sql(dialect: str) -> _IngestSql:
         upsert_catalog=_upsert_catalog(dialect),
         update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
             last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
+            last_seen_iso=sa.bindparam("b_seen", type_=sa.String),
             dropped_total=devices.c.dropped_total + sa.bindparam("b_dropped", type_=sa.BigInteger),
             last_report_pk=sa.case((newer, sa.bindparam("b_pk", type_=sa.BigInteger)),
                                    else_=devices.c.last_report_pk),
@@ -359,18 +362,28 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     if catalogs:
         execute_hot(conn, sql.upsert_catalog, catalogs)
     execute_hot(conn, sql.update_device, [
-        {"b_device": device_id, "b_now": now, "b_dropped": item.dropped, "b_pk": pk, "b_verdict": item.verdict,
-         "b_seq": item.seq} for device_id, item, pk in stored])
+        {"b_device": device_id, "b_now": now, "b_seen": iso(now), "b_dropped": item.dropped, "b_pk": pk,
+         "b_verdict": item.verdict, "b_seq": item.seq} for device_id, item, pk in stored])
     site_facts.keep_sets(conn, (item.facts_entry for _, item, _ in stored if item.facts_entry is not False), now)
     for device_id, item, pk in stored:
         if item.sweep_id is not None:
             target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
-                                sa.literal(now, type_=sweeps.c.created_at.type))
+                                sa.literal(now, type_=sweeps.c.created_at.type), sa.literal(item.verdict))
                       .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
             conn.execute(_insert(conn, sweep_responses)
-                         .from_select(["sweep_id", "device_id", "report_pk", "received_at"], target)
+                         .from_select(["sweep_id", "device_id", "report_pk", "received_at", "verdict"], target)
                          .on_conflict_do_nothing())
     record_latest(conn, stored, now)
+
+
+def export_texts(values: Mapping[str, Any]) -> dict[str, str]:
+    """The export texts ``devices`` keeps of a device's ``db.EXPORT_TEXTS`` columns (``values``: the
+    tags a mapping, as the dashboard's lists read them, ``tags_of``): each one's CSV cell and JSON
+    value, by column name (``name_csv``, ``name_json``...)."""
+    tags = values["tags"]
+    shown = {**values, "tags": dict(sorted(tags.items()))}
+    return {**{f"{c}_csv": export.csv_cell(shown[c]) for c in EXPORT_TEXTS},
+            **{f"{c}_json": export.json_value(shown[c]) for c in EXPORT_TEXTS}}
 
 
 def pairs_text(pairs: Iterable[tuple[str, str]]) -> str:
@@ -679,13 +692,15 @@ def list_secrets(conn: Connection) -> list[dict[str, Any]]:
 # --- devices and export ----------------------------------------------------------------------
 
 def _tags_by_device(conn: Connection, device_ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """Each device's tags by key, in code point order (not the database's collation: the same order
+    on any database, the one ``export_texts`` keeps)."""
     query = sa.select(device_tags.c.device_id, device_tags.c.key, device_tags.c.value)
     if device_ids is not None:
         query = query.where(device_tags.c.device_id.in_(device_ids))
     out: dict[str, dict[str, str]] = {}
-    for r in conn.execute(query.order_by(device_tags.c.device_id, device_tags.c.key)):
+    for r in conn.execute(query):
         out.setdefault(r.device_id, {})[r.key] = r.value
-    return out
+    return {device: dict(sorted(tags.items())) for device, tags in out.items()}
 
 
 def tags_of(conn: Connection, device_ids: Sequence[str] | None) -> dict[str, dict[str, str]]:

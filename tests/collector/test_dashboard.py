@@ -18,6 +18,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import Connection
 
+from netcheck.collector import store
+from netcheck.collector.db import make_engine
 from netcheck.collector.web import accounts, queries
 from netcheck.m365.catalog import load_versions
 from netcheck.m365.webservice import EndpointCache
@@ -180,9 +182,11 @@ def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
     proc = start_collector(env={"XDG_CACHE_HOME": str(cache)})
     fleet = fleet_factory(proc)
     bundled = load_versions(ENDPOINTS)["Worldwide"]
+    made = []
     for version in (bundled, bundled, "2025010100"):
         report = sample_report(catalog={"instance": "Worldwide", "version": version, "source": "bundled"})
-        assert fleet.post(fleet.enroll(), upload(report)).status_code == 200
+        made.append(fleet.enroll())
+        assert fleet.post(made[-1], upload(report)).status_code == 200
     client, _ = signed_in(fleet, "read-only")
     page = client.get("/ui/endpoints")
     assert page.status_code == 200
@@ -190,6 +194,14 @@ def test_endpoint_data_page_diffs_the_fleets_version_against_the_data_in_use(
     assert "does not hold version 2025010100" in page.text
     rows = client.get("/ui/endpoints", params={"format": "json"}).json()["endpoint-versions"]
     assert sorted((r["version"], r["devices"]) for r in rows) == [("2025010100", 1), (bundled, 2)]
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.begin() as conn:  # a revoked device no longer counts
+            assert store.revoke_device(conn, made[0].device_id, dt.datetime.now(dt.UTC)) is not None
+            counted = queries.catalog_versions(conn)
+    finally:
+        engine.dispose()
+    assert sorted((r["version"], r["devices"]) for r in counted) == [("2025010100", 1), (bundled, 1)]
 
 
 def test_recent_reuses_a_count_for_its_time_only() -> None:

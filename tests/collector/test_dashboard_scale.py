@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -19,9 +20,9 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import export, store
 from netcheck.collector.db import (
+    EXPORT_TEXT_COLUMNS,
     READS_ONLY,
     device_states,
-    device_tags,
     devices,
     fleet_days,
     make_engine,
@@ -30,7 +31,7 @@ from netcheck.collector.db import (
 )
 from netcheck.collector.web import copy_export, queries, sites, views
 from netcheck.collector.web.queries import Filters
-from tests.collector.conftest import Fleet, sample_report, sql, upload
+from tests.collector.conftest import Device, Fleet, sample_report, sql, upload
 from tests.collector.dashboard import PAYLOAD, add_user, hostile_report, sign_in
 
 
@@ -66,6 +67,24 @@ def test_an_export_walks_the_list_in_keyset_batches_each_in_its_own_transaction(
     assert [[r["device_id"] for r in b] for b in batches] == [made[0:2], made[2:4], made[4:5]]
     assert len(transactions) == 3
     assert all(r["tags"] == {"dept": tag} for b in batches for r in b)
+
+
+def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key() -> None:
+    """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers;
+    the devices behind a Sites number: their states) starts that subquery's index at the batch's
+    last key too (``queries.after_key``); at first, anywhere."""
+    sw = SimpleNamespace(id="s", tag_key=None, tag_value=None)
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            made = [queries.sweep_devices_listing(sw, False, dt.datetime.now(dt.UTC)),
+                    sites.devices_listing(conn, ["d" * 64])]
+    finally:
+        engine.dispose()
+    for listing in made:
+        assert listing.query.compile().params["after_key"] == ""
+        assert listing.after("k-1").query.compile().params["after_key"] == "k-1"
+        assert "device_id > :after_key" in str(listing.query)
 
 
 def test_exports_are_streamed_with_a_header_and_every_row(fleet: Fleet, clients: list[httpx.Client]) -> None:
@@ -266,9 +285,28 @@ HOSTILE = (PAYLOAD, "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "\
            "", " ", "é日本語🙂", "<b>x</b>", "\u2028=x", "'quoted", "\u0085-1", "Zed", "9=1", "\U000e0020@x")
 
 
+def _same_exports(engine: sa.Engine, listings: dict[str, queries.Listing]) -> None:
+    """Each list's exports PostgreSQL writes equal the Python path's, byte for byte, in batches of 2."""
+    for name, listing in listings.items():
+        by_python = queries.export_batches(engine.begin, listing, batch=2)
+        csv_text = "".join(views._csv_lines(listing.columns, by_python)).encode()
+        assert b"".join(copy_export.csv_chunks(engine.begin, listing, batch=2)) == csv_text, name
+        by_python = queries.export_batches(engine.begin, listing, batch=2)
+        json_text = "".join(views._json_lines(name, by_python)).encode()
+        assert b"".join(copy_export.json_chunks(engine.begin, listing, name, batch=2)) == json_text, name
+        json.loads(json_text)
+
+
+def _reenroll(conn: Connection, fleet: Fleet, device: Device, text: str, tags: dict[str, str]) -> None:
+    """The device enrolls again (same hardware) with ``text`` as its name, system and agent version."""
+    store.enroll(conn, fleet.secret, {"hardware_id": device.hardware_id, "name": text, "os": text[:16],
+                                      "agent_version": text[:64], "tags": tags}, dt.datetime.now(dt.UTC))
+
+
 def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet, backend: str) -> None:
-    """The exports PostgreSQL writes (``copy_export``) equal the Python path's, byte for byte, on
-    hostile names, tags, notes and reports, for every list, in keyset batches of 2."""
+    """The exports PostgreSQL writes (``copy_export``, reading the devices' kept texts) equal the
+    Python path's, byte for byte, on hostile names, systems, agent versions, tags, notes and
+    reports, for every list, in keyset batches of 2."""
     if backend != "postgresql":
         pytest.skip("SQLite exports take the Python path only")
     made = [fleet.enroll(tags={"site": "paris"}) for _ in HOSTILE]
@@ -277,15 +315,12 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
     try:
         with engine.begin() as conn:
             sw = store.create_sweep(conn, now, dt.timedelta(hours=1), tag=("site", "paris"), note=HOSTILE[1])
-            tagged = store.create_sweep(conn, now, dt.timedelta(hours=1), thorough=True, tag=("k", PAYLOAD[:100]),
-                                        note=PAYLOAD)
+            # created on a whole second: a time without a fraction
+            tagged = store.create_sweep(conn, now.replace(microsecond=0), dt.timedelta(hours=1), thorough=True,
+                                        tag=("k", PAYLOAD[:100]), note=PAYLOAD)
             for device, text in zip(made, HOSTILE, strict=True):
-                tags = {"site": "paris", "note": text, "=x": text[:20], "\u00e9": "\uff1d"}
-                conn.execute(sa.update(devices).where(devices.c.id == device.device_id)
-                             .values(name=text, tags=store.pairs_text(tags.items())))
-                conn.execute(sa.delete(device_tags).where(device_tags.c.device_id == device.device_id))
-                conn.execute(sa.insert(device_tags), [{"device_id": device.device_id, "key": k, "value": v}
-                                                      for k, v in tags.items()])
+                _reenroll(conn, fleet, device, text, {"site": "paris", "note": text, "=x": text[:20],
+                                                      "\u00e9": "\uff1d"})
         for device in made[:3]:
             assert fleet.post(device, upload(hostile_report(), sweep_id=sw["id"])).status_code == 200
         with engine.begin() as conn:
@@ -303,21 +338,85 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
                     "answered": queries.sweep_devices_listing(sweep_row, True, now),
                     "missing": queries.sweep_devices_listing(sweep_row, False, now),
                     "site-devices": site_devices}
-        for name, listing in listings.items():
-            by_python = queries.export_batches(engine.begin, listing, batch=2)
-            csv_text = "".join(views._csv_lines(listing.columns, by_python)).encode()
-            assert b"".join(copy_export.csv_chunks(engine.begin, listing, batch=2)) == csv_text, name
-            by_python = queries.export_batches(engine.begin, listing, batch=2)
-            json_text = "".join(views._json_lines(name, by_python)).encode()
-            assert b"".join(copy_export.json_chunks(engine.begin, listing, name, batch=2)) == json_text, name
-            json.loads(json_text)
+        _same_exports(engine, listings)
         # the data was hostile enough: neutralised cells, quoted cells, a tagged sweep
         exported = b"".join(copy_export.csv_chunks(engine.begin, listings["devices"])).decode()
         names = {r["device_id"]: r["name"] for r in csv.DictReader(io.StringIO(exported, newline=""))}
         assert [names[d.device_id] for d in made] == [export.neutralise(t) for t in HOSTILE]
         assert names[made[0].device_id] == "'" + PAYLOAD and names[made[5].device_id] == "'\r=1"
         assert names[made[8].device_id] == "'\u200b\u3000\uff1d1" and names[made[13].device_id] == "line1\nline2"
-        assert tagged["id"] in b"".join(copy_export.csv_chunks(engine.begin, listings["sweeps"])).decode()
+        swept = b"".join(copy_export.csv_chunks(engine.begin, listings["sweeps"])).decode()
+        assert f'{tagged["id"]},{tagged["created_at"]},' in swept and "." not in tagged["created_at"]
+    finally:
+        engine.dispose()
+
+
+def _texts_kept(conn: Connection) -> None:
+    """Every device's kept export texts are what the Python writers write from its columns, and every
+    sweep answer's verdict its report's."""
+    rows = conn.execute(sa.select(devices)).all()
+    tags = store.tags_of(conn, [r.id for r in rows])
+    for r in rows:
+        kept = {c: getattr(r, c) for c in EXPORT_TEXT_COLUMNS}
+        assert kept == store.export_texts({**r._mapping, "tags": tags.get(r.id, {})}), r.id
+        assert r.last_seen_iso == store.iso(r.last_seen_at)
+    assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses.join(
+        reports, reports.c.id == sweep_responses.c.report_pk)).where(
+        sweep_responses.c.verdict.is_distinct_from(reports.c.verdict))).scalar_one() == 0
+
+
+def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet, backend: str) -> None:
+    """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``) and a sweep
+    answer's verdict are refreshed by every write of the columns they hold: enrollment, enrolling
+    again with another name, system, version and tags, ingest (a new report, a late older one, a
+    sweep's answer), revoking and readmitting; on PostgreSQL the exports stay byte for byte the
+    Python path's after each."""
+    tag = f"k{fleet.secret_id[-6:]}"
+    engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
+    now = dt.datetime.now(dt.UTC)
+
+    def check() -> None:
+        with engine.begin() as conn:
+            _texts_kept(conn)
+            sw = queries.sweep(conn, sweep_id)
+            digests = [d for d in conn.execute(sa.select(device_states.c.facts_digest).distinct()).scalars() if d]
+            site_devices = sites.devices_listing(conn, digests)
+        if backend == "postgresql":
+            _same_exports(engine, {
+                "devices": queries.devices_listing(Filters(tag=("dept", tag)), now),
+                "revoked": queries.devices_listing(Filters(revoked=True), now),
+                "answered": queries.sweep_devices_listing(sw, True, now),
+                "missing": queries.sweep_devices_listing(sw, False, now), "site-devices": site_devices})
+
+    try:
+        with engine.begin() as conn:
+            sweep_id = store.create_sweep(conn, now, dt.timedelta(hours=1), tag=("dept", tag))["id"]
+        a = fleet.enroll(tags={"dept": tag, "note": HOSTILE[0]}, name=HOSTILE[1])
+        b = fleet.enroll(tags={"dept": tag}, name="plain")
+        check()  # enrolled: no report yet
+        with engine.begin() as conn:
+            _reenroll(conn, fleet, a, HOSTILE[8], {"dept": tag, "=x": HOSTILE[2], "\u00e9": HOSTILE[13]})
+        check()  # enrolled again: the name, system, version and tags replaced
+        with engine.begin() as conn:
+            assert conn.execute(sa.select(devices.c.name_csv).where(devices.c.id == a.device_id)).scalar_one() \
+                == export.csv_cell(HOSTILE[8])
+        assert fleet.post(a, upload(hostile_report(), seq=5, sweep_id=sweep_id)).status_code == 200
+        assert fleet.post(b, upload(sample_report(), seq=1)).status_code == 200
+        check()  # a report: its last contact and verdict; a's answers the sweep
+        assert fleet.post(a, upload(sample_report(), seq=3)).status_code == 200
+        check()  # a late, older report: a newer last contact, the verdict stays
+        with engine.begin() as conn:
+            assert store.revoke_device(conn, b.device_id, now) is not None
+        check()  # revoked
+        with engine.begin() as conn:
+            assert store.readmit_device(conn, b.device_id)
+        check()  # readmitted
+        with engine.begin() as conn:
+            seen = conn.execute(sa.select(devices.c.last_seen_iso, devices.c.last_verdict)
+                                .where(devices.c.id == a.device_id)).one()
+            answered = conn.execute(sa.select(sweep_responses.c.verdict)
+                                    .where(sweep_responses.c.device_id == a.device_id)).scalar_one()
+        assert seen.last_seen_iso is not None and seen.last_verdict == hostile_report()["verdict"] == answered
     finally:
         engine.dispose()
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from netcheck.collector import site_facts, store
-from netcheck.collector.db import device_states, make_engine, migrate
+from netcheck.collector.db import EXPORT_TEXT_COLUMNS, device_states, head_revision, make_engine, migrate
 from netcheck.collector.web import queries
 from netcheck.collector.web.sites import devices_listing
 from tests.test_sites import two_site_report
@@ -88,6 +88,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             top = queries.top_findings(conn)
             assert [(f["code"], f["devices"], f["remediation"]) for f in top] == [
                 ("vpn.optimize_in_tunnel", 1, "Exclude it.")]
+            assert queries.latest_counts(conn) == (queries.workload_counts(conn), top)  # the overview's one scan
             assert facts is not None
             listed = conn.execute(devices_listing(conn, [facts[0]]).query).all()
             assert [r.device_id for r in listed] == [a]
@@ -106,6 +107,7 @@ def test_the_latest_state_follows_the_newest_seq(new_database: Callable[[], str]
             # a revoked device drops out of the fleet's counts
             assert store.revoke_device(conn, b, NOW) is not None
             assert queries.workload_counts(conn) == {"exchange": {"ok": 1}, "teams_media": {"ok": 1}}
+            assert queries.latest_counts(conn) == (queries.workload_counts(conn), [])
     finally:
         engine.dispose()
 
@@ -175,7 +177,7 @@ def test_migration_0014_drops_site_facts_and_its_downgrade_makes_it_from_the_sta
                 "SELECT device_id, report_pk, digest FROM site_facts")))
         assert pointers == sorted((r[0], r[2], r[7]) for r in kept)
         assert facts is not None and (a, kept[[r[0] for r in kept].index(a)][2], facts[0]) in pointers
-        assert migrate(engine) == "0015"
+        assert migrate(engine) == head_revision()
         with engine.connect() as conn:
             assert not sa.inspect(conn).has_table("site_facts")
             assert _states(conn) == kept
@@ -226,16 +228,47 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
             assert {(r["key"], r["value"]): r["total"] for r in counted} == {
                 ("dept", "sales"): 1, ("dept", "it"): 1, ("site", "paris"): 2}
             # the overview's one scan: the same tags, the verdicts and the devices not seen lately
-            verdicts, tags, stale = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
+            verdicts, tags, stale, today = queries.device_counts(conn, NOW + dt.timedelta(days=8), 7)
             assert sorted(tags, key=lambda r: (r["key"], r["value"])) == counted
             assert verdicts == {"READY": 2, "AT_RISK": 1, None: 1}
             assert stale == 4  # the three that reported 8 days ago and the one that never did
             assert queries.device_counts(conn, NOW, 7)[2] == 1
+            # and the chart's today, of every device (the revoked one reported that day too)
+            assert today == {} and queries.device_counts(conn, NOW, 7)[3] == queries.devices_today(conn, NOW) == {
+                "READY": 2, "AT_RISK": 1, "NOT_READY": 1}
         # migration 0014 fills the text from device_tags
         assert migrate(engine, "0013", downgrade=True) == "0013"
-        assert migrate(engine) == "0015"
+        assert migrate(engine) == head_revision()
         with engine.begin() as conn:
             assert sorted(queries.tag_counts(conn), key=lambda r: (r["key"], r["value"])) == counted
             assert conn.execute(sa.text("SELECT count(*) FROM devices WHERE tags = '{}'")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_migration_0016_fills_the_export_texts_enrollment_and_ingest_keep(new_database: Callable[[], str]) -> None:
+    """The devices' export texts (``store.export_texts``, ``last_seen_iso``) and the sweep answers'
+    verdicts, filled from the columns by the upgrade, are what enrollment and ingest kept."""
+    engine = make_engine(new_database())
+    kept_columns = ", ".join(("id", *EXPORT_TEXT_COLUMNS, "last_seen_iso"))
+    try:
+        migrate(engine)
+        _fleet(engine)
+        _tagged_fleet(engine)
+        with engine.begin() as conn:  # and a hostile name and tags
+            _, secret = store.create_secret(conn, NOW)
+            store.enroll(conn, secret, {"hardware_id": "f" * 32, "name": '=1+"a,b"\n', "os": "linux",
+                                        "agent_version": "@1", "tags": {"=k": "-v;x", "\u00e9": "\uff1d"}}, NOW)
+            kept = conn.execute(sa.text(f"SELECT {kept_columns} FROM devices ORDER BY id")).all()
+            verdicts = conn.execute(sa.text("SELECT sweep_id, device_id, verdict FROM sweep_responses")).all()
+        assert {r.last_seen_iso for r in kept} >= {None, store.iso(NOW)} and len(kept) == 6
+        assert [v for *_, v in verdicts] == ["NOT_READY"]
+        assert migrate(engine, "0015", downgrade=True) == "0015"
+        with engine.begin() as conn:
+            assert "last_seen_iso" not in {c["name"] for c in sa.inspect(conn).get_columns("devices")}
+        assert migrate(engine) == head_revision()
+        with engine.begin() as conn:
+            assert conn.execute(sa.text(f"SELECT {kept_columns} FROM devices ORDER BY id")).all() == kept
+            assert conn.execute(sa.text("SELECT sweep_id, device_id, verdict FROM sweep_responses")).all() == verdicts
     finally:
         engine.dispose()

@@ -3,13 +3,19 @@ the Python path (``export.table_csv``, ``json.dumps`` per row) writes from the s
 Python object per row or cell (100,000 devices: the Python path spent seconds per export in the
 collector).
 
-What the SQL reproduces, cell by cell:
+A column whose texts the database keeps (``Listing.kept``: the devices' names, systems, agent
+versions, tags and last contacts, written by the Python writers themselves, ``export.csv_cell`` and
+``export.json_value``, when ``store.enroll`` and ingest write the columns: ``db.EXPORT_TEXTS``) is
+joined as it is: the lists of devices (100,000 rows) format nothing but the times that are not
+kept (a sweep answer's, a revoked device's).
 
-- CSV: ``str()`` of the value (times as ``store.iso``, booleans ``True``/``False``, tags ``k=v;k=v``
-  by key), neutralised as ``export.neutralise`` does (a ``'`` before a cell that a spreadsheet would
-  run as a formula: the same characters, found by one regular expression built from the same
-  Unicode tests), quoted as Python's ``csv`` quotes (only a cell with a comma, quote, CR or LF, its
-  quotes doubled; an empty cell bare), rows ended by CR LF;
+What the SQL reproduces for the other columns, cell by cell:
+
+- CSV: ``str()`` of the value (times as ``store.iso``, booleans ``True``/``False``), neutralised as
+  ``export.neutralise`` does (a ``'`` before a cell that a spreadsheet would run as a formula: the
+  same characters, found by one regular expression built from the same Unicode tests), quoted as
+  Python's ``csv`` quotes (only a cell with a comma, quote, CR or LF, its quotes doubled; an empty
+  cell bare), rows ended by CR LF;
 - JSON: each row an object in the row's key order, ``json.dumps``' separators (``", "``, ``": "``),
   its escapes (``to_json``: the same set, non-ASCII as it is), times as ``store.iso``.
 
@@ -30,12 +36,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
 
 from netcheck.collector.db import UTCDateTime
 from netcheck.collector.export import CONTROL_START, FORMULA_START, blank, table_csv
-from netcheck.collector.web.queries import Listing, Tags
+from netcheck.collector.web.queries import Listing
 
 #: rows a batch holds (each batch one statement in one transaction, its text in memory: a few MB)
 BATCH = 10_000
@@ -78,11 +83,11 @@ def formula_pattern() -> str:
 
 
 def _iso(value: Any) -> Any:
-    """``store.iso`` in SQL: ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` in UTC (the fraction only when not zero)."""
-    utc = sa.func.timezone("UTC", value)
-    fraction = sa.case((sa.func.date_trunc("second", value) == value, sa.literal("")),
-                       else_=sa.func.to_char(utc, ".US"))
-    return sa.func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS').op("||")(fraction).op("||")(sa.literal("Z"))
+    """``store.iso`` in SQL: ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` in UTC (the fraction only when not zero:
+    written, then taken out; one ``to_char`` a time, where a test of the fraction and a second one
+    cost 60,000 answers' times 40 % more)."""
+    written = sa.func.to_char(sa.func.timezone("UTC", value), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    return sa.func.replace(written, sa.literal(".000000Z"), sa.literal("Z"))
 
 
 def _json(value: Any) -> Any:
@@ -109,42 +114,30 @@ def _cell(text: Any) -> Any:
     return sa.func.nullif(neutral, sa.literal(""))
 
 
-def _pairs(text: Any, pair: Callable[[Any, Any], Any], separator: str, order: Any) -> Any:
-    """The tags kept as ``store.pairs_text`` (a JSON object), each (key, value) as ``pair`` writes it,
-    joined by ``separator`` in key order (``order`` makes the key an ordering)."""
-    each = sa.func.json_each_text(sa.cast(text, sa.JSON)).table_valued("key", "value")
-    return (sa.select(sa.func.string_agg(pair(each.c.key, each.c.value),
-                                         aggregate_order_by(sa.literal(separator), order(each.c.key))))
-            .scalar_subquery())
-
-
-def _csv_pairs(text: Any) -> Any:
-    """``k=v;k=v`` by key (``table_csv``: sorted by code point, the "C" collation)."""
-    return _pairs(text, lambda k, v: k.op("||")(sa.literal("=")).op("||")(v), ";", lambda k: k.collate("C"))
-
-
-def _json_pairs(text: Any) -> Any:
-    """The tags as the Python path's dict: keys in the database's order (``store.tags_of``)."""
-    inner = _pairs(text, lambda k, v: sa.cast(sa.func.to_json(k), sa.Text).op("||")(sa.literal(": "))
-                   .op("||")(sa.cast(sa.func.to_json(v), sa.Text)), ", ", lambda k: k)
-    return sa.func.coalesce(sa.literal("{").op("||")(inner).op("||")(sa.literal("}")), sa.literal("{}"))
-
-
-def _columns(listing: Listing, sub: Any, pairs: Callable[[Any], Any]) -> tuple[Any, dict[str, Any]]:
-    """What the rows are read from, and every column a row has in the Python path's key order: the
-    query's, then the derived ones. Tags are written once per distinct text in the batch (``pairs``:
-    a few dozen texts for 10,000 devices), then joined to the rows."""
-    source = sub
-    out = {name: sub.c[name] for name in sub.c.keys()}
+def _columns(listing: Listing, sub: Any) -> dict[str, Any]:
+    """Every column a row has, in the Python path's key order (the query's, then those ``finish``
+    adds: ``derived``'s, then ``kept``'s), each as the row's expression in ``sub`` (the query as a
+    subquery: a ``derived`` function of it), or as the name of its kept texts in ``sub`` (``Kept``:
+    ``_kept``)."""
+    out: dict[str, Any] = {}
+    for name in listing.query.selected_columns.keys():
+        out[name] = name if name in listing.kept else sub.c[name]
     for name, make in listing.derived.items():
-        if isinstance(make, Tags):
-            texts = sa.select(sub.c[make.of].label("tags")).distinct().subquery()
-            written = sa.select(texts.c.tags, pairs(texts.c.tags).label("text")).subquery()
-            source = source.outerjoin(written, written.c.tags == sub.c[make.of])
-            out[name] = written.c.text
-        else:
-            out.setdefault(name, make(sub))
-    return source, out
+        out.setdefault(name, make(sub))
+    for name in listing.kept:
+        out.setdefault(name, name)
+    return out
+
+
+def _kept(listing: Listing) -> list[Any]:
+    """The kept texts (``Listing.kept``) the query answers besides its columns: ``csv_<i>`` and
+    ``json_<i>`` for the list's ``i``-th kept column."""
+    return [text.label(f"{form}_{i}") for i, kept in enumerate(listing.kept.values())
+            for form, text in (("csv", kept.csv), ("json", kept.json))]
+
+
+def _kept_text(listing: Listing, sub: Any, name: str, form: str) -> Any:
+    return sub.c[f"{form}_{list(listing.kept).index(name)}"]
 
 
 def _quoted(cell: Any) -> Any:
@@ -157,48 +150,81 @@ def _quoted(cell: Any) -> Any:
 
 
 def _csv_lines(listing: Listing, sub: Any) -> Any:
-    """(key, line): the cells' texts first, in a subquery kept as it is (``OFFSET 0``: PostgreSQL
-    would otherwise inline each text into every place ``_cell`` names it), then neutralised, quoted
-    and joined, the line ended by CR LF."""
-    source, cols = _columns(listing, sub, _csv_pairs)
-    texts = [_text(cols[name]).label(f"c{i}") for i, name in enumerate(listing.columns)]
-    inner = sa.select(sub.c[listing.key_name].label("k"), *texts).select_from(source).offset(0).subquery()
-    cells = sa.select(inner.c.k, *(_cell(inner.c[f"c{i}"]).label(f"c{i}") for i in range(len(texts)))
-                      ).offset(0).subquery()
-    line = sa.func.concat_ws(",", *(_quoted(cells.c[f"c{i}"]) for i in range(len(texts)))).op("||")(
-        sa.literal("\r\n"))
-    return sa.select(cells.c.k, line.label("line"))
+    """(key, line), in key order: a kept cell as it is; a time as ``store.iso`` writes it (digits,
+    dashes, colons, a dot and letters: nothing to neutralise or quote); any other cell's text first,
+    in a subquery kept as it is (``OFFSET 0``: PostgreSQL would otherwise inline each text into every
+    place ``_cell`` names it), then neutralised and quoted; the line joined, ended by CR LF. (Only a
+    list with such cells has those subqueries: through them PostgreSQL no longer sees the rows come
+    in key order, and sorts them again.)"""
+    cols = _columns(listing, sub)
+    cells: dict[int, Any] = {}
+    texts: dict[int, Any] = {}
+    for i, name in enumerate(listing.columns):
+        col = cols[name]
+        if isinstance(col, str):
+            cells[i] = _kept_text(listing, sub, col, "csv")
+        elif isinstance(col.type, UTCDateTime):
+            cells[i] = sa.func.coalesce(_iso(col), sa.literal(""))
+        else:
+            texts[i] = _text(col)
+    key = sub.c[listing.key_name]
+    if texts:
+        inner = sa.select(key.label("k"), *(c.label(f"p{i}") for i, c in cells.items()),
+                          *(t.label(f"c{i}") for i, t in texts.items())).offset(0).subquery()
+        fenced = sa.select(inner.c.k, *(inner.c[f"p{i}"] for i in cells),
+                           *(_cell(inner.c[f"c{i}"]).label(f"c{i}") for i in texts)).offset(0).subquery()
+        key = fenced.c.k
+        cells = {**{i: fenced.c[f"p{i}"] for i in cells}, **{i: _quoted(fenced.c[f"c{i}"]) for i in texts}}
+    line = sa.func.concat_ws(",", *(cells[i] for i in range(len(listing.columns)))).op("||")(sa.literal("\r\n"))
+    return sa.select(key.label("k"), line.label("line")).order_by(key)
 
 
 def _json_lines(listing: Listing, sub: Any) -> Any:
-    """(key, line): the row as ``json.dumps`` writes it."""
-    source, cols = _columns(listing, sub, _json_pairs)
+    """(key, line), in key order: the row as ``json.dumps`` writes it."""
     parts: list[Any] = []
-    for i, (name, col) in enumerate(cols.items()):
+    for i, (name, col) in enumerate(_columns(listing, sub).items()):
         parts.append(sa.literal(("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "))
-        parts.append(col if name in listing.derived and isinstance(listing.derived[name], Tags) else
+        parts.append(_kept_text(listing, sub, col, "json") if isinstance(col, str) else
                      _json(_iso(col) if isinstance(col.type, UTCDateTime) else col))
     parts.append(sa.literal("}"))
     text = parts[0]
     for p in parts[1:]:
         text = text.op("||")(p)
-    return sa.select(sub.c[listing.key_name].label("k"), text.label("line")).select_from(source)
+    key = sub.c[listing.key_name]
+    return sa.select(key.label("k"), text.label("line")).order_by(key)
+
+
+#: each batch's transaction: compiling its expressions to machine code costs more than it saves
+#: (0.8 s); it walks its tables' indexes from the last key and stops after ``batch`` rows, where
+#: PostgreSQL would otherwise hash the rest of a joined table for each batch (a sweep's answers, the
+#: devices' states: 100,000 devices' states hashed 10 times), in parallel workers the two cores
+#: cannot spare; and each batch is planned for its own last key (the driver prepares a statement
+#: run five times, and PostgreSQL's generic plan for it read the devices behind a Sites number in
+#: 0.8-1.1 s instead of 0.4)
+_BATCH_SETTINGS = sa.select(*(sa.func.set_config(name, value, True) for name, value in (
+    ("jit", "off"), ("enable_hashjoin", "off"), ("max_parallel_workers_per_gather", "0"),
+    ("plan_cache_mode", "force_custom_plan"))))
 
 
 def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
              lines: Callable[[Listing, Any], Any], separator: str, batch: int) -> Iterator[str]:
     """The list's rows as ``lines`` writes them, in key order, ``batch`` at a time: each batch one
     statement in its own transaction, which answers one row (how many rows, the last key, and their
-    lines joined by ``separator``)."""
+    lines joined by ``separator``).
+
+    The lines are joined in the order their subquery gives them (sorted by key, as the index walks
+    the list: no sort), which PostgreSQL's documentation gives as the way to feed an aggregate
+    sorted input ("Aggregate Expressions"); an ``ORDER BY`` inside ``string_agg`` sorted each batch's
+    lines again (on disk past ``work_mem``: 50,000 lines 122 ms against 54). The limit under the
+    aggregate keeps it from being split across parallel workers."""
     last = None
     while True:
         part = listing if last is None else listing.after(last)
-        rows = lines(listing, part.query.order_by(listing.key).limit(batch).cte("batch").prefix_with("MATERIALIZED")
-                     ).subquery()
-        joined = sa.func.string_agg(rows.c.line, aggregate_order_by(sa.literal(separator), rows.c.k))
+        query = part.query.add_columns(*_kept(listing)).order_by(listing.key).limit(batch)
+        rows = lines(listing, query.subquery()).subquery()
+        joined = sa.func.string_agg(rows.c.line, sa.literal(separator))
         with connect() as conn:
-            # compiling each batch's expressions to machine code costs more than it saves (0.8 s)
-            conn.exec_driver_sql("SET LOCAL jit = off")
+            conn.execute(_BATCH_SETTINGS)
             count, bound, text = conn.execute(sa.select(sa.func.count(), sa.func.max(rows.c.k), joined)).one()
         if count == 0:
             return

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import store
 from netcheck.collector.db import (
+    EXPORT_TEXTS,
     UTCDateTime,
     device_catalogs,
     device_states,
@@ -85,19 +86,45 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 @dataclass(frozen=True)
-class Tags:
-    """A list's derived column: the device's tags, from the query's column ``of`` (``devices.tags``)."""
+class Kept:
+    """A list's column whose export texts need no formatting in the database: its CSV cell and its
+    JSON value as SQL expressions on the list's tables (texts ``devices`` keeps, or texts made of
+    characters that need no neutralising, quoting or escaping), which ``copy_export`` joins as
+    they are."""
 
-    of: str
+    csv: Any
+    json: Any
+
+
+def plain(text: Any) -> Kept:
+    """``Kept`` for a text column whose every value is its own CSV cell (no formula start, comma,
+    quote or line break) and, in quotes, its own JSON string (no quote, backslash or control): the
+    collector's own device ids (UUIDs), verdicts (the report schema's enum), times as ``store.iso``
+    writes them, the sweep lists' states. NULL: an empty cell, ``null``."""
+    return Kept(sa.func.coalesce(text, sa.literal("")),
+                sa.func.coalesce(sa.literal('"').op("||")(text).op("||")(sa.literal('"')), sa.literal("null")))
+
+
+#: the export texts of the devices' columns, as the lists name them (``db.EXPORT_TEXTS``: kept by
+#: ``store.enroll``; ``last_seen_iso``: kept at ingest)
+DEVICE_TEXTS = {"device_id": plain(devices.c.id),
+                **{c: Kept(devices.c[f"{c}_csv"], devices.c[f"{c}_json"]) for c in EXPORT_TEXTS},
+                "last_seen_at": plain(devices.c.last_seen_iso), "last_verdict": plain(devices.c.last_verdict)}
+
+
+def device_texts(columns: Iterable[str]) -> dict[str, Kept]:
+    """``DEVICE_TEXTS`` of those of ``columns`` that are the devices' columns."""
+    return {c: DEVICE_TEXTS[c] for c in columns if c in DEVICE_TEXTS}
 
 
 @dataclass(frozen=True)
 class Listing:
     """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
     the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
-    and what each batch of rows needs added (``finish``: tags, states). ``derived``: the same
-    additions in SQL, in the order ``finish`` adds them (a function of the query as a subquery, or
-    ``Tags``), for the exports PostgreSQL writes (``copy_export``)."""
+    and what each batch of rows needs added (``finish``: tags, states). For the exports PostgreSQL
+    writes (``copy_export``): ``derived``, those additions in SQL (a function of the query as a
+    subquery), and ``kept``, the columns whose export texts need no formatting (``Kept``); the
+    columns ``finish`` adds come in the order of ``derived``, then of ``kept``."""
 
     query: Any
     key: Any
@@ -105,19 +132,31 @@ class Listing:
     columns: Sequence[str]
     finish: Callable[[Connection, list[dict[str, Any]]], None] = _no_finish
     #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
-    #: that the database starts each index there (PostgreSQL does not carry the bound across a join)
+    #: that the database starts each index there (PostgreSQL does not carry the bound across a join);
+    #: inside a subquery (``EXISTS``), such a column is bounded by ``after_key`` instead
     twins: Sequence[Any] = ()
-    derived: Mapping[str, Callable[[Any], Any] | Tags] = field(default_factory=dict)
+    derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    kept: Mapping[str, Kept] = field(default_factory=dict)
 
     def after(self, last: Any) -> Listing:
-        """The rows after key ``last``."""
-        return replace(self, query=self.query.where(*(k > last for k in (self.key, *self.twins))))
+        """The rows after key ``last`` (and ``after_key`` set to it)."""
+        return replace(self, query=self.query.where(*(k > last for k in (self.key, *self.twins)))
+                       .params(after_key=last))
 
     def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
         result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
                        self.columns)
         self.finish(conn, result.rows)
         return result
+
+
+def after_key(column: Any) -> sa.ColumnElement[bool]:
+    """``column`` (a device id in a subquery that a list of devices tests for each device) after the
+    list's last key so far (``Listing.after``; at first any): without it, PostgreSQL reads the
+    subquery's table from its start for each batch of an export (each batch of 10,000 devices a
+    scan of 100,000 states, or a hash of 58,000 answers)."""
+    bound: sa.ColumnElement[bool] = column > sa.bindparam("after_key", "", type_=sa.String)
+    return bound
 
 
 #: rows an export reads per query (each in its own short transaction)
@@ -193,15 +232,17 @@ def _finished_days(now: dt.datetime, days: int) -> tuple[list[str], int]:
     return wanted, max(0, settled)
 
 
-def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
+def fleet_trend(conn: Connection, now: dt.datetime, days: int = TREND_DAYS,
+                today: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The overview's chart: the devices per day and verdict over the last ``days`` UTC days. A finished
     day is read from ``fleet_days`` (``count_day`` keeps it there); one not counted yet (and yesterday,
     for ``DAY_SETTLED`` after midnight) is marked ``counting`` with no devices; today comes from the
-    devices' latest verdicts. Never counts a past day: a few rows read."""
+    devices' latest verdicts (``devices_today``, unless given). Never counts a past day: a few rows
+    read."""
     wanted, _ = _finished_days(now, days)
     kept = {r.day: {v: getattr(r, c) for v, c in _DAY_COLUMNS.items()}
             for r in conn.execute(sa.select(fleet_days).where(fleet_days.c.day.in_(wanted[:-1])))}
-    kept[wanted[-1]] = devices_today(conn, _day_start(now))
+    kept[wanted[-1]] = devices_today(conn, _day_start(now)) if today is None else today
     return [{"day": d, "counting": d not in kept, **{v: kept.get(d, {}).get(v, 0) for v in VERDICTS}}
             for d in wanted]
 
@@ -260,8 +301,10 @@ class FleetDays:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS) -> list[dict[str, Any]]:
-        rows = fleet_trend(conn, now, days)
+    def trend(self, conn: Connection, now: dt.datetime, days: int = TREND_DAYS,
+              today: dict[str, int] | None = None) -> list[dict[str, Any]]:
+        """``fleet_trend`` (``today``: its last day's counts, when made already: ``device_counts``)."""
+        rows = fleet_trend(conn, now, days, today)
         if any(r["counting"] for r in rows[:-1]):
             self.start(now, days)
         return rows
@@ -355,12 +398,12 @@ class Recent:
                 self._counting.discard(key)
 
 
-def states_counted(column: Any) -> Any:
-    """``column`` of ``device_states`` and how many devices (not revoked) have each value: one scan
-    of the latest states (the few revoked devices left out through their index), no join."""
+def states_counted(*columns: Any) -> Any:
+    """``columns`` of ``device_states`` and how many devices (not revoked) have each set of values:
+    one scan of the latest states (the few revoked devices left out through their index), no join."""
     revoked = sa.select(devices.c.id).where(devices.c.revoked_at.is_not(None))
-    return (sa.select(column, sa.func.count()).where(device_states.c.device_id.not_in(revoked))
-            .group_by(column))
+    return (sa.select(*columns, sa.func.count()).where(device_states.c.device_id.not_in(revoked))
+            .group_by(*columns))
 
 
 def _add_statuses(out: dict[str, dict[str, int]], text: str | None, count: int) -> None:
@@ -371,10 +414,23 @@ def _add_statuses(out: dict[str, dict[str, int]], text: str | None, count: int) 
 
 def workload_counts(conn: Connection) -> dict[str, dict[str, int]]:
     """Per workload, the devices whose latest report has each status (``device_states.workloads``)."""
+    return _per_workload(conn.execute(states_counted(device_states.c.workloads)))
+
+
+def _per_workload(counted: Iterable[Any]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for text, count in conn.execute(states_counted(device_states.c.workloads)):
+    for text, count in counted:
         _add_statuses(out, text, int(count))
     return dict(sorted(out.items()))
+
+
+def latest_counts(conn: Connection, limit: int = 10) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """The overview's counts of the devices' latest states in one scan of them, grouped by statuses'
+    and findings' texts (a few dozen pairs): ``workload_counts`` and ``top_findings`` (two scans of
+    100,000 states made one)."""
+    grouped = conn.execute(states_counted(device_states.c.workloads, device_states.c.findings)).all()
+    return (_per_workload((w, n) for w, _, n in grouped),
+            _top_findings(conn, ((f, n) for _, f, n in grouped), limit))
 
 
 def tag_counts(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
@@ -397,21 +453,30 @@ def _per_tag(grouped: Sequence[tuple[str, str | None, int]], limit: int) -> list
 
 
 def device_counts(conn: Connection, now: dt.datetime, stale_days: int, limit: int = 200
-                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int]:
-    """The overview's counts of the devices (not revoked) in one scan, grouped by tags' text, verdict
-    and staleness: by latest verdict, ``tag_counts``, and how many were not seen for ``stale_days``
-    (three scans of 100,000 devices made one)."""
+                  ) -> tuple[dict[str | None, int], list[dict[str, Any]], int, dict[str, int]]:
+    """The overview's counts of the devices in one scan of them, grouped by tags' text, verdict,
+    staleness, whether revoked and whether seen today: of the devices not revoked, by latest verdict,
+    ``tag_counts``, and how many were not seen for ``stale_days``; and the chart's today
+    (``devices_today``: every device). Four scans of 100,000 devices made one."""
     stale = _stale(now, stale_days)
-    rows = [(text, verdict, bool(old), int(count)) for text, verdict, old, count in conn.execute(
-        sa.select(devices.c.tags, devices.c.last_verdict, stale.label("stale"), sa.func.count())
-        .where(devices.c.revoked_at.is_(None)).group_by(devices.c.tags, devices.c.last_verdict, stale))]
+    revoked = devices.c.revoked_at.is_not(None)
+    seen = devices.c.last_seen_at >= _day_start(now)
+    rows = [(text, verdict, bool(old), bool(gone), bool(today), int(count))
+            for text, verdict, old, gone, today, count in conn.execute(
+                sa.select(devices.c.tags, devices.c.last_verdict, stale, revoked, seen, sa.func.count())
+                .group_by(devices.c.tags, devices.c.last_verdict, stale, revoked, seen))]
     verdicts: dict[str | None, int] = {}
     per_text: dict[tuple[str, str | None], int] = {}
-    for text, verdict, _, count in rows:
+    today: dict[str, int] = {}
+    for text, verdict, _, gone, seen_today, count in rows:
+        if seen_today and verdict is not None:
+            today[verdict] = today.get(verdict, 0) + count
+        if gone:
+            continue
         verdicts[verdict] = verdicts.get(verdict, 0) + count
         per_text[(text, verdict)] = per_text.get((text, verdict), 0) + count
     tags = _per_tag([(text, verdict, n) for (text, verdict), n in per_text.items()], limit)
-    return verdicts, tags, sum(count for *_, old, count in rows if old)
+    return verdicts, tags, sum(count for _, _, old, gone, _, count in rows if old and not gone), today
 
 
 def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
@@ -422,8 +487,13 @@ def _stale(now: dt.datetime, days: int) -> sa.ColumnElement[bool]:
 def top_findings(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     """The most common findings in the devices' latest reports (``device_states.findings``), with how
     many devices and the fix (read from one latest report that has it)."""
+    return _top_findings(conn, conn.execute(states_counted(device_states.c.findings)), limit)
+
+
+def _top_findings(conn: Connection, counted: Iterable[Any], limit: int) -> list[dict[str, Any]]:
+    """``top_findings`` from the devices counted per findings' text."""
     counts: dict[str, int] = {}
-    for text, count in conn.execute(states_counted(device_states.c.findings)):
+    for text, count in counted:
         for code in json.loads(text):
             counts[code] = counts.get(code, 0) + int(count)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
@@ -459,7 +529,7 @@ def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
 
 def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
     # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags`` (the exports
-    # PostgreSQL writes read the text: ``Tags``)
+    # PostgreSQL writes read the devices' kept texts: ``DEVICE_TEXTS``)
     query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
                       devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at, devices.c.tags)
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
@@ -483,7 +553,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, derived={"tags": Tags("tags")})
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, kept=device_texts(DEVICE_COLUMNS))
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
@@ -674,7 +744,8 @@ def _statuses(conn: Connection, sweep_id: str, counted: Iterable[Any]) -> dict[s
 
 def _not_answered(sw: Any) -> Any:
     answered = sa.select(sweep_responses.c.device_id).where(sweep_responses.c.sweep_id == sw.id,
-                                                           sweep_responses.c.device_id == devices.c.id)
+                                                           sweep_responses.c.device_id == devices.c.id,
+                                                           after_key(sweep_responses.c.device_id))
     return (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
                       devices.c.last_verdict)
             .where(*_targeted(sw), ~answered.exists()))
@@ -684,17 +755,23 @@ SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verd
 
 
 def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
-    """The devices that answered (with their answer's verdict), or those that have not (pending or offline)."""
+    """The devices that answered (with their answer's verdict, ``sweep_responses.verdict``), or those
+    that have not (pending or offline)."""
     twins: tuple[Any, ...] = ()
+    kept = device_texts(SWEEP_DEVICE_COLUMNS)
     if answered:
         query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
-                           devices.c.last_verdict, reports.c.verdict, sweep_responses.c.received_at)
-                 .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id)
-                              .join(reports, reports.c.id == sweep_responses.c.report_pk))
+                           devices.c.last_verdict, sweep_responses.c.verdict, sweep_responses.c.received_at)
+                 .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id))
                  .where(sweep_responses.c.sweep_id == sw.id))
         key, twins = sweep_responses.c.device_id, (devices.c.id,)
+        kept.update(state=plain(sa.literal("answered", sa.Text)), verdict=plain(sweep_responses.c.verdict))
     else:
         query, key = _not_answered(sw), devices.c.id
+        seen = devices.c.last_seen_at
+        kept.update(state=plain(sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"),
+                                        else_="offline")),
+                    verdict=plain(sa.null().cast(sa.Text)), received_at=plain(sa.null().cast(sa.Text)))
 
     def states(conn: Connection, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -704,15 +781,7 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    def state(sub: Any) -> Any:
-        if answered:
-            return sa.literal("answered", sa.Text)
-        seen = sub.c.last_seen_at
-        return sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"), else_="offline")
-
-    derived = {"state": state, "verdict": lambda sub: sa.null().cast(sa.Text),
-               "received_at": lambda sub: sa.null().cast(UTCDateTime)}
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, derived)
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, kept=kept)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,
@@ -739,11 +808,13 @@ def secrets_page(conn: Connection, page: int = 1, size: int = PAGE_SIZE) -> Page
 # --- endpoint data -----------------------------------------------------------------------------
 
 def catalog_versions(conn: Connection) -> list[dict[str, Any]]:
-    """How many devices' newest report was tested against each (instance, version), newest first."""
+    """How many devices (not revoked) had their newest report tested against each (instance, version),
+    newest first: one scan of ``device_catalogs``, the few revoked devices left out through their
+    index, no join to the devices."""
+    revoked = sa.select(devices.c.id).where(devices.c.revoked_at.is_not(None))
     rows = conn.execute(
         sa.select(device_catalogs.c.instance, device_catalogs.c.version, sa.func.count().label("devices"))
-        .select_from(device_catalogs.join(devices, devices.c.id == device_catalogs.c.device_id))
-        .where(devices.c.revoked_at.is_(None))
+        .where(device_catalogs.c.device_id.not_in(revoked))
         .group_by(device_catalogs.c.instance, device_catalogs.c.version)
         .order_by(device_catalogs.c.instance, device_catalogs.c.version.desc())).all()
     return [dict(r._mapping) for r in rows]

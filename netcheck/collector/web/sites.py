@@ -43,7 +43,14 @@ from netcheck.collector.db import (
     site_fact_sets,
     site_predictions,
 )
-from netcheck.collector.web.queries import PAGE_SIZE, Listing, not_revoked, states_counted
+from netcheck.collector.web.queries import (
+    PAGE_SIZE,
+    Listing,
+    after_key,
+    device_texts,
+    not_revoked,
+    states_counted,
+)
 
 #: the fates ``what_if`` answers, best first
 FATES = ("works", "degraded", "uncertain", "fails")
@@ -359,11 +366,12 @@ def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
     (``device_states.facts_digest``): the devices are read in the list's order and each one's state
     probed by key, so a page stops after its rows instead of joining and sorting the fleet."""
     having = sa.select(device_states.c.device_id).where(device_states.c.device_id == devices.c.id,
-                                                        device_states.c.facts_digest.in_(sorted(digests)))
+                                                        device_states.c.facts_digest.in_(sorted(digests)),
+                                                        after_key(device_states.c.device_id))
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
                        devices.c.last_verdict)
              .where(not_revoked(conn), having.exists() if digests else sa.false()))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS)
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, kept=device_texts(DEVICE_COLUMNS))
 
 
 def _query_down(down: Iterable[str]) -> str:

@@ -302,13 +302,13 @@ class Dashboard:
 
     def _overview(self, conn: Connection, stale_days: int) -> dict[str, Any]:
         now = store.utcnow()
-        counts, tags, stale = queries.device_counts(conn, now, stale_days)
-        trend = self.days.trend(conn, now)
-        workloads = queries.workload_counts(conn)
+        counts, tags, stale, today = queries.device_counts(conn, now, stale_days)
+        trend = self.days.trend(conn, now, today=today)
+        workloads, findings = queries.latest_counts(conn)
         return {"counts": counts, "total": sum(counts.values()), "trend": trend, "counted_at": now,
                 "counting": [r["day"] for r in trend[:-1] if r["counting"]],
                 "trend_chart": charts.stacked_bars(trend, queries.VERDICTS),
-                "workloads": workloads, "tags": tags, "stale": stale, "findings": queries.top_findings(conn),
+                "workloads": workloads, "tags": tags, "stale": stale, "findings": findings,
                 "health": service_health.overview(conn, now, trend, workloads)}
 
     def _filters(self, request: Request) -> Filters:
