@@ -215,11 +215,14 @@ class Limiter:
 
 
 class Pace:
-    """One check's round-trip estimates and in-flight limits."""
+    """One check's round-trip estimates and in-flight limits, and when its burst of probes is over."""
 
     def __init__(self, probes: int = 96, probes_ceiling: int = 96, dns: int = 40) -> None:
         self.probes = Limiter(probes, floor=min(probes, 8), ceiling=probes_ceiling)
         self.dns = Limiter(dns, floor=min(dns, 4), ceiling=dns)
+        #: Set by the runner once the check's burst of probes (all but the media window) has finished: a
+        #: measurement that wants the path without the check's own load waits for it.
+        self.burst_over = asyncio.Event()
 
     def dns_retry_s(self) -> float:
         return retransmit_after(self.dns.estimate, initial=DNS_RETRY_INITIAL_S, floor=DNS_RETRY_FLOOR_S)
