@@ -283,9 +283,9 @@ async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settin
                    to_confirm: ToConfirm | None = None) -> list[ProbeResult]:
     """Probe every target of ``plan``; returns when all are done or the deadline passed.
 
-    The media window runs beside the rest. When the rest (the check's burst) is over, the pace's
-    ``burst_over`` is set, and the TCP probes ``to_confirm`` names are taken again, while the media
-    window may still run: a confirmation costs wall time only where a first sample was bad."""
+    The media window runs beside the rest. When the rest (the check's burst) is over, the TCP probes
+    ``to_confirm`` names are taken again, while the media window may still run (a confirmation costs
+    wall time only where a first sample was bad); then the pace's ``burst_over`` is set."""
     from netcheck.probes import PROBES, _pace
 
     pace = _pace.Pace(settings.concurrency, probe_ceiling(settings.concurrency, settings.dns_concurrency),
@@ -295,10 +295,12 @@ async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settin
     burst.extend(run.guarded(kind, target, call) for kind, target, call in extra)
 
     async def burst_then_confirm() -> None:
-        await asyncio.gather(*burst)
-        pace.burst_over.set()
-        if to_confirm is not None:
-            await run.confirm(to_confirm(run.results))
+        try:
+            await asyncio.gather(*burst)
+            if to_confirm is not None:
+                await run.confirm(to_confirm(run.results))
+        finally:  # the media window's second take (if any) starts on a path this check no longer loads
+            pace.burst_over.set()
 
     jobs: list[Awaitable[object]] = [burst_then_confirm()]
     if settings.media_relay and media_probe is not None:

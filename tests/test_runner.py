@@ -83,8 +83,8 @@ def test_default_endpoints_have_no_tls_probe_and_no_pair(monkeypatch: pytest.Mon
 
 def test_the_tcp_probes_named_after_the_burst_are_measured_again_while_the_rest_is_kept(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """``to_confirm`` sees every result of the burst, after it (the pace's ``burst_over`` set); the TCP probes it
-    names get their quiet samples, in place (no new results, no progress reported for them)."""
+    """``to_confirm`` sees every result of the burst, after it; the TCP probes it names get their quiet samples, in
+    place (no new results, no progress reported for them); the pace's ``burst_over`` is set after that."""
     import netcheck.probes.tcp
     from netcheck.probes import _pace
 
@@ -116,7 +116,7 @@ def test_the_tcp_probes_named_after_the_burst_are_measured_again_while_the_rest_
     progress: list[ProbeResult] = []
     results = asyncio.run(run_plan(the_plan, ProbeSpec(tcp_samples=3), Deadline.after(10), settings,
                                    progress.append, to_confirm=to_confirm))
-    assert seen_by_confirm == [planned_count(the_plan, settings)] and over == [True]
+    assert seen_by_confirm == [planned_count(the_plan, settings)] and over == [False]
     assert len(results) == len(progress) == planned_count(the_plan, settings)
     tcp_of = {r.target.host: r.detail for r in results if r.kind is ProbeKind.TCP}
     assert tcp_of["slow.example"]["median_ms"] == 150.0

@@ -220,8 +220,9 @@ class Pace:
     def __init__(self, probes: int = 96, probes_ceiling: int = 96, dns: int = 40) -> None:
         self.probes = Limiter(probes, floor=min(probes, 8), ceiling=probes_ceiling)
         self.dns = Limiter(dns, floor=min(dns, 4), ceiling=dns)
-        #: Set by the runner once the check's burst of probes (all but the media window) has finished: a
-        #: measurement that wants the path without the check's own load waits for it.
+        #: Set by the runner once the check's burst of probes (all but the media window) has finished, and
+        #: the TCP probes it confirms with it: a measurement that wants the path without the check's own
+        #: load waits for it.
         self.burst_over = asyncio.Event()
 
     def dns_retry_s(self) -> float:

@@ -588,31 +588,57 @@ def test_not_an_ip_address() -> None:
 
 # --- the check's window, taken again after its own burst (issue 9) ------------------------------------------
 
+class _QueuedUntilTheBurstIsOver:
+    """Answer delays: up to 80 ms in a cycle (queues) until :meth:`clear`, none after."""
+
+    def __init__(self) -> None:
+        self.cycle, self.queued = itertools.cycle([0.0, 0.0, 0.08]), True
+
+    def __iter__(self) -> Iterator[float]:
+        return self
+
+    def __next__(self) -> float:
+        return next(self.cycle) if self.queued else 0.0
+
+    def clear(self) -> None:
+        self.queued = False
+
+
 def _check_window(delays: Iterator[float], *, burst_over: bool = True, deadline_s: float = 10.0
                   ) -> tuple[ProbeResult, StunResponder]:
     """The check's media probe (:func:`netcheck.check.media_probe`: the policy's 1-second window of 400
-    requests) against a real relay whose answers are delayed by ``delays``, one per request; the check's
-    burst is over from the start when ``burst_over``, else never."""
+    requests) against a real relay whose answers are delayed by ``delays``, one per request. The check's burst
+    ends once the first window has (the relay has heard nothing for 0.3 s; a queued relay is then cleared)
+    when ``burst_over``, else never."""
     probe = media_probe(CheckOptions())
     assert probe is not None
 
+    async def burst(pace: _pace.Pace, stun: StunResponder) -> None:
+        heard = -1
+        while heard != stun.requests or not heard:
+            heard = stun.requests
+            await asyncio.sleep(0.3)
+        if isinstance(delays, _QueuedUntilTheBurstIsOver):
+            delays.clear()
+        pace.burst_over.set()
+
     async def go() -> tuple[ProbeResult, StunResponder]:
         pace = _pace.Pace()
-        if burst_over:
-            pace.burst_over.set()
         with _pace.use(pace):
             async with StunResponder() as stun:
                 stun.delays = delays
+                ending = asyncio.ensure_future(burst(pace, stun)) if burst_over else None
                 result = await probe(_target(), SPEC, Deadline.after(deadline_s), tuple(stun.ports))
+                if ending is not None:
+                    ending.cancel()
+                    await asyncio.gather(ending, return_exceptions=True)
         return result, stun
 
     return asyncio.run(go())
 
 
 def test_a_queued_window_is_taken_again_once_the_burst_is_over_and_both_are_kept() -> None:
-    # the first window's answers (at most 400 requests) queue by up to 80 ms; the relay is then clean
-    queued = itertools.chain([0.0, 0.0, 0.08] * 135, itertools.repeat(0.0))
-    result, stun = _check_window(queued)
+    result, stun = _check_window(_QueuedUntilTheBurstIsOver())
     d = checked(result).detail
     assert d["quiet_window"] is True
     loaded, sent = d["loaded_sent"], d["sent"]
