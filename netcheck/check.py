@@ -34,7 +34,7 @@ from netcheck.assess.site_cases import (
     site_down_names,
 )
 from netcheck.assess.site_infer import infer_sites
-from netcheck.assess.verdict import AssessContext, assess, combine, setting_findings
+from netcheck.assess.verdict import AssessContext, assess, combine, latency_to_confirm, setting_findings
 from netcheck.deadline import Deadline
 from netcheck.errors import ConfigError
 from netcheck.files import PEM_BUNDLE_LIMIT, read_user_file
@@ -221,7 +221,8 @@ def perform_check(options: CheckOptions, on_result: OnResult | None = None,
         status_url = status_site_to_look(None, catalog.workloads, catalog.instance, health)
         results, now, site = asyncio.run(_probe(
             run_plan(plan, spec, deadline, settings, on_result or (lambda _: None),
-                     media_probe=_media_probe(options), extra=extra),
+                     media_probe=media_probe(options), extra=extra,
+                     to_confirm=lambda first: latency_to_confirm(first, ctx, policy)),
             lambda done: assess(done, ctx, policy),
             (lambda: look_status_site(status_url, spec, deadline.sooner(STATUS_PROBE_S))) if status_url else None,
             lambda a: status_site_to_look(a.workloads, catalog.workloads, catalog.instance, health) is not None))
@@ -398,20 +399,45 @@ def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant:
     return extra
 
 
-def _media_probe(options: CheckOptions) -> MediaProbe | None:
+#: What a media window taken again needs beyond the window itself: the wait for late answers (the STUN
+#: probe's ``grace_s``).
+STUN_GRACE_S = 0.5
+
+
+def media_probe(options: CheckOptions) -> MediaProbe | None:
     try:
         from netcheck.probes.stun import probe_stun
     except ImportError:
         return None
-    from netcheck.assess.media import sample_plan, thresholds_of
+    from netcheck.assess.media import needs_quiet_window, sample_plan, thresholds_of, with_quiet_window
+    from netcheck.probes import _pace
 
     policy = options.policy
+    thresholds = thresholds_of(policy)
     window = policy.media_window_s_thorough if options.thorough else policy.media_window_s
-    interval, every = sample_plan(thresholds_of(policy), window, policy.media_stride_ms / 1000)
+    interval, every = sample_plan(thresholds, window, policy.media_stride_ms / 1000)
 
     async def run(target: Target, spec: ProbeSpec, deadline: Deadline, ports: tuple[int, ...]) -> ProbeResult:
-        return await probe_stun(target, spec, deadline, window_s=window, interval_s=interval, every=every,
-                                ports=ports)
+        """The window, beside the check's other probes; taken again once they are done when it would make
+        the status degraded and its round trips show queues (:func:`needs_quiet_window`), if the deadline
+        leaves room for a whole window. The report keeps both windows' figures."""
+        first = await probe_stun(target, spec, deadline, window_s=window, interval_s=interval, every=every,
+                                 ports=ports)
+        if not first.ok or not needs_quiet_window(first.detail, thresholds):
+            return first
+        room = deadline.remaining() - window - STUN_GRACE_S
+        try:
+            await asyncio.wait_for(_pace.current().burst_over.wait(), room)
+        except TimeoutError:
+            return first
+        if deadline.remaining() < window + STUN_GRACE_S:
+            return first
+        port = first.detail.get("port")
+        again = await probe_stun(first.target, spec, deadline, window_s=window, interval_s=interval, every=every,
+                                 ports=(port,) if isinstance(port, int) and not isinstance(port, bool) else ports)
+        if not again.ok:
+            return first
+        return replace(again, phases=first.phases, detail=with_quiet_window(first.detail, again.detail))
 
     return run
 
@@ -424,7 +450,7 @@ def _ordered(results: list[ProbeResult], plan: TargetPlan) -> list[ProbeResult]:
                                           r.target.port or 0, r.family or ""))
 
 
-__all__ = ["CheckOptions", "choose_site_profile", "perform_check", "host_info"]
+__all__ = ["CheckOptions", "choose_site_profile", "host_info", "media_probe", "perform_check"]
 
 
 async def _probe(run: Awaitable[list[ProbeResult]], assess_now: Callable[[list[ProbeResult]], Assessment],

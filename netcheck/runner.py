@@ -33,6 +33,9 @@ _FD_RESERVE = 64
 _FD_WANTED = 4096
 
 OnResult = Callable[[ProbeResult], None]
+#: Given the results once the check's burst is over, the TCP probes to take again without it
+#: (:func:`netcheck.assess.verdict.latency_to_confirm`).
+ToConfirm = Callable[[Sequence[ProbeResult]], Sequence[Target]]
 #: A media probe also gets the UDP ports published for the media endpoints.
 MediaProbe = Callable[[Target, ProbeSpec, Deadline, tuple[int, ...]], Awaitable[ProbeResult]]
 
@@ -250,6 +253,23 @@ class _Run:
         return self.guarded_all(((ProbeKind.TLS, tls), (ProbeKind.HTTP, https)),
                                 lambda: probe_tls_and_https(tls, https, self.spec, self.deadline))
 
+    async def confirm(self, targets: Sequence[Target]) -> None:
+        """The TCP probes of ``targets`` taken again (:func:`netcheck.probes.tcp.probe_tcp_quiet`), each
+        result replaced by itself with the quiet samples added; no new results, no progress reported."""
+        from netcheck.probes.tcp import probe_tcp_quiet
+
+        wanted = set(targets)
+        at = {i: r for i, r in enumerate(self.results) if r.kind is ProbeKind.TCP and r.target in wanted}
+        if not at or self.deadline.expired:
+            return
+        try:
+            async with asyncio.timeout(self.deadline.remaining() + 0.25):
+                again = await asyncio.gather(*(probe_tcp_quiet(r, self.spec, self.deadline) for r in at.values()))
+        except TimeoutError:
+            return
+        for i, r in zip(at, again, strict=True):
+            self.results[i] = r
+
     async def media(self, media: MediaTarget, relay: str, probe: MediaProbe) -> None:
         target = Target(host=relay, category=media.category, workloads=media.workloads,
                         endpoint_sets=media.endpoint_sets)
@@ -259,18 +279,32 @@ class _Run:
 
 async def run_plan(plan: TargetPlan, spec: ProbeSpec, deadline: Deadline, settings: RunSettings,
                    on_result: OnResult = _noop, media_probe: MediaProbe | None = None,
-                   extra: Sequence[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]] = ()
-                   ) -> list[ProbeResult]:
-    """Probe every target of ``plan``; returns when all are done or the deadline passed."""
+                   extra: Sequence[tuple[ProbeKind, Target, Callable[[], Awaitable[ProbeResult]]]] = (),
+                   to_confirm: ToConfirm | None = None) -> list[ProbeResult]:
+    """Probe every target of ``plan``; returns when all are done or the deadline passed.
+
+    The media window runs beside the rest. When the rest (the check's burst) is over, the TCP probes
+    ``to_confirm`` names are taken again, while the media window may still run (a confirmation costs
+    wall time only where a first sample was bad); then the pace's ``burst_over`` is set."""
     from netcheck.probes import PROBES, _pace
 
     pace = _pace.Pace(settings.concurrency, probe_ceiling(settings.concurrency, settings.dns_concurrency),
                       settings.dns_concurrency)
     run = _Run(spec, deadline, settings, on_result, dict(PROBES), pace)
-    jobs: list[Awaitable[object]] = [run.host(t, plan.ports.get(t.host, ())) for t in plan.hosts]
+    burst: list[Awaitable[object]] = [run.host(t, plan.ports.get(t.host, ())) for t in plan.hosts]
+    burst.extend(run.guarded(kind, target, call) for kind, target, call in extra)
+
+    async def burst_then_confirm() -> None:
+        try:
+            await asyncio.gather(*burst)
+            if to_confirm is not None:
+                await run.confirm(to_confirm(run.results))
+        finally:  # the media window's second take (if any) starts on a path this check no longer loads
+            pace.burst_over.set()
+
+    jobs: list[Awaitable[object]] = [burst_then_confirm()]
     if settings.media_relay and media_probe is not None:
         jobs.extend(run.media(m, settings.media_relay, media_probe) for m in plan.media)
-    jobs.extend(run.guarded(kind, target, call) for kind, target, call in extra)
     with _pace.use(pace):  # every probe's task starts inside: they all share the check's pace
         try:
             await asyncio.wait_for(asyncio.gather(*jobs), timeout=deadline.remaining() + 1.0)

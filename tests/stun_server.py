@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import itertools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 COOKIE = 0x2112A442
@@ -63,7 +63,7 @@ class StunResponder:
         self.count = ports
         self.answer_on = set(range(ports)) if answer_on is None else set(answer_on)
         self.drop_every = drop_every
-        self.delays = itertools.cycle(delays_s)
+        self.delays: Iterator[float] = itertools.cycle(delays_s)  # a test may set its own sequence
         self.silent = silent
         self.junk = junk
         self.xor = xor

@@ -15,9 +15,12 @@ from netcheck.assess.media import (
     loss_shown,
     loss_under_shown,
     loss_unshown,
+    needs_quiet_window,
+    queues_seen,
     sample_plan,
     stats_from_detail,
     thresholds_of,
+    with_quiet_window,
 )
 from netcheck.models import MediaStats, interarrival_jitter, loss_pct, median_ms
 from netcheck.policy import load_policy
@@ -300,3 +303,37 @@ def test_stats_from_a_detail_with_the_round_trips_at_the_stride_only() -> None:
 ])
 def test_stats_from_bad_detail(detail: dict[str, object]) -> None:
     assert stats_from_detail(detail) is None  # type: ignore[arg-type]
+
+
+# --- a window taken again after the check's own burst (issue 9) ---------------------------------------------
+
+def _detail(samples: list[float], sent: int, received: int) -> dict[str, object]:
+    return {"sent": sent, "received": received, "samples_ms": samples, "rtt_ms": median_ms(samples)}
+
+
+def test_queues_are_round_trips_spread_over_the_jitter_mark_above_their_floor() -> None:
+    assert not queues_seen(_stats([200.0] * 50), MARKS)  # a long flat path
+    assert not queues_seen(_stats([5.0] * 45 + [5.0 + 31.0] * 4), MARKS)  # a few late answers are not a queue
+    assert queues_seen(_stats([5.0] * 40 + [40.0] * 10), MARKS)
+    assert queues_seen(_stats([5.0, 40.0]), MARKS)  # two samples: the 90th is the top one
+    assert not queues_seen(_stats([90.0]), MARKS)
+
+
+def test_only_a_bad_window_with_queues_is_taken_again() -> None:
+    queued = [5.0, 20.0, 60.0, 118.0] * 12
+    assert needs_quiet_window(_detail(queued, 364, 325), MARKS)  # gen-9-038: 39 of 364 lost, queues
+    assert not needs_quiet_window(_detail([5.0] * 50, 400, 400), MARKS)  # clean: costs nothing
+    assert not needs_quiet_window(_detail([50.0] * 50, 400, 384), MARKS)  # a lossy line with steady delay
+    assert not needs_quiet_window(_detail([200.0] * 50, 400, 400), MARKS)  # a long path: round trip, flat
+    assert not needs_quiet_window(_detail([], 400, 0), MARKS)  # silent: nothing to confirm
+    assert not needs_quiet_window({"sent": "x"}, MARKS)
+
+
+def test_a_window_taken_again_keeps_the_first_as_loaded() -> None:
+    first = _detail([5.0, 118.0] * 20, 364, 325)
+    quiet = _detail([5.0] * 50, 400, 400)
+    merged = with_quiet_window(first, quiet)
+    assert merged["sent"] == 400 and merged["loaded_sent"] == 364 and merged["loaded_received"] == 325
+    assert merged["loaded_samples_ms"] == first["samples_ms"] and merged["quiet_window"] is True
+    stats = stats_from_detail(merged)
+    assert stats is not None and stats.sent == 400 and stats.received == 400  # the status follows the quiet one

@@ -4,6 +4,7 @@ probes of one address go as a pair (one connection, :func:`netcheck.probes.http.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -78,3 +79,47 @@ def test_default_endpoints_have_no_tls_probe_and_no_pair(monkeypatch: pytest.Mon
     assert pairs == []
     assert kinds(results) == [("dns", "cdn.test", None, None), ("http", "cdn.test", 80, V4),
                               ("http", "cdn.test", 443, V4)]
+
+
+def test_the_tcp_probes_named_after_the_burst_are_measured_again_while_the_rest_is_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``to_confirm`` sees every result of the burst, after it; the TCP probes it names get their quiet samples, in
+    place (no new results, no progress reported for them); the pace's ``burst_over`` is set after that."""
+    import netcheck.probes.tcp
+    from netcheck.probes import _pace
+
+    seen_by_confirm: list[int] = []
+    over: list[bool] = []
+
+    async def tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.TCP, target, Outcome.OK, "tcp", {}, {"samples_ms": [150.0], "median_ms": 150.0})
+
+    async def quiet_tcp(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.TCP, target, Outcome.OK, "tcp", {}, {"samples_ms": [12.0], "median_ms": 12.0})
+
+    def to_confirm(results: Sequence[ProbeResult]) -> list[Target]:
+        seen_by_confirm.append(len(results))
+        over.append(_pace.current().burst_over.is_set())
+        return [r.target for r in results if r.kind is ProbeKind.TCP and r.target.host == "slow.example"]
+
+    async def dns(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.DNS, target, Outcome.OK, "resolved", detail={"ipv4": [V4]})
+
+    async def ok(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.HTTP, target, Outcome.OK, "ok")
+
+    monkeypatch.setattr(netcheck.probes, "PROBES", {ProbeKind.DNS: dns, ProbeKind.TCP: tcp, ProbeKind.TLS: ok,
+                                                    ProbeKind.HTTP: ok})
+    monkeypatch.setattr(netcheck.probes.tcp, "probe_tcp", quiet_tcp)
+    the_plan = plan(("slow.example", Category.ALLOW, (80,)), ("fast.example", Category.ALLOW, (80,)))
+    settings = RunSettings(families=("ipv4",))
+    progress: list[ProbeResult] = []
+    results = asyncio.run(run_plan(the_plan, ProbeSpec(tcp_samples=3), Deadline.after(10), settings,
+                                   progress.append, to_confirm=to_confirm))
+    assert seen_by_confirm == [planned_count(the_plan, settings)] and over == [False]
+    assert len(results) == len(progress) == planned_count(the_plan, settings)
+    tcp_of = {r.target.host: r.detail for r in results if r.kind is ProbeKind.TCP}
+    assert tcp_of["slow.example"]["median_ms"] == 150.0
+    assert tcp_of["slow.example"]["quiet_samples_ms"] == [12.0, 12.0, 12.0]
+    assert tcp_of["slow.example"]["quiet_median_ms"] == 12.0
+    assert "quiet_median_ms" not in tcp_of["fast.example"]

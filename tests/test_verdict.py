@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from netcheck.assess.media import with_quiet_window
 from netcheck.assess.outage import PacLostNow
-from netcheck.assess.verdict import AssessContext, assess
+from netcheck.assess.verdict import CONFIRM_HOSTS, AssessContext, assess, latency_to_confirm
 from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
     Category,
@@ -344,3 +345,96 @@ def test_findings_are_sorted_by_severity() -> None:
     sev = [f.severity for f in a.findings]
     order = [Severity.CRITICAL, Severity.WARNING, Severity.INFO]
     assert sev == sorted(sev, key=order.index)
+
+
+# --- latency confirmed after the check's own burst (issue 9) ------------------------------------------------
+
+def _quiet(results: list[ProbeResult], quiet_ms: float | None, hosts: tuple[str, ...] | None = None
+           ) -> list[ProbeResult]:
+    """``results`` with the TCP probes of ``hosts`` (all, by default) re-measured at ``quiet_ms`` after the burst,
+    as :func:`netcheck.probes.tcp.probe_tcp_quiet` leaves them: the first samples kept."""
+    out = []
+    for r in results:
+        if r.kind is ProbeKind.TCP and (hosts is None or r.target.host in hosts):
+            r = replace(r, detail={**r.detail, "quiet_samples_ms": [] if quiet_ms is None else [quiet_ms] * 3,
+                                   "quiet_median_ms": quiet_ms})
+        out.append(r)
+    return out
+
+
+def test_a_fast_workload_is_not_measured_again() -> None:
+    assert latency_to_confirm(healthy(), ctx(), POLICY) == ()
+
+
+def test_a_slow_workload_has_its_front_doors_measured_again_and_only_its() -> None:
+    results = [r for r in healthy() if r.target.host != "login.microsoftonline.com"]
+    results += host("login.microsoftonline.com", "identity", Category.ALLOW, median=180.0)
+    results += host("office.com", "identity", Category.ALLOW, median=150.0)
+    results += host("identity.example", "identity", Category.DEFAULT, median=900.0)  # Default: not judged
+    again = latency_to_confirm(results, ctx(), POLICY)
+    assert sorted(t.host for t in again) == ["login.microsoftonline.com", "office.com"]
+    assert all(t.port == 443 and t.address for t in again)
+
+
+def test_the_confirmation_keeps_the_front_doors_nearest_the_workloads_median() -> None:
+    results = [r for r in healthy() if r.target.host != "contoso.sharepoint.com"]
+    for i in range(12):  # medians 110 .. 220 ms: the workload's median is 165 ms
+        results += host(f"door{i}.sharepoint.com", "sharepoint", median=110.0 + 10 * i)
+    again = latency_to_confirm(results, ctx(), POLICY)
+    assert len(again) == CONFIRM_HOSTS
+    assert sorted(t.host for t in again) == sorted(f"door{i}.sharepoint.com" for i in range(2, 10))
+
+
+def test_slow_during_the_burst_and_fast_after_it_is_ok() -> None:
+    results = [r for r in healthy() if r.target.host not in ("login.microsoftonline.com", "go.microsoft.com")]
+    results += host("login.microsoftonline.com", "identity", Category.ALLOW, median=180.0)
+    assert status(assess(results, ctx(), POLICY).workloads, "identity") is Status.DEGRADED  # unconfirmed
+    quiet = _quiet(results, 12.0, ("login.microsoftonline.com",))
+    a = assess(quiet, ctx(), POLICY)
+    row = next(w for w in a.workloads if w.id == "identity")
+    assert row.status is Status.OK and row.latency_ms == 12.0 and not row.reasons
+    tcp = next(r for r in quiet if r.kind is ProbeKind.TCP and r.target.host == "login.microsoftonline.com")
+    assert tcp.detail["median_ms"] == 180.0 and tcp.detail["quiet_median_ms"] == 12.0  # both kept
+
+
+def test_slow_after_the_burst_too_stays_degraded_and_says_both() -> None:
+    results = [r for r in healthy() if r.target.host != "teams.microsoft.com"]
+    results += host("teams.microsoft.com", "teams", Category.ALLOW, median=300.0)
+    row = next(w for w in assess(_quiet(results, 140.0), ctx(), POLICY).workloads if w.id == "teams")
+    assert row.status is Status.DEGRADED and row.latency_ms == 140.0
+    assert row.reasons == ("slow: median TCP latency 140 ms, re-measured after the check's other probes; "
+                           "300 ms while they ran",)
+
+
+def test_exchange_is_scored_on_the_quiet_figure() -> None:
+    results = [r for r in healthy() if r.target.host != "outlook.office365.com"]
+    results += host("outlook.office365.com", "exchange", median=250.0)
+    slow = next(w for w in assess(results, ctx(), POLICY).workloads if w.id == "exchange")
+    assert slow.status is Status.DEGRADED
+    quiet = next(w for w in assess(_quiet(results, 15.0), ctx(), POLICY).workloads if w.id == "exchange")
+    assert quiet.status is Status.OK and quiet.score == exchange_score(15.0, POLICY.exchange_score_points)
+
+
+def test_a_confirmation_that_connected_nowhere_leaves_the_first_figure() -> None:
+    results = [r for r in healthy() if r.target.host != "teams.microsoft.com"]
+    results += host("teams.microsoft.com", "teams", Category.ALLOW, median=300.0)
+    row = next(w for w in assess(_quiet(results, None), ctx(), POLICY).workloads if w.id == "teams")
+    assert row.status is Status.DEGRADED and row.latency_ms == 300.0
+    assert row.reasons == ("slow: median TCP latency 300 ms",)
+
+
+def test_a_media_status_from_a_window_taken_again_follows_it_and_names_the_first() -> None:
+    first = stun(Outcome.OK, rtt=110.0, lost=39, sent=364)
+    quiet = stun(Outcome.OK, rtt=20.0, lost=0, sent=400)
+    merged = replace(quiet, detail=with_quiet_window({**first.detail, "rtt_ms": 110.0, "loss_pct": 10.7},
+                                                     quiet.detail))
+    results = [r for r in healthy() if r.kind is not ProbeKind.STUN]
+    row = next(w for w in assess([*results, merged], ctx(), POLICY).workloads if w.id == "teams_media")
+    assert row.status is Status.OK and row.possible == ()
+    assert row.reasons == ("measured again after the check's other probes had finished: the first window, taken "
+                           "while they ran, showed round trip 110 ms, loss 10.7 % (364 sent, 325 answered)",)
+    assert merged.detail["loaded_sent"] == 364 and merged.detail["sent"] == 400
+    still = replace(quiet, detail=with_quiet_window(first.detail, stun(Outcome.OK, rtt=20.0, lost=30).detail))
+    row = next(w for w in assess([*results, still], ctx(), POLICY).workloads if w.id == "teams_media")
+    assert row.status is Status.DEGRADED
+    assert row.reasons[-1].startswith("measured again after the check's other probes had finished")

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netcheck.models import Detail, MediaStats
+from netcheck.models import Detail, DetailValue, MediaStats
 
 if TYPE_CHECKING:
     from netcheck.policy import Policy
@@ -179,3 +179,56 @@ def stats_from_detail(detail: Detail) -> MediaStats | None:
         return MediaStats(sent, received, tuple(values))
     except ValueError:
         return None
+
+
+def queues_seen(stats: MediaStats, thresholds: MediaThresholds) -> bool:
+    """Did the window's round trips (at the stride) spread over more than the jitter mark above their floor?
+    Queues were filling somewhere on the path while it ran, and the check's own burst of probes is one
+    thing that fills them (a userspace VPN client, a home router): what the window saw may be the check's
+    own doing. A flat window (a long path, a lossy line with steady delay) shows the path as it is."""
+    samples = sorted(stats.samples_ms)
+    if len(samples) < 2:
+        return False
+    high = samples[min(len(samples) - 1, math.ceil(0.9 * len(samples)) - 1)]  # 90th: one late answer is not a queue
+    return high - samples[0] > thresholds.jitter_ms
+
+
+def needs_quiet_window(detail: Detail, thresholds: MediaThresholds) -> bool:
+    """Should a window that ran beside the check's other probes be taken again once they are done? Only when
+    it would make the media status degraded and its round trips show queues (:func:`queues_seen`): a clean
+    window, a flat one and a silent one are kept as they are, at no cost."""
+    stats = stats_from_detail(detail)
+    if stats is None or stats.received == 0:
+        return False
+    good, _ = assess_media(stats, thresholds)
+    return not good and queues_seen(stats, thresholds)
+
+
+#: The first window's figures kept beside the quiet window's (:func:`with_quiet_window`), as ``loaded_<key>``.
+_LOADED_KEYS = ("rtt_ms", "jitter_ms", "loss_pct", "sent", "received", "samples_ms")
+
+
+def with_quiet_window(first: Detail, quiet: Detail) -> dict[str, DetailValue]:
+    """The detail of a media result whose window was taken again after the check's other probes: the quiet
+    window's figures, which the status follows, and the first window's as ``loaded_*`` (taken while the
+    check's own probes ran), so the report keeps both."""
+    merged: dict[str, DetailValue] = dict(quiet)
+    merged.update({f"loaded_{k}": first.get(k) for k in _LOADED_KEYS})
+    merged["quiet_window"] = True
+    return merged
+
+
+def loaded_note(detail: Detail) -> str | None:
+    """The sentence that says a media status rests on a window taken again after the check's own probes, with
+    the first window's figures; None when there was one window."""
+    if detail.get("quiet_window") is not True:
+        return None
+    sent, received = detail.get("loaded_sent"), detail.get("loaded_received")
+    rtt, loss = detail.get("loaded_rtt_ms"), detail.get("loaded_loss_pct")
+    figures = []
+    if isinstance(rtt, int | float) and not isinstance(rtt, bool):
+        figures.append(f"round trip {rtt:.0f} ms")
+    if isinstance(loss, int | float) and not isinstance(loss, bool):
+        figures.append(f"loss {loss:.1f} % ({sent} sent, {received} answered)")
+    return ("measured again after the check's other probes had finished: the first window, taken while they "
+            f"ran, showed {', '.join(figures) or 'queues'}")

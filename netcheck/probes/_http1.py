@@ -140,6 +140,30 @@ async def _open(address: str, port: int) -> socket.socket:
     return sock
 
 
+async def resolve(host: str, port: int) -> tuple[str, ...]:
+    """``host``'s addresses from the OS (getaddrinfo), once per check: the check's requests through one
+    proxy (a hundred and more) share one lookup of its name, as a browser's do. A lookup in flight is
+    shared; an answer is kept for the check (its :class:`~netcheck.probes._pace.Pace`), a failure is not
+    (the next request asks again). A burst of a hundred lookups of one name through a busy resolver lost
+    some of them in the lab (the proxy "cannot be reached" for a few URLs while the rest went through it)."""
+    lookups = _pace.current().lookups
+    key = (host, port)
+    pending = lookups.get(key)
+    if pending is None:
+        pending = lookups[key] = asyncio.ensure_future(_lookup(host, port))
+    try:
+        return await asyncio.shield(pending)
+    except BaseException:
+        if lookups.get(key) is pending and pending.done():
+            del lookups[key]
+        raise
+
+
+async def _lookup(host: str, port: int) -> tuple[str, ...]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 async def open_socket(host: str, port: int, delay: float | None = None) -> socket.socket:
     """A connected non-blocking TCP socket to ``host``: an address, or a name resolved by the OS.
 
@@ -154,9 +178,7 @@ async def open_socket(host: str, port: int, delay: float | None = None) -> socke
     """
     if _is_ip(host):
         return await _open(host, port)
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = _interleave(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+    addresses = _interleave(list(await resolve(host, port)))
     if not addresses:  # pragma: no cover - getaddrinfo raises rather than answer nothing
         raise socket.gaierror(socket.EAI_NONAME, "no address")
     errors: list[Exception] = []

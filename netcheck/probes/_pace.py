@@ -215,11 +215,18 @@ class Limiter:
 
 
 class Pace:
-    """One check's round-trip estimates and in-flight limits."""
+    """One check's round-trip estimates and in-flight limits, when its burst of probes is over, and the
+    names its requests looked up."""
 
     def __init__(self, probes: int = 96, probes_ceiling: int = 96, dns: int = 40) -> None:
         self.probes = Limiter(probes, floor=min(probes, 8), ceiling=probes_ceiling)
         self.dns = Limiter(dns, floor=min(dns, 4), ceiling=dns)
+        #: Set by the runner once the check's burst of probes (all but the media window) has finished, and
+        #: the TCP probes it confirms with it: a measurement that wants the path without the check's own
+        #: load waits for it.
+        self.burst_over = asyncio.Event()
+        #: Names the check's requests resolve through the OS, shared by them (:func:`netcheck.probes._http1.resolve`).
+        self.lookups: dict[tuple[str, int], asyncio.Future[tuple[str, ...]]] = {}
 
     def dns_retry_s(self) -> float:
         return retransmit_after(self.dns.estimate, initial=DNS_RETRY_INITIAL_S, floor=DNS_RETRY_FLOOR_S)

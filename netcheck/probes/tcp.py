@@ -21,6 +21,7 @@ import ipaddress
 import socket
 import statistics
 import time
+from dataclasses import replace
 
 from netcheck.deadline import Deadline
 from netcheck.models import DetailValue, Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
@@ -135,3 +136,20 @@ async def probe_tcp(target: Target, spec: ProbeSpec, deadline: Deadline, *,
     if outcome is Outcome.TIMEOUT:
         outcome, reason = Outcome.CONNECT_TIMEOUT, "the connection attempt timed out"
     return ProbeResult(kind, target, outcome, reason, {}, detail, family)
+
+
+async def probe_tcp_quiet(result: ProbeResult, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+    """``result`` (a TCP probe's) with its connects taken again: ``spec.tcp_samples`` of them at once,
+    each on its own socket, so a confirmation costs one round trip, not one per sample. Meant for after
+    the check's own burst of probes (see :func:`netcheck.assess.verdict.latency_to_confirm`). The first
+    samples stay as they were; the new ones are ``quiet_samples_ms`` and ``quiet_median_ms`` (None when
+    none connected)."""
+    once = replace(spec, tcp_samples=1)
+    again = await asyncio.gather(*(probe_tcp(result.target, once, deadline)
+                                   for _ in range(max(1, spec.tcp_samples))))
+    samples = [float(s) for r in again if isinstance(got := r.detail.get("samples_ms"), list)
+               for s in got if isinstance(s, int | float)]
+    detail = dict(result.detail)
+    detail["quiet_samples_ms"] = samples
+    detail["quiet_median_ms"] = round(statistics.median(samples), 2) if samples else None
+    return replace(result, detail=detail)

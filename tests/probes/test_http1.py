@@ -15,6 +15,7 @@ import pytest
 
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeResult, ProbeSpec, Target
+from netcheck.probes import _pace
 from netcheck.probes._errors import classify
 from netcheck.probes._http1 import ProtocolError, Proxy, _interleave, decoded, open_socket
 from netcheck.probes.http import MAX_BODY, probe_http
@@ -203,3 +204,36 @@ def test_requests_go_out_at_once(srv: Servers) -> None:
             sock.close()
 
     assert asyncio.run(nodelay()) != 0
+
+
+def test_a_checks_requests_through_one_proxy_share_one_lookup_of_its_name(srv: Servers) -> None:
+    """A hundred requests through a proxy named ``proxy.test`` (here a real loopback server): one lookup of
+    the name for the check (its pace), every connect real; a lookup that failed is asked again, not kept."""
+    asked: list[object] = []
+    failing = [True]
+
+    async def go() -> list[socket.socket]:
+        loop = asyncio.get_running_loop()
+
+        async def getaddrinfo(host: object, port: int, **_: object) -> list[Any]:
+            asked.append(host)
+            await asyncio.sleep(0.01)
+            if failing[0]:
+                failing[0] = False
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (V4, port))]
+
+        loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign,assignment]
+        with _pace.use(_pace.Pace()):
+            with pytest.raises(OSError):  # the first lookup fails: every request waiting on it sees it
+                await asyncio.gather(*(open_socket("proxy.test", srv.http_200.port) for _ in range(3)))
+            assert asked == ["proxy.test"]
+            return list(await asyncio.gather(*(open_socket("proxy.test", srv.http_200.port) for _ in range(100))))
+
+    socks = asyncio.run(go())
+    try:
+        assert len(socks) == 100 and asked == ["proxy.test", "proxy.test"]  # asked again once, then shared
+        assert all(s.getpeername()[1] == srv.http_200.port for s in socks)
+    finally:
+        for s in socks:
+            s.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import socket
 import statistics
@@ -27,9 +28,11 @@ from netcheck.assess.media import (
     stats_from_detail,
     thresholds_of,
 )
+from netcheck.check import CheckOptions, media_probe
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target, interarrival_jitter
 from netcheck.policy import load_policy
+from netcheck.probes import _pace
 from netcheck.probes import stun as stun_module
 from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
@@ -581,3 +584,78 @@ def test_bad_settings_are_an_error(ports: tuple[int, ...]) -> None:
 def test_not_an_ip_address() -> None:
     result = checked(asyncio.run(probe_stun(_target("relay"), SPEC, Deadline.after(1), ports=[3478])))
     assert result.outcome is Outcome.ERROR
+
+
+# --- the check's window, taken again after its own burst (issue 9) ------------------------------------------
+
+class _QueuedUntilTheBurstIsOver:
+    """Answer delays: up to 80 ms in a cycle (queues) until :meth:`clear`, none after."""
+
+    def __init__(self) -> None:
+        self.cycle, self.queued = itertools.cycle([0.0, 0.0, 0.08]), True
+
+    def __iter__(self) -> Iterator[float]:
+        return self
+
+    def __next__(self) -> float:
+        return next(self.cycle) if self.queued else 0.0
+
+    def clear(self) -> None:
+        self.queued = False
+
+
+def _check_window(delays: Iterator[float], *, burst_over: bool = True, deadline_s: float = 10.0
+                  ) -> tuple[ProbeResult, StunResponder]:
+    """The check's media probe (:func:`netcheck.check.media_probe`: the policy's 1-second window of 400
+    requests) against a real relay whose answers are delayed by ``delays``, one per request. The check's burst
+    ends once the first window has (the relay has heard nothing for 0.3 s; a queued relay is then cleared)
+    when ``burst_over``, else never."""
+    probe = media_probe(CheckOptions())
+    assert probe is not None
+
+    async def burst(pace: _pace.Pace, stun: StunResponder) -> None:
+        heard = -1
+        while heard != stun.requests or not heard:
+            heard = stun.requests
+            await asyncio.sleep(0.3)
+        if isinstance(delays, _QueuedUntilTheBurstIsOver):
+            delays.clear()
+        pace.burst_over.set()
+
+    async def go() -> tuple[ProbeResult, StunResponder]:
+        pace = _pace.Pace()
+        with _pace.use(pace):
+            async with StunResponder() as stun:
+                stun.delays = delays
+                ending = asyncio.ensure_future(burst(pace, stun)) if burst_over else None
+                result = await probe(_target(), SPEC, Deadline.after(deadline_s), tuple(stun.ports))
+                if ending is not None:
+                    ending.cancel()
+                    await asyncio.gather(ending, return_exceptions=True)
+        return result, stun
+
+    return asyncio.run(go())
+
+
+def test_a_queued_window_is_taken_again_once_the_burst_is_over_and_both_are_kept() -> None:
+    result, stun = _check_window(_QueuedUntilTheBurstIsOver())
+    d = checked(result).detail
+    assert d["quiet_window"] is True
+    loaded, sent = d["loaded_sent"], d["sent"]
+    assert isinstance(loaded, int) and isinstance(sent, int) and stun.requests >= loaded + sent
+    assert max(_floats(result, "loaded_samples_ms")) >= 80.0 > max(_floats(result, "samples_ms"))
+    stats = stats_from_detail(d)
+    assert stats is not None and assess_media(stats, thresholds_of(load_policy()))[0]  # the quiet one passes
+
+
+def test_a_clean_window_is_not_taken_again() -> None:
+    result, stun = _check_window(itertools.repeat(0.0))
+    d = checked(result).detail
+    assert "quiet_window" not in d and "loaded_sent" not in d
+    assert stun.requests == d["sent"]  # one window, nothing more
+
+
+def test_a_queued_window_is_kept_when_the_burst_never_ends_before_the_deadline() -> None:
+    result, stun = _check_window(itertools.cycle([0.0, 0.0, 0.08]), burst_over=False, deadline_s=3.0)
+    d = checked(result).detail
+    assert "quiet_window" not in d and stun.requests == d["sent"]

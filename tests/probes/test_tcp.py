@@ -13,7 +13,7 @@ import pytest
 from netcheck.deadline import Deadline
 from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target
 from netcheck.probes import PROBES
-from netcheck.probes.tcp import family_of, probe_tcp
+from netcheck.probes.tcp import family_of, probe_tcp, probe_tcp_quiet
 from tests import servers
 from tests.probes.conftest import Servers, eventually, run
 from tests.probes.test_timing import BLOCK_S, busy_loop
@@ -146,3 +146,26 @@ def test_ipv6(need_ipv6: None) -> None:
     (None, None), ("", None)])
 def test_family_of(address: str | None, family: str | None) -> None:
     assert family_of(address) == family
+
+
+def test_measured_again_after_the_burst_keeps_the_first_samples(srv: Servers) -> None:
+    """The confirmation of a slow workload (issue 9): ``tcp_samples`` more connects to a real server, at once,
+    added beside the first ones."""
+    target = Target("web.test", port=srv.http_200.port, address=V4)
+    before = srv.http_200.accepted
+    first = run(probe_tcp(target, ProbeSpec(tcp_samples=3), Deadline.after(10)))
+    again = run(probe_tcp_quiet(first, ProbeSpec(tcp_samples=3), Deadline.after(10)))
+    assert again.detail["samples_ms"] == first.detail["samples_ms"]
+    assert again.detail["median_ms"] == first.detail["median_ms"]
+    quiet = again.detail["quiet_samples_ms"]
+    assert isinstance(quiet, list) and len(quiet) == 3
+    assert again.detail["quiet_median_ms"] == round(statistics.median(quiet), 2)
+    assert eventually(lambda: srv.http_200.accepted - before == 6)  # really three more connections
+
+
+def test_measured_again_where_nothing_answers_adds_no_figure() -> None:
+    target = Target("web.test", port=closed_port(), address=V4)
+    first = ProbeResult(ProbeKind.TCP, target, Outcome.OK, "tcp", {}, {"median_ms": 150.0})
+    again = run(probe_tcp_quiet(first, ProbeSpec(tcp_samples=2), Deadline.after(10)))
+    assert again.detail["quiet_samples_ms"] == [] and again.detail["quiet_median_ms"] is None
+    assert again.detail["median_ms"] == 150.0 and again.outcome is Outcome.OK
