@@ -46,6 +46,10 @@ from netcheck.collector.web.queries import Listing
 
 #: rows a batch holds (each batch one statement in one transaction, its text in memory: a few MB)
 BATCH = 10_000
+#: rows a batch of kept lines holds (``Listing.lines``: 6.5 MB of JSON for 25,000 devices): the
+#: fewer batches, the fewer round trips and transactions (100,000 devices in one process, load 2:
+#: 10-15 % faster than in batches of 10,000; no faster in batches of 50,000)
+LINES_BATCH = 25_000
 #: code points that may hold formula-relevant characters: the planes beyond are CJK ideographs,
 #: unassigned or private use (no space, no invisible format character, no NFKC form of ``= + - @``)
 _PLANES = (range(0, 0x30000), range(0xE0000, 0xF0000))
@@ -256,20 +260,25 @@ def supports(conn: Connection) -> bool:
     return str(conn.exec_driver_sql("SHOW server_encoding").scalar_one()) == "UTF8"
 
 
+def _batch(listing: Listing, batch: int | None) -> int:
+    return batch or (BATCH if listing.lines is None else LINES_BATCH)
+
+
 def csv_chunks(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
-               batch: int = BATCH) -> Iterator[bytes]:
-    """The list as ``export.table_csv`` writes it (header, then a row a line), a batch a chunk."""
+               batch: int | None = None) -> Iterator[bytes]:
+    """The list as ``export.table_csv`` writes it (header, then a row a line), a batch a chunk
+    (``batch`` rows: by default ``BATCH``, or ``LINES_BATCH`` of kept lines)."""
     yield table_csv(listing.columns, []).encode()
-    for text in _batches(connect, listing, _csv_lines, "", batch):
+    for text in _batches(connect, listing, _csv_lines, "", _batch(listing, batch)):
         yield text.encode()
 
 
 def json_chunks(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing, name: str,
-                batch: int = BATCH) -> Iterator[bytes]:
+                batch: int | None = None) -> Iterator[bytes]:
     """``{"<name>": [row, ...]}``, a row a line, as the Python path writes it."""
     yield ("{" + json.dumps(name, ensure_ascii=False) + ": [").encode()
     first = True
-    for text in _batches(connect, listing, _json_lines, ",\n", batch):
+    for text in _batches(connect, listing, _json_lines, ",\n", _batch(listing, batch)):
         yield (("\n" if first else ",\n") + text).encode()
         first = False
     yield b"\n]}\n"
