@@ -54,7 +54,8 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from netcheck.collector import site_facts, store  # noqa: E402
-from netcheck.collector.db import EXPORT_TEXT_COLUMNS, make_engine, migrate  # noqa: E402
+from netcheck.collector.db import EXPORT_TEXT_COLUMNS, export_lines, make_engine, migrate  # noqa: E402
+from netcheck.collector.db import devices as devices_table  # noqa: E402
 from netcheck.collector.web import accounts  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
 
@@ -200,6 +201,8 @@ def load(url: str, devices: int, days: int, now: dt.datetime, fact_sets: int = 2
                 else:
                     conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
                                  [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
+            # each device's export lines, joined from the texts loaded (as migration 0017 joins them)
+            conn.execute(sa.update(devices_table).values(**export_lines()))
             accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
             if conn.dialect.name == "postgresql":  # COPY gave the ids: move the sequence past them for ingest
                 conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('reports', 'id'), max(id)) FROM reports")

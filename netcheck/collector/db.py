@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,71 @@ devices = sa.Table(
     #: ``last_seen_iso``, ``last_seen_at`` as ``store.iso`` writes it, kept at ingest
     *(sa.Column(name, sa.Text, nullable=False, server_default="") for name in EXPORT_TEXT_COLUMNS),
     sa.Column("last_seen_iso", sa.String(32)),
+    #: ``revoked_at`` as ``store.iso`` writes it, kept by ``store.revoke_device`` and
+    #: ``readmit_device`` (migration 0017)
+    sa.Column("revoked_iso", sa.String(32)),
+    #: the device's whole row in the dashboard's device lists' exports (``DEVICE_EXPORT_COLUMNS``):
+    #: its CSV line (CR LF ended) and its JSON object, joined from the texts above (``export_lines``)
+    #: by every write of a column they hold (enrollment, ingest, revoking, readmitting; migration
+    #: 0017), so that PostgreSQL writes the list of every device by joining these lines
+    sa.Column("export_csv", sa.Text, nullable=False, server_default=""),
+    sa.Column("export_json", sa.Text, nullable=False, server_default=""),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
     sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
+
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A list's column whose export texts need no formatting in the database: its CSV cell and its
+    JSON value as SQL expressions on the list's tables (texts ``devices`` keeps, or texts made of
+    characters that need no neutralising, quoting or escaping), which the exports join as they are."""
+
+    csv: Any
+    json: Any
+
+
+def plain(text: Any) -> Kept:
+    """``Kept`` for a text column whose every value is its own CSV cell (no formula start, comma,
+    quote or line break) and, in quotes, its own JSON string (no quote, backslash or control): the
+    collector's own device ids (UUIDs), verdicts (the report schema's enum), times as ``store.iso``
+    writes them, the sweep lists' states. NULL: an empty cell, ``null``."""
+    return Kept(sa.func.coalesce(text, sa.literal("")),
+                sa.func.coalesce(sa.literal('"').op("||")(text).op("||")(sa.literal('"')), sa.literal("null")))
+
+
+#: the dashboard's device lists' columns, in their CSV order, and in their JSON objects' key order
+#: (the list's query's: the tags come last, where the Python path puts the mapping it reads)
+DEVICE_EXPORT_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict",
+                         "revoked_at")
+DEVICE_EXPORT_KEYS = ("device_id", "name", "os", "agent_version", "last_seen_at", "last_verdict", "revoked_at",
+                      "tags")
+#: each of those columns' export texts, as ``devices`` keeps them
+DEVICE_KEPT = {"device_id": plain(devices.c.id),
+               **{c: Kept(devices.c[f"{c}_csv"], devices.c[f"{c}_json"]) for c in EXPORT_TEXTS},
+               "last_seen_at": plain(devices.c.last_seen_iso), "last_verdict": plain(devices.c.last_verdict),
+               "revoked_at": plain(devices.c.revoked_iso)}
+
+
+def _joined(parts: Sequence[Any]) -> Any:
+    text = parts[0]
+    for part in parts[1:]:
+        text = text.op("||")(part)
+    return text
+
+
+def export_lines(changed: Mapping[str, Kept] | None = None) -> dict[str, Any]:
+    """``devices.export_csv`` and ``export_json`` as SQL expressions for a write of ``devices``: the
+    row's kept texts (``DEVICE_KEPT``), but ``changed``'s for the columns the write changes (an
+    ``UPDATE`` reads the row as it was). The CSV line is what ``export.table_csv`` writes (the cells
+    joined by commas, CR LF ended), the object what ``json.dumps`` writes (``", "``, ``": "``)."""
+    kept = {**DEVICE_KEPT, **(changed or {})}
+    cells = [part for c in DEVICE_EXPORT_COLUMNS for part in (sa.literal(","), kept[c].csv)][1:]
+    members = [part for i, c in enumerate(DEVICE_EXPORT_KEYS)
+               for part in (sa.literal(("{" if i == 0 else ", ") + f'"{c}": '), kept[c].json)]
+    return {"export_csv": _joined([*cells, sa.literal("\r\n")]), "export_json": _joined([*members, sa.literal("}")])}
+
 
 device_tags = sa.Table(
     "device_tags", metadata,

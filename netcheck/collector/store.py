@@ -24,6 +24,7 @@ from netcheck import fleet_policy
 from netcheck.collector import auth, compact, export, site_facts
 from netcheck.collector.db import (
     EXPORT_TEXTS,
+    Kept,
     device_catalogs,
     device_states,
     device_tags,
@@ -32,7 +33,9 @@ from netcheck.collector.db import (
     dialect_insert,
     enroll_secrets,
     execute_hot,
+    export_lines,
     insert_rows,
+    plain,
     policy,
     rate_counters,
     report_findings,
@@ -60,6 +63,10 @@ class ReportConflict(Exception):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+#: a NULL text in the expressions of the devices' export lines (``db.export_lines``)
+_NO_TEXT = sa.null().cast(sa.String)
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -96,12 +103,17 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
     if sec.site:
         tags["site"] = sec.site
     shown = {"name": device.get("name"), "os": device["os"], "agent_version": device["agent_version"]}
-    fields = {**shown, "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items()),
-              **export_texts({**shown, "tags": tags})}
+    texts = export_texts({**shown, "tags": tags})
+    fields = {**shown, "secret_id": sec.id, "updated_at": now, "tags": pairs_text(tags.items()), **texts}
+    # the export lines: of a new device, from these texts alone; of one enrolling again, with the
+    # texts it keeps of its last contact and verdict
+    changed = {c: Kept(sa.literal(texts[f"{c}_csv"]), sa.literal(texts[f"{c}_json"])) for c in EXPORT_TEXTS}
     new_id = str(uuid.uuid4())
+    fresh = {**changed, "device_id": plain(sa.literal(new_id)),
+             **{c: plain(_NO_TEXT) for c in ("last_seen_at", "last_verdict", "revoked_at")}}
     inserted = conn.execute(
         _insert(conn, devices).values(id=new_id, hardware_id=hardware_id, enrolled_at=now, dropped_total=0,
-                                      **fields)
+                                      **fields, **export_lines(fresh))
         .on_conflict_do_nothing(index_elements=[devices.c.hardware_id]).returning(devices.c.id)
     ).scalar_one_or_none()
     if inserted is None:
@@ -109,7 +121,7 @@ def enroll(conn: Connection, secret: str, device: Mapping[str, Any], now: dt.dat
                                              .where(devices.c.hardware_id == hardware_id)).one()
         if revoked_at is not None:
             raise DeviceRevoked(device_id)
-        conn.execute(sa.update(devices).where(devices.c.id == device_id).values(**fields))
+        conn.execute(sa.update(devices).where(devices.c.id == device_id).values(**fields, **export_lines(changed)))
         conn.execute(sa.delete(device_tags).where(device_tags.c.device_id == device_id))
     else:
         device_id = inserted
@@ -197,8 +209,10 @@ def authenticate(conn: Connection, token: str | None, now: dt.datetime) -> str |
 def revoke_device(conn: Connection, device_id: str, now: dt.datetime) -> int | None:
     """Revoke a device (a lost laptop): every token, and any new enrollment of the same hardware
     until ``readmit_device``. Returns how many tokens were active, None if there is no such device."""
+    revoked_iso = sa.func.coalesce(devices.c.revoked_iso, sa.literal(iso(now)))
     found = conn.execute(sa.update(devices).where(devices.c.id == device_id)
-                         .values(revoked_at=sa.func.coalesce(devices.c.revoked_at, now)))
+                         .values(revoked_at=sa.func.coalesce(devices.c.revoked_at, now), revoked_iso=revoked_iso,
+                                 **export_lines({"revoked_at": plain(revoked_iso)})))
     if not found.rowcount:
         return None
     result = conn.execute(sa.update(device_tokens)
@@ -213,7 +227,8 @@ def readmit_device(conn: Connection, device_id: str) -> bool | None:
     row = conn.execute(sa.select(devices.c.revoked_at).where(devices.c.id == device_id)).first()
     if row is None:
         return None
-    conn.execute(sa.update(devices).where(devices.c.id == device_id).values(revoked_at=None))
+    conn.execute(sa.update(devices).where(devices.c.id == device_id)
+                 .values(revoked_at=None, revoked_iso=None, **export_lines({"revoked_at": plain(_NO_TEXT)})))
     return row.revoked_at is not None
 
 
@@ -278,6 +293,8 @@ _SITE = (sa.select(device_tags.c.value)
 @functools.cache
 def _ingest_sql(dialect: str) -> _IngestSql:
     newer = sa.or_(devices.c.last_seq.is_(None), devices.c.last_seq <= sa.bindparam("b_seq"))
+    seen = sa.bindparam("b_seen", type_=sa.String)
+    verdict = sa.case((newer, sa.bindparam("b_verdict", type_=sa.String)), else_=devices.c.last_verdict)
     return _IngestSql(
         insert_report=dialect_insert(dialect, reports)
         .values({**{name: sa.bindparam(name) for name in _REPORT_FIELDS}, "site": _SITE})
@@ -288,13 +305,14 @@ def _ingest_sql(dialect: str) -> _IngestSql:
         upsert_catalog=_upsert_catalog(dialect),
         update_device=sa.update(devices).where(devices.c.id == sa.bindparam("b_device")).values(
             last_seen_at=sa.bindparam("b_now", type_=devices.c.last_seen_at.type),
-            last_seen_iso=sa.bindparam("b_seen", type_=sa.String),
+            last_seen_iso=seen,
             dropped_total=devices.c.dropped_total + sa.bindparam("b_dropped", type_=sa.BigInteger),
             last_report_pk=sa.case((newer, sa.bindparam("b_pk", type_=sa.BigInteger)),
                                    else_=devices.c.last_report_pk),
-            last_verdict=sa.case((newer, sa.bindparam("b_verdict", type_=sa.String)),
-                                 else_=devices.c.last_verdict),
+            last_verdict=verdict,
             last_seq=sa.case((newer, sa.bindparam("b_seq", type_=sa.BigInteger)), else_=devices.c.last_seq),
+            # the export lines, with the new last contact and verdict (one more text per report)
+            **export_lines({"last_seen_at": plain(seen), "last_verdict": plain(verdict)}),
         ),
     )
 

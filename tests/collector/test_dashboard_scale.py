@@ -352,24 +352,37 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
 
 
 def _texts_kept(conn: Connection) -> None:
-    """Every device's kept export texts are what the Python writers write from its columns, and every
+    """Every device's kept export texts are what the Python writers write from its columns, its kept
+    lines (``export_csv``, ``export_json``) the Python path's rows of the devices' list, and every
     sweep answer's verdict its report's."""
     rows = conn.execute(sa.select(devices)).all()
     tags = store.tags_of(conn, [r.id for r in rows])
     for r in rows:
         kept = {c: getattr(r, c) for c in EXPORT_TEXT_COLUMNS}
         assert kept == store.export_texts({**r._mapping, "tags": tags.get(r.id, {})}), r.id
-        assert r.last_seen_iso == store.iso(r.last_seen_at)
+        assert r.last_seen_iso == store.iso(r.last_seen_at) and r.revoked_iso == store.iso(r.revoked_at)
+    lines = {r.id: (r.export_csv, r.export_json) for r in rows}
+    listed = []
+    for revoked in (False, True):
+        listing = queries.devices_listing(Filters(revoked=revoked), dt.datetime.now(dt.UTC))
+        listed += [dict(r._mapping) for r in conn.execute(listing.query)]
+        listing.finish(conn, listed)
+    assert len(listed) == len(rows)
+    for row in listed:
+        by_python = (export.table_csv(listing.columns, [views._iso_values(row)], header=False),
+                     json.dumps(row, default=views._json_default, ensure_ascii=False))
+        assert lines[row["device_id"]] == by_python, row["device_id"]
     assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses.join(
         reports, reports.c.id == sweep_responses.c.report_pk)).where(
         sweep_responses.c.verdict.is_distinct_from(reports.c.verdict))).scalar_one() == 0
 
 
 def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet, backend: str) -> None:
-    """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``) and a sweep
-    answer's verdict are refreshed by every write of the columns they hold: enrollment, enrolling
-    again with another name, system, version and tags, ingest (a new report, a late older one, a
-    sweep's answer), revoking and readmitting; on PostgreSQL the exports stay byte for byte the
+    """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``,
+    ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``) and a sweep answer's verdict
+    are refreshed by every write of the columns they hold: enrollment, enrolling again with another
+    name, system, version and tags, ingest (a new report, a late older one, a sweep's answer),
+    revoking and readmitting; on PostgreSQL the exports (every device's too) stay byte for byte the
     Python path's after each."""
     tag = f"k{fleet.secret_id[-6:]}"
     engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
@@ -384,6 +397,7 @@ def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet,
         if backend == "postgresql":
             _same_exports(engine, {
                 "devices": queries.devices_listing(Filters(tag=("dept", tag)), now),
+                "all-devices": queries.devices_listing(Filters(), now),
                 "revoked": queries.devices_listing(Filters(revoked=True), now),
                 "answered": queries.sweep_devices_listing(sw, True, now),
                 "missing": queries.sweep_devices_listing(sw, False, now), "site-devices": site_devices})

@@ -246,6 +246,18 @@ def test_the_tag_counts_read_the_devices_tags_text_and_match_the_join(new_databa
         engine.dispose()
 
 
+def _refilled(engine: Engine, revision: str, column: str, answers: dict[str, list[Any]]) -> None:
+    """Downgraded to ``revision`` (the devices' ``column`` gone) and upgraded again, each query in
+    ``answers`` answers what it did."""
+    assert migrate(engine, revision, downgrade=True) == revision
+    with engine.begin() as conn:
+        assert column not in {c["name"] for c in sa.inspect(conn).get_columns("devices")}
+    assert migrate(engine) == head_revision()
+    with engine.begin() as conn:
+        for query, rows in answers.items():
+            assert conn.execute(sa.text(query)).all() == rows, query
+
+
 def test_migration_0016_fills_the_export_texts_enrollment_and_ingest_keep(new_database: Callable[[], str]) -> None:
     """The devices' export texts (``store.export_texts``, ``last_seen_iso``) and the sweep answers'
     verdicts, filled from the columns by the upgrade, are what enrollment and ingest kept."""
@@ -263,12 +275,33 @@ def test_migration_0016_fills_the_export_texts_enrollment_and_ingest_keep(new_da
             verdicts = conn.execute(sa.text("SELECT sweep_id, device_id, verdict FROM sweep_responses")).all()
         assert {r.last_seen_iso for r in kept} >= {None, store.iso(NOW)} and len(kept) == 6
         assert [v for *_, v in verdicts] == ["NOT_READY"]
-        assert migrate(engine, "0015", downgrade=True) == "0015"
-        with engine.begin() as conn:
-            assert "last_seen_iso" not in {c["name"] for c in sa.inspect(conn).get_columns("devices")}
-        assert migrate(engine) == head_revision()
-        with engine.begin() as conn:
-            assert conn.execute(sa.text(f"SELECT {kept_columns} FROM devices ORDER BY id")).all() == kept
-            assert conn.execute(sa.text("SELECT sweep_id, device_id, verdict FROM sweep_responses")).all() == verdicts
+        _refilled(engine, "0015", "last_seen_iso", {
+            f"SELECT {kept_columns} FROM devices ORDER BY id": kept,
+            "SELECT sweep_id, device_id, verdict FROM sweep_responses": verdicts})
+    finally:
+        engine.dispose()
+
+
+def test_migration_0017_fills_the_export_lines_every_write_keeps(new_database: Callable[[], str]) -> None:
+    """The devices' whole export lines (``export_csv``, ``export_json``) and ``revoked_iso``, filled
+    by the upgrade from the texts migration 0016 keeps, are what enrollment, ingest and revoking
+    kept (a revoked device's line holds its time)."""
+    engine = make_engine(new_database())
+    kept_columns = "id, revoked_iso, export_csv, export_json"
+    try:
+        migrate(engine)
+        a, *_ = _fleet(engine)
+        _tagged_fleet(engine)
+        with engine.begin() as conn:  # a hostile name and tags, and a revoked device
+            _, secret = store.create_secret(conn, NOW)
+            store.enroll(conn, secret, {"hardware_id": "f" * 32, "name": '=1+"a,b"\n', "os": "linux",
+                                        "agent_version": "@1", "tags": {"=k": "-v;x", "\u00e9": "\uff1d"}}, NOW)
+            assert store.revoke_device(conn, a, NOW + dt.timedelta(seconds=1, microseconds=5)) is not None
+            kept = conn.execute(sa.text(f"SELECT {kept_columns} FROM devices ORDER BY id")).all()
+        assert len(kept) == 6 and all(r.export_csv.endswith("\r\n") and r.export_json.endswith("}") for r in kept)
+        later = store.iso(NOW + dt.timedelta(seconds=1, microseconds=5))
+        assert sorted(r.revoked_iso or "" for r in kept) == ["", "", "", "", store.iso(NOW), later]
+        assert sum(later in r.export_csv and later in r.export_json for r in kept) == 1
+        _refilled(engine, "0016", "export_csv", {f"SELECT {kept_columns} FROM devices ORDER BY id": kept})
     finally:
         engine.dispose()

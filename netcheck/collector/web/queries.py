@@ -25,7 +25,10 @@ from sqlalchemy.engine import Connection
 
 from netcheck.collector import store
 from netcheck.collector.db import (
-    EXPORT_TEXTS,
+    DEVICE_EXPORT_COLUMNS,
+    DEVICE_EXPORT_KEYS,
+    DEVICE_KEPT,
+    Kept,
     UTCDateTime,
     device_catalogs,
     device_states,
@@ -34,6 +37,7 @@ from netcheck.collector.db import (
     dialect_insert,
     enroll_secrets,
     fleet_days,
+    plain,
     report_findings,
     report_workloads,
     reports,
@@ -85,31 +89,9 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
     return None
 
 
-@dataclass(frozen=True)
-class Kept:
-    """A list's column whose export texts need no formatting in the database: its CSV cell and its
-    JSON value as SQL expressions on the list's tables (texts ``devices`` keeps, or texts made of
-    characters that need no neutralising, quoting or escaping), which ``copy_export`` joins as
-    they are."""
-
-    csv: Any
-    json: Any
-
-
-def plain(text: Any) -> Kept:
-    """``Kept`` for a text column whose every value is its own CSV cell (no formula start, comma,
-    quote or line break) and, in quotes, its own JSON string (no quote, backslash or control): the
-    collector's own device ids (UUIDs), verdicts (the report schema's enum), times as ``store.iso``
-    writes them, the sweep lists' states. NULL: an empty cell, ``null``."""
-    return Kept(sa.func.coalesce(text, sa.literal("")),
-                sa.func.coalesce(sa.literal('"').op("||")(text).op("||")(sa.literal('"')), sa.literal("null")))
-
-
-#: the export texts of the devices' columns, as the lists name them (``db.EXPORT_TEXTS``: kept by
-#: ``store.enroll``; ``last_seen_iso``: kept at ingest)
-DEVICE_TEXTS = {"device_id": plain(devices.c.id),
-                **{c: Kept(devices.c[f"{c}_csv"], devices.c[f"{c}_json"]) for c in EXPORT_TEXTS},
-                "last_seen_at": plain(devices.c.last_seen_iso), "last_verdict": plain(devices.c.last_verdict)}
+#: the export texts of the devices' columns, as the lists name them (``db.DEVICE_KEPT``: the texts
+#: ``store.enroll`` keeps, ``last_seen_iso`` kept at ingest, ``revoked_iso`` by revoking)
+DEVICE_TEXTS = DEVICE_KEPT
 
 
 def device_texts(columns: Iterable[str]) -> dict[str, Kept]:
@@ -124,7 +106,8 @@ class Listing:
     and what each batch of rows needs added (``finish``: tags, states). For the exports PostgreSQL
     writes (``copy_export``): ``derived``, those additions in SQL (a function of the query as a
     subquery), and ``kept``, the columns whose export texts need no formatting (``Kept``); the
-    columns ``finish`` adds come in the order of ``derived``, then of ``kept``."""
+    columns ``finish`` adds come in the order of ``derived``, then of ``kept``; or ``lines``, each
+    row's whole CSV line and JSON object, kept (``devices.export_csv``, ``export_json``)."""
 
     query: Any
     key: Any
@@ -137,6 +120,7 @@ class Listing:
     twins: Sequence[Any] = ()
     derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     kept: Mapping[str, Kept] = field(default_factory=dict)
+    lines: Kept | None = None
 
     def after(self, last: Any) -> Listing:
         """The rows after key ``last`` (and ``after_key`` set to it)."""
@@ -514,7 +498,7 @@ def _top_findings(conn: Connection, counted: Iterable[Any], limit: int) -> list[
 
 # --- devices -----------------------------------------------------------------------------------
 
-DEVICE_COLUMNS = ("device_id", "name", "os", "agent_version", "tags", "last_seen_at", "last_verdict", "revoked_at")
+DEVICE_COLUMNS = DEVICE_EXPORT_COLUMNS
 
 
 def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
@@ -528,10 +512,10 @@ def not_revoked(conn: Connection) -> sa.ColumnElement[bool]:
 
 
 def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None) -> Listing:
-    # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags`` (the exports
-    # PostgreSQL writes read the devices' kept texts: ``DEVICE_TEXTS``)
-    query = sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.agent_version,
-                      devices.c.last_seen_at, devices.c.last_verdict, devices.c.revoked_at, devices.c.tags)
+    # tags: the kept text (``store.pairs_text``), replaced by a mapping by ``_add_tags``; the keys in
+    # the order of the lines the devices keep (``db.DEVICE_EXPORT_KEYS``), which the exports
+    # PostgreSQL writes join
+    query = sa.select(*(devices.c.id.label(c) if c == "device_id" else devices.c[c] for c in DEVICE_EXPORT_KEYS))
     query = query.where(devices.c.revoked_at.is_not(None) if f.revoked else
                         not_revoked(conn) if conn is not None and (f.finding or f.workload) else
                         devices.c.revoked_at.is_(None))
@@ -553,7 +537,8 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
         query = query.where(_stale(now, f.stale_days))
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags, kept=device_texts(DEVICE_COLUMNS))
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags,
+                   lines=Kept(devices.c.export_csv, devices.c.export_json))
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
