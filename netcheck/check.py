@@ -399,14 +399,9 @@ def _extra_probes(spec: ProbeSpec, deadline: Deadline, catalog: Catalog, tenant:
     return extra
 
 
-#: What a media window taken again needs beyond the window itself: the wait for late answers (the STUN
-#: probe's ``grace_s``).
-STUN_GRACE_S = 0.5
-
-
 def media_probe(options: CheckOptions) -> MediaProbe | None:
     try:
-        from netcheck.probes.stun import probe_stun
+        from netcheck.probes.stun import GRACE_MOST_S, probe_stun
     except ImportError:
         return None
     from netcheck.assess.media import needs_quiet_window, sample_plan, thresholds_of, with_quiet_window
@@ -425,12 +420,12 @@ def media_probe(options: CheckOptions) -> MediaProbe | None:
                                  ports=ports)
         if not first.ok or not needs_quiet_window(first.detail, thresholds):
             return first
-        room = deadline.remaining() - window - STUN_GRACE_S
+        room = deadline.remaining() - window - GRACE_MOST_S
         try:
             await asyncio.wait_for(_pace.current().burst_over.wait(), room)
         except TimeoutError:
             return first
-        if deadline.remaining() < window + STUN_GRACE_S:
+        if deadline.remaining() < window + GRACE_MOST_S:
             return first
         port = first.detail.get("port")
         again = await probe_stun(first.target, spec, deadline, window_s=window, interval_s=interval, every=every,
