@@ -414,24 +414,26 @@ def media_probe(options: CheckOptions) -> MediaProbe | None:
 
     async def run(target: Target, spec: ProbeSpec, deadline: Deadline, ports: tuple[int, ...]) -> ProbeResult:
         """The window, beside the check's other probes; taken again once they are done when it would make
-        the status degraded and its round trips show queues (:func:`needs_quiet_window`), if the deadline
-        leaves room for a whole window. The report keeps both windows' figures."""
+        the status degraded and may show their doing (:func:`needs_quiet_window`), if the deadline leaves
+        room for a whole window. The report keeps both windows' figures; a window that wanted taking again
+        and could not be says so (``quiet_window: false``), and the status hedges."""
         first = await probe_stun(target, spec, deadline, window_s=window, interval_s=interval, every=every,
                                  ports=ports)
         if not first.ok or not needs_quiet_window(first.detail, thresholds):
             return first
+        unconfirmed = replace(first, detail={**first.detail, "quiet_window": False})
         room = deadline.remaining() - window - GRACE_MOST_S
         try:
             await asyncio.wait_for(_pace.current().burst_over.wait(), room)
         except TimeoutError:
-            return first
+            return unconfirmed
         if deadline.remaining() < window + GRACE_MOST_S:
-            return first
+            return unconfirmed
         port = first.detail.get("port")
         again = await probe_stun(first.target, spec, deadline, window_s=window, interval_s=interval, every=every,
                                  ports=(port,) if isinstance(port, int) and not isinstance(port, bool) else ports)
         if not again.ok:
-            return first
+            return unconfirmed
         return replace(again, phases=first.phases, detail=with_quiet_window(first.detail, again.detail))
 
     return run

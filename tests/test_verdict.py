@@ -14,6 +14,7 @@ from netcheck.assess.outage import PacLostNow
 from netcheck.assess.verdict import CONFIRM_HOSTS, AssessContext, assess, latency_to_confirm
 from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
+    Assessment,
     Category,
     Outcome,
     ProbeKind,
@@ -22,6 +23,7 @@ from netcheck.models import (
     Status,
     Target,
     Verdict,
+    WorkloadResult,
 )
 from netcheck.policy import Policy, exchange_score
 
@@ -313,6 +315,29 @@ def test_none_lost_of_a_sample_too_small_to_show_it_hedges_the_status() -> None:
     lossy = [r for r in healthy() if r.kind is not ProbeKind.STUN] + [stun(Outcome.OK, lost=12)]
     row = next(w for w in assess(lossy, ctx(), POLICY).workloads if w.id == "teams_media")
     assert (row.status, row.possible) == (Status.DEGRADED, ())  # 12 of 400: shown
+
+
+def test_a_disturbed_media_window_that_could_not_be_taken_again_hedges_the_status() -> None:
+    """12 of 400 lost in a row while the check's own probes ran, and the deadline left no room to take the
+    window again once they were done (``quiet_window: false``, set by the check): the loss may be the check's
+    own, so Teams media is OK, possibly degraded (AT RISK at best), the figures and the reason given. The
+    same window taken again (``quiet_window: true``) or never in doubt (no key) is judged as measured."""
+    def check(quiet: bool | None) -> Assessment:
+        s = stun(Outcome.OK, lost=12)
+        detail = {**s.detail, "dropout_lost": 12} | ({} if quiet is None else {"quiet_window": quiet})
+        return assess([r for r in healthy() if r.kind is not ProbeKind.STUN] + [replace(s, detail=detail)],
+                      ctx(), POLICY)
+
+    def media(quiet: bool | None) -> WorkloadResult:
+        return next(w for w in check(quiet).workloads if w.id == "teams_media")
+
+    row = media(False)
+    assert (row.status, row.possible) == (Status.OK, (Status.OK, Status.DEGRADED))
+    assert row.reasons[0] == "Packet loss 3.0 % is not under 1 % (12 of 400 lost)"
+    assert "no room to measure again" in row.reasons[1] and "--thorough" in row.reasons[1]
+    assert check(False).verdict is Verdict.AT_RISK
+    for judged in (None, True):
+        assert (media(judged).status, media(judged).possible) == (Status.DEGRADED, ())
 
 
 def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:

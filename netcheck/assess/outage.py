@@ -903,8 +903,9 @@ def _rows(facts: SiteFacts, profile: SiteProfile, workloads: Sequence[str], curr
 
 #: What a prediction hedged by :class:`NowHedge` hangs on. Unlike the other assumptions, this laptop can
 #: settle it (a longer sample); it names no workload, since it is said under each hedged one.
-NOW_QUESTION = ("what a longer measurement shows (this check's sample was too short to tell whether the "
-                "connection is impaired now; netcheck check --thorough takes a longer one)")
+NOW_QUESTION = ("what a longer measurement shows (this check could not settle whether the connection is "
+                "impaired now: its sample was too short, or taken while its own probes crowded the connection; "
+                "netcheck check --thorough measures for longer)")
 
 
 @dataclass(frozen=True)

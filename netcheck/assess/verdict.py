@@ -11,7 +11,14 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from netcheck.assess.media import assess_media, loaded_note, loss_unshown, stats_from_detail, thresholds_of
+from netcheck.assess.media import (
+    assess_media,
+    loaded_note,
+    loss_unshown,
+    stats_from_detail,
+    thresholds_of,
+    unconfirmed_note,
+)
 from netcheck.assess.outage import OutageSection, PacLostNow
 from netcheck.m365.catalog import Network, NotTestable, Workload, in_networks
 from netcheck.models import (
@@ -299,6 +306,9 @@ def _assess_media(w: Workload, results: list[ProbeResult], signalling_ok: bool, 
         good, problems = assess_media(stats, thresholds) if stats else (True, ())
         latency = stats.rtt_ms if stats else None
         unshown = loss_unshown(stats, thresholds) if stats else None
+        if not good and (unconfirmed := unconfirmed_note(r.detail)):  # maybe the check's own doing
+            return WorkloadResult(w.id, w.name, Status.OK, (*problems, unconfirmed), latency, None, len(passed),
+                                  len(results), possible=(Status.OK, Status.DEGRADED)), []
         again = (note,) if (note := loaded_note(r.detail)) else ()
         if good and unshown:  # the sample cannot tell: OK on round trip and jitter, and it may be degraded
             return WorkloadResult(w.id, w.name, Status.OK, (unshown, *again), latency, None, len(passed),

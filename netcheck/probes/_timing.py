@@ -316,8 +316,20 @@ class UdpChannel:
         finally:
             self.sock.close()
 
+    def drain(self) -> None:
+        """Read every datagram the kernel already holds for the socket, now (selector loops; the proactor's
+        reading task reads as they come). An answer waiting there arrived while the loop was busy elsewhere
+        (its time stamp says when): it was not lost."""
+        if self._reading:
+            while self._read(_READS_PER_WAKE):
+                pass
+
     def _readable(self) -> None:
-        for _ in range(_READS_PER_WAKE):
+        self._read(_READS_PER_WAKE)
+
+    def _read(self, most: int) -> bool:
+        """Read up to ``most`` datagrams; True when that many were read (more may be waiting)."""
+        for _ in range(most):
             try:
                 if self._stamp is not None:
                     data, ancdata, _flags, _addr = self.sock.recvmsg(_DATAGRAM_MAX, self._ancbufsize)
@@ -326,11 +338,12 @@ class UdpChannel:
                     data = self.sock.recv(_DATAGRAM_MAX)
                     arrived = Stamp(time.perf_counter())
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:
                 self._on_error(exc)
-                return
+                return False
             self._on_datagram(data, arrived)
+        return True
 
     async def _receive_loop(self) -> None:
         assert self._loop is not None

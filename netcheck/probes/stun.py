@@ -137,7 +137,8 @@ class _Session:
     """
 
     #: txid -> (time of sending, sent at the stride: its round trip is kept)
-    pending: dict[bytes, tuple[Stamp, bool]] = field(default_factory=dict)
+    #: Each request in flight: when it went, whether at the stride, and its place in the order sent.
+    pending: dict[bytes, tuple[Stamp, bool, int]] = field(default_factory=dict)
     samples_ms: list[float] = field(default_factory=list)  # round trips of the answers sent at the stride
     received: int = 0  # every answer matched
     from_kernel: int = 0  # samples timed by the kernel
@@ -210,6 +211,7 @@ class _Pacer:
         self._stop = threading.Event()
         self.sent = 0
         self.last_send = start  # time.monotonic() of the last request sent
+        self.late_s = 0.0  # the most a request went after its slot: how long the laptop held the sender up
         self.failure: OSError | None = None
         port = channel.sock.getpeername()[1]
         self._thread = threading.Thread(target=self._run, name=f"netcheck-stun-{port}", daemon=True)
@@ -235,6 +237,7 @@ class _Pacer:
                 continue
             if not self._send(binding_request(new_transaction_id()), now, slot % self._every == 0):
                 return
+            self.late_s = max(self.late_s, now - due)
             # Keep the pace; after a stall, the next slot ahead, not a burst to catch up.
             slot = max(slot + 1, int((now - self._start) / self._interval_s) + 1)
 
@@ -243,7 +246,7 @@ class _Pacer:
         txid, session = request[8:], self._session
         try:
             with session.lock:  # the answer cannot be matched before its txid is pending
-                session.pending[txid] = (self._channel.send_or_raise(request), at_stride)
+                session.pending[txid] = (self._channel.send_or_raise(request), at_stride, self.sent)
         except (BlockingIOError, InterruptedError):  # buffer full: this one is not sent
             return True
         except OSError as exc:
@@ -264,6 +267,13 @@ class _PortRun:
     conclusive: bool
     ignored: int
     rtt_source: str | None
+    #: When each request that went unanswered was sent, in ms from the window's start.
+    lost_at_ms: tuple[float, ...] = ()
+    #: The most a request went after its slot (the laptop holding the sender up), in ms.
+    late_ms: float = 0.0
+    #: The longest run of requests sent one after another and all unanswered, and the time it spans (ms).
+    dropout_lost: int = 0
+    dropout_ms: float = 0.0
 
 
 def _connected_socket(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
@@ -288,6 +298,9 @@ GRACE_FLOOR_S = 0.25
 #: The longest wait for late answers after a window (the probe's ``grace_s`` default): what a window costs
 #: beyond itself, which the check counts before it takes one again.
 GRACE_MOST_S = 0.5
+#: The unanswered requests whose send times a report keeps (``lost_at_ms``): enough to tell loss spread over
+#: the window (a lossy line) from a run of it (a stall, a drop-out), and a report stays small.
+LOST_AT_KEPT = 50
 
 
 def _grace(samples_ms: Sequence[float], most_s: float, rtts: float) -> float:
@@ -297,6 +310,19 @@ def _grace(samples_ms: Sequence[float], most_s: float, rtts: float) -> float:
     if not samples_ms:
         return most_s
     return min(most_s, max(GRACE_FLOOR_S, rtts * max(samples_ms) / 1000))
+
+
+def _longest_run(order: Sequence[int]) -> range:
+    """Where in ``order`` (ascending places in the order sent) the longest run of consecutive places is:
+    requests lost one after another, a drop-out rather than loss spread over the window; empty for none."""
+    best = start = 0
+    found = range(0)
+    for i in range(1, len(order) + 1):
+        if i == len(order) or order[i] != order[i - 1] + 1:
+            if i - start > best:
+                best, found = i - start, range(start, i)
+            start = i
+    return found
 
 
 async def _sample_port(family: socket.AddressFamily, address: str, port: int, deadline: Deadline,
@@ -311,7 +337,7 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
         channel.start()
         sockname = channel.sock.getsockname()
         local = (str(sockname[0]), int(sockname[1])) if sockname else None
-        start = time.monotonic()
+        start, start_pc = time.monotonic(), time.perf_counter()
         send_until = min(start + window_s, deadline.at)
         give_up_at = start + answer_wait_s  # for a port that stays silent
         pacer = _Pacer(channel, session, start, interval_s, every, send_until, give_up_at)
@@ -335,17 +361,23 @@ async def _sample_port(family: socket.AddressFamily, address: str, port: int, de
             if now >= until:
                 break
             await session.wait(until - now)
+        channel.drain()  # answers the kernel holds arrived while the loop was busy elsewhere: not lost
         if session.error is not None:
             raise session.error
         now_pc = time.perf_counter()
         # Requests unanswered for longer than the grace are lost; younger ones (the
         # deadline cut the wait short) are left out of the count.
-        unresolved = sum(1 for t, _ in session.pending.values() if now_pc - t.wall < grace)
+        unresolved = sum(1 for t, _, _ in session.pending.values() if now_pc - t.wall < grace)
+        lost = sorted((n, t.wall) for t, _, n in session.pending.values() if now_pc - t.wall >= grace)
+        run = _longest_run([n for n, _ in lost])
         received = session.received
         conclusive = session.refused or received > 0 or time.monotonic() >= give_up_at
         stats = MediaStats(max(sent_count - unresolved, received), received, tuple(session.samples_ms))
         return _PortRun(stats, local, session.mapped, session.refused, conclusive, session.ignored,
-                        rtt_source(session.from_kernel, len(session.samples_ms)))
+                        rtt_source(session.from_kernel, len(session.samples_ms)),
+                        tuple(round((at - start_pc) * 1000, 1) for _, at in lost),
+                        round(pacer.late_s * 1000, 1), len(run),
+                        round((lost[run.stop - 1][1] - lost[run.start][1] + interval_s) * 1000, 1) if run else 0.0)
     finally:
         if pacer is not None:  # no socket closed under a sending thread
             pacer.stop()
@@ -486,6 +518,10 @@ def _answered(target: Target, phases: dict[str, float], family_name: str, port: 
         "every": every,  # samples_ms holds the round trips of every this-many-th request
         "ignored": run.ignored,
         "rtt_source": run.rtt_source,
+        "lost_at_ms": list(run.lost_at_ms[:LOST_AT_KEPT]),
+        "dropout_lost": run.dropout_lost,
+        "dropout_ms": run.dropout_ms,
+        "sender_late_ms": run.late_ms,
     }
     fallback = f" (no answer on UDP {_ports_text(tried)})" if tried else ""
     reason = (f"STUN answered on UDP {port}{fallback}: round trip {rtt or 0.0:.1f} ms, "

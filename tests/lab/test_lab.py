@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -505,18 +506,50 @@ LAB_TWO_SITE = os.environ.get("NETCHECK_LAB_TWO_SITE") == "1"
 
 #: The site-up agreement the matrix tests hold (see ``_assert_every_row_right``): 1.0 is the goal.
 SITE_UP_FLOOR = 0.99
+#: Where the matrix tests keep what a miss leaves (netcheck's report, its stderr, the servers' logs), one
+#: directory per test and scenario run, whether the test passes or not: CI keeps ``build/`` as artefacts.
+MISSES = Path(os.environ.get("NETCHECK_LAB_MISSES") or REPO_ROOT / "build" / "lab-misses")
 
 
 @pytest.mark.lab
 @pytest.mark.timeout(2400)  # the PAC-unreachable phases measure Chromium, which waits ~30 s for a dead PAC host
-def test_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+def test_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every scenario yields ground truth for every workload, as expected."""
     _require_lab()
     paths = scenario_files()
     assert len(paths) >= 12
-    matrix = run_matrix(paths, jobs=LAB_JOBS, progress=lambda msg: None)
+    matrix = run_matrix(paths, jobs=LAB_JOBS, artifacts=tmp_path, progress=lambda msg: None)
+    _keep_misses(matrix, tmp_path, MISSES / "test_matrix", capsys)
     _print_and_check_truth(matrix, capsys)
     _assert_every_row_right(matrix, site_up=True)
+
+
+def _keep_misses(matrix: dict[str, Any], artifacts: Path, dest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every miss in the log with netcheck's reasons for it and, for Teams media, the windows it measured
+    (their figures, the sample lists left out), and its run's artefacts copied to ``dest``: a miss that lets
+    the test pass (``SITE_UP_FLOOR``) still leaves what is needed to explain it."""
+    lines = []
+    for res in matrix["scenarios"]:
+        missed = [r for r in res["rows"] if r["match"] is False]
+        src = artifacts / res["scenario"]
+        if not missed or not src.is_dir():
+            continue
+        shutil.copytree(src, dest / res["scenario"], dirs_exist_ok=True)
+        kept = src / "netcheck-report.json"
+        report = json.loads(kept.read_text()) if kept.is_file() else {}
+        for r in missed:
+            lines.append(f"miss {res['scenario']}/{r['phase']}/{r['workload']}: predicted {r['predicted']} "
+                         f"({r['prediction_source']}), truth {r['truth']}; kept in {dest / res['scenario']}")
+            said = next((w for w in report.get("workloads", []) if w.get("id") == r["workload"]), None)
+            lines.append(f"  netcheck: {json.dumps(said)}")
+            if r["workload"] == "teams_media":
+                for probe in (p for p in report.get("probes", []) if p.get("kind") == "stun"):
+                    figures = {k: v for k, v in probe.get("detail", {}).items() if not k.endswith("samples_ms")}
+                    lines.append(f"  stun {probe.get('outcome')}: {json.dumps(figures)}")
+            lines.append(f"  truth: {json.dumps(res['truth_detail'].get(r['phase'], {}).get(r['workload']))[:2000]}")
+    if lines:
+        with capsys.disabled():
+            print("\n".join(["", *lines]))
 
 
 def _misses(matrix: dict[str, Any], *, site_up: bool) -> list[str]:
@@ -624,7 +657,9 @@ def test_generated_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     """
     _require_lab()
     made = gen.write(tmp_path, gen.SEED, gen.CI_SUBSET)
-    matrix = run_matrix(made.files, jobs=LAB_JOBS, progress=lambda msg: None)
+    runs = tmp_path / "runs"
+    matrix = run_matrix(made.files, jobs=LAB_JOBS, artifacts=runs, progress=lambda msg: None)
+    _keep_misses(matrix, runs, MISSES / "test_generated_matrix", capsys)
     _print_and_check_truth(matrix, capsys)
     _assert_every_row_right(matrix, site_up=True)
 

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -290,6 +291,26 @@ def test_a_blocked_event_loop_does_not_starve_the_sending() -> None:
     assert d["received"] == sent  # loopback loses nothing: every request sent was matched
     assert d["window_s"] == 1.0 and d["interval_ms"] == 20.0
     assert not _sender_threads()
+
+
+def test_answers_that_waited_in_the_socket_while_the_loop_was_held_are_not_lost() -> None:
+    """The loop is held from early in the window until past the wait for late answers, while the sender
+    thread keeps sending: the answers to some 250 requests arrive in time and wait in the socket. They are read
+    before anything is counted, not called lost because the loop took them up late (a busy laptop read
+    2.6 % loss on a clean path, issue 9); and what is lost, with when it was sent, is in the report."""
+    async def go(port: int) -> ProbeResult:
+        asyncio.get_running_loop().call_later(0.1, time.sleep, 0.8)  # held, the interpreter's lock free
+        return await probe_stun(_target(), SPEC, Deadline.after(10), ports=[port], window_s=0.6,
+                                interval_s=0.002, answer_wait_s=1.0, grace_s=0.25, grace_rtts=None)
+
+    with process_responder() as port:
+        result = checked(asyncio.run(go(port)))
+    d = result.detail
+    sent = d["sent"]
+    assert isinstance(sent, int) and sent > 200, sent
+    assert d["received"] == sent and d["lost_at_ms"] == [], (sent, d["received"], d["lost_at_ms"])
+    late = d["sender_late_ms"]
+    assert isinstance(late, float) and late >= 0
 
 
 def test_cancelled_mid_window_leaves_no_sender_and_closes_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -604,6 +625,15 @@ class _QueuedUntilTheBurstIsOver:
         self.queued = False
 
 
+class _DropOutUntilTheBurstIsOver(_QueuedUntilTheBurstIsOver):
+    """Answer delays: the 101st to 140th request in a row answered too late to count (a drop-out) until
+    :meth:`clear`, none after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cycle = itertools.chain([0.0] * 100, [30.0] * 40, itertools.repeat(0.0))
+
+
 def _check_window(delays: Iterator[float], *, burst_over: bool = True, deadline_s: float = 10.0
                   ) -> tuple[ProbeResult, StunResponder]:
     """The check's media probe (:func:`netcheck.check.media_probe`: the policy's 1-second window of 400
@@ -655,7 +685,22 @@ def test_a_clean_window_is_not_taken_again() -> None:
     assert stun.requests == d["sent"]  # one window, nothing more
 
 
-def test_a_queued_window_is_kept_when_the_burst_never_ends_before_the_deadline() -> None:
+def test_a_window_with_a_drop_out_is_taken_again_and_one_that_loses_here_and_there_is_not() -> None:
+    """40 requests in a row lost while the check's burst runs: the window is taken again once it is over,
+    and the status follows the quiet one. Loss spread over the window (every 10th request) is a lossy line:
+    one window, degraded."""
+    result, stun = _check_window(_DropOutUntilTheBurstIsOver())
+    d = checked(result).detail
+    assert d["quiet_window"] is True and d["loaded_dropout_lost"] == 40, d.get("loaded_dropout_lost")
+    assert d["received"] == d["sent"] and stun.requests > d["sent"]
+    lossy, stun = _check_window(itertools.cycle([0.0] * 9 + [30.0]))
+    d = checked(lossy).detail
+    assert "quiet_window" not in d and stun.requests == d["sent"] and d["dropout_lost"] == 1
+    stats = stats_from_detail(d)
+    assert stats is not None and not assess_media(stats, thresholds_of(load_policy()))[0]
+
+
+def test_a_queued_window_is_marked_unconfirmed_when_the_burst_never_ends_before_the_deadline() -> None:
     result, stun = _check_window(itertools.cycle([0.0, 0.0, 0.08]), burst_over=False, deadline_s=3.0)
     d = checked(result).detail
-    assert "quiet_window" not in d and stun.requests == d["sent"]
+    assert d["quiet_window"] is False and "loaded_sent" not in d and stun.requests == d["sent"]
