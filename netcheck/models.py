@@ -151,6 +151,12 @@ class ProbeResult:
     def reachable(self) -> bool:
         return self.outcome.reachable
 
+    @property
+    def faulted(self) -> bool:
+        """The probe could not run because of a fault in netcheck itself (the runner caught what it raised,
+        ``detail["netcheck_fault"]``): it measured nothing, so it says nothing about the network."""
+        return self.outcome is Outcome.ERROR and "netcheck_fault" in self.detail
+
 
 class Status(StrEnum):
     """A workload's state."""

@@ -192,10 +192,15 @@ class _Run:
                     results = tuple(ProbeResult(kind, target, Outcome.TIMEOUT,
                                                 "did not finish before the check's deadline")
                                     for kind, target in probes)
-                except Exception as exc:  # a bug in a probe must not sink the check
-                    log.exception("probe %s %s failed", probes[0][0], probes[0][1].label)
+                except Exception as exc:  # a bug in a probe must not sink the check, nor print a traceback
+                    from netcheck.crash import write_crash_log
+
+                    where = write_crash_log(exc, ["check"])
+                    log.debug("probe %s %s failed (crash log %s)", probes[0][0], probes[0][1].label, where,
+                              exc_info=True)
                     results = tuple(ProbeResult(kind, target, Outcome.ERROR,
-                                                f"netcheck could not run this probe ({type(exc).__name__})")
+                                                f"netcheck could not run this probe ({type(exc).__name__})",
+                                                detail={"netcheck_fault": type(exc).__name__})
                                     for kind, target in probes)
         for result in results:
             self.results.append(result)

@@ -4,7 +4,9 @@ probes of one address go as a pair (one connection, :func:`netcheck.probes.http.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +125,34 @@ def test_the_tcp_probes_named_after_the_burst_are_measured_again_while_the_rest_
     assert tcp_of["slow.example"]["quiet_samples_ms"] == [12.0, 12.0, 12.0]
     assert tcp_of["slow.example"]["quiet_median_ms"] == 12.0
     assert "quiet_median_ms" not in tcp_of["fast.example"]
+
+
+def test_a_probe_that_raises_is_a_fault_with_a_crash_log_not_a_failure_nor_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in one probe (here the TCP probe raises NameError) must not sink the check: its results say
+    ``error`` with ``netcheck_fault`` (so the verdict leaves them out rather than calling the host
+    unreachable), the traceback goes to a crash log under the cache directory, and nothing is logged at a
+    level that reaches the terminal when no handler is set (issue 9's lab run printed a traceback to stderr)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    async def dns(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.DNS, target, Outcome.OK, "resolved", detail={"ipv4": [V4]})
+
+    async def broken(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        raise NameError("name 'longest_run' is not defined")
+
+    async def ok(target: Target, spec: ProbeSpec, deadline: Deadline) -> ProbeResult:
+        return ProbeResult(ProbeKind.HTTP, target, Outcome.OK, "ok")
+
+    monkeypatch.setattr(netcheck.probes, "PROBES", {ProbeKind.DNS: dns, ProbeKind.TCP: broken, ProbeKind.TLS: ok,
+                                                    ProbeKind.HTTP: ok})
+    the_plan = plan(("a.example", Category.ALLOW, (80,)))
+    results = asyncio.run(run_plan(the_plan, ProbeSpec(), Deadline.after(10), RunSettings(families=("ipv4",)),
+                                   lambda _: None))
+    tcp = [r for r in results if r.kind is ProbeKind.TCP]
+    assert tcp and all(r.outcome is Outcome.ERROR and r.faulted for r in tcp)
+    assert tcp[0].detail == {"netcheck_fault": "NameError"}
+    assert not any(r.faulted for r in results if r.kind is not ProbeKind.TCP)
+    logs = list((tmp_path / "netcheck" / "crashes").glob("crash-*.log"))
+    assert logs and "NameError: name 'longest_run' is not defined" in logs[0].read_text()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # logging's last resort prints those

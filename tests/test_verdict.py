@@ -11,7 +11,7 @@ import pytest
 
 from netcheck.assess.media import with_quiet_window
 from netcheck.assess.outage import PacLostNow
-from netcheck.assess.verdict import CONFIRM_HOSTS, AssessContext, assess, latency_to_confirm
+from netcheck.assess.verdict import CONFIRM_HOSTS, FAULT_REASON, AssessContext, assess, latency_to_confirm
 from netcheck.m365.catalog import NotTestable, Workload
 from netcheck.models import (
     Assessment,
@@ -338,6 +338,33 @@ def test_a_disturbed_media_window_that_could_not_be_taken_again_hedges_the_statu
     assert check(False).verdict is Verdict.AT_RISK
     for judged in (None, True):
         assert (media(judged).status, media(judged).possible) == (Status.DEGRADED, ())
+
+
+def test_probes_stopped_by_a_fault_in_netcheck_are_left_out_not_failed() -> None:
+    """A crash is never a verdict: the media probe and every probe of Exchange's host raised (the runner
+    made them ``error`` results with ``netcheck_fault``). Those workloads are not tested, with the reason,
+    never failed; a warning names the fault and the workloads, so the verdict is AT RISK at best; the other
+    workloads are judged as measured. A host with one faulted probe among good ones is judged on the rest."""
+    def fault(r: ProbeResult) -> ProbeResult:
+        return replace(r, outcome=Outcome.ERROR, reason="netcheck could not run this probe (NameError)",
+                       detail={"netcheck_fault": "NameError"})
+
+    results = [fault(r) if r.kind is ProbeKind.STUN or "exchange" in r.target.workloads else r for r in healthy()]
+    shared = [r for r in results if "sharepoint" in r.target.workloads]
+    results += [fault(replace(shared[-1], target=replace(shared[-1].target, address="198.18.0.11")))]
+    a = assess(results, ctx(), POLICY)
+    rows = {w.id: w for w in a.workloads}
+    for wid in ("exchange", "teams_media"):
+        assert (rows[wid].status, rows[wid].reasons) == (Status.NOT_TESTED, (FAULT_REASON,))
+    assert {rows[w].status for w in ("sharepoint", "teams", "identity", "office")} == {Status.OK}
+    assert a.verdict is Verdict.AT_RISK
+    found = [f for f in a.findings if f.code == "netcheck.fault"]
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert "(NameError)" in found[0].detail and "Exchange Online (Outlook)" in found[0].detail
+    assert "not failed" in found[0].detail and "Teams" in found[0].detail
+    other = [r for r in healthy() if r.kind is ProbeKind.STUN][0]
+    error = replace(other, outcome=Outcome.ERROR, detail={})  # an error of the probe's own: no fault
+    assert not error.faulted and fault(other).faulted
 
 
 def test_no_stun_result_is_not_tested_and_not_a_risk() -> None:

@@ -531,22 +531,47 @@ def _by_severity(finding: Finding) -> int:
     return {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}[finding.severity]
 
 
+#: A workload whose every probe hit a fault in netcheck: not tested, never failed (a crash is not a verdict).
+FAULT_REASON = "not tested: a fault in netcheck stopped its probes"
+
+
+def _fault_finding(faults: Sequence[ProbeResult], ctx: AssessContext) -> Finding:
+    """What a user and IT are told when a fault in netcheck stopped some probes: which workloads lost them,
+    that their results are missing (not failed), and what to do. A warning, so the verdict is AT RISK at
+    best: what was not measured cannot be called ready."""
+    names = {w.id: w.name for w in ctx.workloads}
+    hit = [names[w] for w in names if any(w in r.target.workloads for r in faults)]
+    errors = sorted({str(r.detail.get("netcheck_fault")) for r in faults})
+    return Finding(
+        code="netcheck.fault", severity=Severity.WARNING, title="netcheck could not run some of its tests",
+        detail=(f"A fault in netcheck itself ({', '.join(errors)}) stopped {len(faults)} of its probes"
+                + (f", for {', '.join(hit)}" if hit else "") + ". Their results are missing, not failed: they "
+                "say nothing about the network."),
+        remediation=("Run the check again. If this comes back, tell IT: it is a fault in netcheck, not in your "
+                     "network (a crash log in netcheck's cache directory, under crashes/, has the details)."),
+        evidence=tuple(sorted({f"{r.kind.value} {r.target.label}" for r in faults}))[:20])
+
+
 def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -> Assessment:
     """The verdict for one check."""
     if not ctx.online:
         none = tuple(WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("no network connection",))
                      for w in ctx.workloads)
         return Assessment(Verdict.UNKNOWN, _summary(Verdict.UNKNOWN, none, ctx), none, ())
+    faults = [r for r in results if r.faulted]  # a fault in netcheck measured nothing: left out, and said
+    results = [r for r in results if not r.faulted]
+    faulted = {wid for r in faults for wid in r.target.workloads}
     hosts = _hosts(results)
     reached = reached_proxies(results)
     rows: list[WorkloadResult] = []
-    findings: list[Finding] = []
+    findings: list[Finding] = [_fault_finding(faults, ctx)] if faults else []
     for w in ctx.workloads:
         if w.media:
             continue
         mine = [h for h in hosts.values() if w.id in h.workloads]
         if not mine:
-            rows.append(WorkloadResult(w.id, w.name, Status.NOT_TESTED, ("no testable endpoint",)))
+            rows.append(WorkloadResult(w.id, w.name, Status.NOT_TESTED,
+                                       (FAULT_REASON if w.id in faulted else "no testable endpoint",)))
             continue
         row, fs = _assess_web(w, mine, ctx.key_hosts.get(w.id, ()), policy, reached)
         rows.append(row)
@@ -556,6 +581,9 @@ def assess(results: Sequence[ProbeResult], ctx: AssessContext, policy: Policy) -
         if not w.media:
             continue
         stun = [r for r in results if r.kind is ProbeKind.STUN and w.id in r.target.workloads]
+        if not stun and w.id in faulted:
+            rows.append(WorkloadResult(w.id, w.name, Status.NOT_TESTED, (FAULT_REASON,)))
+            continue
         row, fs = _assess_media(w, stun, signalling is not None and signalling.status in
                                 (Status.OK, Status.DEGRADED), policy)
         rows.append(row)
