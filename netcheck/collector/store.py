@@ -25,6 +25,7 @@ from netcheck.collector import auth, compact, export, site_facts
 from netcheck.collector.db import (
     EXPORT_TEXTS,
     Kept,
+    answer_tails,
     device_catalogs,
     device_states,
     device_tags,
@@ -385,11 +386,13 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
     site_facts.keep_sets(conn, (item.facts_entry for _, item, _ in stored if item.facts_entry is not False), now)
     for device_id, item, pk in stored:
         if item.sweep_id is not None:
+            tails = answer_tails(item.verdict, iso(now))
             target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
-                                sa.literal(now, type_=sweeps.c.created_at.type), sa.literal(item.verdict))
+                                sa.literal(now, type_=sweeps.c.created_at.type), sa.literal(item.verdict),
+                                *(sa.literal(text, sa.Text) for text in tails.values()))
                       .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
             conn.execute(_insert(conn, sweep_responses)
-                         .from_select(["sweep_id", "device_id", "report_pk", "received_at", "verdict"], target)
+                         .from_select(["sweep_id", "device_id", "report_pk", "received_at", "verdict", *tails], target)
                          .on_conflict_do_nothing())
     record_latest(conn, stored, now)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -375,11 +376,27 @@ def _texts_kept(conn: Connection) -> None:
     assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses.join(
         reports, reports.c.id == sweep_responses.c.report_pk)).where(
         sweep_responses.c.verdict.is_distinct_from(reports.c.verdict))).scalar_one() == 0
+    for r in rows:  # the pieces of its rows in a sweep's lists and the Sites devices (``db.row_pieces``)
+        assert _pieces({"device_id": r.id, "name": r.name}, head=True) == (r.row_head_csv, r.row_head_json), r.id
+        assert _pieces({"last_seen_at": r.last_seen_at, "last_verdict": r.last_verdict}) == (
+            r.row_seen_csv, r.row_seen_json), r.id
+    for a in conn.execute(sa.select(sweep_responses)):  # an answer's own cells, ended
+        tail_csv, tail_json = _pieces({"verdict": a.verdict, "received_at": a.received_at, "state": "answered"})
+        assert (a.tail_csv, a.tail_json) == (tail_csv.removesuffix(",answered") + "\r\n", tail_json + "}")
+
+
+def _pieces(row: dict[str, Any], *, head: bool = False) -> tuple[str, str]:
+    """The row's cells as the Python path writes them inside a line (after others, or, ``head``,
+    first and followed by more): its CSV cells and its JSON members."""
+    line = export.table_csv(list(row), [views._iso_values(row)], header=False).removesuffix("\r\n")
+    members = json.dumps(row, default=views._json_default, ensure_ascii=False)
+    return (line + ",", members[:-1]) if head else ("," + line, ", " + members[1:-1])
 
 
 def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet, backend: str) -> None:
     """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``,
-    ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``) and a sweep answer's verdict
+    ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``, the pieces ``row_*`` of its
+    rows in a sweep's lists and the Sites devices) and a sweep answer's verdict and cells (``tail_*``)
     are refreshed by every write of the columns they hold: enrollment, enrolling again with another
     name, system, version and tags, ingest (a new report, a late older one, a sweep's answer),
     revoking and readmitting; on PostgreSQL the exports (every device's too) stay byte for byte the
