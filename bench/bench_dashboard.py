@@ -54,7 +54,7 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from netcheck.collector import site_facts, store  # noqa: E402
-from netcheck.collector.db import EXPORT_TEXT_COLUMNS, answer_tails, export_lines, make_engine, migrate  # noqa: E402
+from netcheck.collector.db import EXPORT_TEXT_COLUMNS, answer_tails, device_states, export_lines, make_engine, migrate  # noqa: E402
 from netcheck.collector.db import devices as devices_table  # noqa: E402
 from netcheck.collector.web import accounts  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
@@ -203,9 +203,10 @@ def load(url: str, devices: int, days: int, now: dt.datetime, fact_sets: int = 2
                 else:
                     conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
                                  [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
-            # each device's export lines and row pieces, joined from the texts loaded (as migrations
-            # 0017 and 0018 join them)
-            conn.execute(sa.update(devices_table).values(**export_lines()))
+            # each device's export lines and row pieces, joined from the texts loaded, and its state's
+            # fact set (as migrations 0017 and 0018 write them)
+            state = sa.select(device_states.c.facts_digest).where(device_states.c.device_id == devices_table.c.id)
+            conn.execute(sa.update(devices_table).values(**export_lines(), facts_digest=state.scalar_subquery()))
             accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
             if conn.dialect.name == "postgresql":  # COPY gave the ids: move the sequence past them for ingest
                 conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('reports', 'id'), max(id)) FROM reports")

@@ -137,6 +137,11 @@ devices = sa.Table(
     #: ``, "last_seen_at": ..., "last_verdict": ...``), which those lists join around the cells of
     #: their own (a sweep's state and answer, the device's system)
     *(sa.Column(name, sa.Text, nullable=False, server_default="") for name in ROW_PIECE_COLUMNS),
+    #: ``device_states.facts_digest`` of the device's latest state, kept by the ingest that keeps the
+    #: state, by the same rule (a report with a newer or equal ``seq``; migration 0018): the devices
+    #: behind a Sites number are the devices walked in the list's order whose digest is one of the
+    #: number's, without a probe of another table per device
+    sa.Column("facts_digest", sa.String(64)),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
     sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
@@ -366,9 +371,6 @@ device_states = sa.Table(
     sa.Column("workloads", sa.Text, nullable=False),
     sa.Column("findings", sa.Text, nullable=False),
     sa.Index(None, "facts_digest"),
-    #: the devices behind a Sites number probe each device's digest here, never its wide row: the
-    #: index answers (PostgreSQL: an index-only scan; migration 0018)
-    sa.Index(None, "device_id", "facts_digest"),
 )
 
 #: the endpoint data each device's newest report was tested against, for the dashboard's

@@ -329,6 +329,8 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
             # the devices behind a Sites number: those whose latest facts have these digests
             assert conn.execute(sa.update(device_states).values(facts_digest="f" * 64)
                                 .where(device_states.c.device_id.in_([d.device_id for d in made]))).rowcount == 3
+            assert conn.execute(sa.update(devices).values(facts_digest="f" * 64).where(devices.c.id.in_(
+                sa.select(device_states.c.device_id).where(device_states.c.facts_digest == "f" * 64)))).rowcount == 3
             site_devices = sites.devices_listing(conn, ["f" * 64, "e" * 64])
             assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
                                 .where(sweep_responses.c.sweep_id == sw["id"])).scalar_one() == 3
@@ -376,6 +378,8 @@ def _texts_kept(conn: Connection) -> None:
     assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses.join(
         reports, reports.c.id == sweep_responses.c.report_pk)).where(
         sweep_responses.c.verdict.is_distinct_from(reports.c.verdict))).scalar_one() == 0
+    states = dict(conn.execute(sa.select(device_states.c.device_id, device_states.c.facts_digest)).all())
+    assert {r.id: r.facts_digest for r in rows} == {r.id: states.get(r.id) for r in rows}
     for r in rows:  # the pieces of its rows in a sweep's lists and the Sites devices (``db.row_pieces``)
         assert _pieces({"device_id": r.id, "name": r.name}, head=True) == (r.row_head_csv, r.row_head_json), r.id
         assert _pieces({"last_seen_at": r.last_seen_at, "last_verdict": r.last_verdict}) == (
@@ -396,11 +400,11 @@ def _pieces(row: dict[str, Any], *, head: bool = False) -> tuple[str, str]:
 def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet, backend: str) -> None:
     """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``,
     ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``, the pieces ``row_*`` of its
-    rows in a sweep's lists and the Sites devices) and a sweep answer's verdict and cells (``tail_*``)
-    are refreshed by every write of the columns they hold: enrollment, enrolling again with another
-    name, system, version and tags, ingest (a new report, a late older one, a sweep's answer),
-    revoking and readmitting; on PostgreSQL the exports (every device's too) stay byte for byte the
-    Python path's after each."""
+    rows in a sweep's lists and the Sites devices, its latest state's ``facts_digest``) and a sweep
+    answer's verdict and cells (``tail_*``) are refreshed by every write of the columns they hold:
+    enrollment, enrolling again with another name, system, version and tags, ingest (a new report,
+    a late older one, a sweep's answer), revoking and readmitting; on PostgreSQL the exports (every
+    device's too) stay byte for byte the Python path's after each."""
     tag = f"k{fleet.secret_id[-6:]}"
     engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
     now = dt.datetime.now(dt.UTC)

@@ -7,8 +7,9 @@
 - ``sweep_responses.tail_csv`` and ``tail_json``: the answer's own cells, its verdict and time, at
   the end of its row in the answered devices' list (``db.answer_tails``), kept at ingest; the
   upgrade writes them from each answer's columns in batches of ``BATCH`` (keyset);
-- an index of ``device_states`` on ``(device_id, facts_digest)``: the devices behind a Sites number
-  probe each device's digest in it, never the state's wide row.
+- ``devices.facts_digest``: its latest state's (``device_states.facts_digest``), kept by the ingest
+  that keeps the state; the upgrade copies it from the states, in the statement that joins the
+  pieces (one rewrite of each device row).
 
 Revision ID: 0018
 Revises: 0017
@@ -19,7 +20,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from netcheck.collector.db import DEVICE_KEPT, ROW_PIECE_COLUMNS, UTCDateTime, answer_tails, devices, row_pieces
+from netcheck.collector.db import (
+    DEVICE_KEPT,
+    ROW_PIECE_COLUMNS,
+    UTCDateTime,
+    answer_tails,
+    device_states,
+    devices,
+    row_pieces,
+)
 from netcheck.collector.store import iso
 
 revision = "0018"
@@ -32,29 +41,28 @@ BATCH = 5000
 _TAILS = ("tail_csv", "tail_json")
 _answers = sa.table("sweep_responses", sa.column("sweep_id"), sa.column("device_id"), sa.column("verdict"),
                     sa.column("received_at", UTCDateTime), *(sa.column(c) for c in _TAILS))
-_INDEX = "ix_device_states_device_id_facts_digest"
 
 
 def upgrade() -> None:
     with op.batch_alter_table("devices") as batch:
         for name in ROW_PIECE_COLUMNS:
             batch.add_column(sa.Column(name, sa.Text, nullable=False, server_default=""))
+        batch.add_column(sa.Column("facts_digest", sa.String(64)))
     with op.batch_alter_table("sweep_responses") as batch:
         for name in _TAILS:
             batch.add_column(sa.Column(name, sa.Text, nullable=False, server_default=""))
-    op.create_index(_INDEX, "device_states", ["device_id", "facts_digest"])
     conn = op.get_bind()
-    conn.execute(sa.update(devices).values(**row_pieces(DEVICE_KEPT)))
+    state = sa.select(device_states.c.facts_digest).where(device_states.c.device_id == devices.c.id)
+    conn.execute(sa.update(devices).values(**row_pieces(DEVICE_KEPT), facts_digest=state.scalar_subquery()))
     _fill_answers(conn)
 
 
 def downgrade() -> None:
-    op.drop_index(_INDEX, table_name="device_states")
     with op.batch_alter_table("sweep_responses") as batch:
         for name in _TAILS:
             batch.drop_column(name)
     with op.batch_alter_table("devices") as batch:
-        for name in ROW_PIECE_COLUMNS:
+        for name in (*ROW_PIECE_COLUMNS, "facts_digest"):
             batch.drop_column(name)
 
 
