@@ -71,21 +71,21 @@ def test_an_export_walks_the_list_in_keyset_batches_each_in_its_own_transaction(
 
 
 def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key() -> None:
-    """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers;
-    the devices behind a Sites number: their states) starts that subquery's index at the batch's
-    last key too (``queries.after_key``); at first, anywhere."""
+    """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers)
+    starts that subquery's index at the batch's last key too (``queries.after_key``); at first,
+    anywhere. The devices behind a Sites number test none: each device's own ``facts_digest``."""
     sw = SimpleNamespace(id="s", tag_key=None, tag_value=None)
     engine = sa.create_engine("sqlite://")
     try:
         with engine.connect() as conn:
-            made = [queries.sweep_devices_listing(sw, False, dt.datetime.now(dt.UTC)),
-                    sites.devices_listing(conn, ["d" * 64])]
+            missing = queries.sweep_devices_listing(sw, False, dt.datetime.now(dt.UTC))
+            site_devices = sites.devices_listing(conn, ["d" * 64])
     finally:
         engine.dispose()
-    for listing in made:
-        assert listing.query.compile().params["after_key"] == ""
-        assert listing.after("k-1").query.compile().params["after_key"] == "k-1"
-        assert "device_id > :after_key" in str(listing.query)
+    assert missing.query.compile().params["after_key"] == ""
+    assert missing.after("k-1").query.compile().params["after_key"] == "k-1"
+    assert "device_id > :after_key" in str(missing.query)
+    assert "device_states" not in str(site_devices.query) and "devices.facts_digest IN" in str(site_devices.query)
 
 
 def test_exports_are_streamed_with_a_header_and_every_row(fleet: Fleet, clients: list[httpx.Client]) -> None:
