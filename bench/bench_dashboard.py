@@ -54,7 +54,7 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from netcheck.collector import site_facts, store  # noqa: E402
-from netcheck.collector.db import EXPORT_TEXT_COLUMNS, export_lines, make_engine, migrate  # noqa: E402
+from netcheck.collector.db import EXPORT_TEXT_COLUMNS, answer_tails, device_states, export_lines, make_engine, migrate  # noqa: E402
 from netcheck.collector.db import devices as devices_table  # noqa: E402
 from netcheck.collector.web import accounts  # noqa: E402
 from tests.collector.harness import CollectorProcess, PgCluster, pg_bindir  # noqa: E402
@@ -146,8 +146,9 @@ def generate(devices: int, days: int, now: dt.datetime, fact_sets: int = 200
             st_rows.append((did, latest[3], latest[0], latest[2], latest[1], None, f"site{i % 20:02d}",
                             None if found is None else found[0], workloads, store.findings_text(codes)))
             if not stale and rng.random() < 0.6:
-                sw_rows.append((sweep_id, did, latest[0], sweep_start + dt.timedelta(minutes=rng.randint(1, 300)),
-                                workloads, latest[1]))
+                answered = sweep_start + dt.timedelta(minutes=rng.randint(1, 300))
+                sw_rows.append((sweep_id, did, latest[0], answered, workloads, latest[1],
+                                *answer_tails(latest[1], store.iso(answered)).values()))
         yield "devices", dev_rows
         yield "device_tags", tag_rows
         yield "reports", rep_rows
@@ -170,7 +171,8 @@ COLUMNS = {
     "report_workloads": ("report_pk", "workload_id", "device_id", "status", "score", "latency_ms"),
     "report_findings": ("report_pk", "code", "device_id", "severity", "workload_id", "title", "remediation"),
     "device_catalogs": ("device_id", "instance", "version", "report_pk"),
-    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads", "verdict"),
+    "sweep_responses": ("sweep_id", "device_id", "report_pk", "received_at", "workloads", "verdict", "tail_csv",
+                        "tail_json"),
     "site_fact_sets": ("digest", "body", "created_at"),
     "device_states": ("device_id", "seq", "report_pk", "received_at", "verdict", "outage_verdict", "site",
                       "facts_digest", "workloads", "findings"),
@@ -201,8 +203,10 @@ def load(url: str, devices: int, days: int, now: dt.datetime, fact_sets: int = 2
                 else:
                     conn.execute(sa.table(table, *(sa.column(c) for c in cols)).insert(),
                                  [dict(zip(cols, _sqlite(row), strict=True)) for row in rows])
-            # each device's export lines, joined from the texts loaded (as migration 0017 joins them)
-            conn.execute(sa.update(devices_table).values(**export_lines()))
+            # each device's export lines and row pieces, joined from the texts loaded, and its state's
+            # fact set (as migrations 0017 and 0018 write them)
+            state = sa.select(device_states.c.facts_digest).where(device_states.c.device_id == devices_table.c.id)
+            conn.execute(sa.update(devices_table).values(**export_lines(), facts_digest=state.scalar_subquery()))
             accounts.add_user(conn, "bench", PASSWORD, "read-only", now)
             if conn.dialect.name == "postgresql":  # COPY gave the ids: move the sequence past them for ingest
                 conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('reports', 'id'), max(id)) FROM reports")

@@ -15,10 +15,12 @@ dashboard filters on (verdict, per-workload status, sweep answers, tags) are col
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,8 @@ enroll_secrets = sa.Table(
 EXPORT_TEXTS = ("name", "os", "agent_version", "tags")
 #: those texts' columns
 EXPORT_TEXT_COLUMNS = tuple(f"{c}_{form}" for c in EXPORT_TEXTS for form in ("csv", "json"))
+#: the pieces of the devices' rows the devices keep for the other lists' exports (``row_pieces``)
+ROW_PIECE_COLUMNS = ("row_head_csv", "row_head_json", "row_seen_csv", "row_seen_json")
 
 devices = sa.Table(
     "devices", metadata,
@@ -126,6 +130,18 @@ devices = sa.Table(
     #: 0017), so that PostgreSQL writes the list of every device by joining these lines
     sa.Column("export_csv", sa.Text, nullable=False, server_default=""),
     sa.Column("export_json", sa.Text, nullable=False, server_default=""),
+    #: the pieces of the device's row in the other lists of devices' exports (a sweep's lists, the
+    #: devices behind a Sites number; ``ROW_PIECES``, migration 0018), kept with the lines above:
+    #: ``row_head_*`` its id and name (``id,name,`` and ``{"device_id": ..., "name": ...``), and
+    #: ``row_seen_*`` its last contact and verdict (``,last_seen_at,last_verdict`` and
+    #: ``, "last_seen_at": ..., "last_verdict": ...``), which those lists join around the cells of
+    #: their own (a sweep's state and answer, the device's system)
+    *(sa.Column(name, sa.Text, nullable=False, server_default="") for name in ROW_PIECE_COLUMNS),
+    #: ``device_states.facts_digest`` of the device's latest state, kept by the ingest that keeps the
+    #: state, by the same rule (a report with a newer or equal ``seq``; migration 0018): the devices
+    #: behind a Sites number are the devices walked in the list's order whose digest is one of the
+    #: number's, without a probe of another table per device
+    sa.Column("facts_digest", sa.String(64)),
     sa.Index(None, "name", "id"),  # the dashboard's devices list, in name order (migration 0011)
     sa.Index(None, "revoked_at"),  # the revoked devices (administration page; migration 0011)
 )
@@ -164,23 +180,51 @@ DEVICE_KEPT = {"device_id": plain(devices.c.id),
                "revoked_at": plain(devices.c.revoked_iso)}
 
 
-def _joined(parts: Sequence[Any]) -> Any:
+def joined(parts: Sequence[Any]) -> Any:
+    """The texts ``parts`` (SQL expressions) joined in SQL."""
     text = parts[0]
     for part in parts[1:]:
         text = text.op("||")(part)
     return text
 
 
-def export_lines(changed: Mapping[str, Kept] | None = None) -> dict[str, Any]:
+def export_lines(changed: Mapping[str, Kept] | None = None, *, pieces: bool = True) -> dict[str, Any]:
     """``devices.export_csv`` and ``export_json`` as SQL expressions for a write of ``devices``: the
     row's kept texts (``DEVICE_KEPT``), but ``changed``'s for the columns the write changes (an
     ``UPDATE`` reads the row as it was). The CSV line is what ``export.table_csv`` writes (the cells
-    joined by commas, CR LF ended), the object what ``json.dumps`` writes (``", "``, ``": "``)."""
+    joined by commas, CR LF ended), the object what ``json.dumps`` writes (``", "``, ``": "``). And,
+    unless not ``pieces``, the pieces of the device's rows in the other lists the write changes
+    (``row_pieces``)."""
     kept = {**DEVICE_KEPT, **(changed or {})}
     cells = [part for c in DEVICE_EXPORT_COLUMNS for part in (sa.literal(","), kept[c].csv)][1:]
     members = [part for i, c in enumerate(DEVICE_EXPORT_KEYS)
                for part in (sa.literal(("{" if i == 0 else ", ") + f'"{c}": '), kept[c].json)]
-    return {"export_csv": _joined([*cells, sa.literal("\r\n")]), "export_json": _joined([*members, sa.literal("}")])}
+    lines = {"export_csv": joined([*cells, sa.literal("\r\n")]), "export_json": joined([*members, sa.literal("}")])}
+    if not pieces:  # the lines alone (migration 0017, before the pieces' columns)
+        return lines
+    return {**lines, **row_pieces(kept, None if changed is None else set(changed))}
+
+
+#: each of ``ROW_PIECE_COLUMNS``' pieces: the columns it holds, in their order
+_ROW_PIECES = {"row_head": ("device_id", "name"), "row_seen": ("last_seen_at", "last_verdict")}
+
+
+def row_pieces(kept: Mapping[str, Kept], changed: AbstractSet[str] | None = None) -> dict[str, Any]:
+    """``devices.row_head_*`` and ``row_seen_*`` as SQL expressions from the texts ``kept`` (those of
+    ``DEVICE_KEPT``), only the pieces holding one of the ``changed`` columns (None: every piece). In
+    CSV, ``id,name,`` and ``,last_seen_at,last_verdict`` (a cell between them); in JSON, an object's
+    first members without its braces' end, ``{"device_id": ..., "name": ...`` and
+    ``, "last_seen_at": ..., "last_verdict": ...``, as ``json.dumps`` writes them."""
+    out: dict[str, Any] = {}
+    for piece, columns in _ROW_PIECES.items():
+        if changed is not None and not changed & set(columns):
+            continue
+        head = piece == "row_head"
+        cells = [part for c in columns for part in (sa.literal(","), kept[c].csv)]
+        out[f"{piece}_csv"] = joined([*cells[1:], sa.literal(",")] if head else cells)
+        out[f"{piece}_json"] = joined([part for i, c in enumerate(columns) for part in (
+            sa.literal(("{" if head and i == 0 else ", ") + f'"{c}": '), kept[c].json)])
+    return out
 
 
 device_tags = sa.Table(
@@ -272,7 +316,23 @@ sweep_responses = sa.Table(
     #: the answer's verdict (its report's ``reports.verdict``), kept at ingest (migration 0016): the
     #: answered devices' list reads it here instead of probing 3 million reports once per answer
     sa.Column("verdict", sa.String(16)),
+    #: the answer's cells at the end of its row in the answered devices' export, after the device's
+    #: kept pieces (``devices.row_*``): ``,verdict,received_at`` CR LF, and
+    #: ``, "verdict": ..., "received_at": ..., "state": "answered"}`` (``answer_tails``), kept at
+    #: ingest (migration 0018): nothing in them changes after
+    sa.Column("tail_csv", sa.Text, nullable=False, server_default=""),
+    sa.Column("tail_json", sa.Text, nullable=False, server_default=""),
 )
+
+
+def answer_tails(verdict: str | None, received_iso: str | None) -> dict[str, str]:
+    """``sweep_responses.tail_csv`` and ``tail_json`` of an answer with this verdict (a word of the
+    report schema's enum: nothing to neutralise, quote or escape) received at ``received_iso``
+    (``store.iso``), as the Python writers write them (None: an empty cell, ``null``)."""
+    return {"tail_csv": f",{verdict or ''},{received_iso or ''}\r\n",
+            "tail_json": f', "verdict": {json.dumps(verdict)}, "received_at": {json.dumps(received_iso)}, '
+                         '"state": "answered"}'}
+
 
 #: the findings of each report, for the dashboard's "most common causes" (migration 0006):
 #: joined on ``devices.last_report_pk``, so no page decompresses report blobs to count them

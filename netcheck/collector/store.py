@@ -25,6 +25,7 @@ from netcheck.collector import auth, compact, export, site_facts
 from netcheck.collector.db import (
     EXPORT_TEXTS,
     Kept,
+    answer_tails,
     device_catalogs,
     device_states,
     device_tags,
@@ -311,6 +312,8 @@ def _ingest_sql(dialect: str) -> _IngestSql:
                                    else_=devices.c.last_report_pk),
             last_verdict=verdict,
             last_seq=sa.case((newer, sa.bindparam("b_seq", type_=sa.BigInteger)), else_=devices.c.last_seq),
+            # as ``record_latest`` keeps the state's (the same rule)
+            facts_digest=sa.case((newer, sa.bindparam("b_digest", type_=sa.String)), else_=devices.c.facts_digest),
             # the export lines, with the new last contact and verdict (one more text per report)
             **export_lines({"last_seen_at": plain(seen), "last_verdict": plain(verdict)}),
         ),
@@ -381,17 +384,25 @@ def _store_rows(conn: Connection, sql: _IngestSql, stored: list[tuple[str, Incom
         execute_hot(conn, sql.upsert_catalog, catalogs)
     execute_hot(conn, sql.update_device, [
         {"b_device": device_id, "b_now": now, "b_seen": iso(now), "b_dropped": item.dropped, "b_pk": pk,
-         "b_verdict": item.verdict, "b_seq": item.seq} for device_id, item, pk in stored])
+         "b_verdict": item.verdict, "b_seq": item.seq, "b_digest": facts_digest(item)}
+        for device_id, item, pk in stored])
     site_facts.keep_sets(conn, (item.facts_entry for _, item, _ in stored if item.facts_entry is not False), now)
     for device_id, item, pk in stored:
         if item.sweep_id is not None:
+            tails = answer_tails(item.verdict, iso(now))
             target = (sa.select(sweeps.c.id, sa.literal(device_id), sa.literal(pk),
-                                sa.literal(now, type_=sweeps.c.created_at.type), sa.literal(item.verdict))
+                                sa.literal(now, type_=sweeps.c.created_at.type), sa.literal(item.verdict),
+                                *(sa.literal(text, sa.Text) for text in tails.values()))
                       .where(sweeps.c.id == item.sweep_id, _targets_device(device_id)))
             conn.execute(_insert(conn, sweep_responses)
-                         .from_select(["sweep_id", "device_id", "report_pk", "received_at", "verdict"], target)
+                         .from_select(["sweep_id", "device_id", "report_pk", "received_at", "verdict", *tails], target)
                          .on_conflict_do_nothing())
     record_latest(conn, stored, now)
+
+
+def facts_digest(item: Incoming) -> str | None:
+    """The digest of the report's prediction facts (``site_fact_sets``; None: it carries none)."""
+    return item.facts_entry[0] if isinstance(item.facts_entry, tuple) else None
 
 
 def export_texts(values: Mapping[str, Any]) -> dict[str, str]:
@@ -446,7 +457,7 @@ def record_latest(conn: Connection, stored: Sequence[tuple[str, Incoming, int]],
     execute_hot(conn, upsert, [{
         "device_id": device_id, "seq": item.seq, "report_pk": pk, "received_at": now, "verdict": item.verdict,
         "outage_verdict": item.outage_verdict,
-        "facts_digest": item.facts_entry[0] if isinstance(item.facts_entry, tuple) else None,
+        "facts_digest": facts_digest(item),
         "workloads": workloads, "findings": findings_text(code for code, *_ in item.findings)}
         for (device_id, item, pk), workloads in zip(stored, texts, strict=True)])
     answers = [{"b_sweep": item.sweep_id, "b_device": device_id, "b_pk": pk, "b_workloads": workloads}

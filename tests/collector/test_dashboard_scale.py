@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -70,21 +71,21 @@ def test_an_export_walks_the_list_in_keyset_batches_each_in_its_own_transaction(
 
 
 def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key() -> None:
-    """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers;
-    the devices behind a Sites number: their states) starts that subquery's index at the batch's
-    last key too (``queries.after_key``); at first, anywhere."""
+    """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers)
+    starts that subquery's index at the batch's last key too (``queries.after_key``); at first,
+    anywhere. The devices behind a Sites number test none: each device's own ``facts_digest``."""
     sw = SimpleNamespace(id="s", tag_key=None, tag_value=None)
     engine = sa.create_engine("sqlite://")
     try:
         with engine.connect() as conn:
-            made = [queries.sweep_devices_listing(sw, False, dt.datetime.now(dt.UTC)),
-                    sites.devices_listing(conn, ["d" * 64])]
+            missing = queries.sweep_devices_listing(sw, False, dt.datetime.now(dt.UTC))
+            site_devices = sites.devices_listing(conn, ["d" * 64])
     finally:
         engine.dispose()
-    for listing in made:
-        assert listing.query.compile().params["after_key"] == ""
-        assert listing.after("k-1").query.compile().params["after_key"] == "k-1"
-        assert "device_id > :after_key" in str(listing.query)
+    assert missing.query.compile().params["after_key"] == ""
+    assert missing.after("k-1").query.compile().params["after_key"] == "k-1"
+    assert "device_id > :after_key" in str(missing.query)
+    assert "device_states" not in str(site_devices.query) and "devices.facts_digest IN" in str(site_devices.query)
 
 
 def test_exports_are_streamed_with_a_header_and_every_row(fleet: Fleet, clients: list[httpx.Client]) -> None:
@@ -328,6 +329,8 @@ def test_postgresql_writes_the_exports_byte_for_byte_as_python_does(fleet: Fleet
             # the devices behind a Sites number: those whose latest facts have these digests
             assert conn.execute(sa.update(device_states).values(facts_digest="f" * 64)
                                 .where(device_states.c.device_id.in_([d.device_id for d in made]))).rowcount == 3
+            assert conn.execute(sa.update(devices).values(facts_digest="f" * 64).where(devices.c.id.in_(
+                sa.select(device_states.c.device_id).where(device_states.c.facts_digest == "f" * 64)))).rowcount == 3
             site_devices = sites.devices_listing(conn, ["f" * 64, "e" * 64])
             assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses)
                                 .where(sweep_responses.c.sweep_id == sw["id"])).scalar_one() == 3
@@ -375,15 +378,33 @@ def _texts_kept(conn: Connection) -> None:
     assert conn.execute(sa.select(sa.func.count()).select_from(sweep_responses.join(
         reports, reports.c.id == sweep_responses.c.report_pk)).where(
         sweep_responses.c.verdict.is_distinct_from(reports.c.verdict))).scalar_one() == 0
+    states = dict(conn.execute(sa.select(device_states.c.device_id, device_states.c.facts_digest)).all())
+    assert {r.id: r.facts_digest for r in rows} == {r.id: states.get(r.id) for r in rows}
+    for r in rows:  # the pieces of its rows in a sweep's lists and the Sites devices (``db.row_pieces``)
+        assert _pieces({"device_id": r.id, "name": r.name}, head=True) == (r.row_head_csv, r.row_head_json), r.id
+        assert _pieces({"last_seen_at": r.last_seen_at, "last_verdict": r.last_verdict}) == (
+            r.row_seen_csv, r.row_seen_json), r.id
+    for a in conn.execute(sa.select(sweep_responses)):  # an answer's own cells, ended
+        tail_csv, tail_json = _pieces({"verdict": a.verdict, "received_at": a.received_at, "state": "answered"})
+        assert (a.tail_csv, a.tail_json) == (tail_csv.removesuffix(",answered") + "\r\n", tail_json + "}")
+
+
+def _pieces(row: dict[str, Any], *, head: bool = False) -> tuple[str, str]:
+    """The row's cells as the Python path writes them inside a line (after others, or, ``head``,
+    first and followed by more): its CSV cells and its JSON members."""
+    line = export.table_csv(list(row), [views._iso_values(row)], header=False).removesuffix("\r\n")
+    members = json.dumps(row, default=views._json_default, ensure_ascii=False)
+    return (line + ",", members[:-1]) if head else ("," + line, ", " + members[1:-1])
 
 
 def test_the_kept_export_texts_follow_every_write_of_their_columns(fleet: Fleet, backend: str) -> None:
     """What ``devices`` keeps for the exports (``store.export_texts``, ``last_seen_iso``,
-    ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``) and a sweep answer's verdict
-    are refreshed by every write of the columns they hold: enrollment, enrolling again with another
-    name, system, version and tags, ingest (a new report, a late older one, a sweep's answer),
-    revoking and readmitting; on PostgreSQL the exports (every device's too) stay byte for byte the
-    Python path's after each."""
+    ``revoked_iso``, the whole lines ``export_csv`` and ``export_json``, the pieces ``row_*`` of its
+    rows in a sweep's lists and the Sites devices, its latest state's ``facts_digest``) and a sweep
+    answer's verdict and cells (``tail_*``) are refreshed by every write of the columns they hold:
+    enrollment, enrolling again with another name, system, version and tags, ingest (a new report,
+    a late older one, a sweep's answer), revoking and readmitting; on PostgreSQL the exports (every
+    device's too) stay byte for byte the Python path's after each."""
     tag = f"k{fleet.secret_id[-6:]}"
     engine = make_engine(fleet.database_url, pool_size=1, max_overflow=0)
     now = dt.datetime.now(dt.UTC)

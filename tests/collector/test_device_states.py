@@ -305,3 +305,34 @@ def test_migration_0017_fills_the_export_lines_every_write_keeps(new_database: C
         _refilled(engine, "0016", "export_csv", {f"SELECT {kept_columns} FROM devices ORDER BY id": kept})
     finally:
         engine.dispose()
+
+
+def test_migration_0018_fills_the_row_pieces_and_answer_tails_every_write_keeps(
+        new_database: Callable[[], str]) -> None:
+    """The pieces of the devices' rows in a sweep's lists and the Sites devices (``row_*``), their
+    latest states' fact sets (``facts_digest``) and the sweep answers' own cells (``tail_*``), filled
+    by the upgrade from the texts migrations 0016 and 0017 keep, from the states and from the
+    answers' columns, are what enrollment and ingest kept."""
+    engine = make_engine(new_database())
+    kept_columns = "id, row_head_csv, row_head_json, row_seen_csv, row_seen_json, facts_digest"
+    tails = "SELECT sweep_id, device_id, tail_csv, tail_json FROM sweep_responses ORDER BY sweep_id, device_id"
+    try:
+        migrate(engine)
+        _, _, _, facts = _fleet(engine)
+        with engine.begin() as conn:  # and a hostile name
+            _, secret = store.create_secret(conn, NOW)
+            store.enroll(conn, secret, {"hardware_id": "f" * 32, "name": '=1+"a,b"\n', "os": "linux",
+                                        "agent_version": "@1", "tags": {}}, NOW)
+            kept = conn.execute(sa.text(f"SELECT {kept_columns} FROM devices ORDER BY id")).all()
+            answers = conn.execute(sa.text(tails)).all()
+        assert len(kept) == 3 and sum(r.row_head_csv.startswith(f"{r.id},\"'=1+") for r in kept) == 1
+        assert sum(store.iso(NOW) in r.row_seen_csv and store.iso(NOW) in r.row_seen_json for r in kept) >= 1
+        assert isinstance(facts, tuple) and sorted(r.facts_digest or "" for r in kept) == ["", "", facts[0]]
+        assert [a.tail_csv for a in answers] == [f",NOT_READY,{store.iso(NOW)}\r\n"]
+        assert migrate(engine, "0017", downgrade=True) == "0017"
+        with engine.begin() as conn:
+            assert "tail_csv" not in {c["name"] for c in sa.inspect(conn).get_columns("sweep_responses")}
+        _refilled(engine, "0017", "row_head_csv", {f"SELECT {kept_columns} FROM devices ORDER BY id": kept,
+                                                   tails: answers})
+    finally:
+        engine.dispose()

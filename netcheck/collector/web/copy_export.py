@@ -3,13 +3,12 @@ the Python path (``export.table_csv``, ``json.dumps`` per row) writes from the s
 Python object per row or cell (100,000 devices: the Python path spent seconds per export in the
 collector).
 
-A column whose texts the database keeps (``Listing.kept``: the devices' names, systems, agent
-versions, tags and last contacts, written by the Python writers themselves, ``export.csv_cell`` and
-``export.json_value``, when ``store.enroll`` and ingest write the columns: ``db.EXPORT_TEXTS``) is
-joined as it is: the lists of a sweep's devices (100,000 rows) format nothing but the times that
-are not kept (a sweep answer's). The devices' list (``Listing.lines``) joins each device's whole CSV
-line or JSON object, kept by every write of a column it holds (``db.export_lines``): one text per
-row, nothing formatted.
+The lists of devices format nothing: each row is a line the database keeps or joins from kept
+pieces (``Listing.lines``): every device's whole CSV line and JSON object (``devices.export_csv``,
+``export_json``, kept by every write of a column they hold: ``db.export_lines``), or, for a sweep's
+lists and the devices behind a Sites number, the device's kept pieces (``devices.row_*``:
+``db.row_pieces``) around the row's own cells (a sweep answer's, kept with it, ``sweep_responses.tail_*``;
+a missing device's state; the device's system's kept texts).
 
 What the SQL reproduces for the other columns, cell by cell:
 
@@ -122,31 +121,20 @@ def _cell(text: Any) -> Any:
 
 def _columns(listing: Listing, sub: Any) -> dict[str, Any]:
     """Every column a row has, in the Python path's key order (the query's, then those ``finish``
-    adds: ``derived``'s, then ``kept``'s), each as the row's expression in ``sub`` (the query as a
-    subquery: a ``derived`` function of it), or as the name of its kept texts in ``sub`` (``Kept``:
-    ``_kept``)."""
-    out: dict[str, Any] = {}
-    for name in listing.query.selected_columns.keys():
-        out[name] = name if name in listing.kept else sub.c[name]
+    adds: ``derived``'s), each as the row's expression in ``sub`` (the query as a subquery: a
+    ``derived`` function of it)."""
+    out: dict[str, Any] = {name: sub.c[name] for name in listing.query.selected_columns.keys()}
     for name, make in listing.derived.items():
         out.setdefault(name, make(sub))
-    for name in listing.kept:
-        out.setdefault(name, name)
     return out
 
 
-def _kept(listing: Listing) -> list[Any]:
-    """The kept texts the query answers besides its columns: ``csv_<i>`` and ``json_<i>`` for the
-    list's ``i``-th kept column (``Listing.kept``), or ``csv_line`` and ``json_line``, its rows'
-    kept lines (``Listing.lines``)."""
-    if listing.lines is not None:
-        return [listing.lines.csv.label("csv_line"), listing.lines.json.label("json_line")]
-    return [text.label(f"{form}_{i}") for i, kept in enumerate(listing.kept.values())
-            for form, text in (("csv", kept.csv), ("json", kept.json))]
-
-
-def _kept_text(listing: Listing, sub: Any, name: str, form: str) -> Any:
-    return sub.c[f"{form}_{list(listing.kept).index(name)}"]
+def _kept(listing: Listing, form: str) -> list[Any]:
+    """The kept line the query answers besides its columns (``Listing.lines``), in ``form`` (``csv``
+    or ``json``), as ``<form>_line``."""
+    if listing.lines is None:
+        return []
+    return [getattr(listing.lines, form).label(f"{form}_line")]
 
 
 def _quoted(cell: Any) -> Any:
@@ -172,9 +160,7 @@ def _csv_lines(listing: Listing, sub: Any) -> Any:
     texts: dict[int, Any] = {}
     for i, name in enumerate(listing.columns):
         col = cols[name]
-        if isinstance(col, str):
-            cells[i] = _kept_text(listing, sub, col, "csv")
-        elif isinstance(col.type, UTCDateTime):
+        if isinstance(col.type, UTCDateTime):
             cells[i] = sa.func.coalesce(_iso(col), sa.literal(""))
         else:
             texts[i] = _text(col)
@@ -203,8 +189,7 @@ def _json_lines(listing: Listing, sub: Any) -> Any:
     parts: list[Any] = []
     for i, (name, col) in enumerate(_columns(listing, sub).items()):
         parts.append(sa.literal(("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "))
-        parts.append(_kept_text(listing, sub, col, "json") if isinstance(col, str) else
-                     _json(_iso(col) if isinstance(col.type, UTCDateTime) else col))
+        parts.append(_json(_iso(col) if isinstance(col.type, UTCDateTime) else col))
     parts.append(sa.literal("}"))
     text = parts[0]
     for p in parts[1:]:
@@ -226,7 +211,7 @@ _BATCH_SETTINGS = sa.select(*(sa.func.set_config(name, value, True) for name, va
 
 
 def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing: Listing,
-             lines: Callable[[Listing, Any], Any], separator: str, batch: int) -> Iterator[str]:
+             lines: Callable[[Listing, Any], Any], form: str, separator: str, batch: int) -> Iterator[str]:
     """The list's rows as ``lines`` writes them, in key order, ``batch`` at a time: each batch one
     statement in its own transaction, which answers one row (how many rows, the last key, and their
     lines joined by ``separator``).
@@ -239,7 +224,7 @@ def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing:
     last = None
     while True:
         part = listing if last is None else listing.after(last)
-        query = part.query.add_columns(*_kept(listing)).order_by(listing.key).limit(batch)
+        query = part.query.add_columns(*_kept(listing, form)).order_by(listing.key).limit(batch)
         rows = lines(listing, query.subquery()).subquery()
         joined = sa.func.string_agg(rows.c.line, sa.literal(separator))
         with connect() as conn:
@@ -269,7 +254,7 @@ def csv_chunks(connect: Callable[[], AbstractContextManager[Connection]], listin
     """The list as ``export.table_csv`` writes it (header, then a row a line), a batch a chunk
     (``batch`` rows: by default ``BATCH``, or ``LINES_BATCH`` of kept lines)."""
     yield table_csv(listing.columns, []).encode()
-    for text in _batches(connect, listing, _csv_lines, "", _batch(listing, batch)):
+    for text in _batches(connect, listing, _csv_lines, "csv", "", _batch(listing, batch)):
         yield text.encode()
 
 
@@ -278,7 +263,7 @@ def json_chunks(connect: Callable[[], AbstractContextManager[Connection]], listi
     """``{"<name>": [row, ...]}``, a row a line, as the Python path writes it."""
     yield ("{" + json.dumps(name, ensure_ascii=False) + ": [").encode()
     first = True
-    for text in _batches(connect, listing, _json_lines, ",\n", _batch(listing, batch)):
+    for text in _batches(connect, listing, _json_lines, "json", ",\n", _batch(listing, batch)):
         yield (("\n" if first else ",\n") + text).encode()
         first = False
     yield b"\n]}\n"

@@ -27,7 +27,6 @@ from netcheck.collector import store
 from netcheck.collector.db import (
     DEVICE_EXPORT_COLUMNS,
     DEVICE_EXPORT_KEYS,
-    DEVICE_KEPT,
     Kept,
     UTCDateTime,
     device_catalogs,
@@ -37,7 +36,7 @@ from netcheck.collector.db import (
     dialect_insert,
     enroll_secrets,
     fleet_days,
-    plain,
+    joined,
     report_findings,
     report_workloads,
     reports,
@@ -89,25 +88,14 @@ def _no_finish(conn: Connection, rows: list[dict[str, Any]]) -> None:
     return None
 
 
-#: the export texts of the devices' columns, as the lists name them (``db.DEVICE_KEPT``: the texts
-#: ``store.enroll`` keeps, ``last_seen_iso`` kept at ingest, ``revoked_iso`` by revoking)
-DEVICE_TEXTS = DEVICE_KEPT
-
-
-def device_texts(columns: Iterable[str]) -> dict[str, Kept]:
-    """``DEVICE_TEXTS`` of those of ``columns`` that are the devices' columns."""
-    return {c: DEVICE_TEXTS[c] for c in columns if c in DEVICE_TEXTS}
-
-
 @dataclass(frozen=True)
 class Listing:
     """A list the dashboard shows a page of and exports whole: its rows' query (filters, no order),
     the unique column an export walks it by (``key``, named ``key_name`` in the rows), its columns,
     and what each batch of rows needs added (``finish``: tags, states). For the exports PostgreSQL
     writes (``copy_export``): ``derived``, those additions in SQL (a function of the query as a
-    subquery), and ``kept``, the columns whose export texts need no formatting (``Kept``); the
-    columns ``finish`` adds come in the order of ``derived``, then of ``kept``; or ``lines``, each
-    row's whole CSV line and JSON object, kept (``devices.export_csv``, ``export_json``)."""
+    subquery); or ``lines``, each row's whole CSV line and JSON object, kept (``devices.export_csv``,
+    ``export_json``) or joined from kept pieces (``devices.row_*``, ``sweep_responses.tail_*``)."""
 
     query: Any
     key: Any
@@ -119,7 +107,6 @@ class Listing:
     #: inside a subquery (``EXISTS``), such a column is bounded by ``after_key`` instead
     twins: Sequence[Any] = ()
     derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
-    kept: Mapping[str, Kept] = field(default_factory=dict)
     lines: Kept | None = None
 
     def after(self, last: Any) -> Listing:
@@ -741,22 +728,25 @@ SWEEP_DEVICE_COLUMNS = ("device_id", "name", "state", "last_seen_at", "last_verd
 
 def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
     """The devices that answered (with their answer's verdict, ``sweep_responses.verdict``), or those
-    that have not (pending or offline)."""
-    twins: tuple[Any, ...] = ()
-    kept = device_texts(SWEEP_DEVICE_COLUMNS)
+    that have not (pending or offline). Exported as the devices' kept pieces (``db.row_pieces``)
+    around the row's own cells: an answer's, kept with it (``sweep_responses.tail_*``), or a missing
+    device's state, the one cell that depends on the time of the export."""
     if answered:
         query = (sa.select(sweep_responses.c.device_id, devices.c.name, devices.c.last_seen_at,
                            devices.c.last_verdict, sweep_responses.c.verdict, sweep_responses.c.received_at)
                  .select_from(sweep_responses.join(devices, devices.c.id == sweep_responses.c.device_id))
                  .where(sweep_responses.c.sweep_id == sw.id))
-        key, twins = sweep_responses.c.device_id, (devices.c.id,)
-        kept.update(state=plain(sa.literal("answered", sa.Text)), verdict=plain(sweep_responses.c.verdict))
+        key, twins = sweep_responses.c.device_id, [devices.c.id]
+        state: Any = sa.literal("answered", sa.Text)
+        tails = Kept(sweep_responses.c.tail_csv, sweep_responses.c.tail_json)
     else:
-        query, key = _not_answered(sw), devices.c.id
-        seen = devices.c.last_seen_at
-        kept.update(state=plain(sa.case((seen >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"),
-                                        else_="offline")),
-                    verdict=plain(sa.null().cast(sa.Text)), received_at=plain(sa.null().cast(sa.Text)))
+        query, key, twins = _not_answered(sw), devices.c.id, []
+        state = sa.case((devices.c.last_seen_at >= sa.literal(now - OFFLINE_AFTER, UTCDateTime), "pending"),
+                        else_="offline")
+        tails = Kept(sa.literal(",,\r\n", sa.Text), joined([
+            sa.literal(', "state": "', sa.Text), state, sa.literal('", "verdict": null, "received_at": null}')]))
+    lines = Kept(joined([devices.c.row_head_csv, state, devices.c.row_seen_csv, tails.csv]),
+                 joined([devices.c.row_head_json, devices.c.row_seen_json, tails.json]))
 
     def states(conn: Connection, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -766,7 +756,7 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, kept=kept)
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, lines=lines)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,

@@ -36,9 +36,11 @@ from netcheck.assess.outage import UNNAMED, Cause, CauseKind, Fate, remedy
 from netcheck.assess.what_if import FactsError, what_if
 from netcheck.collector import site_facts, store
 from netcheck.collector.db import (
+    Kept,
     device_states,
     devices,
     dialect_insert,
+    joined,
     reports,
     site_fact_sets,
     site_predictions,
@@ -46,8 +48,6 @@ from netcheck.collector.db import (
 from netcheck.collector.web.queries import (
     PAGE_SIZE,
     Listing,
-    after_key,
-    device_texts,
     not_revoked,
     states_counted,
 )
@@ -362,16 +362,17 @@ DEVICE_COLUMNS = ("device_id", "name", "os", "last_seen_at", "last_verdict")
 
 
 def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
-    """The devices (not revoked) whose latest report has one of these fact sets
-    (``device_states.facts_digest``): the devices are read in the list's order and each one's state
-    probed by key, so a page stops after its rows instead of joining and sorting the fleet."""
-    having = sa.select(device_states.c.device_id).where(device_states.c.device_id == devices.c.id,
-                                                        device_states.c.facts_digest.in_(sorted(digests)),
-                                                        after_key(device_states.c.device_id))
+    """The devices (not revoked) whose latest report has one of these fact sets (their
+    ``devices.facts_digest``, kept with ``device_states.facts_digest``): the devices are read in the
+    list's order, so a page stops after its rows instead of joining and sorting the fleet."""
     query = (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.os, devices.c.last_seen_at,
                        devices.c.last_verdict)
-             .where(not_revoked(conn), having.exists() if digests else sa.false()))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, kept=device_texts(DEVICE_COLUMNS))
+             .where(not_revoked(conn), devices.c.facts_digest.in_(sorted(digests)) if digests else sa.false()))
+    # its rows: the devices' kept pieces around their system's texts (``db.row_pieces``)
+    lines = Kept(joined([devices.c.row_head_csv, devices.c.os_csv, devices.c.row_seen_csv, sa.literal("\r\n")]),
+                 joined([devices.c.row_head_json, sa.literal(', "os": '), devices.c.os_json, devices.c.row_seen_json,
+                          sa.literal("}")]))
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, lines=lines)
 
 
 def _query_down(down: Iterable[str]) -> str:

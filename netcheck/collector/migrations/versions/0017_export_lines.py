@@ -38,7 +38,7 @@ def upgrade() -> None:
     if revoked:
         conn.execute(sa.update(_revoked).where(_revoked.c.id == sa.bindparam("d"))
                      .values(revoked_iso=sa.bindparam("t")), [{"d": r.id, "t": iso(r.revoked_at)} for r in revoked])
-    conn.execute(sa.update(devices).values(**export_lines()))
+    conn.execute(sa.update(devices).values(**export_lines(pieces=False)))
 
 
 def downgrade() -> None:
