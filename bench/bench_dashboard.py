@@ -262,10 +262,12 @@ def measure(proc: CollectorProcess, sweep_id: str, repeat: int, skip: str | None
                  "/ui/admin", "/ui/endpoints",
                  "/ui/devices?verdict=NOT_READY&format=csv", "/ui/devices?format=csv", "/ui/devices?format=json",
                  f"/ui/sweeps/{sweep_id}?format=csv", f"/ui/sweeps/{sweep_id}?show=answered&format=csv",
+                 f"/ui/sweeps/{sweep_id}?format=json", f"/ui/sweeps/{sweep_id}?show=answered&format=json",
                  f"/ui/devices/{some_id}?format=json",
                  "/ui/sites", "/ui/sites/whatif?down=Paris&down=Dublin+DC",
                  "/ui/sites/devices?down=Paris&workload=identity",
-                 "/ui/sites/devices?down=Paris&workload=identity&format=csv"]
+                 "/ui/sites/devices?down=Paris&workload=identity&format=csv",
+                 "/ui/sites/devices?down=Paris&workload=identity&format=json"]
         print(f"{'page':62} {'cold':>7} {'p50':>7} {'p95':>7} {'max':>7} {'1st p95':>8} {'bytes':>10}  (ms)")
         for path in pages:
             if skip and re.search(skip, path):
