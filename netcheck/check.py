@@ -404,13 +404,20 @@ def media_probe(options: CheckOptions) -> MediaProbe | None:
         from netcheck.probes.stun import GRACE_MOST_S, probe_stun
     except ImportError:
         return None
-    from netcheck.assess.media import needs_quiet_window, sample_plan, thresholds_of, with_quiet_window
+    from netcheck.assess.media import (
+        clean_sample_size,
+        needs_quiet_window,
+        sample_plan,
+        thresholds_of,
+        with_quiet_window,
+    )
     from netcheck.probes import _pace
 
     policy = options.policy
     thresholds = thresholds_of(policy)
     window = policy.media_window_s_thorough if options.thorough else policy.media_window_s
     interval, every = sample_plan(thresholds, window, policy.media_stride_ms / 1000)
+    least = clean_sample_size(thresholds)  # a held-up sender stretches the window to get these out
 
     async def run(target: Target, spec: ProbeSpec, deadline: Deadline, ports: tuple[int, ...]) -> ProbeResult:
         """The window, beside the check's other probes; taken again once they are done when it would make
@@ -418,7 +425,7 @@ def media_probe(options: CheckOptions) -> MediaProbe | None:
         room for a whole window. The report keeps both windows' figures; a window that wanted taking again
         and could not be says so (``quiet_window: false``), and the status hedges."""
         first = await probe_stun(target, spec, deadline, window_s=window, interval_s=interval, every=every,
-                                 ports=ports)
+                                 ports=ports, least=least)
         if not first.ok or not needs_quiet_window(first.detail, thresholds):
             return first
         unconfirmed = replace(first, detail={**first.detail, "quiet_window": False})
@@ -431,7 +438,8 @@ def media_probe(options: CheckOptions) -> MediaProbe | None:
             return unconfirmed
         port = first.detail.get("port")
         again = await probe_stun(first.target, spec, deadline, window_s=window, interval_s=interval, every=every,
-                                 ports=(port,) if isinstance(port, int) and not isinstance(port, bool) else ports)
+                                 ports=(port,) if isinstance(port, int) and not isinstance(port, bool) else ports,
+                                 least=least)
         if not again.ok:
             return unconfirmed
         return replace(again, phases=first.phases, detail=with_quiet_window(first.detail, again.detail))

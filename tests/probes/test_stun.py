@@ -35,7 +35,7 @@ from netcheck.models import Outcome, ProbeKind, ProbeResult, ProbeSpec, Target, 
 from netcheck.policy import load_policy
 from netcheck.probes import _pace
 from netcheck.probes import stun as stun_module
-from netcheck.probes.stun import MAGIC_COOKIE, binding_request, parse_response, probe_stun
+from netcheck.probes.stun import MAGIC_COOKIE, STRETCH, binding_request, parse_response, probe_stun
 from tests.probes.conftest import checked
 from tests.probes.test_timing import BLOCK_S, burn, busy_loop, run_without_add_reader
 from tests.stun_server import StunResponder, encode_address, message
@@ -311,6 +311,26 @@ def test_answers_that_waited_in_the_socket_while_the_loop_was_held_are_not_lost(
     assert d["received"] == sent and d["lost_at_ms"] == [], (sent, d["received"], d["lost_at_ms"])
     late = d["sender_late_ms"]
     assert isinstance(late, float) and late >= 0
+
+
+def test_a_window_short_of_its_least_requests_stretches_up_to_half_again() -> None:
+    """``least``: a window that has not sent that many by its end goes on at the same pace until it has
+    (a laptop that held the sender up skipped slots), at most to ``STRETCH`` of the window; one that has is
+    not stretched. A 0.2 s window at 10 ms plans 20: ``least`` 25 sends 25, about 50 ms past it; ``least``
+    100 stops at 0.3 s, about 30."""
+    async def go(least: int) -> ProbeResult:
+        async with StunResponder() as stun:
+            return await probe_stun(_target(), SPEC, Deadline.after(10), ports=stun.ports, window_s=0.2,
+                                    interval_s=0.01, answer_wait_s=0.5, grace_s=0.3, least=least)
+
+    plain, short, capped = (checked(asyncio.run(go(n))).detail for n in (0, 25, 100))
+    assert isinstance(plain["sent"], int) and plain["sent"] <= 21 and plain["stretched_ms"] == 0.0
+    assert short["sent"] == 25 and short["received"] == 25, short["sent"]
+    assert isinstance(short["stretched_ms"], float) and 0 < short["stretched_ms"] <= 100.0
+    assert isinstance(capped["sent"], int) and 25 < capped["sent"] <= 31, capped["sent"]
+    assert isinstance(capped["stretched_ms"], float) and capped["stretched_ms"] <= 1000 * 0.2 * (STRETCH - 1) + 1
+    assert checked(asyncio.run(probe_stun(_target(), SPEC, Deadline.after(1), ports=[3478], least=-1))
+                   ).outcome is Outcome.ERROR
 
 
 def test_cancelled_mid_window_leaves_no_sender_and_closes_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
