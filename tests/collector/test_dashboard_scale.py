@@ -8,9 +8,11 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -84,7 +86,9 @@ def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key()
         engine.dispose()
     assert missing.query.compile().params["after_key"] == ""
     assert missing.after("k-1").query.compile().params["after_key"] == "k-1"
-    assert "device_id > :after_key" in str(missing.query)
+    assert missing.within("4", "6").query.compile().params["after_key"] == "4"
+    assert missing.within(None, "2").query.compile().params["after_key"] == ""
+    assert "device_id >= :after_key" in str(missing.query)
     assert "device_states" not in str(site_devices.query) and "devices.facts_digest IN" in str(site_devices.query)
 
 
@@ -296,6 +300,60 @@ def _same_exports(engine: sa.Engine, listings: dict[str, queries.Listing]) -> No
         json_text = "".join(views._json_lines(name, by_python)).encode()
         assert b"".join(copy_export.json_chunks(engine.begin, listing, name, batch=2)) == json_text, name
         json.loads(json_text)
+
+
+def test_an_export_cut_into_ranges_writes_each_row_once_in_key_order(fleet: Fleet, backend: str) -> None:
+    """A list cut where ``splits`` say (written ``copy_export.LANES`` ranges at once) exports what the
+    uncut list does, byte for byte: cut at every device's own id (each starts a range), at hex digits,
+    past every id, at ids no device has; an empty range writes nothing."""
+    if backend != "postgresql":
+        pytest.skip("SQLite exports take the Python path only")
+    tag = f"r{fleet.secret_id[-6:]}"
+    made = sorted(fleet.enroll(tags={"dept": tag}).device_id for _ in range(9))
+    engine = make_engine(fleet.database_url, pool_size=4, max_overflow=0)
+    try:
+        whole = replace(queries.devices_listing(Filters(tag=("dept", tag)), dt.datetime.now(dt.UTC)), splits=())
+        expected = {"csv": b"".join(copy_export.csv_chunks(engine.begin, whole, batch=2)),
+                    "json": b"".join(copy_export.json_chunks(engine.begin, whole, "devices", batch=2))}
+        assert [r["device_id"] for r in csv.DictReader(io.StringIO(expected["csv"].decode()))] == made
+        for splits in (made, made[1::3], queries.UUID_SPLITS, ("~",), (made[4][:8], made[4] + "0")):
+            cut = replace(whole, splits=tuple(splits))
+            assert b"".join(copy_export.csv_chunks(engine.begin, cut, batch=2)) == expected["csv"], splits
+            assert b"".join(copy_export.json_chunks(engine.begin, cut, "devices", batch=2)) == expected["json"]
+    finally:
+        engine.dispose()
+
+
+def test_an_abandoned_or_failed_export_stops_its_lanes(fleet: Fleet, backend: str) -> None:
+    """A client gone after the first texts stops every lane after its batch: once the export is
+    closed, no thread of it is left and every connection is back in the pool. A batch that fails
+    raises where its text would have been read, and leaves nothing running either."""
+    if backend != "postgresql":
+        pytest.skip("SQLite exports take the Python path only")
+    for _ in range(12):
+        fleet.enroll()
+    engine = make_engine(fleet.database_url, pool_size=4, max_overflow=0)
+    try:
+        listing = queries.devices_listing(Filters(), dt.datetime.now(dt.UTC))
+        chunks = copy_export.csv_chunks(engine.begin, listing, batch=1)
+        next(chunks), next(chunks)
+        chunks.close()
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("netcheck-export")]
+        assert engine.pool.checkedout() == 0
+        calls = []
+
+        def failing() -> AbstractContextManager[Connection]:
+            calls.append(1)
+            if len(calls) == 5:
+                raise sa.exc.OperationalError("SELECT", {}, Exception("the database went away"))
+            return engine.begin()
+
+        with pytest.raises(sa.exc.OperationalError, match="went away"):
+            b"".join(copy_export.json_chunks(failing, listing, "devices", batch=1))
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("netcheck-export")]
+        assert engine.pool.checkedout() == 0
+    finally:
+        engine.dispose()
 
 
 def _reenroll(conn: Connection, fleet: Fleet, device: Device, text: str, tags: dict[str, str]) -> None:

@@ -108,11 +108,22 @@ class Listing:
     twins: Sequence[Any] = ()
     derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     lines: Kept | None = None
+    #: keys (ascending) where an export may cut the list into ranges it writes at once
+    #: (``copy_export``): ``UUID_SPLITS`` for a list keyed by a device id
+    splits: Sequence[str] = ()
 
     def after(self, last: Any) -> Listing:
         """The rows after key ``last`` (and ``after_key`` set to it)."""
         return replace(self, query=self.query.where(*(k > last for k in (self.key, *self.twins)))
                        .params(after_key=last))
+
+    def within(self, low: str | None, high: str | None) -> Listing:
+        """The rows whose key is at least ``low`` and below ``high`` (None: unbounded), and
+        ``after_key`` set to ``low``: one of the ranges ``splits`` cut."""
+        keys = (self.key, *self.twins)
+        query = self.query.where(*(k >= low for k in keys if low is not None),
+                                 *(k < high for k in keys if high is not None))
+        return replace(self, query=query if low is None else query.params(after_key=low))
 
     def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
         result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
@@ -122,12 +133,19 @@ class Listing:
 
 
 def after_key(column: Any) -> sa.ColumnElement[bool]:
-    """``column`` (a device id in a subquery that a list of devices tests for each device) after the
-    list's last key so far (``Listing.after``; at first any): without it, PostgreSQL reads the
-    subquery's table from its start for each batch of an export (each batch of 10,000 devices a
-    scan of 100,000 states, or a hash of 58,000 answers)."""
-    bound: sa.ColumnElement[bool] = column > sa.bindparam("after_key", "", type_=sa.String)
+    """``column`` (a device id in a subquery that a list of devices tests for each device) from the
+    list's last key so far (``Listing.after``), or the start of its range (``Listing.within``; at
+    first any): without it, PostgreSQL reads the subquery's table from its start for each batch of
+    an export (each batch of 10,000 devices a scan of 100,000 states, or a hash of 58,000 answers).
+    At least, not after: the subquery also matches the device itself, so the bound only tells the
+    database where to start."""
+    bound: sa.ColumnElement[bool] = column >= sa.bindparam("after_key", "", type_=sa.String)
     return bound
+
+
+#: where an export cuts a list keyed by a device id (``store.enroll``: a random UUID, written in
+#: lower-case hex, so each range of its first digit holds an equal share of any fleet): eight ranges
+UUID_SPLITS = ("2", "4", "6", "8", "a", "c", "e")
 
 
 #: rows an export reads per query (each in its own short transaction)
@@ -525,7 +543,7 @@ def devices_listing(f: Filters, now: dt.datetime, conn: Connection | None = None
     if f.name:
         query = query.where(devices.c.name.contains(f.name, autoescape=True))
     return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, _add_tags,
-                   lines=Kept(devices.c.export_csv, devices.c.export_json))
+                   lines=Kept(devices.c.export_csv, devices.c.export_json), splits=UUID_SPLITS)
 
 
 def _state_has(column: Any, text: str) -> sa.ColumnElement[bool]:
@@ -756,7 +774,7 @@ def sweep_devices_listing(sw: Any, answered: bool, now: dt.datetime) -> Listing:
             r.setdefault("verdict", None)
             r.setdefault("received_at", None)
 
-    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, lines=lines)
+    return Listing(query, key, "device_id", SWEEP_DEVICE_COLUMNS, states, twins, lines=lines, splits=UUID_SPLITS)
 
 
 def sweep_devices_page(conn: Connection, sw: Any, answered: bool, now: dt.datetime, after: str | None = None,

@@ -47,6 +47,7 @@ from netcheck.collector.db import (
 )
 from netcheck.collector.web.queries import (
     PAGE_SIZE,
+    UUID_SPLITS,
     Listing,
     not_revoked,
     states_counted,
@@ -372,7 +373,7 @@ def devices_listing(conn: Connection, digests: Collection[str]) -> Listing:
     lines = Kept(joined([devices.c.row_head_csv, devices.c.os_csv, devices.c.row_seen_csv, sa.literal("\r\n")]),
                  joined([devices.c.row_head_json, sa.literal(', "os": '), devices.c.os_json, devices.c.row_seen_json,
                           sa.literal("}")]))
-    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, lines=lines)
+    return Listing(query, devices.c.id, "device_id", DEVICE_COLUMNS, lines=lines, splits=UUID_SPLITS)
 
 
 def _query_down(down: Iterable[str]) -> str:
