@@ -747,7 +747,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_gc()
         await asyncio.to_thread(ui.warm)
-        tasks = [asyncio.create_task(api.prune_forever())]
+        tasks = [asyncio.create_task(api.prune_forever()), asyncio.create_task(ui.ready())]
         if engine.dialect.name == "sqlite":
             tasks.append(asyncio.create_task(api.checkpoint_forever()))
         if settings.service_health:  # Microsoft service health: one process polls (a lease)

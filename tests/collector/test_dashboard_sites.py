@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -176,6 +177,26 @@ def test_a_new_worker_reads_the_kept_predictions_and_lost_fact_sets_are_made_aga
     assert signed_in(proc, client).get("/ui/sites/whatif", params=[("down", "Paris"), ("down", "Dublin DC")]
                                        ).status_code == 200
     assert sql(proc.database_url, "SELECT count(*) FROM site_predictions")[0][0] == 4
+
+
+def test_a_collector_makes_the_sites_predictions_ahead_of_the_first_view(
+        start_collector: Callable[..., CollectorProcess], fleet_factory: Callable[[CollectorProcess], Fleet]) -> None:
+    """After start-up, in the background, a collector makes and keeps what the Sites page shows first
+    (each set of facts with no site down and with each site down alone), so that page's first view,
+    after an upgrade of the prediction's code too, reads them: none is made by a view here."""
+    first = start_collector()
+    fleet = fleet_factory(first)
+    for d in [fleet.enroll(name=f"laptop-{i}") for i in range(2)]:
+        assert fleet.post(d, upload(report())).status_code == 200
+    first.stop()
+    sql(first.database_url, "DELETE FROM site_predictions")  # as after an upgrade: none has its key
+    start_collector(database_url=first.database_url)
+    digest = sql(first.database_url, "SELECT DISTINCT facts_digest FROM device_states")[0][0]
+    wanted = {sites.prediction_key(digest, d) for d in (frozenset(), frozenset({"Paris"}), frozenset({"Dublin DC"}))}
+    deadline = time.monotonic() + 30
+    while {r[0] for r in sql(first.database_url, "SELECT key FROM site_predictions")} != wanted:
+        assert time.monotonic() < deadline, "the predictions were not made ahead"
+        time.sleep(0.1)
 
 
 def test_the_prediction_digest_covers_every_module_the_prediction_imports() -> None:

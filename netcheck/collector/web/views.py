@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 import anyio.to_thread
 import jinja2
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -44,6 +46,7 @@ from netcheck.render.html import render_html
 if TYPE_CHECKING:
     from netcheck.collector.web.entra import EntraSignIn
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 PREFIX = "/ui"
@@ -91,6 +94,7 @@ class Dashboard:
         self.recent = queries.Recent(settings.ui_cache_s, connect=self._connect)
         self._copies: bool | None = None
         self.days = queries.FleetDays(self._connect, read=self._read if engine.dialect.name == "sqlite" else None)
+        self.site_pages = SitePages(self)
         self.entra: EntraSignIn | None = None
         if settings.entra_sign_in:
             from netcheck.collector.web.entra import EntraSignIn
@@ -105,6 +109,15 @@ class Dashboard:
             self.env.get_template(name)
         workload_names()
         prediction_code_digest()
+
+    async def ready(self) -> None:
+        """After start-up, in the background: the Sites page's predictions made and kept before its
+        first view (``SitePages.keep_ready``). A database that cannot answer now leaves them to that
+        view, as before."""
+        try:
+            await self._db(self.site_pages.keep_ready)
+        except SQLAlchemyError as e:
+            log.warning("the Sites predictions were not made ahead: %s", str(e).splitlines()[0][:300])
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -516,7 +529,7 @@ class Dashboard:
             Route("/sweeps", p(self.sweeps), methods=["GET"]),
             Route("/sweeps", p(self.sweep_create, admin=True), methods=["POST"]),
             Route("/sweeps/{sweep_id}", p(self.sweep), methods=["GET"]),
-            *SitePages(self).routes(),  # web/sites.py: blast radius, what-if
+            *self.site_pages.routes(),  # web/sites.py: blast radius, what-if
             Route("/endpoints", p(self.endpoint_data), methods=["GET"]),
             Route("/admin", p(self.admin), methods=["GET"]),
             Route("/admin/secrets", p(self.admin_secret, admin=True), methods=["POST"]),
