@@ -202,7 +202,11 @@ def dropout_seen(detail: Detail) -> bool:
     """Did the window lose a run of ``DROPOUT_RUN`` or more requests sent one after another (the probe's
     ``dropout_lost``)? For that time nothing got through: a busy laptop's VPN client or home router dropping
     what the check's own burst of probes queued, a Wi-Fi drop-out. A lossy line loses here and there."""
-    run = detail.get("dropout_lost")
+    return _dropout(detail.get("dropout_lost"))
+
+
+def _dropout(run: object) -> bool:
+    """Is ``run`` (a count of requests lost one after another) a drop-out (``DROPOUT_RUN`` or more)?"""
     return isinstance(run, int) and not isinstance(run, bool) and run >= DROPOUT_RUN
 
 
@@ -255,7 +259,7 @@ def loaded_note(detail: Detail) -> str | None:
         figures.append(f"round trip {rtt:.0f} ms")
     if isinstance(loss, int | float) and not isinstance(loss, bool):
         figures.append(f"loss {loss:.1f} % ({sent} sent, {received} answered)")
-    if dropout_seen({"dropout_lost": detail.get("loaded_dropout_lost")}):
+    if _dropout(detail.get("loaded_dropout_lost")):
         span = detail.get("loaded_dropout_ms")
         during = f" ({span:.0f} ms)" if isinstance(span, int | float) and not isinstance(span, bool) else ""
         figures.append(f"{detail.get('loaded_dropout_lost')} requests in a row unanswered{during}")

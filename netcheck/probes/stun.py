@@ -136,8 +136,8 @@ class _Session:
     changed only under ``lock``; the rest belongs to the event loop.
     """
 
-    #: txid -> (time of sending, sent at the stride: its round trip is kept)
-    #: Each request in flight: when it went, whether at the stride, and its place in the order sent.
+    #: Each request in flight, by txid: when it went, whether at the stride (its round trip is kept),
+    #: and its place in the order sent.
     pending: dict[bytes, tuple[Stamp, bool, int]] = field(default_factory=dict)
     samples_ms: list[float] = field(default_factory=list)  # round trips of the answers sent at the stride
     received: int = 0  # every answer matched
