@@ -72,10 +72,11 @@ def test_an_export_walks_the_list_in_keyset_batches_each_in_its_own_transaction(
     assert all(r["tags"] == {"dept": tag} for b in batches for r in b)
 
 
-def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key() -> None:
+def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key_and_range() -> None:
     """A list of devices that tests a subquery for each device (a sweep's missing devices: its answers)
-    starts that subquery's index at the batch's last key too (``queries.after_key``); at first,
-    anywhere. The devices behind a Sites number test none: each device's own ``facts_digest``."""
+    starts that subquery's index at the batch's last key too, and stops it at its range's end
+    (``queries.key_bounds``); at first, anywhere. The devices behind a Sites number test none: each
+    device's own ``facts_digest``."""
     sw = SimpleNamespace(id="s", tag_key=None, tag_value=None)
     engine = sa.create_engine("sqlite://")
     try:
@@ -84,11 +85,17 @@ def test_a_batch_bounds_the_subquery_it_tests_each_device_with_by_its_last_key()
             site_devices = sites.devices_listing(conn, ["d" * 64])
     finally:
         engine.dispose()
-    assert missing.query.compile().params["after_key"] == ""
-    assert missing.after("k-1").query.compile().params["after_key"] == "k-1"
-    assert missing.within("4", "6").query.compile().params["after_key"] == "4"
-    assert missing.within(None, "2").query.compile().params["after_key"] == ""
-    assert "device_id >= :after_key" in str(missing.query)
+    def bounds(listing: queries.Listing) -> tuple[str, str | None]:
+        params = listing.query.compile().params
+        return params["after_key"], params["before_key"]
+
+    assert bounds(missing) == ("", None)
+    assert bounds(missing.after("k-1")) == ("k-1", None)
+    assert bounds(missing.within("4", "6")) == ("4", "6")
+    assert bounds(missing.within("4", "6").after("4a")) == ("4a", "6")
+    assert bounds(missing.within(None, "2")) == ("", "2") and bounds(missing.within("e", None)) == ("e", None)
+    assert "device_id >= :after_key AND (:before_key IS NULL OR sweep_responses.device_id < :before_key)" in str(
+        missing.query)
     assert "device_states" not in str(site_devices.query) and "devices.facts_digest IN" in str(site_devices.query)
 
 

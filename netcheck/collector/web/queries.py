@@ -104,7 +104,7 @@ class Listing:
     finish: Callable[[Connection, list[dict[str, Any]]], None] = _no_finish
     #: columns joined equal to ``key`` (the other side of a join): given the same lower bound, so
     #: that the database starts each index there (PostgreSQL does not carry the bound across a join);
-    #: inside a subquery (``EXISTS``), such a column is bounded by ``after_key`` instead
+    #: inside a subquery (``EXISTS``), such a column is bounded by ``key_bounds`` instead
     twins: Sequence[Any] = ()
     derived: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     lines: Kept | None = None
@@ -119,11 +119,11 @@ class Listing:
 
     def within(self, low: str | None, high: str | None) -> Listing:
         """The rows whose key is at least ``low`` and below ``high`` (None: unbounded), and
-        ``after_key`` set to ``low``: one of the ranges ``splits`` cut."""
+        ``after_key`` and ``before_key`` set to them: one of the ranges ``splits`` cut."""
         keys = (self.key, *self.twins)
         query = self.query.where(*(k >= low for k in keys if low is not None),
                                  *(k < high for k in keys if high is not None))
-        return replace(self, query=query if low is None else query.params(after_key=low))
+        return replace(self, query=query.params(after_key=low or "", before_key=high))
 
     def page(self, conn: Connection, order: Sequence[Any], page: int, size: int) -> Page:
         result = _page(conn.execute(_limit(self.query.order_by(*order), page, size)).all(), page, size,
@@ -132,14 +132,18 @@ class Listing:
         return result
 
 
-def after_key(column: Any) -> sa.ColumnElement[bool]:
+def key_bounds(column: Any) -> sa.ColumnElement[bool]:
     """``column`` (a device id in a subquery that a list of devices tests for each device) from the
-    list's last key so far (``Listing.after``), or the start of its range (``Listing.within``; at
-    first any): without it, PostgreSQL reads the subquery's table from its start for each batch of
-    an export (each batch of 10,000 devices a scan of 100,000 states, or a hash of 58,000 answers).
-    At least, not after: the subquery also matches the device itself, so the bound only tells the
-    database where to start."""
-    bound: sa.ColumnElement[bool] = column >= sa.bindparam("after_key", "", type_=sa.String)
+    list's last key so far (``Listing.after``) or the start of its range (``Listing.within``), to
+    the end of that range (at first: anywhere): without them, PostgreSQL reads the subquery's table
+    from its start for each batch of an export (each batch of 10,000 devices a scan of 100,000
+    states, or a hash of 58,000 answers), or on to its end for each range (a sweep's missing devices
+    at 100,000 devices: 118 ms of the database's time against 63). From, not after, the last key:
+    the subquery also matches the device itself, so the bounds only tell the database where to
+    start and stop. No end (``before_key`` None) is a test PostgreSQL drops as it plans the batch."""
+    end = sa.bindparam("before_key", None, type_=sa.String)
+    bound: sa.ColumnElement[bool] = sa.and_(column >= sa.bindparam("after_key", "", type_=sa.String),
+                                            sa.or_(end.is_(None), column < end))
     return bound
 
 
@@ -735,7 +739,7 @@ def _statuses(conn: Connection, sweep_id: str, counted: Iterable[Any]) -> dict[s
 def _not_answered(sw: Any) -> Any:
     answered = sa.select(sweep_responses.c.device_id).where(sweep_responses.c.sweep_id == sw.id,
                                                            sweep_responses.c.device_id == devices.c.id,
-                                                           after_key(sweep_responses.c.device_id))
+                                                           key_bounds(sweep_responses.c.device_id))
     return (sa.select(devices.c.id.label("device_id"), devices.c.name, devices.c.last_seen_at,
                       devices.c.last_verdict)
             .where(*_targeted(sw), ~answered.exists()))
