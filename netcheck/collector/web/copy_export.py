@@ -258,8 +258,9 @@ def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing:
     """``_walk`` of the whole list, or, when ``splits`` cut it, of each range, ``LANES`` ranges at
     a time, in the order of the ranges: each lane keeps at most ``_AHEAD`` texts waiting, so memory
     stays a few batches whatever the size of the list. An export abandoned (the client gone) or
-    failed stops its lanes after the batch each is writing, and ends once they have: nothing of it
-    runs on, no pooled connection is held past it."""
+    failed stops its lanes: each ends after the batch it is writing, and gives its connection back
+    to the pool. It does not wait for them: an abandoned export is closed wherever its generator
+    is collected, which may be the event loop."""
     if not listing.splits:
         yield from _walk(connect, listing, lines, form, separator, batch)
         return
@@ -298,7 +299,7 @@ def _batches(connect: Callable[[], AbstractContextManager[Connection]], listing:
                 yield item
     finally:
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def supports(conn: Connection) -> bool:
