@@ -316,8 +316,8 @@ def live_sweep(proc: CollectorProcess, url: str, sweep_id: str, seconds: float, 
             t0 = time.perf_counter()
             got = client.get(path)
             times.append((time.perf_counter() - t0) * 1000)
-            shown = re.search(r'id="answered">(\d+)<', got.text)
-            answered.append(int(shown.group(1)) if shown else -1)
+            shown = re.search(r'id="answered">([\d,]+)<', got.text)
+            answered.append(int(shown.group(1).replace(",", "")) if shown else -1)
             time.sleep(max(0.0, 0.5 - (time.perf_counter() - t0)))
         sender.join()
         loadavg = [round(x, 2) for x in os.getloadavg()]

@@ -76,7 +76,7 @@ def _agent(rig: Rig, verdict: str) -> Callable[[], int]:
 
 
 def _numbers(page: Any) -> dict[str, int]:
-    return {k: int(page.inner_text(f"#{k}")) for k in ("answered", "pending", "offline", "targeted")}
+    return {k: int(page.inner_text(f"#{k}").replace(",", "")) for k in ("answered", "pending", "offline", "targeted")}
 
 
 def test_sign_in_sweep_agents_answer_export_sign_out(page: Any, backend: str, tmp_path: Path,

@@ -214,6 +214,19 @@ def test_workloads_are_shown_by_name(fleet: Fleet, clients: list[httpx.Client]) 
     assert '<td title="exchange">Exchange Online</td>' in overview
 
 
+def test_counts_read_at_fleet_scale_and_line_up_under_their_headings(fleet: Fleet, clients: list[httpx.Client]) -> None:
+    """Counts are written with thousands separated (102,400 devices, not 102400), and the headings of
+    the columns that hold them are right-aligned as the numbers are."""
+    count = views._environment().from_string("{{ n|count }}")
+    assert [count.render(n=n) for n in (0, 999, 1000, 102400, 1234567)] == ["0", "999", "1,000", "102,400", "1,234,567"]
+    assert count.render(n="-") == "-" and count.render(n=True) == "True"
+    assert fleet.post(fleet.enroll(), upload(sample_report())).status_code == 200
+    client, _ = signed_in(fleet, "read-only", clients)
+    overview = client.get("/ui/").text
+    assert '<th class="num">ok</th>' in overview and '<th class="num">Devices</th>' in overview
+    assert "th.num, td.num { text-align: right;" in client.get("/ui/static/dashboard.css").text
+
+
 def test_a_sweep_targets_a_site_chosen_from_the_fleets_sites(fleet: Fleet, clients: list[httpx.Client]) -> None:
     site = f"lyon{fleet.secret_id[-6:]}"
     fleet.enroll(tags={"site": site})
