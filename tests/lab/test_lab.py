@@ -329,7 +329,7 @@ def test_stun_relay_answers(world: World) -> None:
     res = laptop(world, SYSTEM_PYTHON, str(world.tool("stunclient.py")), A.TEAMS_RELAY_NAME, "--count", "5")
     data = json.loads(res.stdout)
     families = {r["family"]: r for r in data["results"]}
-    assert families[4]["received"] == 5 and families[6]["received"] == 5
+    assert families[4]["received"] == 5 and families[6]["received"] == 5, data
     assert families[4]["mapped"].startswith(A.HOME_INET.v4_b + ":")  # NATed by the home router
 
 
