@@ -118,10 +118,10 @@ class Dashboard:
 
     async def ready(self) -> None:
         """After start-up, in the background: the Sites page's predictions made and kept before its
-        first view (``SitePages.keep_ready``). A database that cannot answer now leaves them to that
+        first view (``SitePages.prepared``). A database that cannot answer now leaves them to that
         view, as before."""
         try:
-            await self._db(self.site_pages.keep_ready)
+            await self._db(self.site_pages.prepared)
         except SQLAlchemyError as e:
             log.warning("the Sites predictions were not made ahead: %s", str(e).splitlines()[0][:300])
 
