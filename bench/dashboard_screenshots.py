@@ -20,12 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import sqlalchemy as sa  # noqa: E402
-from bench_dashboard import PASSWORD  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+from bench_dashboard import PASSWORD, _existing  # noqa: E402
 
-from netcheck.collector.db import make_engine  # noqa: E402
-from tests.browser import INSTALL_HINT, find_chromium  # noqa: E402
+from tests.browser import INSTALL_HINT, Browser, find_chromium  # noqa: E402
 from tests.collector.harness import CollectorProcess  # noqa: E402
 
 
@@ -38,20 +35,15 @@ def main() -> int:
     if binary is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
-    engine = make_engine(args.database_url, pool_size=1, max_overflow=0)
-    try:
-        with engine.begin() as conn:
-            sweep_id = conn.execute(sa.text("SELECT id FROM sweeps WHERE note = 'bench sweep'")).scalar_one()
-    finally:
-        engine.dispose()
+    _, sweep_id = _existing(args.database_url)
     pages = {"overview": "/ui/", "sweep-in-progress": f"/ui/sweeps/{sweep_id}", "sites": "/ui/sites",
              "whatif": "/ui/sites/whatif?down=Dublin+DC&down=Paris",
              "site-devices": "/ui/sites/devices?down=Dublin+DC&down=Paris&workload=identity"}
     args.out.mkdir(parents=True, exist_ok=True)
+    # the tests' Chromium: anything not on loopback goes to a recorder that refuses it
     with CollectorProcess(args.database_url, env={}, workdir=Path(tempfile.mkdtemp(prefix="shots-")),
-                          args=("--workers", "1")) as proc, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=binary, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+                          args=("--workers", "1")) as proc, Browser(binary, direct_loopback=True) as browser:
+        page = browser.new_page()
         page.goto(f"{proc.url}/ui/login")
         page.fill("input[name=name]", "bench")
         page.fill("input[name=password]", PASSWORD)
@@ -63,7 +55,6 @@ def main() -> int:
             out = args.out / f"dashboard-{name}.png"
             page.screenshot(path=str(out), full_page=True)
             print(out)
-        browser.close()
     return 0
 
 
